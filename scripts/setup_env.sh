@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Create (or reuse) the local virtual environment .venv with the pinned requirements.
+# Idempotent: a stamp file records the hash of the requirement files, so a second call is instant.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+stamp="$VENV/.requirements.sha256"
+want=$(cat requirements.txt requirements-embedded.txt | sha256sum | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  exit 0
+fi
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+"$VENV/bin/python" -m pip install --quiet --upgrade pip
+# torch first, pinned: a plain `torch` requirement resolved by another package could pull a CUDA build.
+"$VENV/bin/python" -m pip install --quiet "$(grep -E '^torch==' requirements.txt)"
+"$VENV/bin/python" -m pip install --quiet -r requirements.txt
+"$VENV/bin/python" -m pip install --quiet --no-deps -r requirements-embedded.txt
+echo "$want" > "$stamp"

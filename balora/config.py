@@ -1,0 +1,102 @@
+"""Command-line + YAML configuration for the entry scripts.
+
+`--config file.yaml` gives defaults (flat keys = dataclass field names), command-line flags override
+them, and an unknown key in either place is an error. The resolved configuration is saved beside the
+outputs so every result is traceable to its exact settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from transformers import HfArgumentParser
+
+
+def _split_config_flag(argv: list[str]) -> tuple[str | None, list[str]]:
+    rest, config = [], None
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--config":
+            if i + 1 >= len(argv):
+                raise SystemExit("error: --config needs a YAML file path")
+            config, i = argv[i + 1], i + 2
+            continue
+        if arg.startswith("--config="):
+            config = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+        i += 1
+    return config, rest
+
+
+def load_yaml_config(path: str | Path) -> dict[str, Any]:
+    """Read a flat YAML config; raise with the file name when it is not a mapping."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"Config file {path} does not exist")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a config must be a flat mapping of field: value")
+    nested = [k for k, v in data.items() if isinstance(v, dict)]
+    if nested:
+        raise ValueError(f"{path}: configs are flat; nested keys {nested} are not supported")
+    return data
+
+
+def parse_args(dataclass_types: tuple[type, ...], argv: list[str] | None = None) -> tuple[Any, ...]:
+    """Parse `--config x.yaml` + flags into instances of `dataclass_types` (in that order).
+
+    Raises:
+        ValueError: the YAML file has keys that no dataclass declares (lists them).
+        SystemExit: argparse errors (unknown flags, bad values), as usual for a command line.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    config_path, rest = _split_config_flag(argv)
+    parser = HfArgumentParser(dataclass_types)
+    parser.add_argument("--config", help="YAML file of defaults (flat field: value); flags override it")
+    if config_path:
+        values = load_yaml_config(config_path)
+        known = {action.dest for action in parser._actions}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"{config_path}: unknown config keys {unknown}; check the spelling against "
+                             f"`--help` of this script")
+        # Default values are not type-converted by argparse: do it here, as for a command-line value.
+        for action in parser._actions:
+            if action.dest in values and action.type is not None and isinstance(values[action.dest], str) \
+                    and action.type is not str:
+                values[action.dest] = action.type(values[action.dest])
+        parser.set_defaults(**values)
+        # A YAML value satisfies a required flag.
+        for action in parser._actions:
+            if action.dest in values:
+                action.required = False
+    parsed = parser.parse_args_into_dataclasses(args=rest, return_remaining_strings=False)
+    return tuple(p for p in parsed if dataclasses.is_dataclass(p))
+
+
+def resolved_config(*instances: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """All fields of the given dataclass instances as one flat, YAML-safe dict."""
+    out: dict[str, Any] = {}
+    for instance in instances:
+        for f in dataclasses.fields(instance):
+            if f.name in skip or f.name.startswith("_"):
+                continue
+            value = getattr(instance, f.name)
+            if hasattr(value, "value") and not isinstance(value, (int, float, str)):
+                value = value.value  # enums
+            if not isinstance(value, (int, float, str, bool, list, type(None))):
+                value = str(value)
+            out[f.name] = value
+    return out
+
+
+def save_config(path: str | Path, config: dict[str, Any]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))

@@ -1,0 +1,223 @@
+"""NLG training data: loading (hub, local JSON/JSONL, embedded), the Alpaca prompt, response-only labels.
+
+Shapes: B = batch, T = padded sequence length.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from balora.prompts import ANSWER_MARKER, format_prompt
+
+logger = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100
+EMBEDDED_ARITHMETIC = "embedded:arithmetic"
+
+_SPLIT_RE = re.compile(r"^(?P<name>\w+)(\[(?P<start>-?\d+%?)?:(?P<stop>-?\d+%?)?\])?$")
+
+
+# --- loading -----------------------------------------------------------------------------------------
+
+
+def parse_split(split: str) -> tuple[str, str | None, str | None]:
+    """Parse 'train', 'train[:N]', 'train[a:b]' or 'train[:10%]' into (name, start, stop)."""
+    match = _SPLIT_RE.match(split.replace(" ", ""))
+    if not match:
+        raise ValueError(f"Cannot parse data_split {split!r}; use e.g. 'train', 'train[:100000]', 'train[10:20]' or 'train[:5%]'")
+    return match["name"], match["start"], match["stop"]
+
+
+def _slice_bounds(n: int, start: str | None, stop: str | None) -> tuple[int, int]:
+    def resolve(text: str | None, default: int) -> int:
+        if text is None:
+            return default
+        value = int(round(float(text[:-1]) / 100 * n)) if text.endswith("%") else int(text)
+        return max(0, min(n, value if value >= 0 else n + value))
+
+    return resolve(start, 0), resolve(stop, n)
+
+
+def load_rows(data_path: str, data_split: str = "train", data_subset: str | None = None,
+              num_embedded: int = 2000, seed: int = 0) -> list[dict[str, Any]]:
+    """Load training rows as a list of dicts.
+
+    Args:
+        data_path: "embedded:arithmetic" (generated in code, offline), a local .json/.jsonl file, or a
+            hub dataset id (e.g. "meta-math/MetaMathQA", "fxmeng/pissa-dataset").
+        data_split: split with optional slicing, e.g. "train[:100000]".
+        data_subset: hub sub-directory (fxmeng/pissa-dataset: "metamath", "python", "conversation").
+        num_embedded: rows generated for the embedded dataset before slicing.
+        seed: seed of the embedded generator.
+    """
+    name, start, stop = parse_split(data_split)
+    if data_path == EMBEDDED_ARITHMETIC:
+        rows = arithmetic_word_problems(num_embedded, seed=seed if name == "train" else seed + 10_000)
+    elif Path(data_path).suffix in (".json", ".jsonl") or Path(data_path).exists():
+        rows = _read_local(Path(data_path))
+    else:
+        import datasets
+
+        kwargs = {"data_dir": data_subset} if data_subset else {}
+        try:
+            rows = datasets.load_dataset(data_path, split=name, **kwargs).to_list()
+        except Exception as err:  # noqa: BLE001 - re-raised with the fix to apply
+            raise RuntimeError(
+                f"Could not load dataset {data_path!r} (split {name!r}{', subset ' + data_subset if data_subset else ''}) "
+                f"from the hub: {err}. Offline? Pass a local .json/.jsonl file as --data_path."
+            ) from err
+    lo, hi = _slice_bounds(len(rows), start, stop)
+    rows = rows[lo:hi]
+    if not rows:
+        raise ValueError(f"No rows left in {data_path!r} after slicing with {data_split!r}")
+    return rows
+
+
+def _read_local(path: Path) -> list[dict[str, Any]]:
+    import json
+
+    if not path.exists():
+        raise FileNotFoundError(f"Data file {path} does not exist")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json":
+        rows = json.loads(text)
+        if not isinstance(rows, list):
+            raise ValueError(f"{path}: a .json data file must hold a list of objects")
+        return rows
+    rows = []
+    for line_number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{line_number}: malformed JSON line ({err.msg})") from err
+    return rows
+
+
+def gsm8k_answer_to_metamath(answer: str) -> str:
+    """Rewrite a GSM8K solution ending in '#### N' to MetaMathQA's 'The answer is: N' ending.
+
+    The '<<48/2=24>>' calculator annotations are removed too: MetaMathQA responses do not have them.
+    """
+    if "####" not in answer:
+        raise ValueError(f"Not a GSM8K answer (no '####'): {answer[-80:]!r}")
+    body, final = answer.rsplit("####", 1)
+    body = re.sub(r"<<[^>]*>>", "", body).rstrip()
+    return f"{body}\n{ANSWER_MARKER}{final.strip()}"
+
+
+# --- embedded data -----------------------------------------------------------------------------------
+
+_NAMES = ["Tom", "Maria", "Ali", "Sara", "Ken", "Lena", "Omar", "Nina", "Paul", "Ivy"]
+_ITEMS = ["apples", "books", "coins", "marbles", "pencils", "cookies", "stickers", "cards"]
+
+
+def arithmetic_word_problems(n: int, seed: int = 0) -> list[dict[str, str]]:
+    """Templated arithmetic word problems with MetaMath-style "The answer is: N" responses (offline).
+
+    Returns rows {"query": ..., "response": ..., "answer": "N"}; deterministic in (n, seed).
+    """
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        name, item = rng.choice(_NAMES), rng.choice(_ITEMS)
+        kind = rng.randrange(4)
+        a, b = rng.randint(2, 60), rng.randint(2, 40)
+        if kind == 0:
+            query = f"{name} has {a} {item}. {name} gets {b} more {item}. How many {item} does {name} have now?"
+            result, work = a + b, f"{name} has {a} + {b} = {a + b} {item}."
+        elif kind == 1:
+            a = a + b
+            query = f"{name} had {a} {item} and gave away {b} of them. How many {item} are left?"
+            result, work = a - b, f"{name} has {a} - {b} = {a - b} {item} left."
+        elif kind == 2:
+            a, b = rng.randint(2, 12), rng.randint(2, 12)
+            query = f"{name} buys {a} boxes with {b} {item} in each box. How many {item} does {name} buy?"
+            result, work = a * b, f"{name} buys {a} * {b} = {a * b} {item}."
+        else:
+            b = rng.randint(2, 9)
+            a = b * rng.randint(2, 12)
+            query = f"{name} shares {a} {item} equally among {b} friends. How many {item} does each friend get?"
+            result, work = a // b, f"Each friend gets {a} / {b} = {a // b} {item}."
+        rows.append({"query": query, "response": f"{work}\n{ANSWER_MARKER}{result}", "answer": str(result)})
+    return rows
+
+
+# --- tokenisation ------------------------------------------------------------------------------------
+
+
+def tokenize_example(tokenizer, query: str, response: str, max_length: int) -> dict[str, list[int]] | None:
+    """Tokenise prompt + response + EOS with labels on the response only (PiSSA/MetaMath style).
+
+    The prompt and the full text are tokenised separately and the first len(prompt) labels are masked.
+    Returns None when truncation leaves no response token (the caller counts and reports these).
+    """
+    prompt = format_prompt(query)
+    prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    full_ids = tokenizer(prompt + response, add_special_tokens=True)["input_ids"]
+    if tokenizer.eos_token_id is not None:
+        full_ids = full_ids + [tokenizer.eos_token_id]
+    full_ids = full_ids[:max_length]
+    labels = [IGNORE_INDEX] * min(len(prompt_ids), len(full_ids)) + full_ids[len(prompt_ids):]
+    if all(label == IGNORE_INDEX for label in labels):
+        return None
+    return {"input_ids": full_ids, "labels": labels}
+
+
+def build_dataset(rows: list[dict[str, Any]], tokenizer, query_field: str, response_field: str, max_length: int,
+                  gsm8k_to_metamath: bool = False):
+    """Tokenise rows into a `datasets.Dataset` with input_ids and labels.
+
+    Raises:
+        KeyError: a row lacks the query or response field (names the row and the fields it has).
+        ValueError: no example keeps a response token within max_length.
+    """
+    import datasets
+
+    examples, dropped = [], 0
+    for index, row in enumerate(rows):
+        for key in (query_field, response_field):
+            if key not in row:
+                raise KeyError(f"Row {index} has no field {key!r} (fields: {sorted(row)}); "
+                               f"set --query_field/--response_field")
+        response = row[response_field]
+        if gsm8k_to_metamath:
+            response = gsm8k_answer_to_metamath(response)
+        example = tokenize_example(tokenizer, row[query_field], response, max_length)
+        if example is None:
+            dropped += 1
+        else:
+            examples.append(example)
+    if dropped:
+        logger.warning("%d of %d examples have no response token within max_length=%d and were skipped",
+                       dropped, len(rows), max_length)
+    if not examples:
+        raise ValueError(f"No example keeps a response token within max_length={max_length}")
+    return datasets.Dataset.from_list(examples)
+
+
+@dataclass
+class CausalLMCollator:
+    """Right-pads input_ids with pad_token_id and labels with -100: (B, T) tensors."""
+
+    pad_token_id: int
+
+    def __call__(self, features: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
+        length = max(len(f["input_ids"]) for f in features)
+        input_ids = torch.full((len(features), length), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(features), length), IGNORE_INDEX, dtype=torch.long)
+        attention_mask = torch.zeros((len(features), length), dtype=torch.long)
+        for i, f in enumerate(features):
+            n = len(f["input_ids"])
+            input_ids[i, :n] = torch.tensor(f["input_ids"])
+            labels[i, :n] = torch.tensor(f["labels"])
+            attention_mask[i, :n] = 1
+        return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}

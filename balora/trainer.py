@@ -1,0 +1,244 @@
+"""A transformers Trainer that adds the BA-LoRA regularisers (method.md §3) and logs each term.
+
+    L = L_task + λ1·L_consistency + λ2·L_diversity + λ3·L_svd
+
+* NLG: the terms are computed on shifted, response-only positions: the logit at t predicts token t+1
+  and a row is valid where labels[t+1] != -100 (the same rows as the task loss).
+* NLU: the rows are the examples, the columns the classes (1 for regression).
+* The reference logits come from `balora.adapters.reference_mode` (the frozen pre-trained function),
+  computed without gradients and only when λ1 > 0.
+* The regularisers are per-micro-batch means. Their weight must not depend on gradient accumulation:
+  when the Trainer normalises the task loss by the number of items of the whole optimizer step (models
+  that accept `num_items_in_batch`, i.e. causal LMs), it does NOT divide by the accumulation steps, so
+  we divide the regulariser by them here; otherwise the Trainer divides the sum by them itself.
+* All λ = 0 returns exactly `Trainer.compute_loss` and skips the reference forward.
+* Logged per optimizer step (averaged over micro-batches and across ranks): `task_loss`,
+  `consistency_loss`, `diversity_loss`, `svd_loss` (unweighted) and the current `lambda_*`.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field, fields
+
+import torch
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from balora.adapters import reference_mode
+from balora.regularizers import RegularizerConfig, preset, regularizer_terms
+
+TERMS = ("consistency", "diversity", "svd")
+LAMBDA_SCHEDULES = ("constant", "iclr2026")
+PRESET_NAMES = ("none", "iclr2026", "v5")
+
+# Defaults used when neither a preset nor the user sets a field (the ICLR-2026 NLG form).
+_REGULARIZER_DEFAULTS = {
+    "consistency_type": "kl", "temperature": 2.0, "diversity_type": "topk_entropy", "entropy_top_k": 20,
+    "svd_top_k": 10, "svd_normalizer": "frobenius",
+}
+# Field of the training arguments -> field of RegularizerConfig.
+_TO_REGULARIZER_CONFIG = {
+    "consistency_type": "consistency", "temperature": "temperature", "diversity_type": "diversity",
+    "entropy_top_k": "entropy_top_k", "svd_top_k": "svd_top_k", "svd_normalizer": "svd_normalizer",
+}
+
+
+@dataclass
+class BALoRATrainingArguments(TrainingArguments):
+    """TrainingArguments plus the BA-LoRA regulariser hyperparameters (validated in __post_init__).
+
+    A preset fills every field left unset (None); fields set explicitly win over the preset.
+    """
+
+    regularizer_preset: str = field(default="none", metadata={
+        "help": "none | iclr2026 | v5: the paper's reported λ and term forms (method.md §3 table)."})
+    regularizer_task: str = field(default="nlg", metadata={"help": "nlg | nlu (set by the entry script)."})
+    lambda_consistency: float | None = field(default=None, metadata={"help": "λ1, consistency (KL) weight."})
+    lambda_diversity: float | None = field(default=None, metadata={"help": "λ2, diversity weight."})
+    lambda_svd: float | None = field(default=None, metadata={"help": "λ3, SVD weight."})
+    consistency_type: str | None = field(default=None, metadata={"help": "kl | mse_normalized"})
+    temperature: float | None = field(default=None, metadata={"help": "T of the KL consistency term."})
+    diversity_type: str | None = field(default=None, metadata={"help": "topk_entropy | entropy | covariance"})
+    entropy_top_k: int | None = field(default=None, metadata={"help": "K of the top-K entropy."})
+    svd_top_k: int | None = field(default=None, metadata={"help": "k of the top-k singular value share."})
+    svd_normalizer: str | None = field(default=None, metadata={"help": "frobenius | nuclear"})
+    lambda_schedule: str = field(default="constant", metadata={
+        "help": "constant | iclr2026 (λ1 cosine-decays to 0.1·λ1; λ2, λ3 are 0 for the first 20% of "
+                "optimizer steps, then ramp linearly over 5%)."})
+    regularizer_chunk_rows: int = field(default=1024, metadata={
+        "help": "Rows (tokens) per fp32 chunk in the regularisers: bounds memory at large vocabularies."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.regularizer_preset not in PRESET_NAMES:
+            raise ValueError(f"regularizer_preset must be one of {PRESET_NAMES}, got {self.regularizer_preset!r}")
+        if self.regularizer_task not in ("nlg", "nlu"):
+            raise ValueError(f"regularizer_task must be 'nlg' or 'nlu', got {self.regularizer_task!r}")
+        if self.lambda_schedule not in LAMBDA_SCHEDULES:
+            raise ValueError(f"lambda_schedule must be one of {LAMBDA_SCHEDULES}, got {self.lambda_schedule!r}")
+        if self.regularizer_preset != "none":
+            reg_cfg, lambdas = preset(self.regularizer_preset, self.regularizer_task)
+            for arg_name, cfg_name in _TO_REGULARIZER_CONFIG.items():
+                if getattr(self, arg_name) is None:
+                    setattr(self, arg_name, getattr(reg_cfg, cfg_name))
+            for term in TERMS:
+                if getattr(self, f"lambda_{term}") is None:
+                    setattr(self, f"lambda_{term}", float(lambdas[term]))
+        for name, default in _REGULARIZER_DEFAULTS.items():
+            if getattr(self, name) is None:
+                setattr(self, name, default)
+        for term in TERMS:
+            value = getattr(self, f"lambda_{term}")
+            if value is None:
+                setattr(self, f"lambda_{term}", 0.0)
+            elif value < 0:
+                raise ValueError(f"lambda_{term} must be >= 0, got {value}")
+        # Builds and validates the term configuration now, so a bad value fails before any model loads.
+        self.regularizer_config()
+
+    def regularizer_config(self) -> RegularizerConfig:
+        kwargs = {cfg_name: getattr(self, arg_name) for arg_name, cfg_name in _TO_REGULARIZER_CONFIG.items()}
+        if "chunk_size" in {f.name for f in fields(RegularizerConfig)}:
+            kwargs["chunk_size"] = self.regularizer_chunk_rows
+        return RegularizerConfig(task=self.regularizer_task, **kwargs)
+
+    @property
+    def regularizers_enabled(self) -> bool:
+        return any(getattr(self, f"lambda_{t}") > 0 for t in TERMS)
+
+
+def scheduled_lambdas(base: dict[str, float], schedule: str, step: int, max_steps: int) -> dict[str, float]:
+    """λ values at optimizer step `step` of `max_steps` (method.md §3, the ICLR-2026 script's schedule).
+
+    Args:
+        base: {"consistency": λ1, "diversity": λ2, "svd": λ3}.
+        schedule: "constant" | "iclr2026".
+    """
+    if schedule == "constant" or max_steps <= 0:
+        return dict(base)
+    progress = min(max(step / max_steps, 0.0), 1.0)
+    # λ1: cosine decay from λ1 to 0.1·λ1.
+    consistency = base["consistency"] * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress)))
+    # λ2, λ3: off for the first 20% of steps, then a linear ramp over the next 5%.
+    ramp = min(max((progress - 0.20) / 0.05, 0.0), 1.0)
+    return {"consistency": consistency, "diversity": base["diversity"] * ramp, "svd": base["svd"] * ramp}
+
+
+class _AdaLoraBudgetCallback(TrainerCallback):
+    """AdaLoRA reallocates ranks from the gradients after each optimizer step (peft's update_and_allocate)."""
+
+    def __init__(self, trainer: Trainer):
+        self.trainer = trainer
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        model = self.trainer.accelerator.unwrap_model(self.trainer.model)
+        model.base_model.update_and_allocate(state.global_step)
+
+
+class BALoRATrainer(Trainer):
+    """Trainer whose loss adds the weighted BA-LoRA regularisers; see the module docstring."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.args, BALoRATrainingArguments):
+            raise TypeError("BALoRATrainer needs BALoRATrainingArguments")
+        self._regularizer_config = self.args.regularizer_config()
+        self._base_lambdas = {t: float(getattr(self.args, f"lambda_{t}")) for t in TERMS}
+        # Running sums since the last log: task loss sum and item count; each term's sum and count.
+        self._term_sums = torch.zeros(len(TERMS) + 3, dtype=torch.float64)
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        if getattr(getattr(unwrapped, "base_model", None), "update_and_allocate", None) is not None \
+                and type(unwrapped.base_model).__name__ == "AdaLoraModel":
+            self.add_callback(_AdaLoraBudgetCallback(self))
+
+    def current_lambdas(self) -> dict[str, float]:
+        return scheduled_lambdas(self._base_lambdas, self.args.lambda_schedule,
+                                 self.state.global_step, self.state.max_steps)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None, **kwargs):
+        lambdas = self.current_lambdas()
+        if not any(v > 0 for v in lambdas.values()) or not model.training:
+            # Exactly the plain Trainer loss (and no reference forward) when no term is active,
+            # and in evaluation, where the reported loss is the task loss.
+            loss_and_outputs = super().compute_loss(model, inputs, return_outputs=True,
+                                                    num_items_in_batch=num_items_in_batch, **kwargs)
+            if model.training:
+                self._accumulate_task_loss(loss_and_outputs[0], inputs, num_items_in_batch)
+            return loss_and_outputs if return_outputs else loss_and_outputs[0]
+
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True,
+                                             num_items_in_batch=num_items_in_batch, **kwargs)
+        self._accumulate_task_loss(loss, inputs, num_items_in_batch)
+        logits, mask = self._rows(outputs.logits, inputs)
+        ref_logits = None
+        if lambdas["consistency"] > 0:
+            ref_inputs = {k: v for k, v in inputs.items() if k != "labels"}
+            unwrapped = self.accelerator.unwrap_model(model)
+            with reference_mode(unwrapped):
+                ref_logits, _ = self._rows(unwrapped(**ref_inputs).logits, inputs)
+        terms = regularizer_terms(logits, ref_logits, mask, self._regularizer_config)
+        regularizer = sum(lambdas[t] * terms[t] for t in TERMS if lambdas[t] > 0)
+        if self._loss_is_scaled_for_ga(num_items_in_batch):
+            # The Trainer will not divide by the accumulation steps: do it for the per-micro-batch means.
+            regularizer = regularizer / self.current_gradient_accumulation_steps
+        loss = loss + regularizer
+        with torch.no_grad():
+            for i, t in enumerate(TERMS):
+                self._term_sums[2 + i] += float(terms[t].detach())
+            self._term_sums[-1] += 1
+        return (loss, outputs) if return_outputs else loss
+
+    # --- helpers --------------------------------------------------------------------------------------
+
+    def _loss_is_scaled_for_ga(self, num_items_in_batch) -> bool:
+        if getattr(self, "loss_is_scaled_for_ga", None) is not None:
+            return bool(self.loss_is_scaled_for_ga)
+        return bool(self.model_accepts_loss_kwargs and num_items_in_batch is not None) \
+            or self.compute_loss_func is not None
+
+    def _rows(self, logits: torch.Tensor, inputs: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The regulariser rows: NLG (B, T-1, V) shifted logits + (B, T-1) mask; NLU (B, C) + None."""
+        if self.args.regularizer_task == "nlu":
+            return logits, None
+        labels = inputs["labels"]
+        # logits[:, t] predicts token t+1: compare with labels[:, 1:] and mask after the shift.
+        return logits[:, :-1, :], labels[:, 1:] != -100
+
+    def _accumulate_task_loss(self, loss: torch.Tensor, inputs: dict, num_items_in_batch) -> None:
+        """Track the task loss so that its per-step mean can be logged beside the terms."""
+        with torch.no_grad():
+            value = float(loss.detach().float().mean())
+            if self._loss_is_scaled_for_ga(num_items_in_batch):
+                # loss = (token-loss sum of this micro-batch) / (items of the whole step) · world scale.
+                world = self.accelerator.num_processes if self.args.average_tokens_across_devices else 1
+                items = float(num_items_in_batch)
+                self._term_sums[0] += value * items / world
+                labels = inputs.get("labels")
+                self._term_sums[1] += float((labels[:, 1:] != -100).sum()) if labels is not None else 1.0
+            else:
+                self._term_sums[0] += value
+                self._term_sums[1] += 1.0
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        if "loss" in logs:  # a training log (evaluation logs carry eval_loss)
+            sums = self._term_sums.to(self.args.device)
+            if self.accelerator.num_processes > 1:
+                sums = self.accelerator.reduce(sums, reduction="sum")
+            sums = sums.cpu()
+            if sums[1] > 0:
+                logs["task_loss"] = round(float(sums[0] / sums[1]), 6)
+            if sums[-1] > 0:
+                for i, t in enumerate(TERMS):
+                    logs[f"{t}_loss"] = round(float(sums[2 + i] / sums[-1]), 6)
+            for t, value in self.current_lambdas().items():
+                logs[f"lambda_{t}"] = value
+            self._term_sums.zero_()
+        super().log(logs, *args, **kwargs)
+
+
+def warn_if_regularizers_with_full_ft(method: str, args: BALoRATrainingArguments) -> None:
+    """Full FT has no regulariser in the paper; with them the reference is a full frozen copy (2× weights)."""
+    if method == "full" and args.regularizers_enabled:
+        warnings.warn("Regularisers with full fine-tuning keep a frozen copy of all weights as the reference "
+                      "(2× weight memory); the paper's full-FT rows use no regulariser.", stacklevel=2)

@@ -394,8 +394,11 @@ def save_adapter(model: nn.Module, output_dir: str | os.PathLike, initial_adapte
         if initial_adapter_dir is None:
             initial_adapter_dir = output_dir / PISSA_INIT_ADAPTER
             _save_reference_as_initial_adapter(model, initial_adapter_dir)
-        model.save_pretrained(output_dir / "adapter_lora", selected_adapters=[TRAINED_ADAPTER],
-                              path_initial_model_for_weight_conversion=str(initial_adapter_dir))
+        with warnings.catch_warnings():
+            # peft warns that PiSSA should not be mixed with other adapters when it loads the initial one.
+            warnings.simplefilter("ignore", UserWarning)
+            model.save_pretrained(output_dir / "adapter_lora", selected_adapters=[TRAINED_ADAPTER],
+                                  path_initial_model_for_weight_conversion=str(initial_adapter_dir))
         written["adapter_lora"] = str(output_dir / "adapter_lora")
     elif method in ("lora", "dora"):
         written["adapter_lora"] = written["adapter"]

@@ -8,6 +8,8 @@ outputs so every result is traceable to its exact settings.
 from __future__ import annotations
 
 import dataclasses
+import enum
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -88,9 +90,11 @@ def resolved_config(*instances: Any, skip: tuple[str, ...] = ()) -> dict[str, An
             if f.name in skip or f.name.startswith("_"):
                 continue
             value = getattr(instance, f.name)
-            if hasattr(value, "value") and not isinstance(value, (int, float, str)):
-                value = value.value  # enums
-            if not isinstance(value, (int, float, str, bool, list, type(None))):
+            if isinstance(value, enum.Enum):
+                value = value.value
+            if isinstance(value, (list, tuple, dict)):
+                value = json.loads(json.dumps(value, default=str))  # YAML-safe plain containers
+            elif not isinstance(value, (int, float, str, bool, type(None))):
                 value = str(value)
             out[f.name] = value
     return out

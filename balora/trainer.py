@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
@@ -99,9 +99,7 @@ class BALoRATrainingArguments(TrainingArguments):
 
     def regularizer_config(self) -> RegularizerConfig:
         kwargs = {cfg_name: getattr(self, arg_name) for arg_name, cfg_name in _TO_REGULARIZER_CONFIG.items()}
-        if "chunk_size" in {f.name for f in fields(RegularizerConfig)}:
-            kwargs["chunk_size"] = self.regularizer_chunk_rows
-        return RegularizerConfig(task=self.regularizer_task, **kwargs)
+        return RegularizerConfig(task=self.regularizer_task, chunk_size=self.regularizer_chunk_rows, **kwargs)
 
     @property
     def regularizers_enabled(self) -> bool:
@@ -177,7 +175,8 @@ class BALoRATrainer(Trainer):
             unwrapped = self.accelerator.unwrap_model(model)
             with reference_mode(unwrapped):
                 ref_logits, _ = self._rows(unwrapped(**ref_inputs).logits, inputs)
-        terms = regularizer_terms(logits, ref_logits, mask, self._regularizer_config)
+        active = [t for t in TERMS if lambdas[t] > 0]
+        terms = regularizer_terms(logits, ref_logits, mask, self._regularizer_config, terms=active)
         regularizer = sum(lambdas[t] * terms[t] for t in TERMS if lambdas[t] > 0)
         if self._loss_is_scaled_for_ga(num_items_in_batch):
             # The Trainer will not divide by the accumulation steps: do it for the per-micro-batch means.

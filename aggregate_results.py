@@ -1,0 +1,62 @@
+"""Turn result folders into the paper's tables (Markdown + LaTeX + JSON), mean ± std over seeds.
+
+    python aggregate_results.py nlg nlu ablation --results_dir results --out_dir results/tables --paper
+    python aggregate_results.py mini_nlg mini_nlu mini_ablation --out_dir results/mini/tables
+
+Tables and their run names are defined in balora/results.py (TABLES). Missing runs are printed as
+"missing" and listed under the table; seeds with different configs under one run name, or a column
+mixing protocol versions, stop with an error instead of being averaged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from balora.results import TABLES, build_table, load_paper_table, to_json, to_latex, to_markdown
+
+REPO_ROOT = Path(__file__).resolve().parent
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("tables", nargs="+", choices=sorted(TABLES), help="which tables to build")
+    parser.add_argument("--results_dir", default=str(REPO_ROOT / "results"), help="root holding <study>/ folders")
+    parser.add_argument("--out_dir", default=None, help="write <table>.md/.tex/.json here (default: print only)")
+    parser.add_argument("--paper", action="store_true",
+                        help="add the paper's published numbers and the difference beside each column")
+    parser.add_argument("--paper_dir", default=str(REPO_ROOT / "results" / "paper"), help="paper tables (JSON)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="override the tables' seed list")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict[str, dict]:
+    """Build the tables; returns {table name: to_json(table)}."""
+    args = parse_args(argv)
+    out = {}
+    for name in args.tables:
+        spec = TABLES[name]()
+        if args.seeds:
+            from dataclasses import replace
+
+            spec = replace(spec, seeds=tuple(args.seeds))
+        table = build_table(spec, args.results_dir)
+        paper = None
+        if args.paper and spec.paper_file:
+            paper = load_paper_table(Path(args.paper_dir) / spec.paper_file)
+        markdown = to_markdown(table, paper)
+        print(markdown)
+        out[name] = to_json(table)
+        if args.out_dir:
+            out_dir = Path(args.out_dir)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / f"{name}.md").write_text(markdown)
+            (out_dir / f"{name}.tex").write_text(to_latex(table, paper))
+            (out_dir / f"{name}.json").write_text(json.dumps(out[name], indent=2) + "\n")
+    return out
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

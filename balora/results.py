@@ -1,0 +1,746 @@
+"""Result folders → the paper's tables: loading, validation, mean ± std over seeds, Markdown and LaTeX.
+
+Layout written by the scripts in scripts/ (see results/README.md):
+
+    results/<study>/<run-name>/seed<k>/
+        config.yaml        resolved training config (train_nlg.py / finetune_glue.py)
+        run.json           provenance (git commit, packages, seed, wall time)
+        metrics.json       training metrics (trainable_params, train_loss; NLU: score)
+        eval/<bench>.json  one evaluation's metrics.json (NLG: gsm8k, math, humaneval, mbpp, mt_bench)
+        log_history.json   Trainer log history (loss curves), optional
+        DONE               completion marker, written after every stage succeeded
+
+A seed folder is flattened into one dict of metrics: the keys of metrics.json as they are, and
+"<bench>.<key>" for each eval file (e.g. "gsm8k.score"). A table cell is (run name, metric key).
+
+Bad input is an error, never an average: seeds of one run whose configs differ (apart from the
+seed and output paths), or values of one column measured under different protocol versions.
+Missing seeds are not dropped silently: each cell carries n, and cells with fewer seeds than
+expected are flagged in the rendered table.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+logger = logging.getLogger(__name__)
+
+DONE_MARKER = "DONE"
+SEED_DIR_RE = re.compile(r"^seed(\d+)$")
+# Config keys that legitimately differ between the seeds of one run.
+SEED_SPECIFIC_KEYS = frozenset({
+    "seed", "data_seed", "output_dir", "logging_dir", "run_name", "init_dir", "resume_from_checkpoint",
+    "hub_model_id",
+})
+# Keys naming the evaluation protocol; a column must not mix two values of them.
+PROTOCOL_KEYS = ("protocol", "protocol_version")
+MISSING = "missing"
+
+
+class ResultsError(ValueError):
+    """Result folders that cannot be aggregated as asked (inconsistent configs, mixed protocols)."""
+
+
+# --- loading -------------------------------------------------------------------------------------
+
+def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten nested dicts to dotted keys: {"a": {"b": 1}} -> {"a.b": 1}."""
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, prefix=f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        payload = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ResultsError(f"{path} is not valid JSON ({err}); re-run that run or delete its folder") from err
+    if not isinstance(payload, dict):
+        raise ResultsError(f"{path} must hold a JSON object, found {type(payload).__name__}")
+    return payload
+
+
+@dataclass
+class SeedResult:
+    """One finished run of one seed."""
+
+    seed: int
+    path: Path
+    config: dict[str, Any]
+    provenance: dict[str, Any]
+    metrics: dict[str, Any]  # flattened: metrics.json keys + "<bench>.<key>" of eval/<bench>.json
+
+
+def load_seed_dir(path: str | Path) -> SeedResult:
+    """Read one results/<study>/<run>/seed<k>/ folder (it must hold the DONE marker)."""
+    path = Path(path)
+    match = SEED_DIR_RE.match(path.name)
+    if not match:
+        raise ResultsError(f"{path}: a seed folder must be named seed<k> (e.g. seed42)")
+    if not (path / DONE_MARKER).exists():
+        raise ResultsError(f"{path} has no {DONE_MARKER} marker: the run did not finish; re-run its script")
+    for name in ("config.yaml", "run.json", "metrics.json"):
+        if not (path / name).is_file():
+            raise ResultsError(f"{path} is marked {DONE_MARKER} but lacks {name}; delete the folder and re-run")
+    config = yaml.safe_load((path / "config.yaml").read_text()) or {}
+    if not isinstance(config, dict):
+        raise ResultsError(f"{path / 'config.yaml'} must be a mapping")
+    metrics = flatten(_read_json(path / "metrics.json"))
+    eval_dir = path / "eval"
+    if eval_dir.is_dir():
+        for eval_file in sorted(eval_dir.glob("*.json")):
+            metrics.update(flatten(_read_json(eval_file), prefix=f"{eval_file.stem}."))
+    seed = int(match.group(1))
+    config_seed = config.get("seed")
+    if config_seed is not None and int(config_seed) != seed:
+        raise ResultsError(f"{path}: folder says seed {seed} but config.yaml says seed {config_seed}")
+    return SeedResult(seed=seed, path=path, config=config, provenance=_read_json(path / "run.json"),
+                      metrics=metrics)
+
+
+def comparable_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The config without the keys that differ between seeds of one run (seed, paths)."""
+    return {k: v for k, v in flatten(config).items() if k not in SEED_SPECIFIC_KEYS}
+
+
+def check_same_config(run_name: str, seeds: Sequence[SeedResult]) -> None:
+    """Raise ResultsError when the seeds of one run were trained with different configs."""
+    if len(seeds) < 2:
+        return
+    reference = comparable_config(seeds[0].config)
+    for other in seeds[1:]:
+        candidate = comparable_config(other.config)
+        differing = sorted(k for k in reference.keys() | candidate.keys() if reference.get(k) != candidate.get(k))
+        if differing:
+            details = ", ".join(f"{k}: {reference.get(k)!r} vs {candidate.get(k)!r}" for k in differing[:5])
+            raise ResultsError(
+                f"run {run_name!r}: seed{seeds[0].seed} and seed{other.seed} have different configs ({details}"
+                f"{', ...' if len(differing) > 5 else ''}). Runs with different configs must have different "
+                "run names; move or delete the stale seed folder."
+            )
+
+
+@dataclass
+class Run:
+    """All finished seeds of one run name, with the seed folders that exist but did not finish."""
+
+    name: str
+    seeds: dict[int, SeedResult]
+    unfinished: list[Path] = field(default_factory=list)
+
+
+def load_run(run_dir: str | Path) -> Run:
+    """Read every seed<k>/ of a run folder; unfinished seeds are listed, not loaded."""
+    run_dir = Path(run_dir)
+    seeds: dict[int, SeedResult] = {}
+    unfinished: list[Path] = []
+    for child in sorted(run_dir.iterdir()):
+        if not child.is_dir() or not SEED_DIR_RE.match(child.name):
+            continue
+        if not (child / DONE_MARKER).exists():
+            unfinished.append(child)
+            continue
+        result = load_seed_dir(child)
+        seeds[result.seed] = result
+    check_same_config(run_dir.name, list(seeds.values()))
+    return Run(name=run_dir.name, seeds=seeds, unfinished=unfinished)
+
+
+def load_study(study_dir: str | Path) -> dict[str, Run]:
+    """Read results/<study>/: {run name: Run}. A study folder that does not exist gives {}."""
+    study_dir = Path(study_dir)
+    if not study_dir.is_dir():
+        return {}
+    runs = {}
+    for child in sorted(study_dir.iterdir()):
+        if child.is_dir() and any(SEED_DIR_RE.match(c.name) for c in child.iterdir() if c.is_dir()):
+            runs[child.name] = load_run(child)
+    return runs
+
+
+# --- aggregation ---------------------------------------------------------------------------------
+
+@dataclass
+class Cell:
+    """mean ± std of one metric over the finished seeds of one run."""
+
+    values: dict[int, float]  # seed -> value
+    expected_seeds: tuple[int, ...] = ()
+    protocol: str | None = None
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float | None:
+        return statistics.fmean(self.values.values()) if self.values else None
+
+    @property
+    def std(self) -> float | None:
+        """Sample standard deviation (n-1); None with fewer than two seeds."""
+        return statistics.stdev(self.values.values()) if self.n >= 2 else None
+
+    @property
+    def missing_seeds(self) -> tuple[int, ...]:
+        return tuple(s for s in self.expected_seeds if s not in self.values)
+
+    @property
+    def incomplete(self) -> bool:
+        return bool(self.missing_seeds)
+
+
+def _protocol_of(metrics: dict[str, Any], metric: str) -> str | None:
+    """The protocol recorded beside a metric ("gsm8k.protocol" for "gsm8k.score"), as a string."""
+    namespace = metric.rsplit(".", 1)[0] + "." if "." in metric else ""
+    found = {key: metrics[f"{namespace}{key}"] for key in PROTOCOL_KEYS if f"{namespace}{key}" in metrics}
+    # Nested protocol dicts were flattened: collect "<ns>protocol.<field>" entries too.
+    for key, value in metrics.items():
+        if key.startswith(f"{namespace}protocol."):
+            found[key[len(namespace):]] = value
+    return json.dumps(found, sort_keys=True, default=str) if found else None
+
+
+def aggregate_cell(run: Run | None, metric: str, expected_seeds: Sequence[int] = (), scale: float = 1.0) -> Cell:
+    """Collect `metric` over the seeds of `run` (None: the run does not exist -> an empty cell).
+
+    Raises:
+        ResultsError: the seeds report the metric under different protocol versions, or the
+            metric is not a number.
+    """
+    cell = Cell(values={}, expected_seeds=tuple(expected_seeds))
+    if run is None:
+        return cell
+    protocols = set()
+    for seed, result in sorted(run.seeds.items()):
+        if expected_seeds and seed not in expected_seeds:
+            continue  # an extra seed outside the study's seed list is not mixed in
+        if metric not in result.metrics:
+            continue
+        value = result.metrics[metric]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ResultsError(f"{result.path}: metric {metric!r} is {value!r}, not a number")
+        cell.values[seed] = float(value) * scale
+        protocols.add(_protocol_of(result.metrics, metric))
+    if len(protocols) > 1:
+        raise ResultsError(
+            f"run {run.name!r}, metric {metric!r}: seeds were evaluated under different protocols "
+            f"{sorted(map(str, protocols))}; re-evaluate them under one protocol version"
+        )
+    cell.protocol = protocols.pop() if protocols else None
+    return cell
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    """A table row: `label` as printed, `key` substituted for {row} in column run templates."""
+
+    label: str
+    key: str
+    group: str | None = None  # e.g. the base model in the NLG table; best/second are ranked per group
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """A table column: the metric read from run `run.format(row=..., col=key[, task=...])`.
+
+    A run may name another study as "<study>:<run>" (e.g. an ablation row that is the main table's
+    PiSSA run). With `average_over`, the cell is, per seed, the mean of the metric over the runs
+    obtained by substituting each task for {task} (e.g. the GLUE Avg column of the ablation);
+    a seed counts only when every task has it.
+    """
+
+    label: str
+    key: str
+    metric: str
+    run: str = "{row}"
+    scale: float = 1.0  # e.g. 100 to print fractions as percentages
+    higher_is_better: bool = True
+    average_over: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """What a table shows: rows, columns, seeds, the #Params and Avg columns, the paper's table."""
+
+    name: str
+    title: str
+    study: str  # results/<study>/
+    rows: tuple[RowSpec, ...]
+    columns: tuple[ColumnSpec, ...]
+    seeds: tuple[int, ...] = (42, 1024, 2024)
+    params_metric: str | None = "trainable_params"
+    average: bool = True
+    paper_file: str | None = None  # results/paper/<file>
+    paper_groups: tuple[tuple[str, str], ...] = ()  # (our group, paper group); "" stands for no group
+    decimals: int = 2
+    overrides: tuple[tuple[str, str, str], ...] = ()  # (row key, column key, run) replacing the template
+
+    def run_names(self, row: RowSpec, col: ColumnSpec) -> list[str]:
+        """The run(s) feeding one cell, as "<study>:<run>" or "<run>" (this table's study)."""
+        template = dict(((r, c), run) for r, c, run in self.overrides).get((row.key, col.key), col.run)
+        if col.average_over:
+            return [template.format(row=row.key, col=col.key, task=task) for task in col.average_over]
+        return [template.format(row=row.key, col=col.key)]
+
+
+@dataclass
+class TableResult:
+    """Aggregated table: cells[row.key][col.key], #Params per row, Avg per row."""
+
+    spec: TableSpec
+    cells: dict[str, dict[str, Cell]]
+    params: dict[str, float | None]
+    averages: dict[str, float | None]
+    unfinished: list[Path]
+
+
+class StudyCache:
+    """Loads each results/<study>/ once; resolves "<study>:<run>" and plain run names."""
+
+    def __init__(self, results_root: Path, default_study: str):
+        self.root = results_root
+        self.default = default_study
+        self.studies: dict[str, dict[str, Run]] = {}
+
+    def run(self, name: str) -> Run | None:
+        study, _, run = name.rpartition(":")
+        study = study or self.default
+        if study not in self.studies:
+            self.studies[study] = load_study(self.root / study)
+        return self.studies[study].get(run)
+
+    def unfinished(self) -> list[Path]:
+        return [p for runs in self.studies.values() for run in runs.values() for p in run.unfinished]
+
+
+def _average_cells(cells: list[Cell], expected_seeds: Sequence[int]) -> Cell:
+    """Per seed, the mean over `cells` (seeds missing from any of them are left out)."""
+    common = set.intersection(*(set(c.values) for c in cells)) if cells else set()
+    values = {s: statistics.fmean(c.values[s] for c in cells) for s in sorted(common)}
+    protocols = {c.protocol for c in cells if c.n}
+    return Cell(values=values, expected_seeds=tuple(expected_seeds),
+                protocol=json.dumps(sorted(map(str, protocols))) if protocols else None)
+
+
+def build_table(spec: TableSpec, results_root: str | Path) -> TableResult:
+    """Aggregate results/<spec.study>/ into `spec`'s cells (mean ± std over spec.seeds).
+
+    Raises:
+        ResultsError: inconsistent configs within a run, mixed protocols within a cell or column.
+    """
+    cache = StudyCache(Path(results_root), spec.study)
+    cells: dict[str, dict[str, Cell]] = {}
+    params: dict[str, float | None] = {}
+    averages: dict[str, float | None] = {}
+    for row in spec.rows:
+        cells[row.key] = {}
+        for col in spec.columns:
+            parts = [aggregate_cell(cache.run(name), col.metric, spec.seeds, col.scale)
+                     for name in spec.run_names(row, col)]
+            cells[row.key][col.key] = _average_cells(parts, spec.seeds) if col.average_over else parts[0]
+        params[row.key] = _row_params(spec, row, cache)
+        means = [cells[row.key][c.key].mean for c in spec.columns]
+        # Avg = plain mean of the column means (the paper's Avg); undefined when a column is missing.
+        averages[row.key] = statistics.fmean(means) if means and None not in means else None
+    for col in spec.columns:
+        protocols = {cells[r.key][col.key].protocol for r in spec.rows if cells[r.key][col.key].n}
+        if len(protocols) > 1:
+            raise ResultsError(
+                f"table {spec.name!r}, column {col.label!r}: runs were evaluated under different protocols "
+                f"{sorted(map(str, protocols))}; re-evaluate them under one protocol version"
+            )
+    return TableResult(spec=spec, cells=cells, params=params, averages=averages, unfinished=cache.unfinished())
+
+
+def _row_params(spec: TableSpec, row: RowSpec, cache: StudyCache) -> float | None:
+    """#Params of a row: the trainable-parameter count reported by its first run that has one."""
+    if not spec.params_metric:
+        return None
+    for col in spec.columns:
+        for name in spec.run_names(row, col):
+            run = cache.run(name)
+            for result in (run.seeds.values() if run else ()):
+                value = result.metrics.get(spec.params_metric)
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    return float(value)
+    return None
+
+
+# --- the paper's numbers -------------------------------------------------------------------------
+
+def load_paper_table(path: str | Path) -> dict[str, Any]:
+    """Read results/paper/<table>.json: {"source", "columns", "rows": [{"group", "method", "values"}]}."""
+    payload = json.loads(Path(path).read_text())
+    for key in ("source", "columns", "rows"):
+        if key not in payload:
+            raise ResultsError(f"{path}: paper table lacks {key!r}")
+    return payload
+
+
+def paper_lookup(paper: dict[str, Any], spec: TableSpec) -> dict[tuple[str | None, str], dict[str, Any]]:
+    """Map (our group, row label) -> the paper row, translating groups via spec.paper_groups."""
+    to_paper = dict(spec.paper_groups)
+    by_key = {(r.get("group"), r["method"]): r for r in paper["rows"]}
+    lookup = {}
+    for row in spec.rows:
+        paper_group = to_paper.get(row.group or "", row.group)
+        match = by_key.get((paper_group, row.label))
+        if match is not None:
+            lookup[(row.group, row.label)] = match
+    return lookup
+
+
+# --- rendering -----------------------------------------------------------------------------------
+
+LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+}
+
+
+def latex_escape(text: str) -> str:
+    """Escape LaTeX special characters in a label (one pass, so the backslash is not escaped twice)."""
+    return "".join(LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+
+
+def format_count(value: float | None) -> str:
+    """Human-readable parameter count: 320000000 -> "320M", 1330000 -> "1.33M"."""
+    if value is None:
+        return "—"
+    for threshold, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if abs(value) >= threshold:
+            scaled = value / threshold
+            return f"{scaled:.3g}{suffix}"
+    return f"{value:.0f}"
+
+
+def rank_cells(result: TableResult) -> dict[tuple[str, str], int]:
+    """Rank of each (row key, column key or "avg") within its group: 1 = best, 2 = second.
+
+    Ties share the rank; rows without a value are not ranked.
+    """
+    ranks: dict[tuple[str, str], int] = {}
+    groups: dict[str | None, list[RowSpec]] = {}
+    for row in result.spec.rows:
+        groups.setdefault(row.group, []).append(row)
+    columns = [(c.key, c.higher_is_better) for c in result.spec.columns]
+    if result.spec.average:
+        columns.append(("avg", True))
+    for rows in groups.values():
+        for col_key, higher in columns:
+            scored = []
+            for row in rows:
+                value = result.averages[row.key] if col_key == "avg" else result.cells[row.key][col_key].mean
+                if value is not None:
+                    scored.append((row.key, round(value, 10)))
+            distinct = sorted({v for _, v in scored}, reverse=higher)
+            for row_key, value in scored:
+                position = distinct.index(value) + 1
+                if position <= 2:
+                    ranks[(row_key, col_key)] = position
+    return ranks
+
+
+def _cell_text(cell: Cell, decimals: int) -> str:
+    if cell.n == 0:
+        return MISSING
+    text = f"{cell.mean:.{decimals}f}"
+    if cell.std is not None:
+        text += f" ± {cell.std:.{decimals}f}"
+    if cell.incomplete:
+        text += f" (n={cell.n})"
+    return text
+
+
+def _fmt(value: float | None, decimals: int, signed: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return f"{value:+.{decimals}f}" if signed else f"{value:.{decimals}f}"
+
+
+def _table_rows(result: TableResult, paper: dict[str, Any] | None, latex: bool) -> tuple[list[str], list[tuple[str | None, list[str]]]]:
+    """Header and body cells (already decorated with bold/underline) shared by both renderers."""
+    spec = result.spec
+    ranks = rank_cells(result)
+    lookup = paper_lookup(paper, spec) if paper else {}
+    esc = latex_escape if latex else (lambda s: str(s))
+
+    def decorate(text: str, rank: int | None) -> str:
+        if rank == 1:
+            return rf"\textbf{{{text}}}" if latex else f"**{text}**"
+        if rank == 2:
+            return rf"\underline{{{text}}}" if latex else f"<u>{text}</u>"
+        return text
+
+    pm = r"$\pm$" if latex else "±"
+    header = ["Method"]
+    if spec.params_metric:
+        header.append("#Params")
+    for col in spec.columns:
+        header.append(esc(col.label))
+        if paper:
+            header += [f"{esc(col.label)} (paper)", "Δ"]
+    if spec.average:
+        header.append("Avg")
+        if paper:
+            header += ["Avg (paper)", "Δ"]
+
+    body: list[tuple[str | None, list[str]]] = []
+    for row in spec.rows:
+        paper_row = lookup.get((row.group, row.label))
+        line = [esc(row.label)]
+        if spec.params_metric:
+            line.append(format_count(result.params[row.key]))
+        for col in spec.columns:
+            cell = result.cells[row.key][col.key]
+            line.append(decorate(_cell_text(cell, spec.decimals).replace("±", pm), ranks.get((row.key, col.key))))
+            if paper:
+                published = (paper_row or {}).get("values", {}).get(col.label)
+                line.append(_fmt(published, spec.decimals))
+                diff = cell.mean - published if (cell.mean is not None and published is not None) else None
+                line.append(_fmt(diff, spec.decimals, signed=True))
+        if spec.average:
+            avg = result.averages[row.key]
+            line.append(decorate(_fmt(avg, spec.decimals) if avg is not None else MISSING, ranks.get((row.key, "avg"))))
+            if paper:
+                published = (paper_row or {}).get("values", {}).get("Avg")
+                line.append(_fmt(published, spec.decimals))
+                diff = avg - published if (avg is not None and published is not None) else None
+                line.append(_fmt(diff, spec.decimals, signed=True))
+        body.append((row.group, line))
+    return header, body
+
+
+def _footnotes(result: TableResult, paper: dict[str, Any] | None) -> list[str]:
+    spec = result.spec
+    notes = [f"mean ± sample std over seeds {', '.join(map(str, spec.seeds))}; best per group in bold, "
+             "second underlined; Avg = mean of the column means."]
+    flagged = []
+    for row in spec.rows:
+        for col in spec.columns:
+            cell = result.cells[row.key][col.key]
+            if cell.n == 0:
+                flagged.append(f"{row.group + ' / ' if row.group else ''}{row.label} / {col.label}: missing "
+                               f"(run {', '.join(spec.run_names(row, col))})")
+            elif cell.incomplete:
+                flagged.append(f"{row.group + ' / ' if row.group else ''}{row.label} / {col.label}: n={cell.n}, "
+                               f"missing seeds {list(cell.missing_seeds)}")
+    if flagged:
+        notes.append("Incomplete cells: " + "; ".join(flagged) + ".")
+    if result.unfinished:
+        notes.append("Unfinished seed folders (no DONE marker, not counted): "
+                     + ", ".join(str(p) for p in result.unfinished) + ".")
+    if paper:
+        notes.append(f"Paper numbers: {paper['source']}" + (f" ({paper['status']})" if paper.get("status") else ""))
+    return notes
+
+
+def to_markdown(result: TableResult, paper: dict[str, Any] | None = None) -> str:
+    """Render a table as GitHub Markdown (bold best, <u>underlined</u> second, missing cells named)."""
+    header, body = _table_rows(result, paper, latex=False)
+    lines = [f"**{result.spec.title}**", "", "| " + " | ".join(header) + " |",
+             "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    current_group = object()
+    for group, line in body:
+        if group != current_group and group is not None:
+            lines.append("| *" + group + "* |" + " |" * (len(header) - 1))
+        current_group = group
+        lines.append("| " + " | ".join(line) + " |")
+    lines.append("")
+    lines += [f"{note}" for note in _footnotes(result, paper)]
+    return "\n".join(lines) + "\n"
+
+
+def to_latex(result: TableResult, paper: dict[str, Any] | None = None) -> str:
+    """Render a table as a LaTeX booktabs tabular (\\textbf best, \\underline second)."""
+    header, body = _table_rows(result, paper, latex=True)
+    ncols = len(header)
+    lines = [
+        "% " + latex_escape(result.spec.title),
+        r"\begin{tabular}{l" + "r" * (ncols - 1) + "}",
+        r"\toprule",
+        " & ".join(h.replace("Δ", r"$\Delta$") for h in header) + r" \\",
+        r"\midrule",
+    ]
+    current_group = object()
+    for group, line in body:
+        if group != current_group and group is not None:
+            if current_group is not object() and current_group is not None:
+                lines.append(r"\midrule")
+            lines.append(rf"\multicolumn{{{ncols}}}{{l}}{{\textit{{{latex_escape(group)}}}}} \\")
+        current_group = group
+        lines.append(" & ".join(line) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    lines += ["% " + latex_escape(note) for note in _footnotes(result, paper)]
+    return "\n".join(lines) + "\n"
+
+
+def to_json(result: TableResult) -> dict[str, Any]:
+    """Machine-readable table: per cell values by seed, n, mean, std (for plots and checks)."""
+    spec = result.spec
+    rows = []
+    for row in spec.rows:
+        cells = {}
+        for col in spec.columns:
+            cell = result.cells[row.key][col.key]
+            cells[col.key] = {"values": {str(k): v for k, v in cell.values.items()}, "n": cell.n,
+                              "mean": cell.mean, "std": cell.std, "missing_seeds": list(cell.missing_seeds)}
+        rows.append({"label": row.label, "key": row.key, "group": row.group, "params": result.params[row.key],
+                     "avg": result.averages[row.key], "cells": cells})
+    return {"table": spec.name, "title": spec.title, "seeds": list(spec.seeds),
+            "columns": [{"label": c.label, "key": c.key, "metric": c.metric} for c in spec.columns],
+            "rows": rows}
+
+
+# --- series for figures --------------------------------------------------------------------------
+
+def collect_cells(study_dir: str | Path, runs: Iterable[str], metric: str, seeds: Sequence[int] = (),
+                  scale: float = 1.0) -> dict[str, Cell]:
+    """{run name: Cell} for the given run names of a study (absent runs give empty cells)."""
+    loaded = load_study(study_dir)
+    return {name: aggregate_cell(loaded.get(name), metric, seeds, scale) for name in runs}
+
+
+# --- the tables of the paper and of the CPU mini-reproduction -------------------------------------
+# Run names are the contract with scripts/*.sh (see results/README.md): change both together.
+
+NLG_MODELS = (("llama2-7b", "LLaMA-2-7B"), ("mistral-7b", "Mistral-7B"), ("gemma-7b", "Gemma-7B"))
+NLG_METHODS = (("full", "Full FT"), ("lora", "LoRA"), ("pissa", "PiSSA"), ("ba-lora", "BA-LoRA"))
+# (column key, label, training data subset the run was trained on, metric, scale to percent)
+NLG_BENCHMARKS = (
+    ("gsm8k", "GSM8K", "metamath", 100.0),
+    ("math", "MATH", "metamath", 100.0),
+    ("humaneval", "HumanEval", "python", 100.0),
+    ("mbpp", "MBPP", "python", 100.0),
+    ("mt_bench", "MT-Bench", "conversation", 1.0),
+)
+NLU_TASKS = (("mnli", "MNLI"), ("sst2", "SST-2"), ("mrpc", "MRPC"), ("cola", "CoLA"), ("qnli", "QNLI"),
+             ("qqp", "QQP"), ("rte", "RTE"), ("stsb", "STS-B"))
+NLU_METHODS = (("full", "Full FT"), ("bitfit", "BitFit"), ("hadapter", "HAdapter"), ("padapter", "PAdapter"),
+               ("lora", "LoRA"), ("loha", "LoHa"), ("dora", "DoRA"), ("adalora", "AdaLoRA"),
+               ("pissa", "PiSSA"), ("ba-lora", "BA-LoRA"))
+# Regulariser ablation: variant key, label, (λ consistency, λ diversity, λ SVD) switched on.
+ABLATION_VARIANTS = (
+    ("noreg", "w/o reg (PiSSA)", (False, False, False)),
+    ("consistency", "consistency only", (True, False, False)),
+    ("diversity", "diversity only", (False, True, False)),
+    ("svd", "SVD only", (False, False, True)),
+    ("all", "BA-LoRA (all three)", (True, True, True)),
+)
+RANKS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+MINI_NLG_MODEL = "smollm2"
+MINI_NLG_METHODS = (("full", "Full FT"), ("lora", "LoRA"), ("pissa", "PiSSA"), ("ba-lora", "BA-LoRA"))
+MINI_NLU_TASKS = (("sst2", "SST-2"), ("cola", "CoLA"), ("mrpc", "MRPC"), ("rte", "RTE"), ("stsb", "STS-B"))
+MINI_NLU_METHODS = (("full", "Full FT"), ("bitfit", "BitFit"), ("lora", "LoRA"), ("dora", "DoRA"),
+                    ("adalora", "AdaLoRA"), ("pissa", "PiSSA"), ("ba-lora", "BA-LoRA"))
+MINI_RANKS = (1, 4, 16, 64)
+MINI_MAIN_RANK = 16  # the main mini table's LoRA rank; the rank sweep reuses those runs at r=16
+
+
+def nlg_table() -> TableSpec:
+    """Paper NLG table: 3 models × {Full FT, LoRA, PiSSA, BA-LoRA} × 5 benchmarks (results/nlg)."""
+    rows = tuple(RowSpec(label, f"{model}_{method}", group=model_label)
+                 for model, model_label in NLG_MODELS for method, label in NLG_METHODS)
+    cols = tuple(ColumnSpec(label, key, f"{key}.score", run=f"{{row}}_{data}", scale=scale)
+                 for key, label, data, scale in NLG_BENCHMARKS)
+    return TableSpec("nlg", "NLG: GSM8K, MATH, HumanEval, MBPP (%), MT-Bench (1-10)", "nlg", rows, cols,
+                     paper_file="nlg_table.json")
+
+
+def nlu_table() -> TableSpec:
+    """Paper NLU table: DeBERTa-v3-base, 10 methods × 8 GLUE tasks (results/nlu)."""
+    rows = tuple(RowSpec(label, method) for method, label in NLU_METHODS)
+    cols = tuple(ColumnSpec(label, task, "score", run=f"{task}_{{row}}") for task, label in NLU_TASKS)
+    return TableSpec("nlu", "NLU: GLUE dev (DeBERTa-v3-base)", "nlu", rows, cols, paper_file="nlu_table.json")
+
+
+def ablation_table() -> TableSpec:
+    """Paper ablation: regulariser variants on LLaMA-2-7B (GSM8K, MATH) and DeBERTa GLUE avg."""
+    rows = tuple(RowSpec(label, variant) for variant, label, _ in ABLATION_VARIANTS)
+    cols = (
+        ColumnSpec("GSM8K", "gsm8k", "gsm8k.score", run="llama2-7b_{row}", scale=100.0),
+        ColumnSpec("MATH", "math", "math.score", run="llama2-7b_{row}", scale=100.0),
+        ColumnSpec("GLUE avg", "glue", "score", run="glue_{task}_{row}",
+                   average_over=tuple(t for t, _ in NLU_TASKS)),
+    )
+    return TableSpec("ablation", "Ablation of the regularisers", "ablation", rows, cols, average=False,
+                     paper_file="ablation.json")
+
+
+def mini_nlg_table() -> TableSpec:
+    """Mini NLG: SmolLM2-135M-Instruct trained on GSM8K train rows, scored on a GSM8K test subset."""
+    rows = tuple(RowSpec(label, f"{MINI_NLG_MODEL}_{method}", group="SmolLM2-135M-Instruct")
+                 for method, label in MINI_NLG_METHODS)
+    cols = (ColumnSpec("GSM8K", "gsm8k", "gsm8k.score", run="{row}", scale=100.0),
+            ColumnSpec("train loss", "train_loss", "train_loss", run="{row}", higher_is_better=False))
+    return TableSpec("mini_nlg", "Mini NLG: SmolLM2-135M-Instruct, GSM8K test subset accuracy (%)", "mini/nlg",
+                     rows, cols, average=False, paper_file="nlg_table.json",
+                     paper_groups=(("SmolLM2-135M-Instruct", "LLaMA-2-7B"),))
+
+
+def mini_nlu_table() -> TableSpec:
+    """Mini NLU: all-MiniLM-L6-v2 on the local GLUE tasks (dev sets), 7 methods."""
+    rows = tuple(RowSpec(label, method) for method, label in MINI_NLU_METHODS)
+    cols = tuple(ColumnSpec(label, task, "score", run=f"{task}_{{row}}") for task, label in MINI_NLU_TASKS)
+    return TableSpec("mini_nlu", "Mini NLU: all-MiniLM-L6-v2, GLUE dev", "mini/nlu", rows, cols,
+                     paper_file="nlu_table.json")
+
+
+def mini_ablation_table() -> TableSpec:
+    """Mini ablation: SmolLM2 GSM8K and MiniLM GLUE avg; 'w/o reg' and 'all' are the main mini runs."""
+    rows = tuple(RowSpec(label, variant) for variant, label, _ in ABLATION_VARIANTS)
+    cols = (
+        ColumnSpec("GSM8K", "gsm8k", "gsm8k.score", run=f"{MINI_NLG_MODEL}_{{row}}", scale=100.0),
+        ColumnSpec("GLUE avg", "glue", "score", run="{task}_{row}",
+                   average_over=tuple(t for t, _ in MINI_NLU_TASKS)),
+    )
+    # The two end points of the ablation are the main mini tables' PiSSA and BA-LoRA runs.
+    overrides = (
+        ("noreg", "gsm8k", f"mini/nlg:{MINI_NLG_MODEL}_pissa"), ("all", "gsm8k", f"mini/nlg:{MINI_NLG_MODEL}_ba-lora"),
+        ("noreg", "glue", "mini/nlu:{task}_pissa"), ("all", "glue", "mini/nlu:{task}_ba-lora"),
+    )
+    return TableSpec("mini_ablation", "Mini ablation of the regularisers", "mini/ablation", rows, cols,
+                     average=False, overrides=overrides, paper_file="ablation.json")
+
+
+TABLES = {
+    "nlg": nlg_table, "nlu": nlu_table, "ablation": ablation_table,
+    "mini_nlg": mini_nlg_table, "mini_nlu": mini_nlu_table, "mini_ablation": mini_ablation_table,
+}
+
+
+def point(cell: Cell) -> tuple[float, float | None] | None:
+    """(mean, std) of a cell for plotting, None when no seed finished."""
+    return (cell.mean, cell.std) if cell.n else None
+
+
+def load_histories(results_root: str | Path, run: str, seeds: Sequence[int] = ()) -> list[list[dict]]:
+    """The log_history.json of each finished seed of "<study>:<run>" (seeds without one are skipped)."""
+    study, _, name = run.rpartition(":")
+    loaded = load_study(Path(results_root) / study).get(name)
+    histories = []
+    for seed, result in sorted((loaded.seeds if loaded else {}).items()):
+        path = result.path / "log_history.json"
+        if (not seeds or seed in seeds) and path.is_file():
+            history = json.loads(path.read_text())
+            if not isinstance(history, list):
+                raise ResultsError(f"{path} must hold the Trainer's log history (a JSON list)")
+            histories.append(history)
+    return histories

@@ -1,0 +1,125 @@
+"""Regenerate the paper's figures from result folders (PDF + PNG).
+
+    python plot_results.py rank_sweep ablation loss_curves --out_dir results/figures
+    python plot_results.py mini_rank_sweep mini_ablation mini_loss_curves --out_dir results/mini/figures
+
+Run names follow balora/results.py (the contract with scripts/*.sh). Points whose runs have not
+finished are left out of the lines (and listed on stdout), never invented. The t-SNE figure is made by
+tsne_visualization.py --compare (scripts/tsne.sh).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from balora import plots
+from balora import results as R
+
+REPO_ROOT = Path(__file__).resolve().parent
+BENCH_LABELS = {"gsm8k": "GSM8K", "math": "MATH"}
+SWEEP_METHODS = (("lora", "LoRA"), ("pissa", "PiSSA"), ("ba-lora", "BA-LoRA"))
+
+
+def _sweep_run(study: str, model: str, method: str, rank: int, main_rank: int | None, main_study: str | None) -> str:
+    # The mini sweep reuses the main mini table's runs at its rank instead of training them twice.
+    if main_rank is not None and rank == main_rank:
+        return f"{main_study}:{model}_{method}"
+    return f"{study}:{model}_{method}_r{rank}"
+
+
+def rank_sweep_figure(results_dir: Path, out_dir: Path, study: str, models: dict[str, str], benches: tuple[str, ...],
+                      ranks: tuple[int, ...], seeds: tuple[int, ...], main_rank: int | None = None,
+                      main_study: str | None = None, name: str = "rank_sweep") -> list[Path]:
+    """Accuracy vs rank for each (model, benchmark); Full FT from run <model>_full."""
+    cache = R.StudyCache(results_dir, study)
+    panels, full_ft, missing = {}, {}, []
+    for model, model_label in models.items():
+        for bench in benches:
+            title = f"{model_label} / {BENCH_LABELS.get(bench, bench)}"
+            metric = f"{bench}.score"
+            panels[title] = {}
+            for method, label in SWEEP_METHODS:
+                points = {}
+                for rank in ranks:
+                    run = _sweep_run(study, model, method, rank, main_rank, main_study)
+                    cell = R.aggregate_cell(cache.run(run), metric, seeds, 100.0)
+                    if cell.n:
+                        points[rank] = R.point(cell)
+                    else:
+                        missing.append(run)
+                panels[title][label] = points
+            full_run = f"{main_study or study}:{model}_full"
+            full_ft[title] = R.point(R.aggregate_cell(cache.run(full_run), metric, seeds, 100.0))
+    if missing:
+        print(f"{name}: runs without results (left out): {sorted(set(missing))}")
+    if not any(points for methods in panels.values() for points in methods.values()):
+        print(f"{name}: no finished runs under {results_dir / study}; nothing to plot")
+        return []
+    return plots.rank_sweep(panels, full_ft, out_dir / name)
+
+
+def ablation_figure(results_dir: Path, out_dir: Path, table: str, name: str) -> list[Path]:
+    """Bars of the ablation table (one group per metric, one bar per variant)."""
+    result = R.build_table(R.TABLES[table](), results_dir)
+    spec = result.spec
+    metrics = {col.label: {row.label: R.point(result.cells[row.key][col.key]) for row in spec.rows}
+               for col in spec.columns}
+    if not any(v for values in metrics.values() for v in values.values()):
+        print(f"{name}: no finished runs for table {table}; nothing to plot")
+        return []
+    return plots.ablation_bars([row.label for row in spec.rows], metrics, out_dir / name)
+
+
+def loss_curve_figure(results_dir: Path, out_dir: Path, runs: dict[str, str], seeds: tuple[int, ...],
+                      name: str) -> list[Path]:
+    """Task loss and each regulariser term over steps for the given runs ({label: "<study>:<run>"})."""
+    histories = {label: R.load_histories(results_dir, run, seeds) for label, run in runs.items()}
+    histories = {label: h for label, h in histories.items() if h}
+    if not histories:
+        print(f"{name}: no log_history.json under {results_dir} for {list(runs.values())}; nothing to plot")
+        return []
+    return plots.loss_curves(histories, out_dir / name)
+
+
+SEEDS = (42, 1024, 2024)
+FIGURES = {
+    "rank_sweep": lambda rd, od: rank_sweep_figure(
+        rd, od, "rank_sweep", {"llama2-7b": "LLaMA-2-7B", "mistral-7b": "Mistral-7B"}, ("gsm8k", "math"),
+        R.RANKS, SEEDS),
+    "ablation": lambda rd, od: ablation_figure(rd, od, "ablation", "ablation"),
+    "loss_curves": lambda rd, od: loss_curve_figure(
+        rd, od, {label: f"nlg:llama2-7b_{m}_metamath" for m, label in R.NLG_METHODS}, SEEDS, "loss_curves"),
+    "mini_rank_sweep": lambda rd, od: rank_sweep_figure(
+        rd, od, "mini/rank_sweep", {R.MINI_NLG_MODEL: "SmolLM2-135M-Instruct"}, ("gsm8k",), R.MINI_RANKS,
+        SEEDS, main_rank=R.MINI_MAIN_RANK, main_study="mini/nlg", name="mini_rank_sweep"),
+    "mini_ablation": lambda rd, od: ablation_figure(rd, od, "mini_ablation", "mini_ablation"),
+    "mini_loss_curves": lambda rd, od: loss_curve_figure(
+        rd, od, {label: f"mini/nlg:{R.MINI_NLG_MODEL}_{m}" for m, label in R.MINI_NLG_METHODS}, SEEDS,
+        "mini_loss_curves"),
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("figures", nargs="+", choices=sorted(FIGURES), help="which figures to draw")
+    parser.add_argument("--results_dir", default=str(REPO_ROOT / "results"), help="root holding <study>/ folders")
+    parser.add_argument("--out_dir", default=str(REPO_ROOT / "results" / "figures"), help="where pdf/png go")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict[str, list[str]]:
+    """Draw the figures; returns {figure: [written paths]} (empty list: nothing finished yet)."""
+    args = parse_args(argv)
+    written = {}
+    for name in args.figures:
+        paths = FIGURES[name](Path(args.results_dir), Path(args.out_dir))
+        written[name] = [str(p) for p in paths]
+        for path in paths:
+            print(f"wrote {path}")
+    return written
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

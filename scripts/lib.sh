@@ -1,0 +1,263 @@
+# shellcheck shell=bash
+# Shared helpers of the reproduction scripts (sourced, not run): flags, run folders, completion
+# markers, stages, the copy of small result files, and the plan summary.
+#
+# A script does:
+#   source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+#   lib_parse_args "$@"
+#   for seed in $SEEDS; do
+#     if run_begin <study> <run-name> "$seed" <estimated seconds>; then
+#       stage train  $PY train_nlg.py ... --output_dir "$RUN_OUT/train" --seed "$seed"
+#       stage eval_gsm8k $PY eval/gsm8k.py ... --output_dir "$RUN_OUT/eval_gsm8k"
+#       run_finish "$RUN_OUT/train" gsm8k="$RUN_OUT/eval_gsm8k"
+#     fi
+#   done
+#   lib_summary
+#
+# Layout: checkpoints and adapters go to $OUTPUTS_DIR/<study>/<run>/seed<k>/ (git-ignored); the
+# small files (config.yaml, run.json, metrics.json, log_history.json, eval/<bench>.json) are copied
+# to $RESULTS_DIR/<study>/<run>/seed<k>/, and DONE is written there after every stage succeeded.
+# Each stage also leaves a marker in the outputs folder, so an interrupted run resumes at the stage
+# that failed; a run with DONE is skipped entirely.
+
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO_ROOT"
+
+DRY_RUN=0
+ONLY=""
+RESULTS_DIR=${RESULTS_DIR:-results}
+OUTPUTS_DIR=${OUTPUTS_DIR:-outputs}
+if [ -z "${PY:-}" ]; then
+  if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python; fi
+fi
+SHARED_DATA=${SHARED_DATA:-../shared/data}
+
+PLAN_TOTAL=0
+PLAN_DONE=0
+PLAN_TODO=0
+PLAN_EST_S=0
+RUN_ID=""
+RUN_OUT=""
+RUN_RES=""
+
+lib_usage() {
+  cat <<EOF
+usage: $(basename "$0") [--dry-run] [--seeds "42 1024 2024"] [--only REGEX] [--results_dir DIR] [--outputs_dir DIR]
+  --dry-run      print the plan (runs, configs, commands, outputs) and what is already done; run nothing
+  --seeds        seed list (default: "$SEEDS")
+  --only REGEX   only runs whose id <study>/<run>/seed<k> matches the (grep -E) regex
+  --results_dir  small result files, one folder per run and seed (default: $RESULTS_DIR)
+  --outputs_dir  checkpoints and adapters, git-ignored (default: $OUTPUTS_DIR)
+Variables at the top of the script (models, methods, ranks, GPUs) can also be set in the environment.
+EOF
+}
+
+lib_parse_args() {
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --dry-run) DRY_RUN=1 ;;
+      --seeds) SEEDS="$2"; shift ;;
+      --only) ONLY="$2"; shift ;;
+      --results_dir) RESULTS_DIR="$2"; shift ;;
+      --outputs_dir) OUTPUTS_DIR="$2"; shift ;;
+      -h|--help) lib_usage; exit 0 ;;
+      *) echo "error: unknown argument $1" >&2; lib_usage >&2; exit 2 ;;
+    esac
+    shift
+  done
+  if [ -z "${SEEDS// /}" ]; then
+    echo "error: empty seed list" >&2; exit 2
+  fi
+  if [ "$DRY_RUN" = 1 ]; then
+    echo "# $(basename "$0") plan (dry run): seeds=[$SEEDS] results=$RESULTS_DIR outputs=$OUTPUTS_DIR"
+  fi
+}
+
+# run_begin STUDY RUN SEED [EST_SECONDS]: 0 = this run has to be (or would be) run now; 1 = skip it
+# (filtered out by --only, or finished: DONE present). Sets RUN_ID, RUN_OUT, RUN_RES.
+run_begin() {
+  local study=$1 run=$2 seed=$3 est=${4:-0}
+  RUN_ID="$study/$run/seed$seed"
+  RUN_OUT="$OUTPUTS_DIR/$RUN_ID"
+  RUN_RES="$RESULTS_DIR/$RUN_ID"
+  if [ -n "$ONLY" ] && ! grep -Eq -- "$ONLY" <<<"$RUN_ID"; then
+    return 1
+  fi
+  PLAN_TOTAL=$((PLAN_TOTAL + 1))
+  if [ -f "$RUN_RES/DONE" ]; then
+    PLAN_DONE=$((PLAN_DONE + 1))
+    echo "[done] $RUN_ID"
+    return 1
+  fi
+  PLAN_TODO=$((PLAN_TODO + 1))
+  PLAN_EST_S=$((PLAN_EST_S + est))
+  if [ "$DRY_RUN" = 1 ]; then
+    if [ "$est" -gt 0 ]; then echo "[todo] $RUN_ID  (est. ${est} s)"; else echo "[todo] $RUN_ID"; fi
+  else
+    echo "[run ] $RUN_ID  ($(date '+%H:%M:%S'))"
+    mkdir -p "$RUN_OUT"
+  fi
+  return 0
+}
+
+# require_file PATH: a config the run needs; in a dry run a missing one is flagged, not fatal.
+require_file() {
+  if [ ! -f "$1" ]; then
+    if [ "$DRY_RUN" = 1 ]; then
+      echo "    !! missing file: $1"
+    else
+      echo "error: $1 not found (needed by $RUN_ID)" >&2
+      exit 1
+    fi
+  fi
+}
+
+# stage NAME CMD...: run CMD once per run (a marker in the outputs folder skips it on resume).
+stage() {
+  local name=$1; shift
+  local marker="$RUN_OUT/.stage_${name}.done"
+  if [ "$DRY_RUN" = 1 ]; then
+    printf '    %-12s' "$name:"; printf ' %q' "$@"; printf '\n'
+    return 0
+  fi
+  if [ -f "$marker" ]; then
+    echo "    $name: already done"
+    return 0
+  fi
+  echo "    $name: $*"
+  local t0=$SECONDS
+  "$@"
+  echo "    $name: ok ($((SECONDS - t0)) s)"
+  touch "$marker"
+}
+
+# run_finish TRAIN_DIR [BENCH=EVAL_DIR ...]: copy the small files of a finished run into its results
+# folder (eval metrics as eval/<bench>.json) and write DONE. Missing required files are an error.
+run_finish() {
+  local train_dir=$1; shift
+  if [ "$DRY_RUN" = 1 ]; then
+    echo "    -> $RUN_RES/{config.yaml,run.json,metrics.json,log_history.json$( [ $# -gt 0 ] && printf ',eval/%s.json' "${@%%=*}")}, DONE"
+    return 0
+  fi
+  mkdir -p "$RUN_RES"
+  local f
+  for f in config.yaml run.json metrics.json; do
+    if [ ! -f "$train_dir/$f" ]; then
+      echo "error: $train_dir/$f missing after training $RUN_ID; the training script must write it" >&2
+      exit 1
+    fi
+    cp "$train_dir/$f" "$RUN_RES/$f"
+  done
+  [ -f "$train_dir/log_history.json" ] && cp "$train_dir/log_history.json" "$RUN_RES/"
+  local pair bench dir
+  for pair in "$@"; do
+    bench=${pair%%=*}; dir=${pair#*=}
+    if [ ! -f "$dir/metrics.json" ]; then
+      echo "error: $dir/metrics.json missing after evaluating $bench for $RUN_ID" >&2
+      exit 1
+    fi
+    mkdir -p "$RUN_RES/eval"
+    cp "$dir/metrics.json" "$RUN_RES/eval/$bench.json"
+  done
+  date -u '+%Y-%m-%dT%H:%M:%SZ' > "$RUN_RES/DONE"
+  echo "[ok  ] $RUN_ID -> $RUN_RES"
+}
+
+lib_summary() {
+  local hours
+  hours=$(awk -v s="$PLAN_EST_S" 'BEGIN { printf "%.2f", s / 3600 }')
+  if [ "$PLAN_EST_S" -gt 0 ]; then
+    echo "# plan: $PLAN_TOTAL runs, $PLAN_DONE done, $PLAN_TODO to do; estimated time of the runs to do: ${PLAN_EST_S} s = ${hours} h"
+  else
+    echo "# plan: $PLAN_TOTAL runs, $PLAN_DONE done, $PLAN_TODO to do"
+  fi
+}
+
+# --- NLG helpers (nlg_table.sh, rank_sweep.sh, ablation.sh, loss_curves.sh, mini.sh) ---
+# model ids, the launcher, which benchmarks follow which training subset, and the eval commands.
+
+declare -A MODEL_ID=(
+  [llama2-7b]=meta-llama/Llama-2-7b-hf
+  [mistral-7b]=mistralai/Mistral-7B-v0.1
+  [gemma-7b]=google/gemma-7b
+  [smollm2]=smollm2-135m-instruct
+)
+declare -A SUBSET_BENCHES=([metamath]="gsm8k math" [python]="humaneval mbpp" [conversation]="mt_bench")
+# Paper protocol: greedy, 1024 new tokens (method.md §5). eval/<bench>.py is the eval engineer's CLI.
+declare -A EVAL_ARGS=(
+  [gsm8k]="--data ${SHARED_DATA:-../shared/data}/gsm8k/test.jsonl --max_new_tokens 1024"
+  [math]="--data ${SHARED_DATA:-../shared/data}/math/test.jsonl --max_new_tokens 1024"
+  [humaneval]="--max_new_tokens 1024"
+  [mbpp]="--data ${SHARED_DATA:-../shared/data}/mbpp/MbppPlus.jsonl --max_new_tokens 1024"
+  [mt_bench]="--data ${SHARED_DATA:-../shared/data}/mt_bench/question.jsonl --max_new_tokens 1024"
+)
+
+# The multi-GPU launcher for training (DeepSpeed ZeRO-2 as in the paper; the config file sets it).
+nlg_launcher() {
+  if [ "${GPUS:-}" = "cpu" ]; then
+    echo "$PY"
+  else
+    echo "deepspeed --include localhost:${GPUS} --master_port ${MASTER_PORT:-29500}"
+  fi
+}
+
+# nlg_eval_stages MODEL METHOD BENCHES...: one stage per benchmark on the trained run in $RUN_OUT/train.
+# Adapters: adapter_lora/ applies to the original base model (PiSSA converted to plain LoRA);
+# Full FT saves the whole model in merged/.
+nlg_eval_stages() {
+  local model=$1 method=$2; shift 2
+  local bench target=()
+  if [ "$method" = full ]; then
+    target=(--model "$RUN_OUT/train/merged")
+  else
+    target=(--model "${MODEL_ID[$model]}" --adapter "$RUN_OUT/train/adapter_lora")
+  fi
+  for bench in "$@"; do
+    # shellcheck disable=SC2086  # EVAL_ARGS holds several words on purpose
+    stage "eval_$bench" "$PY" "eval/$bench.py" "${target[@]}" ${EVAL_ARGS[$bench]} ${EVAL_EXTRA:-} \
+      --output_dir "$RUN_OUT/eval_$bench"
+  done
+}
+
+# nlg_finish BENCHES...: copy train + eval metrics into the results folder, write DONE.
+nlg_finish() {
+  local pairs=() bench
+  for bench in "$@"; do pairs+=("$bench=$RUN_OUT/eval_$bench"); done
+  run_finish "$RUN_OUT/train" "${pairs[@]}"
+}
+
+# nlg_train_and_eval MODEL METHOD SUBSET SEED [EXTRA TRAIN FLAGS...]: train with
+# ${NLG_CONFIG_DIR:-configs/nlg}/<model>_<subset>_<method>.yaml, evaluate on the subset's benchmarks.
+nlg_train_and_eval() {
+  local model=$1 method=$2 subset=$3 seed=$4; shift 4
+  local cfg="${NLG_CONFIG_DIR:-configs/nlg}/${model}_${subset}_${method}.yaml"
+  require_file "$cfg"
+  # shellcheck disable=SC2046  # the launcher is several words
+  stage train $(nlg_launcher) train_nlg.py --config "$cfg" --output_dir "$RUN_OUT/train" --seed "$seed" "$@"
+  # shellcheck disable=SC2086
+  nlg_eval_stages "$model" "$method" ${SUBSET_BENCHES[$subset]}
+  # shellcheck disable=SC2086
+  nlg_finish ${SUBSET_BENCHES[$subset]}
+}
+
+# --- NLU helpers (nlu_table.sh, ablation.sh, tsne.sh, mini.sh) ---------------------------------------
+
+# glue_train_run CONFIG SEED [EXTRA FLAGS...]: one finetune_glue.py run into $RUN_OUT/train, then the
+# small files into the results folder. $GLUE_DIR set: local TSVs; unset: the nyu-mll/glue hub dataset.
+glue_train_run() {
+  local cfg=$1 seed=$2; shift 2
+  local data=()
+  [ -n "${GLUE_DIR:-}" ] && data=(--glue_dir "$GLUE_DIR")
+  require_file "$cfg"
+  stage train "$PY" finetune_glue.py --config "$cfg" "${data[@]}" --output_dir "$RUN_OUT/train" --seed "$seed" "$@"
+  run_finish "$RUN_OUT/train"
+}
+
+# Regulariser ablation: the λ flags that switch terms off (explicit flags win over the config's preset).
+declare -A ABLATION_FLAGS=(
+  [noreg]="--lambda_consistency 0 --lambda_diversity 0 --lambda_svd 0"
+  [consistency]="--lambda_diversity 0 --lambda_svd 0"
+  [diversity]="--lambda_consistency 0 --lambda_svd 0"
+  [svd]="--lambda_consistency 0 --lambda_diversity 0"
+  [all]=""
+)

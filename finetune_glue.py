@@ -1,0 +1,238 @@
+"""Fine-tune a sequence classifier on a GLUE task with any method of the paper's NLU table.
+
+    python finetune_glue.py --config configs/glue/mrpc_minilm_ba-lora.yaml --output_dir runs/x --seed 42
+    python finetune_glue.py --task_name rte --model_name_or_path all-minilm-l6-v2 \
+        --glue_dir ../shared/data/glue --method lora --output_dir runs/rte_lora
+
+Methods: full, bitfit, hadapter, padapter, lora, loha, dora, adalora, pissa, and ba-lora (= pissa with
+the NLU regularisers; needs `regularizer_preset` iclr2026 | v5 or explicit λ). Every field of
+`BALoRATrainingArguments` (HF TrainingArguments + regulariser fields) is accepted too.
+
+Writes to --output_dir: config.yaml (resolved), run.json (provenance), metrics.json ({"final",
+"best", "best_epoch", "score", "final_score", "trainable_params", "task", ...}), log_history.json,
+features_step_final.npy / labels_step_final.npy (+ the same under the numeric final step, and every
+`feature_dump_steps` steps when > 0).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from transformers import DataCollatorWithPadding, set_seed
+
+from balora import adapters, features, glue, provenance, regularizers
+from balora.config import parse_args, resolved_config, save_config
+from balora.trainer import BALoRATrainer, BALoRATrainingArguments, warn_if_regularizers_with_full_ft
+
+logger = logging.getLogger(__name__)
+
+METHOD_CHOICES = (*adapters.METHODS, "ba-lora")
+
+
+@dataclass
+class GlueArguments:
+    """Task, data and model."""
+
+    task_name: str = field(metadata={"help": f"GLUE task: {', '.join(glue.GLUE_TASKS)}."})
+    glue_dir: str | None = field(default=None, metadata={
+        "help": "Folder of the original GLUE TSVs (<dir>/<TASK>/{train,dev}.tsv); default: nyu-mll/glue hub."})
+    model_name_or_path: str = field(default="all-minilm-l6-v2", metadata={
+        "help": "Hub id, local dir, 'all-minilm-l6-v2' (embedded) or a tiny test model (tiny-bert, ...)."})
+    max_seq_length: int = field(default=128, metadata={"help": "Truncate inputs to this many tokens."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use the first N training rows."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Use the first N validation rows."})
+    feature_dump_steps: int = field(default=0, metadata={
+        "help": "Dump validation features every N optimizer steps (0 = only the final dump)."})
+    feature_batch_size: int = field(default=64, metadata={"help": "Batch size of the feature extraction."})
+
+
+@dataclass
+class MethodArguments:
+    """The fine-tuning method (balora.adapters.AdapterConfig)."""
+
+    method: str = field(default="ba-lora", metadata={"help": f"One of {', '.join(METHOD_CHOICES)}."})
+    lora_r: int = field(default=8, metadata={"help": "Rank r (LoRA/PiSSA/DoRA/LoHa; AdaLoRA target rank)."})
+    lora_alpha: float = field(default=8.0, metadata={"help": "α; the update is scaled by α/r."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the adapter input."})
+    target_modules: list[str] | None = field(default=None, metadata={
+        "help": "Module names to adapt; default: every attention and FFN linear of the architecture."})
+    modules_to_save: list[str] | None = field(default=None, metadata={
+        "help": "Modules trained in full (the task head); default per architecture."})
+    pissa_niter: int | None = field(default=None, metadata={
+        "help": "PiSSA: None = exact SVD, N = randomised SVD with N subspace iterations."})
+    reduction_factor: int = field(default=16, metadata={"help": "Bottleneck adapters: hidden / bottleneck size."})
+    adalora_init_r: int = field(default=12, metadata={"help": "AdaLoRA initial rank."})
+    adalora_tinit: int = field(default=0, metadata={"help": "AdaLoRA: steps before rank pruning starts."})
+    adalora_tfinal: int = field(default=0, metadata={"help": "AdaLoRA: final steps with a fixed budget."})
+    adalora_delta_t: int = field(default=10, metadata={"help": "AdaLoRA: steps between budget updates."})
+
+    def __post_init__(self):
+        if self.method not in METHOD_CHOICES:
+            raise ValueError(f"Unknown method {self.method!r}; choose one of {', '.join(METHOD_CHOICES)}")
+
+
+def _select(dataset, limit: int | None, name: str):
+    if limit is None:
+        return dataset
+    if limit < 1:
+        raise ValueError(f"{name} must be >= 1, got {limit}")
+    return dataset.select(range(min(limit, len(dataset))))
+
+
+def _optimizer_steps(n_train: int, args: BALoRATrainingArguments) -> int:
+    """Optimizer steps of the run (AdaLoRA's budget schedule needs it before the Trainer exists)."""
+    if args.max_steps > 0:
+        return args.max_steps
+    batch = args.per_device_train_batch_size * max(1, args.world_size)
+    steps_per_epoch = max(1, math.ceil(math.ceil(n_train / batch) / args.gradient_accumulation_steps))
+    return max(1, math.ceil(steps_per_epoch * args.num_train_epochs))
+
+
+def _epoch_metrics(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The evaluation entries of the Trainer log, with the "eval_" prefix removed."""
+    rows = []
+    for entry in log_history:
+        if "eval_score" in entry:
+            row = {k[len("eval_"):]: v for k, v in entry.items() if k.startswith("eval_")}
+            row["epoch"], row["step"] = entry.get("epoch"), entry.get("step")
+            rows.append(row)
+    return rows
+
+
+def _warn_constant_terms(args: BALoRATrainingArguments, num_labels: int, task: str) -> list[str]:
+    """Warn for regularisers that are constant on a C-column output (method.md §3)."""
+    active = [t for t in regularizers.TERMS if getattr(args, f"lambda_{t}") > 0]
+    constant = [t for t in regularizers.constant_terms(args.regularizer_config(), num_labels) if t in active]
+    if constant:
+        warnings.warn(
+            f"{task}: the {', '.join(constant)} term(s) are constant on a {num_labels}-column output "
+            f"(zero gradient, they only shift the loss); see docs/nlu.md", regularizers.ConstantTermWarning,
+            stacklevel=2,
+        )
+    return constant
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Fine-tune and evaluate; returns the metrics.json payload."""
+    start = time.time()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # The NLU regulariser forms act on (B, C) logits: the task is fixed, before the preset is resolved.
+    glue_args, method_args, args = parse_args(
+        (GlueArguments, MethodArguments, BALoRATrainingArguments), ["--regularizer_task", "nlu", *argv])
+    if args.regularizer_task != "nlu":
+        raise ValueError("finetune_glue.py trains with regularizer_task=nlu; do not override it")
+    spec = glue.get_task(glue_args.task_name)
+    if args.metric_for_best_model:
+        glue.validate_metric(spec, args.metric_for_best_model)
+    method = method_args.method
+    if method == "ba-lora":
+        if not args.regularizers_enabled:
+            raise ValueError("method ba-lora = PiSSA + regularisers: set regularizer_preset (iclr2026 | v5) "
+                             "or a λ > 0; for plain PiSSA use method pissa")
+        method = "pissa"
+    warn_if_regularizers_with_full_ft(method, args)
+    if args.label_names is None:
+        args.label_names = ["labels"]
+    output_dir = Path(args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=logging.INFO if args.should_log else logging.WARNING)
+
+    set_seed(args.seed)  # seed first: head init and randomised PiSSA draw from the global RNG
+    train_raw = _select(glue.load_glue_split(spec, "train", glue_args.glue_dir), glue_args.max_train_samples,
+                        "max_train_samples")
+    eval_raw = _select(glue.load_glue_split(spec, "validation", glue_args.glue_dir), glue_args.max_eval_samples,
+                       "max_eval_samples")
+    model, tokenizer = glue.load_classifier(glue_args.model_name_or_path, spec, seed=args.seed)
+    keep = [*glue.model_input_columns(model.config), "labels"]
+    train_ds, eval_ds = (
+        glue.tokenize_dataset(ds, tokenizer, glue_args.max_seq_length).select_columns(keep)
+        for ds in (train_raw, eval_raw)
+    )
+
+    model_type = model.config.model_type
+    adapter_cfg = adapters.AdapterConfig(
+        method=method, r=method_args.lora_r, alpha=method_args.lora_alpha, dropout=method_args.lora_dropout,
+        target_modules=method_args.target_modules or (
+            glue.default_target_modules(model_type) if method in adapters.PEFT_METHODS else None),
+        pissa_niter=method_args.pissa_niter,
+        modules_to_save=method_args.modules_to_save or glue.default_modules_to_save(model_type),
+        reduction_factor=method_args.reduction_factor, adalora_init_r=method_args.adalora_init_r,
+        adalora_tinit=method_args.adalora_tinit, adalora_tfinal=method_args.adalora_tfinal,
+        adalora_delta_t=method_args.adalora_delta_t,
+        adalora_total_step=_optimizer_steps(len(train_ds), args) if method == "adalora" else None,
+    )
+    model = adapters.prepare_model(model, adapter_cfg)
+    trainable = adapters.count_trainable_parameters(model)
+    constant_terms = _warn_constant_terms(args, spec.num_labels, spec.name)
+    logger.info("%s on %s: %d trainable parameters", method_args.method, spec.name, trainable)
+
+    collator = DataCollatorWithPadding(tokenizer)
+    callbacks = []
+    if glue_args.feature_dump_steps:
+        callbacks.append(features.FeatureDumpCallback(eval_ds, collator, output_dir, glue_args.feature_dump_steps,
+                                                      glue_args.feature_batch_size))
+    trainer = BALoRATrainer(
+        model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, data_collator=collator,
+        processing_class=tokenizer, callbacks=callbacks,
+        compute_metrics=lambda pred: glue.compute_metrics(spec, pred.predictions, pred.label_ids),
+    )
+    # A peft wrapper's forward is (*args, **kwargs), so the Trainer believes the model normalises its loss
+    # by `num_items_in_batch` and stops dividing by the accumulation steps. Sequence classifiers return a
+    # plain mean loss and ignore that argument: say so, or gradient accumulation would scale the loss.
+    trainer.model_accepts_loss_kwargs = False
+    train_result = trainer.train()
+    epochs = _epoch_metrics(trainer.state.log_history)
+    if not epochs or epochs[-1]["step"] != trainer.state.global_step:
+        # No per-epoch evaluation (eval_strategy "no") or the run stopped mid-epoch: score the final model.
+        trainer.evaluate()
+        epochs = _epoch_metrics(trainer.state.log_history)
+    best = max(epochs, key=lambda row: row["score"])
+    final = epochs[-1]
+
+    step = trainer.state.global_step
+    features.dump_features(model, eval_ds, collator, output_dir, "final", glue_args.feature_batch_size)
+    for kind in ("features", "labels"):
+        np.save(output_dir / f"{kind}_step_{step}.npy", np.load(output_dir / f"{kind}_step_final.npy"))
+
+    metrics = {
+        "task": spec.name,
+        "headline_metric": spec.headline,
+        "score": best["score"],
+        "final_score": final["score"],
+        "best_epoch": best["epoch"],
+        "best": best,
+        "final": final,
+        "epochs": epochs,
+        "trainable_params": trainable,
+        "method": method_args.method,
+        "model": glue_args.model_name_or_path,
+        "train_samples": len(train_ds),
+        "eval_samples": len(eval_ds),
+        "train_loss": train_result.training_loss,
+        "global_step": step,
+        "constant_regularizer_terms": constant_terms,
+    }
+    if not spec.is_regression:
+        metrics["majority_class_score"] = glue.majority_class_score(spec, eval_ds["labels"])
+    save_config(output_dir / "config.yaml", resolved_config(glue_args, method_args, args))
+    provenance.write_json(output_dir / "log_history.json", trainer.state.log_history)
+    provenance.write_json(output_dir / "metrics.json", metrics)
+    provenance.write_json(output_dir / "run.json", provenance.collect(args.seed, start, extra={
+        "task": spec.name, "model": glue_args.model_name_or_path, "method": method_args.method,
+        "glue_dir": glue_args.glue_dir, "data_source": "tsv" if glue_args.glue_dir else "hub:nyu-mll/glue",
+    }))
+    logger.info("%s %s: best %s = %.2f at epoch %s, final %.2f", spec.name, method_args.method, spec.headline,
+                best["score"], best["epoch"], final["score"])
+    return metrics
+
+
+if __name__ == "__main__":
+    main()

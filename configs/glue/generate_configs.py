@@ -1,0 +1,176 @@
+"""Write the flat GLUE configs of this folder (run once after editing; the YAML files are committed).
+
+    python configs/glue/generate_configs.py
+
+Grids: the paper's NLU table on DeBERTa-v3-base (8 tasks x 10 methods), the t-SNE / quick-start
+runs on BERT-large and GPT-2-XL, and the CPU mini table on all-MiniLM-L6-v2 (5 tasks x 10 methods).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+METHODS = ("full", "bitfit", "hadapter", "padapter", "lora", "loha", "dora", "adalora", "pissa", "ba-lora")
+METHOD_NAMES = {
+    "full": "Full FT", "bitfit": "BitFit", "hadapter": "Houlsby adapter (HAdapter)",
+    "padapter": "Pfeiffer adapter (PAdapter)", "lora": "LoRA", "loha": "LoHa", "dora": "DoRA",
+    "adalora": "AdaLoRA", "pissa": "PiSSA", "ba-lora": "BA-LoRA (PiSSA + ICLR-2026 NLU regularisers)",
+}
+LORA_FAMILY = ("lora", "loha", "dora", "adalora", "pissa", "ba-lora")
+
+# DeBERTa-v3-base, the paper's main NLU table. Reported (method.md §4): MNLI 5 epochs bs 16 lr 5e-5;
+# SST-2 and MRPC 20 epochs; RTE 50 epochs bs 16 lr 1e-4; r = 8; lr grid {5e-5 ... 6e-4}. Not reported,
+# taken from the AdaLoRA DeBERTa-v3-base setup: CoLA 25, QNLI 5, QQP 5, STS-B 25 epochs; sequence lengths.
+DEBERTA_TASKS = {
+    #        epochs, batch, LoRA-family lr, max_seq_length, source note
+    "mnli": (5, 16, 5e-5, 256, "reported"),
+    "sst2": (20, 32, 1e-4, 64, "epochs reported; bs/lr: our choice from the paper's grid"),
+    "mrpc": (20, 32, 1e-4, 320, "epochs reported; bs/lr: our choice from the paper's grid"),
+    "cola": (25, 32, 1e-4, 64, "not reported: AdaLoRA's epochs, lr from the paper's grid"),
+    "qnli": (5, 32, 1e-4, 512, "not reported: AdaLoRA's epochs, lr from the paper's grid"),
+    "qqp": (5, 32, 1e-4, 320, "not reported: AdaLoRA's epochs, lr from the paper's grid"),
+    "rte": (50, 16, 1e-4, 320, "reported"),
+    "stsb": (25, 32, 1e-4, 128, "not reported: AdaLoRA's epochs, lr from the paper's grid"),
+}
+# Learning rates of the non-LoRA baselines (not reported in the paper; usual values for these methods).
+OTHER_LR = {"full": 2e-5, "bitfit": 1e-3, "hadapter": 5e-4, "padapter": 5e-4}
+
+# CPU mini table on all-MiniLM-L6-v2 (22.7M) with the real TSVs in ../shared/data/glue; sized so each
+# run takes minutes on 2 cores (batch 32 x 128 tokens: ~1 s per step).
+MINILM_TASKS = {
+    #        epochs, max_train_samples
+    "rte": (3, None),     # 2,490 rows: 78 steps/epoch
+    "mrpc": (3, None),    # 3,668 rows: 115 steps/epoch
+    "sst2": (1, 8000),    # first 8,000 of 67,349 rows: 250 steps
+    "cola": (2, None),    # 8,551 rows: 268 steps/epoch
+    "stsb": (2, None),    # 5,749 rows: 180 steps/epoch
+}
+MINILM_LR = {"full": 5e-5, "bitfit": 1e-3, "hadapter": 1e-3, "padapter": 1e-3, "lora": 5e-4, "loha": 5e-4,
+             "dora": 5e-4, "adalora": 5e-4, "pissa": 2e-4, "ba-lora": 2e-4}
+MINILM_ROWS = {"rte": 2490, "mrpc": 3668, "sst2": 67349, "cola": 8551, "stsb": 5749}
+
+
+def _method_fields(method: str, r: int, alpha: float, total_steps: int) -> list[tuple[str, object]]:
+    out: list[tuple[str, object]] = [("method", method)]
+    if method in LORA_FAMILY:
+        # PiSSA / BA-LoRA: alpha = r (scaling 1), the paper's PiSSA setting.
+        out += [("lora_r", r), ("lora_alpha", float(r) if method in ("pissa", "ba-lora") else alpha),
+                ("lora_dropout", 0.0)]
+    if method == "adalora":
+        # Budget schedule: prune after the first 10% of steps, fixed for the last 20% (AdaLoRA-style).
+        out += [("adalora_init_r", 12), ("adalora_tinit", max(1, total_steps // 10)),
+                ("adalora_tfinal", max(1, total_steps // 5)), ("adalora_delta_t", 10)]
+    if method in ("hadapter", "padapter"):
+        out += [("reduction_factor", 16)]
+    if method == "ba-lora":
+        out += [("regularizer_preset", "iclr2026")]
+    return out
+
+
+def _yaml_value(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, str):
+        # Quote what YAML 1.1 would read as something else (`no` is the boolean false).
+        return yaml.safe_dump(value).removesuffix("\n").removesuffix("\n...")
+    return str(value)
+
+
+def _write(name: str, header: list[str], fields: list[tuple[str, object]]) -> None:
+    lines = [f"# {line}" if line else "#" for line in header]
+    lines += [f"{key}: {_yaml_value(value)}" for key, value in fields]
+    (HERE / name).write_text("\n".join(lines) + "\n")
+
+
+def deberta() -> int:
+    count = 0
+    for task, (epochs, batch, lora_lr, seq, note) in DEBERTA_TASKS.items():
+        rows = {"mnli": 392702, "sst2": 67349, "mrpc": 3668, "cola": 8551, "qnli": 104743, "qqp": 363846,
+                "rte": 2490, "stsb": 5749}[task]
+        total = epochs * -(-rows // batch)
+        for method in METHODS:
+            name = f"{task}_deberta-v3-base_{method}.yaml"
+            lr = lora_lr if method in LORA_FAMILY else OTHER_LR[method]
+            header = [
+                f"Paper NLU table (DeBERTa-v3-base): {METHOD_NAMES[method]} on GLUE {task.upper()}, "
+                f"validation {'matched ' if task == 'mnli' else ''}set, best epoch; seeds 42/1024/2024.",
+                f"Hyperparameters: {note}.",
+                f"Launch: python finetune_glue.py --config configs/glue/{name} --output_dir runs/glue/"
+                f"{name[:-5]}/seed42 --seed 42",
+                "Data: nyu-mll/glue from the hub; add --glue_dir DIR for the original TSV files.",
+            ]
+            fields = [("task_name", task), ("model_name_or_path", "microsoft/deberta-v3-base"),
+                      ("max_seq_length", seq), *_method_fields(method, 8, 8.0, total),
+                      ("num_train_epochs", float(epochs)), ("per_device_train_batch_size", batch),
+                      ("per_device_eval_batch_size", 64), ("learning_rate", lr), ("lr_scheduler_type", "linear"),
+                      ("warmup_ratio", 0.06), ("weight_decay", 0.01), ("eval_strategy", "epoch"),
+                      ("save_strategy", "no"), ("logging_steps", 50), ("report_to", "tensorboard")]
+            _write(name, header, fields)
+            count += 1
+    return count
+
+
+def tsne_runs() -> int:
+    """BERT-large and GPT-2-XL, LoRA vs BA-LoRA (r=8, alpha=16), whose MNLI features make the t-SNE figure."""
+    count = 0
+    for model, hub in (("bert-large", "google-bert/bert-large-uncased"), ("gpt2-xl", "openai-community/gpt2-xl")):
+        for task, epochs in (("mnli", 3), ("sst2", 3)):
+            for method in ("lora", "ba-lora"):
+                name = f"{task}_{model}_{method}.yaml"
+                header = [
+                    f"Paper t-SNE figure / GLUE-X runs: {model} {METHOD_NAMES[method]} on {task.upper()}, "
+                    "r=8, alpha=16; features of the validation set are dumped for tsne_visualization.py.",
+                    "Hyperparameters: r, alpha and the lr range (LoRA 2e-4 ... 5e-4) reported; epochs and "
+                    "batch our choice.",
+                    f"Launch: python finetune_glue.py --config configs/glue/{name} --output_dir runs/glue/"
+                    f"{name[:-5]}/seed42 --seed 42",
+                ]
+                fields = [("task_name", task), ("model_name_or_path", hub), ("max_seq_length", 128),
+                          ("method", method), ("lora_r", 8), ("lora_alpha", 16.0), ("lora_dropout", 0.0)]
+                if method == "ba-lora":
+                    fields.append(("regularizer_preset", "iclr2026"))
+                fields += [("num_train_epochs", float(epochs)), ("per_device_train_batch_size", 32),
+                           ("per_device_eval_batch_size", 64), ("learning_rate", 2e-4),
+                           ("lr_scheduler_type", "linear"), ("warmup_ratio", 0.06), ("eval_strategy", "epoch"),
+                           ("save_strategy", "no"), ("logging_steps", 50), ("report_to", "tensorboard")]
+                _write(name, header, fields)
+                count += 1
+    return count
+
+
+def minilm() -> int:
+    count = 0
+    for task, (epochs, max_train) in MINILM_TASKS.items():
+        rows = min(MINILM_ROWS[task], max_train or MINILM_ROWS[task])
+        total = epochs * -(-rows // 32)
+        for method in METHODS:
+            name = f"{task}_minilm_{method}.yaml"
+            header = [
+                f"CPU mini table: {METHOD_NAMES[method]} on GLUE {task.upper()} with all-MiniLM-L6-v2 "
+                "(22.7M, embedded), real GLUE TSVs from ../shared/data/glue; not a paper number.",
+                f"Launch: python finetune_glue.py --config configs/glue/{name} --output_dir runs/glue/"
+                f"{name[:-5]}/seed42 --seed 42",
+            ]
+            fields = [("task_name", task), ("glue_dir", "../shared/data/glue"),
+                      ("model_name_or_path", "all-minilm-l6-v2"), ("max_seq_length", 128)]
+            if max_train:
+                fields.append(("max_train_samples", max_train))
+            fields += [*_method_fields(method, 8, 16.0, total), ("num_train_epochs", float(epochs)),
+                       ("per_device_train_batch_size", 32), ("per_device_eval_batch_size", 64),
+                       ("learning_rate", MINILM_LR[method]), ("lr_scheduler_type", "linear"),
+                       ("warmup_ratio", 0.06), ("weight_decay", 0.0), ("eval_strategy", "epoch"),
+                       ("save_strategy", "no"), ("logging_steps", 10), ("report_to", "none")]
+            _write(name, header, fields)
+            count += 1
+    return count
+
+
+if __name__ == "__main__":
+    print(f"wrote {deberta() + tsne_runs() + minilm()} configs to {HERE}")

@@ -110,7 +110,7 @@ def deberta() -> int:
                       ("max_seq_length", seq), *_method_fields(method, 8, 8.0, total),
                       ("num_train_epochs", float(epochs)), ("per_device_train_batch_size", batch),
                       ("per_device_eval_batch_size", 64), ("learning_rate", lr), ("lr_scheduler_type", "linear"),
-                      ("warmup_ratio", 0.06), ("weight_decay", 0.01), ("eval_strategy", "epoch"),
+                      ("warmup_steps", 0.06), ("weight_decay", 0.01), ("eval_strategy", "epoch"),
                       ("save_strategy", "no"), ("logging_steps", 50), ("report_to", "tensorboard")]
             _write(name, header, fields)
             count += 1
@@ -138,7 +138,7 @@ def tsne_runs() -> int:
                     fields.append(("regularizer_preset", "iclr2026"))
                 fields += [("num_train_epochs", float(epochs)), ("per_device_train_batch_size", 32),
                            ("per_device_eval_batch_size", 64), ("learning_rate", 2e-4),
-                           ("lr_scheduler_type", "linear"), ("warmup_ratio", 0.06), ("eval_strategy", "epoch"),
+                           ("lr_scheduler_type", "linear"), ("warmup_steps", 0.06), ("eval_strategy", "epoch"),
                            ("save_strategy", "no"), ("logging_steps", 50), ("report_to", "tensorboard")]
                 _write(name, header, fields)
                 count += 1
@@ -165,7 +165,7 @@ def minilm() -> int:
             fields += [*_method_fields(method, 8, 16.0, total), ("num_train_epochs", float(epochs)),
                        ("per_device_train_batch_size", 32), ("per_device_eval_batch_size", 64),
                        ("learning_rate", MINILM_LR[method]), ("lr_scheduler_type", "linear"),
-                       ("warmup_ratio", 0.06), ("weight_decay", 0.0), ("eval_strategy", "epoch"),
+                       ("warmup_steps", 0.06), ("weight_decay", 0.0), ("eval_strategy", "epoch"),
                        ("save_strategy", "no"), ("logging_steps", 10), ("report_to", "none")]
             _write(name, header, fields)
             count += 1

@@ -1,0 +1,46 @@
+"""HumanEval pass@1 (%) of a model or of completions produced elsewhere; code runs in balora.sandbox.
+
+    python eval/humaneval.py --model M [--adapter DIR] --output_dir out/humaneval
+    python eval/humaneval.py --samples completions.jsonl --output_dir out/humaneval   # HumanEval/N task ids
+"""
+
+import logging
+import os
+import re
+import sys
+from dataclasses import asdict
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+sys.path.insert(0, os.path.dirname(_HERE))
+
+from balora.config import parse_args  # noqa: E402
+from balora.evaluation import code  # noqa: E402
+from balora.evaluation.runner import Benchmark, EvalArguments, run  # noqa: E402
+
+
+def humaneval_id(raw) -> str:
+    if not isinstance(raw, str) or not re.fullmatch(r"HumanEval/\d+", raw):
+        raise ValueError("HumanEval task ids look like 'HumanEval/0'")
+    return raw
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Evaluate and return metrics.json's content (score = pass@1 in percent)."""
+    args, code_args = parse_args((EvalArguments, code.CodeArguments), argv)
+    tasks, data_info = code.load_humaneval(args.data, args.limit)
+    limits = code_args.limits()
+    bench = Benchmark(
+        name="humaneval", protocol=code.HUMANEVAL_PROTOCOL, protocol_version=code.HUMANEVAL_VERSION,
+        tasks=tasks, data_info=data_info, normalize_id=humaneval_id, num_samples=code_args.num_samples,
+        grade=lambda pairs: code.grade_programs(pairs, code.humaneval_program, limits, code_args.workers),
+        summarize=lambda rows: code.summarize_passes(rows, code_args.num_samples),
+        extra_settings={"sandbox_limits": asdict(limits),
+                        "instruction": code.HUMANEVAL_INSTRUCTION})
+    return run(bench, args)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    metrics = main()
+    print(f"humaneval score={metrics['score']:.2f} n={metrics['n']}")

@@ -1,0 +1,40 @@
+"""MATH accuracy (%) with Hendrycks normalisation, Math-Verify reported beside it (eval/README.md).
+
+    python eval/math.py --model M [--adapter DIR] --data ../shared/data/math/test.jsonl --output_dir out/math
+    python eval/math.py --samples completions.jsonl --data ../shared/data/math/math500_test.jsonl --output_dir D
+"""
+
+import logging
+import os
+import sys
+
+# This file is named math.py: drop eval/ from sys.path before anything imports the standard `math`.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+sys.path.insert(0, os.path.dirname(_HERE))
+
+from balora.config import parse_args  # noqa: E402
+from balora.evaluation import math_grader  # noqa: E402
+from balora.evaluation.runner import Benchmark, EvalArguments, int_task_id, run  # noqa: E402
+
+
+def _summarize(rows: list[dict]) -> dict:
+    return {"math_verify_score": round(100.0 * sum(bool(r.get("math_verify")) for r in rows) / len(rows), 4),
+            "graders_disagree": sum(bool(r.get("math_verify")) != r["correct"] for r in rows)}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Evaluate and return metrics.json's content (score = Hendrycks-normalised accuracy in percent)."""
+    (args,) = parse_args((EvalArguments,), argv)
+    tasks, data_info = math_grader.load_tasks(args.data, args.limit)
+    bench = Benchmark(name="math", protocol=math_grader.PROTOCOL, protocol_version=math_grader.PROTOCOL_VERSION,
+                      tasks=tasks, data_info=data_info, normalize_id=int_task_id,
+                      grade=lambda pairs: [math_grader.score_sample(task, text) for task, text in pairs],
+                      summarize=_summarize)
+    return run(bench, args)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    metrics = main()
+    print(f"math score={metrics['score']:.2f} math_verify={metrics['math_verify_score']:.2f} n={metrics['n']}")

@@ -1,0 +1,558 @@
+"""The three BA-LoRA logit regularisers as pure tensor functions (method.md §3).
+
+    L = L_task + λ1·L_consistency + λ2·L_diversity + λ3·L_svd
+
+This module computes the three *unweighted* terms from the student's logits and the frozen
+reference's logits; the caller (the trainer) owns the λ weights and their schedule.
+
+Dimensions, named once:
+    B  batch size
+    T  sequence positions (NLG), already shifted by the caller so that logits[:, t] predicts the
+       target at t
+    V  vocabulary size (NLG columns)
+    C  number of classes (NLU columns; 1 for STS-B regression)
+    D  number of columns: V for NLG, C for NLU
+    N  number of valid rows of the micro-batch: response-token positions (NLG) or examples (NLU)
+
+Z ∈ R^{N×D} is the matrix of the student's logits on the valid rows, Z_ref the reference's.
+Every mean is over the N valid rows; masked rows are never read (their values, even inf/NaN
+garbage, change neither the terms nor their gradients, and their gradient is exactly zero).
+
+Numerics and memory:
+    * Inputs may be bf16/fp16; every term is computed in fp32 (softmax family, via log_softmax,
+      never softmax().log()) or float64 (Gram matrices), upcasting one chunk at a time.
+    * Rows (or, for the Gram matrices, column blocks of the same element count) are processed in
+      chunks of ``cfg.chunk_size`` rows, and each chunk runs under non-reentrant activation
+      checkpointing, so only one chunk's upcast copy is alive at a time in the forward *and* in the
+      backward pass (the backward recomputes the chunk). A 256k-vocabulary micro-batch therefore
+      costs about chunk_size × V × 4 bytes of extra memory, not B × T × V × 4.
+    * Gradients flow to ``logits`` only; ``ref_logits`` is detached here.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+TERMS = ("consistency", "diversity", "svd")
+TASKS = ("nlg", "nlu")
+CONSISTENCY_TYPES = ("kl", "mse_normalized")
+DIVERSITY_TYPES = ("topk_entropy", "entropy", "covariance")
+SVD_NORMALIZERS = ("frobenius", "nuclear")
+
+# eps of the per-row L2 normalisation in mse_normalized (F.normalize's default): a zero row maps to 0.
+_NORM_EPS = 1e-12
+# Replaces log-probabilities of -inf (a logit of -inf) so that 0·log 0 is 0 with a finite gradient.
+_LOGP_FLOOR = torch.finfo(torch.float32).min
+
+
+class ConstantTermWarning(UserWarning):
+    """A regulariser is identically constant (zero gradient) for this configuration or batch."""
+
+
+@dataclass(frozen=True)
+class RegularizerConfig:
+    """Which form of each regulariser to compute (method.md §3); the λ weights live elsewhere.
+
+    Args:
+        task: "nlg" (logits (B, T, V) with a (B, T) mask) or "nlu" (logits (B, C), mask None).
+        consistency: "kl" = T² · mean_rows KL(softmax(Z_ref/T) ‖ softmax(Z/T)) (ICLR 2026), or
+            "mse_normalized" = mean over all N·D entries of (Z/‖Z‖ − Z_ref/‖Z_ref‖)² with per-row
+            L2 norms (v1-v5 NLU).
+        temperature: T of the "kl" consistency (official ICLR-2026 code: 2). Ignored by
+            "mse_normalized".
+        diversity: "topk_entropy" (entropy of the renormalised top-K logits per row, ICLR 2026
+            NLG), "entropy" (full-vocabulary entropy, v1-v5 NLG) or "covariance" (mean squared
+            off-diagonal covariance of the columns, NLU). Entropy forms return −mean H, so
+            minimising the loss maximises entropy.
+        entropy_top_k: K of "topk_entropy" (official: 20); K ≥ D means the full row.
+        svd_top_k: k of the SVD term, −Σ_{i≤k} σ_i / normaliser (ICLR NLG 10, NLU 5, early code 3).
+        svd_normalizer: "nuclear" (Σ_j σ_j; L ∈ [−1, 0]) or "frobenius" (‖Z‖_F = sqrt(Σ σ_j²);
+            L ∈ [−√k, 0]).
+        chunk_size: rows upcast at once (memory knob only; results do not depend on it beyond
+            float rounding).
+    """
+
+    task: str = "nlg"
+    consistency: str = "kl"
+    temperature: float = 2.0
+    diversity: str = "topk_entropy"
+    entropy_top_k: int = 20
+    svd_top_k: int = 10
+    svd_normalizer: str = "frobenius"
+    chunk_size: int = 1024
+
+    def __post_init__(self) -> None:
+        _check_choice("task", self.task, TASKS)
+        _check_choice("consistency", self.consistency, CONSISTENCY_TYPES)
+        _check_choice("diversity", self.diversity, DIVERSITY_TYPES)
+        _check_choice("svd_normalizer", self.svd_normalizer, SVD_NORMALIZERS)
+        if (
+            isinstance(self.temperature, bool)
+            or not isinstance(self.temperature, (int, float))
+            or not math.isfinite(self.temperature)
+            or self.temperature <= 0
+        ):
+            raise ValueError(f"temperature must be a finite number > 0, got {self.temperature!r}")
+        for name in ("entropy_top_k", "svd_top_k", "chunk_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer ≥ 1, got {value!r}")
+
+
+def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Presets: method.md §3 "Hyperparameters reported", as data. λ keys match regularizer_terms' keys.
+# ---------------------------------------------------------------------------------------------
+
+PRESETS: dict[str, dict[str, dict[str, dict]]] = {
+    "iclr2026": {
+        "nlg": {
+            "config": dict(
+                task="nlg",
+                consistency="kl",
+                temperature=2.0,
+                diversity="topk_entropy",
+                entropy_top_k=20,
+                svd_top_k=10,
+                svd_normalizer="frobenius",
+            ),
+            "lambdas": {"consistency": 0.025, "diversity": 0.005, "svd": 0.005},
+        },
+        # method.md's table gives no consistency form or temperature for ICLR-2026 NLU: this preset
+        # ASSUMES the ICLR-2026 KL with the official code's T = 2 (the NLG value).
+        "nlu": {
+            "config": dict(
+                task="nlu",
+                consistency="kl",
+                temperature=2.0,
+                diversity="covariance",
+                svd_top_k=5,
+                svd_normalizer="nuclear",
+            ),
+            "lambdas": {"consistency": 0.15, "diversity": 0.03, "svd": 0.03},
+        },
+    },
+    "v5": {
+        "nlg": {
+            "config": dict(
+                task="nlg",
+                consistency="kl",
+                temperature=1.0,
+                diversity="entropy",
+                svd_top_k=3,
+                svd_normalizer="nuclear",
+            ),
+            "lambdas": {"consistency": 1e-4, "diversity": 3e-4, "svd": 1e-4},
+        },
+        # The v5-era BERT-L SST-2 script.
+        "nlu": {
+            "config": dict(
+                task="nlu",
+                consistency="mse_normalized",
+                temperature=1.0,
+                diversity="covariance",
+                svd_top_k=5,
+                svd_normalizer="nuclear",
+            ),
+            "lambdas": {"consistency": 0.1, "diversity": 0.01, "svd": 0.01},
+        },
+    },
+}
+# "none" = plain (PiSSA/LoRA) training: all λ = 0; the config is only there to be well-formed.
+PRESETS["none"] = {
+    task: {"config": dict(entry["config"]), "lambdas": dict.fromkeys(TERMS, 0.0)}
+    for task, entry in PRESETS["iclr2026"].items()
+}
+
+
+def preset(name: str, task: str) -> tuple[RegularizerConfig, dict[str, float]]:
+    """Look up a named recipe of method.md §3.
+
+    Args:
+        name: "iclr2026", "v5" or "none" (all λ = 0).
+        task: "nlg" or "nlu".
+
+    Returns:
+        (config, lambdas) where lambdas maps "consistency"/"diversity"/"svd" to λ1/λ2/λ3.
+    """
+    if name not in PRESETS:
+        raise ValueError(f"unknown regularizer preset {name!r}; choose one of {sorted(PRESETS)}")
+    _check_choice("task", task, TASKS)
+    entry = PRESETS[name][task]
+    return RegularizerConfig(**entry["config"]), dict(entry["lambdas"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Constant-term detection
+# ---------------------------------------------------------------------------------------------
+
+_WARNED: set[tuple[str, str]] = set()
+
+
+def _constant_reasons(cfg: RegularizerConfig, num_columns: int) -> dict[str, str]:
+    """{term: why it is constant} for terms with zero gradient for every input with D columns."""
+    d = num_columns
+    reasons: dict[str, str] = {}
+    if d == 1:
+        reasons["consistency"] = (
+            "with one column softmax is identically 1, so the KL is 0"
+            if cfg.consistency == "kl"
+            else "with one column each normalised row is ±1, so the gradient is 0"
+        )
+    if cfg.diversity == "covariance" and d == 1:
+        reasons["diversity"] = "the covariance of one column has no off-diagonal entries (term = 0)"
+    elif cfg.diversity == "entropy" and d == 1:
+        reasons["diversity"] = "the entropy of one column is 0"
+    elif cfg.diversity == "topk_entropy" and min(cfg.entropy_top_k, d) == 1:
+        reasons["diversity"] = "the entropy of the top-1 logit is 0"
+    if cfg.svd_normalizer == "nuclear" and d <= cfg.svd_top_k:
+        reasons["svd"] = f"D={d} ≤ k={cfg.svd_top_k}: top-k/Σσ is identically 1 (term = -1)"
+    elif cfg.svd_normalizer == "frobenius" and d == 1:
+        reasons["svd"] = "one column has one singular value: σ/‖Z‖_F is identically 1 (term = -1)"
+    return reasons
+
+
+def constant_terms(cfg: RegularizerConfig, num_columns: int) -> list[str]:
+    """Names of the terms that are constant (zero gradient) for every batch with D columns.
+
+    Cases: D = 1 makes the consistency (KL 0; normalised rows ±1), entropy and covariance terms
+    constant; topk_entropy with min(K, D) = 1; svd "nuclear" with D ≤ k (rank ≤ k, so the ratio is
+    1); svd "frobenius" with D = 1. Batch-dependent cases (N ≤ k, N = 1, N = 0) are not listed here;
+    regularizer_terms warns about those when they happen.
+
+    Args:
+        cfg: the regulariser configuration.
+        num_columns: D, the vocabulary size (NLG) or number of classes/outputs (NLU).
+
+    Returns:
+        Term names in ("consistency", "diversity", "svd") order.
+    """
+    if isinstance(num_columns, bool) or not isinstance(num_columns, int) or num_columns < 1:
+        raise ValueError(f"num_columns must be an integer ≥ 1, got {num_columns!r}")
+    reasons = _constant_reasons(cfg, num_columns)
+    return [term for term in TERMS if term in reasons]
+
+
+def _warn_once(term: str, reason_key: str, message: str) -> None:
+    if (term, reason_key) in _WARNED:
+        return
+    _WARNED.add((term, reason_key))
+    warnings.warn(f"BA-LoRA {term} regulariser is constant: {message}", ConstantTermWarning, stacklevel=3)
+
+
+# ---------------------------------------------------------------------------------------------
+# The terms
+# ---------------------------------------------------------------------------------------------
+
+
+def regularizer_terms(
+    logits: torch.Tensor,
+    ref_logits: torch.Tensor | None,
+    mask: torch.Tensor | None,
+    cfg: RegularizerConfig,
+    terms: Iterable[str] = TERMS,
+) -> dict[str, torch.Tensor]:
+    """Unweighted BA-LoRA regularisers of one micro-batch (method.md §3).
+
+    Args:
+        logits: student logits, (B, T, V) for NLG — already aligned with their targets, i.e. the
+            caller passes logits[:, :-1] for labels[:, 1:] — or (B, C) for NLU. Any float dtype.
+        ref_logits: logits of the frozen reference, same shape; detached here. None means "no
+            consistency term": "consistency" is then a zero tensor.
+        mask: (B, T) bool, True on valid rows (NLG: label ≠ −100 after the shift); None = all rows
+            valid (the NLU case, where it may also be a (B,) bool).
+        cfg: which form of each term to compute.
+        terms: the terms to compute; the others are returned as zeros without any work (pass only
+            the terms whose λ is non-zero).
+
+    Returns:
+        {"consistency", "diversity", "svd"}: 0-d float32 tensors on logits' device, differentiable
+        with respect to ``logits``. Edge cases, all finite with finite gradients:
+            * N = 0 valid rows: every term is 0 (gradient 0).
+            * covariance with N = 1: undefined (N−1 = 0 divisor), returned as 0; otherwise the
+              unbiased N−1 divisor is used.
+            * svd with k ≥ rank(Z): the top-k sum is the full sum (nuclear: exactly −1, no
+              gradient). Singular values below the Gram matrix's float64 resolution
+              (σ² ≤ σ_max² · max(N, D) · eps) count as 0 and get no gradient.
+            * Z = 0: svd is 0.
+        Terms that are constant for the configuration or the batch trigger one ConstantTermWarning
+        per (term, reason) per process.
+    """
+    wanted = set(terms)
+    unknown = wanted - set(TERMS)
+    if unknown:
+        raise ValueError(f"unknown regularizer terms {sorted(unknown)}; choose from {TERMS}")
+    if not isinstance(cfg, RegularizerConfig):
+        raise TypeError(f"cfg must be a RegularizerConfig, got {type(cfg).__name__}")
+    x, ref, rows_b, rows_t = _prepare_inputs(logits, ref_logits, mask, cfg)
+    n, d = rows_b.numel(), x.shape[-1]
+
+    # A zero that is part of logits' graph: backward() works on it and gives a zero gradient.
+    out = {term: x[..., :0].sum(dtype=torch.float32) for term in TERMS}
+    if ref is None:
+        wanted.discard("consistency")
+    for term, reason in _constant_reasons(cfg, d).items():
+        if term in wanted:
+            _warn_once(term, reason, reason)
+    if not wanted:
+        return out
+    if n == 0:
+        _warn_once("all", "no valid rows", "the micro-batch has no valid rows; every term is 0")
+        return out
+
+    need_consistency = "consistency" in wanted
+    need_entropy = "diversity" in wanted and cfg.diversity != "covariance"
+    need_covariance = "diversity" in wanted and cfg.diversity == "covariance"
+    need_svd = "svd" in wanted
+
+    if need_consistency or need_entropy:
+        consistency_sum, entropy_sum = out["consistency"], out["diversity"]
+        for start in range(0, n, cfg.chunk_size):
+            sl = slice(start, start + cfg.chunk_size)
+            c_sum, e_sum = _checkpointed(
+                _row_chunk_sums, x, ref, rows_b[sl], rows_t[sl], cfg, need_consistency, need_entropy
+            )
+            consistency_sum, entropy_sum = consistency_sum + c_sum, entropy_sum + e_sum
+        if need_consistency:
+            if cfg.consistency == "kl":
+                out["consistency"] = cfg.temperature**2 * consistency_sum / n
+            else:
+                out["consistency"] = consistency_sum / (n * d)
+        if need_entropy:
+            out["diversity"] = -entropy_sum / n  # −mean H: minimising the loss maximises entropy
+
+    if need_covariance and n == 1:
+        _warn_once("diversity", "N = 1", "one valid row: the covariance is undefined (N−1 = 0); term = 0")
+        need_covariance = False
+    if need_svd and d > cfg.svd_top_k and cfg.svd_normalizer == "nuclear" and n <= cfg.svd_top_k:
+        _warn_once("svd", "N ≤ k", f"N={n} valid rows ≤ k={cfg.svd_top_k}: rank ≤ k, term = -1")
+    if need_svd and d > 1 and cfg.svd_normalizer == "frobenius" and n == 1:
+        _warn_once("svd", "N = 1", "one valid row has one singular value: term = -1")
+
+    if need_covariance or need_svd:
+        gram, cov_frob_sq, cov_diag_sq = _gram_passes(
+            x, rows_b, rows_t, cfg.chunk_size, need_svd, need_covariance
+        )
+        if need_covariance:
+            # Σ_{a≠b} C_ab² = ‖C‖_F² − Σ_a C_aa², C = Zcᵀ Zc / (N−1).
+            off_diag = (cov_frob_sq - cov_diag_sq) / (n - 1) ** 2
+            out["diversity"] = (off_diag / d).float()
+        if need_svd:
+            out["svd"] = _svd_term(gram, cfg, n, d).float()
+    return out
+
+
+def _prepare_inputs(
+    logits: torch.Tensor,
+    ref_logits: torch.Tensor | None,
+    mask: torch.Tensor | None,
+    cfg: RegularizerConfig,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """Validate shapes; return (B', T', D) views of logits / ref and the (b, t) indices of valid rows."""
+    if not torch.is_tensor(logits) or not logits.is_floating_point():
+        raise TypeError("logits must be a floating-point tensor")
+    expected_dim = 3 if cfg.task == "nlg" else 2
+    layout = "(B, T, V)" if cfg.task == "nlg" else "(B, C)"
+    if logits.dim() != expected_dim:
+        raise ValueError(
+            f"task={cfg.task!r} expects logits of shape {layout}, got {tuple(logits.shape)}; "
+            "set RegularizerConfig.task to match the model"
+        )
+    if logits.shape[-1] < 1:
+        raise ValueError("logits must have at least one column")
+    if ref_logits is not None:
+        if not torch.is_tensor(ref_logits) or not ref_logits.is_floating_point():
+            raise TypeError("ref_logits must be a floating-point tensor or None")
+        if ref_logits.shape != logits.shape:
+            raise ValueError(
+                f"ref_logits shape {tuple(ref_logits.shape)} != logits shape {tuple(logits.shape)}"
+            )
+        ref_logits = ref_logits.detach()
+    # NLU is handled as one "sequence" of B rows: unsqueeze is a view, no copy.
+    x = logits if expected_dim == 3 else logits.unsqueeze(0)  # (B', T', D)
+    ref = None if ref_logits is None else (ref_logits if expected_dim == 3 else ref_logits.unsqueeze(0))
+    if mask is None:
+        valid = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+    else:
+        if not torch.is_tensor(mask) or mask.dtype != torch.bool:
+            raise ValueError("mask must be a bool tensor (e.g. labels != -100) or None")
+        if mask.shape != logits.shape[:-1]:
+            raise ValueError(
+                f"mask shape {tuple(mask.shape)} != logits.shape[:-1] {tuple(logits.shape[:-1])}"
+            )
+        valid = (mask if expected_dim == 3 else mask.unsqueeze(0)).to(x.device)
+    rows_b, rows_t = valid.nonzero(as_tuple=True)  # (N,), (N,)
+    return x, ref, rows_b, rows_t
+
+
+def _checkpointed(fn: Callable, x: torch.Tensor, *args):
+    """fn(x, *args), recomputed in the backward instead of keeping its upcast intermediates."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return checkpoint(fn, x, *args, use_reentrant=False, preserve_rng_state=False)
+    return fn(x, *args)
+
+
+def _row_chunk_sums(
+    x: torch.Tensor,
+    ref: torch.Tensor | None,
+    rows_b: torch.Tensor,
+    rows_t: torch.Tensor,
+    cfg: RegularizerConfig,
+    need_consistency: bool,
+    need_entropy: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sums over one chunk of c rows of the consistency and entropy per-row quantities (fp32)."""
+    z = x[rows_b, rows_t].float()  # (c, D)
+    consistency = z.new_zeros(())
+    entropy = z.new_zeros(())
+    if need_consistency:
+        z_ref = ref[rows_b, rows_t].float()  # (c, D)
+        if cfg.consistency == "kl":
+            # KL(P_ref ‖ P) = Σ_v p_ref (log p_ref − log p), both at temperature T.
+            log_p = F.log_softmax(z / cfg.temperature, dim=-1).clamp_min(_LOGP_FLOOR)
+            log_p_ref = F.log_softmax(z_ref / cfg.temperature, dim=-1).clamp_min(_LOGP_FLOOR)
+            consistency = (log_p_ref.exp() * (log_p_ref - log_p)).sum()
+        else:
+            diff = F.normalize(z, dim=-1, eps=_NORM_EPS) - F.normalize(z_ref, dim=-1, eps=_NORM_EPS)
+            consistency = diff.square().sum()
+    if need_entropy:
+        if cfg.diversity == "topk_entropy":
+            z = z.topk(min(cfg.entropy_top_k, z.shape[-1]), dim=-1).values  # (c, K)
+        log_p = F.log_softmax(z, dim=-1).clamp_min(_LOGP_FLOOR)
+        entropy = -(log_p.exp() * log_p).sum()
+    return consistency, entropy
+
+
+def _gram_passes(
+    x: torch.Tensor,
+    rows_b: torch.Tensor,
+    rows_t: torch.Tensor,
+    chunk_size: int,
+    need_svd: bool,
+    need_covariance: bool,
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """Float64 Gram matrix of Z and the two sums the covariance term needs.
+
+    Uses the smaller Gram: Z Zᵀ (N×N) when N ≤ D, accumulated over column blocks (each block holds
+    all N rows, so the column means for centring are exact inside the block); Zᵀ Z (D×D) when
+    N > D, accumulated over row chunks. Blocks hold about chunk_size·D/2 float64 entries, the bytes
+    of one fp32 row chunk.
+
+    Returns:
+        gram: Z Zᵀ or Zᵀ Z (float64), or None when not needed.
+        cov_frob_sq: ‖Zcᵀ Zc‖_F² (= ‖Zc Zcᵀ‖_F²), or None.
+        cov_diag_sq: Σ_a (Zcᵀ Zc)_aa², or None.
+    """
+    n, d = rows_b.numel(), x.shape[-1]
+    gram = cov_frob_sq = cov_diag_sq = None
+    if n <= d:
+        cols = max(1, chunk_size * d // (2 * n))
+        cov_gram = None
+        for start in range(0, d, cols):
+            g, cg, dsq = _checkpointed(
+                _column_block, x, rows_b, rows_t, start, start + cols, need_svd, need_covariance
+            )
+            if need_svd:
+                gram = g if gram is None else gram + g
+            if need_covariance:
+                cov_gram = cg if cov_gram is None else cov_gram + cg
+                cov_diag_sq = dsq if cov_diag_sq is None else cov_diag_sq + dsq
+        if need_covariance:
+            cov_frob_sq = cov_gram.square().sum()
+        return gram, cov_frob_sq, cov_diag_sq
+
+    mean = None
+    if need_covariance:
+        # Column means, accumulated chunk by chunk (nothing large is kept for the backward).
+        total = None
+        for start in range(0, n, chunk_size):
+            sl = slice(start, start + chunk_size)
+            s = x[rows_b[sl], rows_t[sl]].double().sum(0)  # (D,)
+            total = s if total is None else total + s
+        mean = total / n
+    cov = None
+    for start in range(0, n, chunk_size):
+        sl = slice(start, start + chunk_size)
+        g, c = _checkpointed(_row_block, x, rows_b[sl], rows_t[sl], mean, need_svd, need_covariance)
+        if need_svd:
+            gram = g if gram is None else gram + g
+        if need_covariance:
+            cov = c if cov is None else cov + c
+    if need_covariance:
+        cov_frob_sq = cov.square().sum()
+        cov_diag_sq = cov.diagonal().square().sum()
+    return gram, cov_frob_sq, cov_diag_sq
+
+
+def _column_block(
+    x: torch.Tensor,
+    rows_b: torch.Tensor,
+    rows_t: torch.Tensor,
+    start: int,
+    stop: int,
+    need_svd: bool,
+    need_covariance: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Contributions of columns [start, stop) to Z Zᵀ, Zc Zcᵀ and Σ_a (Zcᵀ Zc)_aa² (float64)."""
+    z = x[:, :, start:stop][rows_b, rows_t].double()  # (N, cols)
+    empty = z.new_zeros(())
+    gram = z @ z.T if need_svd else empty  # (N, N)
+    if not need_covariance:
+        return gram, empty, empty
+    zc = z - z.mean(dim=0, keepdim=True)  # (N, cols), centred over rows
+    return gram, zc @ zc.T, zc.square().sum(dim=0).square().sum()
+
+
+def _row_block(
+    x: torch.Tensor,
+    rows_b: torch.Tensor,
+    rows_t: torch.Tensor,
+    mean: torch.Tensor | None,
+    need_svd: bool,
+    need_covariance: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Contributions of one row chunk to Zᵀ Z and Zcᵀ Zc (float64, D×D)."""
+    z = x[rows_b, rows_t].double()  # (c, D)
+    empty = z.new_zeros(())
+    gram = z.T @ z if need_svd else empty  # (D, D)
+    if not need_covariance:
+        return gram, empty
+    zc = z - mean  # (c, D)
+    return gram, zc.T @ zc
+
+
+def _svd_term(gram: torch.Tensor, cfg: RegularizerConfig, n: int, d: int) -> torch.Tensor:
+    """−Σ_{i≤k} σ_i / (Σ σ or ‖Z‖_F) from the float64 Gram matrix (its eigenvalues are σ²)."""
+    eig = torch.linalg.eigvalsh(gram).flip(-1)  # (min(N, D),) σ², descending
+    # σ² below the Gram's float64 resolution is numerically zero: take sqrt only above it, so no
+    # 1/(2·sqrt(0)) = inf enters the gradient.
+    tol = eig[0].detach().clamp_min(0) * max(n, d) * torch.finfo(torch.float64).eps
+    positive = eig > tol
+    sigma = torch.where(
+        positive, torch.where(positive, eig, torch.ones_like(eig)).sqrt(), torch.zeros_like(eig)
+    )
+    top = sigma[: cfg.svd_top_k].sum()
+    if cfg.svd_normalizer == "nuclear":
+        denominator = sigma.sum()
+    else:
+        # ‖Z‖_F² = trace(Gram): exact, and no clamped eigenvalues involved.
+        trace = gram.diagonal().sum()
+        denominator = torch.where(
+            trace > 0, torch.where(trace > 0, trace, torch.ones_like(trace)).sqrt(), trace * 0
+        )
+    nonzero = denominator > 0
+    # Z = 0 has no spectrum: the term is 0 there (safe denominator keeps the gradient finite).
+    return torch.where(
+        nonzero, -top / torch.where(nonzero, denominator, torch.ones_like(denominator)), top * 0
+    )

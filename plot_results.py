@@ -44,14 +44,14 @@ def rank_sweep_figure(results_dir: Path, out_dir: Path, study: str, models: dict
                 points = {}
                 for rank in ranks:
                     run = _sweep_run(study, model, method, rank, main_rank, main_study)
-                    cell = R.aggregate_cell(cache.run(run), metric, seeds, 100.0)
+                    cell = R.aggregate_cell(cache.run(run), metric, seeds)
                     if cell.n:
                         points[rank] = R.point(cell)
                     else:
                         missing.append(run)
                 panels[title][label] = points
             full_run = f"{main_study or study}:{model}_full"
-            full_ft[title] = R.point(R.aggregate_cell(cache.run(full_run), metric, seeds, 100.0))
+            full_ft[title] = R.point(R.aggregate_cell(cache.run(full_run), metric, seeds))
     if missing:
         print(f"{name}: runs without results (left out): {sorted(set(missing))}")
     if not any(points for methods in panels.values() for points in methods.values()):

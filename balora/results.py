@@ -208,7 +208,9 @@ class Cell:
 def _protocol_of(metrics: dict[str, Any], metric: str) -> str | None:
     """The protocol recorded beside a metric ("gsm8k.protocol" for "gsm8k.score"), as a string."""
     namespace = metric.rsplit(".", 1)[0] + "." if "." in metric else ""
-    found = {key: metrics[f"{namespace}{key}"] for key in PROTOCOL_KEYS if f"{namespace}{key}" in metrics}
+    # An evaluation's number of scored tasks is part of its protocol (a 100-row subset is not the test set).
+    keys = (*PROTOCOL_KEYS, "n") if namespace else PROTOCOL_KEYS
+    found = {key: metrics[f"{namespace}{key}"] for key in keys if f"{namespace}{key}" in metrics}
     # Nested protocol dicts were flattened: collect "<ns>protocol.<field>" entries too.
     for key, value in metrics.items():
         if key.startswith(f"{namespace}protocol."):
@@ -622,12 +624,13 @@ def collect_cells(study_dir: str | Path, runs: Iterable[str], metric: str, seeds
 
 NLG_MODELS = (("llama2-7b", "LLaMA-2-7B"), ("mistral-7b", "Mistral-7B"), ("gemma-7b", "Gemma-7B"))
 NLG_METHODS = (("full", "Full FT"), ("lora", "LoRA"), ("pissa", "PiSSA"), ("ba-lora", "BA-LoRA"))
-# (column key, label, training data subset the run was trained on, metric, scale to percent)
+# (column key, label, training data subset the run was trained on, scale); eval/<bench>.py already
+# reports `score` in percent (MT-Bench: first-turn rating 1-10).
 NLG_BENCHMARKS = (
-    ("gsm8k", "GSM8K", "metamath", 100.0),
-    ("math", "MATH", "metamath", 100.0),
-    ("humaneval", "HumanEval", "python", 100.0),
-    ("mbpp", "MBPP", "python", 100.0),
+    ("gsm8k", "GSM8K", "metamath", 1.0),
+    ("math", "MATH", "metamath", 1.0),
+    ("humaneval", "HumanEval", "python", 1.0),
+    ("mbpp", "MBPP", "python", 1.0),
     ("mt_bench", "MT-Bench", "conversation", 1.0),
 )
 NLU_TASKS = (("mnli", "MNLI"), ("sst2", "SST-2"), ("mrpc", "MRPC"), ("cola", "CoLA"), ("qnli", "QNLI"),
@@ -650,6 +653,7 @@ MINI_NLG_METHODS = (("full", "Full FT"), ("lora", "LoRA"), ("pissa", "PiSSA"), (
 MINI_NLU_TASKS = (("sst2", "SST-2"), ("cola", "CoLA"), ("mrpc", "MRPC"), ("rte", "RTE"), ("stsb", "STS-B"))
 MINI_NLU_METHODS = (("full", "Full FT"), ("bitfit", "BitFit"), ("lora", "LoRA"), ("dora", "DoRA"),
                     ("adalora", "AdaLoRA"), ("pissa", "PiSSA"), ("ba-lora", "BA-LoRA"))
+MINI_ABLATION_TASKS = (("mrpc", "MRPC"), ("stsb", "STS-B"))  # budget: the ablation's GLUE avg is over these
 MINI_RANKS = (1, 4, 16, 64)
 MINI_MAIN_RANK = 16  # the main mini table's LoRA rank; the rank sweep reuses those runs at r=16
 
@@ -675,8 +679,8 @@ def ablation_table() -> TableSpec:
     """Paper ablation: regulariser variants on LLaMA-2-7B (GSM8K, MATH) and DeBERTa GLUE avg."""
     rows = tuple(RowSpec(label, variant) for variant, label, _ in ABLATION_VARIANTS)
     cols = (
-        ColumnSpec("GSM8K", "gsm8k", "gsm8k.score", run="llama2-7b_{row}", scale=100.0),
-        ColumnSpec("MATH", "math", "math.score", run="llama2-7b_{row}", scale=100.0),
+        ColumnSpec("GSM8K", "gsm8k", "gsm8k.score", run="llama2-7b_{row}"),
+        ColumnSpec("MATH", "math", "math.score", run="llama2-7b_{row}"),
         ColumnSpec("GLUE avg", "glue", "score", run="glue_{task}_{row}",
                    average_over=tuple(t for t, _ in NLU_TASKS)),
     )
@@ -688,28 +692,26 @@ def mini_nlg_table() -> TableSpec:
     """Mini NLG: SmolLM2-135M-Instruct trained on GSM8K train rows, scored on a GSM8K test subset."""
     rows = tuple(RowSpec(label, f"{MINI_NLG_MODEL}_{method}", group="SmolLM2-135M-Instruct")
                  for method, label in MINI_NLG_METHODS)
-    cols = (ColumnSpec("GSM8K", "gsm8k", "gsm8k.score", run="{row}", scale=100.0),
+    cols = (ColumnSpec("GSM8K", "gsm8k", "gsm8k.score", run="{row}"),
             ColumnSpec("train loss", "train_loss", "train_loss", run="{row}", higher_is_better=False))
     return TableSpec("mini_nlg", "Mini NLG: SmolLM2-135M-Instruct, GSM8K test subset accuracy (%)", "mini/nlg",
-                     rows, cols, average=False, paper_file="nlg_table.json",
-                     paper_groups=(("SmolLM2-135M-Instruct", "LLaMA-2-7B"),))
+                     rows, cols, average=False)
 
 
 def mini_nlu_table() -> TableSpec:
     """Mini NLU: all-MiniLM-L6-v2 on the local GLUE tasks (dev sets), 7 methods."""
     rows = tuple(RowSpec(label, method) for method, label in MINI_NLU_METHODS)
     cols = tuple(ColumnSpec(label, task, "score", run=f"{task}_{{row}}") for task, label in MINI_NLU_TASKS)
-    return TableSpec("mini_nlu", "Mini NLU: all-MiniLM-L6-v2, GLUE dev", "mini/nlu", rows, cols,
-                     paper_file="nlu_table.json")
+    return TableSpec("mini_nlu", "Mini NLU: all-MiniLM-L6-v2, GLUE dev", "mini/nlu", rows, cols)
 
 
 def mini_ablation_table() -> TableSpec:
     """Mini ablation: SmolLM2 GSM8K and MiniLM GLUE avg; 'w/o reg' and 'all' are the main mini runs."""
     rows = tuple(RowSpec(label, variant) for variant, label, _ in ABLATION_VARIANTS)
     cols = (
-        ColumnSpec("GSM8K", "gsm8k", "gsm8k.score", run=f"{MINI_NLG_MODEL}_{{row}}", scale=100.0),
-        ColumnSpec("GLUE avg", "glue", "score", run="{task}_{row}",
-                   average_over=tuple(t for t, _ in MINI_NLU_TASKS)),
+        ColumnSpec("GSM8K", "gsm8k", "gsm8k.score", run=f"{MINI_NLG_MODEL}_{{row}}"),
+        ColumnSpec(f"GLUE avg ({', '.join(label for _, label in MINI_ABLATION_TASKS)})", "glue", "score",
+                   run="{task}_{row}", average_over=tuple(t for t, _ in MINI_ABLATION_TASKS)),
     )
     # The two end points of the ablation are the main mini tables' PiSSA and BA-LoRA runs.
     overrides = (
@@ -717,7 +719,7 @@ def mini_ablation_table() -> TableSpec:
         ("noreg", "glue", "mini/nlu:{task}_pissa"), ("all", "glue", "mini/nlu:{task}_ba-lora"),
     )
     return TableSpec("mini_ablation", "Mini ablation of the regularisers", "mini/ablation", rows, cols,
-                     average=False, overrides=overrides, paper_file="ablation.json")
+                     average=False, overrides=overrides)
 
 
 TABLES = {

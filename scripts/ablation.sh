@@ -13,7 +13,7 @@ set -euo pipefail
 NLG_MODEL=${NLG_MODEL:-llama2-7b}
 VARIANTS=${VARIANTS:-"noreg consistency diversity svd all"}
 GLUE_TASKS=${GLUE_TASKS:-"mnli sst2 mrpc cola qnli qqp rte stsb"}
-NLU_MODEL_TAG=${NLU_MODEL_TAG:-deberta}
+NLU_MODEL_TAG=${NLU_MODEL_TAG:-deberta-v3-base}
 SEEDS=${SEEDS:-"42 1024 2024"}
 GPUS=${GPUS:-"0,1,2,3,4,5,6,7"}
 MASTER_PORT=${MASTER_PORT:-29500}

@@ -10,7 +10,7 @@
 set -euo pipefail
 
 # --- what users change -------------------------------------------------------------------------
-MODEL_TAG=${MODEL_TAG:-deberta}
+MODEL_TAG=${MODEL_TAG:-deberta-v3-base}
 TASKS=${TASKS:-"mnli sst2 mrpc cola qnli qqp rte stsb"}
 METHODS=${METHODS:-"full bitfit hadapter padapter lora loha dora adalora pissa ba-lora"}
 SEEDS=${SEEDS:-"42 1024 2024"}

@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# CPU mini-reproduction on real small pretrained models (2 CPU cores, no GPU), resumable:
+#   NLG  SmolLM2-135M-Instruct × {LoRA, PiSSA, BA-LoRA} (+ Full FT with MINI_FULL_FT=1) × 3 seeds,
+#        trained on GSM8K train rows ("#### N" -> "The answer is: N"), scored on the first
+#        $GSM8K_LIMIT GSM8K test rows; rank sweep r = 1, 4, 16, 64; regulariser ablation.
+#   NLU  all-MiniLM-L6-v2 × {Full FT, BitFit, LoRA, DoRA, AdaLoRA, PiSSA, BA-LoRA} × SST-2, CoLA,
+#        MRPC, RTE, STS-B (local GLUE TSVs; SST-2 train = its first 8,000 rows) × 3 seeds; ablation
+#        on MRPC and STS-B; t-SNE of LoRA vs BA-LoRA features on SST-2 dev.
+# Then the tables (results/mini/tables) and figures (results/mini/figures) are regenerated.
+#
+#   bash scripts/mini.sh --dry-run               # the plan, what is done, estimated CPU time
+#   bash scripts/mini.sh                         # run everything still missing (resumes)
+#   bash scripts/mini.sh --only 'mini/nlu/rte_'  # a slice
+#
+# Sizes were chosen for ~8 h on 2 cores; the per-run estimates printed by --dry-run come from the
+# measured step times (SmolLM2 4×256 LoRA step 4.1 s; MiniLM 32×128 step 0.85 s, scaled by each
+# task's mean padded batch length) and the factors below. See results/README.md.
+set -euo pipefail
+
+# --- what users change -------------------------------------------------------------------------
+SEEDS=${SEEDS:-"42 1024 2024"}
+NLG_METHODS=${NLG_METHODS:-"lora pissa ba-lora"}
+MINI_FULL_FT=${MINI_FULL_FT:-0}          # 1: add Full FT to the NLG table (+~0.6 h)
+RANKS=${RANKS:-"1 4 64"}                 # r = 16 is the main NLG table's rank and is reused
+RANK_SEEDS=${RANK_SEEDS:-"42"}           # budget: one seed off the main rank
+ABLATION_VARIANTS=${ABLATION_VARIANTS:-"consistency diversity svd"}  # noreg/all = main PiSSA/BA-LoRA runs
+ABLATION_SEEDS=${ABLATION_SEEDS:-"42"}   # budget: one seed for the three middle variants
+ABLATION_TASKS=${ABLATION_TASKS:-"mrpc stsb"}
+NLU_TASKS=${NLU_TASKS:-"sst2 cola mrpc rte stsb"}
+NLU_METHODS=${NLU_METHODS:-"full bitfit lora dora adalora pissa ba-lora"}
+TSNE_TASK=${TSNE_TASK:-sst2}
+GSM8K_LIMIT=${GSM8K_LIMIT:-100}
+GSM8K_MAX_NEW_TOKENS=${GSM8K_MAX_NEW_TOKENS:-256}
+GLUE_DIR=${GLUE_DIR:-../shared/data/glue}
+# Estimates (seconds) — measured step times, assumed factors; printed by --dry-run.
+NLG_STEPS=60; NLG_STEP_S=4.1; NLG_LOAD_S=30; GSM8K_EVAL_S=220
+NLU_STEP_S_128=0.85; NLU_RUN_OVERHEAD_S=20
+# ------------------------------------------------------------------------------------------------
+
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+lib_parse_args "$@"
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+export GPUS=cpu NLG_CONFIG_DIR=configs/mini
+SUBSET_BENCHES[gsm8k]="gsm8k"
+EVAL_ARGS[gsm8k]="--data $SHARED_DATA/gsm8k/test.jsonl --limit $GSM8K_LIMIT --max_new_tokens $GSM8K_MAX_NEW_TOKENS --batch_size 16"
+
+# Relative cost of one training step against LoRA (reference forward for BA-LoRA; full backward + AdamW).
+method_factor() {
+  case "$1" in ba-lora|consistency|diversity|svd) echo 1.35 ;; full) echo 2.0 ;; dora) echo 1.3 ;; adalora) echo 1.1 ;; *) echo 1.0 ;; esac
+}
+
+nlg_estimate() {  # METHOD -> seconds for training + GSM8K eval
+  awk -v s="$NLG_STEPS" -v t="$NLG_STEP_S" -v f="$(method_factor "$1")" -v l="$NLG_LOAD_S" -v e="$GSM8K_EVAL_S" \
+    'BEGIN { printf "%d", s * t * f + l + e }'
+}
+
+# Mean padded batch length of 32 MiniLM-tokenised rows (measured on 2,000 train rows per task).
+declare -A NLU_BATCH_LEN=([sst2]=39 [cola]=23 [mrpc]=81 [rte]=128 [stsb]=34)
+declare -A NLU_TRAIN_ROWS=([sst2]=67349 [cola]=8551 [mrpc]=3668 [rte]=2490 [stsb]=5749)
+
+nlu_estimate() {  # CONFIG TASK METHOD -> seconds (steps from the config × scaled step time × factor)
+  local cfg=$1 task=$2 method=$3 epochs bs cap
+  if [ ! -f "$cfg" ]; then echo 0; return; fi
+  epochs=$(awk -F': *' '$1=="num_train_epochs"{print $2}' "$cfg"); epochs=${epochs:-1}
+  bs=$(awk -F': *' '$1=="per_device_train_batch_size"{print $2}' "$cfg"); bs=${bs:-32}
+  cap=$(awk -F': *' '$1=="max_train_samples"{print $2}' "$cfg"); cap=${cap:-${NLU_TRAIN_ROWS[$task]}}
+  awk -v n="${NLU_TRAIN_ROWS[$task]}" -v c="$cap" -v bs="$bs" -v ep="$epochs" -v t="$NLU_STEP_S_128" \
+      -v L="${NLU_BATCH_LEN[$task]}" -v f="$(method_factor "$method")" -v o="$NLU_RUN_OVERHEAD_S" \
+    'BEGIN { rows = (c < n ? c : n); steps = int((rows + bs - 1) / bs) * ep; st = t * L / 128; if (st < 0.1) st = 0.1;
+             printf "%d", steps * st * bs / 32 * f + o }'
+}
+
+# --- NLG: main table (r = 16), 3 seeds ---------------------------------------------------------------
+nlg_methods=$NLG_METHODS
+[ "$MINI_FULL_FT" = 1 ] && nlg_methods="full $nlg_methods"
+for method in $nlg_methods; do
+  for seed in $SEEDS; do
+    if run_begin mini/nlg "smollm2_${method}" "$seed" "$(nlg_estimate "$method")"; then
+      nlg_train_and_eval smollm2 "$method" gsm8k "$seed"
+    fi
+  done
+done
+
+# --- NLU: main table, 3 seeds ------------------------------------------------------------------------
+for task in $NLU_TASKS; do
+  for method in $NLU_METHODS; do
+    cfg="configs/glue/${task}_minilm_${method}.yaml"
+    for seed in $SEEDS; do
+      if run_begin mini/nlu "${task}_${method}" "$seed" "$(nlu_estimate "$cfg" "$task" "$method")"; then
+        glue_train_run "$cfg" "$seed" --glue_dir "$GLUE_DIR"
+      fi
+    done
+  done
+done
+
+# --- NLG rank sweep (r = 16 comes from the main table) -----------------------------------------------
+for method in lora pissa ba-lora; do
+  for r in $RANKS; do
+    for seed in $RANK_SEEDS; do
+      if run_begin mini/rank_sweep "smollm2_${method}_r${r}" "$seed" "$(nlg_estimate "$method")"; then
+        nlg_train_and_eval smollm2 "$method" gsm8k "$seed" --lora_r "$r" --lora_alpha "$r"
+      fi
+    done
+  done
+done
+
+# --- ablation: BA-LoRA with terms switched off (w/o reg = PiSSA, all = BA-LoRA: main runs) -----------
+for variant in $ABLATION_VARIANTS; do
+  for seed in $ABLATION_SEEDS; do
+    if run_begin mini/ablation "smollm2_${variant}" "$seed" "$(nlg_estimate "$variant")"; then
+      # shellcheck disable=SC2086
+      nlg_train_and_eval smollm2 ba-lora gsm8k "$seed" ${ABLATION_FLAGS[$variant]}
+    fi
+  done
+  for task in $ABLATION_TASKS; do
+    cfg="configs/glue/${task}_minilm_ba-lora.yaml"
+    for seed in $ABLATION_SEEDS; do
+      if run_begin mini/ablation "${task}_${variant}" "$seed" "$(nlu_estimate "$cfg" "$task" "$variant")"; then
+        # shellcheck disable=SC2086
+        glue_train_run "$cfg" "$seed" --glue_dir "$GLUE_DIR" ${ABLATION_FLAGS[$variant]}
+      fi
+    done
+  done
+done
+
+lib_summary
+
+# --- tables and figures -----------------------------------------------------------------------------
+seed0=${SEEDS%% *}
+tsne_dirs=("$OUTPUTS_DIR/mini/nlu/${TSNE_TASK}_lora/seed$seed0/train" "$OUTPUTS_DIR/mini/nlu/${TSNE_TASK}_ba-lora/seed$seed0/train")
+finish_cmds=(
+  "$PY aggregate_results.py mini_nlg mini_nlu mini_ablation --results_dir $RESULTS_DIR --out_dir $RESULTS_DIR/mini/tables --paper"
+  "$PY plot_results.py mini_rank_sweep mini_ablation mini_loss_curves --results_dir $RESULTS_DIR --out_dir $RESULTS_DIR/mini/figures"
+  "$PY tsne_visualization.py --compare --features_dir ${tsne_dirs[*]} --titles MiniLM-LoRA MiniLM-BA-LoRA --output_dir $RESULTS_DIR/mini/figures"
+)
+if [ "$DRY_RUN" = 1 ]; then
+  printf '# then: %s\n' "${finish_cmds[@]}"
+  exit 0
+fi
+$PY aggregate_results.py mini_nlg mini_nlu mini_ablation --results_dir "$RESULTS_DIR" \
+  --out_dir "$RESULTS_DIR/mini/tables" --paper
+$PY plot_results.py mini_rank_sweep mini_ablation mini_loss_curves --results_dir "$RESULTS_DIR" \
+  --out_dir "$RESULTS_DIR/mini/figures"
+if [ -f "${tsne_dirs[0]}/features_step_final.npy" ] && [ -f "${tsne_dirs[1]}/features_step_final.npy" ]; then
+  $PY tsne_visualization.py --compare --features_dir "${tsne_dirs[@]}" --titles "MiniLM LoRA" "MiniLM BA-LoRA" \
+    --output_dir "$RESULTS_DIR/mini/figures"
+else
+  echo "t-SNE: features of ${TSNE_TASK} LoRA/BA-LoRA seed $seed0 not in $OUTPUTS_DIR (runs not done here); skipped"
+fi

@@ -1,0 +1,262 @@
+"""Aggregation of result folders into tables: mean ± std, ranks, missing runs, bad input, rendering."""
+
+import json
+import math
+import statistics
+from pathlib import Path
+
+import pytest
+import yaml
+
+import aggregate_results
+from balora import results as R
+
+SEEDS = (42, 1024, 2024)
+
+
+def write_run(root: Path, study: str, run: str, seed: int, metrics: dict, evals: dict | None = None,
+              config: dict | None = None, done: bool = True, history: list | None = None) -> Path:
+    """A results/<study>/<run>/seed<k>/ folder as scripts/lib.sh writes it."""
+    path = root / study / run / f"seed{seed}"
+    path.mkdir(parents=True)
+    cfg = {"method": run, "learning_rate": 2e-4, "seed": seed, "output_dir": f"outputs/{study}/{run}/seed{seed}"}
+    cfg.update(config or {})
+    (path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    (path / "run.json").write_text(json.dumps({"seed": seed, "git": {"commit": "abc", "dirty": False}}))
+    (path / "metrics.json").write_text(json.dumps(metrics))
+    for bench, payload in (evals or {}).items():
+        (path / "eval").mkdir(exist_ok=True)
+        (path / "eval" / f"{bench}.json").write_text(json.dumps(payload))
+    if history is not None:
+        (path / "log_history.json").write_text(json.dumps(history))
+    if done:
+        (path / "DONE").write_text("2026-11-28\n")
+    return path
+
+
+def two_by_two(root: Path, study: str = "s") -> R.TableSpec:
+    """Rows A, B; columns x, y (runs <col>_<row>, metric score); A has the better x, B the better y."""
+    values = {("x", "a"): [80.0, 82.0, 84.0], ("x", "b"): [70.0, 71.0, 72.0],
+              ("y", "a"): [50.0, 52.0, 54.0], ("y", "b"): [60.0, 60.0, 63.0]}
+    for (col, row), vals in values.items():
+        for seed, v in zip(SEEDS, vals, strict=True):
+            write_run(root, study, f"{col}_{row}", seed, {"score": v, "trainable_params": 1_330_000})
+    return R.TableSpec(
+        name="t", title="Two by two", study=study,
+        rows=(R.RowSpec("A", "a"), R.RowSpec("B", "b")),
+        columns=(R.ColumnSpec("X", "x", "score", run="x_{row}"), R.ColumnSpec("Y", "y", "score", run="y_{row}")),
+        seeds=SEEDS,
+    )
+
+
+def test_mean_std_avg_and_params(tmp_path):
+    table = R.build_table(two_by_two(tmp_path), tmp_path)
+    cell = table.cells["a"]["x"]
+    assert cell.n == 3 and cell.mean == pytest.approx(82.0)
+    assert cell.std == pytest.approx(statistics.stdev([80.0, 82.0, 84.0]))  # sample std (n-1) = 2.0
+    assert table.averages["a"] == pytest.approx((82.0 + 52.0) / 2)
+    assert table.averages["b"] == pytest.approx((71.0 + 61.0) / 2)
+    assert table.params["a"] == 1_330_000
+    md = R.to_markdown(table)
+    assert "82.00 ± 2.00" in md and "1.33M" in md
+
+
+def test_best_bold_second_underlined(tmp_path):
+    table = R.build_table(two_by_two(tmp_path), tmp_path)
+    ranks = R.rank_cells(table)
+    assert ranks[("a", "x")] == 1 and ranks[("b", "x")] == 2
+    assert ranks[("b", "y")] == 1 and ranks[("a", "y")] == 2
+    assert ranks[("a", "avg")] == 1  # 67 > 66
+    md = R.to_markdown(table)
+    assert "**82.00 ± 2.00**" in md and "<u>71.00 ± 1.00</u>" in md
+    tex = R.to_latex(table)
+    assert r"\textbf{82.00 $\pm$ 2.00}" in tex and r"\underline{71.00 $\pm$ 1.00}" in tex
+    assert r"\begin{tabular}" in tex and r"\bottomrule" in tex
+
+
+def test_lower_is_better_column_and_groups(tmp_path):
+    for seed in SEEDS:
+        for run, loss in (("g1_a", 1.0), ("g1_b", 2.0), ("g2_a", 3.0), ("g2_b", 0.5)):
+            write_run(tmp_path, "s", run, seed, {"train_loss": loss})
+    spec = R.TableSpec("t", "T", "s", rows=(R.RowSpec("A", "g1_a", "G1"), R.RowSpec("B", "g1_b", "G1"),
+                                            R.RowSpec("A", "g2_a", "G2"), R.RowSpec("B", "g2_b", "G2")),
+                       columns=(R.ColumnSpec("loss", "l", "train_loss", higher_is_better=False),),
+                       params_metric=None, average=False)
+    ranks = R.rank_cells(R.build_table(spec, tmp_path))
+    # Ranked within each group: the lowest loss wins.
+    assert ranks[("g1_a", "l")] == 1 and ranks[("g1_b", "l")] == 2
+    assert ranks[("g2_b", "l")] == 1 and ranks[("g2_a", "l")] == 2
+    md = R.to_markdown(R.build_table(spec, tmp_path))
+    assert "| *G1* |" in md and "| *G2* |" in md
+
+
+def test_missing_run_and_missing_seed_are_flagged_not_dropped(tmp_path):
+    spec = two_by_two(tmp_path)
+    # Remove one run entirely and one seed of another.
+    import shutil
+
+    shutil.rmtree(tmp_path / "s" / "y_b")
+    shutil.rmtree(tmp_path / "s" / "x_a" / "seed2024")
+    table = R.build_table(spec, tmp_path)
+    assert table.cells["b"]["y"].n == 0
+    assert table.averages["b"] is None  # no Avg over an incomplete row
+    partial = table.cells["a"]["x"]
+    assert partial.n == 2 and partial.missing_seeds == (2024,) and partial.mean == pytest.approx(81.0)
+    md = R.to_markdown(table)
+    assert "| missing |" in md or " missing " in md
+    assert "(n=2)" in md
+    assert "missing seeds [2024]" in md and "y_b" in md  # the footnote names what is missing
+    tex = R.to_latex(table)
+    assert "missing" in tex and "(n=2)" in tex
+
+
+def test_unfinished_seed_is_not_counted_but_listed(tmp_path):
+    spec = two_by_two(tmp_path)
+    write_run(tmp_path, "s", "x_a", 7, {"score": 0.0}, done=False)
+    table = R.build_table(spec, tmp_path)
+    assert 7 not in table.cells["a"]["x"].values
+    assert any(p.name == "seed7" for p in table.unfinished)
+    assert "seed7" in R.to_markdown(table)
+
+
+def test_different_configs_under_one_run_name_is_an_error(tmp_path):
+    spec = two_by_two(tmp_path)
+    import shutil
+
+    shutil.rmtree(tmp_path / "s" / "x_a" / "seed2024")
+    write_run(tmp_path, "s", "x_a", 2024, {"score": 84.0}, config={"learning_rate": 1e-3})
+    with pytest.raises(R.ResultsError, match="different configs.*learning_rate"):
+        R.build_table(spec, tmp_path)
+
+
+def test_seed_and_output_paths_may_differ(tmp_path):
+    # two_by_two already writes seed-specific seed/output_dir: no error.
+    R.build_table(two_by_two(tmp_path), tmp_path)
+
+
+def test_mixed_protocol_versions_are_an_error(tmp_path):
+    for seed, version in zip(SEEDS, ("1", "1", "2"), strict=True):
+        write_run(tmp_path, "s", "m_lora", seed, {}, evals={"gsm8k": {"score": 5.0, "n": 100, "protocol": "g",
+                                                                       "protocol_version": version}})
+    spec = R.TableSpec("t", "T", "s", rows=(R.RowSpec("LoRA", "m_lora"),),
+                       columns=(R.ColumnSpec("GSM8K", "gsm8k", "gsm8k.score"),), params_metric=None)
+    with pytest.raises(R.ResultsError, match="different protocols"):
+        R.build_table(spec, tmp_path)
+
+
+def test_mixed_protocols_across_rows_of_a_column_are_an_error(tmp_path):
+    for seed in SEEDS:
+        write_run(tmp_path, "s", "m_lora", seed, {}, evals={"gsm8k": {"score": 5.0, "n": 100, "protocol_version": "1"}})
+        # Same version but scored on the whole test set: a different protocol.
+        write_run(tmp_path, "s", "m_pissa", seed, {}, evals={"gsm8k": {"score": 6.0, "n": 1319, "protocol_version": "1"}})
+    spec = R.TableSpec("t", "T", "s", rows=(R.RowSpec("LoRA", "m_lora"), R.RowSpec("PiSSA", "m_pissa")),
+                       columns=(R.ColumnSpec("GSM8K", "gsm8k", "gsm8k.score"),), params_metric=None)
+    with pytest.raises(R.ResultsError, match="column 'GSM8K'"):
+        R.build_table(spec, tmp_path)
+
+
+def test_non_numeric_metric_and_broken_json_are_errors(tmp_path):
+    write_run(tmp_path, "s", "r", 42, {"score": "n/a"})
+    spec = R.TableSpec("t", "T", "s", rows=(R.RowSpec("R", "r"),), columns=(R.ColumnSpec("S", "s", "score"),),
+                       seeds=(42,), params_metric=None)
+    with pytest.raises(R.ResultsError, match="not a number"):
+        R.build_table(spec, tmp_path)
+    (tmp_path / "s" / "r" / "seed42" / "metrics.json").write_text("{broken")
+    with pytest.raises(R.ResultsError, match="not valid JSON"):
+        R.build_table(spec, tmp_path)
+
+
+def test_done_without_files_and_bad_seed_folder_are_errors(tmp_path):
+    path = write_run(tmp_path, "s", "r", 42, {"score": 1.0})
+    (path / "run.json").unlink()
+    with pytest.raises(R.ResultsError, match="lacks run.json"):
+        R.load_run(path.parent)
+    other = write_run(tmp_path, "s", "q", 42, {"score": 1.0}, config={"seed": 7})
+    with pytest.raises(R.ResultsError, match="config.yaml says seed 7"):
+        R.load_seed_dir(other)
+
+
+def test_latex_escaping():
+    assert R.latex_escape("w/o reg & 100%_x #1 {a} ~ ^ $ \\") == (
+        r"w/o reg \& 100\%\_x \#1 \{a\} \textasciitilde{} \textasciicircum{} \$ \textbackslash{}")
+
+
+def test_latex_escapes_labels_in_table(tmp_path):
+    write_run(tmp_path, "s", "r", 42, {"score": 1.0})
+    spec = R.TableSpec("t", "A & B_1", "s", rows=(R.RowSpec("w/o reg & 50%", "r", group="G_1"),),
+                       columns=(R.ColumnSpec("F1_score", "c", "score", run="r"),), seeds=(42,), params_metric=None)
+    tex = R.to_latex(R.build_table(spec, tmp_path))
+    assert r"w/o reg \& 50\%" in tex and r"F1\_score" in tex and r"G\_1" in tex
+    assert "w/o reg & 50%" not in tex
+
+
+def test_average_over_tasks_and_cross_study_runs(tmp_path):
+    # Ablation-style: row "noreg" comes from another study; GLUE avg is the per-seed mean over tasks.
+    for seed, (a, b) in zip(SEEDS, ((80.0, 60.0), (82.0, 62.0), (84.0, 64.0)), strict=True):
+        write_run(tmp_path, "main", "t1_pissa", seed, {"score": a})
+        write_run(tmp_path, "main", "t2_pissa", seed, {"score": b})
+        write_run(tmp_path, "abl", "t1_svd", seed, {"score": a + 1})
+        if seed != 2024:  # t2_svd lacks a seed: that seed drops out of the average
+            write_run(tmp_path, "abl", "t2_svd", seed, {"score": b + 1})
+    spec = R.TableSpec("t", "T", "abl", rows=(R.RowSpec("w/o reg", "noreg"), R.RowSpec("SVD", "svd")),
+                       columns=(R.ColumnSpec("GLUE avg", "glue", "score", run="{task}_{row}",
+                                             average_over=("t1", "t2")),),
+                       overrides=(("noreg", "glue", "main:{task}_pissa"),), params_metric=None, average=False)
+    table = R.build_table(spec, tmp_path)
+    noreg = table.cells["noreg"]["glue"]
+    assert noreg.values == {42: 70.0, 1024: 72.0, 2024: 74.0}
+    svd = table.cells["svd"]["glue"]
+    assert svd.values == {42: 71.0, 1024: 73.0} and svd.incomplete
+
+
+def test_paper_numbers_side_by_side_with_difference(tmp_path):
+    spec = two_by_two(tmp_path)
+    paper = {"source": "test paper v1 Table 9", "columns": ["X", "Y", "Avg"],
+             "rows": [{"group": None, "method": "A", "values": {"X": 80.0, "Y": None, "Avg": 60.0}}]}
+    md = R.to_markdown(R.build_table(spec, tmp_path), paper)
+    header = next(line for line in md.splitlines() if line.startswith("| Method"))
+    assert "X (paper)" in header and "Δ" in header
+    row_a = next(line for line in md.splitlines() if line.startswith("| A "))
+    assert "| 80.00 | +2.00 |" in row_a  # ours 82 vs paper 80
+    assert "| — | — |" in row_a  # paper Y unknown: no invented difference
+    assert "| 60.00 | +7.00 |" in row_a  # Avg 67 vs 60
+    assert "test paper v1 Table 9" in md
+
+
+def test_paper_files_match_the_table_specs(repo_root):
+    for name in ("nlg", "nlu", "ablation"):
+        spec = R.TABLES[name]()
+        paper = R.load_paper_table(repo_root / "results" / "paper" / spec.paper_file)
+        labels = [c.label for c in spec.columns]
+        assert labels == [c for c in paper["columns"] if c != "Avg"]
+        lookup = R.paper_lookup(paper, spec)
+        assert len(lookup) == len(spec.rows), f"{name}: every row has its paper row"
+        for row in paper["rows"]:
+            assert all(v is None or isinstance(v, (int, float)) for v in row["values"].values())
+
+
+def test_table_specs_cover_the_paper_grid():
+    nlg = R.TABLES["nlg"]()
+    assert len(nlg.rows) == 12 and [c.label for c in nlg.columns] == ["GSM8K", "MATH", "HumanEval", "MBPP", "MT-Bench"]
+    assert nlg.run_names(nlg.rows[0], nlg.columns[2]) == ["llama2-7b_full_python"]
+    nlu = R.TABLES["nlu"]()
+    assert len(nlu.rows) == 10 and len(nlu.columns) == 8
+    assert nlu.run_names(nlu.rows[-1], nlu.columns[0]) == ["mnli_ba-lora"]
+    mini = R.TABLES["mini_ablation"]()
+    noreg = next(r for r in mini.rows if r.key == "noreg")
+    assert mini.run_names(noreg, mini.columns[0]) == ["mini/nlg:smollm2_pissa"]
+
+
+def test_cli_writes_markdown_latex_json(tmp_path):
+    for seed, v in zip(SEEDS, (10.0, 12.0, 14.0), strict=True):
+        write_run(tmp_path, "mini/nlg", "smollm2_lora", seed, {"train_loss": 1.5, "trainable_params": 4_884_480},
+                  evals={"gsm8k": {"score": v, "n": 100, "protocol": "balora-gsm8k", "protocol_version": "1"}})
+    out = aggregate_results.main(["mini_nlg", "--results_dir", str(tmp_path), "--out_dir", str(tmp_path / "tables")])
+    row = next(r for r in out["mini_nlg"]["rows"] if r["key"] == "smollm2_lora")
+    assert row["cells"]["gsm8k"]["mean"] == pytest.approx(12.0) and row["cells"]["gsm8k"]["n"] == 3
+    assert math.isclose(row["cells"]["gsm8k"]["std"], 2.0)
+    md = (tmp_path / "tables" / "mini_nlg.md").read_text()
+    assert "12.00 ± 2.00" in md and "4.88M" in md
+    assert "PiSSA" in md and "missing" in md  # runs not done are shown, not dropped
+    assert (tmp_path / "tables" / "mini_nlg.tex").read_text().startswith("% Mini NLG")
+    assert json.loads((tmp_path / "tables" / "mini_nlg.json").read_text())["table"] == "mini_nlg"

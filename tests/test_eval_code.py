@@ -119,3 +119,17 @@ def test_mbpp_reference_code_passes_on_real_data(shared_data):
     sanitized, info = code.load_mbpp(str(shared_data / "mbpp" / "sanitized-mbpp.json"))
     assert len(sanitized) == 257 and info["variant"] == "sanitized"
     assert math.isclose(len(sanitized) / len(tasks), 0.514)
+
+
+def test_mbpp_plus_file_is_graded_with_its_base_tests(shared_data):
+    # scripts/lib.sh passes MbppPlus.jsonl: its 399 tasks are graded with the `assertion` base tests.
+    path = shared_data / "mbpp" / "MbppPlus.jsonl"
+    tasks, info = code.load_mbpp(str(path), limit=10)
+    assert info["variant"] == "evalplus-base" and info["rows_in_split"] == 399
+    assert tasks[0]["task_id"] == 2 and tasks[0]["entry_point"] == "similar_elements"
+    canonical = {int(json.loads(line)["task_id"].split("/")[1]): json.loads(line)["canonical_solution"]
+                 for line in path.read_text().splitlines()}
+    results = run_programs([code.mbpp_program(t, code.extract_code(canonical[t["task_id"]])) for t in tasks])
+    assert all(r.passed for r in results)
+    wrong = run_programs([code.mbpp_program(tasks[0], "def similar_elements(a, b):\n    return ()\n")])[0]
+    assert wrong.status == "failed"

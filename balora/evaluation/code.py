@@ -9,6 +9,7 @@ Extraction (`extract_code`), the same for both benchmarks:
 HumanEval: when the extracted code defines `def <entry_point>(` at top level it is a full program
 (the prompt's import lines are prepended), otherwise it is a continuation of the prompt.
 MBPP: the extracted code is the program; the task's setup code and its three asserts follow it.
+MBPP+ (EvalPlus MbppPlus.jsonl): its tasks graded with their base tests (`assertion`) only.
 Every program runs in balora.sandbox (see eval/README.md for its guarantees).
 """
 
@@ -126,10 +127,9 @@ def load_mbpp(data: str | None = None, limit: int | None = None, variant: str = 
             rows, variant = json.loads(text), "sanitized"
         else:
             rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-            if rows and "base_input" in rows[0]:
-                raise ValueError(f"{data}: MBPP+ (EvalPlus format) needs the evalplus harness; pass the "
-                                 "original mbpp.jsonl or sanitized-mbpp.json")
             variant = "full"
+            if rows and "base_input" in rows[0]:
+                return _load_mbpp_plus_base(path, rows, limit)
         source = {"source": str(path), "file_sha256": _sha256(path)}
     else:
         import datasets
@@ -150,6 +150,32 @@ def load_mbpp(data: str | None = None, limit: int | None = None, variant: str = 
                       "test_setup": setup.strip(),
                       "prompt": format_prompt(MBPP_INSTRUCTION.format(text=text, tests="\n".join(row["test_list"]))),
                       "entry_point": _mbpp_entry_point(row["test_list"])})
+    return tasks, source
+
+
+def _load_mbpp_plus_base(path: Path, rows: list[dict], limit: int | None) -> tuple[list[dict], dict]:
+    """EvalPlus MbppPlus.jsonl, graded with its BASE tests only (the `assertion` field).
+
+    All tasks of the file are used (399 in v0.1.0, 378 in v0.2.0: the count is recorded). The
+    plus tests (outputs compared with the canonical solution on `plus_input`) need evalplus's
+    type-restoring input deserialisation and comparison rules and are not run here, so this is
+    MBPP's base pass@1 on the EvalPlus task set, not MBPP+.
+    """
+    rows = sorted(rows, key=lambda r: int(str(r["task_id"]).split("/")[-1]))
+    source = {"source": str(path), "file_sha256": _sha256(path), "variant": "evalplus-base",
+              "split": "all", "rows_in_split": len(rows),
+              "note": "EvalPlus MBPP+ task set graded with the base tests (`assertion`) only"}
+    if limit is not None:
+        rows = rows[:limit]
+    tasks = []
+    for row in rows:
+        docstring = row["prompt"].strip().strip('"').strip()
+        text = "\n".join(line for line in docstring.splitlines() if not line.startswith("assert "))
+        shown = [line for line in docstring.splitlines() if line.startswith("assert ")]
+        tests = [line for line in row["assertion"].splitlines() if line.strip()]
+        tasks.append({"task_id": int(str(row["task_id"]).split("/")[-1]), "text": text, "test_list": tests,
+                      "test_setup": "", "entry_point": row["entry_point"],
+                      "prompt": format_prompt(MBPP_INSTRUCTION.format(text=text, tests="\n".join(shown)))})
     return tasks, source
 
 

@@ -135,3 +135,26 @@ def test_glue_sh_dry_run_plans_existing_configs(tag, runs):
     assert proc.returncode == 0, proc.stderr
     assert "missing file" not in proc.stdout
     assert f"# plan: {runs} runs" in proc.stdout
+
+
+def test_feature_pooling_per_architecture():
+    import torch
+    from datasets import Dataset
+    from transformers import DataCollatorWithPadding
+
+    from balora import features, glue
+
+    hidden = torch.arange(2 * 4 * 3, dtype=torch.float32).reshape(2, 4, 3)  # (B, T, H)
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])
+    assert torch.equal(features.pool_hidden_states(hidden, mask, "cls"), hidden[:, 0])
+    assert torch.equal(features.pool_hidden_states(hidden, mask, "last_token"), torch.stack([hidden[0, 2], hidden[1, 1]]))
+    assert torch.allclose(features.pool_hidden_states(hidden, mask, "encoder_mean")[1], hidden[1, :2].mean(0))
+    for kind, pooling in (("tiny-bert", "cls"), ("tiny-gpt2", "last_token"), ("tiny-t5", "encoder_mean")):
+        model, tokenizer = glue.load_classifier(kind, "rte")
+        assert features.pooling_for(model.config) == pooling
+        raw = Dataset.from_dict({"sentence1": ["a b c", "d e f g h", "i"], "sentence2": ["x", "y z", "w v"],
+                                 "label": [0, 1, 0]})
+        ds = glue.tokenize_dataset(raw, tokenizer, 16).select_columns(
+            [*glue.model_input_columns(model.config), "labels"])
+        feats, labels = features.extract_features(model, ds, DataCollatorWithPadding(tokenizer), batch_size=2)
+        assert feats.shape == (3, 32) and feats.dtype == np.float32 and labels.tolist() == [0, 1, 0]

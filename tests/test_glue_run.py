@@ -79,24 +79,22 @@ def test_regression_run_writes_all_outputs(tmp_path):
     assert isinstance(json.loads((out / "log_history.json").read_text()), list)
 
 
-def test_cli_errors(tmp_path):
+def test_bad_input_errors(tmp_path):
     glue_dir = _tiny_glue(tmp_path / "glue")
-    base = [sys.executable, "finetune_glue.py", "--glue_dir", str(glue_dir), "--model_name_or_path", "tiny-bert",
-            "--output_dir", str(tmp_path / "o"), *TINY]
-
-    def run(*extra):
-        return subprocess.run([*base, *extra], cwd=REPO, capture_output=True, text=True, timeout=300)
-
-    proc = run("--task_name", "sst3")
-    assert proc.returncode != 0 and "Unknown GLUE task 'sst3'" in proc.stderr
-    proc = run("--task_name", "stsb", "--method", "lora", "--metric_for_best_model", "accuracy")
-    assert proc.returncode != 0 and "not reported for stsb (regression task)" in proc.stderr
-    proc = run("--task_name", "rte", "--method", "lora", "--target_modules", "q_proj", "v_proj")
-    assert proc.returncode != 0 and "Linear modules available" in proc.stderr and "query" in proc.stderr
-    proc = run("--task_name", "rte", "--method", "ba-lora")
-    assert proc.returncode != 0 and "regularizer_preset" in proc.stderr
+    base = ["--glue_dir", str(glue_dir), "--model_name_or_path", "tiny-bert", "--output_dir", str(tmp_path / "o"),
+            *TINY]
+    with pytest.raises(ValueError, match="Unknown GLUE task 'sst3'"):
+        finetune_glue.main([*base, "--task_name", "sst3"])
+    with pytest.raises(ValueError, match=r"not reported for stsb \(regression task\)"):
+        finetune_glue.main([*base, "--task_name", "stsb", "--method", "lora", "--metric_for_best_model", "accuracy"])
+    with pytest.raises(ValueError, match="Linear modules available.*query"):
+        finetune_glue.main([*base, "--task_name", "rte", "--method", "lora", "--target_modules", "q_proj", "v_proj"])
+    with pytest.raises(ValueError, match="regularizer_preset"):
+        finetune_glue.main([*base, "--task_name", "rte", "--method", "ba-lora"])
+    # The command line exits non-zero with the file and line of a malformed TSV row.
     (glue_dir / "RTE" / "train.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\tbroken\n")
-    proc = run("--task_name", "rte", "--method", "lora")
+    proc = subprocess.run([sys.executable, "finetune_glue.py", *base, "--task_name", "rte", "--method", "lora"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0 and "RTE/train.tsv:3: malformed row" in proc.stderr
 
 

@@ -183,6 +183,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, data_collator=collator,
         processing_class=tokenizer, callbacks=callbacks,
         compute_metrics=lambda pred: glue.compute_metrics(spec, pred.predictions, pred.label_ids),
+        # Encoder-decoder heads (T5) also return encoder states; keep only the (B, C) logits for the metrics.
+        preprocess_logits_for_metrics=lambda logits, labels: logits[0] if isinstance(logits, tuple) else logits,
     )
     # A peft wrapper's forward is (*args, **kwargs), so the Trainer believes the model normalises its loss
     # by `num_items_in_batch` and stops dividing by the accumulation steps. Sequence classifiers return a

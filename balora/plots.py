@@ -92,34 +92,35 @@ def rank_sweep(panels: Mapping[str, Mapping[str, Mapping[int, Point]]], full_ft:
 
 def ablation_bars(variants: Sequence[str], metrics: Mapping[str, Mapping[str, Point | None]],
                   out_stem: str | Path, ylabel: str = "score") -> list[Path]:
-    """Grouped bars: one group per metric, one bar per variant (missing values drawn as a gap, marked).
+    """One panel per metric (own y-axis: GSM8K % and GLUE avg differ in scale), one bar per variant.
 
     Args:
-        variants: bar labels in legend order.
-        metrics: {metric label: {variant: (mean, std) or None}}.
+        variants: bar labels, in order.
+        metrics: {metric label: {variant: (mean, std) or None}}; None is written "missing" on the axis
+            instead of a bar.
     """
     if not metrics:
         raise ValueError("ablation_bars needs at least one metric")
-    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(metrics) * max(1, len(variants)) / 3, 3.6))
-    width = 0.8 / max(1, len(variants))
-    x = np.arange(len(metrics))
-    for i, variant in enumerate(variants):
-        means, errs, missing = [], [], []
-        for j, values in enumerate(metrics.values()):
-            point = values.get(variant)
-            means.append(point[0] if point else 0.0)
-            errs.append((point[1] or 0.0) if point else 0.0)
-            if point is None:
-                missing.append(j)
-        bars = ax.bar(x + (i - (len(variants) - 1) / 2) * width, means, width, yerr=errs, capsize=2, label=variant)
-        for j in missing:
-            bars[j].set_alpha(0.0)
-            ax.annotate("missing", (bars[j].get_x() + width / 2, 0), ha="center", va="bottom", rotation=90,
-                        fontsize=6)
-    ax.set_xticks(x, list(metrics))
-    ax.set_ylabel(ylabel)
-    ax.legend(fontsize=7, ncol=min(3, len(variants)))
-    ax.grid(axis="y", alpha=0.3)
+    fig, axes = _grid(len(metrics), width=0.9 + 0.75 * max(1, len(variants)), height=3.4)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    x = np.arange(len(variants))
+    for ax, (metric, values) in zip(axes, metrics.items(), strict=True):
+        present = [values.get(v) for v in variants]
+        means = [p[0] if p else 0.0 for p in present]
+        errs = [(p[1] or 0.0) if p else 0.0 for p in present]
+        ax.bar(x, means, 0.7, yerr=errs, capsize=3, color=[colors[i % len(colors)] for i in range(len(variants))])
+        finite = [m for m, p in zip(means, present, strict=True) if p]
+        if finite:  # zoom on the differences; bars start at the axis floor, as in the paper's ablation plot
+            low, high = min(finite), max(finite)
+            pad = max((high - low) * 0.5, 0.5)
+            ax.set_ylim(max(0.0, low - pad - max(errs)), high + pad + max(errs))
+        for i, p in enumerate(present):
+            if p is None:
+                ax.annotate("missing", (x[i], ax.get_ylim()[0]), ha="center", va="bottom", rotation=90, fontsize=7)
+        ax.set_xticks(x, list(variants), rotation=30, ha="right", fontsize=8)
+        ax.set_title(metric, fontsize=10)
+        ax.set_ylabel(ylabel)
+        ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return save_figure(fig, out_stem)
 

@@ -44,6 +44,7 @@ SEED_SPECIFIC_KEYS = frozenset({
 })
 # Keys naming the evaluation protocol; a column must not mix two values of them.
 PROTOCOL_KEYS = ("protocol", "protocol_version")
+EVAL_PROTOCOL_KEYS = ("n", "settings.data.file_sha256", "settings.decoding.max_new_tokens")
 MISSING = "missing"
 
 
@@ -208,8 +209,9 @@ class Cell:
 def _protocol_of(metrics: dict[str, Any], metric: str) -> str | None:
     """The protocol recorded beside a metric ("gsm8k.protocol" for "gsm8k.score"), as a string."""
     namespace = metric.rsplit(".", 1)[0] + "." if "." in metric else ""
-    # An evaluation's number of scored tasks is part of its protocol (a 100-row subset is not the test set).
-    keys = (*PROTOCOL_KEYS, "n") if namespace else PROTOCOL_KEYS
+    # For an evaluation, the number of scored tasks, the data file and the token cap are part of the
+    # protocol too (a 100-row subset at 256 new tokens is not the paper's test-set number).
+    keys = (*PROTOCOL_KEYS, *EVAL_PROTOCOL_KEYS) if namespace else PROTOCOL_KEYS
     found = {key: metrics[f"{namespace}{key}"] for key in keys if f"{namespace}{key}" in metrics}
     # Nested protocol dicts were flattened: collect "<ns>protocol.<field>" entries too.
     for key, value in metrics.items():

@@ -87,7 +87,7 @@ for task in $NLU_TASKS; do
     cfg="configs/glue/${task}_minilm_${method}.yaml"
     for seed in $SEEDS; do
       if run_begin mini/nlu "${task}_${method}" "$seed" "$(nlu_estimate "$cfg" "$task" "$method")"; then
-        glue_train_run "$cfg" "$seed" --glue_dir "$GLUE_DIR"
+        glue_train_run "$cfg" "$seed"
       fi
     done
   done
@@ -117,7 +117,7 @@ for variant in $ABLATION_VARIANTS; do
     for seed in $ABLATION_SEEDS; do
       if run_begin mini/ablation "${task}_${variant}" "$seed" "$(nlu_estimate "$cfg" "$task" "$variant")"; then
         # shellcheck disable=SC2086
-        glue_train_run "$cfg" "$seed" --glue_dir "$GLUE_DIR" ${ABLATION_FLAGS[$variant]}
+        glue_train_run "$cfg" "$seed" ${ABLATION_FLAGS[$variant]}
       fi
     done
   done

@@ -151,3 +151,45 @@ def test_lib_stages_resume_and_copy_only_small_files(tmp_path):
 
     run = R.load_run(results / "study" / "run_a")
     assert sorted(run.seeds) == [1, 2] and run.seeds[1].metrics["x.score"] == 50.0
+
+
+@pytest.mark.slow
+def test_nlg_pipeline_end_to_end_with_the_tiny_model(tmp_path, shared_data):
+    """train_nlg.py -> eval/gsm8k.py -> results folder -> table, through lib.sh's NLG helpers."""
+    cfg_dir = tmp_path / "cfg"
+    cfg_dir.mkdir()
+    tiny = (REPO / "configs" / "tiny" / "nlg.yaml").read_text().replace("max_steps: 6", "max_steps: 2")
+    (cfg_dir / "tiny_gsm8k_ba-lora.yaml").write_text(tiny)
+    script = tmp_path / "e2e.sh"
+    script.write_text(f"""
+set -euo pipefail
+SEEDS="42"
+source "{REPO / 'scripts' / 'lib.sh'}"
+lib_parse_args "$@"
+export GPUS=cpu NLG_CONFIG_DIR={cfg_dir}
+MODEL_ID[tiny]=tiny-llama
+SUBSET_BENCHES[gsm8k]=gsm8k
+EVAL_ARGS[gsm8k]="--data {shared_data}/gsm8k/test.jsonl --limit 1 --max_new_tokens 4 --batch_size 1"
+for seed in $SEEDS; do
+  if run_begin e2e tiny_ba-lora "$seed"; then
+    nlg_train_and_eval tiny ba-lora gsm8k "$seed" --lambda_svd 0
+  fi
+done
+lib_summary
+""")
+    results = tmp_path / "results"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(["bash", str(script), "--results_dir", str(results), "--outputs_dir", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    from balora import results as R
+
+    run = R.load_run(results / "e2e" / "tiny_ba-lora")
+    seed = run.seeds[42]
+    assert seed.config["lambda_svd"] == 0.0 and seed.config["lambda_consistency"] > 0  # the override is recorded
+    assert seed.metrics["gsm8k.n"] == 1 and "trainable_params" in seed.metrics
+    assert (results / "e2e" / "tiny_ba-lora" / "seed42" / "log_history.json").exists()
+    spec = R.TableSpec("e2e", "E2E", "e2e", rows=(R.RowSpec("BA-LoRA", "tiny_ba-lora"),),
+                       columns=(R.ColumnSpec("GSM8K", "gsm8k", "gsm8k.score"),), seeds=(42,))
+    table = R.build_table(spec, results)
+    assert table.cells["tiny_ba-lora"]["gsm8k"].n == 1 and table.params["tiny_ba-lora"] > 0

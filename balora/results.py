@@ -673,7 +673,8 @@ def nlg_table() -> TableSpec:
 def nlu_table() -> TableSpec:
     """Paper NLU table: DeBERTa-v3-base, 10 methods × 8 GLUE tasks (results/nlu)."""
     rows = tuple(RowSpec(label, method) for method, label in NLU_METHODS)
-    cols = tuple(ColumnSpec(label, task, "score", run=f"{task}_{{row}}") for task, label in NLU_TASKS)
+    # Run names of scripts/glue.sh (called by scripts/nlu_table.sh): <task>_<model tag>_<method>.
+    cols = tuple(ColumnSpec(label, task, "score", run=f"{task}_deberta-v3-base_{{row}}") for task, label in NLU_TASKS)
     return TableSpec("nlu", "NLU: GLUE dev (DeBERTa-v3-base)", "nlu", rows, cols, paper_file="nlu_table.json")
 
 

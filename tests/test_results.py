@@ -241,7 +241,7 @@ def test_table_specs_cover_the_paper_grid():
     assert nlg.run_names(nlg.rows[0], nlg.columns[2]) == ["llama2-7b_full_python"]
     nlu = R.TABLES["nlu"]()
     assert len(nlu.rows) == 10 and len(nlu.columns) == 8
-    assert nlu.run_names(nlu.rows[-1], nlu.columns[0]) == ["mnli_ba-lora"]
+    assert nlu.run_names(nlu.rows[-1], nlu.columns[0]) == ["mnli_deberta-v3-base_ba-lora"]
     mini = R.TABLES["mini_ablation"]()
     noreg = next(r for r in mini.rows if r.key == "noreg")
     assert mini.run_names(noreg, mini.columns[0]) == ["mini/nlg:smollm2_pissa"]

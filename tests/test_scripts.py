@@ -12,7 +12,8 @@ REPO = Path(__file__).resolve().parent.parent
 PLANS = {
     "nlg_table.sh": (3 * 4 * 3 * 3, ["nlg/llama2-7b_ba-lora_metamath/seed42", "nlg/gemma-7b_full_conversation/seed2024",
                                      "nlg/mistral-7b_pissa_python/seed1024"]),
-    "nlu_table.sh": (8 * 10 * 3, ["nlu/mnli_ba-lora/seed42", "nlu/stsb_hadapter/seed2024", "nlu/qqp_loha/seed1024"]),
+    "nlu_table.sh": (8 * 10 * 3, ["nlu/mnli_deberta-v3-base_ba-lora/seed42", "nlu/stsb_deberta-v3-base_hadapter/seed2024",
+                                  "nlu/qqp_deberta-v3-base_loha/seed1024"]),
     "rank_sweep.sh": (2 * (3 * 8 + 1) * 3, ["rank_sweep/llama2-7b_lora_r1/seed42", "rank_sweep/mistral-7b_ba-lora_r128/seed2024",
                                             "rank_sweep/mistral-7b_full/seed1024"]),
     "ablation.sh": (5 * 3 + 5 * 8 * 3, ["ablation/llama2-7b_noreg/seed42", "ablation/llama2-7b_all/seed2024",
@@ -70,16 +71,16 @@ def test_mini_dry_run_uses_existing_configs_and_prints_an_estimate(tmp_path):
 
 def test_finished_runs_are_skipped_and_only_filters(tmp_path):
     results = tmp_path / "results"
-    done = results / "nlu" / "rte_lora" / "seed42"
+    done = results / "nlu" / "rte_deberta-v3-base_lora" / "seed42"
     done.mkdir(parents=True)
     (done / "DONE").write_text("x\n")
     proc = run_script("nlu_table.sh", "--dry-run", "--only", "nlu/rte_", "--results_dir", str(results))
     assert proc.returncode == 0, proc.stderr
-    assert planned(proc.stdout, "done") == ["nlu/rte_lora/seed42"]
+    assert planned(proc.stdout, "done") == ["nlu/rte_deberta-v3-base_lora/seed42"]
     assert len(planned(proc.stdout, "todo")) == 10 * 3 - 1
     assert "# plan: 30 runs, 1 done, 29 to do" in proc.stdout
-    proc = run_script("nlu_table.sh", "--dry-run", "--seeds", "7", "--only", "sst2_bitfit")
-    assert planned(proc.stdout, "todo") == ["nlu/sst2_bitfit/seed7"]
+    proc = run_script("nlu_table.sh", "--dry-run", "--seeds", "7", "--only", "sst2_.*_bitfit")
+    assert planned(proc.stdout, "todo") == ["nlu/sst2_deberta-v3-base_bitfit/seed7"]
 
 
 def test_bad_arguments_fail(tmp_path):

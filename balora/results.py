@@ -495,7 +495,7 @@ def _table_rows(result: TableResult, paper: dict[str, Any] | None, latex: bool) 
     pm = r"$\pm$" if latex else "±"
     header = ["Method"]
     if spec.params_metric:
-        header.append("#Params")
+        header.append(esc("#Params"))
     for col in spec.columns:
         header.append(esc(col.label))
         if paper:
@@ -567,13 +567,15 @@ def to_markdown(result: TableResult, paper: dict[str, Any] | None = None) -> str
         current_group = group
         lines.append("| " + " | ".join(line) + " |")
     lines.append("")
-    lines += [f"{note}" for note in _footnotes(result, paper)]
+    lines += [f"- {note}" for note in _footnotes(result, paper)]
     return "\n".join(lines) + "\n"
 
 
 def to_latex(result: TableResult, paper: dict[str, Any] | None = None) -> str:
     """Render a table as a LaTeX booktabs tabular (\\textbf best, \\underline second)."""
     header, body = _table_rows(result, paper, latex=True)
+    # "—" (no value) as a plain-ASCII LaTeX dash, so the table compiles without a Unicode setup.
+    body = [(group, [cell.replace("—", "--") for cell in line]) for group, line in body]
     ncols = len(header)
     lines = [
         "% " + latex_escape(result.spec.title),
@@ -582,13 +584,14 @@ def to_latex(result: TableResult, paper: dict[str, Any] | None = None) -> str:
         " & ".join(h.replace("Δ", r"$\Delta$") for h in header) + r" \\",
         r"\midrule",
     ]
-    current_group = object()
+    current_group: object = object()
+    first = True
     for group, line in body:
         if group != current_group and group is not None:
-            if current_group is not object() and current_group is not None:
+            if not first:
                 lines.append(r"\midrule")
             lines.append(rf"\multicolumn{{{ncols}}}{{l}}{{\textit{{{latex_escape(group)}}}}} \\")
-        current_group = group
+        current_group, first = group, False
         lines.append(" & ".join(line) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     lines += ["% " + latex_escape(note) for note in _footnotes(result, paper)]
@@ -604,7 +607,8 @@ def to_json(result: TableResult) -> dict[str, Any]:
         for col in spec.columns:
             cell = result.cells[row.key][col.key]
             cells[col.key] = {"values": {str(k): v for k, v in cell.values.items()}, "n": cell.n,
-                              "mean": cell.mean, "std": cell.std, "missing_seeds": list(cell.missing_seeds)}
+                              "mean": cell.mean, "std": cell.std, "missing_seeds": list(cell.missing_seeds),
+                              "runs": spec.run_names(row, col)}
         rows.append({"label": row.label, "key": row.key, "group": row.group, "params": result.params[row.key],
                      "avg": result.averages[row.key], "cells": cells})
     return {"table": spec.name, "title": spec.title, "seeds": list(spec.seeds),

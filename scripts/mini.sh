@@ -39,6 +39,8 @@ NLU_STEP_S_128=0.85; NLU_RUN_OVERHEAD_S=20
 
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 lib_parse_args "$@"
+# 2 threads on a dedicated 2-core machine. On a shared, oversubscribed one use OMP_NUM_THREADS=1: at a load
+# average of 8, a MiniLM STS-B step took 18 s with 2 threads and 3.4 s with 1 (thread spin-waiting).
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 export GPUS=cpu NLG_CONFIG_DIR=configs/mini
 SUBSET_BENCHES[gsm8k]="gsm8k"

@@ -72,6 +72,7 @@ def test_best_bold_second_underlined(tmp_path):
     tex = R.to_latex(table)
     assert r"\textbf{82.00 $\pm$ 2.00}" in tex and r"\underline{71.00 $\pm$ 1.00}" in tex
     assert r"\begin{tabular}" in tex and r"\bottomrule" in tex
+    assert r"\#Params" in tex and "—" not in tex.split("\\end{tabular}")[0]
 
 
 def test_lower_is_better_column_and_groups(tmp_path):

@@ -133,3 +133,9 @@ def test_mbpp_plus_file_is_graded_with_its_base_tests(shared_data):
     assert all(r.passed for r in results)
     wrong = run_programs([code.mbpp_program(tasks[0], "def similar_elements(a, b):\n    return ()\n")])[0]
     assert wrong.status == "failed"
+
+
+def test_several_greedy_samples_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="--temperature"):
+        load_script("humaneval").main(["--model", "tiny-llama", "--data", str(FIXTURES / "humaneval_tiny.jsonl"),
+                                       "--num_samples", "2", "--output_dir", str(tmp_path)])

@@ -103,6 +103,9 @@ def collect_completions(bench: Benchmark, args: EvalArguments) -> dict[Any, list
     ids = [task["task_id"] for task in bench.tasks]
     if args.samples is not None:
         return read_samples(args.samples, ids, bench.normalize_id, multiple=bench.num_samples > 1)
+    if bench.num_samples > 1 and args.temperature == 0:
+        raise ValueError(f"--num_samples {bench.num_samples} with greedy decoding gives {bench.num_samples} "
+                         "identical completions; set --temperature (e.g. 0.8) for pass@k")
     cfg = args.decoding()
     generator = Generator(args.model, args.adapter, cfg, dtype=args.dtype)
     items = [(f"{task['task_id']}#{i}", task["prompt"]) for task in bench.tasks for i in range(bench.num_samples)]

@@ -62,7 +62,8 @@ class DataArguments:
 
 @dataclass
 class AdapterArguments:
-    method: str = field(default="pissa", metadata={"help": "full | lora | pissa (BA-LoRA = pissa + a regularizer_preset)."})
+    method: str = field(default="pissa", metadata={
+        "help": "full | lora | pissa | ba-lora (= pissa + regularisers: set regularizer_preset or the λs)."})
     lora_r: int = field(default=8, metadata={"help": "Adapter rank r."})
     lora_alpha: float | None = field(default=None, metadata={"help": "LoRA alpha (default: = r, scaling 1)."})
     lora_dropout: float = field(default=0.0, metadata={"help": "Adapter dropout (paper: 0)."})
@@ -77,6 +78,10 @@ class AdapterArguments:
     save_merged: bool = field(default=False, metadata={"help": "Also save the merged model to <output_dir>/merged."})
     overwrite_output_dir: bool = field(default=False, metadata={
         "help": "Allow writing into an output dir that holds a finished run (metrics.json)."})
+
+
+# The dataclasses parsed from --config + flags (tests parse every config in configs/ with them).
+ARGUMENT_CLASSES = (ModelArguments, DataArguments, AdapterArguments, BALoRATrainingArguments)
 
 
 def _check_output_dir(output_dir: Path, overwrite: bool, resume: str | None) -> None:
@@ -118,8 +123,7 @@ def load_base(model_args: ModelArguments, dtype: torch.dtype, path: str | None =
 def main(argv: list[str] | None = None) -> dict:
     """Train and return the metrics dict written to <output_dir>/metrics.json."""
     start = time.time()
-    model_args, data_args, adapter_args, args = parse_args(
-        (ModelArguments, DataArguments, AdapterArguments, BALoRATrainingArguments), argv)
+    model_args, data_args, adapter_args, args = parse_args(ARGUMENT_CLASSES, argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         level=logging.INFO if args.should_log else logging.WARNING)
     transformers.utils.logging.set_verbosity_warning()
@@ -129,11 +133,14 @@ def main(argv: list[str] | None = None) -> dict:
     _check_output_dir(output_dir, adapter_args.overwrite_output_dir, args.resume_from_checkpoint)
     resume = _resolve_resume(output_dir, args.resume_from_checkpoint)
     warn_if_regularizers_with_full_ft(adapter_args.method, args)
-    if adapter_args.method not in ("full", "lora", "pissa"):
-        raise ValueError(f"train_nlg.py supports method full | lora | pissa, got {adapter_args.method!r}")
+    if adapter_args.method not in ("full", "lora", "pissa", "ba-lora"):
+        raise ValueError(f"train_nlg.py supports method full | lora | pissa | ba-lora, got {adapter_args.method!r}")
+    if adapter_args.method == "ba-lora" and not args.regularizers_enabled:
+        raise ValueError("method ba-lora needs the regularisers: set --regularizer_preset iclr2026 (or v5) "
+                         "or λ > 0; for PiSSA without them use --method pissa")
 
     adapter_cfg = adapters.AdapterConfig(
-        method=adapter_args.method, r=adapter_args.lora_r,
+        method="pissa" if adapter_args.method == "ba-lora" else adapter_args.method, r=adapter_args.lora_r,
         alpha=adapter_args.lora_alpha if adapter_args.lora_alpha is not None else adapter_args.lora_r,
         dropout=adapter_args.lora_dropout, target_modules=adapter_args.target_modules,
         pissa_niter=adapter_args.pissa_niter, init_dir=adapter_args.init_dir)

@@ -409,6 +409,8 @@ def _save_reference_as_initial_adapter(model, target_dir: Path) -> None:
     """Write the frozen reference adapter (the initial PiSSA A, B) in peft format under `target_dir`."""
     scratch = target_dir.parent / f".{target_dir.name}.tmp"
     model.save_pretrained(scratch, selected_adapters=[REFERENCE_ADAPTER])
+    if target_dir.exists():  # a rerun with --overwrite_output_dir
+        shutil.rmtree(target_dir)
     # peft writes non-default adapters into a subfolder named after the adapter.
     os.replace(scratch / REFERENCE_ADAPTER, target_dir)
     shutil.rmtree(scratch)

@@ -1,0 +1,147 @@
+"""train_nlg.py end to end on the tiny config, its bad-input errors, every config parsing, DeepSpeed."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import train_nlg
+from balora.config import parse_args
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = str(REPO / "configs" / "tiny" / "nlg.yaml")
+
+
+def _run(tmp_path, *flags):
+    return train_nlg.main(["--config", TINY, "--output_dir", str(tmp_path / "out"), *flags])
+
+
+def test_tiny_run_writes_all_artifacts(tmp_path):
+    metrics = _run(tmp_path, "--max_steps", "4", "--logging_steps", "2")
+    out = tmp_path / "out"
+    for name in ("config.yaml", "run.json", "metrics.json", "log_history.json", "adapter", "adapter_lora"):
+        assert (out / name).exists(), name
+    assert metrics["trainable_params"] == 8192 and metrics["method"] == "pissa"
+    run = json.loads((out / "run.json").read_text())
+    assert run["seed"] == 42 and run["packages"]["torch"] and run["wall_time_s"] > 0
+    assert run["peak_memory"]["host_rss_peak"] > 0 and "commit" in run["git"]
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["regularizer_preset"] == "iclr2026" and config["lambda_consistency"] == 0.025
+    history = json.loads((out / "log_history.json").read_text())
+    steps = [e for e in history if "task_loss" in e]
+    assert len(steps) == 2 and steps[0]["consistency_loss"] == 0.0  # KL = 0 at step 0
+    assert all(k in steps[0] for k in ("diversity_loss", "svd_loss", "lambda_svd"))
+
+
+def test_flags_override_config_and_lora_method(tmp_path):
+    metrics = _run(tmp_path, "--max_steps", "1", "--method", "lora", "--lora_r", "2", "--lora_alpha", "2",
+                   "--regularizer_preset", "none")
+    assert metrics["method"] == "lora" and metrics["trainable_params"] == 4096
+    assert metrics["lambdas"] == {"consistency": 0.0, "diversity": 0.0, "svd": 0.0}
+
+
+def test_finished_output_dir_is_refused_unless_overwrite(tmp_path):
+    _run(tmp_path, "--max_steps", "1")
+    with pytest.raises(FileExistsError, match="finished run"):
+        _run(tmp_path, "--max_steps", "1")
+    _run(tmp_path, "--max_steps", "1", "--overwrite_output_dir")
+
+
+def test_resume_from_last_checkpoint(tmp_path):
+    _run(tmp_path, "--max_steps", "2", "--save_strategy", "steps", "--save_steps", "1")
+    (tmp_path / "out" / "metrics.json").unlink()  # as if the run had died after its checkpoints
+    metrics = _run(tmp_path, "--max_steps", "3", "--save_strategy", "steps", "--save_steps", "1",
+                   "--resume_from_checkpoint", "last")
+    assert metrics["epoch"] > 0
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        train_nlg.main(["--config", TINY, "--output_dir", str(tmp_path / "empty"), "--resume_from_checkpoint", "last"])
+
+
+def test_pissa_init_dir_is_written_once_and_reused(tmp_path):
+    init_dir = tmp_path / "init"
+    _run(tmp_path, "--max_steps", "1", "--init_dir", str(init_dir))
+    stamp = (init_dir / "COMPLETE").stat().st_mtime_ns
+    train_nlg.main(["--config", TINY, "--output_dir", str(tmp_path / "second"), "--max_steps", "1",
+                    "--init_dir", str(init_dir), "--seed", "7"])
+    assert (init_dir / "COMPLETE").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.parametrize("flags, error, match", [
+    (["--method", "qlora"], ValueError, "supports method"),
+    (["--method", "ba-lora", "--regularizer_preset", "none"], ValueError, "needs the regularisers"),
+    (["--data_split", "train[5:5]"], ValueError, "No rows left"),
+    (["--query_field", "question"], KeyError, "no field 'question'"),
+    (["--data_path", "/nonexistent/data.jsonl"], FileNotFoundError, "does not exist"),
+    (["--model_name_or_path", "smollm2-135m-instruct", "--attn_implementation", "flash_attention_2"],
+     RuntimeError, "flash-attn is not installed"),
+])
+def test_bad_input_raises_clear_errors(tmp_path, flags, error, match):
+    if "flash_attention_2" in flags and __import__("importlib").util.find_spec("flash_attn"):
+        pytest.skip("flash-attn is installed here")
+    with pytest.raises(error, match=match):
+        _run(tmp_path, "--max_steps", "1", *flags)
+
+
+def test_unknown_config_key_is_an_error(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**yaml.safe_load(Path(TINY).read_text()), "lamda_svd": 0.1}))
+    with pytest.raises(ValueError, match="unknown config keys \\['lamda_svd'\\]"):
+        train_nlg.main(["--config", str(bad), "--output_dir", str(tmp_path / "o")])
+
+
+def test_cli_error_exits_non_zero_with_a_message(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "train_nlg.py", "--config", TINY, "--output_dir", str(tmp_path / "o"),
+                           "--method", "qlora"], cwd=REPO, capture_output=True, text=True, env=env)
+    assert proc.returncode != 0 and "supports method" in proc.stderr
+
+
+def _entry_point_for(config: dict):
+    if "task_name" in config:
+        finetune_glue = pytest.importorskip("finetune_glue")
+        return finetune_glue.ARGUMENT_CLASSES
+    return train_nlg.ARGUMENT_CLASSES
+
+
+@pytest.mark.parametrize("path", sorted(str(p.relative_to(REPO)) for p in (REPO / "configs").rglob("*.yaml")))
+def test_every_config_parses(path, tmp_path):
+    config = yaml.safe_load((REPO / path).read_text())
+    classes = _entry_point_for(config)
+    # parsing validates names, types and the regulariser presets; deepspeed/bf16 need a GPU to validate
+    parsed = parse_args(classes, ["--config", str(REPO / path), "--output_dir", str(tmp_path), "--use_cpu", "true",
+                                  "--bf16", "false", "--deepspeed", ""])
+    assert len(parsed) == len(classes)
+
+
+@pytest.mark.parametrize("name", ["zero2.json", "zero3.json"])
+def test_deepspeed_configs_are_consistent_with_training_arguments(name, tmp_path):
+    from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig
+
+    from balora.trainer import BALoRATrainingArguments
+
+    args = BALoRATrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+    ds = HfTrainerDeepSpeedConfig(str(REPO / "configs" / "deepspeed" / name))
+    ds.trainer_config_process(args)
+    assert not ds.mismatches
+
+
+@pytest.mark.slow
+def test_deepspeed_zero2_two_cpu_processes(tmp_path):
+    """A real ZeRO-2 run with 2 processes on CPU (gloo); the first run compiles DeepSpeed's CPU ops."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+           "train_nlg.py", "--config", TINY, "--output_dir", str(tmp_path / "ds"), "--max_steps", "3",
+           "--deepspeed", "configs/deepspeed/zero2.json"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = json.loads((tmp_path / "ds" / "run.json").read_text())
+    assert run["world_size"] == 2
+    assert (tmp_path / "ds" / "adapter_lora" / "adapter_model.safetensors").exists()
+    history = json.loads((tmp_path / "ds" / "log_history.json").read_text())
+    assert any("consistency_loss" in e for e in history)
+    assert torch.isfinite(torch.tensor([e["loss"] for e in history if "loss" in e])).all()

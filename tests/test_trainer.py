@@ -1,0 +1,147 @@
+"""Invariants of BALoRATrainer: exact plain loss at λ=0, zero KL at step 0, GA-invariant weights, logging."""
+
+import math
+
+import pytest
+import torch
+from datasets import Dataset
+from transformers import Trainer
+
+from balora.adapters import AdapterConfig, prepare_model
+from balora.data import CausalLMCollator
+from balora.models import tiny_causal_lm
+from balora.trainer import BALoRATrainer, BALoRATrainingArguments, scheduled_lambdas
+
+
+def _dataset(n=8, length=16, prompt=6, seed=0):
+    """Equal-length examples with equal response lengths, so micro-batch means are exchangeable."""
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for _ in range(n):
+        ids = torch.randint(4, 500, (length,), generator=g).tolist()
+        rows.append({"input_ids": ids, "labels": [-100] * prompt + ids[prompt:]})
+    return Dataset.from_list(rows)
+
+
+def _args(tmp_path, **overrides):
+    values = dict(output_dir=str(tmp_path), per_device_train_batch_size=8, gradient_accumulation_steps=1,
+                  max_steps=1, learning_rate=1.0, optim="sgd", lr_scheduler_type="constant", warmup_steps=0,
+                  max_grad_norm=0.0, weight_decay=0.0, report_to="none", use_cpu=True, save_strategy="no",
+                  logging_steps=1, seed=0, disable_tqdm=True, dataloader_num_workers=0)
+    values.update(overrides)
+    return BALoRATrainingArguments(**values)
+
+
+def _model(method="lora", perturb=True):
+    base, tokenizer = tiny_causal_lm("tiny-llama", seed=0)
+    model = prepare_model(base, AdapterConfig(method=method, r=4, alpha=4))
+    if perturb:
+        # Move the adapter away from its initial value so that every term has a gradient.
+        g = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "lora_B" in name and ".default." in name:
+                    p.add_(0.05 * torch.randn(p.shape, generator=g))
+    return model, tokenizer
+
+
+def _batch(dataset, tokenizer):
+    return CausalLMCollator(tokenizer.pad_token_id)([dataset[i] for i in range(len(dataset))])
+
+
+class _ForwardCounter:
+    def __init__(self, module):
+        self.calls = 0
+        module.register_forward_hook(lambda *a: setattr(self, "calls", self.calls + 1))
+
+
+def test_zero_lambdas_give_exactly_the_plain_trainer_loss_and_no_reference_forward(tmp_path):
+    model, tokenizer = _model()
+    dataset = _dataset()
+    batch = _batch(dataset, tokenizer)
+    plain = Trainer(model=model, args=_args(tmp_path), data_collator=CausalLMCollator(tokenizer.pad_token_id))
+    ba = BALoRATrainer(model=model, args=_args(tmp_path, lambda_consistency=0.0, lambda_diversity=0.0,
+                                                lambda_svd=0.0),
+                       data_collator=CausalLMCollator(tokenizer.pad_token_id))
+    counter = _ForwardCounter(model.get_base_model().model.embed_tokens)
+    model.train()
+    expected = plain.compute_loss(model, dict(batch), num_items_in_batch=None)
+    calls_plain = counter.calls
+    got = ba.compute_loss(model, dict(batch), num_items_in_batch=None)
+    assert torch.equal(got, expected)
+    assert counter.calls - calls_plain == 1, "λ = 0 must skip the reference forward"
+
+
+def test_consistency_is_zero_at_step_zero_for_pissa(tmp_path):
+    model, tokenizer = _model("pissa", perturb=False)
+    dataset = _dataset()
+    args = _args(tmp_path, regularizer_preset="iclr2026", max_steps=1)
+    trainer = BALoRATrainer(model=model, args=args, train_dataset=dataset,
+                            data_collator=CausalLMCollator(tokenizer.pad_token_id))
+    trainer.train()
+    logged = [e for e in trainer.state.log_history if "consistency_loss" in e][0]
+    assert logged["consistency_loss"] == 0.0
+    # frobenius normaliser: Σ_{i≤k} σ_i / ‖X‖_F lies in [1, √k] for a matrix of rank ≥ 1
+    assert logged["diversity_loss"] < 0 and -math.sqrt(10) <= logged["svd_loss"] <= -1
+    assert logged["lambda_consistency"] == pytest.approx(0.025)
+    assert math.isfinite(logged["task_loss"])
+
+
+def _one_step_update(tmp_path, batch_size, accumulation, **reg):
+    model, tokenizer = _model()
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    args = _args(tmp_path, per_device_train_batch_size=batch_size, gradient_accumulation_steps=accumulation, **reg)
+    trainer = BALoRATrainer(model=model, args=args, train_dataset=_dataset(),
+                            data_collator=CausalLMCollator(tokenizer.pad_token_id))
+    trainer.train()
+    return {n: p.detach() - before[n] for n, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("reg", [
+    dict(lambda_consistency=0.0, lambda_diversity=0.0, lambda_svd=0.0),
+    # strong weights so that a GA-dependent weight would show; svd excluded: the spectrum of a
+    # 2-row micro-batch is not that of 8 rows (the term is not a mean over rows)
+    dict(lambda_consistency=5.0, lambda_diversity=1.0, lambda_svd=0.0, diversity_type="entropy"),
+])
+def test_gradient_accumulation_4x2_equals_1x8(tmp_path, reg):
+    update_ga = _one_step_update(tmp_path / "ga", 2, 4, **reg)
+    update_full = _one_step_update(tmp_path / "full", 8, 1, **reg)
+    for name in update_full:
+        torch.testing.assert_close(update_ga[name], update_full[name], atol=1e-5, rtol=1e-3)
+
+
+def test_regularizers_change_the_update(tmp_path):
+    plain = _one_step_update(tmp_path / "a", 8, 1, lambda_consistency=0.0, lambda_diversity=0.0, lambda_svd=0.0)
+    regularized = _one_step_update(tmp_path / "b", 8, 1, lambda_consistency=5.0, lambda_diversity=1.0,
+                                   lambda_svd=1.0)
+    assert max((plain[n] - regularized[n]).abs().max() for n in plain) > 1e-4
+
+
+def test_iclr2026_lambda_schedule():
+    base = {"consistency": 1.0, "diversity": 2.0, "svd": 3.0}
+    assert scheduled_lambdas(base, "constant", 50, 100) == base
+    start = scheduled_lambdas(base, "iclr2026", 0, 100)
+    assert start == {"consistency": 1.0, "diversity": 0.0, "svd": 0.0}
+    assert scheduled_lambdas(base, "iclr2026", 19, 100)["diversity"] == 0.0
+    mid_ramp = scheduled_lambdas(base, "iclr2026", 22, 100)
+    assert mid_ramp["diversity"] == pytest.approx(2.0 * 0.4) and mid_ramp["svd"] == pytest.approx(3.0 * 0.4)
+    end = scheduled_lambdas(base, "iclr2026", 100, 100)
+    assert end["consistency"] == pytest.approx(0.1) and end["diversity"] == 2.0
+
+
+def test_preset_fills_unset_fields_and_explicit_values_win(tmp_path):
+    args = _args(tmp_path, regularizer_preset="iclr2026", lambda_svd=0.5)
+    assert (args.lambda_consistency, args.lambda_diversity, args.lambda_svd) == (0.025, 0.005, 0.5)
+    assert (args.consistency_type, args.temperature, args.diversity_type) == ("kl", 2.0, "topk_entropy")
+    assert (args.svd_top_k, args.svd_normalizer) == (10, "frobenius")
+    v5 = _args(tmp_path, regularizer_preset="v5")
+    assert (v5.lambda_consistency, v5.temperature, v5.diversity_type, v5.svd_normalizer) == (1e-4, 1.0, "entropy", "nuclear")
+    nlu = _args(tmp_path, regularizer_preset="iclr2026", regularizer_task="nlu")
+    assert (nlu.lambda_consistency, nlu.diversity_type, nlu.svd_top_k) == (0.15, "covariance", 5)
+
+
+@pytest.mark.parametrize("bad", [dict(regularizer_preset="iclr"), dict(lambda_svd=-1.0),
+                                 dict(lambda_schedule="linear"), dict(svd_normalizer="spectral")])
+def test_bad_regularizer_arguments_raise(tmp_path, bad):
+    with pytest.raises(ValueError):
+        _args(tmp_path, **bad)

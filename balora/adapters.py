@@ -401,7 +401,9 @@ def save_adapter(model: nn.Module, output_dir: str | os.PathLike, initial_adapte
                                   path_initial_model_for_weight_conversion=str(initial_adapter_dir))
         written["adapter_lora"] = str(output_dir / "adapter_lora")
     elif method in ("lora", "dora"):
-        written["adapter_lora"] = written["adapter"]
+        # Already a plain adapter on the original model: the same files, so evaluators need one rule.
+        shutil.copytree(output_dir / "adapter", output_dir / "adapter_lora", dirs_exist_ok=True)
+        written["adapter_lora"] = str(output_dir / "adapter_lora")
     return written
 
 

@@ -199,8 +199,13 @@ def main(argv: list[str] | None = None) -> dict:
     last_terms = [e for e in trainer.state.log_history if "task_loss" in e]
     if last_terms:
         metrics["final_logged"] = {k: v for k, v in last_terms[-1].items() if k.endswith("_loss")}
+    # Under ZeRO-3 the parameters are partitioned: gather a full state dict (a collective, every rank).
+    state_dict = None
+    if trainer.is_deepspeed_enabled and adapter_cfg.method != "full" and \
+            trainer.accelerator.state.deepspeed_plugin.zero_stage == 3:
+        state_dict = trainer.accelerator.get_state_dict(trainer.deepspeed)
     if trainer.is_world_process_zero():
-        _save_outputs(trainer, model, tokenizer, adapter_cfg, adapter_args, output_dir)
+        _save_outputs(trainer, model, tokenizer, adapter_cfg, adapter_args, output_dir, state_dict)
         (output_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
         provenance.write_json(output_dir / "run.json", provenance.collect(
             args.seed, start, extra={"config": config, "world_size": args.world_size}))
@@ -208,14 +213,17 @@ def main(argv: list[str] | None = None) -> dict:
     return metrics
 
 
-def _save_outputs(trainer, model, tokenizer, adapter_cfg, adapter_args, output_dir: Path) -> None:
+def _save_outputs(trainer, model, tokenizer, adapter_cfg, adapter_args, output_dir: Path, state_dict=None) -> None:
     if adapter_cfg.method == "full":
         trainer.save_model(str(output_dir / "merged"))
         tokenizer.save_pretrained(output_dir / "merged")
         return
     initial = adapters.pissa_init_adapter_path(adapter_cfg.init_dir) if adapter_cfg.init_dir else None
-    adapters.save_adapter(model, output_dir, initial_adapter_dir=initial)
+    adapters.save_adapter(model, output_dir, initial_adapter_dir=initial, state_dict=state_dict)
     if adapter_args.save_merged:
+        if state_dict is not None:
+            raise ValueError("--save_merged is not supported under ZeRO-3: merge adapter_lora into the "
+                             "original model after training (eval/ loads adapters directly)")
         if adapter_cfg.method == "pissa":
             model.delete_adapter(adapters.REFERENCE_ADAPTER)
         merged = model.merge_and_unload()

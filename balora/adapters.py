@@ -370,7 +370,8 @@ def count_trainable_parameters(model: nn.Module) -> int:
 # --- saving ------------------------------------------------------------------------------------------
 
 
-def save_adapter(model: nn.Module, output_dir: str | os.PathLike, initial_adapter_dir: str | os.PathLike | None = None) -> dict[str, str]:
+def save_adapter(model: nn.Module, output_dir: str | os.PathLike,
+                 initial_adapter_dir: str | os.PathLike | None = None, state_dict: dict | None = None) -> dict[str, str]:
     """Save the trained adapter and, for PiSSA, its conversion to a plain LoRA on the original base.
 
     Args:
@@ -378,6 +379,8 @@ def save_adapter(model: nn.Module, output_dir: str | os.PathLike, initial_adapte
         output_dir: the run's output directory.
         initial_adapter_dir: PiSSA only: a directory holding the initial adapter (written by
             save_pissa_init, or by this function itself when None).
+        state_dict: the full model state dict when the parameters are partitioned (DeepSpeed ZeRO-3:
+            `accelerator.get_state_dict(engine)`, gathered on every rank); None reads the module.
 
     Returns:
         {"adapter": dir, "adapter_lora": dir} of what was written. `adapter_lora` applies to the original
@@ -388,17 +391,13 @@ def save_adapter(model: nn.Module, output_dir: str | os.PathLike, initial_adapte
     written = {}
     if method not in PEFT_METHODS:
         return written
-    model.save_pretrained(output_dir / "adapter", selected_adapters=[TRAINED_ADAPTER])
+    model.save_pretrained(output_dir / "adapter", selected_adapters=[TRAINED_ADAPTER], state_dict=state_dict)
     written["adapter"] = str(output_dir / "adapter")
     if method == "pissa":
         if initial_adapter_dir is None:
             initial_adapter_dir = output_dir / PISSA_INIT_ADAPTER
-            _save_reference_as_initial_adapter(model, initial_adapter_dir)
-        with warnings.catch_warnings():
-            # peft warns that PiSSA should not be mixed with other adapters when it loads the initial one.
-            warnings.simplefilter("ignore", UserWarning)
-            model.save_pretrained(output_dir / "adapter_lora", selected_adapters=[TRAINED_ADAPTER],
-                                  path_initial_model_for_weight_conversion=str(initial_adapter_dir))
+            _save_reference_as_initial_adapter(model, initial_adapter_dir, state_dict)
+        convert_pissa_adapter(output_dir / "adapter", initial_adapter_dir, output_dir / "adapter_lora")
         written["adapter_lora"] = str(output_dir / "adapter_lora")
     elif method in ("lora", "dora"):
         # Already a plain adapter on the original model: the same files, so evaluators need one rule.
@@ -407,10 +406,54 @@ def save_adapter(model: nn.Module, output_dir: str | os.PathLike, initial_adapte
     return written
 
 
-def _save_reference_as_initial_adapter(model, target_dir: Path) -> None:
+def convert_pissa_adapter(adapter_dir: str | os.PathLike, initial_adapter_dir: str | os.PathLike,
+                          output_dir: str | os.PathLike) -> Path:
+    """Turn a trained PiSSA adapter into a plain LoRA of rank 2r that applies to the ORIGINAL model.
+
+    With W = W_res + s·B0·A0 (initial adapter) and the trained W' = W_res + s·B·A (s = alpha/r),
+    W' − W = s·(B·A − B0·A0) = s·[B, −B0]·[A; A0]: a rank-2r LoRA with the same scaling (r and alpha
+    doubled). This is peft's `path_initial_model_for_weight_conversion` computed from the saved files,
+    so it also works after ZeRO-3 training, where the live modules are partitioned. Tested equal to
+    peft's conversion.
+
+    Args:
+        adapter_dir: the trained adapter (peft format).
+        initial_adapter_dir: the initial PiSSA adapter (save_pissa_init / the reference copy).
+        output_dir: where the converted adapter is written.
+    """
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    adapter_dir, initial_adapter_dir, output_dir = Path(adapter_dir), Path(initial_adapter_dir), Path(output_dir)
+    config = json.loads((adapter_dir / "adapter_config.json").read_text())
+    if config.get("use_rslora") or config.get("rank_pattern") or config.get("alpha_pattern"):
+        raise ValueError("convert_pissa_adapter supports plain PiSSA adapters (no rsLoRA, rank or alpha patterns)")
+    trained = load_file(adapter_dir / "adapter_model.safetensors")
+    initial = load_file(initial_adapter_dir / "adapter_model.safetensors")
+    converted = {}
+    for key, value in trained.items():
+        if ".lora_A." in key:
+            converted[key] = torch.cat([value, initial[key].to(value.dtype)], dim=0)  # (2r, in)
+        elif ".lora_B." in key:
+            converted[key] = torch.cat([value, -initial[key].to(value.dtype)], dim=1)  # (out, 2r)
+        else:
+            converted[key] = value  # modules_to_save (a task head): already absolute weights
+    missing = [k for k in trained if (".lora_A." in k or ".lora_B." in k) and k not in initial]
+    if missing:
+        raise ValueError(f"{initial_adapter_dir} is not the initial adapter of {adapter_dir}: missing {missing[:3]}")
+    config.update(r=2 * config["r"], lora_alpha=2 * config["lora_alpha"], init_lora_weights=True)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in converted.items()}, output_dir / "adapter_model.safetensors",
+              metadata={"format": "pt"})
+    (output_dir / "adapter_config.json").write_text(json.dumps(config, indent=2))
+    return output_dir
+
+
+def _save_reference_as_initial_adapter(model, target_dir: Path, state_dict: dict | None = None) -> None:
     """Write the frozen reference adapter (the initial PiSSA A, B) in peft format under `target_dir`."""
     scratch = target_dir.parent / f".{target_dir.name}.tmp"
-    model.save_pretrained(scratch, selected_adapters=[REFERENCE_ADAPTER])
+    model.save_pretrained(scratch, selected_adapters=[REFERENCE_ADAPTER], state_dict=state_dict)
     if target_dir.exists():  # a rerun with --overwrite_output_dir
         shutil.rmtree(target_dir)
     # peft writes non-default adapters into a subfolder named after the adapter.

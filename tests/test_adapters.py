@@ -144,3 +144,23 @@ def test_pissa_conversion_applies_to_the_original_model(tmp_path, base_and_origi
     assert converted.peft_config["default"].r == 8  # rank 2r
     with torch.no_grad():
         torch.testing.assert_close(converted(ids).logits, trained, atol=1e-4, rtol=0)
+
+
+def test_file_based_pissa_conversion_equals_peft_conversion(tmp_path, base_and_original):
+    """Our conversion works from saved files (so after ZeRO-3 too) and matches peft's own."""
+    import warnings
+
+    from safetensors.torch import load_file
+
+    model = prepare_model(base_and_original[0], AdapterConfig(method="pissa", r=4, alpha=4))
+    _train_steps(model, _batch(3))
+    written = adapters.save_adapter(model, tmp_path / "ours")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.save_pretrained(tmp_path / "peft", selected_adapters=["default"],
+                              path_initial_model_for_weight_conversion=str(tmp_path / "ours" / "pissa_init"))
+    ours = load_file(f"{written['adapter_lora']}/adapter_model.safetensors")
+    theirs = load_file(tmp_path / "peft" / "adapter_model.safetensors")
+    assert ours.keys() == theirs.keys()
+    for key in ours:
+        torch.testing.assert_close(ours[key], theirs[key])

@@ -164,7 +164,7 @@ def main(argv=None) -> dict:
                 subprocess.run([*base_cmd, "--worker", method, "--result", str(out)], check=True, env=env)
                 result = json.loads(out.read_text())
                 results[method].append(result)
-                print(f"  {method:8s} repeat {repeat}: steps {['%.3f' % t for t in result['step_times']]} s, "
+                print(f"  {method:8s} repeat {repeat}: steps {[f'{t:.3f}' for t in result['step_times']]} s, "
                       f"peak {result['peak_bytes'] / 2**20:.0f} MiB, regularised rows {result['regularized_rows']}",
                       flush=True)
     step = {m: statistics.median(t for r in rs for t in r["step_times"]) for m, rs in results.items()}

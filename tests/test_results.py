@@ -261,3 +261,19 @@ def test_cli_writes_markdown_latex_json(tmp_path):
     assert "PiSSA" in md and "missing" in md  # runs not done are shown, not dropped
     assert (tmp_path / "tables" / "mini_nlg.tex").read_text().startswith("% Mini NLG")
     assert json.loads((tmp_path / "tables" / "mini_nlg.json").read_text())["table"] == "mini_nlg"
+
+
+def test_transcribed_paper_tables_are_self_consistent(repo_root):
+    # The printed Avg is the mean of the row: a check on the transcription. The one row where the
+    # source itself disagrees (NLU Full FT: printed 88.86, mean 88.65) is documented in results/paper/README.md.
+    known_source_inconsistencies = {("nlu_table.json", None, "Full FT")}
+    for name, n_rows in (("nlg_table.json", 12), ("nlu_table.json", 10)):
+        paper = R.load_paper_table(repo_root / "results" / "paper" / name)
+        assert len(paper["rows"]) == n_rows
+        columns = [c for c in paper["columns"] if c != "Avg"]
+        for row in paper["rows"]:
+            assert all(isinstance(row["values"][c], float) for c in paper["columns"])
+            mean = statistics.fmean(row["values"][c] for c in columns)
+            if (name, row["group"], row["method"]) in known_source_inconsistencies:
+                continue
+            assert mean == pytest.approx(row["values"]["Avg"], abs=0.015), (name, row["group"], row["method"])

@@ -143,8 +143,9 @@ class BALoRATrainer(Trainer):
             raise TypeError("BALoRATrainer needs BALoRATrainingArguments")
         self._regularizer_config = self.args.regularizer_config()
         self._base_lambdas = {t: float(getattr(self.args, f"lambda_{t}")) for t in TERMS}
-        # Running sums since the last log: task loss sum and item count; each term's sum and count.
-        self._term_sums = torch.zeros(len(TERMS) + 3, dtype=torch.float64)
+        # Running sums since the last log: [task loss sum, task items, each term's sum, each term's count].
+        # A term whose λ is 0 is not computed and not counted, so it is absent from the log (not 0).
+        self._term_sums = torch.zeros(2 + 2 * len(TERMS), dtype=torch.float64)
         unwrapped = self.accelerator.unwrap_model(self.model)
         if getattr(getattr(unwrapped, "base_model", None), "update_and_allocate", None) is not None \
                 and type(unwrapped.base_model).__name__ == "AdaLoraModel":
@@ -184,8 +185,9 @@ class BALoRATrainer(Trainer):
         loss = loss + regularizer
         with torch.no_grad():
             for i, t in enumerate(TERMS):
-                self._term_sums[2 + i] += float(terms[t].detach())
-            self._term_sums[-1] += 1
+                if t in active:
+                    self._term_sums[2 + i] += float(terms[t].detach())
+                    self._term_sums[2 + len(TERMS) + i] += 1
         return (loss, outputs) if return_outputs else loss
 
     # --- helpers --------------------------------------------------------------------------------------
@@ -227,9 +229,10 @@ class BALoRATrainer(Trainer):
             sums = sums.cpu()
             if sums[1] > 0:
                 logs["task_loss"] = round(float(sums[0] / sums[1]), 6)
-            if sums[-1] > 0:
-                for i, t in enumerate(TERMS):
-                    logs[f"{t}_loss"] = round(float(sums[2 + i] / sums[-1]), 6)
+            for i, t in enumerate(TERMS):
+                count = sums[2 + len(TERMS) + i]
+                if count > 0:
+                    logs[f"{t}_loss"] = round(float(sums[2 + i] / count), 6)
             for t, value in self.current_lambdas().items():
                 logs[f"lambda_{t}"] = value
             self._term_sums.zero_()

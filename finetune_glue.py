@@ -120,13 +120,16 @@ def _warn_constant_terms(args: BALoRATrainingArguments, num_labels: int, task: s
     return constant
 
 
+# The dataclasses parsed from --config + flags (tests parse every config in configs/ with them).
+ARGUMENT_CLASSES = (GlueArguments, MethodArguments, BALoRATrainingArguments)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Fine-tune and evaluate; returns the metrics.json payload."""
     start = time.time()
     argv = list(sys.argv[1:] if argv is None else argv)
     # The NLU regulariser forms act on (B, C) logits: the task is fixed, before the preset is resolved.
-    glue_args, method_args, args = parse_args(
-        (GlueArguments, MethodArguments, BALoRATrainingArguments), ["--regularizer_task", "nlu", *argv])
+    glue_args, method_args, args = parse_args(ARGUMENT_CLASSES, ["--regularizer_task", "nlu", *argv])
     if args.regularizer_task != "nlu":
         raise ValueError("finetune_glue.py trains with regularizer_task=nlu; do not override it")
     spec = glue.get_task(glue_args.task_name)
@@ -186,10 +189,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         # Encoder-decoder heads (T5) also return encoder states; keep only the (B, C) logits for the metrics.
         preprocess_logits_for_metrics=lambda logits, labels: logits[0] if isinstance(logits, tuple) else logits,
     )
-    # A peft wrapper's forward is (*args, **kwargs), so the Trainer believes the model normalises its loss
-    # by `num_items_in_batch` and stops dividing by the accumulation steps. Sequence classifiers return a
-    # plain mean loss and ignore that argument: say so, or gradient accumulation would scale the loss.
-    trainer.model_accepts_loss_kwargs = False
     train_result = trainer.train()
     epochs = _epoch_metrics(trainer.state.log_history)
     if not epochs or epochs[-1]["step"] != trainer.state.global_step:

@@ -115,10 +115,18 @@ def linear_module_names(model: nn.Module) -> list[str]:
     return sorted(names)
 
 
+def _matches_module(name: str, target: str) -> bool:
+    """peft's rule: a target matches a module whose dotted name equals it or ends with '.' + target."""
+    return name == target or name.endswith("." + target)
+
+
 def _check_target_modules(model: nn.Module, target_modules: list[str]) -> None:
-    """Raise if a requested target module does not exist in the model, listing the ones that do."""
-    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-    missing = [t for t in target_modules if t not in present]
+    """Raise if a requested target module does not exist in the model, listing the ones that do.
+
+    Targets may be last names ("query") or dotted suffixes ("attention.output.dense"), as in peft.
+    """
+    names = [name for name, _ in model.named_modules()]
+    missing = [t for t in target_modules if not any(_matches_module(n, t) for n in names)]
     if missing:
         raise ValueError(
             f"target_modules {missing} do not exist in {type(model).__name__}. "

@@ -33,6 +33,11 @@ def git_state(repo_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     return {"commit": commit, "dirty": dirty}
 
 
+# The code that runs is the code at process start: a commit made while a long run trains must not be
+# recorded as the run's commit. Taken when the entry script imports this module (before training).
+GIT_AT_START = git_state()
+
+
 def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str | None]:
     """Installed versions of the packages that move the numbers (None when not installed)."""
     versions: dict[str, str | None] = {}
@@ -61,8 +66,9 @@ def peak_memory_bytes() -> dict[str, int | None]:
 
 def collect(seed: int | None, start_time: float, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Build the provenance record of a run that started at `start_time` (time.time())."""
+    git_now = git_state()
     record = {
-        "git": git_state(),
+        "git": GIT_AT_START,
         "packages": package_versions(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
@@ -72,6 +78,8 @@ def collect(seed: int | None, start_time: float, extra: dict[str, Any] | None = 
         "peak_memory": peak_memory_bytes(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    if git_now != GIT_AT_START:
+        record["git_at_end"] = git_now  # the checkout changed during the run: both are recorded
     if extra:
         record.update(extra)
     return record

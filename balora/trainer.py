@@ -142,6 +142,12 @@ class BALoRATrainer(Trainer):
         if not isinstance(self.args, BALoRATrainingArguments):
             raise TypeError("BALoRATrainer needs BALoRATrainingArguments")
         self._regularizer_config = self.args.regularizer_config()
+        if self.args.regularizer_task == "nlu":
+            # A peft wrapper's forward is (*args, **kwargs), so the Trainer believes the model normalises
+            # its loss by `num_items_in_batch` and stops dividing by the accumulation steps. Sequence
+            # classifiers return a plain mean loss and ignore that argument: say so, or gradient
+            # accumulation would scale the loss (and the regularisers) by the accumulation steps.
+            self.model_accepts_loss_kwargs = False
         self._base_lambdas = {t: float(getattr(self.args, f"lambda_{t}")) for t in TERMS}
         # Running sums since the last log: [task loss sum, task items, each term's sum, each term's count].
         # A term whose λ is 0 is not computed and not counted, so it is absent from the log (not 0).
@@ -216,7 +222,10 @@ class BALoRATrainer(Trainer):
                 items = float(num_items_in_batch)
                 self._term_sums[0] += value * items / world
                 labels = inputs.get("labels")
-                self._term_sums[1] += float((labels[:, 1:] != -100).sum()) if labels is not None else 1.0
+                if labels is not None and labels.dim() == 2:  # causal LM: items = shifted valid labels
+                    self._term_sums[1] += float((labels[:, 1:] != -100).sum())
+                else:
+                    self._term_sums[1] += float(labels.numel()) if labels is not None else 1.0
             else:
                 self._term_sums[0] += value
                 self._term_sums[1] += 1.0

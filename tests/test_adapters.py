@@ -164,3 +164,10 @@ def test_file_based_pissa_conversion_equals_peft_conversion(tmp_path, base_and_o
     assert ours.keys() == theirs.keys()
     for key in ours:
         torch.testing.assert_close(ours[key], theirs[key])
+
+
+def test_dotted_target_module_suffixes_are_accepted_as_in_peft(base_and_original):
+    model = prepare_model(base_and_original[0], AdapterConfig(method="lora", r=2, alpha=2,
+                                                              target_modules=["self_attn.q_proj"]))
+    adapted = {n.split(".lora_A")[0] for n, _ in model.named_parameters() if "lora_A" in n}
+    assert adapted and all(n.endswith("self_attn.q_proj") for n in adapted)

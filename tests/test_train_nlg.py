@@ -101,20 +101,22 @@ def test_cli_error_exits_non_zero_with_a_message(tmp_path):
     assert proc.returncode != 0 and "supports method" in proc.stderr
 
 
-def _entry_point_for(config: dict):
+def _entry_point_for(config: dict) -> tuple[tuple, list[str]]:
+    """The dataclasses of the script a config is for, and the flags that script adds itself."""
     if "task_name" in config:
-        finetune_glue = pytest.importorskip("finetune_glue")
-        return finetune_glue.ARGUMENT_CLASSES
-    return train_nlg.ARGUMENT_CLASSES
+        import finetune_glue
+
+        return finetune_glue.ARGUMENT_CLASSES, ["--regularizer_task", "nlu"]
+    return train_nlg.ARGUMENT_CLASSES, []
 
 
 @pytest.mark.parametrize("path", sorted(str(p.relative_to(REPO)) for p in (REPO / "configs").rglob("*.yaml")))
 def test_every_config_parses(path, tmp_path):
     config = yaml.safe_load((REPO / path).read_text())
-    classes = _entry_point_for(config)
+    classes, script_flags = _entry_point_for(config)
     # parsing validates names, types and the regulariser presets; deepspeed/bf16 need a GPU to validate
-    parsed = parse_args(classes, ["--config", str(REPO / path), "--output_dir", str(tmp_path), "--use_cpu", "true",
-                                  "--bf16", "false", "--deepspeed", ""])
+    parsed = parse_args(classes, [*script_flags, "--config", str(REPO / path), "--output_dir", str(tmp_path),
+                                  "--use_cpu", "true", "--bf16", "false", "--deepspeed", ""])
     assert len(parsed) == len(classes)
 
 

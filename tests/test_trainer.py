@@ -34,6 +34,7 @@ def _args(tmp_path, **overrides):
 
 def _model(method="lora", perturb=True):
     base, tokenizer = tiny_causal_lm("tiny-llama", seed=0)
+    torch.manual_seed(0)  # LoRA's A is drawn from the global RNG: same initial adapter in every call
     model = prepare_model(base, AdapterConfig(method=method, r=4, alpha=4))
     if perturb:
         # Move the adapter away from its initial value so that every term has a gradient.
@@ -156,3 +157,37 @@ def test_inactive_terms_are_absent_from_the_log_not_zero(tmp_path):
     logged = [e for e in trainer.state.log_history if "task_loss" in e][0]
     assert logged["consistency_loss"] > 0  # the perturbed adapter differs from the reference
     assert "diversity_loss" not in logged and "svd_loss" not in logged
+
+
+def _nlu_update(tmp_path, batch_size, accumulation):
+    from torch import nn
+
+    from balora.glue import load_classifier
+
+    model, _ = load_classifier("tiny-bert", "sst2", seed=0)
+    model.apply(lambda m: setattr(m, "p", 0.0) if isinstance(m, nn.Dropout) else None)  # deterministic
+    torch.manual_seed(0)
+    model = prepare_model(model, AdapterConfig(method="lora", r=4, alpha=4, target_modules=["query", "value"],
+                                               modules_to_save=["classifier"]))
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.add_(0.5 * torch.randn(p.shape, generator=g))
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    ids = torch.randint(1000, 5000, (8, 12), generator=torch.Generator().manual_seed(2))
+    dataset = Dataset.from_list([{"input_ids": row.tolist(), "attention_mask": [1] * 12, "labels": i % 2}
+                                 for i, row in enumerate(ids)])
+    args = _args(tmp_path, per_device_train_batch_size=batch_size, gradient_accumulation_steps=accumulation,
+                 regularizer_task="nlu", lambda_consistency=5.0, lambda_diversity=0.0, lambda_svd=0.0)
+    trainer = BALoRATrainer(model=model, args=args, train_dataset=dataset)
+    trainer.train()
+    return {n: p.detach() - before[n] for n, p in model.named_parameters() if p.requires_grad}
+
+
+def test_nlu_gradient_accumulation_4x2_equals_1x8(tmp_path):
+    """Classifiers: the peft wrapper must not make the Trainer skip its division by the GA steps."""
+    update_ga = _nlu_update(tmp_path / "ga", 2, 4)
+    update_full = _nlu_update(tmp_path / "full", 8, 1)
+    for name in update_full:
+        torch.testing.assert_close(update_ga[name], update_full[name], atol=1e-5, rtol=1e-3)

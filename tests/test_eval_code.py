@@ -1,25 +1,18 @@
 """HumanEval / MBPP: code extraction, pass@k, and grading real programs through the sandbox."""
 
-import importlib.util
 import itertools
 import json
 import math
 from pathlib import Path
 
 import pytest
+from helpers import load_script  # noqa: E402
 
 from balora.evaluation import code
 from balora.sandbox import SandboxLimits, run_programs
 
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(f"eval_{name}", ROOT / "eval" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_extract_fenced_block_defining_entry_point():

@@ -1,6 +1,5 @@
 """GSM8K extraction, numeric comparison, the samples-file contract and the CLI (score-only mode)."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -8,19 +7,13 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
+from helpers import load_script  # noqa: E402
 
 from balora.evaluation import gsm8k
 from balora.evaluation.samples import SamplesError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(f"eval_{name}", ROOT / "eval" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize("completion, expected, method", [

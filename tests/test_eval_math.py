@@ -1,22 +1,15 @@
 """MATH extraction and grading: Hendrycks normalisation (primary) and Math-Verify (second opinion)."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from helpers import load_script  # noqa: E402
 
 from balora.evaluation import math_grader as mg
 
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(f"eval_{name}", ROOT / "eval" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize("completion, expected, method", [

@@ -1,24 +1,17 @@
 """MT-Bench judging with the real `openai` client against a judge server on 127.0.0.1 (started here)."""
 
-import importlib.util
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from helpers import load_script  # noqa: E402
 
 from balora.evaluation import mt_bench
 
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(f"eval_{name}", ROOT / "eval" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 class JudgeServer:

@@ -1,12 +1,12 @@
 """Generation end to end: batching equals one-at-a-time, resumability, adapters (PiSSA rule), real CLIs."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from helpers import load_script  # noqa: E402
 
 from balora.generation import (
     DecodingConfig,
@@ -24,13 +24,6 @@ from balora.prompts import format_prompt
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"
 ROOT = Path(__file__).resolve().parent.parent
 QUESTIONS = ["how many apples", "what is the sum of 2 and 3 and then more numbers", "hi", "def f"]
-
-
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(f"eval_{name}", ROOT / "eval" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_truncate_at_stop():

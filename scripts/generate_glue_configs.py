@@ -1,6 +1,6 @@
 """Write the flat GLUE configs of this folder (run once after editing; the YAML files are committed).
 
-    python configs/glue/generate_configs.py
+    python scripts/generate_glue_configs.py
 
 Grids: the paper's NLU table on DeBERTa-v3-base (8 tasks x 10 methods), the t-SNE / quick-start
 runs on BERT-large and GPT-2-XL, and the CPU mini table on all-MiniLM-L6-v2 (5 tasks x 10 methods).
@@ -12,7 +12,8 @@ from pathlib import Path
 
 import yaml
 
-HERE = Path(__file__).resolve().parent
+# The YAML files it writes (configs stay data; this generator lives in scripts/).
+HERE = Path(__file__).resolve().parent.parent / "configs" / "glue"
 METHODS = ("full", "bitfit", "hadapter", "padapter", "lora", "loha", "dora", "adalora", "pissa", "ba-lora")
 METHOD_NAMES = {
     "full": "Full FT", "bitfit": "BitFit", "hadapter": "Houlsby adapter (HAdapter)",

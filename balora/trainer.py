@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -66,6 +67,10 @@ class BALoRATrainingArguments(TrainingArguments):
     lambda_schedule: str = field(default="constant", metadata={
         "help": "constant | iclr2026 (λ1 cosine-decays to 0.1·λ1; λ2, λ3 are 0 for the first 20% of "
                 "optimizer steps, then ramp linearly over 5%)."})
+    cache_reference_logits: bool = field(default=True, metadata={
+        "help": "NLU only: keep each training example's reference logits (C floats) after its first "
+                "reference forward and reuse them in later epochs (the reference is frozen and computed "
+                "without dropout, so they do not change); saves the reference forward after epoch 1."})
     regularizer_chunk_rows: int = field(default=1024, metadata={
         "help": "Rows (tokens) per fp32 chunk in the regularisers: bounds memory at large vocabularies."})
 
@@ -149,6 +154,7 @@ class BALoRATrainer(Trainer):
             # accumulation would scale the loss (and the regularisers) by the accumulation steps.
             self.model_accepts_loss_kwargs = False
         self._base_lambdas = {t: float(getattr(self.args, f"lambda_{t}")) for t in TERMS}
+        self._reference_cache: dict[bytes, torch.Tensor] = {}  # NLU: example digest -> (C,) reference logits
         # Running sums since the last log: [task loss sum, task items, each term's sum, each term's count].
         # A term whose λ is 0 is not computed and not counted, so it is absent from the log (not 0).
         self._term_sums = torch.zeros(2 + 2 * len(TERMS), dtype=torch.float64)
@@ -178,10 +184,7 @@ class BALoRATrainer(Trainer):
         logits, mask = self._rows(outputs.logits, inputs)
         ref_logits = None
         if lambdas["consistency"] > 0:
-            ref_inputs = {k: v for k, v in inputs.items() if k != "labels"}
-            unwrapped = self.accelerator.unwrap_model(model)
-            with reference_mode(unwrapped):
-                ref_logits, _ = self._rows(unwrapped(**ref_inputs).logits, inputs)
+            ref_logits = self._reference_logits(model, inputs)
         active = [t for t in TERMS if lambdas[t] > 0]
         terms = regularizer_terms(logits, ref_logits, mask, self._regularizer_config, terms=active)
         regularizer = sum(lambdas[t] * terms[t] for t in TERMS if lambdas[t] > 0)
@@ -197,6 +200,36 @@ class BALoRATrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
     # --- helpers --------------------------------------------------------------------------------------
+
+    def _reference_logits(self, model, inputs: dict) -> torch.Tensor:
+        """Reference logits on the regulariser rows; NLU rows come from the per-example cache when seen."""
+        use_cache = self.args.regularizer_task == "nlu" and self.args.cache_reference_logits
+        keys = self._example_keys(inputs) if use_cache else None
+        if keys is not None and all(k in self._reference_cache for k in keys):
+            return torch.stack([self._reference_cache[k] for k in keys]).to(inputs["input_ids"].device)
+        ref_inputs = {k: v for k, v in inputs.items() if k != "labels"}
+        unwrapped = self.accelerator.unwrap_model(model)
+        with reference_mode(unwrapped):
+            ref_logits, _ = self._rows(unwrapped(**ref_inputs).logits, inputs)
+        if keys is not None:
+            for key, row in zip(keys, ref_logits.detach().float().cpu()):
+                self._reference_cache[key] = row  # (C,)
+        return ref_logits
+
+    @staticmethod
+    def _example_keys(inputs: dict) -> list[bytes]:
+        """A digest per example of its unpadded model inputs (padding length varies between batches)."""
+        ids = inputs["input_ids"]
+        attention = inputs.get("attention_mask")
+        extra = [inputs[k] for k in ("token_type_ids",) if k in inputs]
+        keys = []
+        for row in range(ids.shape[0]):
+            keep = attention[row].bool() if attention is not None else torch.ones_like(ids[row], dtype=torch.bool)
+            digest = hashlib.sha1(ids[row][keep].cpu().numpy().tobytes())
+            for tensor in extra:
+                digest.update(tensor[row][keep].cpu().numpy().tobytes())
+            keys.append(digest.digest())
+        return keys
 
     def _loss_is_scaled_for_ga(self, num_items_in_batch) -> bool:
         if getattr(self, "loss_is_scaled_for_ga", None) is not None:

@@ -118,6 +118,8 @@ def _worker(args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         training_args = BALoRATrainingArguments(
             output_dir=tmp, regularizer_preset=preset, regularizer_task=args.mode, report_to="none",
+            # The same batch repeats here: the NLU reference cache would hide the first-epoch cost.
+            cache_reference_logits=False,
             use_cpu=device == "cpu", bf16=args.bf16, per_device_train_batch_size=args.batch,
             learning_rate=1e-5, max_steps=args.warmup + args.steps, disable_tqdm=True)
         trainer = BALoRATrainer(model=model, args=training_args)

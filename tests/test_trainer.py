@@ -191,3 +191,38 @@ def test_nlu_gradient_accumulation_4x2_equals_1x8(tmp_path):
     update_full = _nlu_update(tmp_path / "full", 8, 1)
     for name in update_full:
         torch.testing.assert_close(update_ga[name], update_full[name], atol=1e-5, rtol=1e-3)
+
+
+def test_nlu_reference_cache_skips_later_reference_forwards_and_changes_nothing(tmp_path):
+    """Epoch 2 reuses epoch 1's reference logits: fewer forwards, the same training trajectory."""
+    from torch import nn
+
+    from balora.glue import load_classifier
+
+    def run(cache: bool):
+        model, _ = load_classifier("tiny-bert", "sst2", seed=0)
+        model.apply(lambda m: setattr(m, "p", 0.0) if isinstance(m, nn.Dropout) else None)
+        torch.manual_seed(0)
+        model = prepare_model(model, AdapterConfig(method="pissa", r=4, alpha=4, target_modules=["query", "value"],
+                                                   modules_to_save=["classifier"]))
+        counter = _ForwardCounter(model.get_base_model().bert.embeddings)
+        ids = torch.randint(1000, 5000, (8, 12), generator=torch.Generator().manual_seed(2))
+        dataset = Dataset.from_list([{"input_ids": row[: 8 + i % 4].tolist(), "labels": i % 2}
+                                     for i, row in enumerate(ids)])
+        from transformers import DataCollatorWithPadding
+
+        args = _args(tmp_path / str(cache), per_device_train_batch_size=4, max_steps=-1, num_train_epochs=2,
+                     learning_rate=0.05, regularizer_task="nlu", regularizer_preset="iclr2026",
+                     cache_reference_logits=cache)
+        tokenizer = load_classifier("tiny-bert", "sst2")[1]
+        trainer = BALoRATrainer(model=model, args=args, train_dataset=dataset,
+                                data_collator=DataCollatorWithPadding(tokenizer))
+        trainer.train()
+        params = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+        return counter.calls, params
+
+    calls_cached, cached = run(True)
+    calls_plain, plain = run(False)
+    assert calls_plain == 8 and calls_cached == 6  # 4 steps × (student + reference) vs 2 saved in epoch 2
+    for name in plain:
+        torch.testing.assert_close(cached[name], plain[name], atol=1e-6, rtol=1e-5)

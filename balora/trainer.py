@@ -212,7 +212,7 @@ class BALoRATrainer(Trainer):
         with reference_mode(unwrapped):
             ref_logits, _ = self._rows(unwrapped(**ref_inputs).logits, inputs)
         if keys is not None:
-            for key, row in zip(keys, ref_logits.detach().float().cpu()):
+            for key, row in zip(keys, ref_logits.detach().float().cpu(), strict=True):
                 self._reference_cache[key] = row  # (C,)
         return ref_logits
 

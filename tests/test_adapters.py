@@ -48,7 +48,9 @@ def test_reference_equals_original_before_and_after_training(base_and_original, 
     _train_steps(model, ids)
     with torch.no_grad():
         trained = model(ids).logits
-    assert (trained - expected).abs().max() > 1e-2, "training must move the student"
+    # Far beyond the 1e-5 tolerance of the reference checks. LoHa moves slowest (its w2_b starts at 0,
+    # so the first step only trains one factor): 3 steps at lr 0.5 give ~1e-2, not more.
+    assert (trained - expected).abs().max() > 1e-3, "training must move the student"
     with reference_mode(model):
         torch.testing.assert_close(model(ids).logits, expected, atol=1e-5, rtol=0)
 

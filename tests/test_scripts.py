@@ -65,7 +65,7 @@ def test_mini_dry_run_uses_existing_configs_and_prints_an_estimate(tmp_path):
     summary = next(line for line in proc.stdout.splitlines() if line.startswith("# plan:"))
     hours = float(summary.split("=")[-1].split()[0])
     assert 4.0 < hours < 10.0, summary  # the grid is sized for ~8 h on 2 cores
-    assert "--limit 100" in proc.stdout and "configs/mini/smollm2_gsm8k_ba-lora.yaml" in proc.stdout
+    assert "--limit 64" in proc.stdout and "configs/mini/smollm2_gsm8k_ba-lora.yaml" in proc.stdout
     assert "--lambda_consistency 0 --lambda_diversity 0" in proc.stdout  # the SVD-only ablation variant
 
 

@@ -226,3 +226,55 @@ def test_nlu_reference_cache_skips_later_reference_forwards_and_changes_nothing(
     assert calls_plain == 8 and calls_cached == 6  # 4 steps × (student + reference) vs 2 saved in epoch 2
     for name in plain:
         torch.testing.assert_close(cached[name], plain[name], atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["tiny-llama", "tiny-mistral", "tiny-gemma"])
+def test_rows_only_reference_and_gathered_rows_equal_the_masked_full_logits_formula(tmp_path, kind):
+    """The trainer gathers the N supervised rows and applies the reference LM head to them only:
+    loss and gradients must equal the method.md formula on full (B, T-1, V) logits with the mask."""
+    from balora.adapters import reference_mode
+    from balora.regularizers import regularizer_terms
+    from balora.trainer import _rows_only_head
+
+    base, tokenizer = tiny_causal_lm(kind, seed=0)
+    torch.manual_seed(0)
+    model = prepare_model(base, AdapterConfig(method="pissa", r=4, alpha=4))
+    with torch.no_grad():  # move the trained adapter so that KL and every gradient are non-zero
+        for name, p in model.named_parameters():
+            if "lora_B" in name and ".default." in name:
+                p.add_(0.05 * torch.randn_like(p))
+    assert _rows_only_head(model) is not None, f"{kind} should take the rows-only reference head"
+    dataset = _dataset()
+    rows = [dataset[i] for i in range(len(dataset))]
+    rows[0]["labels"][6:10] = [-100] * 4  # ragged supervision: masked rows inside a response
+    batch = CausalLMCollator(tokenizer.pad_token_id)(rows)
+    args = _args(tmp_path, lambda_consistency=0.5, lambda_diversity=0.3, lambda_svd=0.2)
+    trainer = BALoRATrainer(model=model, args=args, data_collator=CausalLMCollator(tokenizer.pad_token_id))
+    model.train()
+    trainer.current_gradient_accumulation_steps = 1
+    got = trainer.compute_loss(model, dict(batch), num_items_in_batch=None)
+    got.backward()
+    got_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    model.zero_grad(set_to_none=True)
+
+    outputs = model(**batch)
+    with reference_mode(model):
+        ref = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    mask = batch["labels"][:, 1:] != -100
+    terms = regularizer_terms(outputs.logits[:, :-1], ref[:, :-1], mask, trainer._regularizer_config)
+    expected = outputs.loss + 0.5 * terms["consistency"] + 0.3 * terms["diversity"] + 0.2 * terms["svd"]
+    expected.backward()
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    for name, grad in got_grads.items():
+        torch.testing.assert_close(grad, dict(model.named_parameters())[name].grad, atol=1e-5, rtol=1e-4)
+
+
+def test_rows_only_reference_head_falls_back_for_models_with_logit_post_processing():
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    from balora.trainer import _rows_only_head
+
+    config = Gemma2Config(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                          num_attention_heads=2, num_key_value_heads=1, head_dim=16,
+                          final_logit_softcapping=30.0)
+    assert _rows_only_head(Gemma2ForCausalLM(config)) is None  # tanh soft-capping follows the head

@@ -50,8 +50,10 @@ MINILM_TASKS = {
     "cola": (2, 3000),    # first 3,000 of 8,551 rows: 94 steps/epoch
     "stsb": (2, 2000),    # first 2,000 of 5,749 rows: 63 steps/epoch
 }
+# AdaLoRA's singular values E start at 0, so its first updates are products of three small factors: at
+# 5e-4 it stayed at chance on SST-2 after 125 steps (50.9%); at 3e-3 it reached 81.8% (seed 42).
 MINILM_LR = {"full": 5e-5, "bitfit": 1e-3, "hadapter": 1e-3, "padapter": 1e-3, "lora": 5e-4, "loha": 5e-4,
-             "dora": 5e-4, "adalora": 5e-4, "pissa": 2e-4, "ba-lora": 2e-4}
+             "dora": 5e-4, "adalora": 3e-3, "pissa": 2e-4, "ba-lora": 2e-4}
 MINILM_ROWS = {"rte": 2490, "mrpc": 3668, "sst2": 67349, "cola": 8551, "stsb": 5749}
 
 

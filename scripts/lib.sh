@@ -120,15 +120,38 @@ stage() {
     printf '    %-12s' "$name:"; printf ' %q' "$@"; printf '\n'
     return 0
   fi
+  local fingerprint
+  fingerprint=$(stage_fingerprint "$@")
   if [ -f "$marker" ]; then
-    echo "    $name: already done"
-    return 0
+    if [ "$(cat "$marker")" = "$fingerprint" ]; then
+      echo "    $name: already done"
+      return 0
+    fi
+    # A stale stage (e.g. after a config was edited and its results folder deleted) must not be
+    # reused silently: its outputs were made by another command or config.
+    echo "error: $RUN_OUT holds a finished '$name' stage of $RUN_ID made with another command or" \
+         "config file than now ($*). Delete $RUN_OUT to rerun it with the current one." >&2
+    exit 1
   fi
   echo "    $name: $*"
   local t0=$SECONDS
   "$@"
   echo "    $name: ok ($((SECONDS - t0)) s)"
-  touch "$marker"
+  echo "$fingerprint" >"$marker"
+}
+
+# stage_fingerprint CMD...: sha256 of the command line and of the contents of its config files
+# (arguments that name an existing .yaml/.yml/.json file), stored in the stage marker.
+stage_fingerprint() {
+  {
+    printf '%q ' "$@"; printf '\n'
+    local arg
+    for arg in "$@"; do
+      case "$arg" in
+        *.yaml|*.yml|*.json) [ -f "$arg" ] && { printf '%s\n' "$arg"; cat "$arg"; } ;;
+      esac
+    done
+  } | sha256sum | cut -d' ' -f1
 }
 
 # run_finish TRAIN_DIR [BENCH=EVAL_DIR ...]: copy the small files of a finished run into its results

@@ -194,3 +194,31 @@ lib_summary
                        columns=(R.ColumnSpec("GSM8K", "gsm8k", "gsm8k.score"),), seeds=(42,))
     table = R.build_table(spec, results)
     assert table.cells["tiny_ba-lora"]["gsm8k"].n == 1 and table.params["tiny_ba-lora"] > 0
+
+
+STALE_STAGE = r"""
+set -euo pipefail
+SEEDS="42"
+source "{lib}"
+lib_parse_args "$@"
+if run_begin study run_b 42 10; then
+  stage train "$PY" -c "open('{tmp}/train_calls', 'a').write('x')" --config "{tmp}/cfg.yaml"
+fi
+"""
+
+
+def test_a_stage_finished_with_another_config_is_an_error_not_reused(tmp_path):
+    """Regression: mini.sh copied a stale STS-B run (old config, results folder deleted, outputs kept)
+    as if it were the new one ("train: already done")."""
+    script = tmp_path / "stale.sh"
+    script.write_text(STALE_STAGE.format(lib=REPO / "scripts" / "lib.sh", tmp=tmp_path))
+    args = ["bash", str(script), "--results_dir", str(tmp_path / "results"), "--outputs_dir", str(tmp_path / "outputs")]
+    (tmp_path / "cfg.yaml").write_text("max_train_samples: null\n")
+    assert subprocess.run(args, capture_output=True, text=True, timeout=60).returncode == 0
+    same = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    assert same.returncode == 0 and "train: already done" in same.stdout  # same config: resumed
+    (tmp_path / "cfg.yaml").write_text("max_train_samples: 2000\n")
+    edited = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    assert edited.returncode != 0
+    assert "another command or config" in edited.stderr and "Delete" in edited.stderr
+    assert (tmp_path / "train_calls").read_text() == "x"  # never rerun or reused silently

@@ -26,7 +26,12 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from balora import adapters, data, models, provenance
 from balora.config import parse_args, resolved_config, save_config
-from balora.trainer import BALoRATrainer, BALoRATrainingArguments, warn_if_regularizers_with_full_ft
+from balora.trainer import (
+    BALoRATrainer,
+    BALoRATrainingArguments,
+    finish_distributed,
+    warn_if_regularizers_with_full_ft,
+)
 
 logger = logging.getLogger("train_nlg")
 
@@ -209,6 +214,7 @@ def main(argv: list[str] | None = None) -> dict:
         provenance.write_json(output_dir / "run.json", provenance.collect(
             args.seed, start, extra={"config": config, "world_size": args.world_size}))
         provenance.write_json(output_dir / "metrics.json", metrics)
+    finish_distributed(trainer)
     return metrics
 
 

@@ -322,3 +322,15 @@ def _rows_only_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.M
     if body is None or not isinstance(head, torch.nn.Linear):
         return None
     return body, head
+
+
+def finish_distributed(trainer: Trainer) -> None:
+    """End of a run: every rank waits for rank 0's files, then leaves the process group cleanly.
+
+    A rank that exits while the others still use gloo/NCCL can abort ("terminate called without an
+    active exception", SIGABRT), and the launcher then kills rank 0 mid-save (seen in the ZeRO-3 test).
+    No-op in a single process.
+    """
+    trainer.accelerator.wait_for_everyone()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()

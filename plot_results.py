@@ -18,7 +18,8 @@ from balora import plots
 from balora import results as R
 
 REPO_ROOT = Path(__file__).resolve().parent
-BENCH_LABELS = {"gsm8k": "GSM8K", "math": "MATH"}
+BENCH_LABELS = {"gsm8k": "GSM8K", "math": "MATH", "gsm8k_nll": "GSM8K solution NLL (lower is better)"}
+BENCH_YLABELS = {"gsm8k_nll": "NLL (nats/token)"}
 SWEEP_METHODS = (("lora", "LoRA"), ("pissa", "PiSSA"), ("ba-lora", "BA-LoRA"))
 
 
@@ -34,12 +35,13 @@ def rank_sweep_figure(results_dir: Path, out_dir: Path, study: str, models: dict
                       main_study: str | None = None, name: str = "rank_sweep") -> list[Path]:
     """Accuracy vs rank for each (model, benchmark); Full FT from run <model>_full."""
     cache = R.StudyCache(results_dir, study)
-    panels, full_ft, missing = {}, {}, []
+    panels, full_ft, missing, ylabels = {}, {}, [], {}
     for model, model_label in models.items():
         for bench in benches:
             title = f"{model_label} / {BENCH_LABELS.get(bench, bench)}"
             metric = f"{bench}.score"
             panels[title] = {}
+            ylabels[title] = BENCH_YLABELS.get(bench, "accuracy (%)")
             for method, label in SWEEP_METHODS:
                 points = {}
                 for rank in ranks:
@@ -57,7 +59,7 @@ def rank_sweep_figure(results_dir: Path, out_dir: Path, study: str, models: dict
     if not any(points for methods in panels.values() for points in methods.values()):
         print(f"{name}: no finished runs under {results_dir / study}; nothing to plot")
         return []
-    return plots.rank_sweep(panels, full_ft, out_dir / name)
+    return plots.rank_sweep(panels, full_ft, out_dir / name, ylabel=ylabels)
 
 
 def ablation_figure(results_dir: Path, out_dir: Path, table: str, name: str) -> list[Path]:
@@ -92,7 +94,7 @@ FIGURES = {
     "loss_curves": lambda rd, od: loss_curve_figure(
         rd, od, {label: f"nlg:llama2-7b_{m}_metamath" for m, label in R.NLG_METHODS}, SEEDS, "loss_curves"),
     "mini_rank_sweep": lambda rd, od: rank_sweep_figure(
-        rd, od, "mini/rank_sweep", {R.MINI_NLG_MODEL: "SmolLM2-135M-Instruct"}, ("gsm8k",), R.MINI_RANKS,
+        rd, od, "mini/rank_sweep", {R.MINI_NLG_MODEL: "SmolLM2-135M-Instruct"}, ("gsm8k", "gsm8k_nll"), R.MINI_RANKS,
         SEEDS, main_rank=R.MINI_MAIN_RANK, main_study="mini/nlg", name="mini_rank_sweep"),
     "mini_ablation": lambda rd, od: ablation_figure(rd, od, "mini_ablation", "mini_ablation"),
     "mini_loss_curves": lambda rd, od: loss_curve_figure(

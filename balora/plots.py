@@ -51,14 +51,15 @@ def _grid(n_panels: int, width: float = 4.2, height: float = 3.3):
 
 
 def rank_sweep(panels: Mapping[str, Mapping[str, Mapping[int, Point]]], full_ft: Mapping[str, Point | None],
-               out_stem: str | Path, ylabel: str = "accuracy (%)") -> list[Path]:
-    """Accuracy vs rank, one panel per (model, benchmark).
+               out_stem: str | Path, ylabel: str | Mapping[str, str] = "accuracy (%)") -> list[Path]:
+    """Accuracy (or another metric) vs rank, one panel per (model, benchmark).
 
     Args:
         panels: {panel title: {method label: {rank: (mean, std)}}}; ranks without a finished run
             are simply absent (the line skips them, the point is not invented).
         full_ft: {panel title: (mean, std) or None}: the Full FT reference drawn dashed.
         out_stem: output path without suffix.
+        ylabel: one y label, or {panel title: y label} (panels not named get "accuracy (%)").
     """
     if not panels:
         raise ValueError("rank_sweep needs at least one panel with data")
@@ -82,7 +83,7 @@ def rank_sweep(panels: Mapping[str, Mapping[str, Mapping[int, Point]]], full_ft:
         if all_ranks:
             ax.set_xticks(sorted(all_ranks), [str(r) for r in sorted(all_ranks)])
         ax.set_xlabel("rank r")
-        ax.set_ylabel(ylabel)
+        ax.set_ylabel(ylabel if isinstance(ylabel, str) else ylabel.get(title, "accuracy (%)"))
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

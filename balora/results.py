@@ -276,6 +276,7 @@ class ColumnSpec:
     scale: float = 1.0  # e.g. 100 to print fractions as percentages
     higher_is_better: bool = True
     average_over: tuple[str, ...] = ()
+    decimals: int | None = None  # None: the table's
 
 
 @dataclass(frozen=True)
@@ -513,12 +514,13 @@ def _table_rows(result: TableResult, paper: dict[str, Any] | None, latex: bool) 
             line.append(format_count(result.params[row.key]))
         for col in spec.columns:
             cell = result.cells[row.key][col.key]
-            line.append(decorate(_cell_text(cell, spec.decimals).replace("±", pm), ranks.get((row.key, col.key))))
+            decimals = spec.decimals if col.decimals is None else col.decimals
+            line.append(decorate(_cell_text(cell, decimals).replace("±", pm), ranks.get((row.key, col.key))))
             if paper:
                 published = (paper_row or {}).get("values", {}).get(col.label)
-                line.append(_fmt(published, spec.decimals))
+                line.append(_fmt(published, decimals))
                 diff = cell.mean - published if (cell.mean is not None and published is not None) else None
-                line.append(_fmt(diff, spec.decimals, signed=True))
+                line.append(_fmt(diff, decimals, signed=True))
         if spec.average:
             avg = result.averages[row.key]
             line.append(decorate(_fmt(avg, spec.decimals) if avg is not None else MISSING, ranks.get((row.key, "avg"))))
@@ -699,10 +701,14 @@ def mini_nlg_table() -> TableSpec:
     """Mini NLG: SmolLM2-135M-Instruct trained on GSM8K train rows, scored on a GSM8K test subset."""
     rows = tuple(RowSpec(label, f"{MINI_NLG_MODEL}_{method}", group="SmolLM2-135M-Instruct")
                  for method, label in MINI_NLG_METHODS)
+    # GSM8K NLL: teacher-forced NLL of the reference solutions of the same test rows (eval/gsm8k_nll.py),
+    # the low-noise companion of a 64-question accuracy.
     cols = (ColumnSpec("GSM8K", "gsm8k", "gsm8k.score", run="{row}"),
+            ColumnSpec("GSM8K NLL", "gsm8k_nll", "gsm8k_nll.score", run="{row}", higher_is_better=False,
+                       decimals=3),
             ColumnSpec("train loss", "train_loss", "train_loss", run="{row}", higher_is_better=False))
-    return TableSpec("mini_nlg", "Mini NLG: SmolLM2-135M-Instruct, GSM8K test subset accuracy (%)", "mini/nlg",
-                     rows, cols, average=False)
+    return TableSpec("mini_nlg", "Mini NLG: SmolLM2-135M-Instruct, GSM8K test subset accuracy (%) and solution "
+                     "NLL (nats/token)", "mini/nlg", rows, cols, average=False)
 
 
 def mini_nlu_table() -> TableSpec:
@@ -717,12 +723,16 @@ def mini_ablation_table() -> TableSpec:
     rows = tuple(RowSpec(label, variant) for variant, label, _ in ABLATION_VARIANTS)
     cols = (
         ColumnSpec("GSM8K", "gsm8k", "gsm8k.score", run=f"{MINI_NLG_MODEL}_{{row}}"),
+        ColumnSpec("GSM8K NLL", "gsm8k_nll", "gsm8k_nll.score", run=f"{MINI_NLG_MODEL}_{{row}}",
+                   higher_is_better=False, decimals=3),
         ColumnSpec(f"GLUE avg ({', '.join(label for _, label in MINI_ABLATION_TASKS)})", "glue", "score",
                    run="{task}_{row}", average_over=tuple(t for t, _ in MINI_ABLATION_TASKS)),
     )
     # The two end points of the ablation are the main mini tables' PiSSA and BA-LoRA runs.
     overrides = (
         ("noreg", "gsm8k", f"mini/nlg:{MINI_NLG_MODEL}_pissa"), ("all", "gsm8k", f"mini/nlg:{MINI_NLG_MODEL}_ba-lora"),
+        ("noreg", "gsm8k_nll", f"mini/nlg:{MINI_NLG_MODEL}_pissa"),
+        ("all", "gsm8k_nll", f"mini/nlg:{MINI_NLG_MODEL}_ba-lora"),
         ("noreg", "glue", "mini/nlu:{task}_pissa"), ("all", "glue", "mini/nlu:{task}_ba-lora"),
     )
     return TableSpec("mini_ablation", "Mini ablation of the regularisers", "mini/ablation", rows, cols,

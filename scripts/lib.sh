@@ -18,7 +18,8 @@
 # small files (config.yaml, run.json, metrics.json, log_history.json, eval/<bench>.json) are copied
 # to $RESULTS_DIR/<study>/<run>/seed<k>/, and DONE is written there after every stage succeeded.
 # Each stage also leaves a marker in the outputs folder, so an interrupted run resumes at the stage
-# that failed; a run with DONE is skipped entirely.
+# that failed; a run with DONE is skipped entirely. `touch $OUTPUTS_DIR/STOP` makes a running sweep
+# exit (status 3) before its next run.
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO_ROOT"
@@ -88,6 +89,12 @@ run_begin() {
     PLAN_DONE=$((PLAN_DONE + 1))
     echo "[done] $RUN_ID"
     return 1
+  fi
+  # A graceful stop between runs (a killed run leaves a half-written outputs folder behind).
+  if [ "$DRY_RUN" != 1 ] && [ -f "$OUTPUTS_DIR/STOP" ]; then
+    echo "# $OUTPUTS_DIR/STOP exists: stopped before $RUN_ID; finished runs are kept." \
+         "Delete the file and run the same command to resume." >&2
+    exit 3
   fi
   PLAN_TODO=$((PLAN_TODO + 1))
   PLAN_EST_S=$((PLAN_EST_S + est))
@@ -209,6 +216,7 @@ declare -A SUBSET_BENCHES=([metamath]="gsm8k math" [python]="humaneval mbpp" [co
 # Paper protocol: greedy, 1024 new tokens (method.md §5). eval/<bench>.py is the eval engineer's CLI.
 declare -A EVAL_ARGS=(
   [gsm8k]="--data ${SHARED_DATA:-../shared/data}/gsm8k/test.jsonl --max_new_tokens 1024"
+  [gsm8k_nll]="--data ${SHARED_DATA:-../shared/data}/gsm8k/test.jsonl"
   [math]="--data ${SHARED_DATA:-../shared/data}/math/test.jsonl --max_new_tokens 1024"
   [humaneval]="--max_new_tokens 1024"
   [mbpp]="--data ${SHARED_DATA:-../shared/data}/mbpp/MbppPlus.jsonl --max_new_tokens 1024"

@@ -2,7 +2,8 @@
 # CPU mini-reproduction on real small pretrained models (2 CPU cores, no GPU), resumable:
 #   NLG  SmolLM2-135M-Instruct × {LoRA, PiSSA, BA-LoRA} (+ Full FT with MINI_FULL_FT=1) × 3 seeds,
 #        trained on the first 160 GSM8K train rows ("#### N" -> "The answer is: N"; 40 steps of 4),
-#        scored on the first $GSM8K_LIMIT GSM8K test rows; rank sweep r = 1, 4, 16, 64; ablation.
+#        scored on the first $GSM8K_LIMIT GSM8K test rows (accuracy, and the teacher-forced NLL of their
+#        reference solutions: eval/gsm8k_nll.py); rank sweep r = 1, 4, 16, 64; ablation.
 #   NLU  all-MiniLM-L6-v2 × {Full FT, BitFit, LoRA, DoRA, AdaLoRA, PiSSA, BA-LoRA} × SST-2, CoLA,
 #        MRPC, RTE, STS-B (local GLUE TSVs; the first 1,200-4,000 train rows, see
 #        scripts/generate_glue_configs.py) × 3 seeds; ablation on MRPC and STS-B; t-SNE of LoRA vs
@@ -37,7 +38,7 @@ GSM8K_LIMIT=${GSM8K_LIMIT:-64}
 GSM8K_MAX_NEW_TOKENS=${GSM8K_MAX_NEW_TOKENS:-256}
 GLUE_DIR=${GLUE_DIR:-../shared/data/glue}
 # Estimates (seconds) — measured step times, assumed factors; printed by --dry-run.
-NLG_STEPS=40; NLG_STEP_S=6.2; NLG_LOAD_S=35; GSM8K_EVAL_S=$((GSM8K_LIMIT * 28 / 10 + 15))
+NLG_STEPS=40; NLG_STEP_S=6.2; NLG_LOAD_S=35; GSM8K_EVAL_S=$((GSM8K_LIMIT * 28 / 10 + 15 + GSM8K_LIMIT / 2 + 20))
 NLU_STEP_S_128=2.2; NLU_RUN_OVERHEAD_S=15
 # ------------------------------------------------------------------------------------------------
 
@@ -47,8 +48,9 @@ lib_parse_args "$@"
 # average of 8, a MiniLM STS-B step took 18 s with 2 threads and 3.4 s with 1 (thread spin-waiting).
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 export GPUS=cpu NLG_CONFIG_DIR=configs/mini
-SUBSET_BENCHES[gsm8k]="gsm8k"
+SUBSET_BENCHES[gsm8k]="gsm8k gsm8k_nll"
 EVAL_ARGS[gsm8k]="--data $SHARED_DATA/gsm8k/test.jsonl --limit $GSM8K_LIMIT --max_new_tokens $GSM8K_MAX_NEW_TOKENS --batch_size 16"
+EVAL_ARGS[gsm8k_nll]="--data $SHARED_DATA/gsm8k/test.jsonl --limit $GSM8K_LIMIT"
 
 # Relative cost of one training step against LoRA (reference forward for BA-LoRA; full backward + AdamW).
 method_factor() {

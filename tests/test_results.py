@@ -263,6 +263,16 @@ def test_cli_writes_markdown_latex_json(tmp_path):
     assert json.loads((tmp_path / "tables" / "mini_nlg.json").read_text())["table"] == "mini_nlg"
 
 
+def test_mini_nlg_nll_column_ranks_lowest_first_with_its_own_decimals(tmp_path):
+    nll = {"lora": 0.8123, "pissa": 0.7901, "ba-lora": 0.7954}
+    for method, value in nll.items():
+        write_run(tmp_path, "mini/nlg", f"smollm2_{method}", 42, {"train_loss": 1.0},
+                  evals={"gsm8k": {"score": 3.125, "n": 64}, "gsm8k_nll": {"score": value, "n": 64}})
+    md = R.to_markdown(R.build_table(R.TABLES["mini_nlg"](), tmp_path))
+    assert "**0.790 (n=1)**" in md and "<u>0.795 (n=1)</u>" in md and "| 0.812 (n=1)" in md  # lower is better
+    assert "3.12" in md and "3.125" not in md  # accuracy keeps the table's 2 decimals
+
+
 def test_transcribed_paper_tables_are_self_consistent(repo_root):
     # The printed Avg is the mean of the row: a check on the transcription. The one row where the
     # source itself disagrees (NLU Full FT: printed 88.86, mean 88.65) is documented in results/paper/README.md.

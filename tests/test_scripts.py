@@ -154,6 +154,22 @@ def test_lib_stages_resume_and_copy_only_small_files(tmp_path):
     assert sorted(run.seeds) == [1, 2] and run.seeds[1].metrics["x.score"] == 50.0
 
 
+def test_a_stop_file_ends_the_sweep_before_its_next_run_and_resume_continues(tmp_path):
+    script = tmp_path / "standin.sh"
+    script.write_text(STAND_IN.format(lib=REPO / "scripts" / "lib.sh", tmp=tmp_path))
+    results, outputs = tmp_path / "results", tmp_path / "outputs"
+    args = ["bash", str(script), "--results_dir", str(results), "--outputs_dir", str(outputs)]
+    outputs.mkdir()
+    (outputs / "STOP").write_text("")
+    stopped = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    assert stopped.returncode == 3 and "STOP exists: stopped before study/run_a/seed1" in stopped.stderr
+    assert not (tmp_path / "train_calls").exists() and not (results / "study").exists()
+    (outputs / "STOP").unlink()
+    resumed = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    assert resumed.returncode == 0, resumed.stderr
+    assert (tmp_path / "train_calls").read_text() == "xx"
+
+
 @pytest.mark.slow
 def test_nlg_pipeline_end_to_end_with_the_tiny_model(tmp_path, shared_data):
     """train_nlg.py -> eval/gsm8k.py -> results folder -> table, through lib.sh's NLG helpers."""

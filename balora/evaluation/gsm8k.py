@@ -92,7 +92,7 @@ def is_correct(predicted: str | None, gold: str) -> bool:
 
 
 def load_tasks(data: str | None = None, limit: int | None = None) -> tuple[list[dict], dict]:
-    """GSM8K test problems as tasks [{task_id, prompt, gold, question}] and a description of the data.
+    """GSM8K test problems as tasks [{task_id, prompt, gold, question, solution}] and a description of the data.
 
     Args:
         data: a local JSONL in the original format (question, answer ending "#### N"); None loads
@@ -115,7 +115,7 @@ def load_tasks(data: str | None = None, limit: int | None = None) -> tuple[list[
         if "question" not in row or "answer" not in row:
             raise ValueError(f"{data or HUB_ID} row {index}: GSM8K rows need 'question' and 'answer' fields")
         tasks.append({"task_id": index, "prompt": format_prompt(row["question"]),
-                      "gold": gold_answer(row["answer"]), "question": row["question"]})
+                      "gold": gold_answer(row["answer"]), "question": row["question"], "solution": row["answer"]})
     return tasks, source
 
 

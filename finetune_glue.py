@@ -30,7 +30,12 @@ from transformers import DataCollatorWithPadding, set_seed
 
 from balora import adapters, features, glue, provenance, regularizers
 from balora.config import parse_args, resolved_config, save_config
-from balora.trainer import BALoRATrainer, BALoRATrainingArguments, warn_if_regularizers_with_full_ft
+from balora.trainer import (
+    BALoRATrainer,
+    BALoRATrainingArguments,
+    finish_distributed,
+    warn_if_regularizers_with_full_ft,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -124,8 +129,8 @@ def _warn_constant_terms(args: BALoRATrainingArguments, num_labels: int, task: s
 ARGUMENT_CLASSES = (GlueArguments, MethodArguments, BALoRATrainingArguments)
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Fine-tune and evaluate; returns the metrics.json payload."""
+def main(argv: list[str] | None = None) -> dict[str, Any] | None:
+    """Fine-tune and evaluate; returns the metrics.json payload (None on ranks other than 0)."""
     start = time.time()
     argv = list(sys.argv[1:] if argv is None else argv)
     # The NLU regulariser forms act on (B, C) logits: the task is fixed, before the preset is resolved.
@@ -199,6 +204,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     final = epochs[-1]
 
     step = trainer.state.global_step
+    if not trainer.is_world_process_zero():
+        # Every rank holds the same gathered metrics; one writer, or concurrent writes of one file race
+        # on its temporary name.
+        finish_distributed(trainer)
+        return None
     features.dump_features(model, eval_ds, collator, output_dir, "final", glue_args.feature_batch_size)
     for kind in ("features", "labels"):
         np.save(output_dir / f"{kind}_step_{step}.npy", np.load(output_dir / f"{kind}_step_final.npy"))
@@ -229,9 +239,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     provenance.write_json(output_dir / "run.json", provenance.collect(args.seed, start, extra={
         "task": spec.name, "model": glue_args.model_name_or_path, "method": method_args.method,
         "glue_dir": glue_args.glue_dir, "data_source": "tsv" if glue_args.glue_dir else "hub:nyu-mll/glue",
+        "world_size": args.world_size,
     }))
     logger.info("%s %s: best %s = %.2f at epoch %s, final %.2f", spec.name, method_args.method, spec.headline,
                 best["score"], best["epoch"], final["score"])
+    finish_distributed(trainer)
     return metrics
 
 

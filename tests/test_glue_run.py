@@ -1,6 +1,7 @@
 """finetune_glue.py / finetune_bert_l_sst2.py end to end, and every configs/glue/*.yaml parses."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -8,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from helpers import launch_distributed
 
 import finetune_bert_l_sst2
 import finetune_glue
@@ -77,6 +79,27 @@ def test_regression_run_writes_all_outputs(tmp_path):
     run = json.loads((out / "run.json").read_text())
     assert run["seed"] == 42 and "git" in run and run["data_source"] == "tsv"
     assert isinstance(json.loads((out / "log_history.json").read_text()), list)
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_shard_the_data_and_rank_0_alone_writes(tmp_path):
+    """Regression: every rank wrote metrics.json/run.json/features through the same temporary names."""
+    glue_dir = _tiny_glue(tmp_path / "glue")
+    out = tmp_path / "ddp"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29519",
+           "finetune_glue.py", "--task_name", "rte", "--glue_dir", str(glue_dir), "--model_name_or_path", "tiny-bert",
+           "--method", "ba-lora", "--regularizer_preset", "iclr2026", "--output_dir", str(out), "--num_train_epochs", "1",
+           "--eval_strategy", "epoch",
+           "--per_device_train_batch_size", "4", "--report_to", "none", "--save_strategy", "no", "--use_cpu"]
+    proc = launch_distributed(cmd, env, REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    # 40 rows, 2 ranks × 4 per step: 5 optimizer steps, not the 10 of a single process.
+    assert metrics["global_step"] == 5 and metrics["eval_samples"] == 40
+    assert json.loads((out / "run.json").read_text())["world_size"] == 2
+    assert np.load(out / "features_step_final.npy").shape[0] == 40
+    assert not list(out.glob("*.tmp"))
 
 
 def test_bad_input_errors(tmp_path):

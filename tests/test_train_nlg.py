@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers import launch_distributed
 
 import train_nlg
 from balora.config import parse_args
@@ -121,24 +121,6 @@ def test_every_config_parses(path, tmp_path):
     assert len(parsed) == len(classes)
 
 
-def _launch_distributed(cmd: list[str], env: dict) -> subprocess.CompletedProcess:
-    """Run a 2-process CPU launch; relaunch once if a rank died of SIGABRT inside gloo.
-
-    About 1 launch in 10 under pytest (never in 6 direct launches) one rank aborts with "terminate
-    called without an active exception" (exitcode -6) and the launcher kills the other: a gloo/
-    DeepSpeed thread race, not a wrong result. The relaunch is reported on stderr; any other failure,
-    or a second abort, fails the test.
-    """
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=900)
-    aborted = "exitcode: -6" in proc.stderr and "terminate called without an active exception" in proc.stderr
-    if proc.returncode != 0 and aborted:
-        print("relaunching after a gloo SIGABRT:\n" + proc.stderr[-1500:], file=sys.stderr)
-        out_dir = Path(cmd[cmd.index("--output_dir") + 1])
-        shutil.rmtree(out_dir, ignore_errors=True)
-        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=900)
-    return proc
-
-
 @pytest.mark.parametrize("name", ["zero2.json", "zero3.json"])
 def test_deepspeed_configs_are_consistent_with_training_arguments(name, tmp_path):
     from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig
@@ -158,7 +140,7 @@ def test_deepspeed_zero2_two_cpu_processes(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
            "train_nlg.py", "--config", TINY, "--output_dir", str(tmp_path / "ds"), "--max_steps", "3",
            "--deepspeed", "configs/deepspeed/zero2.json"]
-    proc = _launch_distributed(cmd, env)
+    proc = launch_distributed(cmd, env, REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = json.loads((tmp_path / "ds" / "run.json").read_text())
     assert run["world_size"] == 2
@@ -179,7 +161,7 @@ def test_deepspeed_zero3_with_saved_pissa_decomposition(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29518",
            "train_nlg.py", "--config", TINY, "--output_dir", str(tmp_path / "z3"), "--max_steps", "2",
            "--deepspeed", "configs/deepspeed/zero3.json", *init]
-    proc = _launch_distributed(cmd, env)
+    proc = launch_distributed(cmd, env, REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     from safetensors.torch import load_file
 

@@ -533,20 +533,41 @@ def _table_rows(result: TableResult, paper: dict[str, Any] | None, latex: bool) 
     return header, body
 
 
+def _name_cells(spec: TableSpec, cells: list[tuple[RowSpec, ColumnSpec]]) -> str:
+    """'every cell', whole rows ('LoRA (all columns)') or single cells ('LoRA / SST-2'), in table order."""
+    def label(row: RowSpec) -> str:
+        return f"{row.group + ' / ' if row.group else ''}{row.label}"
+
+    keys = {(row.key, col.key) for row, col in cells}
+    if len(keys) == len(spec.rows) * len(spec.columns):
+        return "every cell"
+    full_rows = [row for row in spec.rows if all((row.key, col.key) in keys for col in spec.columns)]
+    names = [f"{label(row)} (all columns)" for row in full_rows] if len(spec.columns) > 1 else \
+        [label(row) for row in full_rows]
+    full = {row.key for row in full_rows}
+    names += [f"{label(row)} / {col.label}" for row, col in cells if row.key not in full]
+    return ", ".join(names)
+
+
 def _footnotes(result: TableResult, paper: dict[str, Any] | None) -> list[str]:
     spec = result.spec
     notes = [f"mean ± sample std over seeds {', '.join(map(str, spec.seeds))}; best per group in bold, "
              "second underlined; Avg = mean of the column means."]
-    flagged = []
+    # Cells with the same shortfall are named together: a whole table at n = 1 is one line, not one per cell.
+    by_reason: dict[str, list[tuple[RowSpec, ColumnSpec]]] = {}
     for row in spec.rows:
         for col in spec.columns:
             cell = result.cells[row.key][col.key]
             if cell.n == 0:
-                flagged.append(f"{row.group + ' / ' if row.group else ''}{row.label} / {col.label}: missing "
-                               f"(run {', '.join(spec.run_names(row, col))})")
+                reason = f"missing (run {', '.join(spec.run_names(row, col))})"
             elif cell.incomplete:
-                flagged.append(f"{row.group + ' / ' if row.group else ''}{row.label} / {col.label}: n={cell.n}, "
-                               f"missing seeds {list(cell.missing_seeds)}")
+                reason = f"n={cell.n}, missing seeds {list(cell.missing_seeds)}"
+            else:
+                continue
+            by_reason.setdefault(reason, []).append((row, col))
+    flagged = []
+    for reason, cells in by_reason.items():
+        flagged.append(f"{_name_cells(spec, cells)}: {reason}")
     if flagged:
         notes.append("Incomplete cells: " + "; ".join(flagged) + ".")
     if result.unfinished:

@@ -107,6 +107,7 @@ def test_missing_run_and_missing_seed_are_flagged_not_dropped(tmp_path):
     assert "| missing |" in md or " missing " in md
     assert "(n=2)" in md
     assert "missing seeds [2024]" in md and "y_b" in md  # the footnote names what is missing
+    assert "A / X: n=2, missing seeds [2024]; B / Y: missing (run y_b)" in md
     tex = R.to_latex(table)
     assert "missing" in tex and "(n=2)" in tex
 
@@ -261,6 +262,18 @@ def test_cli_writes_markdown_latex_json(tmp_path):
     assert "PiSSA" in md and "missing" in md  # runs not done are shown, not dropped
     assert (tmp_path / "tables" / "mini_nlg.tex").read_text().startswith("% Mini NLG")
     assert json.loads((tmp_path / "tables" / "mini_nlg.json").read_text())["table"] == "mini_nlg"
+
+
+def test_shortfalls_shared_by_many_cells_are_named_once(tmp_path):
+    spec = two_by_two(tmp_path)
+    for run in ("x_a", "x_b", "y_a", "y_b"):
+        for seed in (1024, 2024):
+            (tmp_path / "s" / run / f"seed{seed}" / "DONE").unlink()
+    md = R.to_markdown(R.build_table(spec, tmp_path))
+    assert "Incomplete cells: every cell: n=1, missing seeds [1024, 2024]." in md
+    (tmp_path / "s" / "y_b" / "seed42" / "DONE").unlink()
+    md = R.to_markdown(R.build_table(spec, tmp_path))
+    assert "A (all columns), B / X: n=1, missing seeds [1024, 2024]; B / Y: missing (run y_b)." in md
 
 
 def test_mini_nlg_nll_column_ranks_lowest_first_with_its_own_decimals(tmp_path):

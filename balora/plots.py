@@ -86,7 +86,10 @@ def rank_sweep(panels: Mapping[str, Mapping[str, Mapping[int, Point]]], full_ft:
         ax.set_ylabel(ylabel if isinstance(ylabel, str) else ylabel.get(title, "accuracy (%)"))
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+        else:  # a benchmark whose runs have not finished yet: say so instead of an empty frame
+            ax.text(0.5, 0.5, "no finished runs", transform=ax.transAxes, ha="center", va="center", color="gray")
     fig.tight_layout()
     return save_figure(fig, out_stem)
 

@@ -42,6 +42,7 @@ def test_loss_curves_mean_over_seeds(tmp_path):
         plots.loss_curves({"x": [[{"step": 1, "foo": 1.0}]]}, tmp_path / "none")
 
 
+@pytest.mark.filterwarnings("error::UserWarning")  # e.g. an empty panel asked for a legend
 def test_plot_results_cli_on_synthetic_mini_results(tmp_path):
     results = tmp_path / "results"
     hist = [{"step": s, "loss": 1.0 / s, "task_loss": 1.0 / s, "consistency_loss": 0.0, "diversity_loss": -1.0,

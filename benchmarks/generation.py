@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--max_new_tokens", type=int, default=256)
     parser.add_argument("--batch_size", type=int, default=None, help="default: all prompts in one batch")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 = comparable on a shared CPU)")
+    parser.add_argument("--device", default="auto", help="auto (cuda if available, in bf16) | cpu | cuda")
     parser.add_argument("--output", default=None, help="also write the numbers as JSON here")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -43,7 +44,8 @@ def main(argv: list[str] | None = None) -> dict:
     with open(args.data) as handle:
         questions = [json.loads(line)["question"] for line in handle if line.strip()][:args.num_prompts]
     prompts = [format_prompt(q) for q in questions]
-    model, tokenizer = load_model(args.model, device="cpu")
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    model, tokenizer = load_model(args.model, device=device)
     batch_size = args.batch_size or len(prompts)
 
     def arm(size: int) -> tuple[list[str], dict]:
@@ -64,7 +66,8 @@ def main(argv: list[str] | None = None) -> dict:
           f"{sequential['tokens_per_s']:.1f} tokens/s", flush=True)
     identical = sum(a == b for a, b in zip(batched_out, sequential_out, strict=True))
     result = {"model": args.model, "num_prompts": len(prompts), "max_new_tokens": args.max_new_tokens,
-              "threads": args.threads, "batched": batched, "sequential": sequential,
+              "threads": args.threads, "device": device,
+              "dtype": str(next(model.parameters()).dtype), "batched": batched, "sequential": sequential,
               "identical_outputs": f"{identical}/{len(prompts)}",
               "speedup": round(batched["tokens_per_s"] / sequential["tokens_per_s"], 2)}
     print(f"identical greedy outputs: {identical}/{len(prompts)}")

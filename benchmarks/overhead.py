@@ -46,6 +46,7 @@ def _parse(argv=None):
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU)")
+    parser.add_argument("--output", default=None, help="also write the summary as JSON here")
     parser.add_argument("--worker", choices=["pissa", "ba-lora"], help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -64,7 +65,8 @@ def _nlg_batch(tokenizer, batch: int, seq_len: int):
     rows, examples = arithmetic_word_problems(200, seed=123), []
     for row in rows:
         example = tokenize_example(tokenizer, row["query"], row["response"], max_length=seq_len)
-        examples.append(example)
+        if example is not None:  # None: no response token fits in seq_len (short --seq_len)
+            examples.append(example)
     input_ids, labels = [], []
     stream_ids, stream_labels = [], []
     for example in examples:
@@ -75,7 +77,9 @@ def _nlg_batch(tokenizer, batch: int, seq_len: int):
             labels.append(stream_labels[:seq_len])
             stream_ids, stream_labels = stream_ids[seq_len:], stream_labels[seq_len:]
     if len(input_ids) < batch:
-        raise ValueError("not enough embedded examples to fill the batch; lower --batch or --seq_len")
+        raise ValueError(f"{len(examples)} of {len(rows)} embedded examples fit in --seq_len {seq_len} (a response "
+                         f"token within it), which fill {len(input_ids)} of --batch {batch} rows; "
+                         "raise --seq_len if few fit, else lower --batch")
     ids = torch.tensor(input_ids)
     return {"input_ids": ids, "labels": torch.tensor(labels), "attention_mask": torch.ones_like(ids)}
 
@@ -176,6 +180,10 @@ def main(argv=None) -> dict:
                "threads": results["pissa"][0]["threads"]}
     print(f"median step: PiSSA {step['pissa']:.3f} s, BA-LoRA {step['ba-lora']:.3f} s "
           f"(device {summary['device']}, {summary['threads']} threads)")
+    summary.update(batch=args.batch, seq_len=args.seq_len, r=args.r, bf16=args.bf16, model=args.model,
+                   step_times={m: [t for r in rs for t in r["step_times"]] for m, rs in results.items()})
+    if args.output:
+        Path(args.output).write_text(json.dumps(summary, indent=2))
     print(f"step_ratio={summary['step_ratio']:.3f} mem_ratio={summary['mem_ratio']:.3f}")
     return summary
 

@@ -238,3 +238,20 @@ def test_a_stage_finished_with_another_config_is_an_error_not_reused(tmp_path):
     assert edited.returncode != 0
     assert "another command or config" in edited.stderr and "Delete" in edited.stderr
     assert (tmp_path / "train_calls").read_text() == "x"  # never rerun or reused silently
+
+
+def test_gpu_check_dry_run_names_existing_configs_and_refuses_bad_input(tmp_path):
+    proc = run_script("gpu_check.sh", "--dry-run", env={"OUT_DIR": str(tmp_path / "gpu")})
+    assert proc.returncode == 0, proc.stderr
+    steps = [line.split(":")[0][3:] for line in proc.stdout.splitlines() if line.startswith("== ")]
+    assert steps == ["train_pissa", "gsm8k_pissa", "gsm8k_nll_pissa", "train_ba-lora", "gsm8k_ba-lora",
+                     "gsm8k_nll_ba-lora", "overhead_4x256", "overhead_16x512", "generation"]
+    for config in ("configs/gpu/smollm2_gsm8k_pissa_zero2.yaml", "configs/gpu/smollm2_gsm8k_ba-lora_zero2.yaml"):
+        assert f"--config {config}" in proc.stdout and (REPO / config).is_file()
+    assert not (tmp_path / "gpu").exists()
+    bad = run_script("gpu_check.sh", "--dryrun")
+    assert bad.returncode == 2 and "unknown argument '--dryrun'" in bad.stderr
+    # Without the data it stops before anything runs, and says which file is missing.
+    missing = run_script("gpu_check.sh", env={"GSM8K_DIR": str(tmp_path / "nowhere"), "OUT_DIR": str(tmp_path / "gpu")})
+    assert missing.returncode == 2 and "nowhere/train.jsonl not found" in missing.stderr
+    assert not (tmp_path / "gpu").exists()

@@ -1,0 +1,55 @@
+"""Benchmark scripts: the overhead benchmark's JSON output, and the GPU-check summary (missing = shown)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import gpu_check_summary  # noqa: E402
+
+
+def _write(path: Path, data) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+
+
+def test_gpu_check_summary_reads_every_source_and_marks_what_is_missing(tmp_path):
+    train = tmp_path / "ba-lora" / "train"
+    _write(train / "metrics.json", {"train_runtime": 77.9, "train_samples_per_second": 26.3,
+                                    "final_logged": {"task_loss": 0.7158, "svd_loss": -1.5914}})
+    _write(train / "run.json", {"peak_memory": {"gpu_allocated_peak": 3 * 2**30}})
+    _write(train / "log_history.json", [{"task_loss": 1.376, "step": 1}, {"loss": 9.0}, {"task_loss": 0.716, "step": 2},
+                                        {"train_runtime": 77.9}])
+    _write(tmp_path / "ba-lora" / "eval_gsm8k" / "metrics.json", {"score": 0.78, "n": 256})
+    _write(tmp_path / "overhead_16x512.json", {"batch": 16, "seq_len": 512, "r": 8, "bf16": True,
+                                              "step_s": {"pissa": 0.24, "ba-lora": 0.47}, "step_ratio": 1.964,
+                                              "peak_bytes": {"pissa": 2**30, "ba-lora": 2**30 + 2**26},
+                                              "mem_ratio": 1.0625})
+    markdown, data = gpu_check_summary.summarize(tmp_path, ["pissa", "ba-lora"])
+    rows = {line.split("|")[1].strip(): line for line in markdown.splitlines() if line.startswith("| ")}
+    assert "| 2 | 77.9 | 26.3 | 3.00 | 1.376 → 0.716 | 0.78 (256) | missing |" in rows["ba-lora"]
+    assert rows["pissa"].count("missing") == 9  # nothing of PiSSA's run exists: every cell says so
+    assert "| 0.2400 | 0.4700 | 1.964 | 1024 | 1088 | 1.062 |" in rows["16 × 512, r = 8, bf16 True"]
+    assert "Generation benchmark: missing." in markdown
+    assert data["methods"]["ba-lora"]["gsm8k_nll"] is None and data["methods"]["ba-lora"]["steps"] == 2
+    gpu_check_summary.main([str(tmp_path)])
+    assert (tmp_path / "summary.md").read_text() == markdown
+    assert json.loads((tmp_path / "summary.json").read_text())["methods"]["ba-lora"]["gpu_peak_gib"] == 3.0
+
+
+def test_overhead_benchmark_writes_its_summary_as_json(tmp_path):
+    out = tmp_path / "overhead.json"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "benchmarks/overhead.py", "--model", "tiny-llama", "--batch", "2",
+                           "--seq_len", "256", "--warmup", "0", "--steps", "1", "--repeats", "1", "--threads", "1",
+                           "--output", str(out)], cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert (result["batch"], result["seq_len"], result["r"], result["bf16"]) == (2, 256, 8, False)
+    assert len(result["step_times"]["pissa"]) == len(result["step_times"]["ba-lora"]) == 1
+    assert result["step_ratio"] == result["step_s"]["ba-lora"] / result["step_s"]["pissa"]
+    assert proc.stdout.strip().splitlines()[-1] == f"step_ratio={result['step_ratio']:.3f} mem_ratio={result['mem_ratio']:.3f}"

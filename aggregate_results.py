@@ -2,6 +2,7 @@
 
     python aggregate_results.py nlg nlu ablation --results_dir results --out_dir results/tables --paper
     python aggregate_results.py mini_nlg mini_nlu mini_ablation --out_dir results/mini/tables
+    python aggregate_results.py mini_nll_paired --out_dir results/mini/tables   # per-problem, paired
 
 Tables and their run names are defined in balora/results.py (TABLES). Missing runs are printed as
 "missing" and listed under the table; seeds with different configs under one run name, or a column
@@ -13,8 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
+from balora.paired import PAIRED_TABLES, build_paired, paired_json, paired_markdown
 from balora.results import TABLES, build_table, load_paper_table, to_json, to_latex, to_markdown
 
 REPO_ROOT = Path(__file__).resolve().parent
@@ -22,7 +25,8 @@ REPO_ROOT = Path(__file__).resolve().parent
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("tables", nargs="+", choices=sorted(TABLES), help="which tables to build")
+    parser.add_argument("tables", nargs="+", choices=sorted(TABLES) + sorted(PAIRED_TABLES),
+                        help="which tables to build (*_paired: per-item paired differences of run pairs)")
     parser.add_argument("--results_dir", default=str(REPO_ROOT / "results"), help="root holding <study>/ folders")
     parser.add_argument("--out_dir", default=None, help="write <table>.md/.tex/.json here (default: print only)")
     parser.add_argument("--paper", action="store_true",
@@ -37,10 +41,19 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     args = parse_args(argv)
     out = {}
     for name in args.tables:
+        if name in PAIRED_TABLES:
+            paired_spec = PAIRED_TABLES[name]()
+            if args.seeds:
+                paired_spec = replace(paired_spec, seeds=tuple(args.seeds))
+            paired = build_paired(paired_spec, args.results_dir)
+            markdown = paired_markdown(paired)
+            print(markdown)
+            out[name] = paired_json(paired)
+            if args.out_dir:
+                _write(Path(args.out_dir), name, markdown, None, out[name])
+            continue
         spec = TABLES[name]()
         if args.seeds:
-            from dataclasses import replace
-
             spec = replace(spec, seeds=tuple(args.seeds))
         table = build_table(spec, args.results_dir)
         paper = None
@@ -50,12 +63,16 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
         print(markdown)
         out[name] = to_json(table)
         if args.out_dir:
-            out_dir = Path(args.out_dir)
-            out_dir.mkdir(parents=True, exist_ok=True)
-            (out_dir / f"{name}.md").write_text(markdown)
-            (out_dir / f"{name}.tex").write_text(to_latex(table, paper))
-            (out_dir / f"{name}.json").write_text(json.dumps(out[name], indent=2) + "\n")
+            _write(Path(args.out_dir), name, markdown, to_latex(table, paper), out[name])
     return out
+
+
+def _write(out_dir: Path, name: str, markdown: str, latex: str | None, data: dict) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{name}.md").write_text(markdown)
+    if latex is not None:
+        (out_dir / f"{name}.tex").write_text(latex)
+    (out_dir / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
 
 
 if __name__ == "__main__":

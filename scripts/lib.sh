@@ -161,6 +161,8 @@ stage_fingerprint() {
   } | sha256sum | cut -d' ' -f1
 }
 
+KEEP_ITEM_SCORES=${KEEP_ITEM_SCORES:-gsm8k_nll}
+
 # run_finish TRAIN_DIR [BENCH=EVAL_DIR ...]: copy the small files of a finished run into its results
 # folder (eval metrics as eval/<bench>.json) and write DONE. Missing required files are an error.
 run_finish() {
@@ -188,6 +190,11 @@ run_finish() {
     fi
     mkdir -p "$RUN_RES/eval"
     cp "$dir/metrics.json" "$RUN_RES/eval/$bench.json"
+    # Per-item scores of the benches in KEEP_ITEM_SCORES (small: one number per test item) go along,
+    # so that paired comparisons (aggregate_results.py mini_nll_paired) regenerate from results/.
+    if [[ " $KEEP_ITEM_SCORES " == *" $bench "* ]] && [ -f "$dir/samples.jsonl" ]; then
+      cp "$dir/samples.jsonl" "$RUN_RES/eval/$bench.samples.jsonl"
+    fi
   done
   date -u '+%Y-%m-%dT%H:%M:%SZ' > "$RUN_RES/DONE"
   echo "[ok  ] $RUN_ID -> $RUN_RES"

@@ -141,7 +141,7 @@ lib_summary
 seed0=${SEEDS%% *}
 tsne_dirs=("$OUTPUTS_DIR/mini/nlu/${TSNE_TASK}_lora/seed$seed0/train" "$OUTPUTS_DIR/mini/nlu/${TSNE_TASK}_ba-lora/seed$seed0/train")
 finish_cmds=(
-  "$PY aggregate_results.py mini_nlg mini_nlu mini_ablation --results_dir $RESULTS_DIR --out_dir $RESULTS_DIR/mini/tables --paper"
+  "$PY aggregate_results.py mini_nlg mini_nlu mini_ablation mini_nll_paired --results_dir $RESULTS_DIR --out_dir $RESULTS_DIR/mini/tables --paper"
   "$PY plot_results.py mini_rank_sweep mini_ablation mini_loss_curves --results_dir $RESULTS_DIR --out_dir $RESULTS_DIR/mini/figures"
   "$PY tsne_visualization.py --compare --features_dir ${tsne_dirs[*]} --titles MiniLM-LoRA MiniLM-BA-LoRA --output_dir $RESULTS_DIR/mini/figures"
 )
@@ -149,7 +149,7 @@ if [ "$DRY_RUN" = 1 ]; then
   printf '# then: %s\n' "${finish_cmds[@]}"
   exit 0
 fi
-$PY aggregate_results.py mini_nlg mini_nlu mini_ablation --results_dir "$RESULTS_DIR" \
+$PY aggregate_results.py mini_nlg mini_nlu mini_ablation mini_nll_paired --results_dir "$RESULTS_DIR" \
   --out_dir "$RESULTS_DIR/mini/tables" --paper
 $PY plot_results.py mini_rank_sweep mini_ablation mini_loss_curves --results_dir "$RESULTS_DIR" \
   --out_dir "$RESULTS_DIR/mini/figures"

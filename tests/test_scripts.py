@@ -1,5 +1,6 @@
 """Reproduction scripts: every --dry-run lists the expected runs; lib.sh skips, resumes and copies."""
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -111,6 +112,7 @@ if os.path.exists(os.path.join('{tmp}', 'fail_eval')):
     sys.exit('eval failed on purpose')
 os.makedirs(sys.argv[1], exist_ok=True)
 json.dump({{'score': 50.0, 'protocol_version': '1', 'n': 3}}, open(os.path.join(sys.argv[1], 'metrics.json'), 'w'))
+json.dump({{'task_id': 0, 'score': 1.0}}, open(os.path.join(sys.argv[1], 'samples.jsonl'), 'w'))
 " "$RUN_OUT/eval_x"
     run_finish "$RUN_OUT/train" x="$RUN_OUT/eval_x"
   fi
@@ -131,7 +133,9 @@ def test_lib_stages_resume_and_copy_only_small_files(tmp_path):
     assert not (results / "study" / "run_a" / "seed1" / "DONE").exists()  # an interrupted run is not done
 
     (tmp_path / "fail_eval").unlink()
-    second = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    # Per-item scores travel only for the benches named in KEEP_ITEM_SCORES (default: gsm8k_nll).
+    second = subprocess.run(args, capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "KEEP_ITEM_SCORES": "gsm8k_nll x"})
     assert second.returncode == 0, second.stderr
     assert "train: already done" in second.stdout  # resumed at the failed stage
     assert (tmp_path / "train_calls").read_text() == "xx"  # seed 1 trained once, seed 2 once
@@ -139,7 +143,8 @@ def test_lib_stages_resume_and_copy_only_small_files(tmp_path):
         res = results / "study" / "run_a" / f"seed{seed}"
         assert (res / "DONE").exists()
         assert sorted(p.name for p in res.rglob("*") if p.is_file()) == [
-            "DONE", "config.yaml", "log_history.json", "metrics.json", "run.json", "x.json"]
+            "DONE", "config.yaml", "log_history.json", "metrics.json", "run.json", "x.json", "x.samples.jsonl"]
+        assert json.loads((res / "eval" / "x.samples.jsonl").read_text()) == {"task_id": 0, "score": 1.0}
         assert (outputs / "study" / "run_a" / f"seed{seed}" / "train" / "big.safetensors").exists()
 
     third = subprocess.run(args, capture_output=True, text=True, timeout=60)

@@ -111,13 +111,16 @@ def ablation_bars(variants: Sequence[str], metrics: Mapping[str, Mapping[str, Po
     for ax, (metric, values) in zip(axes, metrics.items(), strict=True):
         present = [values.get(v) for v in variants]
         means = [p[0] if p else 0.0 for p in present]
-        errs = [(p[1] or 0.0) if p else 0.0 for p in present]
+        # No error bar where there is no spread to show (one seed): a zero-length bar would read as std 0.
+        errs = [p[1] if p and p[1] is not None else np.nan for p in present]
         ax.bar(x, means, 0.7, yerr=errs, capsize=3, color=[colors[i % len(colors)] for i in range(len(variants))])
         finite = [m for m, p in zip(means, present, strict=True) if p]
         if finite:  # zoom on the differences; bars start at the axis floor, as in the paper's ablation plot
             low, high = min(finite), max(finite)
-            pad = max((high - low) * 0.5, 0.5)
-            ax.set_ylim(max(0.0, low - pad - max(errs)), high + pad + max(errs))
+            # at least 1% of the values' size: a 0.5 floor hid NLL differences of 0.001 at a 1.09 level
+            pad = max((high - low) * 0.5, 0.01 * max(abs(low), abs(high)), 1e-6)
+            err = float(np.nanmax(errs)) if not np.all(np.isnan(errs)) else 0.0
+            ax.set_ylim(max(0.0, low - pad - err), high + pad + err)
         for i, p in enumerate(present):
             if p is None:
                 ax.annotate("missing", (x[i], ax.get_ylim()[0]), ha="center", va="bottom", rotation=90, fontsize=7)

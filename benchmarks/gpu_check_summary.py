@@ -57,7 +57,9 @@ def _fmt(value, digits: int = 3) -> str:
 def summarize(out_dir: Path, methods: list[str]) -> tuple[str, dict]:
     """(Markdown, JSON-able dict) of the run in out_dir."""
     rows = {m: method_row(out_dir / m) for m in methods}
-    overhead = {p.stem: _load(p) for p in sorted(out_dir.glob("overhead_*.json"))}
+    # sorted by tokens per batch (4 × 256 before 16 × 512), not by file name
+    overhead = {p.stem: _load(p) for p in out_dir.glob("overhead_*.json")}
+    overhead = dict(sorted(overhead.items(), key=lambda item: item[1]["batch"] * item[1]["seq_len"]))
     generation = _load(out_dir / "generation.json")
     env = (out_dir / "environment.txt").read_text().strip() if (out_dir / "environment.txt").is_file() else "missing"
     lines = [f"# GPU check ({out_dir})", "", "```", env, "```", "",
@@ -74,9 +76,7 @@ def summarize(out_dir: Path, methods: list[str]) -> tuple[str, dict]:
             lines.append(f"\n{method}, last logged step: {terms}")
     lines += ["", "| overhead benchmark | PiSSA step s | BA-LoRA step s | step ratio | PiSSA peak MiB | BA-LoRA peak MiB | mem ratio |",
               "|---|---:|---:|---:|---:|---:|---:|"]
-    for name, result in overhead.items():
-        if result is None:
-            continue
+    for result in overhead.values():
         lines.append(f"| {result['batch']} × {result['seq_len']}, r = {result['r']}, bf16 {result['bf16']} | "
                      f"{result['step_s']['pissa']:.4f} | {result['step_s']['ba-lora']:.4f} | {result['step_ratio']:.3f} | "
                      f"{result['peak_bytes']['pissa'] / 2**20:.0f} | {result['peak_bytes']['ba-lora'] / 2**20:.0f} | "

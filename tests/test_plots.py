@@ -30,6 +30,26 @@ def test_ablation_bars_with_a_missing_value(tmp_path):
     _check(plots.ablation_bars(["w/o reg", "all"], metrics, tmp_path / "abl"))
 
 
+def test_ablation_bars_zoom_on_small_differences_and_draw_no_error_bar_for_one_seed(tmp_path, monkeypatch):
+    figures = []
+    original = plots.save_figure
+    monkeypatch.setattr(plots, "save_figure", lambda fig, stem: figures.append(fig) or original(fig, stem))
+    metrics = {"NLL": {"w/o reg": (1.0916, None), "all": (1.0919, None)},  # one seed each: no spread known
+               "GLUE avg": {"w/o reg": (50.2, 0.4), "all": (50.4, 0.1)}}
+    _check(plots.ablation_bars(["w/o reg", "all"], metrics, tmp_path / "abl"))
+    nll_axis, glue_axis = figures[0].axes
+    low, high = nll_axis.get_ylim()
+    assert 1.05 < low < 1.0916 and 1.0919 < high < 1.15  # a 0.0003 difference stays visible
+
+    def drawn_error_bars(axis):  # non-empty vertical segments of the bars' error bars
+        return sum(len(seg) > 0 for bars in axis.containers if getattr(bars, "errorbar", None)
+                   for lines in bars.errorbar.lines[2] for seg in lines.get_segments())
+
+    assert drawn_error_bars(nll_axis) == 0 and drawn_error_bars(glue_axis) == 2
+    glue_low, glue_high = glue_axis.get_ylim()
+    assert glue_low < 50.2 - 0.4 and glue_high > 50.4 + 0.1  # the error bars fit inside the axis
+
+
 def test_loss_curves_mean_over_seeds(tmp_path):
     def history(offset):
         return [{"step": s, "loss": 2.0 - 0.1 * s + offset, "task_loss": 1.9 - 0.1 * s, "consistency_loss": 0.01 * s,

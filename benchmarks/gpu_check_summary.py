@@ -3,7 +3,7 @@
     python benchmarks/gpu_check_summary.py outputs/gpu_check --methods pissa ba-lora
 
 Reads <out>/<method>/train/{metrics,run,log_history}.json, <out>/<method>/eval_gsm8k*/metrics.json and
-<out>/{overhead_*,generation}.json; writes <out>/summary.md and <out>/summary.json and prints the
+<out>/{overhead_*,regularizers_*,generation}.json; writes <out>/summary.md and <out>/summary.json and prints the
 Markdown. A missing file is shown as "missing" in its row, never dropped.
 """
 
@@ -83,6 +83,11 @@ def summarize(out_dir: Path, methods: list[str]) -> tuple[str, dict]:
                      f"{result['mem_ratio']:.3f} |")
     if not overhead:
         lines.append("| missing | | | | | | |")
+    for path in sorted(out_dir.glob("regularizers_*.json")):
+        bench = _load(path)
+        lines += ["", f"| regulariser, fwd + bwd ({bench['rows']} rows × {bench['vocab']}, {bench['dtype']}) | median ms |",
+                  "|---|---:|"]
+        lines += [f"| {case} | {result['median_ms']:.2f} |" for case, result in bench["cases"].items()]
     lines.append("")
     if generation:
         b, s = generation["batched"], generation["sequential"]

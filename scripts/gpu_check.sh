@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # One-GPU check of the real training and evaluation paths, and the benchmarks, on SmolLM2-135M-Instruct.
-#   1. PiSSA and BA-LoRA, bf16, DeepSpeed ZeRO-2 on one GPU (configs/gpu/*): 128 optimizer steps of
-#      16 × ≤512 tokens on 2,048 GSM8K train rows, launched with torchrun;
-#   2. each adapter scored on the first $GSM8K_LIMIT GSM8K test rows: accuracy (greedy, 256 new tokens)
-#      and the teacher-forced NLL of the reference solutions;
-#   3. benchmarks/overhead.py: BA-LoRA vs PiSSA step time and peak memory, bf16, at the CPU benchmark's
+#   1. benchmarks/regularizers.py: each regulariser's forward + backward on 2,598 rows × 49,152 classes
+#      (the 16 × 512 batch below), and the SVD term's Gram and eigen-solve parts;
+#   2. benchmarks/overhead.py: BA-LoRA vs PiSSA step time and peak memory, bf16, at the CPU benchmark's
 #      size (4 × 256) and at 16 × 512;
-#   4. benchmarks/generation.py: batched vs one-prompt-at-a-time greedy decoding.
+#   3. benchmarks/generation.py: batched vs one-prompt-at-a-time greedy decoding;
+#   4. PiSSA and BA-LoRA, bf16, DeepSpeed ZeRO-2 on one GPU (configs/gpu/*): 128 optimizer steps of
+#      16 × ≤512 tokens on 2,048 GSM8K train rows, launched with torchrun;
+#   5. each adapter scored on the first $GSM8K_LIMIT GSM8K test rows: accuracy (greedy, 256 new tokens)
+#      and the teacher-forced NLL of the reference solutions.
 # Writes $OUT_DIR/summary.md (+ summary.json) and one log per step. Needs one CUDA GPU, the
 # environment of scripts/setup_env.sh (CUDA torch installed first) and the GSM8K files.
 #   bash scripts/gpu_check.sh
@@ -59,6 +61,15 @@ if [ "$DRY_RUN" = 0 ]; then
 '| transformers', transformers.__version__, '| peft', peft.__version__, '| deepspeed', deepspeed.__version__)"
   } | tee "$OUT_DIR/environment.txt"
 fi
+# The benchmarks first: they are short, and a time-limited machine should not lose them to training.
+step regularizers_2598 "$PY" benchmarks/regularizers.py --rows 2598 --vocab 49152 --warmup 2 --repeats 5 \
+  --output "$OUT_DIR/regularizers_2598.json"
+step overhead_4x256 "$PY" benchmarks/overhead.py --bf16 --warmup 3 --steps 10 --repeats 2 \
+  --output "$OUT_DIR/overhead_4x256.json"
+step overhead_16x512 "$PY" benchmarks/overhead.py --bf16 --batch 16 --seq_len 512 --warmup 3 --steps 10 --repeats 2 \
+  --output "$OUT_DIR/overhead_16x512.json"
+step generation "$PY" benchmarks/generation.py --data "$GSM8K_DIR/test.jsonl" --num_prompts 32 \
+  --max_new_tokens 256 --output "$OUT_DIR/generation.json"
 
 for method in $METHODS; do
   run_dir=$OUT_DIR/$method
@@ -72,12 +83,6 @@ for method in $METHODS; do
     --adapter "$run_dir/train/adapter_lora" --data "$GSM8K_DIR/test.jsonl" --limit "$GSM8K_LIMIT" \
     --output_dir "$run_dir/eval_gsm8k_nll"
 done
-step overhead_4x256 "$PY" benchmarks/overhead.py --bf16 --warmup 3 --steps 10 --repeats 2 \
-  --output "$OUT_DIR/overhead_4x256.json"
-step overhead_16x512 "$PY" benchmarks/overhead.py --bf16 --batch 16 --seq_len 512 --warmup 3 --steps 10 --repeats 2 \
-  --output "$OUT_DIR/overhead_16x512.json"
-step generation "$PY" benchmarks/generation.py --data "$GSM8K_DIR/test.jsonl" --num_prompts 32 \
-  --max_new_tokens 256 --output "$OUT_DIR/generation.json"
 
 [ "$DRY_RUN" = 1 ] && exit 0
 "$PY" benchmarks/gpu_check_summary.py "$OUT_DIR" --methods $METHODS

@@ -41,6 +41,26 @@ def test_gpu_check_summary_reads_every_source_and_marks_what_is_missing(tmp_path
     assert json.loads((tmp_path / "summary.json").read_text())["methods"]["ba-lora"]["gpu_peak_gib"] == 3.0
 
 
+def test_regularizer_benchmark_times_every_case_and_the_summary_lists_them(tmp_path):
+    out = tmp_path / "regularizers_64.json"
+    proc = subprocess.run([sys.executable, "benchmarks/regularizers.py", "--rows", "64", "--vocab", "300",
+                           "--repeats", "2", "--threads", "1", "--output", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert (result["rows"], result["vocab"], result["device"]) == (64, 300, "cpu")
+    assert list(result["cases"]) == ["consistency", "diversity", "svd", "all three", "svd: Gram fwd+bwd",
+                                     "svd: eigvalsh fwd+bwd"]
+    assert all(len(c["times_ms"]) == 2 and c["median_ms"] > 0 for c in result["cases"].values())
+    assert proc.stdout.strip().splitlines()[-1].startswith("slowest=")
+    markdown, _ = gpu_check_summary.summarize(tmp_path, ["pissa"])
+    assert "| regulariser, fwd + bwd (64 rows × 300, torch.float32) | median ms |" in markdown
+    assert f"| svd: Gram fwd+bwd | {result['cases']['svd: Gram fwd+bwd']['median_ms']:.2f} |" in markdown
+    bad = subprocess.run([sys.executable, "benchmarks/regularizers.py", "--rows", "1"], cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--rows and --vocab must be at least 2" in bad.stderr
+
+
 def test_overhead_benchmark_writes_its_summary_as_json(tmp_path):
     out = tmp_path / "overhead.json"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}

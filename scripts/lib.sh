@@ -53,7 +53,14 @@ Variables at the top of the script (models, methods, ranks, GPUs) can also be se
 EOF
 }
 
+# Filled before a real run by a dry run of the same command, for the "[run ] ... k of N" progress line.
+AHEAD_TODO=0
+AHEAD_EST_S=0
+STARTED=0
+STARTED_EST_S=0
+
 lib_parse_args() {
+  local original_args=("$@")
   while [ $# -gt 0 ]; do
     case "$1" in
       --dry-run) DRY_RUN=1 ;;
@@ -71,7 +78,35 @@ lib_parse_args() {
   fi
   if [ "$DRY_RUN" = 1 ]; then
     echo "# $(basename "$0") plan (dry run): seeds=[$SEEDS] results=$RESULTS_DIR outputs=$OUTPUTS_DIR"
+  elif [ -z "${LIB_PLANNING:-}" ]; then
+    # Count what is left (and its estimated time) once, so that each run can say where the sweep is.
+    local plan
+    plan=$(LIB_PLANNING=1 bash "$0" "${original_args[@]}" --dry-run 2>/dev/null | grep '^# plan:' || true)
+    if [[ "$plan" =~ ([0-9]+)\ to\ do(.*\ ([0-9]+)\ s\ =)? ]]; then
+      AHEAD_TODO=${BASH_REMATCH[1]}
+      AHEAD_EST_S=${BASH_REMATCH[3]:-0}
+      echo "$plan"
+    fi
   fi
+}
+
+# progress_note EST: sets PROGRESS_NOTE to "; k of N[, ~T of estimated work left incl. this run]"
+# for the run starting now (not in a subshell: it counts the runs started).
+PROGRESS_NOTE=""
+progress_note() {
+  local est=$1 left
+  STARTED=$((STARTED + 1))
+  PROGRESS_NOTE=""
+  if [ "$AHEAD_TODO" -le 0 ]; then
+    return 0
+  fi
+  PROGRESS_NOTE="; $STARTED of $AHEAD_TODO"
+  if [ "$AHEAD_EST_S" -gt 0 ]; then
+    left=$(awk -v s="$((AHEAD_EST_S - STARTED_EST_S))" \
+      'BEGIN { if (s < 0) s = 0; if (s < 3600) printf "%d min", (s + 59) / 60; else printf "%.1f h", s / 3600 }')
+    PROGRESS_NOTE+=", ~$left of estimated work left incl. this run"
+  fi
+  STARTED_EST_S=$((STARTED_EST_S + est))
 }
 
 # run_begin STUDY RUN SEED [EST_SECONDS]: 0 = this run has to be (or would be) run now; 1 = skip it
@@ -101,7 +136,8 @@ run_begin() {
   if [ "$DRY_RUN" = 1 ]; then
     if [ "$est" -gt 0 ]; then echo "[todo] $RUN_ID  (est. ${est} s)"; else echo "[todo] $RUN_ID"; fi
   else
-    echo "[run ] $RUN_ID  ($(date '+%H:%M:%S'))"
+    progress_note "$est"
+    echo "[run ] $RUN_ID  ($(date '+%H:%M:%S')$PROGRESS_NOTE)"
     mkdir -p "$RUN_OUT"
   fi
   return 0

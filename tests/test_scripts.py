@@ -138,6 +138,10 @@ def test_lib_stages_resume_and_copy_only_small_files(tmp_path):
                             env={**os.environ, "KEEP_ITEM_SCORES": "gsm8k_nll x"})
     assert second.returncode == 0, second.stderr
     assert "train: already done" in second.stdout  # resumed at the failed stage
+    # Each run says where the sweep is: k of the runs left, and their estimated time (10 s each here).
+    assert "# plan: 2 runs, 0 done, 2 to do; estimated time of the runs to do: 20 s" in second.stdout
+    assert "; 1 of 2, ~1 min of estimated work left incl. this run)" in second.stdout
+    assert "; 2 of 2, ~1 min of estimated work left incl. this run)" in second.stdout
     assert (tmp_path / "train_calls").read_text() == "xx"  # seed 1 trained once, seed 2 once
     for seed in (1, 2):
         res = results / "study" / "run_a" / f"seed{seed}"

@@ -45,6 +45,7 @@ TASKS = ("nlg", "nlu")
 CONSISTENCY_TYPES = ("kl", "mse_normalized")
 DIVERSITY_TYPES = ("topk_entropy", "entropy", "covariance")
 SVD_NORMALIZERS = ("frobenius", "nuclear")
+SVD_EIGENSOLVERS = ("eigh", "lobpcg")
 
 # eps of the per-row L2 normalisation in mse_normalized (F.normalize's default): a zero row maps to 0.
 _NORM_EPS = 1e-12
@@ -77,6 +78,11 @@ class RegularizerConfig:
             L ∈ [−√k, 0]).
         chunk_size: rows upcast at once (memory knob only; results do not depend on it beyond
             float rounding).
+        svd_eigensolver: how the SVD term gets σ² from the N×N float64 Gram matrix: "eigh" (the full
+            spectrum, LAPACK/cuSOLVER; cost grows as N³) or "lobpcg" (only the top-k eigenpairs,
+            for large N; "frobenius" normaliser only, since "nuclear" needs every σ). Both are exact
+            up to float64 solver tolerance: lobpcg's pairs are checked by their residual and fall
+            back to eigh when it is not small; below N = 3k lobpcg does not apply and eigh is used.
     """
 
     task: str = "nlg"
@@ -87,12 +93,17 @@ class RegularizerConfig:
     svd_top_k: int = 10
     svd_normalizer: str = "frobenius"
     chunk_size: int = 1024
+    svd_eigensolver: str = "eigh"
 
     def __post_init__(self) -> None:
         _check_choice("task", self.task, TASKS)
         _check_choice("consistency", self.consistency, CONSISTENCY_TYPES)
         _check_choice("diversity", self.diversity, DIVERSITY_TYPES)
         _check_choice("svd_normalizer", self.svd_normalizer, SVD_NORMALIZERS)
+        _check_choice("svd_eigensolver", self.svd_eigensolver, SVD_EIGENSOLVERS)
+        if self.svd_eigensolver == "lobpcg" and self.svd_normalizer != "frobenius":
+            raise ValueError("svd_eigensolver 'lobpcg' computes only the top-k σ, so it needs "
+                             f"svd_normalizer 'frobenius' (the nuclear norm needs every σ), got {self.svd_normalizer!r}")
         if (
             isinstance(self.temperature, bool)
             or not isinstance(self.temperature, (int, float))
@@ -636,9 +647,49 @@ def _row_block(
     return gram, zc.T @ zc
 
 
+class _TopEigenvalues(torch.autograd.Function):
+    """The k largest eigenvalues of a symmetric PSD matrix G (N×N, float64), descending, by LOBPCG.
+
+    Forward returns the Rayleigh quotients v_iᵀ G v_i of the converged eigenvectors; backward is
+    dλ_i/dG = v_i v_iᵀ, the exact gradient of a simple eigenvalue (the same one eigh's gives). The
+    start block comes from a fixed-seed generator, so the global RNG (dropout, sampling) is untouched.
+    Pairs whose residual ‖G v − λ v‖ exceeds 1e-6·λ_max fall back to the full eigh.
+    """
+
+    @staticmethod
+    def forward(ctx, gram, k):
+        with torch.no_grad():
+            start = torch.randn(gram.shape[0], k, dtype=gram.dtype,
+                                generator=torch.Generator().manual_seed(0)).to(gram.device)
+            _, vectors = torch.lobpcg(gram, X=start, largest=True)  # (N, k)
+            values = ((gram @ vectors) * vectors).sum(dim=0)  # (k,) Rayleigh quotients
+            order = values.argsort(descending=True)
+            values, vectors = values[order], vectors[:, order]
+            residual = (gram @ vectors - vectors * values).norm(dim=0).max()
+            if not bool(residual <= 1e-6 * values[0].abs().clamp_min(torch.finfo(gram.dtype).tiny)):
+                if ("svd", "lobpcg fallback") not in _WARNED:
+                    _WARNED.add(("svd", "lobpcg fallback"))
+                    warnings.warn(f"BA-LoRA svd regulariser: LOBPCG did not converge (residual {float(residual):.2e}"
+                                  f" > 1e-6·λ_max); the full eigh was used (said once per process)", RuntimeWarning,
+                                  stacklevel=2)
+                all_values, all_vectors = torch.linalg.eigh(gram)
+                values, vectors = all_values.flip(-1)[:k], all_vectors.flip(-1)[:, :k]
+        ctx.save_for_backward(vectors)
+        return values
+
+    @staticmethod
+    def backward(ctx, grad_values):
+        (vectors,) = ctx.saved_tensors  # (N, k)
+        return (vectors * grad_values) @ vectors.T, None
+
+
 def _svd_term(gram: torch.Tensor, cfg: RegularizerConfig, n: int, d: int) -> torch.Tensor:
     """−Σ_{i≤k} σ_i / (Σ σ or ‖Z‖_F) from the float64 Gram matrix (its eigenvalues are σ²)."""
-    eig = torch.linalg.eigvalsh(gram).flip(-1)  # (min(N, D),) σ², descending
+    if cfg.svd_eigensolver == "lobpcg" and n >= 3 * cfg.svd_top_k and d > cfg.svd_top_k:
+        # Only the top-k σ² and trace(G) = ‖Z‖_F² enter the frobenius form: no full spectrum needed.
+        eig = _TopEigenvalues.apply(gram, cfg.svd_top_k)  # (k,) σ², descending
+    else:
+        eig = torch.linalg.eigvalsh(gram).flip(-1)  # (min(N, D),) σ², descending
     # σ² below the Gram's float64 resolution is numerically zero: take sqrt only above it, so no
     # 1/(2·sqrt(0)) = inf enters the gradient.
     tol = eig[0].detach().clamp_min(0) * max(n, d) * torch.finfo(torch.float64).eps

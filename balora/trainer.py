@@ -68,6 +68,8 @@ class BALoRATrainingArguments(TrainingArguments):
     entropy_top_k: int | None = field(default=None, metadata={"help": "K of the top-K entropy."})
     svd_top_k: int | None = field(default=None, metadata={"help": "k of the top-k singular value share."})
     svd_normalizer: str | None = field(default=None, metadata={"help": "frobenius | nuclear"})
+    svd_eigensolver: str | None = field(default=None, metadata={
+        "help": "eigh (full spectrum, default) | lobpcg (top-k eigenpairs only, frobenius; for large batches)."})
     lambda_schedule: str = field(default="constant", metadata={
         "help": "constant | iclr2026 (λ1 cosine-decays to 0.1·λ1; λ2, λ3 are 0 for the first 20% of "
                 "optimizer steps, then ramp linearly over 5%)."})
@@ -108,7 +110,10 @@ class BALoRATrainingArguments(TrainingArguments):
 
     def regularizer_config(self) -> RegularizerConfig:
         kwargs = {cfg_name: getattr(self, arg_name) for arg_name, cfg_name in _TO_REGULARIZER_CONFIG.items()}
-        return RegularizerConfig(task=self.regularizer_task, chunk_size=self.regularizer_chunk_rows, **kwargs)
+        # The eigensolver is not a preset field and stays None unless set: it changes the cost, not the
+        # term, and a None leaves the saved configs of earlier runs comparable (results.check_same_config).
+        return RegularizerConfig(task=self.regularizer_task, chunk_size=self.regularizer_chunk_rows,
+                                 svd_eigensolver=self.svd_eigensolver or "eigh", **kwargs)
 
     @property
     def regularizers_enabled(self) -> bool:

@@ -59,7 +59,7 @@ def summarize(out_dir: Path, methods: list[str]) -> tuple[str, dict]:
     rows = {m: method_row(out_dir / m) for m in methods}
     # sorted by tokens per batch (4 × 256 before 16 × 512), not by file name
     overhead = {p.stem: _load(p) for p in out_dir.glob("overhead_*.json")}
-    overhead = dict(sorted(overhead.items(), key=lambda item: item[1]["batch"] * item[1]["seq_len"]))
+    overhead = dict(sorted(overhead.items(), key=lambda item: (item[1]["batch"] * item[1]["seq_len"], item[0])))
     generation = _load(out_dir / "generation.json")
     env = (out_dir / "environment.txt").read_text().strip() if (out_dir / "environment.txt").is_file() else "missing"
     lines = [f"# GPU check ({out_dir})", "", "```", env, "```", "",
@@ -77,7 +77,8 @@ def summarize(out_dir: Path, methods: list[str]) -> tuple[str, dict]:
     lines += ["", "| overhead benchmark | PiSSA step s | BA-LoRA step s | step ratio | PiSSA peak MiB | BA-LoRA peak MiB | mem ratio |",
               "|---|---:|---:|---:|---:|---:|---:|"]
     for result in overhead.values():
-        lines.append(f"| {result['batch']} × {result['seq_len']}, r = {result['r']}, bf16 {result['bf16']} | "
+        solver = f", {result['svd_eigensolver']}" if result.get("svd_eigensolver", "eigh") != "eigh" else ""
+        lines.append(f"| {result['batch']} × {result['seq_len']}, r = {result['r']}, bf16 {result['bf16']}{solver} | "
                      f"{result['step_s']['pissa']:.4f} | {result['step_s']['ba-lora']:.4f} | {result['step_ratio']:.3f} | "
                      f"{result['peak_bytes']['pissa'] / 2**20:.0f} | {result['peak_bytes']['ba-lora'] / 2**20:.0f} | "
                      f"{result['mem_ratio']:.3f} |")

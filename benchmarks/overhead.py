@@ -41,6 +41,7 @@ def _parse(argv=None):
     parser.add_argument("--seq_len", type=int, default=None, help="default: 256 (nlg), 128 (nlu)")
     parser.add_argument("--r", type=int, default=8)
     parser.add_argument("--preset", default="iclr2026", help="BA-LoRA regulariser preset")
+    parser.add_argument("--svd_eigensolver", default=None, help="eigh (default) | lobpcg, for the BA-LoRA arm")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=2)
@@ -122,6 +123,7 @@ def _worker(args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         training_args = BALoRATrainingArguments(
             output_dir=tmp, regularizer_preset=preset, regularizer_task=args.mode, report_to="none",
+            svd_eigensolver=args.svd_eigensolver if preset != "none" else None,
             # The same batch repeats here: the NLU reference cache would hide the first-epoch cost.
             cache_reference_logits=False,
             use_cpu=device == "cpu", bf16=args.bf16, per_device_train_batch_size=args.batch,
@@ -181,6 +183,7 @@ def main(argv=None) -> dict:
     print(f"median step: PiSSA {step['pissa']:.3f} s, BA-LoRA {step['ba-lora']:.3f} s "
           f"(device {summary['device']}, {summary['threads']} threads)")
     summary.update(batch=args.batch, seq_len=args.seq_len, r=args.r, bf16=args.bf16, model=args.model,
+                   svd_eigensolver=args.svd_eigensolver or "eigh",
                    step_times={m: [t for r in rs for t in r["step_times"]] for m, rs in results.items()})
     if args.output:
         Path(args.output).write_text(json.dumps(summary, indent=2))

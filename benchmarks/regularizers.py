@@ -7,7 +7,8 @@ Where benchmarks/overhead.py says how much slower a BA-LoRA step is, this says w
 Each case is timed as forward + backward of the unweighted term(s) from `regularizer_terms` with the
 ICLR-2026 NLG preset (KL at T = 2, top-20 entropy, SVD top-10 / Frobenius). Cases: each term alone,
 all three, and the SVD term's two parts: the N × N float64 Gram matrix (forward + backward) and the
-eigenvalue solve of that Gram (`eigvalsh` with its backward, which needs the eigenvectors). Reported:
+eigenvalue solve of that Gram (`eigvalsh` with its backward, which needs the eigenvectors); and, for the
+frobenius form, the same with `svd_eigensolver="lobpcg"` (top-k eigenpairs only). Reported:
 the median over --repeats after --warmup (synchronised on CUDA) and, on CUDA, the peak memory.
 The last line is `slowest=<case> <ms>`.
 """
@@ -15,6 +16,7 @@ The last line is `slowest=<case> <ms>`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -100,9 +102,21 @@ def main(argv=None) -> dict:
         gram = gram_input.clone().requires_grad_()
         torch.linalg.eigvalsh(gram)[-cfg.svd_top_k:].sum().backward()
 
+    def lobpcg_only():
+        gram = gram_input.clone().requires_grad_()
+        regularizers._TopEigenvalues.apply(gram, cfg.svd_top_k).sum().backward()
+
+    lobpcg_cfg = dataclasses.replace(cfg, svd_eigensolver="lobpcg")
+
+    def svd_lobpcg():
+        logits.grad = None
+        regularizers.regularizer_terms(logits, ref, mask, lobpcg_cfg, terms=["svd"])["svd"].backward()
+
     cases = {"consistency": terms("consistency"), "diversity": terms("diversity"), "svd": terms("svd"),
              "all three": terms(*regularizers.TERMS), "svd: Gram fwd+bwd": gram_only,
              "svd: eigvalsh fwd+bwd": eigen_only}
+    if cfg.svd_normalizer == "frobenius" and args.rows >= 3 * cfg.svd_top_k:
+        cases.update({"svd, lobpcg eigensolver": svd_lobpcg, "svd: lobpcg fwd+bwd": lobpcg_only})
     print(f"rows={args.rows} vocab={args.vocab} device={device} dtype={str(dtype).removeprefix('torch.')} "
           f"preset={args.preset} threads={torch.get_num_threads()}", flush=True)
     results = {}

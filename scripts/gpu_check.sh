@@ -3,7 +3,7 @@
 #   1. benchmarks/regularizers.py: each regulariser's forward + backward on 2,598 rows × 49,152 classes
 #      (the 16 × 512 batch below), and the SVD term's Gram and eigen-solve parts;
 #   2. benchmarks/overhead.py: BA-LoRA vs PiSSA step time and peak memory, bf16, at the CPU benchmark's
-#      size (4 × 256) and at 16 × 512;
+#      size (4 × 256) and at 16 × 512, the latter also with --svd_eigensolver lobpcg;
 #   3. benchmarks/generation.py: batched vs one-prompt-at-a-time greedy decoding;
 #   4. PiSSA and BA-LoRA, bf16, DeepSpeed ZeRO-2 on one GPU (configs/gpu/*): 128 optimizer steps of
 #      16 × ≤512 tokens on 2,048 GSM8K train rows, launched with torchrun;
@@ -68,6 +68,8 @@ step overhead_4x256 "$PY" benchmarks/overhead.py --bf16 --warmup 3 --steps 10 --
   --output "$OUT_DIR/overhead_4x256.json"
 step overhead_16x512 "$PY" benchmarks/overhead.py --bf16 --batch 16 --seq_len 512 --warmup 3 --steps 10 --repeats 2 \
   --output "$OUT_DIR/overhead_16x512.json"
+step overhead_16x512_lobpcg "$PY" benchmarks/overhead.py --bf16 --batch 16 --seq_len 512 --warmup 3 --steps 10 \
+  --repeats 2 --svd_eigensolver lobpcg --output "$OUT_DIR/overhead_16x512_lobpcg.json"
 step generation "$PY" benchmarks/generation.py --data "$GSM8K_DIR/test.jsonl" --num_prompts 32 \
   --max_new_tokens 256 --output "$OUT_DIR/generation.json"
 

@@ -50,7 +50,7 @@ def test_regularizer_benchmark_times_every_case_and_the_summary_lists_them(tmp_p
     result = json.loads(out.read_text())
     assert (result["rows"], result["vocab"], result["device"]) == (64, 300, "cpu")
     assert list(result["cases"]) == ["consistency", "diversity", "svd", "all three", "svd: Gram fwd+bwd",
-                                     "svd: eigvalsh fwd+bwd"]
+                                     "svd: eigvalsh fwd+bwd", "svd, lobpcg eigensolver", "svd: lobpcg fwd+bwd"]
     assert all(len(c["times_ms"]) == 2 and c["median_ms"] > 0 for c in result["cases"].values())
     assert proc.stdout.strip().splitlines()[-1].startswith("slowest=")
     markdown, _ = gpu_check_summary.summarize(tmp_path, ["pissa"])
@@ -66,10 +66,11 @@ def test_overhead_benchmark_writes_its_summary_as_json(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     proc = subprocess.run([sys.executable, "benchmarks/overhead.py", "--model", "tiny-llama", "--batch", "2",
                            "--seq_len", "256", "--warmup", "0", "--steps", "1", "--repeats", "1", "--threads", "1",
-                           "--output", str(out)], cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+                           "--svd_eigensolver", "lobpcg", "--output", str(out)], cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
     assert (result["batch"], result["seq_len"], result["r"], result["bf16"]) == (2, 256, 8, False)
+    assert result["svd_eigensolver"] == "lobpcg"
     assert len(result["step_times"]["pissa"]) == len(result["step_times"]["ba-lora"]) == 1
     assert result["step_ratio"] == result["step_s"]["ba-lora"] / result["step_s"]["pissa"]
     assert proc.stdout.strip().splitlines()[-1] == f"step_ratio={result['step_ratio']:.3f} mem_ratio={result['mem_ratio']:.3f}"

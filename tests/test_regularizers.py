@@ -510,3 +510,58 @@ def test_invalid_inputs_raise():
         regularizer_terms(logits, ref, mask[:, :2], RegularizerConfig())
     with pytest.raises(TypeError, match="RegularizerConfig"):
         regularizer_terms(logits, ref, mask, {"task": "nlg"})
+
+
+# ------------------------------------------------------------------ the top-k (LOBPCG) eigensolver
+
+
+@pytest.mark.parametrize("shape", [(4, 30, 200, 90), (2, 40, 60, 70)], ids=["N<D", "N>D"])  # (B, T, D, N)
+def test_lobpcg_svd_equals_full_eigh_and_brute_force_in_value_and_gradient(shape):
+    b, t, d, n = shape
+    logits, ref, mask = _nlg_batch(b, t, d, n, seed=3)
+    eigh_cfg = RegularizerConfig(svd_top_k=10, svd_normalizer="frobenius")
+    lobpcg_cfg = dataclasses.replace(eigh_cfg, svd_eigensolver="lobpcg")
+    rng_before = torch.get_rng_state()
+    value, grad = _value_and_grad(logits, ref, mask, lobpcg_cfg, "svd", terms=["svd"])
+    assert torch.equal(torch.get_rng_state(), rng_before)  # its start block uses its own generator
+    eigh_value, eigh_grad = _value_and_grad(logits, ref, mask, eigh_cfg, "svd", terms=["svd"])
+    torch.testing.assert_close(value, eigh_value, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(grad, eigh_grad, rtol=1e-6, atol=1e-9)
+    x = logits.detach().clone().requires_grad_(True)
+    expected = brute_svd(x[mask], 10, "frobenius")
+    (expected_grad,) = torch.autograd.grad(expected, x)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-6, atol=1e-9)
+
+
+def test_lobpcg_needs_the_frobenius_form_and_falls_back_below_3k_rows_or_when_not_converged(monkeypatch):
+    with pytest.raises(ValueError, match="needs svd_normalizer 'frobenius'"):
+        RegularizerConfig(svd_normalizer="nuclear", svd_eigensolver="lobpcg")
+    with pytest.raises(ValueError, match="svd_eigensolver"):
+        RegularizerConfig(svd_eigensolver="power")
+    cfg = RegularizerConfig(svd_top_k=10, svd_eigensolver="lobpcg")
+    eigh_cfg = dataclasses.replace(cfg, svd_eigensolver="eigh")
+    small = _nlg_batch(2, 10, 50, 25, seed=4)  # N = 25 < 3k: LOBPCG does not apply, eigh is used
+    torch.testing.assert_close(_value_and_grad(*small, cfg, "svd")[1], _value_and_grad(*small, eigh_cfg, "svd")[1])
+    # A solver that returns unconverged vectors: the residual check catches it and eigh answers.
+    monkeypatch.setattr(torch, "lobpcg", lambda gram, X, largest: (None, torch.linalg.qr(X)[0]))
+    monkeypatch.setattr(regularizers, "_WARNED", set())
+    batch = _nlg_batch(4, 30, 200, 90, seed=5)
+    with pytest.warns(RuntimeWarning, match="LOBPCG did not converge"):
+        value, grad = _value_and_grad(*batch, cfg, "svd")
+    eigh_value, eigh_grad = _value_and_grad(*batch, eigh_cfg, "svd")
+    torch.testing.assert_close(value, eigh_value)
+    torch.testing.assert_close(grad, eigh_grad)
+
+
+def test_training_arguments_pass_the_eigensolver_and_keep_it_out_of_the_presets(tmp_path):
+    from balora.trainer import BALoRATrainingArguments
+
+    args = BALoRATrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none",
+                                   regularizer_preset="iclr2026")
+    assert args.svd_eigensolver is None and args.regularizer_config().svd_eigensolver == "eigh"
+    args = BALoRATrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none",
+                                   regularizer_preset="iclr2026", svd_eigensolver="lobpcg")
+    assert args.regularizer_config().svd_eigensolver == "lobpcg"
+    with pytest.raises(ValueError, match="needs svd_normalizer 'frobenius'"):
+        BALoRATrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none",
+                                regularizer_preset="iclr2026", regularizer_task="nlu", svd_eigensolver="lobpcg")

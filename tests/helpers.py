@@ -1,7 +1,9 @@
 """Helpers shared by several test files (import with `from helpers import ...`)."""
 
 import importlib.util
+import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -26,11 +28,38 @@ def launch_distributed(cmd: list[str], env: dict, cwd: Path) -> subprocess.Compl
     DeepSpeed thread race, not a wrong result. The relaunch is reported on stderr; any other failure,
     or a second abort, fails the test.
     """
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env, timeout=900)
+    proc = _run_in_own_group(cmd, env, cwd)
     aborted = "exitcode: -6" in proc.stderr and "terminate called without an active exception" in proc.stderr
     if proc.returncode != 0 and aborted:
         print("relaunching after a gloo SIGABRT:\n" + proc.stderr[-1500:], file=sys.stderr)
         out_dir = Path(cmd[cmd.index("--output_dir") + 1])
         shutil.rmtree(out_dir, ignore_errors=True)
-        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env, timeout=900)
+        proc = _run_in_own_group(cmd, env, cwd)
     return proc
+
+
+def _run_in_own_group(cmd: list[str], env: dict, cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
+    """subprocess.run in a new process group; on timeout the whole group is killed (launcher and ranks).
+
+    A plain timeout kills only the launcher and leaves the ranks running, holding the rendezvous port
+    and CPU. The usual cause of a hang here: a stale lock of a torch C++ extension build (DeepSpeed's
+    CPU ops) left by a killed process, which every later build waits on forever.
+    """
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        locks = sorted(str(p) for p in _torch_extension_locks())
+        raise AssertionError(f"{' '.join(cmd[:6])} ... did not finish in {timeout} s; all its processes were killed."
+                             + (f" Stale extension-build locks (delete them if no build is running): {locks}"
+                                if locks else "")) from None
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+
+
+def _torch_extension_locks() -> list[Path]:
+    """Lock files of torch C++ extension builds (TORCH_EXTENSIONS_DIR or ~/.cache/torch_extensions)."""
+    root = Path(os.environ.get("TORCH_EXTENSIONS_DIR", Path.home() / ".cache" / "torch_extensions"))
+    return list(root.glob("*/*/lock")) if root.is_dir() else []

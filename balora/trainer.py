@@ -71,8 +71,8 @@ class BALoRATrainingArguments(TrainingArguments):
     svd_eigensolver: str | None = field(default=None, metadata={
         "help": "eigh (full spectrum, default) | lobpcg (top-k eigenpairs only, frobenius; for large batches)."})
     lambda_schedule: str = field(default="constant", metadata={
-        "help": "constant | iclr2026 (λ1 cosine-decays to 0.1·λ1; λ2, λ3 are 0 for the first 20% of "
-                "optimizer steps, then ramp linearly over 5%)."})
+        "help": "constant | iclr2026 (λ1 cosine-decays to 0.1·λ1; λ2, λ3 are 0 for the first 20%% of "
+                "optimizer steps, then ramp linearly over 5%%)."})
     cache_reference_logits: bool = field(default=True, metadata={
         "help": "NLU only: keep each training example's reference logits (C floats) after its first "
                 "reference forward and reuse them in later epochs (the reference is frozen and computed "

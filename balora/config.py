@@ -7,6 +7,7 @@ outputs so every result is traceable to its exact settings.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import enum
 import json
@@ -16,6 +17,10 @@ from typing import Any
 
 import yaml
 from transformers import HfArgumentParser
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults after each flag's help; the description (the script's docstring) as written."""
 
 
 def _split_config_flag(argv: list[str]) -> tuple[str | None, list[str]]:
@@ -59,7 +64,9 @@ def parse_args(dataclass_types: tuple[type, ...], argv: list[str] | None = None)
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     config_path, rest = _split_config_flag(argv)
-    parser = HfArgumentParser(dataclass_types)
+    # The running script's docstring is its --help description (what it does, how to launch it).
+    main_doc = getattr(sys.modules.get("__main__"), "__doc__", None)
+    parser = HfArgumentParser(dataclass_types, description=main_doc, formatter_class=_HelpFormatter)
     parser.add_argument("--config", help="YAML file of defaults (flat field: value); flags override it")
     if config_path:
         values = load_yaml_config(config_path)

@@ -89,9 +89,10 @@ def _shell_help(path: str, scratch: Path) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def help_outputs(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, Path]]:
     """Every entry point's --help output and its (empty unless something started) scratch folder."""
-    import balora.trainer  # noqa: F401 - the heavy imports, done once before forking
     import datasets  # noqa: F401
     import peft  # noqa: F401
+
+    import balora.trainer  # noqa: F401 - the heavy imports, done once before forking
 
     results = {}
     for path in entry_points():

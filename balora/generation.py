@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from balora import rehearsal
 from balora.models import TINY_CAUSAL_LMS, resolve_model_path, tiny_causal_lm
 
 logger = logging.getLogger(__name__)
@@ -150,6 +151,7 @@ def load_model(model: str, adapter: str | None = None, dtype: str = "auto", devi
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = rehearsal.model_name(model)
     if model in TINY_CAUSAL_LMS:
         lm, tokenizer = tiny_causal_lm(model)
     else:
@@ -265,6 +267,7 @@ class Generator:
     """Lazily loads the model the first time completions are needed (score-only runs never do)."""
 
     def __init__(self, model: str, adapter: str | None, cfg: DecodingConfig, dtype: str = "auto"):
+        model = rehearsal.model_name(model)
         self.model_name, self.adapter, self.cfg, self.dtype = model, adapter, cfg, dtype
         self._loaded = None
         if adapter is not None and model not in TINY_CAUSAL_LMS:

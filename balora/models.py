@@ -6,6 +6,7 @@ Nothing here touches the model hub, so everything works with HF_HUB_OFFLINE=1.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import logging
 import os
@@ -18,7 +19,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 logger = logging.getLogger(__name__)
 
 # Names accepted wherever a model id is expected (train_nlg.py --model_name_or_path, eval --model).
-TINY_CAUSAL_LMS = ("tiny-llama", "tiny-mistral", "tiny-gemma")
+TINY_CAUSAL_LMS = ("tiny-llama", "tiny-mistral", "tiny-gemma",
+                   # hidden size 256: wide enough for the paper's ranks (up to 128) in the rehearsal
+                   "tiny-llama-256", "tiny-mistral-256", "tiny-gemma-256")
 SMOLLM2 = "smollm2-135m-instruct"
 MINILM = "all-minilm-l6-v2"
 
@@ -98,6 +101,44 @@ def resolve_model_path(name_or_path: str) -> str:
     return name_or_path
 
 
+def weights_fingerprint(name_or_path: str) -> str:
+    """A cheap fingerprint of a model's weights, to tell whether a saved PiSSA decomposition is of them.
+
+    Tiny models are a function of their name (weights from seed 0). A local directory (or a hub id found
+    in the local cache) is fingerprinted by its config and weight files: name, size, and a sha256 of the
+    first and last MiB of each, which tells checkpoints apart without reading 13 GB. A hub id that is not
+    cached yet gives "hub:<id>" (the id alone).
+    """
+    if name_or_path in TINY_CAUSAL_LMS:
+        return f"tiny:{name_or_path}:seed0"
+    location = Path(resolve_model_path(name_or_path))
+    prefix = "local"
+    if not location.is_dir():
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(name_or_path, "config.json")
+        except Exception:  # noqa: BLE001 - not a hub id either: fall back to the id alone
+            cached = None
+        if not isinstance(cached, str):
+            return f"hub:{name_or_path}"
+        location, prefix = Path(cached).parent, f"hub:{name_or_path}@{Path(cached).parent.name}"
+    digest = hashlib.sha256()
+    files = sorted(p for p in location.iterdir() if p.name == "config.json"
+                   or p.suffix in (".safetensors", ".bin", ".gguf") and p.is_file())
+    if not files:
+        raise FileNotFoundError(f"{location} holds no config.json or weight files to fingerprint")
+    for path in files:
+        size = path.stat().st_size
+        digest.update(f"{path.name}:{size}:".encode())
+        with path.open("rb") as handle:
+            digest.update(handle.read(1 << 20))
+            if size > 2 << 20:
+                handle.seek(-(1 << 20), os.SEEK_END)
+                digest.update(handle.read(1 << 20))
+    return f"{prefix}:{digest.hexdigest()[:16]}"
+
+
 # --- tiny random-init models -------------------------------------------------------------------
 
 _TINY_CORPUS_WORDS = (
@@ -136,7 +177,8 @@ def tiny_causal_lm(kind: str = "tiny-llama", vocab_size: int | None = None, seed
     """A random-init ~1M-parameter causal LM of the given family: (model, tokenizer).
 
     Args:
-        kind: "tiny-llama" | "tiny-mistral" | "tiny-gemma".
+        kind: "tiny-llama" | "tiny-mistral" | "tiny-gemma" (hidden size 64), or the same with "-256"
+            (hidden size 256, every projection at least 256 wide: PiSSA at r = 128 fits).
         vocab_size: defaults to the tiny tokenizer's vocabulary.
         seed: the weights are a deterministic function of the seed.
     """
@@ -144,9 +186,12 @@ def tiny_causal_lm(kind: str = "tiny-llama", vocab_size: int | None = None, seed
 
     tokenizer = tiny_tokenizer()
     vocab = vocab_size or len(tokenizer)
+    wide = kind.endswith("-256")
+    kind = kind.removesuffix("-256")
     common = dict(
-        vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+        vocab_size=vocab, hidden_size=256 if wide else 64, intermediate_size=512 if wide else 128,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4 if wide else 2,
+        max_position_embeddings=512,
         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False,
     )
@@ -155,7 +200,7 @@ def tiny_causal_lm(kind: str = "tiny-llama", vocab_size: int | None = None, seed
     elif kind == "tiny-mistral":
         config = MistralConfig(**common, sliding_window=256)
     elif kind == "tiny-gemma":
-        config = GemmaConfig(**common, head_dim=16)
+        config = GemmaConfig(**common, head_dim=64 if wide else 16)
     else:
         raise ValueError(f"Unknown tiny model {kind!r}; choose one of {TINY_CAUSAL_LMS}")
     config._attn_implementation = "sdpa"

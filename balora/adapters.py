@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import logging
 import os
 import shutil
@@ -134,6 +135,17 @@ def _check_target_modules(model: nn.Module, target_modules: list[str]) -> None:
         )
 
 
+def _check_rank_fits(model: nn.Module, target_modules: list[str], r: int) -> None:
+    """PiSSA keeps the top-r singular directions: r above a target's smaller side cannot be initialised
+    (peft would silently keep fewer and then fail to load its own adapter). Raise naming the module."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear) and any(_matches_module(name, t) for t in target_modules):
+            if r > min(module.in_features, module.out_features):
+                raise ValueError(f"PiSSA rank r = {r} exceeds the smaller side of {name} "
+                                 f"({module.out_features} x {module.in_features}); use r <= "
+                                 f"{min(module.in_features, module.out_features)} or fewer target_modules")
+
+
 def _check_modules_to_save(model: nn.Module, modules_to_save: list[str] | None) -> None:
     if not modules_to_save:
         return
@@ -218,6 +230,8 @@ def prepare_model(model: nn.Module, cfg: AdapterConfig) -> nn.Module:
         from peft import get_peft_model
 
         _check_target_modules(model, target_modules)
+        if cfg.method == "pissa":
+            _check_rank_fits(model, target_modules, cfg.r)
         model = get_peft_model(model, _peft_config(cfg, target_modules))
         if cfg.method == "pissa":
             _add_pissa_reference(model)
@@ -265,7 +279,44 @@ def pissa_init_complete(init_dir: str | os.PathLike) -> bool:
     return (Path(init_dir) / "COMPLETE").exists()
 
 
-def save_pissa_init(model: nn.Module, cfg: AdapterConfig, init_dir: str | os.PathLike, tokenizer=None) -> Path:
+PISSA_INIT_RECORD = "decomposition.json"
+
+
+def pissa_init_record(cfg: AdapterConfig, model_id: str, weights_fingerprint: str, dtype: str) -> dict:
+    """What a PiSSA decomposition is made from: a saved one may be reused only for exactly these values.
+
+    Args:
+        cfg: the PiSSA AdapterConfig of the run (r, alpha, target modules, niter).
+        model_id: the model name or path as configured.
+        weights_fingerprint: `balora.models.weights_fingerprint` of the weights it decomposes.
+        dtype: the dtype the weights are decomposed in (the residual model is saved in it).
+    """
+    return {"model": model_id, "weights": weights_fingerprint, "r": int(cfg.r), "alpha": float(cfg.alpha),
+            "target_modules": sorted(cfg.target_modules or LLAMA_TARGET_MODULES),
+            "pissa_niter": cfg.pissa_niter, "dtype": dtype}
+
+
+def check_pissa_init(init_dir: str | os.PathLike, expected: dict) -> None:
+    """Refuse to reuse a saved decomposition made from other weights or settings than `expected`.
+
+    Raises:
+        ValueError: naming every value that differs (or the missing record of an older directory) and the fix.
+    """
+    path = Path(init_dir) / PISSA_INIT_RECORD
+    if not path.exists():
+        raise ValueError(f"{init_dir} holds a PiSSA decomposition without {PISSA_INIT_RECORD} (what it was made "
+                         f"from is unknown): delete the directory to decompose again, or choose another init_dir")
+    saved = json.loads(path.read_text())
+    differs = [f"{key}: saved {saved.get(key)!r}, this run {value!r}" for key, value in expected.items()
+               if saved.get(key) != value]
+    if differs:
+        raise ValueError(f"init_dir {init_dir} holds a PiSSA decomposition made for other settings than this run "
+                         f"({'; '.join(differs)}). Use an init_dir per model and rank (e.g. "
+                         f"outputs/pissa_init/<model>_r<r>), or delete it to decompose again.")
+
+
+def save_pissa_init(model: nn.Module, cfg: AdapterConfig, init_dir: str | os.PathLike, tokenizer=None,
+                    record: dict | None = None) -> Path:
     """Decompose once (PiSSA) and save residual model + initial adapter to `init_dir` (the paper's init step).
 
     Args:
@@ -274,6 +325,7 @@ def save_pissa_init(model: nn.Module, cfg: AdapterConfig, init_dir: str | os.Pat
         init_dir: output directory; a COMPLETE marker is written last, so a crash never leaves a usable
             half-written decomposition.
         tokenizer: saved beside the residual model when given, so the directory is self-contained.
+        record: `pissa_init_record(...)`, written as decomposition.json (checked by `check_pissa_init`).
 
     Returns:
         The init directory.
@@ -285,6 +337,7 @@ def save_pissa_init(model: nn.Module, cfg: AdapterConfig, init_dir: str | os.Pat
     init_dir = Path(init_dir)
     target_modules = cfg.target_modules or LLAMA_TARGET_MODULES
     _check_target_modules(model, target_modules)
+    _check_rank_fits(model, target_modules, cfg.r)
     peft_model = get_peft_model(model, _peft_config(cfg, target_modules))
     # Saved with init_lora_weights=True: loading it must not decompose the residual again (eng. notes).
     peft_model.peft_config[TRAINED_ADAPTER].init_lora_weights = True
@@ -293,6 +346,8 @@ def save_pissa_init(model: nn.Module, cfg: AdapterConfig, init_dir: str | os.Pat
     residual.save_pretrained(pissa_residual_path(init_dir))
     if tokenizer is not None:
         tokenizer.save_pretrained(pissa_residual_path(init_dir))
+    if record is not None:
+        (init_dir / PISSA_INIT_RECORD).write_text(json.dumps(record, indent=1) + "\n")
     (init_dir / "COMPLETE").write_text("residual_model/ + pissa_init/ written\n")
     return init_dir
 

@@ -1,4 +1,7 @@
-"""MATH accuracy (%) with Hendrycks normalisation, Math-Verify reported beside it (eval/README.md).
+"""MATH accuracy (%) under the paper's protocol, a lenient reading and Math-Verify beside it (eval/README.md).
+
+`score` = `accuracy`: MetaMath's eval_math.py (answer after "The answer is: ", Hendrycks' is_equiv);
+`accuracy_lenient` adds a \\boxed{} fallback and extra equivalences (not the paper's protocol).
 
     python eval/math.py --model M [--adapter DIR] --data ../shared/data/math/test.jsonl --output_dir out/math
     python eval/math.py --samples completions.jsonl --data ../shared/data/math/math500_test.jsonl --output_dir D
@@ -19,8 +22,9 @@ from balora.evaluation.runner import Benchmark, EvalArguments, int_task_id, run 
 
 
 def _summarize(rows: list[dict]) -> dict:
+    # Math-Verify judges the lenient extraction: it disagrees with the lenient grader only on equivalence.
     return {"math_verify_score": round(100.0 * sum(bool(r.get("math_verify")) for r in rows) / len(rows), 4),
-            "graders_disagree": sum(bool(r.get("math_verify")) != r["correct"] for r in rows)}
+            "graders_disagree": sum(bool(r.get("math_verify")) != bool(r.get("correct_lenient")) for r in rows)}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -30,11 +34,12 @@ def main(argv: list[str] | None = None) -> dict:
     bench = Benchmark(name="math", protocol=math_grader.PROTOCOL, protocol_version=math_grader.PROTOCOL_VERSION,
                       tasks=tasks, data_info=data_info, normalize_id=int_task_id,
                       grade=lambda pairs: [math_grader.score_sample(task, text) for task, text in pairs],
-                      summarize=_summarize)
+                      summarize=_summarize, grading=math_grader.GRADING)
     return run(bench, args)
 
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     metrics = main()
-    print(f"math score={metrics['score']:.2f} math_verify={metrics['math_verify_score']:.2f} n={metrics['n']}")
+    print(f"math score={metrics['score']:.2f} (paper protocol) accuracy_lenient={metrics['accuracy_lenient']:.2f} "
+          f"math_verify={metrics['math_verify_score']:.2f} n={metrics['n']}")

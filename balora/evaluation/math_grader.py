@@ -1,13 +1,27 @@
-"""MATH: data, answer extraction and grading (protocol "balora-math" v1).
+r"""MATH: data, answer extraction and grading (protocol "balora-math" v2).
 
-Primary grader: Hendrycks et al.'s string normalisation (`is_equiv` of the MATH repository's
-math_equivalence.py, reproduced below with a few documented additions), then exact string match,
-then a numeric comparison when both sides are plain numbers or simple fractions.
-Second opinion: Math-Verify (`verify(parse(gold), parse(prediction))`, gold first), reported beside
-the primary score as `math_verify_score`, never mixed into it.
+Two readings of every completion are recorded; the reported score is the paper's.
 
-Extraction: the text after the LAST "The answer is" (MetaMath format, first line only; a \\boxed{}
-inside it is unwrapped), else the content of the last \\boxed{} / \\fbox{} of the completion.
+Paper protocol (`accuracy`, the headline `score`): MetaMath's eval_math.py with its util.is_equiv,
+which BA-LoRA's numbers follow, reproduced exactly (`extract_answer`, `is_equiv`):
+  * the text after the LAST occurrence of exactly "The answer is: " (case and colon matter), cut at
+    the first ".\n", stripped, one trailing "." dropped; no marker -> wrong (no \boxed{} fallback);
+  * `is_equiv`: Hendrycks et al.'s `_strip_string` normalisation (MATH repository,
+    modeling/math_equivalence.py) on both sides, then string equality; when the normalisation
+    raises, the raw strings are compared. MetaMath's util.py copy differs from Hendrycks' in one
+    place, kept here: `fix_a_slash_b` catches only AssertionError, so an "a/b" with a non-integer
+    side ("\pi/2") makes the normalisation raise and the raw strings are compared.
+  * The gold answer is the content of the last \boxed{} of the solution (MATH-500: `answer`).
+
+Lenient reading (`accuracy_lenient`; not the paper's, reported beside it and labelled so):
+  extraction = the first line after the last "The answer is" in any case, colon optional, a
+  \boxed{} in it unwrapped, `$…$` dropped; else the last \boxed{} / \fbox{} of the completion
+  (`extract_answer_lenient`). Equivalence (`is_equiv_lenient`) = Hendrycks' normalisation plus
+  additions: bare "$" and "%", thin spaces, \displaystyle, "degrees"/"°", bmatrix == pmatrix,
+  \text{unit} without a space, \text{(B)} -> (B), thousands separators ("1,000"), and numeric
+  equality of plain numbers and simple fractions ("2.0" == "2", "-0.5" == "-\frac{1}{2}").
+Second opinion: Math-Verify (`verify(parse(gold), parse(prediction))`, gold first) on the lenient
+extraction, reported as `math_verify_score`, never mixed into either accuracy.
 """
 
 from __future__ import annotations
@@ -22,9 +36,18 @@ from pathlib import Path
 from balora.prompts import format_prompt
 
 PROTOCOL = "balora-math"
-PROTOCOL_VERSION = "1"
+# v1 scored the lenient reading as `score`; v2 scores MetaMath's reading and keeps the lenient one beside it.
+PROTOCOL_VERSION = "2"
 HUB_ID = "hendrycks/competition_math"
 _MARKER_RE = re.compile(r"the answer is\s*:?", re.IGNORECASE)
+PAPER_MARKER = "The answer is: "
+GRADING = {
+    "score": "paper protocol (MetaMath eval_math.py + util.is_equiv, Hendrycks normalisation): text "
+             "after the last 'The answer is: ' up to '.\\n'; same as `accuracy`",
+    "accuracy_lenient": "NOT the paper's protocol: any-case 'the answer is' or the last \\boxed{}, "
+                        "normalisation with additions and numeric equality of plain numbers/fractions",
+    "math_verify_score": "Math-Verify on the lenient extraction (second opinion)",
+}
 
 
 def last_boxed(text: str) -> str | None:
@@ -49,8 +72,8 @@ def last_boxed(text: str) -> str | None:
     return None  # unbalanced: the completion was cut off
 
 
-def extract_answer(completion: str) -> tuple[str | None, str | None]:
-    """Return (answer, method) with method "marker" or "boxed", or (None, None)."""
+def extract_answer_lenient(completion: str) -> tuple[str | None, str | None]:
+    """The lenient reading: (answer, method) with method "marker" or "boxed", or (None, None)."""
     markers = list(_MARKER_RE.finditer(completion))
     if markers:
         segment = completion[markers[-1].end():].strip().split("\n")[0].strip()
@@ -68,7 +91,114 @@ def extract_answer(completion: str) -> tuple[str | None, str | None]:
     return None, None
 
 
-# --- Hendrycks normalisation (math_equivalence.py), with additions marked "added" ---------------
+# --- the paper's reading: MetaMath eval_math.py + util.py (Hendrycks' normalisation) -------------
+# Ported statement by statement, including which exceptions escape: an escaped exception makes
+# is_equiv compare the raw strings, which changes some verdicts.
+
+
+def extract_answer(completion: str) -> str | None:
+    """The paper's extraction (MetaMath process_results), or None when "The answer is: " is absent."""
+    pieces = completion.split(PAPER_MARKER)
+    if len(pieces) < 2:
+        return None
+    answer = pieces[-1].split(".\n")[0].strip()
+    if answer and answer[-1] == ".":
+        answer = answer[:-1]
+    return answer.strip()
+
+
+def _paper_fix_fracs(string: str) -> str:
+    substrs = string.split("\\frac")
+    new_str = substrs[0]
+    for substr in substrs[1:]:
+        new_str += "\\frac"
+        if substr[0] == "{":  # IndexError on a trailing "\frac": escapes, as in MetaMath
+            new_str += substr
+            continue
+        if len(substr) < 2:
+            return string
+        a, b = substr[0], substr[1]
+        if b != "{":
+            new_str += "{" + a + "}{" + b + "}" + substr[2:]
+        else:
+            new_str += "{" + a + "}" + b + substr[2:]
+    return new_str
+
+
+def _paper_fix_a_slash_b(string: str) -> str:
+    if len(string.split("/")) != 2:
+        return string
+    a, b = string.split("/")
+    a_int, b_int = int(a), int(b)  # ValueError escapes (MetaMath catches only AssertionError)
+    if string != f"{a_int}/{b_int}":
+        return string
+    return "\\frac{" + str(a_int) + "}{" + str(b_int) + "}"
+
+
+def _paper_remove_right_units(string: str) -> str:
+    # "\text{ " only ever occurs (at least in the val set) when describing units (Hendrycks)
+    if "\\text{ " in string:
+        splits = string.split("\\text{ ")
+        if len(splits) != 2:
+            raise ValueError("more than one '\\text{ ' unit")  # an AssertionError in the original
+        return splits[0]
+    return string
+
+
+def _paper_fix_sqrt(string: str) -> str:
+    if "\\sqrt" not in string:
+        return string
+    splits = string.split("\\sqrt")
+    new_string = splits[0]
+    for split in splits[1:]:
+        if split[0] != "{":  # IndexError on a trailing "\sqrt": escapes, as in the original
+            new_string += "\\sqrt{" + split[0] + "}" + split[1:]
+        else:
+            new_string += "\\sqrt" + split
+    return new_string
+
+
+def strip_string(string: str) -> str:
+    """Hendrycks' `_strip_string` as MetaMath's util.py has it (may raise: see is_equiv)."""
+    string = string.replace("\n", "")
+    string = string.replace("\\!", "")
+    string = string.replace("\\\\", "\\")
+    string = string.replace("tfrac", "frac").replace("dfrac", "frac")
+    string = string.replace("\\left", "").replace("\\right", "")
+    string = string.replace("^{\\circ}", "").replace("^\\circ", "")
+    string = string.replace("\\$", "")
+    string = _paper_remove_right_units(string)
+    string = string.replace("\\%", "")  # only "\%": a bare "%" stays (the original's two lines both remove "\%")
+    string = string.replace(" .", " 0.").replace("{.", "{0.")
+    if len(string) == 0:
+        return string
+    if string[0] == ".":
+        string = "0" + string
+    # "k = 5" -> "5" when the left-hand side (spaces included) has at most two characters
+    if len(string.split("=")) == 2 and len(string.split("=")[0]) <= 2:
+        string = string.split("=")[1]
+    string = _paper_fix_sqrt(string)
+    string = string.replace(" ", "")
+    string = _paper_fix_fracs(string)
+    if string == "0.5":
+        string = "\\frac{1}{2}"
+    string = _paper_fix_a_slash_b(string)
+    return string
+
+
+def is_equiv(predicted: str | None, gold: str | None) -> bool:
+    """The paper's equivalence (MetaMath util.is_equiv): normalised strings equal; raw strings if it raises."""
+    if predicted is None and gold is None:
+        return True
+    if predicted is None or gold is None:
+        return False
+    try:
+        return strip_string(predicted) == strip_string(gold)
+    except Exception:  # noqa: BLE001 - the original compares the raw strings when normalisation fails
+        return predicted == gold
+
+
+# --- lenient normalisation: Hendrycks' (math_equivalence.py) with additions marked "added" ---------
 
 
 def _fix_fracs(string: str) -> str:
@@ -123,7 +253,7 @@ def _fix_sqrt(string: str) -> str:
     return new_string
 
 
-def strip_string(string: str) -> str:
+def strip_string_lenient(string: str) -> str:
     """Hendrycks' `_strip_string` plus additions (marked) for formats MetaMath-style models produce."""
     string = str(string).replace("\n", "").replace("\\!", "")
     string = string.replace("\\\\", "\\")
@@ -173,12 +303,12 @@ def _as_number(string: str) -> Fraction | None:
     return None
 
 
-def is_equiv(predicted: str | None, gold: str) -> bool:
-    """Hendrycks-style equivalence of two final answers (the primary MATH grader)."""
+def is_equiv_lenient(predicted: str | None, gold: str) -> bool:
+    """The lenient equivalence: normalisation with additions, then string or numeric equality."""
     if predicted is None:
         return False
     try:
-        a, b = strip_string(predicted), strip_string(gold)
+        a, b = strip_string_lenient(predicted), strip_string_lenient(gold)
     except Exception:  # noqa: BLE001 - Hendrycks compares raw strings when normalisation fails
         return predicted == gold
     if a == b:
@@ -224,9 +354,9 @@ def load_tasks(data: str | None = None, limit: int | None = None) -> tuple[list[
         rows = [json.loads(line) for line in Path(data).read_text().splitlines() if line.strip()]
         source = {"source": str(data), "file_sha256": hashlib.sha256(Path(data).read_bytes()).hexdigest()}
     else:
-        import datasets
+        from balora import rehearsal
 
-        rows = list(datasets.load_dataset(HUB_ID, split="test"))
+        rows = list(rehearsal.load_hub_dataset(HUB_ID, split="test"))
         source = {"source": f"hub:{HUB_ID}/test"}
     source["rows_in_file"] = len(rows)
     if limit is not None:
@@ -246,8 +376,16 @@ def load_tasks(data: str | None = None, limit: int | None = None) -> tuple[list[
 
 
 def score_sample(task: dict, completion: str) -> dict:
-    """Per-sample record fields: extracted answer, method, gold, correct (primary), math_verify."""
-    extracted, method = extract_answer(completion)
-    return {"extracted": extracted, "extraction": method, "gold": task["gold"],
-            "correct": is_equiv(extracted, task["gold"]),
-            "math_verify": math_verify_equiv(extracted, task["gold"])}
+    """Per-sample record fields: both readings (the paper's is `correct`) and Math-Verify's opinion.
+
+    `extracted`/`correct`: the paper's reading (`extraction` is "marker" or None);
+    `extracted_lenient`/`extraction_lenient`/`correct_lenient`: the lenient one; `math_verify`:
+    Math-Verify on the lenient extraction.
+    """
+    extracted = extract_answer(completion)
+    lenient, method = extract_answer_lenient(completion)
+    return {"extracted": extracted, "extraction": "marker" if extracted is not None else None,
+            "gold": task["gold"], "correct": is_equiv(extracted, task["gold"]),
+            "extracted_lenient": lenient, "extraction_lenient": method,
+            "correct_lenient": is_equiv_lenient(lenient, task["gold"]),
+            "math_verify": math_verify_equiv(lenient, task["gold"])}

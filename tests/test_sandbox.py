@@ -122,3 +122,15 @@ def test_cpu_limit_reports_timeout():
     result = run_program("while True: pass\n", SandboxLimits(timeout_s=20, cpu_s=1))
     assert result.status == "timeout" and "CPU" in result.reason
     assert result.wall_s < 10
+
+
+@pytest.mark.parametrize("program", ["def f(x):\n    return object()\n", "def f(x):\n    import os\n    os._exit(0)\n",
+                                     "def f(x):\n    return 10 ** 5000\n"])
+def test_checks_that_swallow_exceptions_still_fail_a_forged_answer(program):
+    # Tests that catch every exception (`except Exception`) cannot turn a non-plain value, a vanished
+    # program or a malformed answer into a pass.
+    lenient = Checks(setup="", code="for x in range(3):\n    try:\n        f(x)\n    except BaseException:\n        pass\n",
+                     candidates=("f",))
+    result = run_program(program, FAST, checks=lenient)
+    assert result.status == "failed", result.reason
+    assert run_program("def f(x):\n    return x\n", FAST, checks=lenient).status == "passed"

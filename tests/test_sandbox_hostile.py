@@ -229,12 +229,12 @@ attempts["proc_pids"] = sorted(int(p) for p in os.listdir("/proc") if p.isdigit(
 attempts["cmdlines"] = found
 attempts["root_listing"] = sorted(os.listdir("/"))
 """ + REPORT + w, SHORT),
-        "secrets_in_environment": (ATTEMPT + f"""
+        "secrets_in_environment": (ATTEMPT + """
 text = repr(dict(os.environ))
 for pid in os.listdir("/proc"):
     if pid.isdigit():
         try:
-            text += open(f"/proc/{{pid}}/environ", "rb").read().decode(errors="replace")
+            text += open(f"/proc/{pid}/environ", "rb").read().decode(errors="replace")
         except OSError:
             pass
 attempts["environment"] = text

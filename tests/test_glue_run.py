@@ -122,7 +122,7 @@ def test_bad_input_errors(tmp_path):
 
 
 def test_quick_start_preset_with_model_override(tmp_path):
-    argv = finetune_bert_l_sst2.preset_argv(["--model", "tiny-bert", "--learning_rate", "1e-3"])
+    argv = finetune_bert_l_sst2.preset_argv(["--recipe", "paper", "--model", "tiny-bert", "--learning_rate", "1e-3"])
     glue_args, method_args, args = parse_args(
         (finetune_glue.GlueArguments, finetune_glue.MethodArguments, BALoRATrainingArguments),
         ["--regularizer_task", "nlu", *argv])

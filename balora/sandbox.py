@@ -99,12 +99,16 @@ class Checks:
         setup: trusted code run first in the checks' namespace (imports, helpers the tests use).
         code: the tests; the program passes when this runs to its end without raising.
         candidates: names bound, after `setup`, to proxies that call the program's global of that
-            name with plain-data arguments and return its plain-data result.
+            name with plain-data arguments and return its plain-data result. `proxy.is_not_none(*args)`
+            calls the function and returns only whether its result is not None (for tasks whose
+            result is an object, e.g. a `re.Match`, and only its presence is checked).
+        data: plain data (e.g. test inputs) bound to `DATA` in the checks' namespace.
     """
 
     setup: str
     code: str
     candidates: tuple[str, ...]
+    data: object = None
 
 
 @dataclass
@@ -205,7 +209,10 @@ def run_program(source: str, limits: SandboxLimits | None = None, stdin: str = "
         (outer / "root").mkdir()
         (outer / "stdin.txt").write_text(stdin)
         config = {"outer": str(outer), "limits": asdict(limits), "namespaces": namespaces, "uid": uid,
-                  "source": source, "checks": asdict(checks) if checks is not None else None}
+                  "source": source, "checks": None}
+        if checks is not None:
+            config["checks"] = {"setup": checks.setup, "code": checks.code, "candidates": list(checks.candidates),
+                                "data": encode_plain(checks.data)}
         (outer / "config.json").touch(mode=0o600)
         (outer / "config.json").write_text(json.dumps(config))
         start = time.monotonic()
@@ -642,10 +649,11 @@ def _run_checks(checks: dict, to_worker: int, from_worker: int) -> tuple[str, st
         return _Violation(reason)
 
     def proxy(name: str):
-        def call(*args, **kwargs):
+        def call(*args, _project: str = "value", **kwargs):
             if violations:
                 raise _Violation(violations[0])
-            request = {"call": name, "args": encode_plain(list(args)), "kwargs": encode_plain(kwargs)}
+            request = {"call": name, "args": encode_plain(list(args)), "kwargs": encode_plain(kwargs),
+                       "project": _project}
             try:
                 _send(to_worker, request)
                 answer = _receive(from_worker)
@@ -671,10 +679,12 @@ def _run_checks(checks: dict, to_worker: int, from_worker: int) -> tuple[str, st
             raise exc_type(f"{name}() raised {error}: {message}")
 
         call.__name__ = name
+        call.is_not_none = lambda *args, **kwargs: call(*args, _project="not_none", **kwargs)
         return call
 
     namespace: dict = {"__name__": "__checks__", "__builtins__": builtins}
     try:
+        namespace["DATA"] = decode_plain(checks.get("data"))
         exec(compile(checks["setup"], "<checks setup>", "exec"), namespace)  # trusted: from the data set
         for name in checks["candidates"]:
             namespace[name] = proxy(name)
@@ -756,6 +766,8 @@ def _worker_main(source: str, limits: SandboxLimits, uid: int | None, work: str,
             continue
         try:
             value = namespace[name](*decode_plain(request["args"]), **decode_plain(request["kwargs"]))
+            if request.get("project") == "not_none":
+                value = value is not None
             answer = {"value": encode_plain(value)}
         except NotPlainData as err:
             answer = {"error": "NotPlainData", "message": f"{name}() returned {err}"}

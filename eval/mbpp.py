@@ -17,6 +17,7 @@ sys.path.insert(0, os.path.dirname(_HERE))
 from balora.config import parse_args  # noqa: E402
 from balora.evaluation import code  # noqa: E402
 from balora.evaluation.runner import Benchmark, EvalArguments, int_task_id, run  # noqa: E402
+from balora.evaluation.samples import write_evalplus_samples  # noqa: E402
 
 
 @dataclass
@@ -45,7 +46,9 @@ def main(argv: list[str] | None = None) -> dict:
         summarize=lambda rows: code.summarize_passes(rows, code_args.num_samples),
         extra_settings={"sandbox_limits": asdict(limits),
                         "instruction": code.MBPP_INSTRUCTION})
-    return run(bench, args)
+    metrics = run(bench, args)
+    write_evalplus_samples(args.output_dir, lambda task_id: f"Mbpp/{task_id}")  # for cross-checking with evalplus itself
+    return metrics
 
 
 if __name__ == "__main__":

@@ -81,6 +81,10 @@ def test_humaneval_cli_scores_fixture(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
     assert rows[0]["extracted"].startswith("from typing import List") and "print(" not in rows[0]["extracted"]
     assert [r["correct"] for r in rows] == [True, False]
+    evalplus = [json.loads(line) for line in (tmp_path / "evalplus_samples.jsonl").read_text().splitlines()]
+    assert [sorted(r) for r in evalplus] == [["solution", "task_id"]] * 2
+    assert [r["task_id"] for r in evalplus] == ["HumanEval/0", "HumanEval/1"]
+    assert evalplus[1]["solution"].startswith("\n\ndef is_even(n: int)")  # prompt + continuation, as evalplus builds it
 
 
 def test_mbpp_cli_scores_fixture_and_contains_malicious_code(tmp_path):
@@ -91,6 +95,8 @@ def test_mbpp_cli_scores_fixture_and_contains_malicious_code(tmp_path):
     assert Path("/etc/hostname").exists() or not Path("/etc").exists()
     rows = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
     assert rows[1]["correct"] is False and "Error" in rows[1]["error"]
+    evalplus = [json.loads(line) for line in (tmp_path / "evalplus_samples.jsonl").read_text().splitlines()]
+    assert [r["task_id"] for r in evalplus] == ["Mbpp/11", "Mbpp/12"] and "def add(a, b)" in evalplus[0]["solution"]
 
 
 def test_pass_at_k_with_several_samples(tmp_path):

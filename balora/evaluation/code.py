@@ -265,10 +265,10 @@ def grade_programs(pairs: list[tuple[dict, str]], build_program: Callable[[dict,
     built = [build_program(task, code) for (task, _), code in zip(pairs, extracted, strict=True)]
     results = run_programs([program for program, _ in built], limits, max_workers=workers,
                            progress=len(built) > 20, checks=[checks for _, checks in built])
-    return [{"extracted": code, "correct": result.passed, "status": result.status,
+    return [{"extracted": code, "solution": program, "correct": result.passed, "status": result.status,
              "error": "" if result.passed else (result.reason + "\n" + result.stderr[-1000:]).strip(),
              "isolation": result.isolation}
-            for code, result in zip(extracted, results, strict=True)]
+            for code, (program, _), result in zip(extracted, built, results, strict=True)]
 
 
 def summarize_passes(rows: list[dict], num_samples: int) -> dict:

@@ -108,3 +108,21 @@ def build_metrics(*, benchmark: str, score: float, n: int, protocol: str, protoc
     metrics["provenance"] = collect(seed, start_time)
     metrics["finished_at_unix"] = round(time.time(), 3)
     return metrics
+
+
+def write_evalplus_samples(output_dir: str | os.PathLike, evalplus_id: Callable[[Any], str]) -> Path:
+    """Write evalplus_samples.jsonl beside samples.jsonl: one {"task_id", "solution"} row per sample.
+
+    The format `evalplus.evaluate --samples` reads: `task_id` as evalplus spells it ("HumanEval/N",
+    "Mbpp/N") and `solution`, the complete program that was graded (for a HumanEval continuation
+    the prompt + the completion, as evalplus builds it itself). A task without a completion gets an
+    empty solution, so the file covers every task and evalplus counts it as a failure too.
+    """
+    output_dir = Path(output_dir)
+    path = output_dir / "evalplus_samples.jsonl"
+    with open(output_dir / "samples.jsonl") as rows, open(path, "w") as out:
+        for line in rows:
+            row = json.loads(line)
+            out.write(json.dumps({"task_id": evalplus_id(row["task_id"]), "solution": row.get("solution") or ""},
+                                 ensure_ascii=False) + "\n")
+    return path

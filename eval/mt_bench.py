@@ -42,6 +42,9 @@ class JudgeArguments:
     judge_retries: int = field(default=5, metadata={"help": "Attempts per judgment before a clear error."})
     judge_backoff_s: float = field(default=2.0, metadata={"help": "First wait between attempts (doubles)."})
     judge_timeout_s: float = field(default=120.0, metadata={"help": "Per-request timeout of the judge."})
+    answer_model_id: str | None = field(default=None, metadata={
+        "help": "model_id written to FastChat's model_answer/<model_id>.jsonl (default: the adapter's or "
+                "model's folder name, or the samples file's name)."})
 
     def __post_init__(self):
         if self.judge_turns not in (0, 1, 2):
@@ -90,6 +93,9 @@ def main(argv: list[str] | None = None) -> dict:
         prompts = mt_bench.load_judge_prompts(prompts_path)
         references = mt_bench.load_reference_answers(references_path)
     answers = _answers(questions, args)
+    model_id = judge_args.answer_model_id or Path(args.adapter or args.model or args.samples).name.removesuffix(".jsonl")
+    mt_bench.write_model_answers(Path(args.output_dir) / "model_answer" / f"{model_id}.jsonl", questions, answers,
+                                 model_id)  # FastChat's format: FastChat's own judge can read it
     if judge_args.judge_turns:
         judgments = mt_bench.judge_all(questions, answers, judge_args.judge_turns, judge, prompts, references,
                                        Path(args.output_dir) / "judgments.jsonl")

@@ -165,3 +165,18 @@ def test_missing_judge_key_fails_before_generating(tmp_path, monkeypatch):
         load_script("mt_bench").main(["--model", "tiny-llama", "--data", str(FIXTURES / "mt_bench_questions.jsonl"),
                                       "--judge_api_key_env", "NO_SUCH_KEY_VAR", "--output_dir", str(tmp_path)])
     assert not (tmp_path / "completions.jsonl").exists()
+
+
+def test_answers_are_written_in_fastchat_model_answer_format(tmp_path, shared_data):
+    metrics = load_script("mt_bench").main(_argv(tmp_path, "http://127.0.0.1:9/v1", "--judge_turns", "0",
+                                                 "--answer_model_id", "balora-test"))
+    assert metrics["n"] == 3
+    rows = [json.loads(line) for line in (tmp_path / "model_answer" / "balora-test.jsonl").read_text().splitlines()]
+    # FastChat's own reference answers (reference_answer/gpt-4.jsonl) have exactly these fields
+    fastchat = json.loads((shared_data / "mt_bench" / "reference_answer" / "gpt-4.jsonl").read_text().splitlines()[0])
+    assert [sorted(r) for r in rows] == [sorted(fastchat)] * 3
+    assert [r["question_id"] for r in rows] == [81, 111, 121] and {r["model_id"] for r in rows} == {"balora-test"}
+    assert rows[1]["choices"] == [{"index": 0, "turns": [" 2 + 3 = 5", " 2 * 3 = 6"]}]
+    assert sorted(rows[1]["choices"][0]) == sorted(fastchat["choices"][0])
+    assert all(isinstance(r["answer_id"], str) and len(r["answer_id"]) == 22 and isinstance(r["tstamp"], float)
+               for r in rows)

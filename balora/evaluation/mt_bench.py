@@ -236,3 +236,26 @@ def _ask_with_retries(client, cfg: JudgeConfig, messages: list[dict], what: str)
             time.sleep(wait)
             wait *= 2
     raise AssertionError("unreachable")
+
+
+def write_model_answers(path: str | os.PathLike, questions: list[dict], answers: dict[int, list[str]],
+                        model_id: str) -> Path:
+    """Write the answers in FastChat's model_answer format (`data/mt_bench/model_answer/<model_id>.jsonl`).
+
+    One JSON line per answered question, sorted by question_id, as FastChat's gen_model_answer.py
+    writes them: {"question_id", "answer_id", "model_id", "choices": [{"index": 0, "turns": [...]}],
+    "tstamp"}. FastChat draws `answer_id` with shortuuid; here it is a 22-character digest of
+    (model_id, question_id, turns), so rewriting the same answers gives the same ids.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        for question in sorted(questions, key=lambda q: q["task_id"]):
+            turns = answers.get(question["task_id"])
+            if not turns:
+                continue
+            digest = hashlib.sha256(json.dumps([model_id, question["task_id"], turns]).encode()).hexdigest()[:22]
+            row = {"question_id": question["task_id"], "answer_id": digest, "model_id": model_id,
+                   "choices": [{"index": 0, "turns": list(turns)}], "tstamp": time.time()}
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return path

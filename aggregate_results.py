@@ -1,6 +1,7 @@
 """Turn result folders into the paper's tables (Markdown + LaTeX + JSON), mean ± std over seeds.
 
-    python aggregate_results.py nlg nlu ablation --results_dir results --out_dir results/tables --paper
+    python aggregate_results.py nlg nlu ablation ablation_glue --results_dir results --out_dir results/tables --paper
+    python aggregate_results.py nlg --paper --paper_file nlg_table.json     # against the v3-v5 table instead
     python aggregate_results.py mini_nlg mini_nlu mini_ablation --out_dir results/mini/tables
     python aggregate_results.py mini_nll_paired --out_dir results/mini/tables   # per-problem, paired
 
@@ -32,6 +33,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--paper", action="store_true",
                         help="add the paper's published numbers and the difference beside each column")
     parser.add_argument("--paper_dir", default=str(REPO_ROOT / "results" / "paper"), help="paper tables (JSON)")
+    parser.add_argument("--paper_file", default=None,
+                        help="with --paper: compare with this file of --paper_dir instead of the table's own (the "
+                             "version whose recipe its configs run), e.g. nlg_table.json for the v3-v5 NLG table")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="override the tables' seed list")
     return parser.parse_args(argv)
 
@@ -57,8 +61,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
             spec = replace(spec, seeds=tuple(args.seeds))
         table = build_table(spec, args.results_dir)
         paper = None
-        if args.paper and spec.paper_file:
-            paper = load_paper_table(Path(args.paper_dir) / spec.paper_file)
+        if args.paper and (args.paper_file or spec.paper_file):
+            paper = load_paper_table(Path(args.paper_dir) / (args.paper_file or spec.paper_file))
         markdown = to_markdown(table, paper)
         print(markdown)
         out[name] = to_json(table)

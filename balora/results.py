@@ -46,6 +46,8 @@ SEED_SPECIFIC_KEYS = frozenset({
 PROTOCOL_KEYS = ("protocol", "protocol_version")
 EVAL_PROTOCOL_KEYS = ("n", "settings.data.file_sha256", "settings.decoding.max_new_tokens")
 MISSING = "missing"
+# Evaluation protocol versions whose headline score is not the paper's reading (eval/README.md).
+LENIENT_PROTOCOLS = frozenset({("balora-gsm8k", "1"), ("balora-math", "1")})
 
 
 class ResultsError(ValueError):
@@ -291,7 +293,12 @@ class TableSpec:
     seeds: tuple[int, ...] = (42, 1024, 2024)
     params_metric: str | None = "trainable_params"
     average: bool = True
-    paper_file: str | None = None  # results/paper/<file>
+    paper_file: str | None = None  # results/paper/<file>: the paper version whose recipe these runs follow
+    # What the runs train: the regulariser preset of their configs ("iclr2026", "v5"; None: not BA-LoRA's
+    # recipe) and a one-line description. A paper file records the preset its numbers were made with;
+    # when the two differ, the table says that Δ compares different recipes.
+    preset: str | None = None
+    recipe: str | None = None
     paper_groups: tuple[tuple[str, str], ...] = ()  # (our group, paper group); "" stands for no group
     decimals: int = 2
     overrides: tuple[tuple[str, str, str], ...] = ()  # (row key, column key, run) replacing the template
@@ -573,8 +580,60 @@ def _footnotes(result: TableResult, paper: dict[str, Any] | None) -> list[str]:
     if result.unfinished:
         notes.append("Unfinished seed folders (no DONE marker, not counted): "
                      + ", ".join(str(p) for p in result.unfinished) + ".")
-    if paper:
-        notes.append(f"Paper numbers: {paper['source']}" + (f" ({paper['status']})" if paper.get("status") else ""))
+    notes += _protocol_notes(result)
+    if spec.recipe:
+        notes.append(f"Our runs: {spec.recipe}.")
+    notes += _paper_notes(spec, paper)
+    return notes
+
+
+def _protocol_text(protocol: str | None) -> str | None:
+    """'balora-gsm8k v2, n=1319, max_new_tokens 1024' from a cell's recorded protocol (JSON)."""
+    if protocol is None:
+        return None
+    try:
+        found = json.loads(protocol)
+    except (TypeError, ValueError):
+        return str(protocol)
+    if isinstance(found, list):  # an averaged cell: the protocols of its parts
+        parts = sorted({t for t in (_protocol_text(p) for p in found) if t})
+        return "; ".join(parts) or None
+    if not isinstance(found, dict):
+        return str(found)
+    text = " ".join(str(found[k]) if k == "protocol" else f"v{found[k]}"
+                    for k in ("protocol", "protocol_version") if found.get(k) is not None)
+    if (found.get("protocol"), str(found.get("protocol_version"))) in LENIENT_PROTOCOLS:
+        text += " (a lenient extraction, not the paper's protocol)"
+    extra = [f"n={found['n']}"] if found.get("n") is not None else []
+    if found.get("settings.decoding.max_new_tokens") is not None:
+        extra.append(f"max_new_tokens {found['settings.decoding.max_new_tokens']}")
+    return ", ".join([text, *extra]) if text else (", ".join(extra) or None)
+
+
+def _protocol_notes(result: TableResult) -> list[str]:
+    """One line naming the evaluation protocol of each column that has values."""
+    spec = result.spec
+    parts = []
+    for col in spec.columns:
+        texts = sorted({t for row in spec.rows
+                        if (t := _protocol_text(result.cells[row.key][col.key].protocol)) is not None})
+        if texts:
+            parts.append(f"{col.label}: {' / '.join(texts)}")
+    return ["Evaluation protocol: " + "; ".join(parts) + " (eval/README.md)."] if parts else []
+
+
+def _paper_notes(spec: TableSpec, paper: dict[str, Any] | None) -> list[str]:
+    """Which paper version the table is compared with, and whether it ran the same recipe as ours."""
+    if not paper:
+        if spec.paper_file:
+            return [f"Paper comparison: results/paper/{spec.paper_file} (add --paper to print it)."]
+        return ["Not compared with a paper table (no published counterpart at this scale)."]
+    version = paper.get("version", "version not recorded")
+    notes = [f"Paper numbers: {version}; recipe: {paper.get('recipe', 'not recorded')}. Source: {paper['source']}"
+             + (f" ({paper['status']})" if paper.get("status") else "")]
+    if spec.preset and paper.get("preset") and paper["preset"] != spec.preset:
+        notes.append(f"The paper's numbers were made with another recipe ({paper['preset']}) than our runs "
+                     f"({spec.preset}): Δ compares different objectives, not a reproduction.")
     return notes
 
 
@@ -655,6 +714,9 @@ NLG_MODELS = (("llama2-7b", "LLaMA-2-7B"), ("mistral-7b", "Mistral-7B"), ("gemma
 NLG_METHODS = (("full", "Full FT"), ("lora", "LoRA"), ("pissa", "PiSSA"), ("ba-lora", "BA-LoRA"))
 # (column key, label, training data subset the run was trained on, scale); eval/<bench>.py already
 # reports `score` in percent (MT-Bench: first-turn rating 1-10).
+ICLR_NLG_RECIPE = ("regulariser preset iclr2026 (NLG): λ = 0.025 / 0.005 / 0.005, KL at T = 2, top-20 entropy, "
+                   "Frobenius SVD share k = 10")
+ICLR_NLU_RECIPE = "regulariser preset iclr2026 (NLU): λ = 0.15 / 0.03 / 0.03, covariance diversity, nuclear SVD k = 5"
 NLG_BENCHMARKS = (
     ("gsm8k", "GSM8K", "metamath", 1.0),
     ("math", "MATH", "metamath", 1.0),
@@ -693,8 +755,10 @@ def nlg_table() -> TableSpec:
                  for model, model_label in NLG_MODELS for method, label in NLG_METHODS)
     cols = tuple(ColumnSpec(label, key, f"{key}.score", run=f"{{row}}_{data}", scale=scale)
                  for key, label, data, scale in NLG_BENCHMARKS)
+    # The configs run the ICLR-2026 recipe: compared with the ICLR-2026 (v6) table; the v3-v5 table is
+    # results/paper/nlg_table.json (aggregate_results.py --paper_file nlg_table.json).
     return TableSpec("nlg", "NLG: GSM8K, MATH, HumanEval, MBPP (%), MT-Bench (1-10)", "nlg", rows, cols,
-                     paper_file="nlg_table.json")
+                     paper_file="nlg_table_iclr2026.json", preset="iclr2026", recipe=ICLR_NLG_RECIPE)
 
 
 def nlu_table() -> TableSpec:
@@ -702,20 +766,31 @@ def nlu_table() -> TableSpec:
     rows = tuple(RowSpec(label, method) for method, label in NLU_METHODS)
     # Run names of scripts/glue.sh (called by scripts/nlu_table.sh): <task>_<model tag>_<method>.
     cols = tuple(ColumnSpec(label, task, "score", run=f"{task}_deberta-v3-base_{{row}}") for task, label in NLU_TASKS)
-    return TableSpec("nlu", "NLU: GLUE dev (DeBERTa-v3-base)", "nlu", rows, cols, paper_file="nlu_table.json")
+    return TableSpec("nlu", "NLU: GLUE dev (DeBERTa-v3-base)", "nlu", rows, cols, paper_file="nlu_table_iclr2026.json",
+                     preset="iclr2026", recipe=ICLR_NLU_RECIPE)
 
 
 def ablation_table() -> TableSpec:
-    """Paper ablation: regulariser variants on LLaMA-2-7B (GSM8K, MATH) and DeBERTa GLUE avg."""
-    rows = tuple(RowSpec(label, variant) for variant, label, _ in ABLATION_VARIANTS)
-    cols = (
-        ColumnSpec("GSM8K", "gsm8k", "gsm8k.score", run="llama2-7b_{row}"),
-        ColumnSpec("MATH", "math", "math.score", run="llama2-7b_{row}"),
-        ColumnSpec("GLUE avg", "glue", "score", run="glue_{task}_{row}",
-                   average_over=tuple(t for t, _ in NLU_TASKS)),
-    )
-    return TableSpec("ablation", "Ablation of the regularisers", "ablation", rows, cols, average=False,
-                     paper_file="ablation.json")
+    """Paper ablation, LLMs: regulariser variants × {LLaMA-2-7B, Mistral-7B, Gemma-7B} × GSM8K, MATH.
+
+    Runs `ablation/<model>_<variant>` (scripts/ablation.sh with NLG_MODEL=<model>). The published
+    figure (v4/v5) used the v1-v5 recipe; our variants switch off λ of the ICLR-2026 configs.
+    """
+    rows = tuple(RowSpec(label, f"{model}_{variant}", group=model_label)
+                 for model, model_label in NLG_MODELS for variant, label, _ in ABLATION_VARIANTS)
+    cols = (ColumnSpec("GSM8K", "gsm8k", "gsm8k.score", run="{row}"),
+            ColumnSpec("MATH", "math", "math.score", run="{row}"))
+    return TableSpec("ablation", "Ablation of the regularisers: GSM8K, MATH (%)", "ablation", rows, cols,
+                     average=False, paper_file="ablation.json", preset="iclr2026", recipe=ICLR_NLG_RECIPE)
+
+
+def ablation_glue_table() -> TableSpec:
+    """Paper ablation, DeBERTa-v3-base: regulariser variants × GLUE avg over the eight tasks."""
+    rows = tuple(RowSpec(label, variant, group="DeBERTa-v3-base") for variant, label, _ in ABLATION_VARIANTS)
+    cols = (ColumnSpec("GLUE avg", "glue", "score", run="glue_{task}_{row}",
+                       average_over=tuple(t for t, _ in NLU_TASKS)),)
+    return TableSpec("ablation_glue", "Ablation of the regularisers: DeBERTa-v3-base GLUE avg", "ablation", rows,
+                     cols, average=False, paper_file="ablation_glue.json", preset="iclr2026", recipe=ICLR_NLU_RECIPE)
 
 
 def mini_nlg_table() -> TableSpec:
@@ -729,14 +804,16 @@ def mini_nlg_table() -> TableSpec:
                        decimals=3),
             ColumnSpec("train loss", "train_loss", "train_loss", run="{row}", higher_is_better=False))
     return TableSpec("mini_nlg", "Mini NLG: SmolLM2-135M-Instruct, GSM8K test subset accuracy (%) and solution "
-                     "NLL (nats/token)", "mini/nlg", rows, cols, average=False)
+                     "NLL (nats/token)", "mini/nlg", rows, cols, average=False, preset="iclr2026",
+                     recipe=f"SmolLM2-135M-Instruct on 160 GSM8K train rows; {ICLR_NLG_RECIPE}")
 
 
 def mini_nlu_table() -> TableSpec:
     """Mini NLU: all-MiniLM-L6-v2 on the local GLUE tasks (dev sets), 7 methods."""
     rows = tuple(RowSpec(label, method) for method, label in MINI_NLU_METHODS)
     cols = tuple(ColumnSpec(label, task, "score", run=f"{task}_{{row}}") for task, label in MINI_NLU_TASKS)
-    return TableSpec("mini_nlu", "Mini NLU: all-MiniLM-L6-v2, GLUE dev", "mini/nlu", rows, cols)
+    return TableSpec("mini_nlu", "Mini NLU: all-MiniLM-L6-v2, GLUE dev", "mini/nlu", rows, cols, preset="iclr2026",
+                     recipe=f"all-MiniLM-L6-v2 on GLUE train subsets; {ICLR_NLU_RECIPE}")
 
 
 def mini_ablation_table() -> TableSpec:
@@ -757,11 +834,12 @@ def mini_ablation_table() -> TableSpec:
         ("noreg", "glue", "mini/nlu:{task}_pissa"), ("all", "glue", "mini/nlu:{task}_ba-lora"),
     )
     return TableSpec("mini_ablation", "Mini ablation of the regularisers", "mini/ablation", rows, cols,
-                     average=False, overrides=overrides)
+                     average=False, overrides=overrides, preset="iclr2026",
+                     recipe="variants of the mini NLG / NLU BA-LoRA runs (iclr2026 presets) with λ switched off")
 
 
 TABLES = {
-    "nlg": nlg_table, "nlu": nlu_table, "ablation": ablation_table,
+    "nlg": nlg_table, "nlu": nlu_table, "ablation": ablation_table, "ablation_glue": ablation_glue_table,
     "mini_nlg": mini_nlg_table, "mini_nlu": mini_nlu_table, "mini_ablation": mini_ablation_table,
 }
 

@@ -226,13 +226,16 @@ def test_paper_numbers_side_by_side_with_difference(tmp_path):
 
 
 def test_paper_files_match_the_table_specs(repo_root):
-    for name in ("nlg", "nlu", "ablation"):
+    for name in ("nlg", "nlu", "ablation", "ablation_glue"):
         spec = R.TABLES[name]()
         paper = R.load_paper_table(repo_root / "results" / "paper" / spec.paper_file)
         labels = [c.label for c in spec.columns]
         assert labels == [c for c in paper["columns"] if c != "Avg"]
         lookup = R.paper_lookup(paper, spec)
-        assert len(lookup) == len(spec.rows), f"{name}: every row has its paper row"
+        if paper["complete"]:
+            assert len(lookup) == len(spec.rows), f"{name}: every row has its paper row"
+        else:  # a partly recovered version (e.g. ICLR 2026: LLaMA-2-7B rows only)
+            assert lookup, f"{name}: no row of the paper file matches the table"
         for row in paper["rows"]:
             assert all(v is None or isinstance(v, (int, float)) for v in row["values"].values())
 

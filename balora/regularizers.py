@@ -25,12 +25,23 @@ Numerics and memory:
       chunks of ``cfg.chunk_size`` rows, and each chunk runs under non-reentrant activation
       checkpointing, so only one chunk's upcast copy is alive at a time in the forward *and* in the
       backward pass (the backward recomputes the chunk). A 256k-vocabulary micro-batch therefore
-      costs about chunk_size × V × 4 bytes of extra memory, not B × T × V × 4.
-    * Gradients flow to ``logits`` only; ``ref_logits`` is detached here.
+      costs about chunk_size × V × 4 bytes of extra memory, not B × T × V × 4. The exception is the
+      KL + top-K entropy pass, which computes its gradient in the forward and keeps it as one N × V
+      tensor in the logits' dtype (the size of the gradient its backward returns), so that no softmax
+      is computed twice.
+    * Gradients flow to ``logits`` only (and to ``hidden`` for the hidden-space SVD term);
+      ``ref_logits`` is detached here.
+
+The SVD term in hidden space: when Z = H Wᵀ with a frozen linear head W (no bias, nothing after it),
+Z Zᵀ = H (Wᵀ W) Hᵀ, so with L Lᵀ = Wᵀ W (`head_gram_factor`, once per run) the singular values of Z
+are exactly those of H L (N × H_dim) and ‖Z‖_F = ‖H L‖_F. `svd_loss_hidden` (or `regularizer_terms`
+with ``hidden`` and ``head_factor``) then needs an N × H_dim product and a min(N, H_dim)² eigenproblem
+instead of the N × N × V Gram products and an N × N one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from collections.abc import Callable, Iterable
@@ -273,6 +284,8 @@ def regularizer_terms(
     mask: torch.Tensor | None,
     cfg: RegularizerConfig,
     terms: Iterable[str] = TERMS,
+    hidden: torch.Tensor | None = None,
+    head_factor: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Unweighted BA-LoRA regularisers of one micro-batch (method.md §3).
 
@@ -286,6 +299,12 @@ def regularizer_terms(
         cfg: which form of each term to compute.
         terms: the terms to compute; the others are returned as zeros without any work (pass only
             the terms whose λ is non-zero).
+        hidden: optional last hidden states H with logits = H Wᵀ (a frozen linear head W (D, H_dim)
+            with no bias and nothing after it), shape logits.shape[:-1] + (H_dim,), rows aligned with
+            ``logits``. With ``head_factor`` the SVD term is computed in hidden space
+            (`svd_loss_hidden`): the same value and gradient (now with respect to ``hidden``), with an
+            N × H_dim problem instead of N × N × D products. Both None (the default): logits space.
+        head_factor: L = `head_gram_factor(W)`, (H_dim, r) float64 with L Lᵀ = Wᵀ W.
 
     Returns:
         {"consistency", "diversity", "svd"}: 0-d float32 tensors on logits' device, differentiable
@@ -308,6 +327,10 @@ def regularizer_terms(
         raise TypeError(f"cfg must be a RegularizerConfig, got {type(cfg).__name__}")
     x, ref, rows_b, rows_t = _prepare_inputs(logits, ref_logits, mask, cfg)
     n, d = rows_b.numel(), x.shape[-1]
+    if (hidden is None) != (head_factor is None):
+        raise ValueError("hidden and head_factor go together: pass both (hidden-space SVD term) or neither")
+    if hidden is not None:
+        hidden = _check_hidden(hidden, head_factor, logits)
 
     # A zero that is part of logits' graph: backward() works on it and gives a zero gradient.
     out = {term: x[..., :0].sum(dtype=torch.float32) for term in TERMS}
@@ -327,19 +350,26 @@ def regularizer_terms(
     need_covariance = "diversity" in wanted and cfg.diversity == "covariance"
     need_svd = "svd" in wanted
 
-    # Hot paths (KL and full-vocabulary entropy, the two that read all N×V logits) use fused autograd
-    # functions with analytic backwards: no autograd graph per chunk and no recomputation, which is
-    # 3-4× faster on CPU than checkpointed chunks and keeps the same chunk-sized memory bound.
+    # Hot paths (KL, top-K and full-vocabulary entropy, which read all N×V logits) use fused autograd
+    # functions with analytic gradients: no autograd graph per chunk. The KL and the top-K entropy share
+    # one pass that also computes their gradients; the full entropy recomputes its softmax in the
+    # backward (it keeps nothing N×V).
     fused_kl = need_consistency and cfg.consistency == "kl"
     fused_entropy = need_entropy and cfg.diversity == "entropy"
-    if fused_kl:
-        out["consistency"] = cfg.temperature**2 * _KLRowSum.apply(x, ref, rows_b, rows_t, cfg.temperature,
-                                                                  cfg.chunk_size) / n
+    fused_top_k = need_entropy and cfg.diversity == "topk_entropy"
+    if fused_kl or fused_top_k:
+        # One pass over the rows for the KL and the top-K entropy, gradients computed in that pass.
+        kl_sum, entropy_sum = _KLTopKEntropy.apply(x, ref if fused_kl else None, rows_b, rows_t, cfg.temperature,
+                                                   cfg.entropy_top_k if fused_top_k else None, cfg.chunk_size)
+        if fused_kl:
+            out["consistency"] = cfg.temperature**2 * kl_sum / n
+        if fused_top_k:
+            out["diversity"] = -entropy_sum / n  # −mean H: minimising the loss maximises entropy
     if fused_entropy:
         # −mean H: minimising the loss maximises entropy
         out["diversity"] = -_EntropyRowSum.apply(x, rows_b, rows_t, cfg.chunk_size) / n
-    need_consistency = need_consistency and not fused_kl
-    need_entropy = need_entropy and not fused_entropy
+    need_consistency = need_consistency and cfg.consistency != "kl"
+    need_entropy = need_entropy and not fused_entropy and not fused_top_k
     if need_consistency or need_entropy:
         consistency_sum, entropy_sum = out["consistency"], out["diversity"]
         for start in range(0, n, cfg.chunk_size):
@@ -361,6 +391,10 @@ def regularizer_terms(
     if need_svd and d > 1 and cfg.svd_normalizer == "frobenius" and n == 1:
         _warn_once("svd", "N = 1", "one valid row has one singular value: term = -1")
 
+    if need_svd and hidden is not None:
+        # Z Zᵀ = H (Wᵀ W) Hᵀ = (H L)(H L)ᵀ: the same spectrum from an N × H_dim matrix (exact).
+        out["svd"] = _svd_term_hidden(hidden[rows_b, rows_t], head_factor, cfg, d).float()
+        need_svd = False
     if need_svd and n <= d and not need_covariance:
         # The NLG case (N ≪ V): a fused Gram Z Zᵀ with an analytic backward, two N×N×V products in
         # all instead of three with checkpointed column blocks.
@@ -422,35 +456,89 @@ def _prepare_inputs(
     return x, ref, rows_b, rows_t
 
 
-class _KLRowSum(torch.autograd.Function):
-    """Σ over valid rows of KL(softmax(Z_ref/T) ‖ softmax(Z/T)), fp32, chunked; analytic backward.
+def _row_chunks(x: torch.Tensor, rows_b: torch.Tensor, rows_t: torch.Tensor, chunk_size: int):
+    """Yields (start, stop, chunk) over the N valid rows of x (B', T', D), chunk (c, D) in x's dtype.
 
-    d/dz of Σ_v p_ref,v (log p_ref,v − log p_v) with p = softmax(z/T) is (p − p_ref) / T. Nothing
-    N×V is saved: the backward recomputes both softmaxes chunk by chunk from the inputs.
+    When every row is valid (the trainer passes the gathered (1, N, V) rows) a chunk is a view of x,
+    not a gathered copy.
+    """
+    n = rows_b.numel()
+    flat = x.reshape(-1, x.shape[-1]) if n == x.shape[0] * x.shape[1] else None  # (N, D) view or None
+    for start in range(0, n, chunk_size):
+        stop = min(start + chunk_size, n)
+        yield start, stop, (flat[start:stop] if flat is not None else x[rows_b[start:stop], rows_t[start:stop]])
+
+
+class _KLTopKEntropy(torch.autograd.Function):
+    """Row sums of the two softmax terms of the ICLR-2026 NLG form in one pass over the N valid rows:
+
+        kl      = Σ_rows KL(softmax(Z_ref/T) ‖ softmax(Z/T))          (ref given)
+        entropy = Σ_rows H(softmax(top-K of z))                        (top_k given)
+
+    Each chunk of rows is upcast to fp32 once; both softmaxes, the KL, the top-K and the entropy are
+    computed from it, and so are the gradients, which the backward only scales (no softmax is
+    recomputed): d kl/dz = (p − p_ref)/T is kept as an N × D tensor in the logits' dtype (the size of
+    the gradient the backward returns anyway), d entropy/dz = −q (log q + H) as N × K values at the
+    top-K indices. A second backward through the same graph is refused (the kept gradient is scaled in
+    place by the first).
     """
 
     @staticmethod
-    def forward(ctx, x, ref, rows_b, rows_t, temperature, chunk_size):
-        total = torch.zeros((), dtype=torch.float32, device=x.device)
-        for start in range(0, rows_b.numel(), chunk_size):
-            rb, rt = rows_b[start:start + chunk_size], rows_t[start:start + chunk_size]
-            log_p = F.log_softmax(x[rb, rt].float() / temperature, dim=-1).clamp_min_(_LOGP_FLOOR)  # (c, D)
-            log_p_ref = F.log_softmax(ref[rb, rt].float() / temperature, dim=-1).clamp_min_(_LOGP_FLOOR)
-            total += (log_p_ref.exp() * (log_p_ref - log_p)).sum()
-        ctx.save_for_backward(x, ref, rows_b, rows_t)
-        ctx.temperature, ctx.chunk_size = temperature, chunk_size
-        return total
+    def forward(ctx, x, ref, rows_b, rows_t, temperature, top_k, chunk_size):
+        n, d = rows_b.numel(), x.shape[-1]
+        need_grad = ctx.needs_input_grad[0]
+        kl = torch.zeros((), dtype=torch.float32, device=x.device)
+        entropy = torch.zeros((), dtype=torch.float32, device=x.device)
+        grad_kl = torch.empty((n, d), dtype=x.dtype, device=x.device) if need_grad and ref is not None else None
+        top_index = top_grad = None
+        if top_k is not None:
+            k = min(top_k, d)
+            top_index = torch.empty((n, k), dtype=torch.long, device=x.device)
+            top_grad = torch.empty((n, k), dtype=torch.float32, device=x.device) if need_grad else None
+        ref_chunks = _row_chunks(ref, rows_b, rows_t, chunk_size) if ref is not None else None
+        for start, stop, chunk in _row_chunks(x, rows_b, rows_t, chunk_size):
+            z = chunk.float()  # (c, D); a view when the logits are fp32
+            if top_k is not None:
+                values, index = z.topk(k, dim=-1)  # (c, K)
+                log_q = F.log_softmax(values, dim=-1).clamp_min_(_LOGP_FLOOR)
+                q = log_q.exp()
+                row_entropy = -(q * log_q).sum(dim=-1, keepdim=True)  # (c, 1)
+                entropy += row_entropy.sum()
+                top_index[start:stop] = index
+                if need_grad:
+                    top_grad[start:stop] = -q * (log_q + row_entropy)  # dH/dz on the top-K entries
+            if ref is not None:
+                log_p = F.log_softmax(z / temperature, dim=-1).clamp_min_(_LOGP_FLOOR)  # (c, D)
+                log_p_ref = F.log_softmax(next(ref_chunks)[2].float() / temperature, dim=-1).clamp_min_(_LOGP_FLOOR)
+                p_ref = log_p_ref.exp()
+                kl += torch.sub(log_p_ref, log_p, out=log_p_ref).mul_(p_ref).sum()  # Σ p_ref (log p_ref − log p)
+                if need_grad:
+                    torch.sub(log_p.exp_(), p_ref, out=grad_kl[start:stop])  # (p − p_ref), ·1/T in backward
+        ctx.save_for_backward(rows_b, rows_t, top_index)
+        ctx.grad_kl, ctx.top_grad = grad_kl, top_grad
+        ctx.temperature, ctx.x_shape, ctx.x_dtype = temperature, x.shape, x.dtype
+        return kl, entropy
 
     @staticmethod
-    def backward(ctx, grad_total):
-        x, ref, rows_b, rows_t = ctx.saved_tensors
-        grad_x = torch.zeros_like(x)
-        for start in range(0, rows_b.numel(), ctx.chunk_size):
-            rb, rt = rows_b[start:start + ctx.chunk_size], rows_t[start:start + ctx.chunk_size]
-            p = F.softmax(x[rb, rt].float() / ctx.temperature, dim=-1)  # (c, D)
-            p -= F.softmax(ref[rb, rt].float() / ctx.temperature, dim=-1)
-            grad_x[rb, rt] = (p * (grad_total / ctx.temperature)).to(x.dtype)
-        return grad_x, None, None, None, None, None
+    def backward(ctx, grad_kl_total, grad_entropy_total):
+        rows_b, rows_t, top_index = ctx.saved_tensors
+        if ctx.grad_kl is None and ctx.top_grad is None:
+            raise RuntimeError("the fused KL/top-K entropy gradient was already used: backward through these "
+                               "BA-LoRA terms runs once (recompute the terms to differentiate again)")
+        n, d = rows_b.numel(), ctx.x_shape[-1]
+        grad = ctx.grad_kl  # (N, D), x's dtype
+        if grad is not None:
+            grad.mul_(grad_kl_total / ctx.temperature)
+        else:
+            grad = torch.zeros((n, d), dtype=ctx.x_dtype, device=rows_b.device)
+        if ctx.top_grad is not None:
+            grad.scatter_add_(1, top_index, (ctx.top_grad * grad_entropy_total).to(grad.dtype))
+        ctx.grad_kl = ctx.top_grad = None
+        if n == ctx.x_shape[0] * ctx.x_shape[1]:
+            return grad.view(ctx.x_shape), None, None, None, None, None, None
+        full = torch.zeros(ctx.x_shape, dtype=ctx.x_dtype, device=grad.device)
+        full[rows_b, rows_t] = grad
+        return full, None, None, None, None, None, None
 
 
 class _EntropyRowSum(torch.autograd.Function):
@@ -711,3 +799,93 @@ def _svd_term(gram: torch.Tensor, cfg: RegularizerConfig, n: int, d: int) -> tor
     return torch.where(
         nonzero, -top / torch.where(nonzero, denominator, torch.ones_like(denominator)), top * 0
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# The SVD term in hidden space (exact): logits Z = H Wᵀ of a frozen linear head W (D × H_dim)
+# ---------------------------------------------------------------------------------------------
+
+# Rows of W upcast to float64 at once while forming Wᵀ W (bounds the memory at a 256k vocabulary).
+_HEAD_ROWS_PER_BLOCK = 8192
+
+
+def head_gram_factor(weight: torch.Tensor) -> torch.Tensor:
+    """L (H_dim × H_dim, float64) with L Lᵀ = Wᵀ W, for the logits Z = H Wᵀ of a linear head W.
+
+    Z Zᵀ = H Wᵀ W Hᵀ = (H L)(H L)ᵀ, so the singular values of Z (N × D) are exactly those of
+    H L (N × H_dim), and ‖Z‖_F = ‖H L‖_F. L = Q Λ^{1/2} from the eigendecomposition Wᵀ W = Q Λ Qᵀ
+    (float64; eigenvalues that rounding makes negative are clamped to 0), which also covers a head
+    of rank < H_dim. Compute it once per run while the head is frozen; no gradient flows to W.
+
+    Args:
+        weight: W, (D, H_dim), any float dtype and device (the `nn.Linear(H_dim, D).weight`).
+
+    Returns:
+        (H_dim, H_dim) float64 tensor on weight's device.
+    """
+    if not torch.is_tensor(weight) or weight.dim() != 2 or not weight.is_floating_point():
+        raise ValueError("weight must be a 2-D floating-point tensor (D, H_dim), the head's nn.Linear weight")
+    w = weight.detach()
+    gram = torch.zeros((w.shape[1], w.shape[1]), dtype=torch.float64, device=w.device)
+    for start in range(0, w.shape[0], _HEAD_ROWS_PER_BLOCK):
+        block = w[start:start + _HEAD_ROWS_PER_BLOCK].double()  # (rows, H_dim)
+        gram.addmm_(block.T, block)
+    eigenvalues, eigenvectors = torch.linalg.eigh(gram)
+    return eigenvectors * eigenvalues.clamp_min(0).sqrt()  # (H_dim, H_dim): Q Λ^{1/2}
+
+
+def svd_loss_hidden(
+    hidden: torch.Tensor, head_factor: torch.Tensor, cfg: RegularizerConfig, num_columns: int
+) -> torch.Tensor:
+    """The SVD term of method.md §3 for the logits Z = H Wᵀ, computed from H (exact).
+
+        L_svd = −Σ_{i≤k} σ_i(Z) / (Σ_j σ_j(Z)  or  ‖Z‖_F),   σ(Z) = σ(H L),  L Lᵀ = Wᵀ W
+
+    Equal in value and gradient (through H) to `regularizer_terms(H Wᵀ, ...)["svd"]`, at the cost of
+    an N × H_dim product and a min(N, H_dim)² float64 eigenproblem instead of N × N × D products and
+    an N × N one.
+
+    Args:
+        hidden: (N, H_dim) hidden states of the N valid rows (the LM head's input), any float dtype.
+        head_factor: `head_gram_factor(W)`, (H_dim, r) float64.
+        cfg: the regulariser configuration (svd_top_k, svd_normalizer, svd_eigensolver).
+        num_columns: D, the head's output size (the zero-eigenvalue tolerance is that of the logits
+            path, which sees an N × D matrix).
+
+    Returns:
+        0-d float32 tensor, differentiable with respect to ``hidden``; 0 for N = 0 or Z = 0.
+    """
+    if hidden.dim() != 2:
+        raise ValueError(f"hidden must be (N, H_dim), got shape {tuple(hidden.shape)}")
+    _check_factor(head_factor, hidden.shape[-1])
+    if hidden.shape[0] == 0:
+        return hidden.sum(dtype=torch.float32) * 0
+    return _svd_term_hidden(hidden, head_factor, cfg, num_columns).float()
+
+
+def _check_factor(head_factor: torch.Tensor, hidden_dim: int) -> None:
+    if not torch.is_tensor(head_factor) or head_factor.dim() != 2 or head_factor.shape[0] != hidden_dim:
+        shape = tuple(head_factor.shape) if torch.is_tensor(head_factor) else type(head_factor).__name__
+        raise ValueError(f"head_factor must be ({hidden_dim}, r) from head_gram_factor(W), got {shape}")
+
+
+def _check_hidden(hidden: torch.Tensor, head_factor: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """Validate the hidden-space input; return it as a (B', T', H_dim) view matching _prepare_inputs."""
+    if not torch.is_tensor(hidden) or not hidden.is_floating_point():
+        raise TypeError("hidden must be a floating-point tensor")
+    if hidden.shape[:-1] != logits.shape[:-1]:
+        raise ValueError(f"hidden shape {tuple(hidden.shape)} must be logits.shape[:-1] + (H_dim,) = "
+                         f"{tuple(logits.shape[:-1])} + (H_dim,)")
+    _check_factor(head_factor, hidden.shape[-1])
+    return hidden if logits.dim() == 3 else hidden.unsqueeze(0)
+
+
+def _svd_term_hidden(hidden: torch.Tensor, head_factor: torch.Tensor, cfg: RegularizerConfig,
+                     num_columns: int) -> torch.Tensor:
+    """_svd_term of the Gram of Y = H L (N × r): Y Yᵀ = Z Zᵀ when N ≤ r, else Yᵀ Y (same nonzero σ²)."""
+    y = hidden.double() @ head_factor.to(hidden.device)  # (N, r)
+    n, r = y.shape
+    gram = y @ y.T if n <= r else y.T @ y  # (min(N, r),)²
+    if cfg.svd_eigensolver == "lobpcg" and gram.shape[0] < 3 * cfg.svd_top_k:
+        cfg = dataclasses.replace(cfg, svd_eigensolver="eigh")  # LOBPCG needs a matrix of size ≥ 3k
+    return _svd_term(gram, cfg, n, num_columns)

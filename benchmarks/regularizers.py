@@ -7,10 +7,12 @@ Where benchmarks/overhead.py says how much slower a BA-LoRA step is, this says w
 Each case is timed as forward + backward of the unweighted term(s) from `regularizer_terms` with the
 ICLR-2026 NLG preset (KL at T = 2, top-20 entropy, SVD top-10 / Frobenius). Cases: each term alone,
 all three, and the SVD term's two parts: the N × N float64 Gram matrix (forward + backward) and the
-eigenvalue solve of that Gram (`eigvalsh` with its backward, which needs the eigenvectors); and, for the
-frobenius form, the same with `svd_eigensolver="lobpcg"` (top-k eigenpairs only). Reported:
-the median over --repeats after --warmup (synchronised on CUDA) and, on CUDA, the peak memory.
-The last line is `slowest=<case> <ms>`.
+eigenvalue solve of that Gram (`eigvalsh` with its backward, which needs the eigenvectors); for the
+frobenius form, the same with `svd_eigensolver="lobpcg"` (top-k eigenpairs only); and the SVD term in
+hidden space (`svd_loss_hidden`: logits = H Wᵀ with H of --hidden columns, what the trainer runs for
+LLaMA-style heads), with "all three, svd in hidden space" (the trainer's step) and the once-per-run
+`head_gram_factor(W)`. Reported: the median over --repeats after --warmup (synchronised on CUDA) and,
+on CUDA, the peak memory. The last line is `slowest=<case> <ms>`.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ def _parse(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=308, help="N supervised rows (response tokens of a batch)")
     parser.add_argument("--vocab", type=int, default=49152, help="V classes (SmolLM2: 49,152; LLaMA-2: 32,000)")
+    parser.add_argument("--hidden", type=int, default=576, help="H_dim of the hidden-space SVD case (SmolLM2: 576)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--dtype", default="auto", help="logits dtype: auto (bfloat16 on cuda, else float32)")
     parser.add_argument("--preset", default="iclr2026")
@@ -108,6 +111,24 @@ def main(argv=None) -> dict:
 
     lobpcg_cfg = dataclasses.replace(cfg, svd_eigensolver="lobpcg")
 
+    # Hidden space: H (N × H_dim) and a head W (V × H_dim); the logits above stand in for H Wᵀ in the
+    # KL and entropy terms (their cost does not depend on the values).
+    hidden = torch.randn(1, args.rows, args.hidden, generator=generator).to(device, dtype).requires_grad_()
+    head = (torch.randn(args.vocab, args.hidden, generator=generator) / args.hidden**0.5).to(device, dtype)
+    factor = regularizers.head_gram_factor(head)
+
+    def svd_hidden():
+        hidden.grad = None
+        regularizers.svd_loss_hidden(hidden[0], factor, cfg, args.vocab).backward()
+
+    def all_hidden():
+        logits.grad = hidden.grad = None
+        out = regularizers.regularizer_terms(logits, ref, mask, cfg, hidden=hidden, head_factor=factor)
+        sum(out.values()).backward()
+
+    def factor_once():
+        regularizers.head_gram_factor(head)
+
     def svd_lobpcg():
         logits.grad = None
         regularizers.regularizer_terms(logits, ref, mask, lobpcg_cfg, terms=["svd"])["svd"].backward()
@@ -117,19 +138,23 @@ def main(argv=None) -> dict:
              "svd: eigvalsh fwd+bwd": eigen_only}
     if cfg.svd_normalizer == "frobenius" and args.rows >= 3 * cfg.svd_top_k:
         cases.update({"svd, lobpcg eigensolver": svd_lobpcg, "svd: lobpcg fwd+bwd": lobpcg_only})
-    print(f"rows={args.rows} vocab={args.vocab} device={device} dtype={str(dtype).removeprefix('torch.')} "
+    cases.update({"svd, hidden space": svd_hidden, "all three, svd in hidden space": all_hidden,
+                  "head factor (once per run)": factor_once})
+    print(f"rows={args.rows} vocab={args.vocab} hidden={args.hidden} device={device} dtype={str(dtype).removeprefix('torch.')} "
           f"preset={args.preset} threads={torch.get_num_threads()}", flush=True)
     results = {}
     for name, fn in cases.items():
         results[name] = time_case(fn, device, args.warmup, args.repeats)
         peak = results[name]["peak_bytes"]
-        print(f"  {name:24s} {results[name]['median_ms']:10.2f} ms" + (f"   peak {peak / 2**20:.0f} MiB" if peak else ""),
+        print(f"  {name:32s} {results[name]['median_ms']:10.2f} ms" + (f"   peak {peak / 2**20:.0f} MiB" if peak else ""),
               flush=True)
-    summary = {"rows": args.rows, "vocab": args.vocab, "device": device, "dtype": str(dtype), "cases": results}
+    summary = {"rows": args.rows, "vocab": args.vocab, "hidden": args.hidden, "device": device, "dtype": str(dtype),
+               "cases": results}
     if args.output:
         with open(args.output, "w") as handle:
             json.dump(summary, handle, indent=2)
-    slowest = max((n for n in results if n != "all three"), key=lambda n: results[n]["median_ms"])
+    per_step = [n for n in results if not n.startswith("all three") and n != "head factor (once per run)"]
+    slowest = max(per_step, key=lambda n: results[n]["median_ms"])
     print(f"slowest={slowest} {results[slowest]['median_ms']:.2f}")
     return summary
 

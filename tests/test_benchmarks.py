@@ -44,13 +44,15 @@ def test_gpu_check_summary_reads_every_source_and_marks_what_is_missing(tmp_path
 def test_regularizer_benchmark_times_every_case_and_the_summary_lists_them(tmp_path):
     out = tmp_path / "regularizers_64.json"
     proc = subprocess.run([sys.executable, "benchmarks/regularizers.py", "--rows", "64", "--vocab", "300",
-                           "--repeats", "2", "--threads", "1", "--output", str(out)],
+                           "--hidden", "32", "--repeats", "2", "--threads", "1", "--output", str(out)],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
-    assert (result["rows"], result["vocab"], result["device"]) == (64, 300, "cpu")
+    assert (result["rows"], result["vocab"], result["hidden"], result["device"]) == (64, 300, 32, "cpu")
     assert list(result["cases"]) == ["consistency", "diversity", "svd", "all three", "svd: Gram fwd+bwd",
-                                     "svd: eigvalsh fwd+bwd", "svd, lobpcg eigensolver", "svd: lobpcg fwd+bwd"]
+                                     "svd: eigvalsh fwd+bwd", "svd, lobpcg eigensolver", "svd: lobpcg fwd+bwd",
+                                     "svd, hidden space", "all three, svd in hidden space",
+                                     "head factor (once per run)"]
     assert all(len(c["times_ms"]) == 2 and c["median_ms"] > 0 for c in result["cases"].values())
     assert proc.stdout.strip().splitlines()[-1].startswith("slowest=")
     markdown, _ = gpu_check_summary.summarize(tmp_path, ["pissa"])

@@ -213,8 +213,23 @@ def test_chunked_equals_unchunked(cfg, shape):
         torch.testing.assert_close(g_small, g_large, rtol=1e-4, atol=1e-6)
 
 
+def _kept_gradients(tensor):
+    """The N × V gradients the fused KL/top-K entropy function keeps from its forward (ctx attributes)."""
+    kept, stack, seen = [], [tensor.grad_fn], set()
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        kept += [t for t in (getattr(node, "grad_kl", None), getattr(node, "top_grad", None)) if t is not None]
+        stack += [next_node for next_node, _ in node.next_functions]
+    return kept
+
+
 def test_no_full_size_upcast_copy_is_kept_for_backward():
-    """Chunks run under checkpointing: what autograd keeps is O(N²) (the Gram), never O(N·V)."""
+    """What autograd saves is O(N²) (the Gram), never an O(N·V) fp32 copy; the one N × V tensor kept is
+    the KL's gradient, computed in the forward, in the logits' dtype (bf16 here), the size of the
+    gradient the backward returns anyway."""
     b, t, v = 2, 16, 4000
     logits, ref, mask = _nlg_batch(b, t, v, 30, seed=4, dtype=torch.bfloat16)
     saved = {}
@@ -232,6 +247,9 @@ def test_no_full_size_upcast_copy_is_kept_for_backward():
         n = int(mask.sum())
         assert own <= 4 * 8 * n * n + 4096, (diversity, own)  # a few float64 N×N matrices
         assert own < 0.1 * n * v * 4  # far below one fp32 copy of the valid rows
+        kept = _kept_gradients(terms["consistency"])
+        assert [(t.dtype, t.shape) for t in kept if t.numel() > n * 20] == [(torch.bfloat16, (n, v))]
+        assert sum(t.numel() * t.element_size() for t in kept) <= n * v * 2 + n * 20 * 4
         sum(terms.values()).backward()
         assert torch.isfinite(logits.grad).all()
         logits.grad = None
@@ -565,3 +583,40 @@ def test_training_arguments_pass_the_eigensolver_and_keep_it_out_of_the_presets(
     with pytest.raises(ValueError, match="needs svd_normalizer 'frobenius'"):
         BALoRATrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none",
                                 regularizer_preset="iclr2026", regularizer_task="nlu", svd_eigensolver="lobpcg")
+
+
+# ------------------------------------------------------------------ the fused KL / top-K entropy pass
+
+
+@pytest.mark.parametrize("chunk_size", [3, 1024])
+def test_fused_softmax_terms_on_gathered_rows_match_brute_force(chunk_size):
+    """The trainer's layout: (1, N, V) with every row valid, where chunks are views, not gathers."""
+    cfg = RegularizerConfig(entropy_top_k=4, chunk_size=chunk_size)
+    logits, ref, _ = _nlg_batch(1, 7, 12, 7, seed=11)
+    for term, brute in (("consistency", lambda z: brute_kl(z, ref[0], cfg.temperature)),
+                        ("diversity", lambda z: brute_entropy(z, cfg.entropy_top_k))):
+        value, grad = _value_and_grad(logits, ref, None, cfg, term)
+        z = logits.detach()[0].clone().requires_grad_(True)
+        expected = brute(z)
+        (expected_grad,) = torch.autograd.grad(expected, z)
+        torch.testing.assert_close(value.double(), expected.detach(), rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(grad[0], expected_grad, rtol=1e-5, atol=1e-7)  # fp32 inside
+    both = regularizer_terms(logits, ref, None, cfg, terms=("consistency", "diversity"))
+    (both_grad,) = torch.autograd.grad(2 * both["consistency"] + 3 * both["diversity"], logits)
+    _, g_kl = _value_and_grad(logits, ref, None, cfg, "consistency")
+    _, g_ent = _value_and_grad(logits, ref, None, cfg, "diversity")
+    torch.testing.assert_close(both_grad, 2 * g_kl + 3 * g_ent)
+
+
+def test_fused_softmax_terms_without_grad_and_a_second_backward_is_refused():
+    cfg = RegularizerConfig()
+    logits, ref, mask = _nlg_batch(2, 5, 30, 6, seed=12)
+    with torch.no_grad():
+        plain = regularizer_terms(logits, ref, mask, cfg)
+    value = regularizer_terms(logits, ref, mask, cfg)
+    for term in ("consistency", "diversity"):
+        torch.testing.assert_close(plain[term], value[term].detach())
+    total = value["consistency"] + value["diversity"]
+    total.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="backward through these BA-LoRA terms runs once"):
+        total.backward()

@@ -1,0 +1,82 @@
+"""The scripts of the paper's further experiments: dry-run plans, and their training paths on tiny models."""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from test_glue_run import TINY as GLUE_TINY
+from test_glue_run import _tiny_glue
+
+import finetune_glue
+import train_nlg
+
+REPO = Path(__file__).resolve().parent.parent
+
+# script -> (runs in the default plan, run ids that must be in it, text every plan must contain)
+PLANS = {
+    "ablation_llms.sh": (3 * 5 * 3, ["ablation/mistral-7b_noreg/seed42", "ablation/gemma-7b_all/seed2024",
+                                     "ablation/llama2-7b_svd/seed1024"], "--lambda_consistency 0 --lambda_diversity 0"),
+    "lora_reg.sh": (3 * 3, ["lora_reg/llama2-7b_lora-reg_metamath/seed42", "lora_reg/gemma-7b_lora-reg_metamath/seed2024"],
+                    "configs/nlg/mistral-7b_metamath_lora.yaml"),
+    "lambda_sensitivity.sh": (3 * 4 * 3, ["lambda_sensitivity/llama2-7b_consistency_x0.25/seed42",
+                                          "lambda_sensitivity/llama2-7b_svd_x4/seed2024"], "--lambda_consistency 0.00625"),
+    "glue_large_models.sh": (2 * 8 * 2 * 3, ["glue_large/stsb_gpt2-xl_ba-lora/seed42", "glue_large/qqp_bert-large_lora/seed1024"],
+                             "configs/glue/rte_gpt2-xl_lora.yaml"),
+    "nlu_diversity.sh": (3 + 2 * 3, ["nlu_diversity/mnli_deberta-v3-base_ba-lora-entropy/seed42",
+                                     "nlu/mnli_deberta-v3-base_lora/seed2024"], "--diversity_type entropy"),
+    "noisy_probe.sh": (2 * 4 * 2 * 3, ["noisy_probe/cola_roberta-base_pissa/seed42", "noisy_probe/mrpc_t5-base_ba-lora/seed2024"],
+                       "configs/glue/stsb_t5-base_ba-lora.yaml"),
+    "tsne_steps.sh": (2 * 2, ["tsne_steps/bert-large_lora/seed42", "tsne_steps/gpt2-xl_ba-lora/seed42"],
+                      "--feature_dump_steps 2000"),
+}
+
+
+def run_script(name, *args, env=None):
+    full_env = {k: v for k, v in os.environ.items() if k not in ("SEEDS", "MODELS", "METHODS", "GPUS", "TASKS")}
+    full_env.update(env or {})
+    return subprocess.run(["bash", str(REPO / "scripts" / name), *args], capture_output=True, text=True,
+                          env=full_env, timeout=120)
+
+
+@pytest.mark.parametrize("script", sorted(PLANS))
+def test_dry_run_plans_existing_configs(script, tmp_path):
+    proc = run_script(script, "--dry-run", "--results_dir", str(tmp_path / "r"), "--outputs_dir", str(tmp_path / "o"))
+    assert proc.returncode == 0, proc.stderr
+    count, must_have, text = PLANS[script]
+    todo = [line.split()[1] for line in proc.stdout.splitlines() if line.startswith("[todo]")]
+    assert len(todo) == count == len(set(todo)), proc.stdout[-2000:]
+    assert all(run_id in todo for run_id in must_have)
+    assert "!! missing file" not in proc.stdout  # every config the plan names exists
+    assert text in proc.stdout
+    assert proc.stdout.count("    train:") == count
+    assert not (tmp_path / "r").exists() and not (tmp_path / "o").exists()
+
+
+def test_tsne_steps_refuses_a_step_without_a_dump(tmp_path):
+    proc = run_script("tsne_steps.sh", "--dry-run", "--results_dir", str(tmp_path / "r"), env={"STEPS": "3000"})
+    assert proc.returncode == 2 and "not a multiple of DUMP_STEPS" in proc.stderr
+
+
+def test_lora_plus_reg_trains_lora_init_with_the_regularisers(tmp_path):
+    # What lora_reg.sh runs: the LoRA config with the regulariser preset switched on.
+    metrics = train_nlg.main(["--config", str(REPO / "configs" / "tiny" / "nlg.yaml"), "--output_dir", str(tmp_path / "o"),
+                              "--method", "lora", "--regularizer_preset", "iclr2026", "--max_steps", "2",
+                              "--logging_steps", "1"])
+    assert metrics["adapter_method"] == "lora" and metrics["trained"] == "lora+reg"
+    history = json.loads((tmp_path / "o" / "log_history.json").read_text())
+    assert any("consistency_loss" in e for e in history)
+
+
+def test_entropy_diversity_on_glue_and_the_probe_models(tmp_path):
+    # nlu_diversity.sh's override, and noisy_probe.sh's architectures (RoBERTa, T5) with PiSSA + reg.
+    glue_dir = _tiny_glue(tmp_path / "glue")
+    for model, flags in (("tiny-bert", ["--diversity_type", "entropy"]), ("tiny-roberta", []), ("tiny-t5", [])):
+        out = tmp_path / model
+        finetune_glue.main(["--task_name", "rte", "--glue_dir", str(glue_dir), "--model_name_or_path", model,
+                            "--method", "ba-lora", "--regularizer_preset", "iclr2026", "--output_dir", str(out),
+                            *flags, *GLUE_TINY])
+        config = (out / "config.yaml").read_text()
+        assert ("diversity_type: entropy" in config) == bool(flags)
+        assert json.loads((out / "metrics.json").read_text())["trainable_params"] > 0

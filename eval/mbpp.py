@@ -42,9 +42,9 @@ def main(argv: list[str] | None = None) -> dict:
         name="mbpp", protocol=code.MBPP_PROTOCOL, protocol_version=code.MBPP_VERSION,
         tasks=tasks, data_info=data_info, normalize_id=mbpp_id, num_samples=code_args.num_samples,
         grade=lambda pairs: code.grade_programs(pairs, code.mbpp_program, limits, code_args.workers,
-                                                 code_args.allow_weak_isolation),
+                                                 code_args.allow_weak_isolation, code_args.plus_limits()),
         summarize=lambda rows: code.summarize_passes(rows, code_args.num_samples),
-        extra_settings={"sandbox_limits": asdict(limits),
+        extra_settings={"sandbox_limits": asdict(limits), "sandbox_limits_plus": asdict(code_args.plus_limits()),
                         "instruction": code.MBPP_INSTRUCTION})
     metrics = run(bench, args)
     write_evalplus_samples(args.output_dir, lambda task_id: f"Mbpp/{task_id}")  # for cross-checking with evalplus itself

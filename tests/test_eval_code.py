@@ -126,20 +126,51 @@ def test_mbpp_reference_code_passes_on_real_data(shared_data):
     assert math.isclose(len(sanitized) / len(tasks), 0.514)
 
 
-def test_mbpp_plus_file_is_graded_with_its_base_tests(shared_data):
-    # scripts/lib.sh passes MbppPlus.jsonl: its 399 tasks are graded with the `assertion` base tests.
+def test_mbpp_plus_file_is_graded_with_base_and_plus_tests(shared_data, tmp_path):
+    # scripts/lib.sh passes MbppPlus.jsonl: `score` from the `assertion` base tests, plus_pass@1 from
+    # evalplus's differential tests (base + plus inputs against the canonical solution).
     path = shared_data / "mbpp" / "MbppPlus.jsonl"
     tasks, info = code.load_mbpp(str(path), limit=10)
-    assert info["variant"] == "evalplus-base" and info["rows_in_split"] == 399
+    assert info["variant"] == "evalplus" and info["rows_in_split"] == 399
     assert tasks[0]["task_id"] == 2 and tasks[0]["entry_point"] == "similar_elements"
+    assert type(tasks[0]["evalplus"]["inputs"][0][0]) is tuple  # evalplus's type restoration of JSON inputs
     canonical = {int(json.loads(line)["task_id"].split("/")[1]): json.loads(line)["canonical_solution"]
                  for line in path.read_text().splitlines()}
     built = [code.mbpp_program(t, code.extract_code(canonical[t["task_id"]])) for t in tasks]
-    results = run_programs([p for p, _ in built], checks=[c for _, c in built])
-    assert all(r.passed for r in results)
-    program, checks = code.mbpp_program(tasks[0], "def similar_elements(a, b):\n    return ()\n")
-    wrong = run_programs([program], checks=[checks])[0]
-    assert wrong.status == "failed"
+    plus = [code.evalplus_program(t, None, program) for t, (program, _) in zip(tasks, built, strict=True)]
+    results = run_programs([p for p, _ in built + plus], SandboxLimits(timeout_s=30, cpu_s=30),
+                           checks=[c for _, c in built + plus])
+    assert [r.status for r in results] == ["passed"] * 20
+    # passes the three base asserts by rote, fails evalplus's other inputs
+    rote = ("def similar_elements(a, b):\n    return {(3, 4, 5, 6): (4, 5), (1, 2, 3, 4): (3, 4),"
+            " (11, 12, 14, 13): (13, 14)}.get(tuple(a), ())\n")
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text(json.dumps({"task_id": "Mbpp/2", "completion": rote}) + "\n"
+                       + json.dumps({"task_id": "Mbpp/3", "completion": canonical[3]}) + "\n")
+    metrics = load_script("mbpp").main(["--samples", str(samples), "--data", str(path), "--limit", "2",
+                                        "--output_dir", str(tmp_path / "out")])
+    assert metrics["score"] == 100.0 and metrics["plus_pass@1"] == 50.0 and metrics["plus_correct"] == 1
+    rows = [json.loads(line) for line in (tmp_path / "out" / "samples.jsonl").read_text().splitlines()]
+    assert [r["correct_plus"] for r in rows] == [False, True] and "plus input" in rows[0]["error_plus"]
+
+
+def test_humaneval_plus_with_its_data_file(tmp_path):
+    plus = tmp_path / "HumanEvalPlus.jsonl"
+    tiny = [json.loads(line) for line in (FIXTURES / "humaneval_tiny.jsonl").read_text().splitlines()]
+    tiny[0].update(base_input=[[[1, 2]], [[]]], plus_input=[[[5, 5, 5]], [[-1, 1]]], atol=0)
+    tiny[1].update(base_input=[[2], [3]], plus_input=[[0], [-7], [10**20]], atol=0)
+    plus.write_text("".join(json.dumps(row) + "\n" for row in tiny))
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text(json.dumps({"task_id": "HumanEval/0", "completion": "    return 3 if numbers == [1, 2] else 0\n"})
+                       + "\n" + json.dumps({"task_id": "HumanEval/1", "completion": "    return n % 2 == 0\n"}) + "\n")
+    metrics = load_script("humaneval").main(["--samples", str(samples), "--data", str(FIXTURES / "humaneval_tiny.jsonl"),
+                                             "--plus_data", str(plus), "--output_dir", str(tmp_path / "out")])
+    assert metrics["score"] == 100.0 and metrics["plus_pass@1"] == 50.0
+    assert metrics["settings"]["data"]["plus_file_sha256"]
+    with pytest.raises(ValueError, match="lacks 1 HumanEval tasks"):
+        plus.write_text(json.dumps(tiny[0]) + "\n")
+        load_script("humaneval").main(["--samples", str(samples), "--data", str(FIXTURES / "humaneval_tiny.jsonl"),
+                                       "--plus_data", str(plus), "--output_dir", str(tmp_path / "out2")])
 
 
 def test_several_greedy_samples_are_refused(tmp_path):

@@ -9,7 +9,9 @@ Extraction (`extract_code`), the same for both benchmarks:
 HumanEval: when the extracted code defines `def <entry_point>(` at top level it is a full program
 (the prompt's import lines are prepended), otherwise it is a continuation of the prompt.
 MBPP: the extracted code is the program; the task's setup code and its three asserts follow it.
-MBPP+ (EvalPlus MbppPlus.jsonl): its tasks graded with their base tests (`assertion`) only.
+MBPP+ (EvalPlus MbppPlus.jsonl): `score` from the base tests (`assertion`); `plus_pass@k` from
+evalplus's differential tests (all base and plus inputs, outputs compared with the canonical
+solution's, evalplus's tolerance and special oracles). HumanEval+ likewise with --plus_data.
 Every program runs in balora.sandbox (see eval/README.md for its guarantees). The program holds only
 the model's code (and, for HumanEval, the prompt); the tests are `Checks` run by the sandbox's
 trusted checker process, which calls the program's functions with plain-data arguments and results.
@@ -165,17 +167,16 @@ def load_mbpp(data: str | None = None, limit: int | None = None, variant: str = 
 
 
 def _load_mbpp_plus_base(path: Path, rows: list[dict], limit: int | None) -> tuple[list[dict], dict]:
-    """EvalPlus MbppPlus.jsonl, graded with its BASE tests only (the `assertion` field).
+    """EvalPlus MbppPlus.jsonl: base tests (the `assertion` field) for `score`, and evalplus's
+    differential tests (every `base_input` and `plus_input`, outputs compared with the canonical
+    solution's) for `plus_pass@k`.
 
-    All tasks of the file are used (399 in v0.1.0, 378 in v0.2.0: the count is recorded). The
-    plus tests (outputs compared with the canonical solution on `plus_input`) need evalplus's
-    type-restoring input deserialisation and comparison rules and are not run here, so this is
-    MBPP's base pass@1 on the EvalPlus task set, not MBPP+.
+    All tasks of the file are used (399 in v0.1.0, 378 in v0.2.0: the count is recorded).
     """
     rows = sorted(rows, key=lambda r: int(str(r["task_id"]).split("/")[-1]))
-    source = {"source": str(path), "file_sha256": _sha256(path), "variant": "evalplus-base",
+    source = {"source": str(path), "file_sha256": _sha256(path), "variant": "evalplus",
               "split": "all", "rows_in_split": len(rows),
-              "note": "EvalPlus MBPP+ task set graded with the base tests (`assertion`) only"}
+              "note": "score: the base tests (`assertion`); plus_pass@k: evalplus's base + plus inputs"}
     if limit is not None:
         rows = rows[:limit]
     tasks = []
@@ -184,10 +185,150 @@ def _load_mbpp_plus_base(path: Path, rows: list[dict], limit: int | None) -> tup
         text = "\n".join(line for line in docstring.splitlines() if not line.startswith("assert "))
         shown = [line for line in docstring.splitlines() if line.startswith("assert ")]
         tests = [line for line in row["assertion"].splitlines() if line.strip()]
-        tasks.append({"task_id": int(str(row["task_id"]).split("/")[-1]), "text": text, "test_list": tests,
+        number = int(str(row["task_id"]).split("/")[-1])
+        tasks.append({"task_id": number, "text": text, "test_list": tests,
                       "test_setup": "", "entry_point": row["entry_point"],
-                      "prompt": format_prompt(MBPP_INSTRUCTION.format(text=text, tests="\n".join(shown)))})
+                      "prompt": format_prompt(MBPP_INSTRUCTION.format(text=text, tests="\n".join(shown))),
+                      "evalplus": _evalplus_data("mbpp", row, [_mbpp_plus_inputs(number, row[k])
+                                                               for k in ("base_input", "plus_input")])})
     return tasks, source
+
+
+def _evalplus_data(dataset: str, row: dict, inputs: list[list]) -> dict:
+    inputs = [list(group) if isinstance(group, list) else [] for group in inputs]  # Mbpp/793: plus_input is {}
+    return {"dataset": dataset, "entry_point": row["entry_point"], "atol": float(row.get("atol") or 0),
+            "reference": row["prompt"] + row["canonical_solution"], "inputs": inputs[0] + inputs[1],
+            "n_base": len(inputs[0])}
+
+
+# Inputs of MbppPlus.jsonl are JSON: tuples, sets and complex numbers arrive as lists and strings.
+# evalplus restores the types per task (evalplus/data/mbpp.py, mbpp_deserialize_inputs); the same
+# task lists, as (conversion of one input's argument list, task ids):
+def _tuples(items):
+    return [tuple(item) for item in items]
+
+
+def _deep_tuple(value):
+    return tuple(_deep_tuple(v) for v in value) if isinstance(value, list) else value
+
+
+_MBPP_PLUS_INPUT_TYPES = [
+    (_tuples, {2, 116, 132, 143, 222, 261, 273, 394, 399, 421, 424, 429, 470, 560, 579, 596, 616, 630, 726,
+               740, 744, 809}),
+    (lambda args: [_tuples(arg) for arg in args], {63, 64, 70, 94, 120, 237, 272, 299, 400, 409, 417, 438, 473,
+                                                   614, 780}),
+    (lambda args: [_tuples(args[0]), args[1]], {75, 413, 444, 753}),
+    (lambda args: [args[0], tuple(args[1])], {106, 750}),
+    (lambda args: [[set(item) if isinstance(item, list) and item else {} for item in args[0]]], {115}),
+    (lambda args: [float(args[0]), complex(args[1])], {124}),
+    (lambda args: [tuple(args[0]), *args[1:]], {250, 405, 446, 617, 720, 763, 808, 307}),
+    (lambda args: _tuples([_tuples(arg) for arg in args]), {259, 401, 445}),
+    (lambda args: [tuple(tuple(item) if isinstance(item, list) else item for item in args[0])], {278}),
+    (lambda args: [{key: tuple(value) for key, value in args[0].items()}, *args[1:]], {722}),
+    (lambda args: [complex(args[0])], {252}),
+    (_deep_tuple, {580, 615, 791}),
+]
+
+
+def _mbpp_plus_inputs(task_number: int, inputs: list) -> list:
+    for convert, ids in _MBPP_PLUS_INPUT_TYPES:
+        if task_number in ids:
+            return [convert(args) for args in inputs]
+    return inputs
+
+
+def attach_humaneval_plus(tasks: list[dict], path: str) -> dict:
+    """Attach HumanEval+'s differential tests (HumanEvalPlus.jsonl of evalplus) to the HumanEval tasks.
+
+    Returns:
+        Provenance of the file (path, sha256, task count), for metrics.json.
+    """
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt") as handle:
+        rows = {row["task_id"]: row for row in (json.loads(line) for line in handle if line.strip())}
+    missing = [t["task_id"] for t in tasks if t["task_id"] not in rows]
+    if missing:
+        raise ValueError(f"--plus_data {path} lacks {len(missing)} HumanEval tasks (e.g. {missing[:3]}); "
+                         "pass evalplus's HumanEvalPlus.jsonl")
+    for task in tasks:
+        row = rows[task["task_id"]]
+        task["evalplus"] = _evalplus_data("humaneval", row, [row["base_input"], row["plus_input"]])
+    return {"plus_source": str(path), "plus_file_sha256": _sha256(path), "plus_rows_in_file": len(rows)}
+
+
+# The differential checks, run by the sandbox's checker (trusted code, never in the program):
+# evalplus's comparison of each output with the canonical solution's (evalplus/eval/__init__.py,
+# unsafe_execute) and its special oracles (evalplus/eval/_special_oracle.py).
+EVALPLUS_CHECKS = """
+import copy
+import math
+
+MBPP_NOT_NONE = {"check_str", "text_match_three", "text_starta_endb"}
+MBPP_SET_EQ = {"similar_elements", "find_char_long", "common_in_nested_lists", "extract_singly", "larg_nnum",
+               "intersection_array", "find_dissimilar", "Diff"}
+
+
+def _is_floats(x):
+    if isinstance(x, float):
+        return True
+    return isinstance(x, (list, tuple)) and bool(x) and all(isinstance(i, float) for i in x)
+
+
+def _poly(xs, x):
+    return sum(coeff * math.pow(x, i) for i, coeff in enumerate(xs))
+
+
+def _allclose(out, exp, atol, rtol=1e-07):
+    # np.testing.assert_allclose(out, exp, atol=atol) on numbers and nested lists/tuples of numbers
+    if isinstance(out, (list, tuple)) or isinstance(exp, (list, tuple)):
+        return (isinstance(out, (list, tuple)) and isinstance(exp, (list, tuple)) and len(out) == len(exp)
+                and all(_allclose(o, e, atol, rtol) for o, e in zip(out, exp)))
+    if not all(isinstance(v, (int, float)) for v in (out, exp)):
+        return False
+    if math.isnan(out) or math.isnan(exp):
+        return math.isnan(out) and math.isnan(exp)
+    if math.isinf(out) or math.isinf(exp):
+        return out == exp
+    return abs(out - exp) <= atol + rtol * abs(exp)
+
+
+def evalplus_check(data, candidate):
+    reference_namespace = {"__name__": "__reference__"}
+    exec(data["reference"], reference_namespace)
+    reference = reference_namespace[data["entry_point"]]
+    entry, mbpp = data["entry_point"], data["dataset"] == "mbpp"
+    always_true = always_zero = original = True
+    for i, inp in enumerate(data["inputs"]):
+        where = f"{'base' if i < data['n_base'] else 'plus'} input {i}"
+        if mbpp and entry in MBPP_NOT_NONE:  # the result is an object (re.Match): only its presence counts
+            assert candidate.is_not_none(*inp) == (reference(*copy.deepcopy(inp)) is not None), where
+            continue
+        exp = reference(*copy.deepcopy(inp))
+        out = candidate(*inp)
+        if not mbpp and entry == "find_zero":
+            assert abs(_poly(*inp, out)) <= data["atol"], where
+            continue
+        exact = out == exp
+        if mbpp and entry in MBPP_SET_EQ:
+            exact = set(out) == set(exp)
+        elif mbpp and entry in ("are_equivalent", "sum_div"):  # Mbpp/164, 295: the canonical solution is wrong
+            original = original and exact
+            always_true, always_zero = always_true and out is True, always_zero and out == 0
+            exact = original or (always_true if entry == "are_equivalent" else always_zero)
+        atol = data["atol"]
+        if atol == 0 and _is_floats(exp):
+            atol = 1e-6
+        assert exact or (atol != 0 and _allclose(out, exp, atol)), where
+"""
+
+
+def evalplus_program(task: dict, code: str, program: str) -> tuple[str, Checks]:
+    """The same program, checked with evalplus's differential tests instead of the task's asserts."""
+    data = task["evalplus"]
+    checks = Checks(setup=EVALPLUS_CHECKS, code=f"evalplus_check(DATA, {data['entry_point']})\n",
+                    candidates=(data["entry_point"],), data=data)
+    return program, checks
 
 
 def _mbpp_entry_point(tests: Sequence[str]) -> str | None:
@@ -241,6 +382,9 @@ class CodeArguments:
     timeout_s: float = field(default=10.0, metadata={"help": "Wall-clock limit per program (seconds)."})
     memory_mb: int = field(default=2048, metadata={"help": "Address-space limit per program (MiB)."})
     workers: int | None = field(default=None, metadata={"help": "Programs run concurrently (default 2 x cores)."})
+    plus_timeout_s: float = field(default=30.0, metadata={
+        "help": "Wall-clock and CPU limit per program for evalplus's differential tests (MBPP+, HumanEval+: "
+                "~100 inputs, each also run through the canonical solution)."})
     allow_weak_isolation: bool = field(default=False, metadata={
         "help": "Run model-written code even where this machine cannot give it full isolation (not root, "
                 "or no namespaces); the level used is recorded in every result."})
@@ -252,9 +396,13 @@ class CodeArguments:
     def limits(self) -> SandboxLimits:
         return SandboxLimits(timeout_s=self.timeout_s, cpu_s=self.timeout_s, memory_mb=self.memory_mb)
 
+    def plus_limits(self) -> SandboxLimits:
+        return SandboxLimits(timeout_s=self.plus_timeout_s, cpu_s=self.plus_timeout_s, memory_mb=self.memory_mb)
+
 
 def grade_programs(pairs: list[tuple[dict, str]], build_program: Callable[[dict, str], tuple[str, Checks]],
-                   limits: SandboxLimits, workers: int | None = None, allow_weak_isolation: bool = False) -> list[dict]:
+                   limits: SandboxLimits, workers: int | None = None, allow_weak_isolation: bool = False,
+                   plus_limits: SandboxLimits | None = None) -> list[dict]:
     """Extract code from each (task, completion), run it in the sandbox against its checks, report pass/fail.
 
     Raises:
@@ -263,12 +411,21 @@ def grade_programs(pairs: list[tuple[dict, str]], build_program: Callable[[dict,
     require_isolation(allow_weak_isolation)
     extracted = [extract_code(completion, task.get("entry_point")) for task, completion in pairs]
     built = [build_program(task, code) for (task, _), code in zip(pairs, extracted, strict=True)]
+    # evalplus's differential tests (MBPP+, HumanEval+) run as a second, independent program.
+    plus = [i for i, (task, _) in enumerate(pairs) if "evalplus" in task]
+    plus_built = [evalplus_program(pairs[i][0], extracted[i], built[i][0]) for i in plus]
     results = run_programs([program for program, _ in built], limits, max_workers=workers,
                            progress=len(built) > 20, checks=[checks for _, checks in built])
-    return [{"extracted": code, "solution": program, "correct": result.passed, "status": result.status,
+    results += run_programs([program for program, _ in plus_built], plus_limits or limits, max_workers=workers,
+                            progress=len(plus_built) > 20, checks=[checks for _, checks in plus_built])
+    rows = [{"extracted": code, "solution": program, "correct": result.passed, "status": result.status,
              "error": "" if result.passed else (result.reason + "\n" + result.stderr[-1000:]).strip(),
              "isolation": result.isolation}
-            for code, (program, _), result in zip(extracted, built, results, strict=True)]
+            for code, (program, _), result in zip(extracted, built, results[:len(built)], strict=True)]
+    for i, result in zip(plus, results[len(built):], strict=True):
+        rows[i].update(correct_plus=result.passed, status_plus=result.status,
+                       error_plus="" if result.passed else (result.reason + "\n" + result.stderr[-1000:]).strip())
+    return rows
 
 
 def summarize_passes(rows: list[dict], num_samples: int) -> dict:
@@ -281,6 +438,15 @@ def summarize_passes(rows: list[dict], num_samples: int) -> dict:
         if k <= num_samples:
             out[f"pass@{k}"] = round(100.0 * sum(pass_at_k(num_samples, sum(c), k) if len(c) >= k else 0.0
                                                  for c in by_task.values()) / len(by_task), 4)
+    if any("correct_plus" in row for row in rows):  # evalplus's base + plus inputs (MBPP+, HumanEval+)
+        plus_by_task: dict = {}
+        for row in rows:
+            plus_by_task.setdefault(row["task_id"], []).append(bool(row.get("correct_plus")))
+        for k in (1, 10, 100):
+            if k <= num_samples:
+                out[f"plus_pass@{k}"] = round(100.0 * sum(pass_at_k(num_samples, sum(c), k) if len(c) >= k else 0.0
+                                                          for c in plus_by_task.values()) / len(plus_by_task), 4)
+        out["plus_correct"] = sum(bool(row.get("correct_plus")) for row in rows)
     isolation = next((row["isolation"] for row in rows if row.get("isolation")), None)
     out["sandbox_isolation"] = isolation
     return out

@@ -176,9 +176,13 @@ def _read_report(path: Path) -> dict:
     """The launcher's and checker's JSON lines (the program never holds this file's descriptor)."""
     report: dict = {}
     if path.exists():
-        for line in path.read_text().splitlines():
-            if line.strip():
-                report.update(json.loads(line))
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:  # a line cut short when the run was killed at the wall clock
+                continue
+            if isinstance(entry, dict):
+                report.update(entry)
     return report
 
 
@@ -579,6 +583,24 @@ def _checker_main(config: dict, report_fd: int, namespaces: bool, isolation: dic
         os._exit(0)
     os.close(to_worker_r)
     os.close(from_worker_w)
+    try:
+        _judge(pid, checks, limits, report_fd, to_worker_w, from_worker_r)
+    except BaseException as err:  # noqa: BLE001 - whatever the program did, it can only fail itself
+        _kill_and_wait(pid)
+        _report(report_fd, verdict="failed", reason=f"the checks could not finish: {type(err).__name__}: {err}"[:2000])
+
+
+def _kill_and_wait(pid: int) -> int:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    return _wait(pid)
+
+
+def _judge(pid: int, checks: dict | None, limits: SandboxLimits, report_fd: int, to_worker_w: int,
+           from_worker_r: int) -> None:
+    """Wait for the worker (no checks) or run the checks against it; report the verdict."""
     if checks is None:
         os.close(to_worker_w)
         os.close(from_worker_r)
@@ -617,8 +639,11 @@ def _exit_info(status: int, limits: SandboxLimits) -> dict:
         usage = resource.getrusage(resource.RUSAGE_CHILDREN)
         # RLIMIT_CPU sends SIGXCPU at the soft limit and SIGKILL at the hard one.
         cpu_limit = sig == signal.SIGXCPU or (sig == signal.SIGKILL and usage.ru_utime + usage.ru_stime >= limits.cpu_s)
-        return {"exit_status": 128 + sig, "cpu_limit": cpu_limit,
-                "exit_description": f"killed by {signal.Signals(sig).name}"}
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:  # real-time signals have no name
+            name = f"signal {sig}"
+        return {"exit_status": 128 + sig, "cpu_limit": cpu_limit, "exit_description": f"killed by {name}"}
     code = os.WEXITSTATUS(status)
     return {"exit_status": code, "cpu_limit": False, "exit_description": f"exit status {code}"}
 
@@ -638,8 +663,8 @@ def _run_checks(checks: dict, to_worker: int, from_worker: int) -> tuple[str, st
 
     try:
         ready = _receive(from_worker)
-    except (NotPlainData, ValueError) as err:
-        return "failed", f"malformed message from the program: {err}"
+    except (NotPlainData, ValueError, RecursionError) as err:
+        return "failed", f"malformed message from the program: {type(err).__name__}"
     if ready is None or ready.get("ready") is not True:
         return "failed", "program-ended"
     violations: list[str] = []

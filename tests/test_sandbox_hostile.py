@@ -56,6 +56,10 @@ FORGED_PASSES = {
     "kill_the_checker_then_exit_0": ("import os, signal\nfor pid in (1, os.getppid(), -1):\n    try:\n"
                                      "        os.kill(pid, signal.SIGKILL)\n    except OSError:\n        pass\n"
                                      + WRONG + "os._exit(0)\n"),
+    "dies_by_a_realtime_signal": "import os\n" + WRONG + "os.kill(os.getpid(), 40)\n",
+    "malformed_frames_to_the_checker": ("import os, struct\nfor data in (b'[' * 200000, b'\\xff' * 64, b'{{}}'):\n"
+                                        "    os.write(4, struct.pack('<Q', len(data)) + data)\n" + WRONG),
+    "closes_the_pipes": "import os\nos.close(3)\nos.close(4)\n" + WRONG,
     "patch_assert_machinery": ("import builtins\nbuiltins.AssertionError = type('Nothing', (BaseException,), {{}})\n"
                                "builtins.__build_class__ = None\n" + WRONG),
 }

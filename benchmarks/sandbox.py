@@ -3,7 +3,7 @@
 Each solution is graded twice, as the evaluator grades completions: as a continuation of the prompt
 and as a fenced full program (prompt + solution inside a ```python block).
 
-    python benchmarks/sandbox.py [--workers 4] [--form continuation|program|both]
+    python benchmarks/sandbox.py [--workers 4] [--form both|continuation|program]
 """
 
 import argparse
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> dict:
     """Run the canonical solutions; return {form: {passed, total, seconds, programs_per_s}, isolation}."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workers", type=int, default=None, help="concurrent programs (default 2 x cores)")
-    parser.add_argument("--form", choices=("continuation", "program", "both"), default="continuation")
+    parser.add_argument("--form", choices=("continuation", "program", "both"), default="both")
     args = parser.parse_args(argv)
     tasks, _ = load_humaneval()
     result = {"cores": os.cpu_count()}

@@ -41,6 +41,6 @@ for variant in $VARIANTS; do
 done
 lib_summary
 if [ "$DRY_RUN" = 0 ]; then
-  "$PY" aggregate_results.py ablation --results_dir "$RESULTS_DIR" --out_dir "$RESULTS_DIR/tables" --paper
-  "$PY" plot_results.py ablation --results_dir "$RESULTS_DIR" --out_dir "$RESULTS_DIR/figures"
+  "$PY" aggregate_results.py ablation ablation_glue --results_dir "$RESULTS_DIR" --out_dir "$RESULTS_DIR/tables" --paper
+  "$PY" plot_results.py ablation ablation_glue --results_dir "$RESULTS_DIR" --out_dir "$RESULTS_DIR/figures"
 fi

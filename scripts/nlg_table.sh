@@ -4,8 +4,9 @@
 # MATH; python (CodeFeedback) → HumanEval, MBPP; conversation (WizardLM) → MT-Bench — seeds 42, 1024, 2024.
 #
 #   bash scripts/nlg_table.sh --dry-run          # the plan: runs, configs, commands, outputs
-#   bash scripts/nlg_table.sh                    # run (resumes: finished runs are skipped)
-#   python aggregate_results.py nlg --paper --out_dir results/tables
+#   bash scripts/nlg_table.sh                    # run (resumes: finished runs are skipped), then the table:
+#                                                # results/tables/nlg.{md,tex,json} beside the paper's numbers
+#   bash scripts/nlg_table.sh --rehearse         # every stage at toy scale on CPU (tiny stand-ins)
 #
 # Runs: results/nlg/<model>_<method>_<subset>/seed<k>/ (see results/README.md).
 # Everything else (data, hyperparameters, DeepSpeed) lives in configs/nlg/<model>_<subset>_<method>.yaml.
@@ -35,3 +36,6 @@ for model in $MODELS; do
   done
 done
 lib_summary
+if [ "$DRY_RUN" = 0 ] && [ -z "${LIB_NO_TABLE:-}" ]; then
+  "$PY" aggregate_results.py nlg --paper --results_dir "$RESULTS_DIR" --out_dir "$RESULTS_DIR/tables"
+fi

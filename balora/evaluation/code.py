@@ -145,11 +145,11 @@ def load_mbpp(data: str | None = None, limit: int | None = None, variant: str = 
                 return _load_mbpp_plus_base(path, rows, limit)
         source = {"source": str(path), "file_sha256": _sha256(path)}
     else:
-        import datasets
+        from balora import rehearsal
 
         if variant not in ("full", "sanitized"):
             raise ValueError(f"MBPP variant must be 'full' or 'sanitized', got {variant!r}")
-        rows = list(datasets.load_dataset(MBPP_HUB_ID, variant, split="test"))
+        rows = list(rehearsal.load_hub_dataset(MBPP_HUB_ID, variant, split="test"))
         source = {"source": f"hub:{MBPP_HUB_ID}/{variant}/test"}
     rows = sorted((r for r in rows if int(r["task_id"]) in MBPP_TEST_IDS), key=lambda r: int(r["task_id"]))
     source.update(variant=variant, split="test", rows_in_split=len(rows))

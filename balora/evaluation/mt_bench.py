@@ -55,11 +55,11 @@ def load_questions(data: str | None = None, limit: int | None = None) -> tuple[l
         rows = [json.loads(line) for line in Path(data).read_text().splitlines() if line.strip()]
         source = {"source": str(data), "file_sha256": hashlib.sha256(Path(data).read_bytes()).hexdigest()}
     else:
-        import datasets
+        from balora import rehearsal
 
         rows = [{"question_id": r["prompt_id"], "category": r["category"], "turns": r["prompt"],
                  "reference": r.get("reference") or None}
-                for r in datasets.load_dataset(HUB_ID, split="train")]
+                for r in rehearsal.load_hub_dataset(HUB_ID, split="train")]
         source = {"source": f"hub:{HUB_ID}/train"}
     source["rows_in_file"] = len(rows)
     questions = []

@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from balora.paired import PAIRED_TABLES, build_paired, paired_json, paired_markdown
-from balora.results import TABLES, build_table, load_paper_table, to_json, to_latex, to_markdown
+from balora.results import TABLES, ResultsError, build_table, load_paper_table, to_json, to_latex, to_markdown
 
 REPO_ROOT = Path(__file__).resolve().parent
 
@@ -41,9 +41,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict]:
-    """Build the tables; returns {table name: to_json(table)}."""
+    """Build the tables; returns {table name: to_json(table)}.
+
+    Every table is built before any file is written: an error leaves the existing tables as they were.
+
+    Raises:
+        ResultsError: --results_dir does not exist, or its result files cannot be aggregated.
+    """
     args = parse_args(argv)
-    out = {}
+    if not Path(args.results_dir).is_dir():
+        raise ResultsError(f"--results_dir {args.results_dir} does not exist (the tables would be all 'missing'); "
+                           f"pass the folder holding the <study>/ result folders")
+    out, writes = {}, []
     for name in args.tables:
         if name in PAIRED_TABLES:
             paired_spec = PAIRED_TABLES[name]()
@@ -53,8 +62,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
             markdown = paired_markdown(paired)
             print(markdown)
             out[name] = paired_json(paired)
-            if args.out_dir:
-                _write(Path(args.out_dir), name, markdown, None, out[name])
+            writes.append((name, markdown, None, out[name]))
             continue
         spec = TABLES[name]()
         if args.seeds:
@@ -66,8 +74,10 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
         markdown = to_markdown(table, paper)
         print(markdown)
         out[name] = to_json(table)
-        if args.out_dir:
-            _write(Path(args.out_dir), name, markdown, to_latex(table, paper), out[name])
+        writes.append((name, markdown, to_latex(table, paper), out[name]))
+    if args.out_dir:
+        for write in writes:
+            _write(Path(args.out_dir), *write)
     return out
 
 
@@ -80,4 +90,8 @@ def _write(out_dir: Path, name: str, markdown: str, latex: str | None, data: dic
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    try:
+        main(sys.argv[1:])
+    except ResultsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)

@@ -11,13 +11,19 @@ the NLU regularisers; needs `regularizer_preset` iclr2026 | v5 or explicit λ). 
 Writes to --output_dir: config.yaml (resolved), run.json (provenance), metrics.json ({"final",
 "best", "best_epoch", "score", "final_score", "trainable_params", "task", ...}), log_history.json,
 features_step_final.npy / labels_step_final.npy (+ the same under the numeric final step, and every
-`feature_dump_steps` steps when > 0).
+`feature_dump_steps` steps when > 0), and the weights: adapter/ (peft format, with the trained task
+head; + adapter_lora/, a plain LoRA on the original model, for lora / dora / pissa / ba-lora), or model/
+(transformers format: the whole fine-tuned classifier for full and bitfit; for hadapter / padapter it
+holds the bottleneck adapters too, loaded by `adapters.prepare_model` + `load_state_dict`).
+metrics.json is written last: its presence marks a finished run, which is not replaced without
+--overwrite_output_dir.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import shutil
 import sys
 import time
 import warnings
@@ -57,6 +63,8 @@ class GlueArguments:
     feature_dump_steps: int = field(default=0, metadata={
         "help": "Dump validation features every N optimizer steps (0 = only the final dump)."})
     feature_batch_size: int = field(default=64, metadata={"help": "Batch size of the feature extraction."})
+    overwrite_output_dir: bool = field(default=False, metadata={
+        "help": "Allow writing into an output dir that holds a finished run (metrics.json)."})
 
 
 @dataclass
@@ -99,6 +107,30 @@ def _optimizer_steps(n_train: int, args: BALoRATrainingArguments) -> int:
     batch = args.per_device_train_batch_size * max(1, args.world_size)
     steps_per_epoch = max(1, math.ceil(math.ceil(n_train / batch) / args.gradient_accumulation_steps))
     return max(1, math.ceil(steps_per_epoch * args.num_train_epochs))
+
+
+def _check_output_dir(output_dir: Path, overwrite: bool) -> None:
+    if (output_dir / "metrics.json").exists() and not overwrite:
+        raise FileExistsError(
+            f"{output_dir} holds a finished run (metrics.json). Pass --overwrite_output_dir to replace it, "
+            f"or choose another --output_dir.")
+
+
+def _start_run_dir(output_dir: Path) -> None:
+    """Remove the metrics and checkpoints of a run being replaced: a half-replaced folder is never finished."""
+    for path in [output_dir / "metrics.json", *provenance.checkpoints(output_dir)]:
+        if path.exists():
+            logger.warning("Replacing the earlier run in %s: removing %s", output_dir, path.name)
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def _save_weights(trainer: BALoRATrainer, model, tokenizer, method: str, output_dir: Path) -> dict[str, str]:
+    """Save the fine-tuned weights in peft (adapter methods) or transformers format; returns {kind: dir}."""
+    if method in adapters.PEFT_METHODS:
+        return adapters.save_adapter(model, output_dir)
+    trainer.save_model(str(output_dir / "model"))
+    tokenizer.save_pretrained(output_dir / "model")
+    return {"model": str(output_dir / "model")}
 
 
 def _epoch_metrics(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -150,7 +182,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     if args.label_names is None:
         args.label_names = ["labels"]
     output_dir = Path(args.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    _check_output_dir(output_dir, glue_args.overwrite_output_dir)
+    provenance.ensure_writable(output_dir)
     logging.basicConfig(level=logging.INFO if args.should_log else logging.WARNING)
 
     set_seed(args.seed)  # seed first: head init and randomised PiSSA draw from the global RNG
@@ -194,6 +227,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         # Encoder-decoder heads (T5) also return encoder states; keep only the (B, C) logits for the metrics.
         preprocess_logits_for_metrics=lambda logits, labels: logits[0] if isinstance(logits, tuple) else logits,
     )
+    if trainer.is_world_process_zero():
+        _start_run_dir(output_dir)
     train_result = trainer.train()
     epochs = _epoch_metrics(trainer.state.log_history)
     if not epochs or epochs[-1]["step"] != trainer.state.global_step:
@@ -233,14 +268,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     }
     if not spec.is_regression:
         metrics["majority_class_score"] = glue.majority_class_score(spec, eval_ds["labels"])
+    metrics["weights"] = _save_weights(trainer, model, tokenizer, method, output_dir)
     save_config(output_dir / "config.yaml", resolved_config(glue_args, method_args, args))
     provenance.write_json(output_dir / "log_history.json", trainer.state.log_history)
-    provenance.write_json(output_dir / "metrics.json", metrics)
     provenance.write_json(output_dir / "run.json", provenance.collect(args.seed, start, extra={
         "task": spec.name, "model": glue_args.model_name_or_path, "method": method_args.method,
         "glue_dir": glue_args.glue_dir, "data_source": "tsv" if glue_args.glue_dir else "hub:nyu-mll/glue",
         "world_size": args.world_size,
     }))
+    provenance.write_json(output_dir / "metrics.json", metrics)  # last: marks the run finished
     logger.info("%s %s: best %s = %.2f at epoch %s, final %.2f", spec.name, method_args.method, spec.headline,
                 best["score"], best["epoch"], final["score"])
     finish_distributed(trainer)
@@ -248,4 +284,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, FileNotFoundError, FileExistsError, KeyError, PermissionError) as error:
+        # Input errors: one line naming what to fix and a non-zero exit; other errors keep their traceback.
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)

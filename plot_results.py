@@ -11,7 +11,9 @@ tsne_visualization.py --compare (scripts/tsne.sh).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 from balora import plots
@@ -112,16 +114,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> dict[str, list[str]]:
-    """Draw the figures; returns {figure: [written paths]} (empty list: nothing finished yet)."""
+    """Draw the figures; returns {figure: [written paths]} (empty list: nothing finished yet).
+
+    The figures are drawn into a scratch folder and moved into --out_dir only when all of them were
+    drawn: an unreadable result file leaves the existing figures as they were.
+
+    Raises:
+        ResultsError: a result file cannot be read.
+    """
     args = parse_args(argv)
+    results_dir, out_dir = Path(args.results_dir), Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     written = {}
-    for name in args.figures:
-        paths = FIGURES[name](Path(args.results_dir), Path(args.out_dir))
-        written[name] = [str(p) for p in paths]
-        for path in paths:
-            print(f"wrote {path}")
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".drawing-") as scratch:
+        drawn = {name: FIGURES[name](results_dir, Path(scratch)) for name in args.figures}
+        for name, paths in drawn.items():
+            written[name] = []
+            for path in paths:
+                target = out_dir / Path(path).relative_to(scratch)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(path, target)
+                written[name].append(str(target))
+                print(f"wrote {target}")
     return written
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    try:
+        main(sys.argv[1:])
+    except R.ResultsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)

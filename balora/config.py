@@ -46,13 +46,49 @@ def load_yaml_config(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"Config file {path} does not exist")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason})") from err
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise ValueError(f"{where}: malformed YAML ({getattr(err, 'problem', None) or err})") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a config must be a flat mapping of field: value")
     nested = [k for k, v in data.items() if isinstance(v, dict)]
     if nested:
         raise ValueError(f"{path}: configs are flat; nested keys {nested} are not supported")
     return data
+
+
+def _yaml_value(path: str, action: argparse.Action, value: Any) -> Any:
+    """`value` of YAML key `action.dest`, converted like a command-line value; a wrong type is a ValueError
+    naming the file and the key (argparse does not check defaults, and a float max_steps or a list lora_r
+    would fail much later, deep inside training)."""
+    if value is None:
+        return value
+    many = action.nargs in ("+", "*") or isinstance(action.nargs, int)
+    if isinstance(value, dict) or (isinstance(value, list) and not many):
+        raise ValueError(f"{path}: {action.dest} must be a single value, got {value!r}")
+    converted = []
+    for item in value if isinstance(value, list) else [value]:
+        kind = action.type
+        if isinstance(item, (list, dict)):
+            raise ValueError(f"{path}: {action.dest} must be a list of single values, got {value!r}")
+        if kind is not None and kind is not str and isinstance(item, str):
+            try:
+                item = kind(item)
+            except (TypeError, ValueError, argparse.ArgumentTypeError) as err:
+                raise ValueError(f"{path}: {action.dest}: {item!r} is not valid ({err})") from None
+        elif kind is int and (isinstance(item, bool) or not isinstance(item, int)):
+            raise ValueError(f"{path}: {action.dest} must be an integer, got {item!r}")
+        elif kind is float and (isinstance(item, bool) or not isinstance(item, (int, float))):
+            raise ValueError(f"{path}: {action.dest} must be a number, got {item!r}")
+        elif kind is float:
+            item = float(item)
+        converted.append(item)
+    return converted if many else converted[0]
 
 
 def parse_args(dataclass_types: tuple[type, ...], argv: list[str] | None = None) -> tuple[Any, ...]:
@@ -75,11 +111,10 @@ def parse_args(dataclass_types: tuple[type, ...], argv: list[str] | None = None)
         if unknown:
             raise ValueError(f"{config_path}: unknown config keys {unknown}; check the spelling against "
                              f"`--help` of this script")
-        # Default values are not type-converted by argparse: do it here, as for a command-line value.
+        # Default values are not type-converted or checked by argparse: do it here, as for a command-line value.
         for action in parser._actions:
-            if action.dest in values and action.type is not None and isinstance(values[action.dest], str) \
-                    and action.type is not str:
-                values[action.dest] = action.type(values[action.dest])
+            if action.dest in values:
+                values[action.dest] = _yaml_value(config_path, action, values[action.dest])
         parser.set_defaults(**values)
         # A YAML value satisfies a required flag.
         for action in parser._actions:
@@ -105,6 +140,12 @@ def resolved_config(*instances: Any, skip: tuple[str, ...] = ()) -> dict[str, An
                 value = str(value)
             out[f.name] = value
     return out
+
+
+def changed_keys(saved: dict[str, Any], new: dict[str, Any], ignore: tuple[str, ...] = ()) -> dict[str, tuple]:
+    """{key: (saved value, new value)} of the keys whose value differs, outside `ignore`."""
+    keys = (set(saved) | set(new)) - set(ignore)
+    return {k: (saved.get(k), new.get(k)) for k in sorted(keys) if saved.get(k) != new.get(k)}
 
 
 def save_config(path: str | Path, config: dict[str, Any]) -> None:

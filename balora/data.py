@@ -73,33 +73,58 @@ def load_rows(data_path: str, data_split: str = "train", data_subset: str | None
                 f"Could not load dataset {data_path!r} (split {name!r}{', subset ' + data_subset if data_subset else ''}) "
                 f"from the hub: {err}. Offline? Pass a local .json/.jsonl file as --data_path."
             ) from err
+    where = getattr(rows, "where", None) or [f"{data_path} row {i}" for i in range(len(rows))]
     lo, hi = _slice_bounds(len(rows), start, stop)
-    rows = rows[lo:hi]
+    rows = Rows(rows[lo:hi], where[lo:hi], data_path)
     if not rows:
         raise ValueError(f"No rows left in {data_path!r} after slicing with {data_split!r}")
     return rows
 
 
-def _read_local(path: Path) -> list[dict[str, Any]]:
+class Rows(list):
+    """Data rows that remember where each one comes from, for error messages: `where[i]` is
+    "<file>:<line>" (JSONL), "<file> row <i>" (JSON array) or "<data set> row <i>"."""
+
+    def __init__(self, rows: list[dict[str, Any]], where: list[str], source: str):
+        super().__init__(rows)
+        self.where = where
+        self.source = source
+
+
+def _read_local(path: Path) -> Rows:
     import json
 
     if not path.exists():
         raise FileNotFoundError(f"Data file {path} does not exist")
-    text = path.read_text(encoding="utf-8")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        raise ValueError(f"{path}:{line}: not UTF-8 text (byte {err.start}: {err.reason}); re-encode the file "
+                         f"as UTF-8") from None
     if path.suffix == ".json":
-        rows = json.loads(text)
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{err.lineno}: malformed JSON ({err.msg})") from None
         if not isinstance(rows, list):
             raise ValueError(f"{path}: a .json data file must hold a list of objects")
-        return rows
-    rows = []
-    for line_number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{line_number}: malformed JSON line ({err.msg})") from err
-    return rows
+        where = [f"{path} row {i}" for i in range(len(rows))]
+    else:
+        rows, where = [], []
+        for line_number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{line_number}: malformed JSON line ({err.msg})") from err
+            where.append(f"{path}:{line_number}")
+    for row, place in zip(rows, where, strict=True):
+        if not isinstance(row, dict):
+            raise ValueError(f"{place}: a data row must be a JSON object, got {type(row).__name__} {row!r:.60}")
+    return Rows(rows, where, str(path))
 
 
 def gsm8k_answer_to_metamath(answer: str) -> str:
@@ -178,17 +203,23 @@ def build_dataset(rows: list[dict[str, Any]], tokenizer, query_field: str, respo
 
     Raises:
         KeyError: a row lacks the query or response field (names the row and the fields it has).
-        ValueError: no example keeps a response token within max_length.
+        ValueError: a query or response is not a string (names the file and line, or the row); every
+            response is empty (the model would learn only to emit EOS); no example keeps a response
+            token within max_length.
     """
     import datasets
 
-    examples, dropped = [], 0
+    where = getattr(rows, "where", None) or [f"row {i}" for i in range(len(rows))]
+    examples, dropped, empty = [], 0, 0
     for index, row in enumerate(rows):
         for key in (query_field, response_field):
             if key not in row:
                 raise KeyError(f"Row {index} has no field {key!r} (fields: {sorted(row)}); "
                                f"set --query_field/--response_field")
+            if not isinstance(row[key], str):
+                raise ValueError(f"{where[index]}: field {key!r} is {row[key]!r:.60}, not a string")
         response = row[response_field]
+        empty += not response.strip()
         if gsm8k_to_metamath:
             response = gsm8k_answer_to_metamath(response)
         example = tokenize_example(tokenizer, row[query_field], response, max_length)
@@ -196,6 +227,13 @@ def build_dataset(rows: list[dict[str, Any]], tokenizer, query_field: str, respo
             dropped += 1
         else:
             examples.append(example)
+    if empty == len(rows):
+        source = getattr(rows, "source", "the data")
+        raise ValueError(f"{source}: all {len(rows)} responses (field {response_field!r}) are empty: the model "
+                         f"would learn only the end-of-sequence token; check --response_field")
+    if empty:
+        logger.warning("%d of %d responses are empty (the example teaches only the end-of-sequence token)",
+                       empty, len(rows))
     if dropped:
         logger.warning("%d of %d examples have no response token within max_length=%d and were skipped",
                        dropped, len(rows), max_length)

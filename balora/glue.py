@@ -163,7 +163,13 @@ def read_glue_tsv(path: str | os.PathLike, task: str | GlueTask) -> list[dict[st
     if not path.is_file():
         raise FileNotFoundError(f"GLUE file not found: {path} (expected layout <glue_dir>/{spec.tsv_dir}/...)")
     # utf-8-sig: MRPC's header starts with a byte-order mark.
-    lines = path.read_text(encoding="utf-8-sig").split("\n")
+    raw = path.read_bytes()
+    try:
+        lines = raw.decode("utf-8-sig").split("\n")
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        raise ValueError(f"{path}:{line}: not UTF-8 text (byte {err.start}: {err.reason}); re-encode the file "
+                         f"as UTF-8") from None
     if lines and lines[-1] == "":
         lines.pop()  # final newline (CoLA's dev.tsv has none)
     first_data_line = 1

@@ -92,3 +92,57 @@ def write_json(path: str | os.PathLike, payload: dict[str, Any]) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
     os.replace(tmp, path)
+
+
+# --- run folders: finished runs, checkpoints -------------------------------------------------------
+
+
+def ensure_writable(output_dir: str | os.PathLike) -> None:
+    """Create `output_dir` and check that files can be written there, before any work is done.
+
+    Raises:
+        ValueError: the folder cannot be created or written (names it and the reason).
+    """
+    output_dir = Path(output_dir)
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        probe = output_dir / f".write_test.{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(f"output directory {output_dir} cannot be written ({err.strerror or err}); choose "
+                         f"another --output_dir") from err
+
+CHECKPOINT_PREFIX = "checkpoint-"
+
+
+def checkpoint_is_complete(path: str | os.PathLike) -> bool:
+    """Whether a Trainer checkpoint folder was written to the end.
+
+    transformers' `Trainer._save_checkpoint` writes the model, optimizer, scheduler and RNG state first and
+    `trainer_state.json` last: a save killed part-way lacks it (or holds an unparsable one). A file of zero
+    bytes (a write killed before its first block) marks it incomplete as well.
+    """
+    path = Path(path)
+    state = path / "trainer_state.json"
+    try:
+        json.loads(state.read_text())
+    except (OSError, ValueError):
+        return False
+    return all(f.stat().st_size > 0 for f in path.rglob("*") if f.is_file())
+
+
+def checkpoints(output_dir: str | os.PathLike) -> list[Path]:
+    """The checkpoint-<step> folders of a run folder, oldest step first."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return []
+    found = [p for p in output_dir.glob(f"{CHECKPOINT_PREFIX}*")
+             if p.is_dir() and p.name[len(CHECKPOINT_PREFIX):].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
+
+
+def last_complete_checkpoint(output_dir: str | os.PathLike) -> Path | None:
+    """The newest checkpoint of `output_dir` that was written to the end (see checkpoint_is_complete)."""
+    complete = [p for p in checkpoints(output_dir) if checkpoint_is_complete(p)]
+    return complete[-1] if complete else None

@@ -70,8 +70,8 @@ def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        payload = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ResultsError(f"{path} is not valid JSON ({err}); re-run that run or delete its folder") from err
     if not isinstance(payload, dict):
         raise ResultsError(f"{path} must hold a JSON object, found {type(payload).__name__}")
@@ -241,6 +241,12 @@ def aggregate_cell(run: Run | None, metric: str, expected_seeds: Sequence[int] =
         value = result.metrics[metric]
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ResultsError(f"{result.path}: metric {metric!r} is {value!r}, not a number")
+        if not math.isfinite(value):
+            # A mean over seeds with a NaN in it is NaN: say which run, instead of a table of NaNs.
+            bench_file = result.path / "eval" / f"{metric.split('.')[0]}.json"
+            source = bench_file if "." in metric and bench_file.is_file() else result.path / "metrics.json"
+            raise ResultsError(f"{source}: metric {metric!r} is {value} (the run diverged or its evaluation "
+                               f"failed); re-run that seed or delete its folder")
         cell.values[seed] = float(value) * scale
         protocols.add(_protocol_of(result.metrics, metric))
     if len(protocols) > 1:
@@ -857,7 +863,11 @@ def load_histories(results_root: str | Path, run: str, seeds: Sequence[int] = ()
     for seed, result in sorted((loaded.seeds if loaded else {}).items()):
         path = result.path / "log_history.json"
         if (not seeds or seed in seeds) and path.is_file():
-            history = json.loads(path.read_text())
+            try:
+                history = json.loads(path.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                raise ResultsError(f"{path} is not valid JSON ({err}); re-run that run or delete its "
+                                   f"log_history.json") from err
             if not isinstance(history, list):
                 raise ResultsError(f"{path} must hold the Trainer's log history (a JSON list)")
             histories.append(history)

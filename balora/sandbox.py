@@ -498,7 +498,7 @@ def _build_root(root: str, limits: SandboxLimits, uid: int) -> None:
     if not os.path.exists(root + binary):
         _bind_readonly(binary, root)
     os.makedirs(os.path.join(root, "dev"), mode=0o755)
-    for device in _DEVICES:
+    for device in (d for d in _DEVICES if os.path.exists("/dev/" + d)):
         target = os.path.join(root, "dev", device)
         open(target, "a").close()
         _mount("/dev/" + device, target, None, _MS_BIND)

@@ -116,7 +116,8 @@ def test_forged_setup_error_fails_only_its_own_sample(tmp_path):
             {"task_id": "HumanEval/1", "completion": "```python\n" + SETUP_MARKER + "```\n"}]
     samples.write_text("".join(json.dumps(r) + "\n" for r in rows))
     metrics = load_script("humaneval").main(["--samples", str(samples), "--data", str(FIXTURES / "humaneval_tiny.jsonl"),
-                                             "--output_dir", str(tmp_path / "out")])
+                                             "--output_dir", str(tmp_path / "out"),
+                                             *([] if IS_ROOT else ["--allow_weak_isolation"])])
     assert metrics["score"] == 50.0
     written = [json.loads(line) for line in (tmp_path / "out" / "samples.jsonl").read_text().splitlines()]
     assert [r["correct"] for r in written] == [True, False]

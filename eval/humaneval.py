@@ -3,6 +3,8 @@
     python eval/humaneval.py --model M [--adapter DIR] --output_dir out/humaneval
     python eval/humaneval.py --samples completions.jsonl --output_dir out/humaneval   # HumanEval/N task ids
     ... --plus_data HumanEvalPlus.jsonl     # also HumanEval+ (evalplus's base + plus inputs): plus_pass@1
+
+Also writes evalplus_samples.jsonl (HumanEval/N, solution) for cross-checking with evalplus itself.
 """
 
 import logging

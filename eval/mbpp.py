@@ -2,6 +2,9 @@
 
     python eval/mbpp.py --model M [--adapter DIR] --data ../shared/data/mbpp/mbpp.jsonl --output_dir out/mbpp
     python eval/mbpp.py --samples completions.jsonl --data ../shared/data/mbpp/sanitized-mbpp.json --output_dir D
+    python eval/mbpp.py ... --data ../shared/data/mbpp/MbppPlus.jsonl   # EvalPlus tasks: score (base) + plus_pass@1
+
+Also writes evalplus_samples.jsonl (Mbpp/N, solution) for cross-checking with evalplus itself.
 """
 
 import logging

@@ -201,9 +201,19 @@ def run_program(source: str, limits: SandboxLimits | None = None, stdin: str = "
         ExecResult with the status, exit code, captured (capped) output and the isolation used.
 
     Raises:
-        SandboxSetupError: the sandbox could not be set up (a property of the machine, not the program).
+        SandboxSetupError: the sandbox could not be set up twice in a row (a property of the machine,
+            not of the program: set-up happens before any of its code runs).
     """
-    limits = limits or SandboxLimits()
+    try:
+        return _run_once(source, limits or SandboxLimits(), stdin, namespaces, checks)
+    except (SandboxSetupError, OSError):
+        # A transient shortage (fork or mount refused while other runs hold memory or processes)
+        # must not abort a whole evaluation: try once more before reporting the machine broken.
+        time.sleep(1.0)
+        return _run_once(source, limits or SandboxLimits(), stdin, namespaces, checks)
+
+
+def _run_once(source: str, limits: SandboxLimits, stdin: str, namespaces: bool, checks: Checks | None) -> ExecResult:
     outer = Path(tempfile.mkdtemp(prefix="balora-sandbox-"))
     uid = _allocate_uid()
     try:
@@ -212,6 +222,7 @@ def run_program(source: str, limits: SandboxLimits | None = None, stdin: str = "
         os.chmod(outer, 0o711)
         (outer / "root").mkdir()
         (outer / "stdin.txt").write_text(stdin)
+        namespaces = namespaces and _namespaces_unusable is None
         config = {"outer": str(outer), "limits": asdict(limits), "namespaces": namespaces, "uid": uid,
                   "source": source, "checks": None}
         if checks is not None:
@@ -293,6 +304,11 @@ def run_programs(sources: list[str], limits: SandboxLimits | None = None, max_wo
         return list(iterator)
 
 
+# Set when namespaces were granted but the private root could not be built (e.g. a container that
+# refuses mounts) and the caller accepted weaker isolation: later runs skip the namespaces.
+_namespaces_unusable: str | None = None
+
+
 def probe_isolation(namespaces: bool = True) -> dict:
     """The isolation level this machine gives (runs one empty program)."""
     return run_program("pass\n", SandboxLimits(timeout_s=10, cpu_s=10), namespaces=namespaces).isolation
@@ -304,7 +320,15 @@ def require_isolation(allow_weak: bool, namespaces: bool = True) -> dict:
     Returns:
         The isolation dict (recorded with every result).
     """
-    isolation = probe_isolation(namespaces)
+    global _namespaces_unusable
+    try:
+        isolation = probe_isolation(namespaces)
+    except SandboxSetupError as err:
+        if not allow_weak:
+            raise WeakIsolationError(f"{err} Full isolation is not available here; pass --allow_weak_isolation "
+                                     "to run with the weaker level (recorded in every result).") from err
+        _namespaces_unusable = str(err)
+        isolation = probe_isolation(namespaces=False)
     missing = {k: v for k, v in isolation.items() if FULL_ISOLATION.get(k) != v}
     if missing and not allow_weak:
         raise WeakIsolationError(

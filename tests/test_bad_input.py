@@ -123,17 +123,6 @@ def test_non_utf8_tsv_is_one_line_naming_the_file_and_line(tmp_path):
     _one_line_error(proc, f"{train}:4: not UTF-8 text")
 
 
-# --- scripts ------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("flag", ["--seeds", "--only", "--results_dir", "--outputs_dir"])
-def test_a_script_flag_without_its_value_is_one_line(flag, tmp_path):
-    proc = subprocess.run(["bash", str(REPO / "scripts" / "tsne.sh"), "--dry-run", flag], capture_output=True,
-                          text=True, env={**ENV, "OUTPUTS_DIR": str(tmp_path / "o"), "RESULTS_DIR": str(tmp_path / "r")})
-    assert proc.returncode == 2 and proc.stderr.strip() == f"error: {flag} needs a value (see --help)", proc.stderr
-    assert "unbound variable" not in proc.stderr
-
-
 # --- tables and figures -------------------------------------------------------------------------------
 
 

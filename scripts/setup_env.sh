@@ -2,6 +2,12 @@
 # Create (or reuse) the local virtual environment .venv with the pinned requirements.
 # Idempotent: a stamp file records the hash of the requirement files, so a second call is instant.
 set -euo pipefail
+if [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then
+  echo "usage: bash scripts/setup_env.sh   (PYTHON=python3.11 VENV=.venv to choose)"
+  echo
+  sed -n '2,/^set -/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'
+  exit 0
+fi
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}

@@ -2,6 +2,12 @@
 # Quick start, command 2: set up .venv (pinned requirements) and run the test suite, offline.
 # Extra flags go to pytest (e.g. -k regularizers, -x).
 set -euo pipefail
+if [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then
+  echo "usage: bash scripts/test.sh [pytest flags, e.g. -k regularizers -x]"
+  echo
+  sed -n '2,/^set -/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'
+  exit 0
+fi
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false

@@ -25,9 +25,6 @@ NOT_ENTRY_POINTS = {
 # the entry then).
 MISSING_HELP = {
     "scripts/gpu_check.sh": "rejects --help as an unknown argument",
-    "scripts/setup_env.sh": "ignores --help and sets up the virtual environment",
-    "scripts/test.sh": "sets up the virtual environment before passing --help to pytest",
-    "scripts/quickstart.sh": "sets up the virtual environment before passing --help to quickstart.py",
 }
 
 

@@ -76,7 +76,7 @@ def _train_on(tmp_path: Path, name: str, content: bytes | str, *flags: str) -> N
     path = tmp_path / name
     path.write_bytes(content if isinstance(content, bytes) else content.encode())
     train_nlg.main(["--config", TINY, "--output_dir", str(tmp_path / "out"), "--max_steps", "1",
-                    "--data_path", str(path), *flags])
+                    "--method", "lora", "--regularizer_preset", "none", "--data_path", str(path), *flags])
 
 
 GOOD_ROW = json.dumps({"query": "What is 1 + 1?", "response": "The answer is: 2"})

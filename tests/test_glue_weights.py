@@ -47,35 +47,36 @@ def glue_dir(tmp_path_factory) -> Path:
     return _tiny_glue(tmp_path_factory.mktemp("glue"))
 
 
-def test_ba_lora_adapter_reloads_on_the_original_model_to_the_final_score(glue_dir, tmp_path):
+def test_saved_weights_reload_and_a_finished_run_is_replaced_only_on_request(glue_dir, tmp_path):
     from peft import PeftModel
 
     out = tmp_path / "run"
-    metrics = _run(out, glue_dir, "ba-lora")
-    saved = json.loads((out / "metrics.json").read_text())["weights"]
-    assert saved == {"adapter": str(out / "adapter"), "adapter_lora": str(out / "adapter_lora")}
-    # adapter_lora (rank 2r, with the trained head) applies to the original pre-trained model: what others
-    # load. The conversion reorders float32 sums, so the score agrees to 1e-2 points, not bit for bit.
-    model = PeftModel.from_pretrained(_fresh_base(), out / "adapter_lora")
-    assert np.isfinite(metrics["final_score"])
-    assert _score(model, glue_dir) == pytest.approx(metrics["final_score"], abs=1e-2)
-
-
-def test_full_model_weights_reload_and_a_finished_run_is_replaced_only_on_request(glue_dir, tmp_path):
-    out = tmp_path / "run"
     metrics = _run(out, glue_dir, "bitfit")
+    # Full-model methods: model/ is a transformers classifier.
+    assert json.loads((out / "metrics.json").read_text())["weights"] == {"model": str(out / "model")}
     model = glue.load_classifier(str(out / "model"), glue.get_task("stsb"))[0]
+    assert np.isfinite(metrics["final_score"])
     assert _score(model, glue_dir) == pytest.approx(metrics["final_score"], abs=1e-4)
 
     before = {name: (out / name).read_bytes() for name in ("metrics.json", "config.yaml", "run.json")}
     with pytest.raises(FileExistsError, match="finished run"):
-        _run(out, glue_dir, "hadapter")
+        _run(out, glue_dir, "ba-lora")
     assert {name: (out / name).read_bytes() for name in before} == before
 
-    metrics = _run(out, glue_dir, "hadapter", "--overwrite_output_dir")
-    assert json.loads((out / "metrics.json").read_text())["method"] == "hadapter"
-    # Bottleneck adapters: model/ holds the classifier and its adapters, loaded into the prepared model.
+    metrics = _run(out, glue_dir, "ba-lora", "--overwrite_output_dir")
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["weights"] == {"adapter": str(out / "adapter"), "adapter_lora": str(out / "adapter_lora")}
+    # adapter_lora (rank 2r, with the trained head) applies to the original pre-trained model: what others
+    # load. The conversion reorders float32 sums, so the score agrees to 1e-2 points, not bit for bit.
+    model = PeftModel.from_pretrained(_fresh_base(), out / "adapter_lora")
+    assert _score(model, glue_dir) == pytest.approx(metrics["final_score"], abs=1e-2)
+
+
+def test_bottleneck_adapters_reload_into_the_prepared_model(glue_dir, tmp_path):
+    """hadapter / padapter: model/ holds the classifier and its adapters (strict state-dict load)."""
+    out = tmp_path / "run"
+    metrics = _run(out, glue_dir, "padapter")
     model = adapters.prepare_model(_fresh_base(), adapters.AdapterConfig(
-        method="hadapter", modules_to_save=glue.default_modules_to_save("bert")))
+        method="padapter", modules_to_save=glue.default_modules_to_save("bert")))
     model.load_state_dict(load_file(out / "model" / "model.safetensors"), strict=True)
     assert _score(model, glue_dir) == pytest.approx(metrics["final_score"], abs=1e-4)

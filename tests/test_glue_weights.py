@@ -20,7 +20,7 @@ from balora import adapters, glue
 def _run(out: Path, glue_dir: Path, method: str, *flags: str) -> dict:
     extra = ["--regularizer_preset", "iclr2026"] if method == "ba-lora" else []
     return finetune_glue.main(["--task_name", "stsb", "--glue_dir", str(glue_dir), "--model_name_or_path", "tiny-bert",
-                               "--method", method, *extra, "--output_dir", str(out), *TINY, *flags])
+                               "--method", method, *extra, "--output_dir", str(out), *TINY, "--max_steps", "1", *flags])
 
 
 def _score(model, glue_dir: Path) -> float:

@@ -89,6 +89,16 @@ def _write(out_dir: Path, name: str, markdown: str, latex: str | None, data: dic
     (out_dir / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
 
 
+def cli() -> int:
+    """Console entry point `balora-aggregate`: the command line below, returning the exit status."""
+    try:
+        main(sys.argv[1:])
+    except ResultsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
 if __name__ == "__main__":
     try:
         main(sys.argv[1:])

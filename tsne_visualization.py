@@ -156,6 +156,13 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float | None]]:
     return scores
 
 
+def cli() -> int:
+    """Console entry point `balora-tsne`: the command line below, returning the exit status."""
+    logging.basicConfig(level=logging.INFO)
+    main(sys.argv[1:])
+    return 0
+
+
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
     main(sys.argv[1:])

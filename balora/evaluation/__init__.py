@@ -1,0 +1,1 @@
+"""NLG evaluation: graders, samples files and the flow shared by the eval/ command lines."""

@@ -58,7 +58,7 @@ RECIPES: dict[str, dict[str, str | list[str]]] = {
         "learning_rate": "5e-5",
         "weight_decay": "0.01",
     },
-    # The paper's BERT-L setting (method.md §4) with PiSSA init, i.e. BA-LoRA proper.
+    # The paper's BERT-L setting (docs/method.md §4) with PiSSA init, i.e. BA-LoRA proper.
     "paper": {
         "method": "ba-lora",
         "lora_r": "8",

@@ -1,7 +1,7 @@
 """BA-LoRA: Bias-Alleviating Low-Rank Adaptation (arXiv 2408.04556, ICLR 2026).
 
 Modules:
-    regularizers  pure tensor functions for the three logit regularisers (method.md §3)
+    regularizers  pure tensor functions for the three logit regularisers (docs/method.md §3)
     adapters      adapter set-up on top of peft and the frozen reference function (§1-§2)
     trainer       a transformers Trainer that adds the regularisers and logs each term
     data          prompt formatting and tokenisation for the NLG recipe

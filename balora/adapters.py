@@ -3,7 +3,7 @@
 Methods (AdapterConfig.method):
     full      all weights trainable; reference = a frozen copy of the initial weights (swapped in).
     lora      peft LoRA, B = 0 at init; reference = adapter disabled (exact).
-    pissa     peft LoRA with PiSSA init (method.md §1): the base becomes W_res = W - B·A, so disabling the
+    pissa     peft LoRA with PiSSA init (docs/method.md §1): the base becomes W_res = W - B·A, so disabling the
               adapter gives W_res, NOT W. The reference is a second, frozen peft adapter named
               "reference" holding the *initial* A, B (cost: one adapter, not a second model, and it
               works under ZeRO-3 because it is an ordinary module, not a tensor swap).
@@ -211,7 +211,7 @@ def prepare_model(model: nn.Module, cfg: AdapterConfig) -> nn.Module:
 
     if cfg.method == "full":
         _set_trainable(model, lambda n: True)
-        # A full copy of the initial weights is the only exact reference for full FT (method.md §2).
+        # A full copy of the initial weights is the only exact reference for full FT (docs/method.md §2).
         model.__dict__["_balora_reference_snapshot"] = _snapshot_trainable(model)
     elif cfg.method == "bitfit":
         _set_trainable(model, lambda n: n.endswith(".bias") or _in_modules(n, cfg.modules_to_save))
@@ -371,7 +371,7 @@ def _load_pissa_init(residual_model: nn.Module, init_dir: str | os.PathLike):
 
 @contextlib.contextmanager
 def reference_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Inside the block, `model(...)` computes the frozen pre-trained function (method.md §2).
+    """Inside the block, `model(...)` computes the frozen pre-trained function (docs/method.md §2).
 
     The model is also put in eval mode (no dropout) so the reference is deterministic, and gradients
     are off. Trainable flags and the train/eval mode are restored on exit, even after an exception.

@@ -1,6 +1,6 @@
 """Text generation shared by every NLG evaluator: model + adapter loading, batched decoding, resumability.
 
-Decoding follows the training format (method.md §5): the Alpaca prompt, greedy by default, a cap on
+Decoding follows the training format (docs/method.md §5): the Alpaca prompt, greedy by default, a cap on
 new tokens, and stop strings that end a response when the model starts a new Alpaca section.
 
 * HF backend: left padding, prompts sorted by length so each batch pads little, `generate` with

@@ -1,4 +1,4 @@
-"""The prompt format shared by training and evaluation (method.md §4).
+"""The prompt format shared by training and evaluation (docs/method.md §4).
 
 Training and evaluation must use exactly the same prompt: MetaMath/PiSSA/BA-LoRA train and
 evaluate with the Alpaca "no input" template and put the loss on the response only.

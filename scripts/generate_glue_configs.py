@@ -23,7 +23,7 @@ METHOD_NAMES = {
 }
 LORA_FAMILY = ("lora", "loha", "dora", "adalora", "pissa", "ba-lora")
 
-# DeBERTa-v3-base, the paper's main NLU table. Reported (method.md §4): MNLI 5 epochs bs 16 lr 5e-5;
+# DeBERTa-v3-base, the paper's main NLU table. Reported (docs/method.md §4): MNLI 5 epochs bs 16 lr 5e-5;
 # SST-2 and MRPC 20 epochs; RTE 50 epochs bs 16 lr 1e-4; r = 8; lr grid {5e-5 ... 6e-4}. Not reported,
 # taken from the AdaLoRA DeBERTa-v3-base setup: CoLA 25, QNLI 5, QQP 5, STS-B 25 epochs; sequence lengths.
 DEBERTA_TASKS = {

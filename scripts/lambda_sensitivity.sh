@@ -22,7 +22,7 @@ MASTER_PORT=${MASTER_PORT:-29500}
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 lib_parse_args "$@"
 
-# The ICLR-2026 NLG λ (method.md §3; the configs' regularizer_preset iclr2026).
+# The ICLR-2026 NLG λ (docs/method.md §3; the configs' regularizer_preset iclr2026).
 declare -A BASE_LAMBDA=([consistency]=0.025 [diversity]=0.005 [svd]=0.005)
 
 for model in $MODELS; do

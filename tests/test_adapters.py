@@ -1,4 +1,4 @@
-"""Invariants of the adapter set-up and of the frozen reference (method.md §1-§2)."""
+"""Invariants of the adapter set-up and of the frozen reference (docs/method.md §1-§2)."""
 
 import copy
 

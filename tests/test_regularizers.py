@@ -1,5 +1,5 @@
 """Invariants of balora/regularizers.py: every term against a brute-force loop, masking, chunking,
-bf16, edge cases, presets and config validation (method.md §3)."""
+bf16, edge cases, presets and config validation (docs/method.md §3)."""
 
 import dataclasses
 import math
@@ -19,7 +19,7 @@ from balora.regularizers import (
 )
 
 # ------------------------------------------------------------------ brute-force references
-# Written as per-row / per-entry loops straight from method.md §3, in float64.
+# Written as per-row / per-entry loops straight from docs/method.md §3, in float64.
 
 
 def _softmax_row(z):
@@ -437,7 +437,7 @@ def test_constant_terms_and_warn_once_per_term_and_reason():
 
 
 def test_presets_match_method_table():
-    table = {  # method.md §3 "Hyperparameters reported"
+    table = {  # docs/method.md §3 "Hyperparameters reported"
         ("iclr2026", "nlg"): (
             (0.025, 0.005, 0.005),
             dict(

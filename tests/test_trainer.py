@@ -231,7 +231,7 @@ def test_nlu_reference_cache_skips_later_reference_forwards_and_changes_nothing(
 @pytest.mark.parametrize("kind", ["tiny-llama", "tiny-mistral", "tiny-gemma"])
 def test_rows_only_reference_and_gathered_rows_equal_the_masked_full_logits_formula(tmp_path, kind):
     """The trainer gathers the N supervised rows and applies the reference LM head to them only:
-    loss and gradients must equal the method.md formula on full (B, T-1, V) logits with the mask."""
+    loss and gradients must equal the docs/method.md formula on full (B, T-1, V) logits with the mask."""
     from balora.adapters import reference_mode
     from balora.regularizers import regularizer_terms
     from balora.trainer import _rows_only_head

@@ -40,6 +40,7 @@ from balora.trainer import (
     BALoRATrainer,
     BALoRATrainingArguments,
     finish_distributed,
+    resolve_method,
     warn_if_regularizers_with_full_ft,
 )
 
@@ -145,7 +146,7 @@ def _epoch_metrics(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _warn_constant_terms(args: BALoRATrainingArguments, num_labels: int, task: str) -> list[str]:
-    """Warn for regularisers that are constant on a C-column output (method.md §3)."""
+    """Warn for regularisers that are constant on a C-column output (docs/method.md §3)."""
     active = [t for t in regularizers.TERMS if getattr(args, f"lambda_{t}") > 0]
     constant = [t for t in regularizers.constant_terms(args.regularizer_config(), num_labels) if t in active]
     if constant:
@@ -172,12 +173,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     spec = glue.get_task(glue_args.task_name)
     if args.metric_for_best_model:
         glue.validate_metric(spec, args.metric_for_best_model)
-    method = method_args.method
-    if method == "ba-lora":
-        if not args.regularizers_enabled:
-            raise ValueError("method ba-lora = PiSSA + regularisers: set regularizer_preset (iclr2026 | v5) "
-                             "or a λ > 0; for plain PiSSA use method pissa")
-        method = "pissa"
+    what_runs = resolve_method(method_args.method, args)
+    method = what_runs["adapter_method"]
     warn_if_regularizers_with_full_ft(method, args)
     if args.label_names is None:
         args.label_names = ["labels"]
@@ -258,7 +255,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         "final": final,
         "epochs": epochs,
         "trainable_params": trainable,
-        "method": method_args.method,
+        **what_runs,
         "model": glue_args.model_name_or_path,
         "train_samples": len(train_ds),
         "eval_samples": len(eval_ds),
@@ -281,6 +278,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
                 best["score"], best["epoch"], final["score"])
     finish_distributed(trainer)
     return metrics
+
+
+def cli() -> int:
+    """Console entry point `balora-finetune-glue`: the command line below, returning the exit status."""
+    try:
+        main()
+    except (ValueError, FileNotFoundError, FileExistsError, KeyError, PermissionError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":

@@ -65,15 +65,20 @@ def rank_sweep_figure(results_dir: Path, out_dir: Path, study: str, models: dict
 
 
 def ablation_figure(results_dir: Path, out_dir: Path, table: str, name: str) -> list[Path]:
-    """Bars of the ablation table (one group per metric, one bar per variant)."""
+    """Bars of the ablation table: one panel per metric (and model, when rows are grouped by model),
+    one bar per variant."""
     result = R.build_table(R.TABLES[table](), results_dir)
     spec = result.spec
-    metrics = {col.label: {row.label: R.point(result.cells[row.key][col.key]) for row in spec.rows}
-               for col in spec.columns}
+    metrics: dict[str, dict[str, tuple[float, float | None] | None]] = {}
+    for col in spec.columns:
+        for row in spec.rows:
+            panel = f"{col.label} ({row.group})" if row.group else col.label
+            metrics.setdefault(panel, {})[row.label] = R.point(result.cells[row.key][col.key])
     if not any(v for values in metrics.values() for v in values.values()):
         print(f"{name}: no finished runs for table {table}; nothing to plot")
         return []
-    return plots.ablation_bars([row.label for row in spec.rows], metrics, out_dir / name)
+    variants = list(dict.fromkeys(row.label for row in spec.rows))
+    return plots.ablation_bars(variants, metrics, out_dir / name)
 
 
 def loss_curve_figure(results_dir: Path, out_dir: Path, runs: dict[str, str], seeds: tuple[int, ...],
@@ -93,6 +98,7 @@ FIGURES = {
         rd, od, "rank_sweep", {"llama2-7b": "LLaMA-2-7B", "mistral-7b": "Mistral-7B"}, ("gsm8k", "math"),
         R.RANKS, SEEDS),
     "ablation": lambda rd, od: ablation_figure(rd, od, "ablation", "ablation"),
+    "ablation_glue": lambda rd, od: ablation_figure(rd, od, "ablation_glue", "ablation_glue"),
     "loss_curves": lambda rd, od: loss_curve_figure(
         rd, od, {label: f"nlg:llama2-7b_{m}_metamath" for m, label in R.NLG_METHODS}, SEEDS, "loss_curves"),
     "mini_rank_sweep": lambda rd, od: rank_sweep_figure(
@@ -137,6 +143,16 @@ def main(argv: list[str] | None = None) -> dict[str, list[str]]:
                 written[name].append(str(target))
                 print(f"wrote {target}")
     return written
+
+
+def cli() -> int:
+    """Console entry point `balora-plot`: the command line below, returning the exit status."""
+    try:
+        main(sys.argv[1:])
+    except R.ResultsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":

@@ -63,11 +63,10 @@ def load_rows(data_path: str, data_split: str = "train", data_subset: str | None
     elif Path(data_path).suffix in (".json", ".jsonl") or Path(data_path).exists():
         rows = _read_local(Path(data_path))
     else:
-        import datasets
+        from balora import rehearsal
 
-        kwargs = {"data_dir": data_subset} if data_subset else {}
         try:
-            rows = datasets.load_dataset(data_path, split=name, **kwargs).to_list()
+            rows = rehearsal.load_hub_dataset(data_path, split=name, data_dir=data_subset).to_list()
         except Exception as err:  # noqa: BLE001 - re-raised with the fix to apply
             raise RuntimeError(
                 f"Could not load dataset {data_path!r} (split {name!r}{', subset ' + data_subset if data_subset else ''}) "

@@ -232,6 +232,8 @@ def load_glue_split(task: str | GlueTask, split: str, glue_dir: str | os.PathLik
     """
     import datasets
 
+    from balora import rehearsal
+
     spec = task if isinstance(task, GlueTask) else get_task(task)
     if split not in ("train", "validation"):
         raise ValueError(f"split must be 'train' or 'validation', got {split!r}")
@@ -242,7 +244,7 @@ def load_glue_split(task: str | GlueTask, split: str, glue_dir: str | os.PathLik
         return datasets.Dataset.from_dict(columns)
     hub_split = "train" if split == "train" else spec.hub_validation_split
     try:
-        ds = datasets.load_dataset("nyu-mll/glue", spec.name, split=hub_split)
+        ds = rehearsal.load_hub_dataset("nyu-mll/glue", spec.name, split=hub_split)
     except Exception as err:  # the hub raises many different types when offline
         raise RuntimeError(
             f"Could not load nyu-mll/glue/{spec.name} from the hub ({type(err).__name__}: {err}). "
@@ -365,7 +367,7 @@ def majority_class_score(task: str | GlueTask, labels) -> float:
 
 TINY_CLASSIFIERS = ("tiny-bert", "tiny-roberta", "tiny-deberta", "tiny-gpt2", "tiny-t5")
 
-# Per architecture: LoRA-family target modules (every attention and FFN linear, method.md §4) and the
+# Per architecture: LoRA-family target modules (every attention and FFN linear, docs/method.md §4) and the
 # task head trained in full. peft never puts an adapter inside a `modules_to_save` module, so "dense"
 # skips DeBERTa's pooler and RoBERTa's classifier.dense; on BERT it also adapts the pre-trained pooler.
 DEFAULT_TARGET_MODULES = {
@@ -433,8 +435,10 @@ def load_classifier(name_or_path: str, task: str | GlueTask, seed: int = 0):
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from balora import rehearsal
     from balora.models import minilm_dir, resolve_model_path
 
+    name_or_path = rehearsal.model_name(name_or_path)
     spec = task if isinstance(task, GlueTask) else get_task(task)
     head = dict(num_labels=spec.num_labels)
     if spec.is_regression:

@@ -30,13 +30,5 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 lib_parse_args "$@"
 export CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-$GPU}
 
-for task in $TASKS; do
-  for method in $METHODS; do
-    for seed in $SEEDS; do
-      if run_begin nlu "${task}_${MODEL_TAG}_${method}" "$seed"; then
-        glue_train_run "configs/glue/${task}_${MODEL_TAG}_${method}.yaml" "$seed"
-      fi
-    done
-  done
-done
+MODELS=$MODEL_TAG glue_grid nlu
 lib_summary

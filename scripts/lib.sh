@@ -25,6 +25,10 @@ REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO_ROOT"
 
 DRY_RUN=0
+REHEARSE=0
+RESULTS_DIR_SET=0
+OUTPUTS_DIR_SET=0
+SEEDS_SET=0
 ONLY=""
 RESULTS_DIR=${RESULTS_DIR:-results}
 OUTPUTS_DIR=${OUTPUTS_DIR:-outputs}
@@ -43,8 +47,10 @@ RUN_RES=""
 
 lib_usage() {
   cat <<EOF
-usage: $(basename "$0") [--dry-run] [--seeds "42 1024 2024"] [--only REGEX] [--results_dir DIR] [--outputs_dir DIR]
+usage: $(basename "$0") [--dry-run] [--rehearse] [--seeds "42 1024 2024"] [--only REGEX] [--results_dir DIR] [--outputs_dir DIR]
   --dry-run      print the plan (runs, configs, commands, outputs) and what is already done; run nothing
+  --rehearse     run every stage for real at toy scale on CPU: the paper models and hub datasets replaced
+                 by tiny stand-ins (balora/rehearsal.py), results under outputs/rehearsal/, first seed only
   --seeds        seed list (default: "$SEEDS")
   --only REGEX   only runs whose id <study>/<run>/seed<k> matches the (grep -E) regex
   --results_dir  small result files, one folder per run and seed (default: $RESULTS_DIR)
@@ -63,11 +69,18 @@ lib_parse_args() {
   local original_args=("$@")
   while [ $# -gt 0 ]; do
     case "$1" in
+      --seeds|--only|--results_dir|--outputs_dir)
+        if [ $# -lt 2 ] || [[ "$2" == --* ]]; then
+          echo "error: $1 needs a value (see --help)" >&2; exit 2
+        fi ;;
+    esac
+    case "$1" in
       --dry-run) DRY_RUN=1 ;;
-      --seeds) SEEDS="$2"; shift ;;
+      --rehearse) REHEARSE=1 ;;
+      --seeds) SEEDS="$2"; SEEDS_SET=1; shift ;;
       --only) ONLY="$2"; shift ;;
-      --results_dir) RESULTS_DIR="$2"; shift ;;
-      --outputs_dir) OUTPUTS_DIR="$2"; shift ;;
+      --results_dir) RESULTS_DIR="$2"; RESULTS_DIR_SET=1; shift ;;
+      --outputs_dir) OUTPUTS_DIR="$2"; OUTPUTS_DIR_SET=1; shift ;;
       -h|--help) lib_usage; exit 0 ;;
       *) echo "error: unknown argument $1" >&2; lib_usage >&2; exit 2 ;;
     esac
@@ -75,6 +88,9 @@ lib_parse_args() {
   done
   if [ -z "${SEEDS// /}" ]; then
     echo "error: empty seed list" >&2; exit 2
+  fi
+  if [ "$REHEARSE" = 1 ]; then
+    rehearse_setup
   fi
   if [ "$DRY_RUN" = 1 ]; then
     echo "# $(basename "$0") plan (dry run): seeds=[$SEEDS] results=$RESULTS_DIR outputs=$OUTPUTS_DIR"
@@ -176,6 +192,21 @@ stage() {
          "config file than now ($*). Delete $RUN_OUT to rerun it with the current one." >&2
     exit 1
   fi
+  # A sweep killed after the command finished (its --output_dir holds metrics.json, which the entry
+  # points write last) but before the marker was written: the same command, started before and
+  # finished after the .started note, is done. Rerunning it would meet its own finished run.
+  local started="$RUN_OUT/.stage_${name}.started" arg previous="" out_dir=""
+  for arg in "$@"; do
+    [ "$previous" = --output_dir ] && out_dir=$arg
+    previous=$arg
+  done
+  if [ -n "$out_dir" ] && [ -f "$started" ] && [ "$(cat "$started")" = "$fingerprint" ] \
+     && [ "$out_dir/metrics.json" -nt "$started" ]; then
+    echo "    $name: finished before the interruption"
+    echo "$fingerprint" >"$marker"
+    return 0
+  fi
+  echo "$fingerprint" >"$started"
   echo "    $name: $*"
   local t0=$SECONDS
   "$@"
@@ -197,7 +228,7 @@ stage_fingerprint() {
   } | sha256sum | cut -d' ' -f1
 }
 
-KEEP_ITEM_SCORES=${KEEP_ITEM_SCORES:-gsm8k_nll}
+KEEP_ITEM_SCORES=${KEEP_ITEM_SCORES:-gsm8k_nll gsm8k math}
 
 # run_finish TRAIN_DIR [BENCH=EVAL_DIR ...]: copy the small files of a finished run into its results
 # folder (eval metrics as eval/<bench>.json) and write DONE. Missing required files are an error.
@@ -226,8 +257,9 @@ run_finish() {
     fi
     mkdir -p "$RUN_RES/eval"
     cp "$dir/metrics.json" "$RUN_RES/eval/$bench.json"
-    # Per-item scores of the benches in KEEP_ITEM_SCORES (small: one number per test item) go along,
-    # so that paired comparisons (aggregate_results.py mini_nll_paired) regenerate from results/.
+    # Per-item records of the benches in KEEP_ITEM_SCORES go along (GSM8K NLL: one number per item;
+    # GSM8K and MATH: each generation with both readings, so every score can be re-graded), and paired
+    # comparisons (aggregate_results.py mini_nll_paired) regenerate from results/.
     if [[ " $KEEP_ITEM_SCORES " == *" $bench "* ]] && [ -f "$dir/samples.jsonl" ]; then
       cp "$dir/samples.jsonl" "$RUN_RES/eval/$bench.samples.jsonl"
     fi
@@ -246,6 +278,47 @@ lib_summary() {
   fi
 }
 
+# --- the rehearsal (--rehearse) ------------------------------------------------------------------------
+# The same script, every stage for real, at toy scale: BALORA_REHEARSAL=1 makes the loaders replace each
+# paper model and hub dataset by its stand-in (balora/rehearsal.py); the configs are used unmodified, so
+# a config defect fails here as it would on the real data. Only scale and device flags are added.
+TRAIN_EXTRA=()
+GLUE_EXTRA=()
+# The NLG models whose rehearsal trains under ZeRO-3 instead of the configs' ZeRO-2 (one per table).
+REHEARSE_ZERO3_MODELS=${REHEARSE_ZERO3_MODELS:-gemma-7b}
+rehearse_setup() {
+  export BALORA_REHEARSAL=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+  export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+  [ "$RESULTS_DIR_SET" = 1 ] || RESULTS_DIR=outputs/rehearsal/results
+  [ "$OUTPUTS_DIR_SET" = 1 ] || OUTPUTS_DIR=outputs/rehearsal/outputs
+  [ "$SEEDS_SET" = 1 ] || SEEDS=${SEEDS%% *}
+  GPUS=cpu2
+  GLUE_DIR=""
+  TRAIN_EXTRA=(--max_steps 2 --logging_steps 1 --bf16 false --use_cpu true)
+  GLUE_EXTRA=(--max_train_samples 32 --max_eval_samples 40 --num_train_epochs 1 --bf16 false --use_cpu true)
+  EVAL_EXTRA="--limit 2 --max_new_tokens 8 --batch_size 2 ${EVAL_EXTRA:-}"
+  EVAL_ARGS[mt_bench]+=" --judge_prompts tests/fixtures/eval/mt_bench_judge_prompts.jsonl"
+  EVAL_ARGS[mt_bench]+=" --reference_answers tests/fixtures/eval/mt_bench_reference.jsonl"
+  echo "# rehearsal: tiny stand-ins of the paper models and datasets; results in $RESULTS_DIR"
+}
+
+# rehearsal_judge_args: start (once) the rehearsal's MT-Bench judge on 127.0.0.1 and print its flags.
+REHEARSAL_JUDGE_PID=""
+rehearsal_judge_args() {
+  if [ -z "$REHEARSAL_JUDGE_PID" ]; then
+    local port_file
+    port_file=$(mktemp)
+    "$PY" scripts/rehearsal_judge.py --port_file "$port_file" &
+    REHEARSAL_JUDGE_PID=$!
+    trap 'kill $REHEARSAL_JUDGE_PID 2>/dev/null || true' EXIT
+    for _ in $(seq 100); do [ -s "$port_file" ] && break; sleep 0.1; done
+    REHEARSAL_JUDGE_PORT=$(cat "$port_file")
+    rm -f "$port_file"
+    export REHEARSAL_JUDGE_KEY=rehearsal
+  fi
+  echo "--judge_base_url http://127.0.0.1:$REHEARSAL_JUDGE_PORT/v1 --judge_model rehearsal-judge --judge_api_key_env REHEARSAL_JUDGE_KEY"
+}
+
 # --- NLG helpers (nlg_table.sh, rank_sweep.sh, ablation.sh, loss_curves.sh, mini.sh) ---
 # model ids, the launcher, which benchmarks follow which training subset, and the eval commands.
 
@@ -256,20 +329,26 @@ declare -A MODEL_ID=(
   [smollm2]=smollm2-135m-instruct
 )
 declare -A SUBSET_BENCHES=([metamath]="gsm8k math" [python]="humaneval mbpp" [conversation]="mt_bench")
-# Paper protocol: greedy, 1024 new tokens (method.md §5). eval/<bench>.py is the eval engineer's CLI.
+# Paper protocol: greedy, 1024 new tokens (docs/method.md §5). The evaluators load their hub datasets unless
+# EVAL_DATA_DIR holds local copies (gsm8k/test.jsonl, math/test.jsonl, mbpp/MbppPlus.jsonl,
+# mt_bench/question.jsonl: the layout of ../shared/data).
+EVAL_DATA_DIR=${EVAL_DATA_DIR:-}
+eval_data_flag() { if [ -n "$EVAL_DATA_DIR" ]; then echo "--data $EVAL_DATA_DIR/$1"; fi; }
 declare -A EVAL_ARGS=(
-  [gsm8k]="--data ${SHARED_DATA:-../shared/data}/gsm8k/test.jsonl --max_new_tokens 1024"
-  [gsm8k_nll]="--data ${SHARED_DATA:-../shared/data}/gsm8k/test.jsonl"
-  [math]="--data ${SHARED_DATA:-../shared/data}/math/test.jsonl --max_new_tokens 1024"
+  [gsm8k]="$(eval_data_flag gsm8k/test.jsonl) --max_new_tokens 1024"
+  [gsm8k_nll]="$(eval_data_flag gsm8k/test.jsonl)"
+  [math]="$(eval_data_flag math/test.jsonl) --max_new_tokens 1024"
   [humaneval]="--max_new_tokens 1024"
-  [mbpp]="--data ${SHARED_DATA:-../shared/data}/mbpp/MbppPlus.jsonl --max_new_tokens 1024"
-  [mt_bench]="--data ${SHARED_DATA:-../shared/data}/mt_bench/question.jsonl --max_new_tokens 1024"
+  [mbpp]="$(eval_data_flag mbpp/MbppPlus.jsonl) --max_new_tokens 1024"
+  [mt_bench]="$(eval_data_flag mt_bench/question.jsonl) --max_new_tokens 1024"
 )
 
 # The multi-GPU launcher for training (DeepSpeed ZeRO-2 as in the paper; the config file sets it).
 nlg_launcher() {
   if [ "${GPUS:-}" = "cpu" ]; then
     echo "$PY"
+  elif [ "${GPUS:-}" = "cpu2" ]; then  # two CPU processes (gloo): the rehearsal of a multi-GPU launch
+    echo "$PY -m torch.distributed.run --nproc_per_node 2 --master_port ${MASTER_PORT:-29500}"
   else
     echo "deepspeed --include localhost:${GPUS} --master_port ${MASTER_PORT:-29500}"
   fi
@@ -287,8 +366,13 @@ nlg_eval_stages() {
     target=(--model "${MODEL_ID[$model]}" --adapter "$RUN_OUT/train/adapter_lora")
   fi
   for bench in "$@"; do
+    local judge=""
+    if [ "$REHEARSE" = 1 ] && [ "$bench" = mt_bench ] && [ "$DRY_RUN" != 1 ]; then
+      rehearsal_judge_args >/dev/null  # starts the judge in this shell (not in a subshell)
+      judge=$(rehearsal_judge_args)
+    fi
     # shellcheck disable=SC2086  # EVAL_ARGS holds several words on purpose
-    stage "eval_$bench" "$PY" "eval/$bench.py" "${target[@]}" ${EVAL_ARGS[$bench]} ${EVAL_EXTRA:-} \
+    stage "eval_$bench" "$PY" "eval/$bench.py" "${target[@]}" ${EVAL_ARGS[$bench]} ${EVAL_EXTRA:-} $judge \
       --output_dir "$RUN_OUT/eval_$bench"
   done
 }
@@ -306,8 +390,24 @@ nlg_train_and_eval() {
   local model=$1 method=$2 subset=$3 seed=$4; shift 4
   local cfg="${NLG_CONFIG_DIR:-configs/nlg}/${model}_${subset}_${method}.yaml"
   require_file "$cfg"
+  local extra=("$@" "${TRAIN_EXTRA[@]}")
+  if [ "$REHEARSE" = 1 ] && [[ " $REHEARSE_ZERO3_MODELS " == *" $model "* ]]; then
+    extra+=(--deepspeed configs/deepspeed/zero3.json)
+  fi
+  # PiSSA-initialised methods: one decomposition per model and rank, in a folder named by both (a
+  # command-line --lora_r, as in the rank sweep, names its own), made once on one process before training
+  # (ZeRO-3 cannot decompose partitioned weights). train_nlg.py refuses a folder made for other settings.
+  if [ "$method" = pissa ] || [ "$method" = ba-lora ]; then
+    local r
+    r=$(flag_value --lora_r "${extra[@]}")
+    [ -n "$r" ] || r=$(sed -n 's/^lora_r: *\([0-9]*\).*/\1/p' "$cfg" 2>/dev/null | head -1)
+    local init=(--init_dir "$OUTPUTS_DIR/pissa_init/${model}_r${r:-unknown}")
+    extra+=("${init[@]}")
+    stage pissa_init "$PY" train_nlg.py --config "$cfg" --output_dir "$RUN_OUT/pissa_init" --init_only \
+      "$@" "${init[@]}" ${TRAIN_EXTRA[@]+"${TRAIN_EXTRA[@]}"} --deepspeed ""
+  fi
   # shellcheck disable=SC2046  # the launcher is several words
-  stage train $(nlg_launcher) train_nlg.py --config "$cfg" --output_dir "$RUN_OUT/train" --seed "$seed" "$@"
+  stage train $(nlg_launcher) train_nlg.py --config "$cfg" --output_dir "$RUN_OUT/train" --seed "$seed" "${extra[@]}"
   # shellcheck disable=SC2086
   nlg_eval_stages "$model" "$method" ${SUBSET_BENCHES[$subset]}
   # shellcheck disable=SC2086
@@ -316,6 +416,16 @@ nlg_train_and_eval() {
 
 # --- NLU helpers (nlu_table.sh, ablation.sh, tsne.sh, mini.sh) ---------------------------------------
 
+# flag_value FLAG ARGS...: the value after the last FLAG in ARGS (empty if absent).
+flag_value() {
+  local flag=$1 value="" previous=""; shift
+  for arg in "$@"; do
+    [ "$previous" = "$flag" ] && value=$arg
+    previous=$arg
+  done
+  echo "$value"
+}
+
 # glue_train_run CONFIG SEED [EXTRA FLAGS...]: one finetune_glue.py run into $RUN_OUT/train, then the
 # small files into the results folder. $GLUE_DIR set: local TSVs; unset: the nyu-mll/glue hub dataset.
 glue_train_run() {
@@ -323,8 +433,26 @@ glue_train_run() {
   local data=()
   [ -n "${GLUE_DIR:-}" ] && data=(--glue_dir "$GLUE_DIR")
   require_file "$cfg"
-  stage train "$PY" finetune_glue.py --config "$cfg" "${data[@]}" --output_dir "$RUN_OUT/train" --seed "$seed" "$@"
+  stage train "$PY" finetune_glue.py --config "$cfg" "${data[@]}" --output_dir "$RUN_OUT/train" --seed "$seed" "$@" \
+    ${GLUE_EXTRA[@]+"${GLUE_EXTRA[@]}"}
   run_finish "$RUN_OUT/train"
+}
+
+# glue_grid STUDY [EXTRA FLAGS...]: every run of $MODELS x $TASKS x $METHODS x $SEEDS, each
+# configs/glue/<task>_<model>_<method>.yaml into <study>/<task>_<model>_<method>/seed<k>.
+glue_grid() {
+  local study=$1 model task method seed; shift
+  for model in $MODELS; do
+    for task in $TASKS; do
+      for method in $METHODS; do
+        for seed in $SEEDS; do
+          if run_begin "$study" "${task}_${model}_${method}" "$seed"; then
+            glue_train_run "configs/glue/${task}_${model}_${method}.yaml" "$seed" "$@"
+          fi
+        done
+      done
+    done
+  done
 }
 
 # Regulariser ablation: the λ flags that switch terms off (explicit flags win over the config's preset).

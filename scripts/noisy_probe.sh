@@ -24,15 +24,5 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 lib_parse_args "$@"
 export CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-$GPU}
 
-for model in $MODELS; do
-  for task in $TASKS; do
-    for method in $METHODS; do
-      for seed in $SEEDS; do
-        if run_begin noisy_probe "${task}_${model}_${method}" "$seed"; then
-          glue_train_run "configs/glue/${task}_${model}_${method}.yaml" "$seed"
-        fi
-      done
-    done
-  done
-done
+glue_grid noisy_probe
 lib_summary

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -27,7 +28,8 @@ def test_tiny_run_writes_all_artifacts(tmp_path):
     out = tmp_path / "out"
     for name in ("config.yaml", "run.json", "metrics.json", "log_history.json", "adapter", "adapter_lora"):
         assert (out / name).exists(), name
-    assert metrics["trainable_params"] == 8192 and metrics["method"] == "pissa"
+    assert metrics["trainable_params"] == 8192 and metrics["method"] == "ba-lora"
+    assert metrics["adapter_method"] == "pissa" and metrics["trained"] == "ba-lora"
     run = json.loads((out / "run.json").read_text())
     assert run["seed"] == 42 and run["packages"]["torch"] and run["wall_time_s"] > 0
     assert run["peak_memory"]["host_rss_peak"] > 0 and "commit" in run["git"]
@@ -54,12 +56,14 @@ def test_finished_output_dir_is_refused_unless_overwrite(tmp_path):
 
 
 def test_resume_from_last_checkpoint(tmp_path):
-    _run(tmp_path, "--max_steps", "2", "--save_strategy", "steps", "--save_steps", "1")
-    (tmp_path / "out" / "metrics.json").unlink()  # as if the run had died after its checkpoints
+    _run(tmp_path, "--max_steps", "3", "--save_strategy", "steps", "--save_steps", "1")
+    # As if the run had died after its second checkpoint.
+    (tmp_path / "out" / "metrics.json").unlink()
+    shutil.rmtree(tmp_path / "out" / "checkpoint-3")
     metrics = _run(tmp_path, "--max_steps", "3", "--save_strategy", "steps", "--save_steps", "1",
                    "--resume_from_checkpoint", "last")
-    assert metrics["epoch"] > 0
-    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+    assert metrics["epoch"] > 0 and metrics["resumed_from_checkpoint"].endswith("checkpoint-2")
+    with pytest.raises(FileNotFoundError, match="no complete checkpoint"):
         train_nlg.main(["--config", TINY, "--output_dir", str(tmp_path / "empty"), "--resume_from_checkpoint", "last"])
 
 
@@ -74,9 +78,9 @@ def test_pissa_init_dir_is_written_once_and_reused(tmp_path):
 
 @pytest.mark.parametrize("flags, error, match", [
     (["--method", "qlora"], ValueError, "supports method"),
-    (["--method", "ba-lora", "--regularizer_preset", "none"], ValueError, "needs the regularisers"),
+    (["--method", "ba-lora", "--regularizer_preset", "none"], ValueError, "PiSSA \\+ regularisers"),
     (["--data_split", "train[5:5]"], ValueError, "No rows left"),
-    (["--query_field", "question"], KeyError, "no field 'question'"),
+    (["--query_field", "question"], ValueError, "has no query_field 'question'"),
     (["--data_path", "/nonexistent/data.jsonl"], FileNotFoundError, "does not exist"),
     (["--model_name_or_path", "smollm2-135m-instruct", "--attn_implementation", "flash_attention_2"],
      RuntimeError, "flash-attn is not installed"),

@@ -247,7 +247,8 @@ def generate_vllm(model_path: str, adapter: str | None, prompts: Sequence[str], 
     lora_request, llm_kwargs = None, {}
     if adapter is not None:
         rank = int(_read_adapter_config(Path(adapter)).get("r", 16))
-        # vLLM accepts only some ranks; PiSSA's converted adapter has rank 2r (engineering notes).
+        # vLLM's max_lora_rank must be one of these values; take the smallest >= the adapter's rank
+        # (a PiSSA adapter converted to a LoRA delta has rank 2r).
         supported = [r for r in (8, 16, 32, 64, 128, 256, 320, 512) if r >= rank]
         if not supported:
             raise ValueError(f"adapter rank {rank} exceeds vLLM's max_lora_rank (512); merge it or use --backend hf")

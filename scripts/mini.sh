@@ -16,7 +16,7 @@
 #   bash scripts/mini.sh                         # run everything still missing (resumes)
 #   bash scripts/mini.sh --only 'mini/nlu/rte_'  # a slice
 #
-# Sizes were chosen for ~7.5 h on 2 cores (the budget: ~8 CPU-hours); the per-run estimates
+# Sizes were chosen for ~7.5 h on 2 cores (to stay under ~8 hours); the per-run estimates
 # printed by --dry-run come from step times measured on the idle 2-core machine with 2 threads
 # (SmolLM2 4×256: LoRA ~6.2 s, BA-LoRA 8.4 s per step; GSM8K generation 2.8 s per problem; MiniLM
 # 32×128 LoRA step 2.2 s, scaled by each task's mean padded batch length) and the factors below.
@@ -27,9 +27,9 @@ SEEDS=${SEEDS:-"42 1024 2024"}
 NLG_METHODS=${NLG_METHODS:-"lora pissa ba-lora"}
 MINI_FULL_FT=${MINI_FULL_FT:-0}          # 1: add Full FT to the NLG table (+~0.6 h)
 RANKS=${RANKS:-"1 4 64"}                 # r = 16 is the main NLG table's rank and is reused
-RANK_SEEDS=${RANK_SEEDS:-"42"}           # budget: one seed off the main rank
+RANK_SEEDS=${RANK_SEEDS:-"42"}           # one seed off the main rank (CPU time)
 ABLATION_VARIANTS=${ABLATION_VARIANTS:-"consistency diversity svd"}  # noreg/all = main PiSSA/BA-LoRA runs
-ABLATION_SEEDS=${ABLATION_SEEDS:-"42"}   # budget: one seed for the three middle variants
+ABLATION_SEEDS=${ABLATION_SEEDS:-"42"}   # one seed for the three middle variants (CPU time)
 ABLATION_TASKS=${ABLATION_TASKS:-"mrpc stsb"}
 NLU_TASKS=${NLU_TASKS:-"sst2 cola mrpc rte stsb"}
 NLU_METHODS=${NLU_METHODS:-"full bitfit lora dora adalora pissa ba-lora"}

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # NLU table (paper): DeBERTa-v3-base, 10 methods × 8 GLUE tasks (dev sets), seeds 42, 1024, 2024.
-# The grid itself is scripts/glue.sh (the NLU engineer's, on the same lib.sh); this wrapper fixes the
+# The grid itself is scripts/glue.sh (any GLUE model, on the same lib.sh); this wrapper fixes the
 # paper's model and tasks and then builds the table.
 #
 #   bash scripts/nlu_table.sh --dry-run

@@ -100,8 +100,4 @@ def cli() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1:])
-    except ResultsError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(cli())

@@ -291,9 +291,4 @@ def cli() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, FileNotFoundError, FileExistsError, KeyError, PermissionError) as error:
-        # Input errors: one line naming what to fix and a non-zero exit; other errors keep their traceback.
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(cli())

@@ -403,17 +403,11 @@ def cli() -> int:
     try:
         main()
     except (ValueError, FileNotFoundError, FileExistsError, KeyError) as error:
-        logging.getLogger("train_nlg").error("%s", error)
+        # Input errors: one line and exit status 2; other errors keep their traceback.
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, FileNotFoundError, FileExistsError, KeyError) as error:
-        # Input errors: a clear one-line message and a non-zero exit; other errors keep their traceback.
-        logging.getLogger("train_nlg").error("%s", error)
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(cli())

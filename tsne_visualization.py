@@ -164,5 +164,4 @@ def cli() -> int:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO)
-    main(sys.argv[1:])
+    sys.exit(cli())

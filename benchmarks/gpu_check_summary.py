@@ -3,7 +3,7 @@
     python benchmarks/gpu_check_summary.py outputs/gpu_check --methods pissa ba-lora
 
 Reads <out>/<method>/train/{metrics,run,log_history}.json, <out>/<method>/eval_gsm8k*/metrics.json and
-<out>/{overhead_*,regularizers_*,generation}.json; writes <out>/summary.md and <out>/summary.json and prints the
+<out>/{overhead_*,regularizers_*,sweep,generation}.json; writes <out>/summary.md and <out>/summary.json and prints the
 Markdown. A missing file is shown as "missing" in its row, never dropped.
 """
 
@@ -74,16 +74,30 @@ def summarize(out_dir: Path, methods: list[str]) -> tuple[str, dict]:
         if row["final_terms"]:
             terms = ", ".join(f"{k} {v:.4f}" for k, v in row["final_terms"].items())
             lines.append(f"\n{method}, last logged step: {terms}")
-    lines += ["", "| overhead benchmark | PiSSA step s | BA-LoRA step s | step ratio | PiSSA peak MiB | BA-LoRA peak MiB | mem ratio |",
-              "|---|---:|---:|---:|---:|---:|---:|"]
+    lines += ["", "| overhead benchmark | PiSSA step s | BA-LoRA step s | step ratio | floor ratio | PiSSA peak MiB | "
+                  "BA-LoRA peak MiB | mem ratio | above floor: KL / top-K entropy / SVD ms (SVD path) |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for result in overhead.values():
         solver = f", {result['svd_eigensolver']}" if result.get("svd_eigensolver", "eigh") != "eigh" else ""
+        terms = result.get("term_s")
+        split = (f"{1000 * terms['consistency']:.1f} / {1000 * terms['diversity']:.1f} / {1000 * terms['svd']:.1f} "
+                 f"({result.get('svd_path')})") if terms else "missing"
         lines.append(f"| {result['batch']} × {result['seq_len']}, r = {result['r']}, bf16 {result['bf16']}{solver} | "
                      f"{result['step_s']['pissa']:.4f} | {result['step_s']['ba-lora']:.4f} | {result['step_ratio']:.3f} | "
+                     f"{_fmt(result.get('floor_ratio'))} | "
                      f"{result['peak_bytes']['pissa'] / 2**20:.0f} | {result['peak_bytes']['ba-lora'] / 2**20:.0f} | "
-                     f"{result['mem_ratio']:.3f} |")
+                     f"{result['mem_ratio']:.3f} | {split} |")
     if not overhead:
-        lines.append("| missing | | | | | | |")
+        lines.append("| missing | | | | | | | | |")
+    sweep = _load(out_dir / "sweep.json")
+    if sweep:
+        lines += ["", f"| sweep ({sweep['model']}): N rows | V | step ratio | floor ratio | mem ratio | KL ms | "
+                      "top-K entropy ms | SVD hidden ms | SVD logits ms |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for point in sweep["sweep"]:
+            terms = point["term_s"]
+            lines.append(f"| {point['rows']} | {point['vocab']} | {point['step_ratio']:.3f} | {point['floor_ratio']:.3f} | "
+                         f"{point['mem_ratio']:.3f} | {1000 * terms['consistency']:.1f} | {1000 * terms['diversity']:.1f} | "
+                         f"{1000 * terms['svd']:.2f} | {_fmt(1000 * terms['svd_logits_space'] if 'svd_logits_space' in terms else None, 1)} |")
     for path in sorted(out_dir.glob("regularizers_*.json")):
         bench = _load(path)
         lines += ["", f"| regulariser, fwd + bwd ({bench['rows']} rows × {bench['vocab']}, {bench['dtype']}) | median ms |",
@@ -98,7 +112,8 @@ def summarize(out_dir: Path, methods: list[str]) -> tuple[str, dict]:
                      f"{generation['speedup']:.1f}×; identical greedy outputs {generation['identical_outputs']}.")
     else:
         lines.append("Generation benchmark: missing.")
-    return "\n".join(lines) + "\n", {"methods": rows, "overhead": overhead, "generation": generation, "environment": env}
+    return "\n".join(lines) + "\n", {"methods": rows, "overhead": overhead, "sweep": sweep, "generation": generation,
+                                     "environment": env}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,7 +6,9 @@
 
 Each method runs in its own subprocess (so that peak memory is per method, not the max of both),
 in alternating order (pissa, ba-lora, pissa, ba-lora, ... `--repeats` times) to cancel drift on a
-shared machine. A step is a full optimizer step of BALoRATrainer.training_step + AdamW; the
+shared machine. On a loaded machine that is not enough (step times drift several-fold within a
+process): `--interleave` runs rounds of (PiSSA step, reference forward, BA-LoRA step) on one model in
+one process and reports the medians of the per-round ratios; it measures no memory (mem_ratio=nan). A step is a full optimizer step of BALoRATrainer.training_step + AdamW; the
 reported time is the median over timed steps and repeats. Peak memory is the peak RSS of the
 process on CPU and the peak allocated CUDA memory on GPU.
 
@@ -14,7 +16,22 @@ The batch: NLG rows are real arithmetic word problems in the Alpaca format, pack
 --seq_len tokens, with the loss (and the regularisers) on the response tokens only (~60% of rows);
 NLU rows are random token ids with random labels (the cost does not depend on the text).
 
-The last line is `step_ratio=<BA-LoRA/PiSSA> mem_ratio=<peak ratio>`.
+The floor: an exact BA-LoRA step cannot cost less than a PiSSA step plus one frozen reference forward
+of the same batch. The PiSSA worker also times that reference forward (the trainer's own
+`_reference_logits`, rows-only LM head included) after each step, so the floor is measured in the same
+run: floor = PiSSA step + reference forward. What BA-LoRA costs above the floor is split by timing each
+term alone (forward + backward of `regularizer_terms` on the step's own logits, reference logits and,
+where the trainer uses it, hidden states) in the BA-LoRA worker; "rest" is the part of the gap the
+terms do not explain (row gathering, the hook, timing noise).
+
+    python benchmarks/overhead.py --sweep --threads 2   # N and V sweep on a tiny body (tiny-llama-256)
+
+`--sweep` repeats the measurement over N rows (batch × (seq_len − 1), every token supervised) and V
+(a `--vocab` head on the tiny-llama-256 body, up to a Gemma-size 262,144), and prints one table row per
+point: the ratios and each term's cost, with the logits-space SVD term beside the hidden-space one.
+
+The last line is `step_ratio=<BA-LoRA/PiSSA> floor_ratio=<(PiSSA + reference forward)/PiSSA>
+mem_ratio=<peak ratio>` (for --sweep: that of the last point).
 """
 
 from __future__ import annotations
@@ -48,7 +65,16 @@ def _parse(argv=None):
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU)")
     parser.add_argument("--output", default=None, help="also write the summary as JSON here")
-    parser.add_argument("--worker", choices=["pissa", "ba-lora"], help=argparse.SUPPRESS)
+    parser.add_argument("--vocab", type=int, default=None,
+                        help="tiny models only: a head of this many classes, random token ids, every token supervised")
+    parser.add_argument("--term_repeats", type=int, default=3, help="repeats of each term's own timing")
+    parser.add_argument("--sweep", action="store_true", help="sweep N (--sweep_rows) and V (--sweep_vocab)")
+    parser.add_argument("--sweep_rows", default="256,1024", help="N values of --sweep (multiples of 256)")
+    parser.add_argument("--sweep_vocab", default="32768,262144", help="V values of --sweep")
+    parser.add_argument("--interleave", action="store_true",
+                        help="time PiSSA step, reference forward and BA-LoRA step in rounds in one process "
+                             "(ratios per round: robust on a loaded machine; no peak memory)")
+    parser.add_argument("--worker", choices=["pissa", "ba-lora", "both"], help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.model = args.model or ("smollm2-135m-instruct" if args.mode == "nlg" else "all-minilm-l6-v2")
@@ -100,12 +126,16 @@ def _worker(args) -> dict:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.mode == "nlg":
         if args.model in models.TINY_CAUSAL_LMS:
-            model, tokenizer = models.tiny_causal_lm(args.model)
+            model, tokenizer = models.tiny_causal_lm(args.model, vocab_size=args.vocab)
         else:
             path = models.resolve_model_path(args.model)
             tokenizer = AutoTokenizer.from_pretrained(path)
             model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-        batch = _nlg_batch(tokenizer, args.batch, args.seq_len)
+        if args.vocab:  # the sweep: every token supervised, so N = batch × (seq_len − 1)
+            ids = torch.randint(4, args.vocab, (args.batch, args.seq_len))
+            batch = {"input_ids": ids, "labels": ids.clone(), "attention_mask": torch.ones_like(ids)}
+        else:
+            batch = _nlg_batch(tokenizer, args.batch, args.seq_len)
         target, save = None, None
     else:
         path = models.resolve_model_path(args.model)
@@ -119,8 +149,7 @@ def _worker(args) -> dict:
     model = adapters.prepare_model(model, adapters.AdapterConfig(
         method="pissa", r=args.r, alpha=args.r, target_modules=target, modules_to_save=save)).to(device)
     batch = {k: v.to(device) for k, v in batch.items()}
-    preset = "none" if args.worker == "pissa" else args.preset
-    with tempfile.TemporaryDirectory() as tmp:
+    def make_trainer(preset: str, tmp: str):
         training_args = BALoRATrainingArguments(
             output_dir=tmp, regularizer_preset=preset, regularizer_task=args.mode, report_to="none",
             svd_eigensolver=args.svd_eigensolver if preset != "none" else None,
@@ -131,27 +160,223 @@ def _worker(args) -> dict:
         trainer = BALoRATrainer(model=model, args=training_args)
         trainer.create_optimizer()
         trainer.current_gradient_accumulation_steps = 1  # normally set by the training loop
-        optimizer = trainer.optimizer
+        return trainer
+
+    def timed_step(trainer) -> float:
+        _sync(device)
+        start = time.perf_counter()
+        trainer.training_step(model, dict(batch), num_items_in_batch=None)
+        trainer.optimizer.step()
+        trainer.optimizer.zero_grad(set_to_none=True)
+        _sync(device)
+        return time.perf_counter() - start
+
+    def timed_reference(trainer) -> float:
+        start = time.perf_counter()
+        trainer._reference_logits(model, dict(batch))
+        _sync(device)
+        return time.perf_counter() - start
+
+    if args.worker == "both":  # --interleave: PiSSA step, reference forward, BA-LoRA step, in rounds
+        with tempfile.TemporaryDirectory() as tmp:
+            pissa, ba_lora = make_trainer("none", tmp), make_trainer(args.preset, tmp)
+            model.train()
+            rounds = []
+            for step in range(args.warmup + args.steps):
+                times = (timed_step(pissa), timed_reference(pissa), timed_step(ba_lora))
+                if step >= args.warmup:
+                    rounds.append(times)
+            term_times = _term_times(ba_lora, model, batch, device, args)
+        return {"method": "both", "rounds": rounds, "term_times": term_times, "svd_path": ba_lora.svd_path,
+                "device": device, "regularized_rows": _rows_count(batch, args), "threads": torch.get_num_threads()}
+
+    preset = "none" if args.worker == "pissa" else args.preset
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = make_trainer(preset, tmp)
         model.train()
-        times = []
+        times, reference_times = [], []
         for step in range(args.warmup + args.steps):
-            if device == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            trainer.training_step(model, dict(batch), num_items_in_batch=None)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            if device == "cuda":
-                torch.cuda.synchronize()
+            step_time = timed_step(trainer)
+            # The floor's second part: one reference forward of the same batch, as BA-LoRA runs it.
+            reference_time = timed_reference(trainer) if args.worker == "pissa" else None
             if step >= args.warmup:
-                times.append(time.perf_counter() - start)
+                times.append(step_time)
+                if reference_time is not None:
+                    reference_times.append(reference_time)
+        term_times = _term_times(trainer, model, batch, device, args) if args.worker == "ba-lora" else {}
     if device == "cuda":
         peak = torch.cuda.max_memory_allocated()
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    rows = int((batch["labels"][:, 1:] != -100).sum()) if args.mode == "nlg" else args.batch
-    return {"method": args.worker, "step_times": times, "peak_bytes": int(peak), "device": device,
-            "regularized_rows": rows, "threads": torch.get_num_threads()}
+    return {"method": args.worker, "step_times": times, "reference_times": reference_times,
+            "term_times": term_times, "svd_path": trainer.svd_path, "peak_bytes": int(peak), "device": device,
+            "regularized_rows": _rows_count(batch, args), "threads": torch.get_num_threads()}
+
+
+def _rows_count(batch: dict, args) -> int:
+    if args.mode == "nlu":
+        return args.batch
+    return int((batch["labels"][:, 1:] != -100).sum())
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def _term_times(trainer, model, batch: dict, device: str, args) -> dict:
+    """Median seconds of each term's forward + backward alone, and of the three together, on this step's
+    own logits rows, reference logits and (where the trainer uses the hidden-space SVD term) hidden states."""
+    import statistics
+
+    import torch
+
+    from balora.regularizers import TERMS, regularizer_terms
+
+    head = trainer._hidden_svd_head(model)
+    captured = []
+    hook = head.register_forward_pre_hook(lambda module, inputs: captured.append(inputs[0])) if head else None
+    with torch.no_grad():
+        logits = trainer._rows(model(**batch).logits, batch).detach()
+    if hook is not None:
+        hook.remove()
+    ref = trainer._reference_logits(model, dict(batch)).detach()
+    hidden = {}
+    if head is not None:
+        hidden = {"hidden": trainer._rows(captured[0], batch).detach(), "head_factor": trainer._head_factor(head)}
+    cfg = trainer._regularizer_config
+    n, vocab = logits.shape[-2] if logits.dim() == 3 else logits.shape[0], logits.shape[-1]
+
+    def timed(names, with_hidden=True):
+        leaves = {"logits": logits.clone().requires_grad_()}
+        extra = {}
+        if with_hidden and hidden:
+            extra = {"hidden": hidden["hidden"].clone().requires_grad_(), "head_factor": hidden["head_factor"]}
+        times = []
+        for _ in range(args.term_repeats + 1):  # the first is a warm-up
+            _sync(device)
+            start = time.perf_counter()
+            out = regularizer_terms(leaves["logits"], ref, None, cfg, terms=names, **extra)
+            sum(out[t] for t in names).backward()
+            _sync(device)
+            times.append(time.perf_counter() - start)
+        return statistics.median(times[1:])
+
+    result = {term: timed((term,)) for term in TERMS}
+    result["together"] = timed(TERMS)
+    if hidden and n * n * vocab <= (2e13 if device == "cuda" else 3e10):  # the logits-space SVD term, where affordable
+        result["svd_logits_space"] = timed(("svd",), with_hidden=False)
+    return result
+
+
+def _measure(args, worker_argv: list[str], quiet: bool = False) -> dict:
+    """Run the PiSSA and BA-LoRA workers alternately `--repeats` times; the summary of the comparison."""
+    base_cmd = [sys.executable, __file__, *worker_argv]
+    results = {"pissa": [], "ba-lora": []}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
+    if args.interleave:
+        return _measure_interleaved(args, base_cmd, env, quiet)
+    with tempfile.TemporaryDirectory() as tmp:
+        for repeat in range(args.repeats):
+            for method in ("pissa", "ba-lora"):
+                out = Path(tmp) / f"{method}-{repeat}.json"
+                subprocess.run([*base_cmd, "--worker", method, "--result", str(out)], check=True, env=env)
+                result = json.loads(out.read_text())
+                results[method].append(result)
+                if not quiet:
+                    print(f"  {method:8s} repeat {repeat}: steps {[f'{t:.3f}' for t in result['step_times']]} s, "
+                          f"peak {result['peak_bytes'] / 2**20:.0f} MiB, regularised rows {result['regularized_rows']}",
+                          flush=True)
+    step = {m: statistics.median(t for r in rs for t in r["step_times"]) for m, rs in results.items()}
+    peak = {m: max(r["peak_bytes"] for r in rs) for m, rs in results.items()}
+    reference = statistics.median(t for r in results["pissa"] for t in r["reference_times"])
+    floor = step["pissa"] + reference
+    terms = {name: statistics.median(r["term_times"][name] for r in results["ba-lora"])
+             for name in results["ba-lora"][0]["term_times"]}
+    above = step["ba-lora"] - floor
+    summary = {"step_s": step, "peak_bytes": peak, "step_ratio": step["ba-lora"] / step["pissa"],
+               "floor_s": floor, "reference_forward_s": reference, "floor_ratio": floor / step["pissa"],
+               "mem_ratio": peak["ba-lora"] / peak["pissa"], "above_floor_s": above, "term_s": terms,
+               "svd_path": results["ba-lora"][0]["svd_path"], "rows": results["pissa"][0]["regularized_rows"],
+               "device": results["pissa"][0]["device"], "threads": results["pissa"][0]["threads"],
+               "batch": args.batch, "seq_len": args.seq_len, "r": args.r, "bf16": args.bf16, "model": args.model,
+               "vocab": args.vocab, "svd_eigensolver": args.svd_eigensolver or "eigh",
+               "step_times": {m: [t for r in rs for t in r["step_times"]] for m, rs in results.items()},
+               "reference_times": [t for r in results["pissa"] for t in r["reference_times"]]}
+    return summary
+
+
+def _measure_interleaved(args, base_cmd: list[str], env: dict, quiet: bool) -> dict:
+    """--interleave: rounds of (PiSSA step, reference forward, BA-LoRA step) in one process per repeat; the
+    ratios are medians of per-round ratios, so load that drifts between rounds cancels."""
+    rounds, runs = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for repeat in range(args.repeats):
+            out = Path(tmp) / f"both-{repeat}.json"
+            subprocess.run([*base_cmd, "--worker", "both", "--result", str(out)], check=True, env=env)
+            result = json.loads(out.read_text())
+            runs.append(result)
+            rounds += result["rounds"]
+            if not quiet:
+                print(f"  repeat {repeat}: rounds (PiSSA, reference forward, BA-LoRA) s "
+                      f"{[tuple(round(t, 3) for t in r) for r in result['rounds']]}", flush=True)
+    pissa, reference, ba_lora = (statistics.median(r[i] for r in rounds) for i in range(3))
+    terms = {name: statistics.median(r["term_times"][name] for r in runs) for name in runs[0]["term_times"]}
+    step_ratio = statistics.median(r[2] / r[0] for r in rounds)
+    floor_ratio = statistics.median((r[0] + r[1]) / r[0] for r in rounds)
+    return {"step_s": {"pissa": pissa, "ba-lora": ba_lora}, "peak_bytes": None, "step_ratio": step_ratio,
+            "floor_s": pissa + reference, "reference_forward_s": reference, "floor_ratio": floor_ratio,
+            "mem_ratio": float("nan"), "above_floor_s": (step_ratio - floor_ratio) * pissa, "term_s": terms,
+            "svd_path": runs[0]["svd_path"], "rows": runs[0]["regularized_rows"], "device": runs[0]["device"],
+            "threads": runs[0]["threads"], "batch": args.batch, "seq_len": args.seq_len, "r": args.r,
+            "bf16": args.bf16, "model": args.model, "vocab": args.vocab, "interleave": True,
+            "svd_eigensolver": args.svd_eigensolver or "eigh", "rounds": rounds}
+
+
+def _terms_line(summary: dict) -> str:
+    """The share of each term in the gap above the floor (each term timed alone; 'rest' = the unexplained)."""
+    above, terms = summary["above_floor_s"], summary["term_s"]
+    parts = []
+    for name in ("consistency", "diversity", "svd"):
+        share = f" ({100 * terms[name] / above:.0f}%)" if above > 0 else ""
+        label = f"svd ({summary['svd_path']})" if name == "svd" else name
+        parts.append(f"{label} {terms[name]:.3f} s{share}")
+    rest = above - terms["together"]
+    return (f"above the floor: {above:.3f} s = the three terms together {terms['together']:.3f} s "
+            f"[alone: {', '.join(parts)}] + rest {rest:.3f} s")
+
+
+def _sweep(args, argv: list[str]) -> dict:
+    """The N × V sweep on a tiny body: one table row per point (--repeats alternating runs each)."""
+    rows_values = [int(v) for v in args.sweep_rows.split(",")]
+    vocab_values = [int(v) for v in args.sweep_vocab.split(",")]
+    keep = [a for a in argv if a != "--sweep"]
+    model = args.model if args.model in ("tiny-llama", "tiny-llama-256", "tiny-mistral-256", "tiny-gemma-256") \
+        else "tiny-llama-256"
+    header = ("| N rows | V | PiSSA s | ref fwd s | BA-LoRA s | step_ratio | floor_ratio | mem_ratio | KL ms | "
+              "top-K entropy ms | SVD hidden ms | SVD logits ms | three together ms |")
+    print(header + "\n|" + "---:|" * 13, flush=True)
+    points = []
+    for vocab in vocab_values:
+        for rows in rows_values:
+            seq_len = 257
+            batch = max(1, rows // (seq_len - 1))
+            point_argv = [*keep, "--model", model, "--vocab", str(vocab), "--batch", str(batch),
+                          "--seq_len", str(seq_len)]
+            point_args = _parse(point_argv)
+            summary = _measure(point_args, point_argv, quiet=True)
+            terms = summary["term_s"]
+            logits_svd = terms.get("svd_logits_space")
+            print(f"| {summary['rows']} | {vocab} | {summary['step_s']['pissa']:.3f} | "
+                  f"{summary['reference_forward_s']:.3f} | {summary['step_s']['ba-lora']:.3f} | "
+                  f"{summary['step_ratio']:.3f} | {summary['floor_ratio']:.3f} | {summary['mem_ratio']:.3f} | "
+                  f"{1000 * terms['consistency']:.0f} | {1000 * terms['diversity']:.0f} | {1000 * terms['svd']:.1f} | "
+                  + (f"{1000 * logits_svd:.0f}" if logits_svd is not None else "—")
+                  + f" | {1000 * terms['together']:.0f} |", flush=True)
+            points.append(summary)
+    return {"sweep": points, "model": model}
 
 
 def main(argv=None) -> dict:
@@ -160,35 +385,23 @@ def main(argv=None) -> dict:
         result = _worker(args)
         Path(args.result).write_text(json.dumps(result))
         return result
-    base_cmd = [sys.executable, __file__, *(argv if argv is not None else sys.argv[1:])]
-    results = {"pissa": [], "ba-lora": []}
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
+    argv = list(argv if argv is not None else sys.argv[1:])
     print(f"mode={args.mode} model={args.model} batch={args.batch}x{args.seq_len} r={args.r} "
-          f"preset={args.preset} warmup={args.warmup} steps={args.steps} repeats={args.repeats}", flush=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        for repeat in range(args.repeats):
-            for method in ("pissa", "ba-lora"):
-                out = Path(tmp) / f"{method}-{repeat}.json"
-                subprocess.run([*base_cmd, "--worker", method, "--result", str(out)], check=True, env=env)
-                result = json.loads(out.read_text())
-                results[method].append(result)
-                print(f"  {method:8s} repeat {repeat}: steps {[f'{t:.3f}' for t in result['step_times']]} s, "
-                      f"peak {result['peak_bytes'] / 2**20:.0f} MiB, regularised rows {result['regularized_rows']}",
-                      flush=True)
-    step = {m: statistics.median(t for r in rs for t in r["step_times"]) for m, rs in results.items()}
-    peak = {m: max(r["peak_bytes"] for r in rs) for m, rs in results.items()}
-    summary = {"step_s": step, "peak_bytes": peak, "step_ratio": step["ba-lora"] / step["pissa"],
-               "mem_ratio": peak["ba-lora"] / peak["pissa"], "device": results["pissa"][0]["device"],
-               "threads": results["pissa"][0]["threads"]}
-    print(f"median step: PiSSA {step['pissa']:.3f} s, BA-LoRA {step['ba-lora']:.3f} s "
-          f"(device {summary['device']}, {summary['threads']} threads)")
-    summary.update(batch=args.batch, seq_len=args.seq_len, r=args.r, bf16=args.bf16, model=args.model,
-                   svd_eigensolver=args.svd_eigensolver or "eigh",
-                   step_times={m: [t for r in rs for t in r["step_times"]] for m, rs in results.items()})
+          f"preset={args.preset} warmup={args.warmup} steps={args.steps} repeats={args.repeats}"
+          + (" sweep" if args.sweep else ""), flush=True)
+    if args.sweep:
+        result = _sweep(args, argv)
+        last = result["sweep"][-1]
+    else:
+        result = last = _measure(args, argv)
+        print(f"median step: PiSSA {last['step_s']['pissa']:.3f} s, BA-LoRA {last['step_s']['ba-lora']:.3f} s, "
+              f"floor (PiSSA + reference forward {last['reference_forward_s']:.3f} s) {last['floor_s']:.3f} s "
+              f"(device {last['device']}, {last['threads']} threads, SVD term in {last['svd_path']})")
+        print(_terms_line(last))
     if args.output:
-        Path(args.output).write_text(json.dumps(summary, indent=2))
-    print(f"step_ratio={summary['step_ratio']:.3f} mem_ratio={summary['mem_ratio']:.3f}")
-    return summary
+        Path(args.output).write_text(json.dumps(result, indent=2))
+    print(f"step_ratio={last['step_ratio']:.3f} floor_ratio={last['floor_ratio']:.3f} mem_ratio={last['mem_ratio']:.3f}")
+    return result
 
 
 if __name__ == "__main__":

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # One-GPU check of the real training and evaluation paths, and the benchmarks, on SmolLM2-135M-Instruct.
 #   1. benchmarks/regularizers.py: each regulariser's forward + backward on 2,598 rows × 49,152 classes
-#      (the 16 × 512 batch below), and the SVD term's Gram and eigen-solve parts;
+#      (the 16 × 512 batch below), the SVD term's Gram and eigen-solve parts, and the SVD term in hidden
+#      space (576 = SmolLM2's hidden size), the path the trainer takes for SmolLM2;
 #   2. benchmarks/overhead.py: BA-LoRA vs PiSSA step time and peak memory, bf16, at the CPU benchmark's
-#      size (4 × 256) and at 16 × 512, the latter also with --svd_eigensolver lobpcg;
+#      size (4 × 256) and at 16 × 512, the latter also with --svd_eigensolver lobpcg; each run also
+#      measures the floor (PiSSA step + one reference forward) and splits the cost above it by term,
+#      and its log must say that the SVD term ran in hidden space (checked below);
+#      then the N × V sweep on the tiny-llama-256 body (up to a 262,144-class head) into sweep.json;
 #   3. benchmarks/generation.py: batched vs one-prompt-at-a-time greedy decoding;
 #   4. PiSSA and BA-LoRA, bf16, DeepSpeed ZeRO-2 on one GPU (configs/gpu/*): 128 optimizer steps of
 #      16 × ≤512 tokens on 2,048 GSM8K train rows, launched with torchrun;
@@ -62,14 +66,18 @@ if [ "$DRY_RUN" = 0 ]; then
   } | tee "$OUT_DIR/environment.txt"
 fi
 # The benchmarks first: they are short, and a time-limited machine should not lose them to training.
-step regularizers_2598 "$PY" benchmarks/regularizers.py --rows 2598 --vocab 49152 --warmup 2 --repeats 5 \
+step regularizers_2598 "$PY" benchmarks/regularizers.py --rows 2598 --vocab 49152 --hidden 576 --warmup 2 --repeats 5 \
   --output "$OUT_DIR/regularizers_2598.json"
 step overhead_4x256 "$PY" benchmarks/overhead.py --bf16 --warmup 3 --steps 10 --repeats 2 \
   --output "$OUT_DIR/overhead_4x256.json"
 step overhead_16x512 "$PY" benchmarks/overhead.py --bf16 --batch 16 --seq_len 512 --warmup 3 --steps 10 --repeats 2 \
   --output "$OUT_DIR/overhead_16x512.json"
+# The hidden-space SVD term must be the path that ran for SmolLM2 (a fallback would be logged as "logits space: why").
+step svd_path_check grep -q "SVD term in hidden space" "$OUT_DIR/overhead_16x512.log"
 step overhead_16x512_lobpcg "$PY" benchmarks/overhead.py --bf16 --batch 16 --seq_len 512 --warmup 3 --steps 10 \
   --repeats 2 --svd_eigensolver lobpcg --output "$OUT_DIR/overhead_16x512_lobpcg.json"
+step sweep "$PY" benchmarks/overhead.py --bf16 --sweep --sweep_rows 1024,4096 --sweep_vocab 49152,262144 \
+  --warmup 2 --steps 5 --repeats 1 --output "$OUT_DIR/sweep.json"
 step generation "$PY" benchmarks/generation.py --data "$GSM8K_DIR/test.jsonl" --num_prompts 32 \
   --max_new_tokens 256 --output "$OUT_DIR/generation.json"
 

@@ -253,7 +253,8 @@ def test_gpu_check_dry_run_names_existing_configs_and_refuses_bad_input(tmp_path
     proc = run_script("gpu_check.sh", "--dry-run", env={"OUT_DIR": str(tmp_path / "gpu")})
     assert proc.returncode == 0, proc.stderr
     steps = [line.split(":")[0][3:] for line in proc.stdout.splitlines() if line.startswith("== ")]
-    assert steps == ["regularizers_2598", "overhead_4x256", "overhead_16x512", "overhead_16x512_lobpcg", "generation",
+    assert steps == ["regularizers_2598", "overhead_4x256", "overhead_16x512", "svd_path_check", "overhead_16x512_lobpcg",
+                     "sweep", "generation",
                      "train_pissa", "gsm8k_pissa", "gsm8k_nll_pissa", "train_ba-lora", "gsm8k_ba-lora",
                      "gsm8k_nll_ba-lora"]
     for config in ("configs/gpu/smollm2_gsm8k_pissa_zero2.yaml", "configs/gpu/smollm2_gsm8k_ba-lora_zero2.yaml"):

@@ -1,0 +1,94 @@
+"""BALoRATrainer computes the SVD term in hidden space where the LM head is a frozen linear map: a
+short training run gives the same losses, terms and weights as the logits-space term, and heads that
+are trained, biased or soft-capped fall back to the logits path (and say so)."""
+
+import logging
+
+import pytest
+import torch
+from datasets import Dataset
+
+from balora.adapters import AdapterConfig, prepare_model
+from balora.data import CausalLMCollator
+from balora.models import tiny_causal_lm
+from balora.trainer import BALoRATrainer, BALoRATrainingArguments
+
+
+def _dataset(n=8, length=16, prompt=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for _ in range(n):
+        ids = torch.randint(4, 500, (length,), generator=g).tolist()
+        rows.append({"input_ids": ids, "labels": [-100] * prompt + ids[prompt:]})
+    return Dataset.from_list(rows)
+
+
+def _args(tmp_path, **overrides):
+    values = dict(output_dir=str(tmp_path), per_device_train_batch_size=4, gradient_accumulation_steps=1,
+                  max_steps=4, learning_rate=1.0, optim="sgd", lr_scheduler_type="constant",
+                  warmup_steps=0, weight_decay=0.0, report_to="none", use_cpu=True, save_strategy="no",
+                  logging_steps=1, seed=0, disable_tqdm=True, dataloader_num_workers=0,
+                  regularizer_preset="iclr2026", lambda_svd=0.5)
+    values.update(overrides)
+    return BALoRATrainingArguments(**values)
+
+
+def _train(tmp_path, kind, hidden_enabled, **overrides):
+    base, tokenizer = tiny_causal_lm(kind, seed=0)
+    torch.manual_seed(0)
+    model = prepare_model(base, AdapterConfig(method="pissa", r=4, alpha=4))
+    trainer = BALoRATrainer(model=model, args=_args(tmp_path, **overrides), train_dataset=_dataset(),
+                            data_collator=CausalLMCollator(tokenizer.pad_token_id))
+    trainer._hidden_svd_enabled = hidden_enabled
+    trainer.train()
+    history = [e for e in trainer.state.log_history if "svd_loss" in e]
+    weights = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    return trainer, history, weights
+
+
+@pytest.mark.parametrize("kind", ["tiny-llama", "tiny-gemma"])
+def test_a_short_run_gives_the_same_losses_in_hidden_and_logits_space(tmp_path, kind, caplog):
+    with caplog.at_level(logging.INFO, logger="balora.trainer"):
+        hidden, hidden_log, hidden_weights = _train(tmp_path / "hidden", kind, True)
+    assert hidden.svd_path == "hidden space"
+    assert "BA-LoRA SVD term computed in hidden space" in caplog.text
+    logits, logits_log, logits_weights = _train(tmp_path / "logits", kind, False)
+    assert logits.svd_path == "logits space: hidden-space path disabled"
+    assert len(hidden_log) == len(logits_log) == 4
+    for got, expected in zip(hidden_log, logits_log, strict=True):
+        for key in ("loss", "task_loss", "consistency_loss", "diversity_loss", "svd_loss"):
+            # the log rounds to 6 decimals: allow one unit of the last logged digit
+            assert got[key] == pytest.approx(expected[key], rel=1e-5, abs=1.5e-6), key
+    assert hidden_log[-1]["svd_loss"] != hidden_log[0]["svd_loss"]  # the adapter moved: a real check
+    for name, weight in hidden_weights.items():
+        torch.testing.assert_close(weight, logits_weights[name], rtol=1e-4, atol=1e-5)
+
+
+def test_the_head_factor_is_computed_once_per_run(tmp_path, monkeypatch):
+    from balora import regularizers
+
+    calls = []
+    real = regularizers.head_gram_factor
+    monkeypatch.setattr(regularizers, "head_gram_factor", lambda w: calls.append(1) or real(w))
+    trainer, history, _ = _train(tmp_path, "tiny-llama", True)
+    assert trainer.svd_path == "hidden space" and len(history) == 4 and len(calls) == 1
+
+
+def test_trained_biased_or_soft_capped_heads_fall_back_to_logits_space(tmp_path):
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    base, tokenizer = tiny_causal_lm("tiny-llama", seed=0)
+    model = prepare_model(base, AdapterConfig(method="pissa", r=4, alpha=4))
+    trainer = BALoRATrainer(model=model, args=_args(tmp_path), train_dataset=_dataset(),
+                            data_collator=CausalLMCollator(tokenizer.pad_token_id))
+    assert trainer._hidden_svd_head(model) is model.get_base_model().lm_head
+    head = model.get_base_model().lm_head
+    head.weight.requires_grad_(True)
+    assert trainer._hidden_svd_head(model) is None and trainer.svd_path == "logits space: the LM head is trained"
+    head.weight.requires_grad_(False)
+    head.bias = torch.nn.Parameter(torch.zeros(head.out_features), requires_grad=False)
+    assert trainer._hidden_svd_head(model) is None and trainer.svd_path == "logits space: the LM head has a bias"
+    config = Gemma2Config(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                          num_attention_heads=2, num_key_value_heads=1, head_dim=16, final_logit_softcapping=30.0)
+    assert trainer._hidden_svd_head(Gemma2ForCausalLM(config)) is None
+    assert trainer.svd_path.startswith("logits space: the logits are not a plain linear map")

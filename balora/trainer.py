@@ -23,6 +23,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -57,7 +58,9 @@ class BALoRATrainingArguments(TrainingArguments):
     """
 
     regularizer_preset: str = field(default="none", metadata={
-        "help": "none | iclr2026 | v5: the paper's reported λ and term forms (method.md §3 table)."})
+        "help": "none | iclr2026 | v5: the paper's reported λ and term forms (method.md §3 table). v5 has "
+                "the v5 forms and λ, not the v5 scale: the KL here is a per-token mean, in the v1-v5 code a "
+                "per-sequence batchmean (about T times stronger at the same λ1)."})
     regularizer_task: str = field(default="nlg", metadata={"help": "nlg | nlu (set by the entry script)."})
     lambda_consistency: float | None = field(default=None, metadata={"help": "λ1, consistency (KL) weight."})
     lambda_diversity: float | None = field(default=None, metadata={"help": "λ2, diversity weight."})
@@ -149,7 +152,13 @@ class _AdaLoraBudgetCallback(TrainerCallback):
 
 
 class BALoRATrainer(Trainer):
-    """Trainer whose loss adds the weighted BA-LoRA regularisers; see the module docstring."""
+    """Trainer whose loss adds the weighted BA-LoRA regularisers; see the module docstring.
+
+    For decoder LMs whose logits are a frozen, bias-free linear map of the last hidden state (LLaMA,
+    Mistral, Gemma-1, Qwen), the SVD term is computed in hidden space from the LM head's input, taken
+    by a forward pre-hook (exact; `balora.regularizers.svd_loss_hidden`); otherwise in logits space.
+    `svd_path` and the log say which ran.
+    """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -187,15 +196,30 @@ class BALoRATrainer(Trainer):
                 self._accumulate_task_loss(loss_and_outputs[0], inputs, num_items_in_batch)
             return loss_and_outputs if return_outputs else loss_and_outputs[0]
 
-        loss, outputs = super().compute_loss(model, inputs, return_outputs=True,
-                                             num_items_in_batch=num_items_in_batch, **kwargs)
+        # The SVD term in hidden space where the logits are a frozen linear map Z = H Wᵀ of the LM head's
+        # input H (exact: σ(Z) = σ(H L), L Lᵀ = Wᵀ W): H is taken by a hook on the head, no extra forward.
+        head = self._hidden_svd_head(model) if lambdas["svd"] > 0 else None
+        captured: list[torch.Tensor] = []
+        hook = head.register_forward_pre_hook(lambda module, args: captured.append(args[0])) if head else None
+        try:
+            loss, outputs = super().compute_loss(model, inputs, return_outputs=True,
+                                                 num_items_in_batch=num_items_in_batch, **kwargs)
+        finally:
+            if hook is not None:
+                hook.remove()
         self._accumulate_task_loss(loss, inputs, num_items_in_batch)
         logits = self._rows(outputs.logits, inputs)
         ref_logits = None
         if lambdas["consistency"] > 0:
             ref_logits = self._reference_logits(model, inputs)
         active = [t for t in TERMS if lambdas[t] > 0]
-        terms = regularizer_terms(logits, ref_logits, None, self._regularizer_config, terms=active)
+        hidden_svd = {}
+        if head is not None:
+            if len(captured) == 1 and captured[0].shape[:-1] == outputs.logits.shape[:-1]:
+                hidden_svd = {"hidden": self._rows(captured[0], inputs), "head_factor": self._head_factor(head)}
+            else:
+                self._note_svd_path(f"logits space: the LM head ran {len(captured)} times or on other positions")
+        terms = regularizer_terms(logits, ref_logits, None, self._regularizer_config, terms=active, **hidden_svd)
         regularizer = sum(lambdas[t] * terms[t] for t in TERMS if lambdas[t] > 0)
         if self._loss_is_scaled_for_ga(num_items_in_batch):
             # The Trainer will not divide by the accumulation steps: do it for the per-micro-batch means.
@@ -209,6 +233,55 @@ class BALoRATrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
     # --- helpers --------------------------------------------------------------------------------------
+
+    # Where the SVD term runs: "hidden space" or "logits space: <why>" (logged when it is first decided or
+    # changes). Setting _hidden_svd_enabled = False forces the logits-space term (the reference formula).
+    _hidden_svd_enabled = True
+    svd_path: str | None = None
+    _head_factor_cache: tuple[tuple, torch.Tensor] | None = None
+
+    def _hidden_svd_head(self, model) -> torch.nn.Linear | None:
+        """The LM head when the SVD term can be computed from its input (a frozen nn.Linear without bias
+        that produces the logits with nothing after it), else None; the chosen path is logged."""
+        head, reason = None, None
+        if not self._hidden_svd_enabled:
+            reason = "hidden-space path disabled"
+        elif self.args.regularizer_task != "nlg":
+            reason = "NLU heads are not handled in hidden space"
+        else:
+            body_and_head = _rows_only_head(self.accelerator.unwrap_model(model))
+            candidate = body_and_head[1] if body_and_head is not None else None
+            if candidate is None:
+                reason = "the logits are not a plain linear map of the last hidden state for this model"
+            elif type(candidate) is not torch.nn.Linear:
+                reason = f"the LM head is a {type(candidate).__name__} (adapted or wrapped), not a frozen nn.Linear"
+            elif candidate.bias is not None:
+                reason = "the LM head has a bias"
+            elif candidate.weight.requires_grad:
+                reason = "the LM head is trained"
+            elif tuple(candidate.weight.shape) != (candidate.out_features, candidate.in_features):
+                reason = "the LM head's weight is partitioned (ZeRO-3)"
+            else:
+                head = candidate
+        self._note_svd_path("hidden space" if head is not None else f"logits space: {reason}")
+        return head
+
+    def _note_svd_path(self, path: str) -> None:
+        if path != self.svd_path:
+            import logging
+
+            logging.getLogger(__name__).info("BA-LoRA SVD term computed in %s", path)
+            self.svd_path = path
+
+    def _head_factor(self, head: torch.nn.Linear) -> torch.Tensor:
+        """L with L Lᵀ = Wᵀ W of the frozen head, computed once (again only if the weight changes)."""
+        weight = head.weight
+        key = (weight.data_ptr(), weight._version, weight.device, weight.dtype)
+        if self._head_factor_cache is None or self._head_factor_cache[0] != key:
+            from balora.regularizers import head_gram_factor
+
+            self._head_factor_cache = (key, head_gram_factor(weight))
+        return self._head_factor_cache[1]
 
     def _reference_logits(self, model, inputs: dict) -> torch.Tensor:
         """Reference logits on the regulariser rows; NLU rows come from the per-example cache when seen."""
@@ -299,6 +372,42 @@ class BALoRATrainer(Trainer):
                 logs[f"lambda_{t}"] = value
             self._term_sums.zero_()
         super().log(logs, *args, **kwargs)
+
+
+def resolve_method(method: str, args: BALoRATrainingArguments) -> dict:
+    """What a run trains, from its `method` and its regulariser settings (the one rule of both scripts).
+
+    The rule: `method` chooses the adapter and its initialisation; the regularisers are switched on by
+    the λs alone (a `regularizer_preset` or explicit `lambda_*` flags), for any adapter method.
+    `ba-lora` is PiSSA initialisation whose regularisers come from the preset: it needs a preset (or a
+    λ), and a preset with every λ set to 0 is the paper's "w/o reg" ablation, i.e. PiSSA trained by the
+    same pipeline. `pissa` (or `lora`, ...) with a λ > 0 runs the regularisers too (PiSSA + reg is
+    BA-LoRA; LoRA + reg is the paper's "LoRA + Reg"): allowed, logged, and recorded as what it is.
+
+    Returns:
+        {"method": as configured, "adapter_method": the adapter built ("pissa" for ba-lora),
+         "regularized": any λ > 0, "trained": the name of what ran ("ba-lora", "pissa", "lora+reg", ...)}.
+
+    Raises:
+        ValueError: `ba-lora` with neither a preset nor a λ (nothing says which regularisers to use).
+    """
+    regularized = args.regularizers_enabled
+    adapter_method = "pissa" if method == "ba-lora" else method
+    if method == "ba-lora" and not regularized and args.regularizer_preset == "none":
+        raise ValueError("method ba-lora = PiSSA + regularisers: set regularizer_preset (iclr2026 | v5) or a "
+                         "lambda_* > 0 (a preset with every λ set to 0 is the 'w/o reg' ablation); for plain "
+                         "PiSSA use method pissa")
+    if adapter_method == "pissa":
+        trained = "ba-lora" if regularized else "pissa"
+    else:
+        trained = f"{adapter_method}+reg" if regularized else adapter_method
+    if trained != method:
+        lambdas = ", ".join(f"λ_{t} = {getattr(args, f'lambda_{t}'):g}" for t in TERMS)
+        logging.getLogger(__name__).warning(
+            "method %s with %s trains %s (recorded as trained: %s)", method, lambdas,
+            {"ba-lora": "BA-LoRA (PiSSA + regularisers)", "pissa": "PiSSA without regularisers"}.get(
+                trained, f"{adapter_method} with the regularisers" if regularized else adapter_method), trained)
+    return {"method": method, "adapter_method": adapter_method, "regularized": regularized, "trained": trained}
 
 
 def warn_if_regularizers_with_full_ft(method: str, args: BALoRATrainingArguments) -> None:

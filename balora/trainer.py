@@ -199,6 +199,10 @@ class BALoRATrainer(Trainer):
         # The SVD term in hidden space where the logits are a frozen linear map Z = H Wᵀ of the LM head's
         # input H (exact: σ(Z) = σ(H L), L Lᵀ = Wᵀ W): H is taken by a hook on the head, no extra forward.
         head = self._hidden_svd_head(model) if lambdas["svd"] > 0 else None
+        ref_logits = None
+        if lambdas["consistency"] > 0 and self._reference_first:
+            # Before the student's forward: its activations then reuse the memory the reference freed.
+            ref_logits = self._reference_logits(model, inputs)
         captured: list[torch.Tensor] = []
         hook = head.register_forward_pre_hook(lambda module, args: captured.append(args[0])) if head else None
         try:
@@ -209,8 +213,7 @@ class BALoRATrainer(Trainer):
                 hook.remove()
         self._accumulate_task_loss(loss, inputs, num_items_in_batch)
         logits = self._rows(outputs.logits, inputs)
-        ref_logits = None
-        if lambdas["consistency"] > 0:
+        if lambdas["consistency"] > 0 and ref_logits is None:
             ref_logits = self._reference_logits(model, inputs)
         active = [t for t in TERMS if lambdas[t] > 0]
         hidden_svd = {}
@@ -236,7 +239,9 @@ class BALoRATrainer(Trainer):
 
     # Where the SVD term runs: "hidden space" or "logits space: <why>" (logged when it is first decided or
     # changes). Setting _hidden_svd_enabled = False forces the logits-space term (the reference formula).
+    # _reference_first: the reference forward runs before the student's (same result, less memory traffic).
     _hidden_svd_enabled = True
+    _reference_first = True
     svd_path: str | None = None
     _head_factor_cache: tuple[tuple, torch.Tensor] | None = None
 

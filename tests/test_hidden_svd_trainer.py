@@ -92,3 +92,33 @@ def test_trained_biased_or_soft_capped_heads_fall_back_to_logits_space(tmp_path)
                           num_attention_heads=2, num_key_value_heads=1, head_dim=16, final_logit_softcapping=30.0)
     assert trainer._hidden_svd_head(Gemma2ForCausalLM(config)) is None
     assert trainer.svd_path.startswith("logits space: the logits are not a plain linear map")
+
+
+def test_reference_forward_before_the_student_gives_the_same_loss_and_gradients(tmp_path):
+    """The reference runs first (its memory is then reused by the student's activations); the order
+    changes nothing: same loss, same gradients as with the reference after the student's forward."""
+    base, tokenizer = tiny_causal_lm("tiny-llama", seed=0)
+    torch.manual_seed(0)
+    model = prepare_model(base, AdapterConfig(method="pissa", r=4, alpha=4, dropout=0.1))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name and ".default." in name:
+                p.add_(0.05 * torch.randn_like(p))
+    dataset = _dataset()
+    batch = CausalLMCollator(tokenizer.pad_token_id)([dataset[i] for i in range(4)])
+    trainer = BALoRATrainer(model=model, args=_args(tmp_path), data_collator=CausalLMCollator(tokenizer.pad_token_id))
+    trainer.current_gradient_accumulation_steps = 1
+    model.train()
+    results = []
+    for first in (True, False):
+        trainer._reference_first = first
+        torch.manual_seed(3)  # the same dropout masks in both orders
+        loss = trainer.compute_loss(model, dict(batch), num_items_in_batch=None)
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+        model.zero_grad(set_to_none=True)
+    (loss_first, grads_first), (loss_after, grads_after) = results
+    assert torch.equal(loss_first, loss_after)
+    assert grads_first.keys() == grads_after.keys() and grads_first
+    for name, grad in grads_first.items():
+        torch.testing.assert_close(grad, grads_after[name], rtol=0, atol=0)

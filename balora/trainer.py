@@ -172,6 +172,12 @@ class BALoRATrainer(Trainer):
             # accumulation would scale the loss (and the regularisers) by the accumulation steps.
             self.model_accepts_loss_kwargs = False
         self._base_lambdas = {t: float(getattr(self.args, f"lambda_{t}")) for t in TERMS}
+        if self._base_lambdas["consistency"] > 0 and "_balora_method" not in self.model.__dict__:
+            # Under PiSSA, disabling a plain peft adapter gives the residual model, not the pre-trained
+            # one: the consistency term needs the frozen reference that prepare_model attaches.
+            raise ValueError("BALoRATrainer with a consistency λ > 0 needs a model returned by "
+                             "balora.adapters.prepare_model (it attaches the frozen reference); got a "
+                             f"{type(self.model).__name__} prepared elsewhere (e.g. peft.get_peft_model)")
         self._reference_cache: dict[bytes, torch.Tensor] = {}  # NLU: example digest -> (C,) reference logits
         # Running sums since the last log: [task loss sum, task items, each term's sum, each term's count].
         # A term whose λ is 0 is not computed and not counted, so it is absent from the log (not 0).

@@ -62,3 +62,17 @@ def test_custom_loop_example():
     # The reference is the model before training: no divergence at the first step, some after it.
     assert history[0]["consistency_loss"] == 0.0 and history[1]["consistency_loss"] > 0
     assert all(torch.isfinite(torch.tensor(list(h.values()))).all() for h in history)
+
+
+def test_a_plain_peft_model_is_refused_with_a_clear_error(tmp_path):
+    import pytest
+    from peft import LoraConfig, get_peft_model
+
+    from balora.trainer import BALoRATrainer, BALoRATrainingArguments
+
+    model, _ = models.tiny_causal_lm("tiny-llama")
+    model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj"], init_lora_weights="pissa"))
+    args = BALoRATrainingArguments(output_dir=str(tmp_path), regularizer_preset="iclr2026", use_cpu=True,
+                                   report_to="none")
+    with pytest.raises(ValueError, match="needs a model returned by balora.adapters.prepare_model"):
+        BALoRATrainer(model=model, args=args)

@@ -31,6 +31,11 @@ DRY_RUN=0
 case "${1:-}" in
   "") ;;
   --dry-run) DRY_RUN=1 ;;
+  -h|--help)
+    echo "usage: bash scripts/gpu_check.sh [--dry-run]   (settings are variables: PY GSM8K_DIR OUT_DIR GSM8K_LIMIT METHODS SEED)"
+    echo
+    sed -n '2,/^set -/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'
+    exit 0 ;;
   *) echo "error: unknown argument '$1' (usage: bash scripts/gpu_check.sh [--dry-run]; settings are variables: PY GSM8K_DIR OUT_DIR GSM8K_LIMIT METHODS SEED)" >&2; exit 2 ;;
 esac
 

@@ -24,7 +24,6 @@ NOT_ENTRY_POINTS = {
 # Entry points whose --help is not implemented yet: strict xfail, so the test fails once it is (remove
 # the entry then).
 MISSING_HELP = {
-    "scripts/gpu_check.sh": "rejects --help as an unknown argument",
 }
 
 

@@ -84,8 +84,11 @@ class MethodArguments:
         "help": "PiSSA: None = exact SVD, N = randomised SVD with N subspace iterations."})
     reduction_factor: int = field(default=16, metadata={"help": "Bottleneck adapters: hidden / bottleneck size."})
     adalora_init_r: int = field(default=12, metadata={"help": "AdaLoRA initial rank."})
-    adalora_tinit: int = field(default=0, metadata={"help": "AdaLoRA: steps before rank pruning starts."})
-    adalora_tfinal: int = field(default=0, metadata={"help": "AdaLoRA: final steps with a fixed budget."})
+    adalora_tinit: float = field(default=0, metadata={
+        "help": "AdaLoRA: steps before rank pruning starts; a value < 1 is a fraction of the run's optimizer "
+                "steps (the configs use 0.1, so the schedule follows the data size, epochs and GPU count)."})
+    adalora_tfinal: float = field(default=0, metadata={
+        "help": "AdaLoRA: final steps with a fixed budget; a value < 1 is a fraction of the optimizer steps."})
     adalora_delta_t: int = field(default=10, metadata={"help": "AdaLoRA: steps between budget updates."})
 
     def __post_init__(self):
@@ -99,6 +102,16 @@ def _select(dataset, limit: int | None, name: str):
     if limit < 1:
         raise ValueError(f"{name} must be >= 1, got {limit}")
     return dataset.select(range(min(limit, len(dataset))))
+
+
+def _schedule_steps(value: float, total_steps: int, name: str) -> int:
+    """A step count given as steps (>= 1) or as a fraction of the run's optimizer steps (< 1)."""
+    if value < 0 or (value >= 1 and value != int(value)):
+        raise ValueError(f"{name} must be a whole number of steps or a fraction in [0, 1), got {value}")
+    if value >= 1:
+        return int(value)
+    # floor, with a tolerance for 0.1 * 7800 = 780.0000000000001-style products
+    return max(1, math.floor(value * total_steps + 1e-9)) if value > 0 else 0
 
 
 def _optimizer_steps(n_train: int, args: BALoRATrainingArguments) -> int:
@@ -196,6 +209,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     )
 
     model_type = model.config.model_type
+    total_steps = _optimizer_steps(len(train_ds), args)
     adapter_cfg = adapters.AdapterConfig(
         method=method, r=method_args.lora_r, alpha=method_args.lora_alpha, dropout=method_args.lora_dropout,
         target_modules=method_args.target_modules or (
@@ -203,9 +217,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         pissa_niter=method_args.pissa_niter,
         modules_to_save=method_args.modules_to_save or glue.default_modules_to_save(model_type),
         reduction_factor=method_args.reduction_factor, adalora_init_r=method_args.adalora_init_r,
-        adalora_tinit=method_args.adalora_tinit, adalora_tfinal=method_args.adalora_tfinal,
+        adalora_tinit=_schedule_steps(method_args.adalora_tinit, total_steps, "adalora_tinit"),
+        adalora_tfinal=_schedule_steps(method_args.adalora_tfinal, total_steps, "adalora_tfinal"),
         adalora_delta_t=method_args.adalora_delta_t,
-        adalora_total_step=_optimizer_steps(len(train_ds), args) if method == "adalora" else None,
+        adalora_total_step=total_steps if method == "adalora" else None,
     )
     model = adapters.prepare_model(model, adapter_cfg)
     trainable = adapters.count_trainable_parameters(model)

@@ -67,9 +67,9 @@ def _method_fields(method: str, r: int, alpha: float, total_steps: int) -> list[
         out += [("lora_r", r), ("lora_alpha", float(r) if method in ("pissa", "ba-lora") else alpha),
                 ("lora_dropout", 0.0)]
     if method == "adalora":
-        # Budget schedule: prune after the first 10% of steps, fixed for the last 20% (AdaLoRA-style).
-        out += [("adalora_init_r", 12), ("adalora_tinit", max(1, total_steps // 10)),
-                ("adalora_tfinal", max(1, total_steps // 5)), ("adalora_delta_t", 10)]
+        # Budget schedule: prune after the first 10% of the run's optimizer steps, fixed for the last 20%
+        # (AdaLoRA-style), as fractions: the steps follow the data size, epochs and number of GPUs.
+        out += [("adalora_init_r", 12), ("adalora_tinit", 0.1), ("adalora_tfinal", 0.2), ("adalora_delta_t", 10)]
     if method in ("hadapter", "padapter"):
         out += [("reduction_factor", 16)]
     if method == "ba-lora":

@@ -195,3 +195,16 @@ def test_rehearsal_rank_sweep_at_two_ranks(tmp_path):
                                  / "config.yaml").read_text())
         assert config["lora_r"] == r
     assert (tmp_path / "results" / "figures" / "rank_sweep.png").stat().st_size > 0
+
+
+def test_adalora_schedule_fractions_follow_the_run_length(tmp_path):
+    """The AdaLoRA configs give tinit/tfinal as fractions of the run's optimizer steps: a 2-step run (the
+    rehearsal, or --max_train_samples) has a budgeting phase too (absolute steps made peft refuse it)."""
+    import finetune_glue
+
+    assert finetune_glue._schedule_steps(0.1, 7800, "t") == 780 and finetune_glue._schedule_steps(0.2, 7800, "t") == 1560
+    assert finetune_glue._schedule_steps(0.1, 2, "t") == 1 and finetune_glue._schedule_steps(25, 2, "t") == 25
+    with pytest.raises(ValueError, match="adalora_tinit must be"):
+        finetune_glue._schedule_steps(2.5, 10, "adalora_tinit")
+    config = yaml.safe_load((REPO / "configs" / "glue" / "rte_deberta-v3-base_adalora.yaml").read_text())
+    assert (config["adalora_tinit"], config["adalora_tfinal"]) == (0.1, 0.2)

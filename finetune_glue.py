@@ -110,8 +110,8 @@ def _schedule_steps(value: float, total_steps: int, name: str) -> int:
         raise ValueError(f"{name} must be a whole number of steps or a fraction in [0, 1), got {value}")
     if value >= 1:
         return int(value)
-    # floor, with a tolerance for 0.1 * 7800 = 780.0000000000001-style products
-    return max(1, math.floor(value * total_steps + 1e-9)) if value > 0 else 0
+    # floor (a run too short for a 10% phase gets none), with a tolerance for 0.1 * 7800 = 780.0000000000001
+    return math.floor(value * total_steps + 1e-9)
 
 
 def _optimizer_steps(n_train: int, args: BALoRATrainingArguments) -> int:

@@ -203,7 +203,7 @@ def test_adalora_schedule_fractions_follow_the_run_length(tmp_path):
     import finetune_glue
 
     assert finetune_glue._schedule_steps(0.1, 7800, "t") == 780 and finetune_glue._schedule_steps(0.2, 7800, "t") == 1560
-    assert finetune_glue._schedule_steps(0.1, 2, "t") == 1 and finetune_glue._schedule_steps(25, 2, "t") == 25
+    assert finetune_glue._schedule_steps(0.1, 2, "t") == 0 and finetune_glue._schedule_steps(25, 2, "t") == 25
     with pytest.raises(ValueError, match="adalora_tinit must be"):
         finetune_glue._schedule_steps(2.5, 10, "adalora_tinit")
     config = yaml.safe_load((REPO / "configs" / "glue" / "rte_deberta-v3-base_adalora.yaml").read_text())

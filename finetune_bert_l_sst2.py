@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import finetune_glue
+from balora.config import pop_flag
 
 REPO_ROOT = Path(__file__).resolve().parent
 SHARED_GLUE = REPO_ROOT.parent / "shared" / "data" / "glue"
@@ -74,19 +75,8 @@ RECIPES: dict[str, dict[str, str | list[str]]] = {
 
 def _pop_recipe(argv: list[str]) -> tuple[str, list[str]]:
     """Take `--recipe NAME` / `--recipe=NAME` out of argv (it is this script's flag, not finetune_glue's)."""
-    recipe, rest, i = "author", [], 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg == "--recipe":
-            if i + 1 >= len(argv):
-                raise ValueError("--recipe needs a value: author | paper")
-            recipe, i = argv[i + 1], i + 2
-            continue
-        if arg.startswith("--recipe="):
-            recipe = arg.split("=", 1)[1]
-        else:
-            rest.append(arg)
-        i += 1
+    recipe, rest = pop_flag(argv, "--recipe", "a value: author | paper")
+    recipe = recipe or "author"
     if recipe not in RECIPES:
         raise ValueError(f"--recipe must be one of {', '.join(RECIPES)}; got {recipe!r}")
     return recipe, rest

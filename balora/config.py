@@ -23,22 +23,34 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
     """Defaults after each flag's help; the description (the script's docstring) as written."""
 
 
-def _split_config_flag(argv: list[str]) -> tuple[str | None, list[str]]:
-    rest, config = [], None
+def pop_flag(argv: list[str], flag: str, what: str) -> tuple[str | None, list[str]]:
+    """Take `flag VALUE` / `flag=VALUE` out of argv: (the last value or None, the other arguments).
+
+    Raises:
+        ValueError: `flag` is the last argument ("<flag> needs <what>").
+    """
+    rest, value = [], None
     i = 0
     while i < len(argv):
         arg = argv[i]
-        if arg == "--config":
+        if arg == flag:
             if i + 1 >= len(argv):
-                raise SystemExit("error: --config needs a YAML file path")
-            config, i = argv[i + 1], i + 2
+                raise ValueError(f"{flag} needs {what}")
+            value, i = argv[i + 1], i + 2
             continue
-        if arg.startswith("--config="):
-            config = arg.split("=", 1)[1]
+        if arg.startswith(flag + "="):
+            value = arg.split("=", 1)[1]
         else:
             rest.append(arg)
         i += 1
-    return config, rest
+    return value, rest
+
+
+def _split_config_flag(argv: list[str]) -> tuple[str | None, list[str]]:
+    try:
+        return pop_flag(argv, "--config", "a YAML file path")
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
 
 
 def load_yaml_config(path: str | Path) -> dict[str, Any]:

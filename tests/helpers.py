@@ -63,3 +63,17 @@ def _torch_extension_locks() -> list[Path]:
     """Lock files of torch C++ extension builds (TORCH_EXTENSIONS_DIR or ~/.cache/torch_extensions)."""
     root = Path(os.environ.get("TORCH_EXTENSIONS_DIR", Path.home() / ".cache" / "torch_extensions"))
     return list(root.glob("*/*/lock")) if root.is_dir() else []
+
+
+def random_response_dataset(n=8, length=16, prompt=6, seed=0):
+    """Equal-length random token sequences whose last length-prompt tokens are the response (labels
+    -100 before): micro-batch means are exchangeable, so accumulation and batching tests compare exactly."""
+    import torch
+    from datasets import Dataset
+
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for _ in range(n):
+        ids = torch.randint(4, 500, (length,), generator=g).tolist()
+        rows.append({"input_ids": ids, "labels": [-100] * prompt + ids[prompt:]})
+    return Dataset.from_list(rows)

@@ -6,21 +6,12 @@ import logging
 
 import pytest
 import torch
-from datasets import Dataset
+from helpers import random_response_dataset
 
 from balora.adapters import AdapterConfig, prepare_model
 from balora.data import CausalLMCollator
 from balora.models import tiny_causal_lm
 from balora.trainer import BALoRATrainer, BALoRATrainingArguments
-
-
-def _dataset(n=8, length=16, prompt=6, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    rows = []
-    for _ in range(n):
-        ids = torch.randint(4, 500, (length,), generator=g).tolist()
-        rows.append({"input_ids": ids, "labels": [-100] * prompt + ids[prompt:]})
-    return Dataset.from_list(rows)
 
 
 def _args(tmp_path, **overrides):
@@ -37,7 +28,7 @@ def _train(tmp_path, kind, hidden_enabled, **overrides):
     base, tokenizer = tiny_causal_lm(kind, seed=0)
     torch.manual_seed(0)
     model = prepare_model(base, AdapterConfig(method="pissa", r=4, alpha=4))
-    trainer = BALoRATrainer(model=model, args=_args(tmp_path, **overrides), train_dataset=_dataset(),
+    trainer = BALoRATrainer(model=model, args=_args(tmp_path, **overrides), train_dataset=random_response_dataset(),
                             data_collator=CausalLMCollator(tokenizer.pad_token_id))
     trainer._hidden_svd_enabled = hidden_enabled
     trainer.train()
@@ -79,7 +70,7 @@ def test_trained_biased_or_soft_capped_heads_fall_back_to_logits_space(tmp_path)
 
     base, tokenizer = tiny_causal_lm("tiny-llama", seed=0)
     model = prepare_model(base, AdapterConfig(method="pissa", r=4, alpha=4))
-    trainer = BALoRATrainer(model=model, args=_args(tmp_path), train_dataset=_dataset(),
+    trainer = BALoRATrainer(model=model, args=_args(tmp_path), train_dataset=random_response_dataset(),
                             data_collator=CausalLMCollator(tokenizer.pad_token_id))
     assert trainer._hidden_svd_head(model) is model.get_base_model().lm_head
     head = model.get_base_model().lm_head
@@ -104,7 +95,7 @@ def test_reference_forward_before_the_student_gives_the_same_loss_and_gradients(
         for name, p in model.named_parameters():
             if "lora_B" in name and ".default." in name:
                 p.add_(0.05 * torch.randn_like(p))
-    dataset = _dataset()
+    dataset = random_response_dataset()
     batch = CausalLMCollator(tokenizer.pad_token_id)([dataset[i] for i in range(4)])
     trainer = BALoRATrainer(model=model, args=_args(tmp_path), data_collator=CausalLMCollator(tokenizer.pad_token_id))
     trainer.current_gradient_accumulation_steps = 1

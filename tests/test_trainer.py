@@ -5,22 +5,13 @@ import math
 import pytest
 import torch
 from datasets import Dataset
+from helpers import random_response_dataset
 from transformers import Trainer
 
 from balora.adapters import AdapterConfig, prepare_model
 from balora.data import CausalLMCollator
 from balora.models import tiny_causal_lm
 from balora.trainer import BALoRATrainer, BALoRATrainingArguments, scheduled_lambdas
-
-
-def _dataset(n=8, length=16, prompt=6, seed=0):
-    """Equal-length examples with equal response lengths, so micro-batch means are exchangeable."""
-    g = torch.Generator().manual_seed(seed)
-    rows = []
-    for _ in range(n):
-        ids = torch.randint(4, 500, (length,), generator=g).tolist()
-        rows.append({"input_ids": ids, "labels": [-100] * prompt + ids[prompt:]})
-    return Dataset.from_list(rows)
 
 
 def _args(tmp_path, **overrides):
@@ -58,7 +49,7 @@ class _ForwardCounter:
 
 def test_zero_lambdas_give_exactly_the_plain_trainer_loss_and_no_reference_forward(tmp_path):
     model, tokenizer = _model()
-    dataset = _dataset()
+    dataset = random_response_dataset()
     batch = _batch(dataset, tokenizer)
     plain = Trainer(model=model, args=_args(tmp_path), data_collator=CausalLMCollator(tokenizer.pad_token_id))
     ba = BALoRATrainer(model=model, args=_args(tmp_path, lambda_consistency=0.0, lambda_diversity=0.0,
@@ -75,7 +66,7 @@ def test_zero_lambdas_give_exactly_the_plain_trainer_loss_and_no_reference_forwa
 
 def test_consistency_is_zero_at_step_zero_for_pissa(tmp_path):
     model, tokenizer = _model("pissa", perturb=False)
-    dataset = _dataset()
+    dataset = random_response_dataset()
     args = _args(tmp_path, regularizer_preset="iclr2026", max_steps=1)
     trainer = BALoRATrainer(model=model, args=args, train_dataset=dataset,
                             data_collator=CausalLMCollator(tokenizer.pad_token_id))
@@ -92,7 +83,7 @@ def _one_step_update(tmp_path, batch_size, accumulation, **reg):
     model, tokenizer = _model()
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     args = _args(tmp_path, per_device_train_batch_size=batch_size, gradient_accumulation_steps=accumulation, **reg)
-    trainer = BALoRATrainer(model=model, args=args, train_dataset=_dataset(),
+    trainer = BALoRATrainer(model=model, args=args, train_dataset=random_response_dataset(),
                             data_collator=CausalLMCollator(tokenizer.pad_token_id))
     trainer.train()
     return {n: p.detach() - before[n] for n, p in model.named_parameters() if p.requires_grad}
@@ -151,7 +142,7 @@ def test_bad_regularizer_arguments_raise(tmp_path, bad):
 def test_inactive_terms_are_absent_from_the_log_not_zero(tmp_path):
     model, tokenizer = _model()
     args = _args(tmp_path, lambda_consistency=0.1, lambda_diversity=0.0, lambda_svd=0.0)
-    trainer = BALoRATrainer(model=model, args=args, train_dataset=_dataset(),
+    trainer = BALoRATrainer(model=model, args=args, train_dataset=random_response_dataset(),
                             data_collator=CausalLMCollator(tokenizer.pad_token_id))
     trainer.train()
     logged = [e for e in trainer.state.log_history if "task_loss" in e][0]
@@ -244,7 +235,7 @@ def test_rows_only_reference_and_gathered_rows_equal_the_masked_full_logits_form
             if "lora_B" in name and ".default." in name:
                 p.add_(0.05 * torch.randn_like(p))
     assert _rows_only_head(model) is not None, f"{kind} should take the rows-only reference head"
-    dataset = _dataset()
+    dataset = random_response_dataset()
     rows = [dataset[i] for i in range(len(dataset))]
     rows[0]["labels"][6:10] = [-100] * 4  # ragged supervision: masked rows inside a response
     batch = CausalLMCollator(tokenizer.pad_token_id)(rows)

@@ -133,9 +133,6 @@ class ExecResult:
     def passed(self) -> bool:
         return self.status == "passed"
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 class SandboxSetupError(RuntimeError):
     """The sandbox itself could not be set up (reported by the launcher, never by the program)."""

@@ -35,16 +35,48 @@ def test_extract_stops_at_next_alpaca_section():
     assert code.extract_code("def h():\n    pass\n### Instruction:\nmore") == "def h():\n    pass\n"
 
 
-def test_pass_at_k_matches_brute_force():
-    n, c = 7, 3
-    for k in (1, 2, 5):
-        subsets = list(itertools.combinations(range(n), k))
-        brute = sum(any(i < c for i in s) for s in subsets) / len(subsets)
-        assert code.pass_at_k(n, c, k) == pytest.approx(brute)
-    assert code.pass_at_k(5, 0, 1) == 0.0 and code.pass_at_k(5, 5, 3) == 1.0
-    assert code.pass_at_k(10, 4, 1) == pytest.approx(0.4)
-    with pytest.raises(ValueError):
-        code.pass_at_k(2, 1, 3)
+def _brute_pass_at_k(n: int, c: int, k: int) -> float:
+    """Share of the k-subsets of n samples (the first c correct) holding a correct one."""
+    subsets = list(itertools.combinations(range(n), k))
+    return sum(any(i < c for i in s) for s in subsets) / len(subsets)
+
+
+def test_summarize_passes_matches_brute_force_pass_at_k():
+    # Tasks with 0..n correct of n = 12 samples; one task with fewer rows than k (scores 0 at that k).
+    n = 12
+    rows = [{"task_id": f"T/{c}", "correct": i < c} for c in range(n + 1) for i in range(n)]
+    rows += [{"task_id": "T/short", "correct": True} for _ in range(5)]
+    by_task: dict = {}
+    for row in rows:
+        by_task.setdefault(row["task_id"], []).append(row["correct"])
+    metrics = code.summarize_passes(rows, num_samples=n)
+    for k in (1, 10):
+        expected = sum(_brute_pass_at_k(n, sum(c), k) if len(c) >= k else 0.0 for c in by_task.values())
+        assert metrics[f"pass@{k}"] == pytest.approx(round(100 * expected / len(by_task), 4), abs=1e-9)
+    assert "pass@100" not in metrics
+    assert code.summarize_passes([{"task_id": "a", "correct": False}] * 5, 5)["pass@1"] == 0.0
+    assert code.summarize_passes([{"task_id": "a", "correct": True}] * 5, 5)["pass@1"] == 100.0
+    four_of_ten = [{"task_id": "a", "correct": i < 4} for i in range(10)]
+    assert code.summarize_passes(four_of_ten, 10)["pass@1"] == pytest.approx(40.0)
+
+
+def test_summarize_passes_numbers_unchanged_from_the_closed_form():
+    # The stable product form 1 - prod(1 - k / (n-c+1 .. n)) these results were computed with; the
+    # mean over tasks summed in task order, then rounded to 4 decimals: equal to the last bit.
+    import numpy as np
+
+    def closed_form(n, c, k):
+        return 1.0 if n - c < k else float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
+
+    n = 20
+    correct = [0, 1, 3, 7, 7, 12, 19, 20, 5, 2, 11]
+    rows = [{"task_id": f"T/{t}", "correct": i < c, "correct_plus": i < c // 2}
+            for t, c in enumerate(correct) for i in range(n)]
+    metrics = code.summarize_passes(rows, num_samples=n)
+    for k in (1, 10):
+        assert metrics[f"pass@{k}"] == round(100.0 * sum(closed_form(n, c, k) for c in correct) / len(correct), 4)
+        assert metrics[f"plus_pass@{k}"] == round(
+            100.0 * sum(closed_form(n, c // 2, k) for c in correct) / len(correct), 4)
 
 
 def test_all_humaneval_canonical_solutions_pass_as_continuations_and_fenced_programs():

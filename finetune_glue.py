@@ -11,7 +11,8 @@ the NLU regularisers; needs `regularizer_preset` iclr2026 | v5 or explicit λ). 
 Writes to --output_dir: config.yaml (resolved), run.json (provenance), metrics.json ({"final",
 "best", "best_epoch", "score", "final_score", "trainable_params", "task", ...}), log_history.json,
 features_step_final.npy / labels_step_final.npy (+ the same under the numeric final step, and every
-`feature_dump_steps` steps when > 0), and the weights: adapter/ (peft format, with the trained task
+`feature_dump_steps` steps when > 0), eval_dev/{metrics.json, samples.jsonl} (the final model's dev
+metrics and per-item predictions, for paired comparisons), and the weights: adapter/ (peft format, with the trained task
 head; + adapter_lora/, a plain LoRA on the original model, for lora / dora / pissa / ba-lora), or model/
 (transformers format: the whole fine-tuned classifier for full and bitfit; for hadapter / padapter it
 holds the bottleneck adapters too, loaded by `adapters.prepare_model` + `load_state_dict`).
@@ -21,6 +22,7 @@ metrics.json is written last: its presence marks a finished run, which is not re
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import shutil
@@ -61,6 +63,16 @@ class GlueArguments:
     max_seq_length: int = field(default=128, metadata={"help": "Truncate inputs to this many tokens."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Use the first N training rows."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use the first N validation rows."})
+    minority_class: str | None = field(default=None, metadata={
+        "help": "Bias probe: make this class (name, e.g. positive, or id) a minority of the training rows "
+                "(after max_train_samples), keeping a seeded 1/imbalance_ratio share of it; the dev set is unchanged."})
+    imbalance_ratio: float | None = field(default=None, metadata={
+        "help": "Majority : minority ratio for --minority_class (19 = 1:19)."})
+    label_noise: float = field(default=0.0, metadata={
+        "help": "Bias probe: flip this fraction of the training labels to another class at random (after "
+                "the imbalance); the dev set stays clean."})
+    perturbation_seed: int | None = field(default=None, metadata={
+        "help": "Seed of the minority subsample and of the label flips (default: --seed)."})
     feature_dump_steps: int = field(default=0, metadata={
         "help": "Dump validation features every N optimizer steps (0 = only the final dump)."})
     feature_batch_size: int = field(default=64, metadata={"help": "Batch size of the feature extraction."})
@@ -102,6 +114,28 @@ def _select(dataset, limit: int | None, name: str):
     if limit < 1:
         raise ValueError(f"{name} must be >= 1, got {limit}")
     return dataset.select(range(min(limit, len(dataset))))
+
+
+def _check_perturbation_args(glue_args: GlueArguments) -> None:
+    if (glue_args.minority_class is None) != (glue_args.imbalance_ratio is None):
+        raise ValueError("--minority_class and --imbalance_ratio go together: give both (e.g. --minority_class "
+                         "positive --imbalance_ratio 19) or neither")
+
+
+def _perturb_training_set(train_raw, spec: glue.GlueTask, glue_args: GlueArguments, seed: int):
+    """The bias probes' training set: minority subsample, then label flips; returns (dataset, record)."""
+    record: dict[str, Any] = {}
+    seed = glue_args.perturbation_seed if glue_args.perturbation_seed is not None else seed
+    if glue_args.minority_class is not None:
+        train_raw, record["imbalance"] = glue.subsample_class(train_raw, spec, glue_args.minority_class,
+                                                              glue_args.imbalance_ratio, seed)
+        logger.info("imbalance: %s", record["imbalance"])
+    if glue_args.label_noise:
+        train_raw, record["label_noise"] = glue.flip_labels(train_raw, spec, glue_args.label_noise, seed)
+        logger.info("label noise: %s", record["label_noise"])
+    if record:
+        record["seed"] = seed
+    return train_raw, record
 
 
 def _schedule_steps(value: float, total_steps: int, name: str) -> int:
@@ -147,6 +181,36 @@ def _save_weights(trainer: BALoRATrainer, model, tokenizer, method: str, output_
     return {"model": str(output_dir / "model")}
 
 
+DEV_ITEMS_PROTOCOL = ("glue-dev", "1")
+
+
+def _write_dev_items(out_dir: Path, spec: glue.GlueTask, prediction, final: dict[str, Any]) -> None:
+    """eval_dev/{metrics.json, samples.jsonl}: the final model's dev metrics and one row per dev item.
+
+    Rows: task_id (dev row index), label, prediction (class id; STS-B: score), and `correct` (0/1;
+    STS-B: minus the absolute error), the per-item score of the paired comparisons (balora/paired.py).
+    """
+    logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+    logits = np.asarray(logits)
+    labels = np.asarray(prediction.label_ids).reshape(-1)
+    if spec.is_regression:
+        predicted = logits.reshape(-1).astype(float)
+        item_scores = -np.abs(predicted - labels)
+    else:
+        predicted = logits.argmax(axis=-1)
+        item_scores = (predicted == labels).astype(float)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / "samples.jsonl", "w", encoding="utf-8") as f:
+        for i, (label, pred, score) in enumerate(zip(labels.tolist(), predicted.tolist(), item_scores.tolist(),
+                                                     strict=True)):
+            f.write(json.dumps({"task_id": i, "label": label, "prediction": pred, "correct": score}) + "\n")
+    provenance.write_json(out_dir / "metrics.json", {
+        "benchmark": f"glue-{spec.name}-dev", "protocol": DEV_ITEMS_PROTOCOL[0],
+        "protocol_version": DEV_ITEMS_PROTOCOL[1], "n": len(labels), "score": final["score"],
+        **{k: v for k, v in final.items() if k not in ("score", "runtime", "samples_per_second", "steps_per_second")},
+    })
+
+
 def _epoch_metrics(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The evaluation entries of the Trainer log, with the "eval_" prefix removed."""
     rows = []
@@ -184,6 +248,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     if args.regularizer_task != "nlu":
         raise ValueError("finetune_glue.py trains with regularizer_task=nlu; do not override it")
     spec = glue.get_task(glue_args.task_name)
+    _check_perturbation_args(glue_args)
     if args.metric_for_best_model:
         glue.validate_metric(spec, args.metric_for_best_model)
     what_runs = resolve_method(method_args.method, args)
@@ -201,6 +266,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
                         "max_train_samples")
     eval_raw = _select(glue.load_glue_split(spec, "validation", glue_args.glue_dir), glue_args.max_eval_samples,
                        "max_eval_samples")
+    train_raw, perturbation = _perturb_training_set(train_raw, spec, glue_args, args.seed)
     model, tokenizer = glue.load_classifier(glue_args.model_name_or_path, spec, seed=args.seed)
     keep = [*glue.model_input_columns(model.config), "labels"]
     train_ds, eval_ds = (
@@ -251,6 +317,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     final = epochs[-1]
 
     step = trainer.state.global_step
+    # Per-item predictions of the final model on the dev set (every rank takes part in the gather).
+    dev_predictions = trainer.predict(eval_ds)
     if not trainer.is_world_process_zero():
         # Every rank holds the same gathered metrics; one writer, or concurrent writes of one file race
         # on its temporary name.
@@ -277,6 +345,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         "train_loss": train_result.training_loss,
         "global_step": step,
         "constant_regularizer_terms": constant_terms,
+        "train_perturbation": perturbation,
     }
     if not spec.is_regression:
         metrics["majority_class_score"] = glue.majority_class_score(spec, eval_ds["labels"])
@@ -288,6 +357,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         "glue_dir": glue_args.glue_dir, "data_source": "tsv" if glue_args.glue_dir else "hub:nyu-mll/glue",
         "world_size": args.world_size,
     }))
+    _write_dev_items(output_dir / "eval_dev", spec, dev_predictions, final)
     provenance.write_json(output_dir / "metrics.json", metrics)  # last: marks the run finished
     logger.info("%s %s: best %s = %.2f at epoch %s, final %.2f", spec.name, method_args.method, spec.headline,
                 best["score"], best["epoch"], final["score"])

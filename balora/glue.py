@@ -107,8 +107,9 @@ GLUE_TASKS: dict[str, GlueTask] = {
 # Spellings people use for the same task (GLUE folder names, hyphenated forms).
 _ALIASES = {"sst-2": "sst2", "sts-b": "stsb", "mnli-m": "mnli", "mnli_matched": "mnli"}
 
-CLASSIFICATION_METRICS = ("accuracy", "f1", "matthews_correlation")
-REGRESSION_METRICS = ("pearson", "spearmanr")
+# Reported for every classification task beside its official metrics (the bias probes read them):
+# per-class recall (`recall_<label name>`), balanced accuracy (their mean) and macro-F1.
+CLASS_BALANCE_METRICS = ("balanced_accuracy", "macro_f1")
 
 
 def get_task(name: str) -> GlueTask:
@@ -133,6 +134,8 @@ def validate_metric(task: str | GlueTask, metric: str) -> str:
     spec = task if isinstance(task, GlueTask) else get_task(task)
     bare = metric[len("eval_"):] if metric.startswith("eval_") else metric
     allowed = (*spec.metrics, "score")
+    if not spec.is_regression:
+        allowed = (*allowed, *CLASS_BALANCE_METRICS, *(f"recall_{name}" for name in spec.label_names))
     if bare not in allowed:
         kind = "regression" if spec.is_regression else "classification"
         raise ValueError(
@@ -248,7 +251,7 @@ def load_glue_split(task: str | GlueTask, split: str, glue_dir: str | os.PathLik
     except Exception as err:  # the hub raises many different types when offline
         raise RuntimeError(
             f"Could not load nyu-mll/glue/{spec.name} from the hub ({type(err).__name__}: {err}). "
-            "Offline? Pass --glue_dir with the original GLUE TSV files (e.g. ../shared/data/glue)."
+            "Offline? Pass --glue_dir with the original GLUE TSV files (e.g. data/glue: python scripts/fetch_data.py)."
         ) from err
     # Hub column names differ per task; rename to sentence1/sentence2.
     text = [c for c in ds.column_names if c not in ("label", "idx")]
@@ -273,6 +276,90 @@ def tokenize_dataset(dataset, tokenizer, max_seq_length: int):
         return encoded
 
     return dataset.map(encode, batched=True, remove_columns=dataset.column_names, desc="tokenise")
+
+
+# --- training-set perturbations (bias probes) ----------------------------------------------------
+
+
+def _class_id(spec: GlueTask, value: str) -> int:
+    """A class given by name ("positive") or id ("1")."""
+    if value in spec.label_names:
+        return spec.label_names.index(value)
+    if value.isdigit() and int(value) < spec.num_labels:
+        return int(value)
+    raise ValueError(f"{spec.name} has no class {value!r}; use one of {list(spec.label_names)} or 0..{spec.num_labels - 1}")
+
+
+def subsample_class(dataset, task: str | GlueTask, minority_class: str, ratio: float, seed: int):
+    """Make one class a minority: keep a seeded random 1/`ratio` share of it against the other classes.
+
+    The minority class keeps round(m / ratio) of its rows (at least 1), where m is the row count of
+    the smallest other class, so every other class outnumbers it by about `ratio` : 1 (SST-2 with
+    ratio 19: 1:19). All rows of the other classes stay, in their order; the kept minority rows keep
+    their positions. The dev set is never touched.
+
+    Args:
+        dataset: a `datasets.Dataset` with an integer `label` column (N rows).
+        minority_class: class name (e.g. "positive", "contradiction") or id.
+        ratio: majority : minority ratio, > 1.
+        seed: draws which minority rows stay.
+
+    Returns:
+        (the subsampled dataset, {"minority_class", "ratio", "kept", "dropped", "class_counts"}).
+    """
+    spec = task if isinstance(task, GlueTask) else get_task(task)
+    if spec.is_regression:
+        raise ValueError(f"{spec.name} is a regression task: it has no classes to subsample")
+    if not ratio > 1:
+        raise ValueError(f"imbalance_ratio must be > 1 (majority : minority), got {ratio}")
+    minority = _class_id(spec, str(minority_class))
+    labels = np.asarray(dataset["label"], dtype=np.int64)
+    counts = np.bincount(labels, minlength=spec.num_labels)
+    others = [int(counts[c]) for c in range(spec.num_labels) if c != minority and counts[c] > 0]
+    if counts[minority] == 0 or not others:
+        raise ValueError(f"{spec.name}: the training rows hold {counts.tolist()} per class; "
+                         f"class {spec.label_names[minority]!r} and another class must both be present")
+    keep_n = max(1, min(int(counts[minority]), round(min(others) / ratio)))
+    minority_rows = np.flatnonzero(labels == minority)
+    kept_minority = np.random.default_rng(seed).choice(minority_rows, size=keep_n, replace=False)
+    keep = np.sort(np.concatenate([np.flatnonzero(labels != minority), kept_minority]))
+    new_counts = np.bincount(labels[keep], minlength=spec.num_labels)
+    info = {"minority_class": spec.label_names[minority], "ratio": float(ratio), "kept": int(keep_n),
+            "dropped": int(counts[minority] - keep_n),
+            "class_counts": dict(zip(spec.label_names, map(int, new_counts), strict=True))}
+    return dataset.select(keep.tolist()), info
+
+
+def flip_labels(dataset, task: str | GlueTask, fraction: float, seed: int):
+    """Symmetric label noise: a seeded random `fraction` of the rows get a different class, uniformly.
+
+    Exactly round(fraction * N) rows are changed; each takes one of the other C - 1 classes with equal
+    probability (binary tasks: the other class). Texts and order are unchanged.
+
+    Args:
+        dataset: a `datasets.Dataset` with an integer `label` column (N rows).
+        fraction: share of rows to corrupt, in [0, 1).
+        seed: draws the rows and their new classes.
+
+    Returns:
+        (the dataset with noisy labels, {"fraction", "flipped", "rows"}).
+    """
+    spec = task if isinstance(task, GlueTask) else get_task(task)
+    if spec.is_regression:
+        raise ValueError(f"{spec.name} is a regression task: label noise by class flips does not apply")
+    if not 0 <= fraction < 1:
+        raise ValueError(f"label_noise must be a fraction in [0, 1), got {fraction}")
+    labels = np.asarray(dataset["label"], dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    n_flip = round(fraction * len(labels))
+    rows = rng.choice(len(labels), size=n_flip, replace=False)
+    # An offset in 1..C-1 added modulo C: uniform over the other classes, never the same one.
+    offsets = rng.integers(1, spec.num_labels, size=n_flip)
+    noisy = labels.copy()
+    noisy[rows] = (labels[rows] + offsets) % spec.num_labels
+    info = {"fraction": float(fraction), "flipped": int(n_flip), "rows": len(labels)}
+    dataset = dataset.remove_columns("label").add_column("label", noisy.tolist())
+    return dataset, info
 
 
 # --- metrics -----------------------------------------------------------------------------------
@@ -306,14 +393,15 @@ def compute_metrics(task: str | GlueTask, predictions, labels) -> dict[str, floa
 
     Returns:
         Named metrics as fractions (accuracy, f1, matthews_correlation, pearson, spearmanr as the
-        task defines) plus `score`, the paper's headline metric in percent.
+        task defines) plus `score`, the paper's headline metric in percent. Classification tasks
+        also get `recall_<label name>` per class, `balanced_accuracy` and `macro_f1`.
 
     Raises:
         ValueError: shape mismatch, or classification-style predictions for the regression task
         (and vice versa).
     """
     from scipy.stats import pearsonr, spearmanr
-    from sklearn.metrics import f1_score, matthews_corrcoef
+    from sklearn.metrics import f1_score, matthews_corrcoef, recall_score
 
     spec = task if isinstance(task, GlueTask) else get_task(task)
     predictions = np.asarray(predictions)
@@ -349,6 +437,14 @@ def compute_metrics(task: str | GlueTask, predictions, labels) -> dict[str, floa
             results["f1"] = float(f1_score(labels, ids))
         if "matthews_correlation" in spec.metrics:
             results["matthews_correlation"] = float(matthews_corrcoef(labels, ids))
+        classes = list(range(spec.num_labels))
+        recalls = recall_score(labels, ids, labels=classes, average=None, zero_division=0.0)
+        for name, recall in zip(spec.label_names, recalls, strict=True):
+            results[f"recall_{name}"] = float(recall)
+        # Over the classes present in the labels (a class absent from a dev slice has no recall).
+        present = np.isin(classes, labels)
+        results["balanced_accuracy"] = float(recalls[present].mean())
+        results["macro_f1"] = float(f1_score(labels, ids, labels=classes, average="macro", zero_division=0.0))
     results["score"] = 100.0 * results[spec.headline]
     return results
 

@@ -26,7 +26,7 @@ import logging
 import math
 import re
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +41,12 @@ SEED_DIR_RE = re.compile(r"^seed(\d+)$")
 SEED_SPECIFIC_KEYS = frozenset({
     "seed", "data_seed", "output_dir", "logging_dir", "run_name", "init_dir", "resume_from_checkpoint",
     "hub_model_id",
+    # where the logs go, not what is trained
+    "report_to", "logging_strategy", "logging_steps", "logging_first_step", "disable_tqdm",
 })
+# A key one config has and the other lacks is the same setting when its value is one of these: a field
+# added to the arguments after the older seeds ran, at its no-op default (e.g. label_noise: 0.0).
+_NO_OP_DEFAULTS = (None, False, 0, 0.0, "", [], {})
 # Keys naming the evaluation protocol; a column must not mix two values of them.
 PROTOCOL_KEYS = ("protocol", "protocol_version")
 EVAL_PROTOCOL_KEYS = ("n", "settings.data.file_sha256", "settings.decoding.max_new_tokens")
@@ -121,6 +126,13 @@ def comparable_config(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in flatten(config).items() if k not in SEED_SPECIFIC_KEYS}
 
 
+def _differs(key: str, a: dict[str, Any], b: dict[str, Any]) -> bool:
+    if key in a and key in b:
+        return a[key] != b[key]
+    value = a[key] if key in a else b[key]
+    return not any(value == default and type(value) is type(default) for default in _NO_OP_DEFAULTS)
+
+
 def check_same_config(run_name: str, seeds: Sequence[SeedResult]) -> None:
     """Raise ResultsError when the seeds of one run were trained with different configs."""
     if len(seeds) < 2:
@@ -128,7 +140,7 @@ def check_same_config(run_name: str, seeds: Sequence[SeedResult]) -> None:
     reference = comparable_config(seeds[0].config)
     for other in seeds[1:]:
         candidate = comparable_config(other.config)
-        differing = sorted(k for k in reference.keys() | candidate.keys() if reference.get(k) != candidate.get(k))
+        differing = sorted(k for k in reference.keys() | candidate.keys() if _differs(k, reference, candidate))
         if differing:
             details = ", ".join(f"{k}: {reference.get(k)!r} vs {candidate.get(k)!r}" for k in differing[:5])
             raise ResultsError(
@@ -702,15 +714,6 @@ def to_json(result: TableResult) -> dict[str, Any]:
     return {"table": spec.name, "title": spec.title, "seeds": list(spec.seeds),
             "columns": [{"label": c.label, "key": c.key, "metric": c.metric} for c in spec.columns],
             "rows": rows}
-
-
-# --- series for figures --------------------------------------------------------------------------
-
-def collect_cells(study_dir: str | Path, runs: Iterable[str], metric: str, seeds: Sequence[int] = (),
-                  scale: float = 1.0) -> dict[str, Cell]:
-    """{run name: Cell} for the given run names of a study (absent runs give empty cells)."""
-    loaded = load_study(study_dir)
-    return {name: aggregate_cell(loaded.get(name), metric, seeds, scale) for name in runs}
 
 
 # --- the tables of the paper and of the CPU mini-reproduction -------------------------------------

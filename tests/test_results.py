@@ -303,3 +303,19 @@ def test_transcribed_paper_tables_are_self_consistent(repo_root):
             if (name, row["group"], row["method"]) in known_source_inconsistencies:
                 continue
             assert mean == pytest.approx(row["values"]["Avg"], abs=0.015), (name, row["group"], row["method"])
+
+
+def test_seeds_with_a_later_added_no_op_field_or_other_log_settings_are_the_same_config(tmp_path):
+    from balora.results import ResultsError, SeedResult, check_same_config
+
+    def seed(n, **config):
+        return SeedResult(seed=n, path=tmp_path / f"seed{n}", config=config, provenance={}, metrics={})
+
+    old = seed(42, lora_r=8, report_to=[])
+    # A field added after seed 42 ran, at its no-op default, and a different log destination: same run.
+    check_same_config("sst2_lora", [old, seed(1024, lora_r=8, label_noise=0.0, minority_class=None,
+                                              report_to=["tensorboard"])])
+    with pytest.raises(ResultsError, match="label_noise"):
+        check_same_config("sst2_lora", [old, seed(1024, lora_r=8, label_noise=0.2)])
+    with pytest.raises(ResultsError, match="lora_r"):
+        check_same_config("sst2_lora", [old, seed(1024, lora_r=16)])

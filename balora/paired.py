@@ -21,7 +21,15 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from balora.results import ResultsError
+from balora.results import (
+    MINI_IMBALANCE_CLASS,
+    MINI_IMBALANCE_RATIOS,
+    MINI_LAMBDA_SCALES,
+    MINI_NOISE_LEVELS,
+    PROBE_METHODS,
+    ResultsError,
+    imbalance_run,
+)
 
 MINI_NLG = "mini/nlg:smollm2"
 
@@ -65,7 +73,35 @@ def mini_nll_paired() -> PairedSpec:
                       higher_is_better=False, pairs=tuple(pairs))
 
 
-PAIRED_TABLES = {"mini_nll_paired": mini_nll_paired}
+def mini_probes_dev_paired() -> PairedSpec:
+    """The NLU bias probes, paired per SST-2 dev sentence: correct (1) or not (0) under the final model."""
+    pairs = []
+    for ratio in MINI_IMBALANCE_RATIOS:
+        runs = {m: "mini/imbalance:" + imbalance_run("sst2", None, m, MINI_IMBALANCE_CLASS, ratio)
+                for m, _ in PROBE_METHODS}
+        pairs += [(f"1:{ratio}, BA-LoRA − PiSSA", runs["ba-lora"], runs["pissa"]),
+                  (f"1:{ratio}, BA-LoRA − LoRA", runs["ba-lora"], runs["lora"])]
+    for level in MINI_NOISE_LEVELS:
+        runs = {m: f"mini/label_noise:sst2_{m}_noise{level}" for m, _ in PROBE_METHODS}
+        pairs += [(f"{level}% flipped, BA-LoRA − PiSSA", runs["ba-lora"], runs["pissa"]),
+                  (f"{level}% flipped, BA-LoRA − LoRA", runs["ba-lora"], runs["lora"])]
+    return PairedSpec("mini_probes_dev_paired", "Mini bias probes, paired per SST-2 dev sentence: accuracy "
+                      "difference A − B (positive: A right more often)", "dev", "correct", higher_is_better=True,
+                      pairs=tuple(pairs))
+
+
+def mini_probes_nll_paired() -> PairedSpec:
+    """The λ-scale and LoRA + Reg probes, paired per GSM8K problem on the answer NLL."""
+    pairs = [(f"BA-LoRA λ × {scale} − PiSSA", f"mini/lambda_scale:smollm2_ba-lora_lambda_x{scale}",
+              f"{MINI_NLG}_pissa") for scale in MINI_LAMBDA_SCALES if scale != "1"]
+    pairs.append(("LoRA + Reg − LoRA", "mini/lora_reg:smollm2_lora-reg", f"{MINI_NLG}_lora"))
+    return PairedSpec("mini_probes_nll_paired", "Mini probes, paired per problem: GSM8K answer NLL (nats/token), "
+                      "A − B (negative: A fits the reference solutions better)", "gsm8k_nll", "nll_per_token",
+                      higher_is_better=False, pairs=tuple(pairs))
+
+
+PAIRED_TABLES = {"mini_nll_paired": mini_nll_paired, "mini_probes_dev_paired": mini_probes_dev_paired,
+                 "mini_probes_nll_paired": mini_probes_nll_paired}
 
 
 def _seed_dir(results_root: Path, run: str, seed: int) -> Path:

@@ -847,9 +847,98 @@ def mini_ablation_table() -> TableSpec:
                      recipe="variants of the mini NLG / NLU BA-LoRA runs (iclr2026 presets) with λ switched off")
 
 
+# --- bias probes: imbalanced / noisy training labels, λ scale, the regularisers on LoRA init -------------
+
+PROBE_METHODS = (("lora", "LoRA"), ("pissa", "PiSSA"), ("ba-lora", "BA-LoRA"))
+# The imbalanced-MNLI construction (the paper does not publish one): contradiction kept at 1 : 19
+# against each other class of the training set (scripts/imbalanced_mnli.sh, MINORITY_CLASS / RATIO).
+IMBALANCED_MNLI_CLASS, IMBALANCED_MNLI_RATIO = "contradiction", 19
+MINI_IMBALANCE_CLASS, MINI_IMBALANCE_RATIOS = "positive", (19, 49)
+MINI_NOISE_LEVELS = (20, 40)  # percent of SST-2 training labels flipped
+MINI_LAMBDA_SCALES = ("0.1", "1", "10", "100")  # × every λ of the iclr2026 NLG preset
+
+
+def imbalance_run(task: str, model: str | None, method: str, minority: str, ratio: int) -> str:
+    """Run name of an imbalance probe: <task>[_<model>]_<method>_<minority>1to<ratio>."""
+    return "_".join(filter(None, (task, model, method, f"{minority}1to{ratio}")))
+
+
+def imbalanced_mnli_table() -> TableSpec:
+    """v7 appendix: imbalanced MNLI (DeBERTa-v3-base), recall of the minority class (final model)."""
+    rows = tuple(RowSpec(label, method) for method, label in PROBE_METHODS)
+    run = imbalance_run("mnli", "deberta-v3-base", "{row}", IMBALANCED_MNLI_CLASS, IMBALANCED_MNLI_RATIO)
+    cols = (ColumnSpec("minority recall", "minority recall", f"final.recall_{IMBALANCED_MNLI_CLASS}", run=run,
+                       scale=100),
+            ColumnSpec("balanced acc", "balanced acc", "final.balanced_accuracy", run=run, scale=100),
+            ColumnSpec("macro-F1", "macro-F1", "final.macro_f1", run=run, scale=100))
+    return TableSpec("imbalanced_mnli", f"Imbalanced MNLI (DeBERTa-v3-base): {IMBALANCED_MNLI_CLASS} kept at "
+                     f"1:{IMBALANCED_MNLI_RATIO}, matched dev (%)", "imbalanced_mnli", rows, cols, average=False,
+                     paper_file="imbalanced_mnli.json", preset="iclr2026", recipe=ICLR_NLU_RECIPE)
+
+
+def mini_imbalance_table() -> TableSpec:
+    """Mini probe: SST-2 with the positive class subsampled to 1:19 and 1:49 (MiniLM); clean dev set."""
+    rows = tuple(RowSpec(label, method) for method, label in PROBE_METHODS)
+    cols = []
+    for ratio in MINI_IMBALANCE_RATIOS:
+        run = imbalance_run("sst2", None, "{row}", MINI_IMBALANCE_CLASS, ratio)
+        cols += [ColumnSpec(f"1:{ratio} minority recall", f"recall{ratio}", f"final.recall_{MINI_IMBALANCE_CLASS}",
+                            run=run, scale=100),
+                 ColumnSpec(f"1:{ratio} balanced acc", f"bacc{ratio}", "final.balanced_accuracy", run=run, scale=100),
+                 ColumnSpec(f"1:{ratio} macro-F1", f"f1{ratio}", "final.macro_f1", run=run, scale=100)]
+    return TableSpec("mini_imbalance", "Mini probe, class imbalance: all-MiniLM-L6-v2 on SST-2 with the positive "
+                     "class kept at 1:19 / 1:49, dev (%)", "mini/imbalance", rows, tuple(cols), average=False,
+                     preset="iclr2026", recipe=f"the mini SST-2 configs; {ICLR_NLU_RECIPE}")
+
+
+def mini_label_noise_table() -> TableSpec:
+    """Mini probe: SST-2 with 20% / 40% of the training labels flipped (MiniLM); clean dev accuracy."""
+    rows = tuple(RowSpec(label, method) for method, label in PROBE_METHODS)
+    cols = [ColumnSpec("clean", "0", "final.accuracy", run="mini/nlu:sst2_{row}", scale=100)]
+    cols += [ColumnSpec(f"{level}% flipped", str(level), "final.accuracy", run=f"sst2_{{row}}_noise{level}",
+                        scale=100) for level in MINI_NOISE_LEVELS]
+    return TableSpec("mini_label_noise", "Mini probe, label noise: all-MiniLM-L6-v2 on SST-2, final-model accuracy "
+                     "on the clean dev set (%)", "mini/label_noise", rows, tuple(cols), average=False,
+                     preset="iclr2026", recipe=f"the mini SST-2 configs; {ICLR_NLU_RECIPE}")
+
+
+def mini_lambda_scale_table() -> TableSpec:
+    """Mini probe: BA-LoRA with every λ of the iclr2026 NLG preset scaled by 0.1 ... 100 (SmolLM2, GSM8K)."""
+    rows = (RowSpec("PiSSA (λ = 0)", "pissa"),
+            *(RowSpec(f"BA-LoRA, λ × {scale}", scale) for scale in MINI_LAMBDA_SCALES))
+    run = f"{MINI_NLG_MODEL}_ba-lora_lambda_x{{row}}"
+    cols = (ColumnSpec("GSM8K", "gsm8k", "gsm8k.score", run=run),
+            ColumnSpec("GSM8K NLL", "gsm8k_nll", "gsm8k_nll.score", run=run, higher_is_better=False, decimals=3),
+            ColumnSpec("train loss", "train_loss", "train_loss", run=run, higher_is_better=False))
+    main = {"pissa": f"mini/nlg:{MINI_NLG_MODEL}_pissa", "1": f"mini/nlg:{MINI_NLG_MODEL}_ba-lora"}
+    overrides = tuple((row, col.key, target) for row, target in main.items() for col in cols)
+    return TableSpec("mini_lambda_scale", "Mini probe, λ sensitivity: SmolLM2-135M-Instruct, GSM8K test subset "
+                     "accuracy (%) and solution NLL", "mini/lambda_scale", rows, cols, average=False,
+                     overrides=overrides, preset="iclr2026",
+                     recipe=f"the mini NLG BA-LoRA config with λ1, λ2, λ3 all multiplied; {ICLR_NLG_RECIPE}")
+
+
+def mini_lora_reg_table() -> TableSpec:
+    """Mini probe, LoRA + Reg: the regularisers on standard LoRA init, beside LoRA, PiSSA and BA-LoRA."""
+    rows = (RowSpec("LoRA", "lora"), RowSpec("LoRA + Reg", "lora-reg"), RowSpec("PiSSA", "pissa"),
+            RowSpec("BA-LoRA", "ba-lora"))
+    cols = (ColumnSpec("GSM8K", "gsm8k", "gsm8k.score", run=f"mini/nlg:{MINI_NLG_MODEL}_{{row}}"),
+            ColumnSpec("GSM8K NLL", "gsm8k_nll", "gsm8k_nll.score", run=f"mini/nlg:{MINI_NLG_MODEL}_{{row}}",
+                       higher_is_better=False, decimals=3),
+            *(ColumnSpec(label, task, "score", run=f"mini/nlu:{task}_{{row}}") for task, label in MINI_NLU_TASKS))
+    overrides = tuple(("lora-reg", col.key, f"{MINI_NLG_MODEL}_lora-reg" if col.key.startswith("gsm8k")
+                       else f"{col.key}_lora-reg") for col in cols)
+    return TableSpec("mini_lora_reg", "Mini probe, LoRA + Reg: SmolLM2 GSM8K and MiniLM GLUE dev", "mini/lora_reg",
+                     rows, cols, average=False, overrides=overrides, preset="iclr2026",
+                     recipe="LoRA + Reg = the LoRA configs with the iclr2026 regulariser preset (NLG / NLU)")
+
+
 TABLES = {
     "nlg": nlg_table, "nlu": nlu_table, "ablation": ablation_table, "ablation_glue": ablation_glue_table,
+    "imbalanced_mnli": imbalanced_mnli_table,
     "mini_nlg": mini_nlg_table, "mini_nlu": mini_nlu_table, "mini_ablation": mini_ablation_table,
+    "mini_imbalance": mini_imbalance_table, "mini_label_noise": mini_label_noise_table,
+    "mini_lambda_scale": mini_lambda_scale_table, "mini_lora_reg": mini_lora_reg_table,
 }
 
 

@@ -15,7 +15,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SCRIPTS="nlg_table ba-lora loss_curves rank_sweep ablation nlu_table glue tsne"
+SCRIPTS="nlg_table ba-lora loss_curves rank_sweep ablation nlu_table glue tsne
+  ablation_llms lora_reg lambda_sensitivity glue_large_models nlu_diversity noisy_probe imbalanced_mnli tsne_steps"
 QUICK=0
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -45,7 +46,7 @@ for script in $SCRIPTS; do
   fi
   echo "=== $script.sh --rehearse ($(date '+%H:%M:%S'))"
   t0=$SECONDS
-  if [ "$script" = tsne ] || [ "$script" = glue ] || [ "$script" = nlu_table ]; then
+  if [[ " tsne glue nlu_table noisy_probe glue_large_models tsne_steps " == *" $script "* ]]; then
     # The NLU scripts read MODELS/TASKS of their own; the NLG grid's MODELS must not leak into them.
     env -u MODELS bash "scripts/$script.sh" --rehearse
   else
@@ -53,4 +54,4 @@ for script in $SCRIPTS; do
   fi
   echo "=== $script.sh: ok ($((SECONDS - t0)) s)"
 done
-echo "=== rehearsal passed: $SCRIPTS ($((SECONDS - start)) s); results in outputs/rehearsal/results"
+echo "=== rehearsal passed: $(echo $SCRIPTS) ($((SECONDS - start)) s); results in outputs/rehearsal/results"

@@ -28,6 +28,9 @@ PLANS = {
                                      "nlu/mnli_deberta-v3-base_lora/seed2024"], "--diversity_type entropy"),
     "noisy_probe.sh": (2 * 4 * 2 * 3, ["noisy_probe/cola_roberta-base_pissa/seed42", "noisy_probe/mrpc_t5-base_ba-lora/seed2024"],
                        "configs/glue/stsb_t5-base_ba-lora.yaml"),
+    "imbalanced_mnli.sh": (3 * 3, ["imbalanced_mnli/mnli_deberta-v3-base_ba-lora_contradiction1to19/seed42",
+                                   "imbalanced_mnli/mnli_deberta-v3-base_lora_contradiction1to19/seed2024"],
+                           "--minority_class contradiction --imbalance_ratio 19"),
     "tsne_steps.sh": (2 * 2, ["tsne_steps/bert-large_lora/seed42", "tsne_steps/gpt2-xl_ba-lora/seed42"],
                       "--feature_dump_steps 2000"),
 }

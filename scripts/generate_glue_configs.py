@@ -40,7 +40,8 @@ DEBERTA_TASKS = {
 # Learning rates of the non-LoRA baselines (not reported in the paper; usual values for these methods).
 OTHER_LR = {"full": 2e-5, "bitfit": 1e-3, "hadapter": 5e-4, "padapter": 5e-4}
 
-# CPU mini table on all-MiniLM-L6-v2 (22.7M) with the real TSVs in ../shared/data/glue; sized so the 111
+# CPU mini table on all-MiniLM-L6-v2 (22.7M) with the real TSVs in data/glue (the data folder, $BALORA_DATA_DIR,
+# filled by scripts/fetch_data.py; scripts/mini.sh passes --glue_dir from it); sized so the 111
 # NLU runs of scripts/mini.sh take ~4.5 h on 2 cores (measured LoRA step, batch 32, 2 threads: 2.2 s at
 # 128 tokens (RTE), ~0.5-0.7 s on the short-sentence tasks). Training rows are the first N of each file.
 MINILM_TASKS = {
@@ -210,11 +211,11 @@ def minilm() -> int:
             name = f"{task}_minilm_{method}.yaml"
             header = [
                 f"CPU mini table: {METHOD_NAMES[method]} on GLUE {task.upper()} with all-MiniLM-L6-v2 "
-                "(22.7M, embedded), real GLUE TSVs from ../shared/data/glue; not a paper number.",
+                "(22.7M, embedded), real GLUE TSVs from data/glue (scripts/fetch_data.py); not a paper number.",
                 f"Launch: python finetune_glue.py --config configs/glue/{name} --output_dir runs/glue/"
                 f"{name[:-5]}/seed42 --seed 42",
             ]
-            fields = [("task_name", task), ("glue_dir", "../shared/data/glue"),
+            fields = [("task_name", task), ("glue_dir", "data/glue"),
                       ("model_name_or_path", "all-minilm-l6-v2"), ("max_seq_length", 128)]
             if max_train:
                 fields.append(("max_train_samples", max_train))

@@ -14,7 +14,8 @@
 #   5. each adapter scored on the first $GSM8K_LIMIT GSM8K test rows: accuracy (greedy, 256 new tokens)
 #      and the teacher-forced NLL of the reference solutions.
 # Writes $OUT_DIR/summary.md (+ summary.json) and one log per step. Needs one CUDA GPU, the
-# environment of scripts/setup_env.sh (CUDA torch installed first) and the GSM8K files.
+# environment of scripts/setup_env.sh (CUDA torch installed first) and the GSM8K files of the data folder
+# ($BALORA_DATA_DIR, default data/: python scripts/fetch_data.py).
 #   bash scripts/gpu_check.sh
 #   GSM8K_DIR=/data/gsm8k OUT_DIR=/tmp/gpu_check bash scripts/gpu_check.sh
 #   bash scripts/gpu_check.sh --dry-run          # print the commands only
@@ -22,7 +23,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PY:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
-GSM8K_DIR=${GSM8K_DIR:-../shared/data/gsm8k}
+GSM8K_DIR=${GSM8K_DIR:-${BALORA_DATA_DIR:-data}/gsm8k}
 OUT_DIR=${OUT_DIR:-outputs/gpu_check}
 GSM8K_LIMIT=${GSM8K_LIMIT:-256}
 METHODS=${METHODS:-"pissa ba-lora"}
@@ -32,7 +33,7 @@ case "${1:-}" in
   "") ;;
   --dry-run) DRY_RUN=1 ;;
   -h|--help)
-    echo "usage: bash scripts/gpu_check.sh [--dry-run]   (settings are variables: PY GSM8K_DIR OUT_DIR GSM8K_LIMIT METHODS SEED)"
+    echo "usage: bash scripts/gpu_check.sh [--dry-run]   (settings are variables: PY BALORA_DATA_DIR GSM8K_DIR OUT_DIR GSM8K_LIMIT METHODS SEED)"
     echo
     sed -n '2,/^set -/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'
     exit 0 ;;
@@ -61,7 +62,7 @@ step() {
 
 if [ "$DRY_RUN" = 0 ]; then
   for file in train.jsonl test.jsonl; do
-    [ -f "$GSM8K_DIR/$file" ] || { echo "error: $GSM8K_DIR/$file not found (set GSM8K_DIR)" >&2; exit 2; }
+    [ -f "$GSM8K_DIR/$file" ] || { echo "error: $GSM8K_DIR/$file not found (python scripts/fetch_data.py fills data/; or set BALORA_DATA_DIR or GSM8K_DIR)" >&2; exit 2; }
   done
   "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'error: no CUDA GPU visible to torch')"
   mkdir -p "$OUT_DIR"

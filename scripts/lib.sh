@@ -35,7 +35,11 @@ OUTPUTS_DIR=${OUTPUTS_DIR:-outputs}
 if [ -z "${PY:-}" ]; then
   if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python; fi
 fi
-SHARED_DATA=${SHARED_DATA:-../shared/data}
+# The benchmark data folder: GLUE TSVs, GSM8K, MATH, MBPP, MT-Bench (python scripts/fetch_data.py fills it and
+# lists the layout). A relative path is taken from the repository root. The configs name their files under
+# data/, the default; the scripts pass paths in $BALORA_DATA_DIR as flags, and results record data/<file>.
+BALORA_DATA_DIR=${BALORA_DATA_DIR:-data}
+export BALORA_DATA_DIR
 
 PLAN_TOTAL=0
 PLAN_DONE=0
@@ -264,6 +268,11 @@ run_finish() {
       cp "$dir/samples.jsonl" "$RUN_RES/eval/$bench.samples.jsonl"
     fi
   done
+  # Data files read from another folder are recorded as data/<file>, as with the default folder (the
+  # same file: its sha256 is recorded beside it), so seeds run from different folders compare equal.
+  if [ "$BALORA_DATA_DIR" != data ]; then
+    "$PY" scripts/fetch_data.py --rewrite-provenance "$RUN_RES" >/dev/null
+  fi
   date -u '+%Y-%m-%dT%H:%M:%SZ' > "$RUN_RES/DONE"
   echo "[ok  ] $RUN_ID -> $RUN_RES"
 }
@@ -331,7 +340,7 @@ declare -A MODEL_ID=(
 declare -A SUBSET_BENCHES=([metamath]="gsm8k math" [python]="humaneval mbpp" [conversation]="mt_bench")
 # Paper protocol: greedy, 1024 new tokens (docs/method.md §5). The evaluators load their hub datasets unless
 # EVAL_DATA_DIR holds local copies (gsm8k/test.jsonl, math/test.jsonl, mbpp/MbppPlus.jsonl,
-# mt_bench/question.jsonl: the layout of ../shared/data).
+# mt_bench/question.jsonl: the layout of the data folder, so EVAL_DATA_DIR=$BALORA_DATA_DIR uses it).
 EVAL_DATA_DIR=${EVAL_DATA_DIR:-}
 eval_data_flag() { if [ -n "$EVAL_DATA_DIR" ]; then echo "--data $EVAL_DATA_DIR/$1"; fi; }
 declare -A EVAL_ARGS=(

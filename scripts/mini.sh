@@ -36,7 +36,7 @@ NLU_METHODS=${NLU_METHODS:-"full bitfit lora dora adalora pissa ba-lora"}
 TSNE_TASK=${TSNE_TASK:-sst2}
 GSM8K_LIMIT=${GSM8K_LIMIT:-64}
 GSM8K_MAX_NEW_TOKENS=${GSM8K_MAX_NEW_TOKENS:-256}
-GLUE_DIR=${GLUE_DIR:-../shared/data/glue}
+GLUE_DIR=${GLUE_DIR:-${BALORA_DATA_DIR:-data}/glue}   # the GLUE TSVs of the data folder
 # Estimates (seconds) — measured step times, assumed factors; printed by --dry-run.
 NLG_STEPS=40; NLG_STEP_S=6.2; NLG_LOAD_S=35; GSM8K_EVAL_S=$((GSM8K_LIMIT * 28 / 10 + 15 + GSM8K_LIMIT / 2 + 20))
 NLU_STEP_S_128=2.2; NLU_RUN_OVERHEAD_S=15
@@ -49,8 +49,10 @@ lib_parse_args "$@"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 export GPUS=cpu NLG_CONFIG_DIR=configs/mini
 SUBSET_BENCHES[gsm8k]="gsm8k gsm8k_nll"
-EVAL_ARGS[gsm8k]="--data $SHARED_DATA/gsm8k/test.jsonl --limit $GSM8K_LIMIT --max_new_tokens $GSM8K_MAX_NEW_TOKENS --batch_size 16"
-EVAL_ARGS[gsm8k_nll]="--data $SHARED_DATA/gsm8k/test.jsonl --limit $GSM8K_LIMIT"
+EVAL_ARGS[gsm8k]="--data $BALORA_DATA_DIR/gsm8k/test.jsonl --limit $GSM8K_LIMIT --max_new_tokens $GSM8K_MAX_NEW_TOKENS --batch_size 16"
+EVAL_ARGS[gsm8k_nll]="--data $BALORA_DATA_DIR/gsm8k/test.jsonl --limit $GSM8K_LIMIT"
+# Training rows from the data folder too (the configs name data/gsm8k/train.jsonl, the default folder's).
+GSM8K_TRAIN=(--data_path "$BALORA_DATA_DIR/gsm8k/train.jsonl")
 
 # Relative cost of one training step against LoRA (reference forward for BA-LoRA; full backward + AdamW).
 method_factor() {
@@ -85,7 +87,7 @@ main_tables_for_seed() {  # SEED
   local seed=$1 method task cfg
   for method in $nlg_methods; do
     if run_begin mini/nlg "smollm2_${method}" "$seed" "$(nlg_estimate "$method")"; then
-      nlg_train_and_eval smollm2 "$method" gsm8k "$seed"
+      nlg_train_and_eval smollm2 "$method" gsm8k "$seed" "${GSM8K_TRAIN[@]}"
     fi
   done
   for task in $NLU_TASKS; do
@@ -105,7 +107,7 @@ for method in lora pissa ba-lora; do
   for r in $RANKS; do
     for seed in $RANK_SEEDS; do
       if run_begin mini/rank_sweep "smollm2_${method}_r${r}" "$seed" "$(nlg_estimate "$method")"; then
-        nlg_train_and_eval smollm2 "$method" gsm8k "$seed" --lora_r "$r" --lora_alpha "$r"
+        nlg_train_and_eval smollm2 "$method" gsm8k "$seed" "${GSM8K_TRAIN[@]}" --lora_r "$r" --lora_alpha "$r"
       fi
     done
   done
@@ -116,7 +118,7 @@ for variant in $ABLATION_VARIANTS; do
   for seed in $ABLATION_SEEDS; do
     if run_begin mini/ablation "smollm2_${variant}" "$seed" "$(nlg_estimate "$variant")"; then
       # shellcheck disable=SC2086
-      nlg_train_and_eval smollm2 ba-lora gsm8k "$seed" ${ABLATION_FLAGS[$variant]}
+      nlg_train_and_eval smollm2 ba-lora gsm8k "$seed" "${GSM8K_TRAIN[@]}" ${ABLATION_FLAGS[$variant]}
     fi
   done
   for task in $ABLATION_TASKS; do

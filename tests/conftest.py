@@ -1,4 +1,4 @@
-"""Shared test set-up: offline hub, few threads, and the optional ../shared/data folder."""
+"""Shared test set-up: offline hub, few threads, and the optional benchmark data folder ($BALORA_DATA_DIR)."""
 
 import os
 from pathlib import Path
@@ -13,7 +13,13 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = Path(os.environ.get("BALORA_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+# The benchmark data folder (scripts/fetch_data.py): $BALORA_DATA_DIR, else the verified read-only copy
+# that CI keeps beside the checkout, else data/. Set here so the scripts the tests start read the same one.
+_CI_DATA = REPO_ROOT.parent / "shared" / "data"
+if not os.environ.get("BALORA_DATA_DIR") and _CI_DATA.is_dir():
+    os.environ["BALORA_DATA_DIR"] = str(_CI_DATA)
+DATA_DIR = Path(os.environ.get("BALORA_DATA_DIR") or "data").expanduser()
+DATA_DIR = DATA_DIR if DATA_DIR.is_absolute() else REPO_ROOT / DATA_DIR
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
@@ -25,10 +31,14 @@ def repo_root() -> Path:
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """../shared/data (real benchmark files); tests that need it skip cleanly when it is absent."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared benchmark data not found at {SHARED_DATA}")
-    return SHARED_DATA
+    """The benchmark data folder (real GLUE, GSM8K, MATH, MBPP, MT-Bench files); tests that need it skip
+    cleanly when a file of data/SHA256SUMS is missing there."""
+    manifest = (REPO_ROOT / "data" / "SHA256SUMS").read_text().split()[1::2]
+    missing = [rel for rel in manifest if not (DATA_DIR / rel).is_file()]
+    if missing:
+        pytest.skip(f"benchmark data not found in {DATA_DIR} ({missing[0]} and {len(missing) - 1} more missing; "
+                    "python scripts/fetch_data.py fills it, or set BALORA_DATA_DIR)")
+    return DATA_DIR
 
 
 @pytest.fixture(autouse=True)

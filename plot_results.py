@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -92,6 +93,54 @@ def loss_curve_figure(results_dir: Path, out_dir: Path, runs: dict[str, str], se
     return plots.loss_curves(histories, out_dir / name)
 
 
+def probe_sweep_figure(results_dir: Path, out_dir: Path, table: str, place, name: str, xlabel: str,
+                       log_base: int, reference_row: str | None = None) -> list[Path]:
+    """A probe table drawn as lines against the swept setting.
+
+    Args:
+        place: (row, column) -> (panel title, line label, x) for each cell to draw, or None to skip it.
+        reference_row: a row drawn as the dashed reference of each of its panels (PiSSA, λ = 0).
+    """
+    result = R.build_table(R.TABLES[table](), results_dir)
+    panels: dict[str, dict[str, dict[float, tuple[float, float | None]]]] = {}
+    references: dict[str, tuple[float, float | None] | None] = {}
+    for row in result.spec.rows:
+        for col in result.spec.columns:
+            where = place(row, col)
+            if where is None:
+                continue
+            panel, line, x = where
+            point = R.point(result.cells[row.key][col.key])
+            if row.key == reference_row:
+                references[panel] = point
+                continue
+            points = panels.setdefault(panel, {}).setdefault(line, {})
+            if point is not None:
+                points[x] = point
+    if not any(points for lines in panels.values() for points in lines.values()):
+        print(f"{name}: no finished runs for table {table}; nothing to plot")
+        return []
+    ylabels = {panel: "NLL (nats/token)" if "NLL" in panel else "%" for panel in panels}
+    reference_label = next((r.label for r in result.spec.rows if r.key == reference_row), "reference")
+    return plots.rank_sweep(panels, references, out_dir / name, ylabel=ylabels, xlabel=xlabel, log_base=log_base,
+                            reference_label=reference_label)
+
+
+def _imbalance_cell(row, col):
+    """mini_imbalance: column keys recall19, bacc19, f119, ... -> (metric panel, method, ratio)."""
+    metric, ratio = re.fullmatch(r"(recall|bacc|f1)(\d+)", col.key).groups()
+    panel = {"recall": "minority (positive) recall", "bacc": "balanced accuracy", "f1": "macro-F1"}[metric]
+    return panel, row.label, int(ratio)
+
+
+def _lambda_scale_cell(row, col):
+    """mini_lambda_scale: rows are λ scales (and PiSSA); the train-loss column is not drawn."""
+    if col.key == "train_loss":
+        return None
+    panel = {"gsm8k_nll": "GSM8K solution NLL (lower is better)", "gsm8k": "GSM8K accuracy"}[col.key]
+    return panel, "BA-LoRA", 0.0 if row.key == "pissa" else float(row.key)
+
+
 SEEDS = (42, 1024, 2024)
 FIGURES = {
     "rank_sweep": lambda rd, od: rank_sweep_figure(
@@ -105,6 +154,13 @@ FIGURES = {
         rd, od, "mini/rank_sweep", {R.MINI_NLG_MODEL: "SmolLM2-135M-Instruct"}, ("gsm8k", "gsm8k_nll"), R.MINI_RANKS,
         SEEDS, main_rank=R.MINI_MAIN_RANK, main_study="mini/nlg", name="mini_rank_sweep"),
     "mini_ablation": lambda rd, od: ablation_figure(rd, od, "mini_ablation", "mini_ablation"),
+    # Minority recall, balanced accuracy and macro-F1 against the imbalance ratio (SST-2, MiniLM).
+    "mini_imbalance": lambda rd, od: probe_sweep_figure(
+        rd, od, "mini_imbalance", _imbalance_cell, "mini_imbalance", xlabel="majority : minority ratio", log_base=10),
+    # GSM8K NLL and accuracy against the λ scale, PiSSA (λ = 0) dashed.
+    "mini_lambda_scale": lambda rd, od: probe_sweep_figure(
+        rd, od, "mini_lambda_scale", _lambda_scale_cell, "mini_lambda_scale",
+        xlabel="λ scale (× the iclr2026 NLG preset)", log_base=10, reference_row="pissa"),
     "mini_loss_curves": lambda rd, od: loss_curve_figure(
         rd, od, {label: f"mini/nlg:{R.MINI_NLG_MODEL}_{m}" for m, label in R.MINI_NLG_METHODS}, SEEDS,
         "mini_loss_curves"),

@@ -50,16 +50,19 @@ def _grid(n_panels: int, width: float = 4.2, height: float = 3.3):
     return fig, flat[:n_panels]
 
 
-def rank_sweep(panels: Mapping[str, Mapping[str, Mapping[int, Point]]], full_ft: Mapping[str, Point | None],
-               out_stem: str | Path, ylabel: str | Mapping[str, str] = "accuracy (%)") -> list[Path]:
-    """Accuracy (or another metric) vs rank, one panel per (model, benchmark).
+def rank_sweep(panels: Mapping[str, Mapping[str, Mapping[float, Point]]], full_ft: Mapping[str, Point | None],
+               out_stem: str | Path, ylabel: str | Mapping[str, str] = "accuracy (%)", xlabel: str = "rank r",
+               log_base: int = 2, reference_label: str = "Full FT") -> list[Path]:
+    """Accuracy (or another metric) vs rank (or another swept setting), one panel per (model, benchmark).
 
     Args:
-        panels: {panel title: {method label: {rank: (mean, std)}}}; ranks without a finished run
+        panels: {panel title: {method label: {x: (mean, std)}}}; x values without a finished run
             are simply absent (the line skips them, the point is not invented).
-        full_ft: {panel title: (mean, std) or None}: the Full FT reference drawn dashed.
+        full_ft: {panel title: (mean, std) or None}: the reference drawn dashed (Full FT in the rank sweep).
         out_stem: output path without suffix.
         ylabel: one y label, or {panel title: y label} (panels not named get "accuracy (%)").
+        xlabel, log_base: the x axis (log scale) and its label.
+        reference_label: the legend entry of the dashed reference.
     """
     if not panels:
         raise ValueError("rank_sweep needs at least one panel with data")
@@ -76,13 +79,13 @@ def rank_sweep(panels: Mapping[str, Mapping[str, Mapping[int, Point]]], full_ft:
             ax.errorbar(ranks, means, yerr=stds, marker="o", capsize=3, label=label)
         reference = full_ft.get(title)
         if reference is not None:
-            ax.axhline(reference[0], color="black", linestyle="--", linewidth=1.2, label="Full FT")
+            ax.axhline(reference[0], color="black", linestyle="--", linewidth=1.2, label=reference_label)
             if reference[1]:
                 ax.axhspan(reference[0] - reference[1], reference[0] + reference[1], color="black", alpha=0.08)
-        ax.set_xscale("log", base=2)
+        ax.set_xscale("log", base=log_base)
         if all_ranks:
-            ax.set_xticks(sorted(all_ranks), [str(r) for r in sorted(all_ranks)])
-        ax.set_xlabel("rank r")
+            ax.set_xticks(sorted(all_ranks), [f"{r:g}" for r in sorted(all_ranks)])
+        ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel if isinstance(ylabel, str) else ylabel.get(title, "accuracy (%)"))
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)

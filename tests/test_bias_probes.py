@@ -105,3 +105,39 @@ def test_finetune_glue_imbalance_flags_go_together(tmp_path):
     with pytest.raises(ValueError, match="go together"):
         finetune_glue.main(["--task_name", "rte", "--glue_dir", str(tmp_path), "--model_name_or_path", "tiny-bert",
                             "--output_dir", str(tmp_path / "x"), "--minority_class", "entailment", *TINY])
+
+
+def test_probe_tables_paired_rows_and_figures_from_result_folders(tmp_path):
+    """mini_imbalance / mini_label_noise tables, the paired dev table and the imbalance figure, built from
+    result folders laid out as scripts/mini_probes.sh writes them."""
+    import aggregate_results
+    import plot_results
+    from test_results import write_run
+
+    from balora import paired, results
+
+    root = tmp_path / "results"
+    recall = {"lora": 0.10, "pissa": 0.20, "ba-lora": 0.30}
+    for seed in (42, 1024, 2024):
+        for method, value in recall.items():
+            for ratio in (19, 49):
+                final = {"accuracy": 0.6, "recall_positive": value / (ratio // 19), "balanced_accuracy": 0.55,
+                         "macro_f1": 0.5, "score": 60.0}
+                path = write_run(root, "mini/imbalance", f"sst2_{method}_positive1to{ratio}", seed,
+                                 {"final": final, "score": 60.0, "trainable_params": 1000},
+                                 evals={"dev": {"protocol": "glue-dev", "protocol_version": "1", "n": 4}})
+                correct = [1, 1, 0, int(method == "ba-lora")]
+                (path / "eval" / "dev.samples.jsonl").write_text("".join(
+                    json.dumps({"task_id": i, "correct": c}) + "\n" for i, c in enumerate(correct)))
+    table = results.build_table(results.TABLES["mini_imbalance"](), root)
+    cell = table.cells["ba-lora"]["recall49"]
+    assert cell.n == 3 and cell.mean == pytest.approx(100 * 0.30 / 2)
+    built = paired.build_paired(paired.PAIRED_TABLES["mini_probes_dev_paired"](), root)
+    row = next(r for r in built["rows"] if r["label"] == "1:19, BA-LoRA − PiSSA")
+    assert row["n_seeds"] == 3 and row["mean"] == pytest.approx(0.25)
+    assert row["seeds"][42].a_better == 1 and row["seeds"][42].n == 4
+    aggregate_results.main(["mini_imbalance", "mini_probes_dev_paired", "--results_dir", str(root),
+                            "--out_dir", str(tmp_path / "tables")])
+    assert "1:49 minority recall" in (tmp_path / "tables" / "mini_imbalance.md").read_text()
+    written = plot_results.main(["mini_imbalance", "--results_dir", str(root), "--out_dir", str(tmp_path / "fig")])
+    assert any(p.endswith("mini_imbalance.png") for p in written["mini_imbalance"])

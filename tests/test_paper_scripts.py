@@ -83,3 +83,20 @@ def test_entropy_diversity_on_glue_and_the_probe_models(tmp_path):
         config = (out / "config.yaml").read_text()
         assert ("diversity_type: entropy" in config) == bool(flags)
         assert json.loads((out / "metrics.json").read_text())["trainable_params"] > 0
+
+
+def test_mini_probes_dry_run_plans_every_probe_at_three_seeds(tmp_path):
+    proc = run_script("mini_probes.sh", "--dry-run", "--results_dir", str(tmp_path / "r"), "--outputs_dir",
+                      str(tmp_path / "o"), env={"PROBES": "imbalance noise lambda lora_reg"})
+    assert proc.returncode == 0, proc.stderr
+    todo = [line.split()[1] for line in proc.stdout.splitlines() if line.startswith("[todo]")]
+    # per seed: 3 methods × (2 ratios + 2 noise levels) + 3 λ scales + LoRA + Reg on SmolLM2 and 5 GLUE tasks
+    assert len(todo) == len(set(todo)) == 3 * (3 * 4 + 3 + 1 + 5)
+    for run_id in ("mini/imbalance/sst2_ba-lora_positive1to49/seed2024", "mini/label_noise/sst2_lora_noise40/seed42",
+                   "mini/lambda_scale/smollm2_ba-lora_lambda_x100/seed1024", "mini/lora_reg/rte_lora-reg/seed42"):
+        assert run_id in todo
+    out = proc.stdout
+    assert "--minority_class positive --imbalance_ratio 49" in out and "--label_noise 0.4" in out
+    assert "--lambda_consistency 2.5 --lambda_diversity 0.5 --lambda_svd 0.5" in out  # × 100 of 0.025/0.005/0.005
+    assert "configs/glue/cola_minilm_lora.yaml" in out and "--regularizer_preset iclr2026" in out
+    assert "!! missing file" not in out and not (tmp_path / "r").exists()

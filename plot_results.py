@@ -150,6 +150,10 @@ FIGURES = {
     "ablation_glue": lambda rd, od: ablation_figure(rd, od, "ablation_glue", "ablation_glue"),
     "loss_curves": lambda rd, od: loss_curve_figure(
         rd, od, {label: f"nlg:llama2-7b_{m}_metamath" for m, label in R.NLG_METHODS}, SEEDS, "loss_curves"),
+    # The same at r = 32 (the rank sweep's runs; the NLG table trains at r = 128).
+    "loss_curves_r32": lambda rd, od: loss_curve_figure(
+        rd, od, {label: f"rank_sweep:llama2-7b_{m}_r32" for m, label in R.NLG_METHODS if m != "full"}, SEEDS,
+        "loss_curves_r32"),
     "mini_rank_sweep": lambda rd, od: rank_sweep_figure(
         rd, od, "mini/rank_sweep", {R.MINI_NLG_MODEL: "SmolLM2-135M-Instruct"}, ("gsm8k", "gsm8k_nll"), R.MINI_RANKS,
         SEEDS, main_rank=R.MINI_MAIN_RANK, main_study="mini/nlg", name="mini_rank_sweep"),

@@ -237,7 +237,7 @@ def fill(dest: Path, sums: dict[str, str], origin: Path | None = None,
 
 def _prefixes(root: Path, given: str | None) -> list[str]:
     """The spellings of the data folder that recorded paths may start with, longest first."""
-    spellings = {str(root)}
+    spellings = {str(root), os.path.abspath(root), str(root.resolve())}
     if given:
         spellings.add(given.rstrip("/").removeprefix("./") or ".")
     spellings.discard(DEFAULT_DATA_DIR)

@@ -121,7 +121,7 @@ def test_rewrite_provenance_maps_the_data_folder_to_data(tmp_path):
     (results / "run.json").write_text(json.dumps({"command": ["--data", f"{folder}/gsm8k/test.jsonl"],
                                                   "kept": f"/x{folder}/gsm8k/test.jsonl"}))
     (results / "notes.txt").write_text("../elsewhere/bench/glue\n")
-    changed = fd.rewrite_provenance([tmp_path / "results"], folder, "../elsewhere/bench/")
+    changed = fd.rewrite_provenance([tmp_path / "results"], folder / ".." / "bench", "../elsewhere/bench/")
     assert sorted(p.name for p in changed) == ["config.yaml", "run.json"]
     assert (results / "config.yaml").read_bytes() == b"glue_dir: data/glue\r\nother: ../elsewhere/benchmarks/x\r\n"
     run = json.loads((results / "run.json").read_text())

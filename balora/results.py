@@ -933,9 +933,36 @@ def mini_lora_reg_table() -> TableSpec:
                      recipe="LoRA + Reg = the LoRA configs with the iclr2026 regulariser preset (NLG / NLU)")
 
 
+def nlu_diversity_table() -> TableSpec:
+    """v7 appendix: the NLU diversity term on MNLI, covariance (the preset) vs entropy form, and LoRA."""
+    rows = (RowSpec("BA-LoRA (covariance diversity)", "covariance"), RowSpec("BA-LoRA (entropy diversity)", "entropy"),
+            RowSpec("LoRA", "lora"))
+    cols = (ColumnSpec("MNLI", "MNLI", "score", run="mnli_deberta-v3-base_ba-lora-entropy"),)
+    # Covariance and LoRA are the NLU table's runs (scripts/nlu_diversity.sh trains them when missing).
+    overrides = (("covariance", "MNLI", "nlu:mnli_deberta-v3-base_ba-lora"), ("lora", "MNLI", "nlu:mnli_deberta-v3-base_lora"))
+    return TableSpec("nlu_diversity", "NLU diversity term on MNLI (DeBERTa-v3-base), matched dev accuracy (%)",
+                     "nlu_diversity", rows, cols, average=False, overrides=overrides, paper_file="nlu_diversity.json",
+                     preset="iclr2026", recipe=f"{ICLR_NLU_RECIPE}; the entropy row: --diversity_type entropy")
+
+
+NOISY_PROBE_MODELS = (("roberta-base", "RoBERTa-base"), ("t5-base", "T5-base"))
+NOISY_PROBE_TASKS = (("cola", "CoLA"), ("mrpc", "MRPC"), ("rte", "RTE"), ("stsb", "STS-B"))
+
+
+def noisy_probe_table() -> TableSpec:
+    """v6 §3.2.2: PiSSA vs BA-LoRA on RoBERTa-base (curated pre-training text) and T5-base (C4)."""
+    rows = tuple(RowSpec(label, f"{model}_{method}", group=model_label) for model, model_label in NOISY_PROBE_MODELS
+                 for method, label in (("pissa", "PiSSA"), ("ba-lora", "BA-LoRA")))
+    cols = tuple(ColumnSpec(label, label, "score", run=f"{task}_{{row}}") for task, label in NOISY_PROBE_TASKS)
+    # Run names of scripts/noisy_probe.sh (glue_grid): <task>_<model>_<method>.
+    return TableSpec("noisy_probe", "Noisy-pretraining probe: GLUE dev (%)", "noisy_probe", rows, cols,
+                     paper_file="noisy_pretraining.json", preset="iclr2026",
+                     recipe=f"each task's DeBERTa-v3-base recipe on the probe model; {ICLR_NLU_RECIPE}")
+
+
 TABLES = {
     "nlg": nlg_table, "nlu": nlu_table, "ablation": ablation_table, "ablation_glue": ablation_glue_table,
-    "imbalanced_mnli": imbalanced_mnli_table,
+    "imbalanced_mnli": imbalanced_mnli_table, "nlu_diversity": nlu_diversity_table, "noisy_probe": noisy_probe_table,
     "mini_nlg": mini_nlg_table, "mini_nlu": mini_nlu_table, "mini_ablation": mini_ablation_table,
     "mini_imbalance": mini_imbalance_table, "mini_label_noise": mini_label_noise_table,
     "mini_lambda_scale": mini_lambda_scale_table, "mini_lora_reg": mini_lora_reg_table,

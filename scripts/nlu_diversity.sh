@@ -36,3 +36,6 @@ for method in ba-lora lora; do
   done
 done
 lib_summary
+if [ "$DRY_RUN" != 1 ]; then
+  "$PY" aggregate_results.py nlu_diversity --results_dir "$RESULTS_DIR" --out_dir "$RESULTS_DIR/tables" --paper
+fi

@@ -26,3 +26,6 @@ export CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-$GPU}
 
 glue_grid noisy_probe
 lib_summary
+if [ "$DRY_RUN" != 1 ]; then
+  "$PY" aggregate_results.py noisy_probe --results_dir "$RESULTS_DIR" --out_dir "$RESULTS_DIR/tables" --paper
+fi

@@ -240,6 +240,16 @@ def test_paper_files_match_the_table_specs(repo_root):
             assert all(v is None or isinstance(v, (int, float)) for v in row["values"].values())
 
 
+def test_paper_files_of_the_further_experiments_match_their_tables(repo_root):
+    for name in ("imbalanced_mnli", "nlu_diversity", "noisy_probe"):
+        spec = R.TABLES[name]()
+        paper = R.load_paper_table(repo_root / "results" / "paper" / spec.paper_file)
+        assert len(R.paper_lookup(paper, spec)) == len(paper["rows"]), f"{name}: every paper row has our row"
+        compared = [c for c in paper["columns"] if c in {col.label for col in spec.columns} | {"Avg"}]
+        assert compared, f"{name}: no paper column is compared"
+        assert "Avg" not in paper["columns"] or spec.average, f"{name}: a paper Avg needs our Avg column"
+
+
 def test_table_specs_cover_the_paper_grid():
     nlg = R.TABLES["nlg"]()
     assert len(nlg.rows) == 12 and [c.label for c in nlg.columns] == ["GSM8K", "MATH", "HumanEval", "MBPP", "MT-Bench"]

@@ -25,6 +25,11 @@ _SPLIT_RE = re.compile(r"^(?P<name>\w+)(\[(?P<start>-?\d+%?)?:(?P<stop>-?\d+%?)?
 
 
 # --- loading -----------------------------------------------------------------------------------------
+# Local files are read here rather than with datasets.load_dataset("json", split="train[:N]"): its
+# errors name neither the file's line nor the row (malformed JSON, non-UTF-8 bytes, a row that is not an
+# object), a missing field comes back as None, and its percent slices round round(pct * n / 100) where
+# ours rounds round(pct / 100 * n): the two differ at some halves (train[:70%] of 45 rows: 32 vs 31), so
+# switching would change which rows an existing split trains on. Absolute slices agree.
 
 
 def parse_split(split: str) -> tuple[str, str | None, str | None]:
@@ -178,27 +183,35 @@ def arithmetic_word_problems(n: int, seed: int = 0) -> list[dict[str, str]]:
 # --- tokenisation ------------------------------------------------------------------------------------
 
 
-def tokenize_example(tokenizer, query: str, response: str, max_length: int) -> dict[str, list[int]] | None:
+def tokenize_examples(tokenizer, queries: list[str], responses: list[str], max_length: int
+                      ) -> list[dict[str, list[int]] | None]:
     """Tokenise prompt + response + EOS with labels on the response only (PiSSA/MetaMath style).
 
-    The prompt and the full text are tokenised separately and the first len(prompt) labels are masked.
-    Returns None when truncation leaves no response token (the caller counts and reports these).
+    The prompts and the full texts are tokenised separately (one batched call each) and the first
+    len(prompt) labels of each example are masked with IGNORE_INDEX; the example is then cut to
+    max_length tokens. An entry is None when truncation leaves no response token (the caller counts
+    and reports these).
     """
-    prompt = format_prompt(query)
-    prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
-    full_ids = tokenizer(prompt + response, add_special_tokens=True)["input_ids"]
-    if tokenizer.eos_token_id is not None:
-        full_ids = full_ids + [tokenizer.eos_token_id]
-    full_ids = full_ids[:max_length]
-    labels = [IGNORE_INDEX] * min(len(prompt_ids), len(full_ids)) + full_ids[len(prompt_ids):]
-    if all(label == IGNORE_INDEX for label in labels):
-        return None
-    return {"input_ids": full_ids, "labels": labels}
+    prompts = [format_prompt(query) for query in queries]
+    prompt_ids = tokenizer(prompts, add_special_tokens=True)["input_ids"]
+    full_ids = tokenizer([p + r for p, r in zip(prompts, responses, strict=True)], add_special_tokens=True)["input_ids"]
+    eos = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
+    examples: list[dict[str, list[int]] | None] = []
+    for prompt, full in zip(prompt_ids, full_ids, strict=True):
+        full = (full + eos)[:max_length]
+        labels = [IGNORE_INDEX] * min(len(prompt), len(full)) + full[len(prompt):]
+        examples.append(None if len(full) <= len(prompt) else {"input_ids": full, "labels": labels})
+    return examples
+
+
+def tokenize_example(tokenizer, query: str, response: str, max_length: int) -> dict[str, list[int]] | None:
+    """One example of `tokenize_examples`: {input_ids, labels}, or None when no response token is left."""
+    return tokenize_examples(tokenizer, [query], [response], max_length)[0]
 
 
 def build_dataset(rows: list[dict[str, Any]], tokenizer, query_field: str, response_field: str, max_length: int,
                   gsm8k_to_metamath: bool = False):
-    """Tokenise rows into a `datasets.Dataset` with input_ids and labels.
+    """Tokenise rows into a `datasets.Dataset` with input_ids and labels (`tokenize_examples`, batched).
 
     Raises:
         KeyError: a row lacks the query or response field (names the row and the fields it has).
@@ -209,7 +222,6 @@ def build_dataset(rows: list[dict[str, Any]], tokenizer, query_field: str, respo
     import datasets
 
     where = getattr(rows, "where", None) or [f"row {i}" for i in range(len(rows))]
-    examples, dropped, empty = [], 0, 0
     for index, row in enumerate(rows):
         for key in (query_field, response_field):
             if key not in row:
@@ -217,15 +229,7 @@ def build_dataset(rows: list[dict[str, Any]], tokenizer, query_field: str, respo
                                f"set --query_field/--response_field")
             if not isinstance(row[key], str):
                 raise ValueError(f"{where[index]}: field {key!r} is {row[key]!r:.60}, not a string")
-        response = row[response_field]
-        empty += not response.strip()
-        if gsm8k_to_metamath:
-            response = gsm8k_answer_to_metamath(response)
-        example = tokenize_example(tokenizer, row[query_field], response, max_length)
-        if example is None:
-            dropped += 1
-        else:
-            examples.append(example)
+    empty = sum(not row[response_field].strip() for row in rows)
     if empty == len(rows):
         source = getattr(rows, "source", "the data")
         raise ValueError(f"{source}: all {len(rows)} responses (field {response_field!r}) are empty: the model "
@@ -233,17 +237,37 @@ def build_dataset(rows: list[dict[str, Any]], tokenizer, query_field: str, respo
     if empty:
         logger.warning("%d of %d responses are empty (the example teaches only the end-of-sequence token)",
                        empty, len(rows))
+
+    def tokenize(batch: dict[str, list[str]]) -> dict[str, list[list[int]]]:
+        responses = batch["response"]
+        if gsm8k_to_metamath:
+            responses = [gsm8k_answer_to_metamath(response) for response in responses]
+        kept = [e for e in tokenize_examples(tokenizer, batch["query"], responses, max_length) if e is not None]
+        return {"input_ids": [e["input_ids"] for e in kept], "labels": [e["labels"] for e in kept]}
+
+    # Only the two validated string columns go to Arrow: other fields may mix types across rows. The
+    # rows live in memory, so there is no cache file to reuse; the batched map drops the examples that
+    # keep no response token (a batched map may return fewer rows than it was given).
+    texts = datasets.Dataset.from_dict({"query": [row[query_field] for row in rows],
+                                        "response": [row[response_field] for row in rows]})
+    dataset = texts.map(tokenize, batched=True, remove_columns=texts.column_names, desc="Tokenising")
+    dropped = len(rows) - len(dataset)
     if dropped:
         logger.warning("%d of %d examples have no response token within max_length=%d and were skipped",
                        dropped, len(rows), max_length)
-    if not examples:
+    if not len(dataset):
         raise ValueError(f"No example keeps a response token within max_length={max_length}")
-    return datasets.Dataset.from_list(examples)
+    return dataset
 
 
 @dataclass
 class CausalLMCollator:
-    """Right-pads input_ids with pad_token_id and labels with -100: (B, T) tensors."""
+    """Right-pads input_ids with pad_token_id and labels with -100: (B, T) tensors.
+
+    Not transformers.DataCollatorForSeq2Seq: that one pads on the tokenizer's current padding side,
+    which generation sets to "left" on the same tokenizer object (its batches equal these only while
+    the side is "right"), and it needs the tokenizer where callers here hold only the pad id.
+    """
 
     pad_token_id: int
 

@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from balora import regularizers  # noqa: E402
+from balora import _kernels, regularizers  # noqa: E402
 
 
 def _parse(argv=None):
@@ -96,10 +96,10 @@ def main(argv=None) -> dict:
 
     def gram_only():
         logits.grad = None
-        gram = regularizers._RowGram.apply(logits, rows_b, rows_t, cfg.chunk_size)
+        gram = _kernels.RowGram.apply(logits, rows_b, rows_t, cfg.chunk_size)
         gram.diagonal().sum().backward()
 
-    gram_input = regularizers._RowGram.apply(logits.detach(), rows_b, rows_t, cfg.chunk_size)
+    gram_input = _kernels.RowGram.apply(logits.detach(), rows_b, rows_t, cfg.chunk_size)
 
     def eigen_only():
         gram = gram_input.clone().requires_grad_()
@@ -107,7 +107,7 @@ def main(argv=None) -> dict:
 
     def lobpcg_only():
         gram = gram_input.clone().requires_grad_()
-        regularizers._TopEigenvalues.apply(gram, cfg.svd_top_k).sum().backward()
+        _kernels.TopEigenvalues.apply(gram, cfg.svd_top_k, None).sum().backward()
 
     lobpcg_cfg = dataclasses.replace(cfg, svd_eigensolver="lobpcg")
 

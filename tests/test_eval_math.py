@@ -163,3 +163,12 @@ def test_full_test_file_gold_is_the_last_boxed(shared_data):
         solution = row["solution"]
         start = solution.rfind("\\boxed")
         assert solution[start:].startswith("\\boxed{" + task["gold"] + "}")
+
+
+def test_math_without_a_data_file_says_the_hub_copy_is_gone_and_what_to_pass(monkeypatch):
+    # Offline (and on the live hub since 2025) the hub id cannot be loaded: the error names the fix.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.delenv("BALORA_REHEARSAL", raising=False)
+    with pytest.raises(RuntimeError, match=r"DMCA.*--data.*data/math/test.jsonl"):
+        mg.load_tasks(None, limit=2)

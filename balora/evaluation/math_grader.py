@@ -347,7 +347,8 @@ def load_tasks(data: str | None = None, limit: int | None = None) -> tuple[list[
 
     Args:
         data: local JSONL with `problem` and `solution` (and/or `answer`); the 5,000-problem test
-            file and MATH-500 both work. None loads the hub test split.
+            file and MATH-500 both work. None loads the hub test split (removed from the hub in 2025:
+            outside the rehearsal's stand-in, pass the file that scripts/fetch_data.py writes).
         limit: keep the first `limit` problems (file order).
     """
     if data:
@@ -356,7 +357,15 @@ def load_tasks(data: str | None = None, limit: int | None = None) -> tuple[list[
     else:
         from balora import rehearsal
 
-        rows = list(rehearsal.load_hub_dataset(HUB_ID, split="test"))
+        try:
+            rows = list(rehearsal.load_hub_dataset(HUB_ID, split="test"))
+        except Exception as err:  # the hub raises many different types (offline, gated, removed)
+            raise RuntimeError(
+                f"Could not load {HUB_ID} from the hub ({type(err).__name__}: {err}). The dataset was taken "
+                "off the hub after a DMCA notice in January 2025; pass --data with the MATH test file instead: "
+                "python scripts/fetch_data.py puts it at data/math/test.jsonl (and MATH-500 at "
+                "data/math/math500_test.jsonl)."
+            ) from err
         source = {"source": f"hub:{HUB_ID}/test"}
     source["rows_in_file"] = len(rows)
     if limit is not None:

@@ -18,20 +18,18 @@ A thin preset over finetune_glue.py. Two recipes (`--recipe`, default `author`):
   no weight decay, the same v5-era regularisers; 3 epochs and 6% warmup are our choice.
 
 Any finetune_glue.py flag overrides the recipe (e.g. `--num_train_epochs 3`, `--method ba-lora`).
-Uses ../shared/data/glue when that folder exists, else nyu-mll/glue from the hub.
+Uses the GLUE TSVs of the data folder ($BALORA_DATA_DIR/glue, default data/glue: scripts/fetch_data.py) when
+they exist, else nyu-mll/glue from the hub.
 """
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any
 
 import finetune_glue
 from balora.config import pop_flag
-
-REPO_ROOT = Path(__file__).resolve().parent
-SHARED_GLUE = REPO_ROOT.parent / "shared" / "data" / "glue"
+from balora.data import data_dir
 
 COMMON = {
     "task_name": "sst2",
@@ -90,8 +88,8 @@ def preset_argv(argv: list[str]) -> list[str]:
     argv = [("--model_name_or_path=" + a.split("=", 1)[1]) if a.startswith("--model=") else a for a in argv]
     preset: dict[str, str | list[str]] = {**COMMON, **RECIPES[recipe]}
     preset["output_dir"] = f"{COMMON['output_dir']}_{recipe}"
-    if SHARED_GLUE.is_dir():
-        preset["glue_dir"] = str(SHARED_GLUE)
+    if (data_dir() / "glue").is_dir():
+        preset["glue_dir"] = str(data_dir() / "glue")
     out: list[str] = []
     for key, value in preset.items():
         out += [f"--{key}", *(value if isinstance(value, list) else [value])]

@@ -2,7 +2,7 @@
 
     python finetune_glue.py --config configs/glue/mrpc_minilm_ba-lora.yaml --output_dir runs/x --seed 42
     python finetune_glue.py --task_name rte --model_name_or_path all-minilm-l6-v2 \
-        --glue_dir ../shared/data/glue --method lora --output_dir runs/rte_lora
+        --glue_dir data/glue --method lora --output_dir runs/rte_lora
 
 Methods: full, bitfit, hadapter, padapter, lora, loha, dora, adalora, pissa, and ba-lora (= pissa with
 the NLU regularisers; needs `regularizer_preset` iclr2026 | v5 or explicit λ). Every field of

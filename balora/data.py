@@ -6,6 +6,7 @@ Shapes: B = batch, T = padded sequence length.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import re
 from dataclasses import dataclass
@@ -17,6 +18,20 @@ import torch
 from balora.prompts import ANSWER_MARKER, format_prompt
 
 logger = logging.getLogger(__name__)
+
+DATA_DIR_ENV = "BALORA_DATA_DIR"
+
+
+def data_dir() -> Path:
+    """The benchmark data folder: $BALORA_DATA_DIR, else data/ in the repository root.
+
+    A relative $BALORA_DATA_DIR is taken from the repository root (the folder holding pyproject.toml
+    above this package; the working directory for an installed package). scripts/fetch_data.py fills it.
+    """
+    package_parent = Path(__file__).resolve().parent.parent
+    root = package_parent if (package_parent / "pyproject.toml").is_file() else Path.cwd()
+    folder = Path(os.environ.get(DATA_DIR_ENV) or "data").expanduser()
+    return folder if folder.is_absolute() else root / folder
 
 IGNORE_INDEX = -100
 EMBEDDED_ARITHMETIC = "embedded:arithmetic"

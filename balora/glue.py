@@ -251,7 +251,7 @@ def load_glue_split(task: str | GlueTask, split: str, glue_dir: str | os.PathLik
     except Exception as err:  # the hub raises many different types when offline
         raise RuntimeError(
             f"Could not load nyu-mll/glue/{spec.name} from the hub ({type(err).__name__}: {err}). "
-            "Offline? Pass --glue_dir with the original GLUE TSV files (e.g. data/glue: python scripts/fetch_data.py)."
+            "Offline? Pass --glue_dir with the original GLUE TSV files (e.g. data/glue, filled by python scripts/fetch_data.py)."
         ) from err
     # Hub column names differ per task; rename to sentence1/sentence2.
     text = [c for c in ds.column_names if c not in ("label", "idx")]

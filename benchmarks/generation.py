@@ -19,11 +19,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
+from balora.data import data_dir  # noqa: E402
 from balora.generation import DecodingConfig, generate_hf, load_model  # noqa: E402
 from balora.prompts import format_prompt  # noqa: E402
 
-DEFAULT_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data",
-                            "gsm8k", "test.jsonl")
+DEFAULT_DATA = str(data_dir() / "gsm8k" / "test.jsonl")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if not os.path.isfile(args.data):
-        raise FileNotFoundError(f"--data {args.data} not found (GSM8K test JSONL, see ../shared/data/README.md)")
+        raise FileNotFoundError(f"--data {args.data} not found (GSM8K test JSONL; python scripts/fetch_data.py puts it in the data folder)")
     with open(args.data) as handle:
         questions = [json.loads(line)["question"] for line in handle if line.strip()][:args.num_prompts]
     prompts = [format_prompt(q) for q in questions]

@@ -3,9 +3,9 @@
 `score` = `accuracy` is the paper's protocol (MetaMath's extraction after "The answer is: ");
 `accuracy_lenient` beside it also accepts "####", \\boxed{} and the last number (not the paper's).
 
-    python eval/gsm8k.py --model smollm2-135m-instruct --data ../shared/data/gsm8k/test.jsonl \
+    python eval/gsm8k.py --model smollm2-135m-instruct --data data/gsm8k/test.jsonl \
         --limit 50 --max_new_tokens 256 --output_dir out/gsm8k
-    python eval/gsm8k.py --samples completions.jsonl --data ../shared/data/gsm8k/test.jsonl --output_dir out/g
+    python eval/gsm8k.py --samples completions.jsonl --data data/gsm8k/test.jsonl --output_dir out/g
 """
 
 import logging

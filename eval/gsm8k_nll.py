@@ -3,7 +3,7 @@
 The low-noise companion of eval/gsm8k.py for small models (protocol: balora/evaluation/answer_nll.py):
 
     python eval/gsm8k_nll.py --model smollm2-135m-instruct --adapter RUN/adapter_lora \
-        --data ../shared/data/gsm8k/test.jsonl --limit 64 --output_dir out/gsm8k_nll
+        --data data/gsm8k/test.jsonl --limit 64 --output_dir out/gsm8k_nll
 """
 
 import logging

@@ -3,8 +3,8 @@
 `score` = `accuracy`: MetaMath's eval_math.py (answer after "The answer is: ", Hendrycks' is_equiv);
 `accuracy_lenient` adds a \\boxed{} fallback and extra equivalences (not the paper's protocol).
 
-    python eval/math.py --model M [--adapter DIR] --data ../shared/data/math/test.jsonl --output_dir out/math
-    python eval/math.py --samples completions.jsonl --data ../shared/data/math/math500_test.jsonl --output_dir D
+    python eval/math.py --model M [--adapter DIR] --data data/math/test.jsonl --output_dir out/math
+    python eval/math.py --samples completions.jsonl --data data/math/math500_test.jsonl --output_dir D
 """
 
 import logging

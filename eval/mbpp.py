@@ -1,8 +1,8 @@
 """MBPP pass@1 (%) on the test split (task_id 11-510): original (500) or sanitized (257) tasks.
 
-    python eval/mbpp.py --model M [--adapter DIR] --data ../shared/data/mbpp/mbpp.jsonl --output_dir out/mbpp
-    python eval/mbpp.py --samples completions.jsonl --data ../shared/data/mbpp/sanitized-mbpp.json --output_dir D
-    python eval/mbpp.py ... --data ../shared/data/mbpp/MbppPlus.jsonl   # EvalPlus tasks: score (base) + plus_pass@1
+    python eval/mbpp.py --model M [--adapter DIR] --data data/mbpp/mbpp.jsonl --output_dir out/mbpp
+    python eval/mbpp.py --samples completions.jsonl --data data/mbpp/sanitized-mbpp.json --output_dir D
+    python eval/mbpp.py ... --data data/mbpp/MbppPlus.jsonl   # EvalPlus tasks: score (base) + plus_pass@1
 
 Also writes evalplus_samples.jsonl (Mbpp/N, solution) for cross-checking with evalplus itself.
 """

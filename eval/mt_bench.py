@@ -1,6 +1,6 @@
 """MT-Bench: two-turn answers in the training format, judged by any OpenAI-compatible endpoint.
 
-    python eval/mt_bench.py --model M [--adapter DIR] --data ../shared/data/mt_bench/question.jsonl \
+    python eval/mt_bench.py --model M [--adapter DIR] --data data/mt_bench/question.jsonl \
         --judge_model gpt-4 --output_dir out/mt_bench                     # key from $OPENAI_API_KEY
     python eval/mt_bench.py --samples answers.jsonl --judge_base_url http://127.0.0.1:8000/v1 \
         --judge_model my-judge --output_dir out/mt_bench                  # rows {task_id, completion: [t1, t2]}
@@ -20,12 +20,11 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 sys.path.insert(0, os.path.dirname(_HERE))
 
 from balora.config import parse_args  # noqa: E402
+from balora.data import data_dir  # noqa: E402
 from balora.evaluation import mt_bench  # noqa: E402
 from balora.evaluation.runner import EvalArguments, int_task_id  # noqa: E402
 from balora.evaluation.samples import build_metrics, file_sha256, read_samples, write_results  # noqa: E402
 from balora.generation import Generator, generate_to_file  # noqa: E402
-
-SHARED_MT_BENCH = Path(_HERE).parent.parent / "shared" / "data" / "mt_bench"
 
 
 @dataclass
@@ -35,9 +34,9 @@ class JudgeArguments:
         "help": "OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 (default: api.openai.com)."})
     judge_api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "Env var holding the judge key."})
     judge_prompts: str | None = field(default=None, metadata={
-        "help": "FastChat judge_prompts.jsonl (default ../shared/data/mt_bench/judge_prompts.jsonl)."})
+        "help": "FastChat judge_prompts.jsonl (default: mt_bench/judge_prompts.jsonl of the data folder, $BALORA_DATA_DIR)."})
     reference_answers: str | None = field(default=None, metadata={
-        "help": "FastChat reference_answer/gpt-4.jsonl (default: the ../shared/data copy when present)."})
+        "help": "FastChat reference_answer/gpt-4.jsonl (default: the data folder's copy when present)."})
     judge_turns: int = field(default=2, metadata={"help": "Turns to judge: 2 (both), 1, or 0 (answers only)."})
     judge_retries: int = field(default=5, metadata={"help": "Attempts per judgment before a clear error."})
     judge_backoff_s: float = field(default=2.0, metadata={"help": "First wait between attempts (doubles)."})
@@ -83,10 +82,11 @@ def main(argv: list[str] | None = None) -> dict:
     judge = mt_bench.JudgeConfig(model=judge_args.judge_model, base_url=judge_args.judge_base_url,
                                  api_key_env=judge_args.judge_api_key_env, retries=judge_args.judge_retries,
                                  backoff_s=judge_args.judge_backoff_s, timeout_s=judge_args.judge_timeout_s)
-    prompts_path = judge_args.judge_prompts or SHARED_MT_BENCH / "judge_prompts.jsonl"
+    mt_bench_data = data_dir() / "mt_bench"
+    prompts_path = judge_args.judge_prompts or mt_bench_data / "judge_prompts.jsonl"
     references_path = judge_args.reference_answers or (
-        SHARED_MT_BENCH / "reference_answer" / "gpt-4.jsonl"
-        if (SHARED_MT_BENCH / "reference_answer" / "gpt-4.jsonl").is_file() else None)
+        mt_bench_data / "reference_answer" / "gpt-4.jsonl"
+        if (mt_bench_data / "reference_answer" / "gpt-4.jsonl").is_file() else None)
     if judge_args.judge_turns:
         # Fail before hours of generation, not after: judge key, prompts and references are checked first.
         judge.client()

@@ -145,3 +145,15 @@ def test_configs_name_local_data_inside_the_data_folder():
             value = str(config.get(key) or "")
             if "/" in value and not re.fullmatch(r"[\w.-]+/[\w.-]+", value):  # local paths, not hub ids
                 assert value.startswith("data/"), f"{path.name}: {key}: {value}"
+
+
+def test_data_dir_setting_is_read_one_way(monkeypatch, tmp_path):
+    from balora.data import data_dir
+
+    repo = Path(__file__).resolve().parent.parent
+    monkeypatch.setenv("BALORA_DATA_DIR", str(tmp_path))
+    assert data_dir() == tmp_path
+    monkeypatch.setenv("BALORA_DATA_DIR", "elsewhere/data")
+    assert data_dir() == repo / "elsewhere" / "data"  # relative: from the repository root, not the cwd
+    monkeypatch.delenv("BALORA_DATA_DIR")
+    assert data_dir() == repo / "data"

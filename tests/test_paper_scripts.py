@@ -31,8 +31,6 @@ PLANS = {
     "imbalanced_mnli.sh": (3 * 3, ["imbalanced_mnli/mnli_deberta-v3-base_ba-lora_contradiction1to19/seed42",
                                    "imbalanced_mnli/mnli_deberta-v3-base_lora_contradiction1to19/seed2024"],
                            "--minority_class contradiction --imbalance_ratio 19"),
-    "loss_curves.sh": (4 * 3 + 3 * 3, ["nlg/llama2-7b_full_metamath/seed42", "rank_sweep/llama2-7b_ba-lora_r32/seed2024"],
-                       "--lora_r 32 --lora_alpha 32"),
     "tsne_steps.sh": (2 * 2, ["tsne_steps/bert-large_lora/seed42", "tsne_steps/gpt2-xl_ba-lora/seed42"],
                       "--feature_dump_steps 2000"),
 }

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -19,7 +20,8 @@ PLANS = {
                                             "rank_sweep/mistral-7b_full/seed1024"]),
     "ablation.sh": (5 * 3 + 5 * 8 * 3, ["ablation/llama2-7b_noreg/seed42", "ablation/llama2-7b_all/seed2024",
                                         "ablation/glue_rte_svd/seed1024"]),
-    "loss_curves.sh": (4 * 3, ["nlg/llama2-7b_ba-lora_metamath/seed42", "nlg/llama2-7b_full_metamath/seed2024"]),
+    "loss_curves.sh": (4 * 3 + 3 * 3, ["nlg/llama2-7b_ba-lora_metamath/seed42", "nlg/llama2-7b_full_metamath/seed2024",
+                                      "rank_sweep/llama2-7b_pissa_r32/seed1024"]),
     "tsne.sh": (2 * 2 * 3, ["tsne/bert-large_lora/seed42", "tsne/gpt2-xl_ba-lora/seed2024"]),
     "mini.sh": (3 * 3 + 5 * 7 * 3 + 3 * 3 + 3 * 3, ["mini/nlg/smollm2_ba-lora/seed2024", "mini/nlu/sst2_adalora/seed1024",
                                                     "mini/rank_sweep/smollm2_pissa_r64/seed42", "mini/ablation/stsb_svd/seed42",
@@ -49,7 +51,9 @@ def test_dry_run_lists_the_expected_runs(script, tmp_path):
     assert len(set(todo)) == len(todo), "a run id appears twice"
     for run_id in must_have:
         assert run_id in todo
-    assert f"# plan: {expected_count} runs, 0 done, {expected_count} to do" in proc.stdout
+    # One summary per sweep (loss_curves.sh runs two: the NLG table's and the rank sweep's).
+    plans = re.findall(r"^# plan: (\d+) runs, 0 done, (\d+) to do", proc.stdout, flags=re.M)
+    assert plans and sum(int(total) for total, _ in plans) == sum(int(todo) for _, todo in plans) == expected_count
     # Every run prints the command(s) it would launch and where its results go.
     assert proc.stdout.count("    train:") == expected_count
     assert proc.stdout.count(f"-> {tmp_path / 'results'}") == expected_count

@@ -232,7 +232,7 @@ stage_fingerprint() {
   } | sha256sum | cut -d' ' -f1
 }
 
-KEEP_ITEM_SCORES=${KEEP_ITEM_SCORES:-gsm8k_nll gsm8k math}
+KEEP_ITEM_SCORES=${KEEP_ITEM_SCORES:-gsm8k_nll gsm8k math dev}
 
 # run_finish TRAIN_DIR [BENCH=EVAL_DIR ...]: copy the small files of a finished run into its results
 # folder (eval metrics as eval/<bench>.json) and write DONE. Missing required files are an error.
@@ -262,8 +262,8 @@ run_finish() {
     mkdir -p "$RUN_RES/eval"
     cp "$dir/metrics.json" "$RUN_RES/eval/$bench.json"
     # Per-item records of the benches in KEEP_ITEM_SCORES go along (GSM8K NLL: one number per item;
-    # GSM8K and MATH: each generation with both readings, so every score can be re-graded), and paired
-    # comparisons (aggregate_results.py mini_nll_paired) regenerate from results/.
+    # GSM8K and MATH: each generation with both readings, so every score can be re-graded; GLUE dev:
+    # each prediction), and paired comparisons (aggregate_results.py *_paired) regenerate from results/.
     if [[ " $KEEP_ITEM_SCORES " == *" $bench "* ]] && [ -f "$dir/samples.jsonl" ]; then
       cp "$dir/samples.jsonl" "$RUN_RES/eval/$bench.samples.jsonl"
     fi
@@ -306,6 +306,7 @@ rehearse_setup() {
   TRAIN_EXTRA=(--max_steps 2 --logging_steps 1 --bf16 false --use_cpu true)
   GLUE_EXTRA=(--max_train_samples 32 --max_eval_samples 40 --num_train_epochs 1 --bf16 false --use_cpu true)
   EVAL_EXTRA="--limit 2 --max_new_tokens 8 --batch_size 2 ${EVAL_EXTRA:-}"
+  EVAL_ARGS[math]="$(eval_data_flag math/test.jsonl) --max_new_tokens 1024"
   EVAL_ARGS[mt_bench]+=" --judge_prompts tests/fixtures/eval/mt_bench_judge_prompts.jsonl"
   EVAL_ARGS[mt_bench]+=" --reference_answers tests/fixtures/eval/mt_bench_reference.jsonl"
   echo "# rehearsal: tiny stand-ins of the paper models and datasets; results in $RESULTS_DIR"
@@ -341,12 +342,14 @@ declare -A SUBSET_BENCHES=([metamath]="gsm8k math" [python]="humaneval mbpp" [co
 # Paper protocol: greedy, 1024 new tokens (docs/method.md §5). The evaluators load their hub datasets unless
 # EVAL_DATA_DIR holds local copies (gsm8k/test.jsonl, math/test.jsonl, mbpp/MbppPlus.jsonl,
 # mt_bench/question.jsonl: the layout of the data folder, so EVAL_DATA_DIR=$BALORA_DATA_DIR uses it).
+# MATH is the exception: hendrycks/competition_math was taken off the hub (2025), so it is read from the
+# data folder unless EVAL_DATA_DIR names another (the rehearsal uses the hub id's stand-in instead).
 EVAL_DATA_DIR=${EVAL_DATA_DIR:-}
 eval_data_flag() { if [ -n "$EVAL_DATA_DIR" ]; then echo "--data $EVAL_DATA_DIR/$1"; fi; }
 declare -A EVAL_ARGS=(
   [gsm8k]="$(eval_data_flag gsm8k/test.jsonl) --max_new_tokens 1024"
   [gsm8k_nll]="$(eval_data_flag gsm8k/test.jsonl)"
-  [math]="$(eval_data_flag math/test.jsonl) --max_new_tokens 1024"
+  [math]="--data ${EVAL_DATA_DIR:-$BALORA_DATA_DIR}/math/test.jsonl --max_new_tokens 1024"
   [humaneval]="--max_new_tokens 1024"
   [mbpp]="$(eval_data_flag mbpp/MbppPlus.jsonl) --max_new_tokens 1024"
   [mt_bench]="$(eval_data_flag mt_bench/question.jsonl) --max_new_tokens 1024"
@@ -444,7 +447,11 @@ glue_train_run() {
   require_file "$cfg"
   stage train "$PY" finetune_glue.py --config "$cfg" "${data[@]}" --output_dir "$RUN_OUT/train" --seed "$seed" "$@" \
     ${GLUE_EXTRA[@]+"${GLUE_EXTRA[@]}"}
-  run_finish "$RUN_OUT/train"
+  # The final model's per-item dev predictions (finetune_glue.py's eval_dev/) go along as eval/dev.json
+  # and eval/dev.samples.jsonl, for the paired comparisons of the probes.
+  local dev=()
+  [ -d "$RUN_OUT/train/eval_dev" ] && dev=("dev=$RUN_OUT/train/eval_dev")
+  run_finish "$RUN_OUT/train" ${dev[@]+"${dev[@]}"}
 }
 
 # glue_grid STUDY [EXTRA FLAGS...]: every run of $MODELS x $TASKS x $METHODS x $SEEDS, each

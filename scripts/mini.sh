@@ -16,10 +16,8 @@
 #   bash scripts/mini.sh                         # run everything still missing (resumes)
 #   bash scripts/mini.sh --only 'mini/nlu/rte_'  # a slice
 #
-# Sizes were chosen for ~7.5 h on 2 cores (to stay under ~8 hours); the per-run estimates
-# printed by --dry-run come from step times measured on the idle 2-core machine with 2 threads
-# (SmolLM2 4×256: LoRA ~6.2 s, BA-LoRA 8.4 s per step; GSM8K generation 2.8 s per problem; MiniLM
-# 32×128 LoRA step 2.2 s, scaled by each task's mean padded batch length) and the factors below.
+# Sizes were chosen for ~7.5 h on 2 cores (to stay under ~8 hours); the per-run estimates printed by
+# --dry-run are explained in scripts/mini_lib.sh (GSM8K_LIMIT, GSM8K_MAX_NEW_TOKENS and GLUE_DIR are set there).
 set -euo pipefail
 
 # --- what users change -------------------------------------------------------------------------
@@ -34,51 +32,11 @@ ABLATION_TASKS=${ABLATION_TASKS:-"mrpc stsb"}
 NLU_TASKS=${NLU_TASKS:-"sst2 cola mrpc rte stsb"}
 NLU_METHODS=${NLU_METHODS:-"full bitfit lora dora adalora pissa ba-lora"}
 TSNE_TASK=${TSNE_TASK:-sst2}
-GSM8K_LIMIT=${GSM8K_LIMIT:-64}
-GSM8K_MAX_NEW_TOKENS=${GSM8K_MAX_NEW_TOKENS:-256}
-GLUE_DIR=${GLUE_DIR:-${BALORA_DATA_DIR:-data}/glue}   # the GLUE TSVs of the data folder
-# Estimates (seconds) — measured step times, assumed factors; printed by --dry-run.
-NLG_STEPS=40; NLG_STEP_S=6.2; NLG_LOAD_S=35; GSM8K_EVAL_S=$((GSM8K_LIMIT * 28 / 10 + 15 + GSM8K_LIMIT / 2 + 20))
-NLU_STEP_S_128=2.2; NLU_RUN_OVERHEAD_S=15
 # ------------------------------------------------------------------------------------------------
 
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 lib_parse_args "$@"
-# 2 threads on a dedicated 2-core machine. On a shared, oversubscribed one use OMP_NUM_THREADS=1: at a load
-# average of 8, a MiniLM STS-B step took 18 s with 2 threads and 3.4 s with 1 (thread spin-waiting).
-export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
-export GPUS=cpu NLG_CONFIG_DIR=configs/mini
-SUBSET_BENCHES[gsm8k]="gsm8k gsm8k_nll"
-EVAL_ARGS[gsm8k]="--data $BALORA_DATA_DIR/gsm8k/test.jsonl --limit $GSM8K_LIMIT --max_new_tokens $GSM8K_MAX_NEW_TOKENS --batch_size 16"
-EVAL_ARGS[gsm8k_nll]="--data $BALORA_DATA_DIR/gsm8k/test.jsonl --limit $GSM8K_LIMIT"
-# Training rows from the data folder too (the configs name data/gsm8k/train.jsonl, the default folder's).
-GSM8K_TRAIN=(--data_path "$BALORA_DATA_DIR/gsm8k/train.jsonl")
-
-# Relative cost of one training step against LoRA (reference forward for BA-LoRA; full backward + AdamW).
-method_factor() {
-  case "$1" in ba-lora|consistency|diversity|svd) echo 1.35 ;; full) echo 2.0 ;; dora) echo 1.3 ;; adalora) echo 1.1 ;; *) echo 1.0 ;; esac
-}
-
-nlg_estimate() {  # METHOD -> seconds for training + GSM8K eval
-  awk -v s="$NLG_STEPS" -v t="$NLG_STEP_S" -v f="$(method_factor "$1")" -v l="$NLG_LOAD_S" -v e="$GSM8K_EVAL_S" \
-    'BEGIN { printf "%d", s * t * f + l + e }'
-}
-
-# Mean padded batch length of 32 MiniLM-tokenised rows (measured on 2,000 train rows per task).
-declare -A NLU_BATCH_LEN=([sst2]=39 [cola]=23 [mrpc]=81 [rte]=128 [stsb]=34)
-declare -A NLU_TRAIN_ROWS=([sst2]=67349 [cola]=8551 [mrpc]=3668 [rte]=2490 [stsb]=5749)
-
-nlu_estimate() {  # CONFIG TASK METHOD -> seconds (steps from the config × scaled step time × factor)
-  local cfg=$1 task=$2 method=$3 epochs bs cap
-  if [ ! -f "$cfg" ]; then echo 0; return; fi
-  epochs=$(awk -F': *' '$1=="num_train_epochs"{print $2}' "$cfg"); epochs=${epochs:-1}
-  bs=$(awk -F': *' '$1=="per_device_train_batch_size"{print $2}' "$cfg"); bs=${bs:-32}
-  cap=$(awk -F': *' '$1=="max_train_samples"{print $2}' "$cfg"); cap=${cap:-${NLU_TRAIN_ROWS[$task]}}
-  awk -v n="${NLU_TRAIN_ROWS[$task]}" -v c="$cap" -v bs="$bs" -v ep="$epochs" -v t="$NLU_STEP_S_128" \
-      -v L="${NLU_BATCH_LEN[$task]}" -v f="$(method_factor "$method")" -v o="$NLU_RUN_OVERHEAD_S" \
-    'BEGIN { rows = (c < n ? c : n); steps = int((rows + bs - 1) / bs) * ep; st = t * L / 128; if (st < 0.1) st = 0.1;
-             printf "%d", steps * st * bs / 32 * f + o }'
-}
+source "$(dirname "${BASH_SOURCE[0]}")/mini_lib.sh"   # models, data, GSM8K evaluation, estimates
 
 # --- main tables: NLG (r = 16) and NLU, one seed at a time --------------------------------------------
 nlg_methods=$NLG_METHODS

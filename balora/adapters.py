@@ -17,6 +17,10 @@ For every method the task head named in `modules_to_save` (NLU) is trained and t
 *initial* head: peft keeps the original module for disabled adapters, the PiSSA reference adapter owns
 a frozen copy taken at init, and the swap-based methods snapshot it.
 
+`prepare_model` records the method (and, for full and bitfit, the initial values) in a `BALoRAState`
+on the model it returns; `reference_mode` and the trainer read it, so a model prepared elsewhere (e.g.
+by `peft.get_peft_model`) has no reference.
+
 PiSSA decomposition can be done once and reused (`save_pissa_init` / `AdapterConfig.init_dir`): the
 residual model and the initial adapter are saved, so seeds and runs share one decomposition and the
 training process never decomposes partitioned (ZeRO-3) weights.
@@ -32,7 +36,7 @@ import os
 import shutil
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -84,7 +88,6 @@ class AdapterConfig:
     adalora_tfinal: int = 0
     adalora_delta_t: int = 10
     adalora_total_step: int | None = None
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -190,13 +193,41 @@ def _in_modules(name: str, modules: list[str] | None) -> bool:
     return bool(modules) and any(f".{m}." in f".{name}" or name.startswith(f"{m}.") for m in modules)
 
 
+@dataclass
+class BALoRAState:
+    """What `prepare_model` records on the model it returns; `reference_mode` and the trainer read it.
+
+    Stored as the plain attribute `balora_state` (not a module or buffer: the snapshot must not enter
+    the state dict). Read it with `balora_state(model)`.
+
+    Attributes:
+        method: the `AdapterConfig.method` the model was prepared with; it selects how the reference
+            is computed.
+        reference_snapshot: full and bitfit only: frozen copies of the initial values of the trainable
+            parameters, swapped in by `reference_mode`; None for the other methods.
+    """
+
+    method: str
+    reference_snapshot: dict[str, torch.Tensor] | None = None
+
+
+def balora_state(model: nn.Module) -> BALoRAState | None:
+    """The `BALoRAState` that `prepare_model` set on `model`, or None for a model prepared elsewhere.
+
+    Read from the instance itself, not through `getattr`: a peft wrapper forwards unknown attributes to
+    the model it wraps, which may carry a state of its own.
+    """
+    state = vars(model).get("balora_state")
+    return state if isinstance(state, BALoRAState) else None
+
+
 def _snapshot_trainable(model: nn.Module) -> dict[str, torch.Tensor]:
     """Frozen copies of the initial values of all trainable parameters (the swap-based reference)."""
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
 def prepare_model(model: nn.Module, cfg: AdapterConfig) -> nn.Module:
-    """Make `model` trainable with `cfg.method` and attach what `reference_mode` needs.
+    """Make `model` trainable with `cfg.method` and attach what `reference_mode` needs (a `BALoRAState`).
 
     Args:
         model: a transformers model (causal LM or sequence classifier). For PiSSA with `cfg.init_dir`
@@ -209,15 +240,16 @@ def prepare_model(model: nn.Module, cfg: AdapterConfig) -> nn.Module:
     target_modules = cfg.target_modules or LLAMA_TARGET_MODULES
     _check_modules_to_save(model, cfg.modules_to_save)
 
+    snapshot = None
     if cfg.method == "full":
         _set_trainable(model, lambda n: True)
         # A full copy of the initial weights is the only exact reference for full FT (docs/method.md §2).
-        model.__dict__["_balora_reference_snapshot"] = _snapshot_trainable(model)
+        snapshot = _snapshot_trainable(model)
     elif cfg.method == "bitfit":
         _set_trainable(model, lambda n: n.endswith(".bias") or _in_modules(n, cfg.modules_to_save))
         if not any(p.requires_grad for n, p in model.named_parameters() if n.endswith(".bias")):
             raise ValueError(f"BitFit found no bias parameters in {type(model).__name__}")
-        model.__dict__["_balora_reference_snapshot"] = _snapshot_trainable(model)
+        snapshot = _snapshot_trainable(model)
     elif cfg.method in ("hadapter", "padapter"):
         from balora import bottleneck
 
@@ -235,7 +267,7 @@ def prepare_model(model: nn.Module, cfg: AdapterConfig) -> nn.Module:
         model = get_peft_model(model, _peft_config(cfg, target_modules))
         if cfg.method == "pissa":
             _add_pissa_reference(model)
-    model.__dict__["_balora_method"] = cfg.method
+    model.balora_state = BALoRAState(method=cfg.method, reference_snapshot=snapshot)
     return model
 
 
@@ -376,9 +408,10 @@ def reference_mode(model: nn.Module) -> Iterator[nn.Module]:
     The model is also put in eval mode (no dropout) so the reference is deterministic, and gradients
     are off. Trainable flags and the train/eval mode are restored on exit, even after an exception.
     """
-    method = model.__dict__.get("_balora_method")
-    if method is None:
+    state = balora_state(model)
+    if state is None:
         raise ValueError("reference_mode needs a model returned by balora.adapters.prepare_model")
+    method = state.method
     was_training = model.training
     flags = [(p, p.requires_grad) for p in model.parameters()]
     model.eval()
@@ -395,7 +428,7 @@ def reference_mode(model: nn.Module) -> Iterator[nn.Module]:
                 with model.disable_adapter():
                     yield model
             elif method in ("full", "bitfit"):
-                with _swapped_parameters(model, model.__dict__["_balora_reference_snapshot"]):
+                with _swapped_parameters(model, state.reference_snapshot):
                     yield model
             elif method in ("hadapter", "padapter"):
                 from balora import bottleneck
@@ -449,7 +482,8 @@ def save_adapter(model: nn.Module, output_dir: str | os.PathLike,
         {"adapter": dir, "adapter_lora": dir} of what was written. `adapter_lora` applies to the original
         pre-trained model (rank 2r for PiSSA; peft's conversion), which is what evaluators load.
     """
-    method = model.__dict__.get("_balora_method")
+    state = balora_state(model)
+    method = state.method if state is not None else None
     output_dir = Path(output_dir)
     written = {}
     if method not in PEFT_METHODS:

@@ -190,11 +190,6 @@ def add_bottleneck_adapters(
     return model
 
 
-def has_bottleneck_adapters(model: nn.Module) -> bool:
-    """True when `add_bottleneck_adapters` was applied to `model`."""
-    return hasattr(model, _STATE_ATTR)
-
-
 @contextlib.contextmanager
 def bottleneck_reference(model: nn.Module) -> Iterator[nn.Module]:
     """Run `model` as its frozen initial function: adapters bypassed, initial head and layer norms.

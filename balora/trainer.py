@@ -1,4 +1,4 @@
-"""A transformers Trainer that adds the BA-LoRA regularisers (method.md §3) and logs each term.
+"""A transformers Trainer that adds the BA-LoRA regularisers (docs/method.md §3) and logs each term.
 
     L = L_task + λ1·L_consistency + λ2·L_diversity + λ3·L_svd
 
@@ -10,14 +10,19 @@
   saves ~15% of the reference forward and the B×T×V reference logits (README, Performance).
 * NLU: the rows are the examples, the columns the classes (1 for regression).
 * The reference logits come from `balora.adapters.reference_mode` (the frozen pre-trained function),
-  computed without gradients and only when λ1 > 0.
+  computed without gradients; the model must come from `balora.adapters.prepare_model` when λ1 > 0.
 * The regularisers are per-micro-batch means. Their weight must not depend on gradient accumulation:
   when the Trainer normalises the task loss by the number of items of the whole optimizer step (models
   that accept `num_items_in_batch`, i.e. causal LMs), it does NOT divide by the accumulation steps, so
   we divide the regulariser by them here; otherwise the Trainer divides the sum by them itself.
-* All λ = 0 returns exactly `Trainer.compute_loss` and skips the reference forward.
-* Logged per optimizer step (averaged over micro-batches and across ranks): `task_loss`,
-  `consistency_loss`, `diversity_loss`, `svd_loss` (unweighted) and the current `lambda_*`.
+* A term with λ = 0 is not part of the loss: with all λ = 0 the loss is exactly `Trainer.compute_loss`'s.
+  It is computed only on the steps whose training log is written, without gradients, so that ablation
+  runs log every term while the loss and the update stay unchanged; the other steps skip it (and the
+  reference forward when λ1 = 0). Its consistency term needs the reference (a `prepare_model` model).
+* Logged per optimizer step, at full precision (averaged over micro-batches and across ranks):
+  `task_loss`, `consistency_loss`, `diversity_loss`, `svd_loss` (unweighted; a term with λ > 0 averaged
+  over every step since the last log, one with λ = 0 over the logged step) and the current `lambda_*`.
+  They go to `trainer.state.log_history` and to TensorBoard (the default `report_to`) as `train/<name>`.
 """
 
 from __future__ import annotations
@@ -30,35 +35,52 @@ from dataclasses import dataclass, field
 
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_utils import IntervalStrategy
 
-from balora.adapters import reference_mode
-from balora.regularizers import RegularizerConfig, preset, regularizer_terms
+from balora.adapters import balora_state, reference_mode
+from balora.regularizers import TERMS, RegularizerConfig, preset, regularizer_terms
 
-TERMS = ("consistency", "diversity", "svd")
 LAMBDA_SCHEDULES = ("constant", "iclr2026")
 PRESET_NAMES = ("none", "iclr2026", "v5")
 
-# Defaults used when neither a preset nor the user sets a field (the ICLR-2026 NLG form).
-_REGULARIZER_DEFAULTS = {
-    "consistency_type": "kl", "temperature": 2.0, "diversity_type": "topk_entropy", "entropy_top_k": 20,
-    "svd_top_k": 10, "svd_normalizer": "frobenius",
-}
-# Field of the training arguments -> field of RegularizerConfig.
-_TO_REGULARIZER_CONFIG = {
-    "consistency_type": "consistency", "temperature": "temperature", "diversity_type": "diversity",
-    "entropy_top_k": "entropy_top_k", "svd_top_k": "svd_top_k", "svd_normalizer": "svd_normalizer",
-}
+# The term-form arguments: each is a field of RegularizerConfig, under the same name except these two,
+# whose command-line names say what they choose. A field left unset (None) takes the preset's value,
+# or without a preset RegularizerConfig's default (the ICLR-2026 NLG forms).
+_RENAMED_IN_REGULARIZER_CONFIG = {"consistency_type": "consistency", "diversity_type": "diversity"}
+_TERM_FORM_ARGUMENTS = ("consistency_type", "temperature", "diversity_type", "entropy_top_k", "svd_top_k",
+                        "svd_normalizer")
+
+
+def _regularizer_config_field(argument: str) -> str:
+    """The RegularizerConfig field that the training argument `argument` sets."""
+    return _RENAMED_IN_REGULARIZER_CONFIG.get(argument, argument)
+
+
+def _defaults(preset_name: str, task: str) -> tuple[RegularizerConfig, dict[str, float]]:
+    """(term forms, λs) that fill the fields a user left unset: the preset's, or for "none" the
+    RegularizerConfig defaults (for either task) with every λ = 0."""
+    if preset_name == "none":
+        return RegularizerConfig(task=task), preset("none", task)[1]
+    return preset(preset_name, task)
 
 
 @dataclass
 class BALoRATrainingArguments(TrainingArguments):
     """TrainingArguments plus the BA-LoRA regulariser hyperparameters (validated in __post_init__).
 
-    A preset fills every field left unset (None); fields set explicitly win over the preset.
+    A preset fills every field left unset (None); fields set explicitly win over the preset. Without a
+    preset the λs are 0 and the term forms are RegularizerConfig's defaults. Two defaults differ from
+    TrainingArguments: `output_dir` must be given (no silent ./trainer_output), and `report_to`
+    defaults to TensorBoard (events under <output_dir>/runs/).
     """
 
+    output_dir: str | None = field(default=None, metadata={
+        "help": "Where the run writes its checkpoints, logs and TensorBoard events (required)."})
+    report_to: None | str | list[str] = field(default=None, metadata={
+        "help": "Integrations that receive the logs; default tensorboard (events under <output_dir>/runs/), "
+                "'none' for none, 'all' for every installed one."})
     regularizer_preset: str = field(default="none", metadata={
-        "help": "none | iclr2026 | v5: the paper's reported λ and term forms (method.md §3 table). v5 has "
+        "help": "none | iclr2026 | v5: the paper's reported λ and term forms (docs/method.md §3 table). v5 has "
                 "the v5 forms and λ, not the v5 scale: the KL here is a per-token mean, in the v1-v5 code a "
                 "per-sequence batchmean (about T times stronger at the same λ1)."})
     regularizer_task: str = field(default="nlg", metadata={"help": "nlg | nlu (set by the entry script)."})
@@ -84,6 +106,12 @@ class BALoRATrainingArguments(TrainingArguments):
         "help": "Rows (tokens) per fp32 chunk in the regularisers: bounds memory at large vocabularies."})
 
     def __post_init__(self):
+        if not self.output_dir:
+            # TrainingArguments would write to ./trainer_output: a run's files belong where the user says.
+            raise ValueError("BALoRATrainingArguments needs an output directory: pass --output_dir <dir> "
+                             "(output_dir=... in Python)")
+        if self.report_to is None:
+            self.report_to = ["tensorboard"]
         super().__post_init__()
         if self.regularizer_preset not in PRESET_NAMES:
             raise ValueError(f"regularizer_preset must be one of {PRESET_NAMES}, got {self.regularizer_preset!r}")
@@ -91,32 +119,25 @@ class BALoRATrainingArguments(TrainingArguments):
             raise ValueError(f"regularizer_task must be 'nlg' or 'nlu', got {self.regularizer_task!r}")
         if self.lambda_schedule not in LAMBDA_SCHEDULES:
             raise ValueError(f"lambda_schedule must be one of {LAMBDA_SCHEDULES}, got {self.lambda_schedule!r}")
-        if self.regularizer_preset != "none":
-            reg_cfg, lambdas = preset(self.regularizer_preset, self.regularizer_task)
-            for arg_name, cfg_name in _TO_REGULARIZER_CONFIG.items():
-                if getattr(self, arg_name) is None:
-                    setattr(self, arg_name, getattr(reg_cfg, cfg_name))
-            for term in TERMS:
-                if getattr(self, f"lambda_{term}") is None:
-                    setattr(self, f"lambda_{term}", float(lambdas[term]))
-        for name, default in _REGULARIZER_DEFAULTS.items():
+        default_config, default_lambdas = _defaults(self.regularizer_preset, self.regularizer_task)
+        for name in _TERM_FORM_ARGUMENTS:
             if getattr(self, name) is None:
-                setattr(self, name, default)
+                setattr(self, name, getattr(default_config, _regularizer_config_field(name)))
         for term in TERMS:
-            value = getattr(self, f"lambda_{term}")
-            if value is None:
-                setattr(self, f"lambda_{term}", 0.0)
-            elif value < 0:
-                raise ValueError(f"lambda_{term} must be >= 0, got {value}")
+            if getattr(self, f"lambda_{term}") is None:
+                setattr(self, f"lambda_{term}", float(default_lambdas[term]))
+            elif getattr(self, f"lambda_{term}") < 0:
+                raise ValueError(f"lambda_{term} must be >= 0, got {getattr(self, f'lambda_{term}')}")
         # Builds and validates the term configuration now, so a bad value fails before any model loads.
         self.regularizer_config()
 
     def regularizer_config(self) -> RegularizerConfig:
-        kwargs = {cfg_name: getattr(self, arg_name) for arg_name, cfg_name in _TO_REGULARIZER_CONFIG.items()}
+        """The RegularizerConfig of these arguments (term forms, task, chunk size, eigensolver)."""
+        forms = {_regularizer_config_field(name): getattr(self, name) for name in _TERM_FORM_ARGUMENTS}
         # The eigensolver is not a preset field and stays None unless set: it changes the cost, not the
         # term, and a None leaves the saved configs of earlier runs comparable (results.check_same_config).
         return RegularizerConfig(task=self.regularizer_task, chunk_size=self.regularizer_chunk_rows,
-                                 svd_eigensolver=self.svd_eigensolver or "eigh", **kwargs)
+                                 svd_eigensolver=self.svd_eigensolver or "eigh", **forms)
 
     @property
     def regularizers_enabled(self) -> bool:
@@ -124,7 +145,7 @@ class BALoRATrainingArguments(TrainingArguments):
 
 
 def scheduled_lambdas(base: dict[str, float], schedule: str, step: int, max_steps: int) -> dict[str, float]:
-    """λ values at optimizer step `step` of `max_steps` (method.md §3, the ICLR-2026 script's schedule).
+    """λ values at optimizer step `step` of `max_steps` (docs/method.md §3, the ICLR-2026 script's schedule).
 
     Args:
         base: {"consistency": λ1, "diversity": λ2, "svd": λ3}.
@@ -172,7 +193,8 @@ class BALoRATrainer(Trainer):
             # accumulation would scale the loss (and the regularisers) by the accumulation steps.
             self.model_accepts_loss_kwargs = False
         self._base_lambdas = {t: float(getattr(self.args, f"lambda_{t}")) for t in TERMS}
-        if self._base_lambdas["consistency"] > 0 and "_balora_method" not in self.model.__dict__:
+        self._has_reference = balora_state(self.accelerator.unwrap_model(self.model)) is not None
+        if self._base_lambdas["consistency"] > 0 and not self._has_reference:
             # Under PiSSA, disabling a plain peft adapter gives the residual model, not the pre-trained
             # one: the consistency term needs the frozen reference that prepare_model attaches.
             raise ValueError("BALoRATrainer with a consistency λ > 0 needs a model returned by "
@@ -180,7 +202,6 @@ class BALoRATrainer(Trainer):
                              f"{type(self.model).__name__} prepared elsewhere (e.g. peft.get_peft_model)")
         self._reference_cache: dict[bytes, torch.Tensor] = {}  # NLU: example digest -> (C,) reference logits
         # Running sums since the last log: [task loss sum, task items, each term's sum, each term's count].
-        # A term whose λ is 0 is not computed and not counted, so it is absent from the log (not 0).
         self._term_sums = torch.zeros(2 + 2 * len(TERMS), dtype=torch.float64)
         unwrapped = self.accelerator.unwrap_model(self.model)
         if getattr(getattr(unwrapped, "base_model", None), "update_and_allocate", None) is not None \
@@ -193,8 +214,14 @@ class BALoRATrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None, **kwargs):
         lambdas = self.current_lambdas()
-        if not any(v > 0 for v in lambdas.values()) or not model.training:
-            # Exactly the plain Trainer loss (and no reference forward) when no term is active,
+        # Terms with λ > 0 enter the loss. Terms with λ = 0 are computed only to be logged: without
+        # gradients, on the micro-batches of a step whose log is written (the loss is unchanged).
+        active = [t for t in TERMS if lambdas[t] > 0]
+        logs_this_step = model.training and self._logs_this_step()
+        logged_only = [t for t in TERMS if t not in active and logs_this_step
+                       and (t != "consistency" or self._has_reference)]
+        if not model.training or not (active or logged_only):
+            # Exactly the plain Trainer loss (and no reference forward) when no term is computed,
             # and in evaluation, where the reported loss is the task loss.
             loss_and_outputs = super().compute_loss(model, inputs, return_outputs=True,
                                                     num_items_in_batch=num_items_in_batch, **kwargs)
@@ -202,11 +229,12 @@ class BALoRATrainer(Trainer):
                 self._accumulate_task_loss(loss_and_outputs[0], inputs, num_items_in_batch)
             return loss_and_outputs if return_outputs else loss_and_outputs[0]
 
+        computed = active + logged_only
         # The SVD term in hidden space where the logits are a frozen linear map Z = H Wᵀ of the LM head's
         # input H (exact: σ(Z) = σ(H L), L Lᵀ = Wᵀ W): H is taken by a hook on the head, no extra forward.
-        head = self._hidden_svd_head(model) if lambdas["svd"] > 0 else None
+        head = self._hidden_svd_head(model) if "svd" in computed else None
         ref_logits = None
-        if lambdas["consistency"] > 0 and self._reference_first:
+        if "consistency" in active and self._reference_first:
             # Before the student's forward: its activations then reuse the memory the reference freed.
             ref_logits = self._reference_logits(model, inputs)
         captured: list[torch.Tensor] = []
@@ -219,27 +247,47 @@ class BALoRATrainer(Trainer):
                 hook.remove()
         self._accumulate_task_loss(loss, inputs, num_items_in_batch)
         logits = self._rows(outputs.logits, inputs)
-        if lambdas["consistency"] > 0 and ref_logits is None:
+        if "consistency" in computed and ref_logits is None:
             ref_logits = self._reference_logits(model, inputs)
-        active = [t for t in TERMS if lambdas[t] > 0]
         hidden_svd = {}
         if head is not None:
             if len(captured) == 1 and captured[0].shape[:-1] == outputs.logits.shape[:-1]:
                 hidden_svd = {"hidden": self._rows(captured[0], inputs), "head_factor": self._head_factor(head)}
             else:
                 self._note_svd_path(f"logits space: the LM head ran {len(captured)} times or on other positions")
-        terms = regularizer_terms(logits, ref_logits, None, self._regularizer_config, terms=active, **hidden_svd)
-        regularizer = sum(lambdas[t] * terms[t] for t in TERMS if lambdas[t] > 0)
-        if self._loss_is_scaled_for_ga(num_items_in_batch):
-            # The Trainer will not divide by the accumulation steps: do it for the per-micro-batch means.
-            regularizer = regularizer / self.current_gradient_accumulation_steps
-        loss = loss + regularizer
+        values: dict[str, torch.Tensor] = {}
+        if active:
+            terms = regularizer_terms(logits, ref_logits, None, self._regularizer_config, terms=active,
+                                      **hidden_svd)
+            regularizer = sum(lambdas[t] * terms[t] for t in active)
+            if self._loss_is_scaled_for_ga(num_items_in_batch):
+                # The Trainer will not divide by the accumulation steps: do it for the per-micro-batch means.
+                regularizer = regularizer / self.current_gradient_accumulation_steps
+            loss = loss + regularizer
+            values.update((t, terms[t]) for t in active)
+        if logged_only:
+            with torch.no_grad():
+                detached = {k: v.detach() for k, v in hidden_svd.items()}
+                terms = regularizer_terms(logits.detach(), ref_logits, None, self._regularizer_config,
+                                          terms=logged_only, **detached)
+            values.update((t, terms[t]) for t in logged_only)
         with torch.no_grad():
             for i, t in enumerate(TERMS):
-                if t in active:
-                    self._term_sums[2 + i] += float(terms[t].detach())
+                if t in values:
+                    self._term_sums[2 + i] += float(values[t].detach())
                     self._term_sums[2 + len(TERMS) + i] += 1
         return (loss, outputs) if return_outputs else loss
+
+    def _logs_this_step(self) -> bool:
+        """Whether the optimizer step in progress is one whose training log is written (the rule of
+        transformers' DefaultFlowCallback; with epoch logging, every step, as the log is the epoch mean)."""
+        step = self.state.global_step + 1  # global_step counts the steps already taken
+        if step == 1 and self.args.logging_first_step:
+            return True
+        strategy = IntervalStrategy(self.args.logging_strategy)
+        if strategy == IntervalStrategy.STEPS:
+            return self.state.logging_steps > 0 and step % self.state.logging_steps == 0
+        return strategy == IntervalStrategy.EPOCH
 
     # --- helpers --------------------------------------------------------------------------------------
 
@@ -279,8 +327,6 @@ class BALoRATrainer(Trainer):
 
     def _note_svd_path(self, path: str) -> None:
         if path != self.svd_path:
-            import logging
-
             logging.getLogger(__name__).info("BA-LoRA SVD term computed in %s", path)
             self.svd_path = path
 
@@ -374,11 +420,11 @@ class BALoRATrainer(Trainer):
                 sums = self.accelerator.reduce(sums, reduction="sum")
             sums = sums.cpu()
             if sums[1] > 0:
-                logs["task_loss"] = round(float(sums[0] / sums[1]), 6)
+                logs["task_loss"] = float(sums[0] / sums[1])
             for i, t in enumerate(TERMS):
                 count = sums[2 + len(TERMS) + i]
                 if count > 0:
-                    logs[f"{t}_loss"] = round(float(sums[2 + i] / count), 6)
+                    logs[f"{t}_loss"] = float(sums[2 + i] / count)
             for t, value in self.current_lambdas().items():
                 logs[f"lambda_{t}"] = value
             self._term_sums.zero_()

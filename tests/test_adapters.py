@@ -7,7 +7,13 @@ import torch
 from peft import PeftModel
 
 from balora import adapters
-from balora.adapters import AdapterConfig, count_trainable_parameters, prepare_model, reference_mode
+from balora.adapters import (
+    AdapterConfig,
+    balora_state,
+    count_trainable_parameters,
+    prepare_model,
+    reference_mode,
+)
 from balora.models import tiny_causal_lm
 
 
@@ -88,7 +94,7 @@ def test_reference_holds_no_second_copy_of_base_weights(base_and_original):
         total = sum(p.numel() for p in model.parameters())
         # base + trained adapter (+ one frozen adapter copy for PiSSA), never 2× the base
         assert total == n_base + trainable * (2 if method == "pissa" else 1)
-        assert "_balora_reference_snapshot" not in model.__dict__
+        assert balora_state(model).method == method and balora_state(model).reference_snapshot is None
 
 
 def test_trainable_counts_match_the_method():
@@ -173,3 +179,21 @@ def test_dotted_target_module_suffixes_are_accepted_as_in_peft(base_and_original
                                                               target_modules=["self_attn.q_proj"]))
     adapted = {n.split(".lora_A")[0] for n, _ in model.named_parameters() if "lora_A" in n}
     assert adapted and all(n.endswith("self_attn.q_proj") for n in adapted)
+
+
+def test_prepare_model_records_its_state_and_a_plain_peft_model_has_none():
+    from peft import LoraConfig, get_peft_model
+
+    model = prepare_model(tiny_causal_lm("tiny-llama", seed=0)[0], AdapterConfig(method="full"))
+    state = balora_state(model)
+    assert state.method == "full"
+    assert set(state.reference_snapshot) == {n for n, p in model.named_parameters() if p.requires_grad}
+    assert set(model.state_dict()) == set(tiny_causal_lm("tiny-llama", seed=0)[0].state_dict())  # not saved
+    plain = get_peft_model(tiny_causal_lm("tiny-llama", seed=0)[0], LoraConfig(r=4, target_modules=["q_proj"]))
+    assert balora_state(plain) is None
+    with pytest.raises(ValueError, match="needs a model returned by balora.adapters.prepare_model"):
+        with reference_mode(plain):
+            pass
+    # A peft wrapper forwards unknown attributes to the model it wraps: the state of a prepared model
+    # inside a wrapper built elsewhere is not the wrapper's.
+    assert balora_state(get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj"]))) is None

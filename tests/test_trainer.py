@@ -1,4 +1,7 @@
-"""Invariants of BALoRATrainer: exact plain loss at λ=0, zero KL at step 0, GA-invariant weights, logging."""
+"""Invariants of BALoRATrainer: exact plain loss at λ=0, zero KL at step 0, GA-invariant weights, logging.
+
+Defaults of the arguments, TensorBoard and the logging of λ = 0 terms: test_trainer_defaults.py.
+"""
 
 import math
 
@@ -139,7 +142,7 @@ def test_bad_regularizer_arguments_raise(tmp_path, bad):
         _args(tmp_path, **bad)
 
 
-def test_inactive_terms_are_absent_from_the_log_not_zero(tmp_path):
+def test_terms_with_zero_lambda_are_logged_too(tmp_path):
     model, tokenizer = _model()
     args = _args(tmp_path, lambda_consistency=0.1, lambda_diversity=0.0, lambda_svd=0.0)
     trainer = BALoRATrainer(model=model, args=args, train_dataset=random_response_dataset(),
@@ -147,7 +150,8 @@ def test_inactive_terms_are_absent_from_the_log_not_zero(tmp_path):
     trainer.train()
     logged = [e for e in trainer.state.log_history if "task_loss" in e][0]
     assert logged["consistency_loss"] > 0  # the perturbed adapter differs from the reference
-    assert "diversity_loss" not in logged and "svd_loss" not in logged
+    assert logged["diversity_loss"] < 0 and logged["svd_loss"] < 0  # computed for the log, λ = 0
+    assert (logged["lambda_diversity"], logged["lambda_svd"]) == (0.0, 0.0)
 
 
 def _nlu_update(tmp_path, batch_size, accumulation):

@@ -1,0 +1,171 @@
+"""Defaults of BALoRATrainingArguments and what a run logs: one source of regulariser defaults
+(balora.regularizers), a required output directory, TensorBoard on by default, every term logged."""
+
+import dataclasses
+
+import pytest
+import torch
+from helpers import random_response_dataset
+
+from balora import regularizers, trainer
+from balora.adapters import AdapterConfig, prepare_model
+from balora.config import parse_args
+from balora.data import CausalLMCollator
+from balora.models import tiny_causal_lm
+from balora.trainer import BALoRATrainer, BALoRATrainingArguments
+
+_TINY_RUN = dict(per_device_train_batch_size=8, learning_rate=0.5, optim="sgd", lr_scheduler_type="constant",
+                 warmup_steps=0, max_grad_norm=0.0, weight_decay=0.0, use_cpu=True, save_strategy="no",
+                 seed=0, disable_tqdm=True, dataloader_num_workers=0)
+_FORM_FIELDS = ("consistency_type", "temperature", "diversity_type", "entropy_top_k", "svd_top_k", "svd_normalizer")
+
+
+def _args(tmp_path, **overrides):
+    values = dict(output_dir=str(tmp_path), report_to="none", use_cpu=True)
+    values.update(overrides)
+    return BALoRATrainingArguments(**values)
+
+
+def _forms(args):
+    return tuple(getattr(args, name) for name in _FORM_FIELDS)
+
+
+def test_terms_are_the_regularizers_terms():
+    assert trainer.TERMS is regularizers.TERMS
+
+
+@pytest.mark.parametrize("task", ["nlg", "nlu"])
+@pytest.mark.parametrize("name", ["iclr2026", "v5"])
+def test_a_preset_fills_every_unset_field_from_balora_regularizers(tmp_path, name, task):
+    config, lambdas = regularizers.preset(name, task)
+    args = _args(tmp_path, regularizer_preset=name, regularizer_task=task)
+    assert args.regularizer_config() == dataclasses.replace(config, chunk_size=args.regularizer_chunk_rows)
+    assert {t: getattr(args, f"lambda_{t}") for t in regularizers.TERMS} == lambdas
+
+
+@pytest.mark.parametrize("task", ["nlg", "nlu"])
+def test_without_a_preset_the_values_written_to_saved_configs_are_unchanged(tmp_path, task):
+    """Saved configs of earlier runs are compared key by key (results.check_same_config): the resolved
+    values without a preset are the ICLR-2026 NLG forms for either task, every λ 0, no eigensolver."""
+    args = _args(tmp_path, regularizer_task=task)
+    assert _forms(args) == ("kl", 2.0, "topk_entropy", 20, 10, "frobenius")
+    assert (args.lambda_consistency, args.lambda_diversity, args.lambda_svd) == (0.0, 0.0, 0.0)
+    assert args.svd_eigensolver is None
+    assert args.regularizer_config() == regularizers.RegularizerConfig(task=task)
+
+
+def test_the_renamed_fields_reach_the_regularizer_config(tmp_path):
+    args = _args(tmp_path, consistency_type="mse_normalized", diversity_type="covariance", regularizer_task="nlu")
+    config = args.regularizer_config()
+    assert (config.consistency, config.diversity) == ("mse_normalized", "covariance")
+
+
+def test_output_dir_is_required(tmp_path):
+    with pytest.raises(ValueError, match="pass --output_dir"):
+        BALoRATrainingArguments(report_to="none")
+    with pytest.raises(ValueError, match="pass --output_dir"):
+        parse_args((BALoRATrainingArguments,), ["--use_cpu"])
+    assert parse_args((BALoRATrainingArguments,), ["--output_dir", str(tmp_path)])[0].output_dir == str(tmp_path)
+
+
+def test_report_to_defaults_to_tensorboard_and_an_explicit_value_wins(tmp_path):
+    assert BALoRATrainingArguments(output_dir=str(tmp_path)).report_to == ["tensorboard"]
+    assert _args(tmp_path, report_to="none").report_to == []
+    (args,) = parse_args((BALoRATrainingArguments,), ["--output_dir", str(tmp_path)])
+    assert args.report_to == ["tensorboard"]
+    (args,) = parse_args((BALoRATrainingArguments,), ["--output_dir", str(tmp_path), "--report_to", "none"])
+    assert args.report_to == []
+
+
+def _pissa_model():
+    base, tokenizer = tiny_causal_lm("tiny-llama", seed=0)
+    torch.manual_seed(0)
+    model = prepare_model(base, AdapterConfig(method="pissa", r=4, alpha=4))
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # move the trained adapter away from the reference: every term is non-trivial
+        for name, p in model.named_parameters():
+            if "lora_B" in name and ".default." in name:
+                p.add_(0.05 * torch.randn(p.shape, generator=g))
+    return model, tokenizer
+
+
+def _train(tmp_path, model, tokenizer, **overrides):
+    values = dict(output_dir=str(tmp_path), max_steps=3, logging_steps=1, report_to="none", **_TINY_RUN)
+    values.update(overrides)
+    run = BALoRATrainer(model=model, args=BALoRATrainingArguments(**values), train_dataset=random_response_dataset(),
+                        data_collator=CausalLMCollator(tokenizer.pad_token_id))
+    run.train()
+    return run
+
+
+def test_tensorboard_events_hold_every_term(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    model, tokenizer = _pissa_model()
+    values = dict(output_dir=str(tmp_path), max_steps=2, logging_steps=1, lambda_consistency=0.1,
+                  lambda_diversity=0.0, lambda_svd=0.05, **_TINY_RUN)
+    run = BALoRATrainer(model=model, args=BALoRATrainingArguments(**values), train_dataset=random_response_dataset(),
+                        data_collator=CausalLMCollator(tokenizer.pad_token_id))
+    assert run.args.report_to == ["tensorboard"]
+    run.train()
+    event_files = list((tmp_path / "runs").rglob("events.out.tfevents.*"))
+    assert len(event_files) == 1
+    events = EventAccumulator(str(event_files[0].parent))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    for name in ("task_loss", "consistency_loss", "diversity_loss", "svd_loss", "lambda_diversity"):
+        assert f"train/{name}" in tags, sorted(tags)
+    logged = [e for e in run.state.log_history if "task_loss" in e]
+    steps = [s.step for s in events.Scalars("train/diversity_loss")]
+    assert steps == [1, 2]
+    assert events.Scalars("train/svd_loss")[-1].value == pytest.approx(logged[-1]["svd_loss"], rel=1e-6)
+
+
+def test_zero_lambda_terms_are_logged_at_full_precision_without_changing_training(tmp_path):
+    """The 'w/o consistency' ablation: the consistency term is logged from the reference, at logging
+    steps only, and the trained weights are those of a run that logs nothing."""
+    model, tokenizer = _pissa_model()
+    embed = model.get_base_model().model.embed_tokens
+    calls = []
+    embed.register_forward_hook(lambda *a: calls.append(1))
+    logged_run = _train(tmp_path / "a", model, tokenizer, lambda_consistency=0.0, lambda_diversity=0.5,
+                        lambda_svd=0.0, logging_steps=2)
+    # 3 student forwards + 1 reference forward (step 2, the only logged step)
+    assert len(calls) == 4
+    logged = [e for e in logged_run.state.log_history if "task_loss" in e]
+    assert len(logged) == 1 and logged[0]["consistency_loss"] > 0 and logged[0]["svd_loss"] < 0
+    values = [logged[0][f"{t}_loss"] for t in ("task", "consistency", "diversity", "svd")]
+    assert any(v != round(v, 6) for v in values), "terms are logged unrounded"
+    trained = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    model, tokenizer = _pissa_model()
+    _train(tmp_path / "b", model, tokenizer, lambda_consistency=0.0, lambda_diversity=0.5, lambda_svd=0.0,
+           logging_steps=100)
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            assert torch.equal(p.detach(), trained[name]), name
+
+
+def test_all_zero_lambdas_log_every_term_and_keep_the_plain_loss(tmp_path):
+    from transformers import Trainer
+
+    model, tokenizer = _pissa_model()
+    run = BALoRATrainer(model=model, args=_args(tmp_path, logging_steps=1),
+                        data_collator=CausalLMCollator(tokenizer.pad_token_id))
+    plain = Trainer(model=model, args=_args(tmp_path), data_collator=CausalLMCollator(tokenizer.pad_token_id))
+    dataset = random_response_dataset()
+    batch = CausalLMCollator(tokenizer.pad_token_id)([dataset[i] for i in range(len(dataset))])
+    run.state.logging_steps = 1  # as train() sets it: this micro-batch belongs to a logged step
+    model.train()
+    assert torch.equal(run.compute_loss(model, dict(batch)), plain.compute_loss(model, dict(batch)))
+    assert all(count == 1 for count in run._term_sums[2 + len(trainer.TERMS):].tolist())
+
+
+def test_a_plain_peft_model_logs_the_terms_that_need_no_reference(tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    base, tokenizer = tiny_causal_lm("tiny-llama", seed=0)
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=4, target_modules=["q_proj"]))
+    run = _train(tmp_path, model, tokenizer, max_steps=1, lambda_diversity=0.1)
+    logged = [e for e in run.state.log_history if "task_loss" in e][0]
+    assert "diversity_loss" in logged and "svd_loss" in logged and "consistency_loss" not in logged

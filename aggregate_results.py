@@ -5,7 +5,7 @@
     python aggregate_results.py mini_nlg mini_nlu mini_ablation --out_dir results/mini/tables
     python aggregate_results.py mini_nll_paired --out_dir results/mini/tables   # per-problem, paired
 
-Tables and their run names are defined in balora/results.py (TABLES). Missing runs are printed as
+Tables and their run names are defined in balora/repro/results.py (TABLES). Missing runs are printed as
 "missing" and listed under the table; seeds with different configs under one run name, or a column
 mixing protocol versions, stop with an error instead of being averaged.
 """
@@ -18,8 +18,16 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from balora.paired import PAIRED_TABLES, build_paired, paired_json, paired_markdown
-from balora.results import TABLES, ResultsError, build_table, load_paper_table, to_json, to_latex, to_markdown
+from balora.repro.paired import PAIRED_TABLES, build_paired, paired_json, paired_markdown
+from balora.repro.results import (
+    TABLES,
+    ResultsError,
+    build_table,
+    load_paper_table,
+    to_json,
+    to_latex,
+    to_markdown,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent
 

@@ -28,8 +28,8 @@ import sys
 from typing import Any
 
 import finetune_glue
-from balora.config import pop_flag
-from balora.data import data_dir
+from balora.repro.config import pop_flag
+from balora.repro.data import data_dir
 
 COMMON = {
     "task_name": "sst2",

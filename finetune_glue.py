@@ -36,8 +36,9 @@ from typing import Any
 import numpy as np
 from transformers import DataCollatorWithPadding, set_seed
 
-from balora import adapters, features, glue, provenance, regularizers
-from balora.config import parse_args, resolved_config, save_config
+from balora import adapters, regularizers
+from balora.repro import features, glue, provenance
+from balora.repro.config import parse_args, resolved_config, save_config
 from balora.trainer import (
     BALoRATrainer,
     BALoRATrainingArguments,
@@ -188,7 +189,7 @@ def _write_dev_items(out_dir: Path, spec: glue.GlueTask, prediction, final: dict
     """eval_dev/{metrics.json, samples.jsonl}: the final model's dev metrics and one row per dev item.
 
     Rows: task_id (dev row index), label, prediction (class id; STS-B: score), and `correct` (0/1;
-    STS-B: minus the absolute error), the per-item score of the paired comparisons (balora/paired.py).
+    STS-B: minus the absolute error), the per-item score of the paired comparisons (balora/repro/paired.py).
     """
     logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
     logits = np.asarray(logits)

@@ -3,7 +3,7 @@
     python plot_results.py rank_sweep ablation loss_curves --out_dir results/figures
     python plot_results.py mini_rank_sweep mini_ablation mini_loss_curves --out_dir results/mini/figures
 
-Run names follow balora/results.py (the contract with scripts/*.sh). Points whose runs have not
+Run names follow balora/repro/results.py (the contract with scripts/*.sh). Points whose runs have not
 finished are left out of the lines (and listed on stdout), never invented. The t-SNE figure is made by
 tsne_visualization.py --compare (scripts/tsne.sh).
 """
@@ -17,8 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from balora import plots
-from balora import results as R
+from balora.repro import plots
+from balora.repro import results as R
 
 REPO_ROOT = Path(__file__).resolve().parent
 BENCH_LABELS = {"gsm8k": "GSM8K", "math": "MATH", "gsm8k_nll": "GSM8K solution NLL (lower is better)"}

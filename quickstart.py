@@ -18,7 +18,7 @@ import logging
 from pathlib import Path
 
 import train_nlg
-from balora.data import arithmetic_word_problems
+from balora.repro.data import arithmetic_word_problems
 
 REPO = Path(__file__).resolve().parent
 

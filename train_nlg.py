@@ -24,8 +24,9 @@ import torch
 import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback, set_seed
 
-from balora import adapters, data, models, provenance, rehearsal
-from balora.config import changed_keys, load_yaml_config, parse_args, resolved_config, save_config
+from balora import adapters
+from balora.repro import data, models, provenance, rehearsal
+from balora.repro.config import changed_keys, load_yaml_config, parse_args, resolved_config, save_config
 from balora.trainer import (
     BALoRATrainer,
     BALoRATrainingArguments,

@@ -94,7 +94,7 @@ def _class_names(features_dir: Path) -> list[str] | None:
     if metrics.is_file():
         task = json.loads(metrics.read_text()).get("task")
         if task:
-            from balora.glue import get_task
+            from balora.repro.glue import get_task
 
             names = list(get_task(task).label_names)
             return names or None

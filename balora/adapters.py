@@ -320,7 +320,7 @@ def pissa_init_record(cfg: AdapterConfig, model_id: str, weights_fingerprint: st
     Args:
         cfg: the PiSSA AdapterConfig of the run (r, alpha, target modules, niter).
         model_id: the model name or path as configured.
-        weights_fingerprint: `balora.models.weights_fingerprint` of the weights it decomposes.
+        weights_fingerprint: `balora.repro.models.weights_fingerprint` of the weights it decomposes.
         dtype: the dtype the weights are decomposed in (the residual model is saved in it).
     """
     return {"model": model_id, "weights": weights_fingerprint, "r": int(cfg.r), "alpha": float(cfg.alpha),

@@ -4,7 +4,7 @@
     python benchmarks/generation.py --num_prompts 8 --max_new_tokens 32   # quick check
 
 Both arms decode the same prompts greedily with the same stop strings through the same code path
-(balora.generation.generate_hf), once with all prompts in length-sorted left-padded batches and once
+(balora.eval.generation.generate_hf), once with all prompts in length-sorted left-padded batches and once
 with batch size 1. Tokens are the generated completions' tokens (after stop-string cuts), so both
 arms count the same work; greedy outputs are checked to be identical. Last line: `speedup=<ratio>`.
 """
@@ -19,9 +19,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from balora.data import data_dir  # noqa: E402
-from balora.generation import DecodingConfig, generate_hf, load_model  # noqa: E402
-from balora.prompts import format_prompt  # noqa: E402
+from balora.eval.generation import DecodingConfig, generate_hf, load_model  # noqa: E402
+from balora.repro.data import data_dir  # noqa: E402
+from balora.repro.prompts import format_prompt  # noqa: E402
 
 DEFAULT_DATA = str(data_dir() / "gsm8k" / "test.jsonl")
 

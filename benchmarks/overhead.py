@@ -87,7 +87,7 @@ def _nlg_batch(tokenizer, batch: int, seq_len: int):
     """(B, T) input_ids/labels: Alpaca-format arithmetic problems packed to exactly seq_len tokens."""
     import torch
 
-    from balora.data import arithmetic_word_problems, tokenize_example
+    from balora.repro.data import arithmetic_word_problems, tokenize_example
 
     rows, examples = arithmetic_word_problems(200, seed=123), []
     for row in rows:
@@ -117,7 +117,8 @@ def _worker(args) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-    from balora import adapters, models
+    from balora import adapters
+    from balora.repro import models
     from balora.trainer import BALoRATrainer, BALoRATrainingArguments
 
     if args.threads:

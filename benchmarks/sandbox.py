@@ -1,4 +1,4 @@
-"""Sandbox throughput: the 164 HumanEval canonical solutions through balora.sandbox (target <= 30 s on 2 cores).
+"""Sandbox throughput: the 164 HumanEval canonical solutions through balora.eval.sandbox (target <= 30 s on 2 cores).
 
 Each solution is graded twice, as the evaluator grades completions: as a continuation of the prompt
 and as a fenced full program (prompt + solution inside a ```python block).
@@ -13,8 +13,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from balora.evaluation.code import extract_code, humaneval_program, load_humaneval  # noqa: E402
-from balora.sandbox import SandboxLimits, run_programs  # noqa: E402
+from balora.eval.code import extract_code, humaneval_program, load_humaneval  # noqa: E402
+from balora.eval.sandbox import SandboxLimits, run_programs  # noqa: E402
 
 
 def completions(task: dict, form: str) -> str:

@@ -1,6 +1,6 @@
 """Teacher-forced NLL (nats per token) of the GSM8K reference solutions under a model (lower is better).
 
-The low-noise companion of eval/gsm8k.py for small models (protocol: balora/evaluation/answer_nll.py):
+The low-noise companion of eval/gsm8k.py for small models (protocol: balora/eval/answer_nll.py):
 
     python eval/gsm8k_nll.py --model smollm2-135m-instruct --adapter RUN/adapter_lora \
         --data data/gsm8k/test.jsonl --limit 64 --output_dir out/gsm8k_nll
@@ -18,10 +18,10 @@ sys.path.insert(0, os.path.dirname(_HERE))
 
 from tqdm.auto import tqdm  # noqa: E402
 
-from balora.config import parse_args  # noqa: E402
-from balora.evaluation import answer_nll, gsm8k  # noqa: E402
-from balora.evaluation.samples import build_metrics, write_results  # noqa: E402
-from balora.generation import load_model  # noqa: E402
+from balora.eval import answer_nll, gsm8k  # noqa: E402
+from balora.eval.generation import load_model  # noqa: E402
+from balora.eval.samples import build_metrics, write_results  # noqa: E402
+from balora.repro.config import parse_args  # noqa: E402
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""HumanEval pass@1 (%) of a model or of completions produced elsewhere; code runs in balora.sandbox.
+"""HumanEval pass@1 (%) of a model or of completions produced elsewhere; code runs in balora.eval.sandbox.
 
     python eval/humaneval.py --model M [--adapter DIR] --output_dir out/humaneval
     python eval/humaneval.py --samples completions.jsonl --output_dir out/humaneval   # HumanEval/N task ids
@@ -17,10 +17,10 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 sys.path.insert(0, os.path.dirname(_HERE))
 
-from balora.config import parse_args  # noqa: E402
-from balora.evaluation import code  # noqa: E402
-from balora.evaluation.runner import Benchmark, EvalArguments, run  # noqa: E402
-from balora.evaluation.samples import write_evalplus_samples  # noqa: E402
+from balora.eval import code  # noqa: E402
+from balora.eval.runner import Benchmark, EvalArguments, run  # noqa: E402
+from balora.eval.samples import write_evalplus_samples  # noqa: E402
+from balora.repro.config import parse_args  # noqa: E402
 
 
 @dataclass

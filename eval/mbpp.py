@@ -17,10 +17,10 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 sys.path.insert(0, os.path.dirname(_HERE))
 
-from balora.config import parse_args  # noqa: E402
-from balora.evaluation import code  # noqa: E402
-from balora.evaluation.runner import Benchmark, EvalArguments, int_task_id, run  # noqa: E402
-from balora.evaluation.samples import write_evalplus_samples  # noqa: E402
+from balora.eval import code  # noqa: E402
+from balora.eval.runner import Benchmark, EvalArguments, int_task_id, run  # noqa: E402
+from balora.eval.samples import write_evalplus_samples  # noqa: E402
+from balora.repro.config import parse_args  # noqa: E402
 
 
 @dataclass

@@ -19,12 +19,12 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 sys.path.insert(0, os.path.dirname(_HERE))
 
-from balora.config import parse_args  # noqa: E402
-from balora.data import data_dir  # noqa: E402
-from balora.evaluation import mt_bench  # noqa: E402
-from balora.evaluation.runner import EvalArguments, int_task_id  # noqa: E402
-from balora.evaluation.samples import build_metrics, file_sha256, read_samples, write_results  # noqa: E402
-from balora.generation import Generator, generate_to_file  # noqa: E402
+from balora.eval import mt_bench  # noqa: E402
+from balora.eval.generation import Generator, generate_to_file  # noqa: E402
+from balora.eval.runner import EvalArguments, int_task_id  # noqa: E402
+from balora.eval.samples import build_metrics, file_sha256, read_samples, write_results  # noqa: E402
+from balora.repro.config import parse_args  # noqa: E402
+from balora.repro.data import data_dir  # noqa: E402
 
 
 @dataclass

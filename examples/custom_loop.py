@@ -21,8 +21,9 @@ from torch.utils.data import DataLoader
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
-from balora import adapters, data, models  # noqa: E402
+from balora import adapters  # noqa: E402
 from balora.regularizers import preset, regularizer_terms  # noqa: E402
+from balora.repro import data, models  # noqa: E402
 
 
 def load(name: str):

@@ -54,7 +54,7 @@ lib_usage() {
 usage: $(basename "$0") [--dry-run] [--rehearse] [--seeds "42 1024 2024"] [--only REGEX] [--results_dir DIR] [--outputs_dir DIR]
   --dry-run      print the plan (runs, configs, commands, outputs) and what is already done; run nothing
   --rehearse     run every stage for real at toy scale on CPU: the paper models and hub datasets replaced
-                 by tiny stand-ins (balora/rehearsal.py), results under outputs/rehearsal/, first seed only
+                 by tiny stand-ins (balora/repro/rehearsal.py), results under outputs/rehearsal/, first seed only
   --seeds        seed list (default: "$SEEDS")
   --only REGEX   only runs whose id <study>/<run>/seed<k> matches the (grep -E) regex
   --results_dir  small result files, one folder per run and seed (default: $RESULTS_DIR)
@@ -289,7 +289,7 @@ lib_summary() {
 
 # --- the rehearsal (--rehearse) ------------------------------------------------------------------------
 # The same script, every stage for real, at toy scale: BALORA_REHEARSAL=1 makes the loaders replace each
-# paper model and hub dataset by its stand-in (balora/rehearsal.py); the configs are used unmodified, so
+# paper model and hub dataset by its stand-in (balora/repro/rehearsal.py); the configs are used unmodified, so
 # a config defect fails here as it would on the real data. Only scale and device flags are added.
 TRAIN_EXTRA=()
 GLUE_EXTRA=()

@@ -12,7 +12,7 @@
 set -euo pipefail
 
 # --- what users change -------------------------------------------------------------------------
-export MODEL_TAG=deberta-v3-base   # the table spec (balora/results.py nlu_table) reads these run names
+export MODEL_TAG=deberta-v3-base   # the table spec (balora/repro/results.py nlu_table) reads these run names
 export TASKS=${TASKS:-"mnli sst2 mrpc cola qnli qqp rte stsb"}
 export METHODS=${METHODS:-"full bitfit hadapter padapter lora loha dora adalora pissa ba-lora"}
 export SEEDS=${SEEDS:-"42 1024 2024"}

@@ -2,7 +2,7 @@
 # The rehearsal of the paper path: every paper script with --rehearse, i.e. every stage for real at toy
 # scale on CPU — PiSSA init, training (NLG: DeepSpeed ZeRO-2 on two CPU processes, the Gemma rows under
 # ZeRO-3), generation, grading with every evaluator of the table, the paper-layout tables and the
-# figures — with each paper model and hub dataset replaced by its tiny stand-in (balora/rehearsal.py).
+# figures — with each paper model and hub dataset replaced by its tiny stand-in (balora/repro/rehearsal.py).
 # The paper configs run unmodified: a config that would fail on the real data fails here.
 #
 #   bash scripts/rehearse.sh                 # all scripts, their full grids, one seed (time: README)

@@ -3,7 +3,7 @@
 from test_results import write_run  # noqa: E402
 
 import plot_results
-from balora import plots
+from balora.repro import plots
 
 
 def test_grouped_ablation_draws_one_panel_per_metric_and_model(tmp_path, monkeypatch):

@@ -14,7 +14,7 @@ from balora.adapters import (
     prepare_model,
     reference_mode,
 )
-from balora.models import tiny_causal_lm
+from balora.repro.models import tiny_causal_lm
 
 
 def _batch(seed=0, shape=(2, 12)):

@@ -13,7 +13,7 @@ from test_glue_run import TINY as GLUE_TINY
 from test_glue_run import _tiny_glue
 
 import train_nlg
-from balora.config import parse_args
+from balora.repro.config import parse_args
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = str(REPO / "configs" / "tiny" / "nlg.yaml")

@@ -4,7 +4,7 @@ import pytest
 
 import finetune_bert_l_sst2
 import finetune_glue
-from balora.config import parse_args
+from balora.repro.config import parse_args
 from balora.trainer import BALoRATrainingArguments
 
 

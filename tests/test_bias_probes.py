@@ -8,7 +8,7 @@ import pytest
 from test_glue_run import TINY, _tiny_glue
 
 import finetune_glue
-from balora import glue
+from balora.repro import glue
 
 
 def _labelled(labels: list[int]) -> datasets.Dataset:
@@ -110,11 +110,11 @@ def test_finetune_glue_imbalance_flags_go_together(tmp_path):
 def test_probe_tables_paired_rows_and_figures_from_result_folders(tmp_path):
     """mini_imbalance / mini_label_noise tables, the paired dev table and the imbalance figure, built from
     result folders laid out as scripts/mini_probes.sh writes them."""
-    import aggregate_results
-    import plot_results
     from test_results import write_run
 
-    from balora import paired, results
+    import aggregate_results
+    import plot_results
+    from balora.repro import paired, results
 
     root = tmp_path / "results"
     recall = {"lora": 0.10, "pissa": 0.20, "ba-lora": 0.30}

@@ -1,6 +1,6 @@
-"""balora.data's batched tokenisation and collator against a plain per-row implementation.
+"""balora.repro.data's batched tokenisation and collator against a plain per-row implementation.
 
-The reference below is the straightforward definition: the Alpaca prompt (balora.prompts), the
+The reference below is the straightforward definition: the Alpaca prompt (balora.repro.prompts), the
 prompt and prompt + response tokenised one row at a time, EOS appended, cut to max_length, the
 prompt's tokens masked with -100, rows without a response token left out, and right padding with the
 pad id (labels -100, attention mask 0). build_dataset and CausalLMCollator must give the same
@@ -12,9 +12,9 @@ import json
 import pytest
 import torch
 
-from balora import data
-from balora.models import smollm2_dir, tiny_tokenizer
-from balora.prompts import format_prompt
+from balora.repro import data
+from balora.repro.models import smollm2_dir, tiny_tokenizer
+from balora.repro.prompts import format_prompt
 
 
 def reference_examples(tokenizer, rows, query_field, response_field, max_length, to_metamath=False):

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from helpers import load_script  # noqa: E402
 
-from balora.evaluation import code
-from balora.sandbox import SandboxLimits, run_programs
+from balora.eval import code
+from balora.eval.sandbox import SandboxLimits, run_programs
 
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"
 ROOT = Path(__file__).resolve().parent.parent

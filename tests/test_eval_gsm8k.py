@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from helpers import load_script  # noqa: E402
 
-from balora.evaluation import gsm8k
-from balora.evaluation.samples import SamplesError
+from balora.eval import gsm8k
+from balora.eval.samples import SamplesError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"
 ROOT = Path(__file__).resolve().parent.parent

@@ -7,10 +7,10 @@ import pytest
 import torch
 from helpers import EVAL_FIXTURES, load_script
 
-from balora.data import gsm8k_answer_to_metamath
-from balora.evaluation import answer_nll
-from balora.generation import load_model
-from balora.prompts import format_prompt
+from balora.eval import answer_nll
+from balora.eval.generation import load_model
+from balora.repro.data import gsm8k_answer_to_metamath
+from balora.repro.prompts import format_prompt
 
 ROWS = [json.loads(line) for line in (EVAL_FIXTURES / "gsm8k_tiny.jsonl").read_text().splitlines()]
 

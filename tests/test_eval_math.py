@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from helpers import load_script  # noqa: E402
 
-from balora.evaluation import math_grader as mg
+from balora.eval import math_grader as mg
 
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"
 ROOT = Path(__file__).resolve().parent.parent

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from helpers import load_script  # noqa: E402
 
-from balora.evaluation import mt_bench
+from balora.eval import mt_bench
 
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"
 ROOT = Path(__file__).resolve().parent.parent

@@ -148,7 +148,7 @@ def test_configs_name_local_data_inside_the_data_folder():
 
 
 def test_data_dir_setting_is_read_one_way(monkeypatch, tmp_path):
-    from balora.data import data_dir
+    from balora.repro.data import data_dir
 
     repo = Path(__file__).resolve().parent.parent
     monkeypatch.setenv("BALORA_DATA_DIR", str(tmp_path))

@@ -8,7 +8,7 @@ import torch
 import yaml
 from helpers import load_script  # noqa: E402
 
-from balora.generation import (
+from balora.eval.generation import (
     DecodingConfig,
     Generator,
     check_adapter_base,
@@ -18,8 +18,8 @@ from balora.generation import (
     load_model,
     truncate_at_stop,
 )
-from balora.models import tiny_causal_lm
-from balora.prompts import format_prompt
+from balora.repro.models import tiny_causal_lm
+from balora.repro.prompts import format_prompt
 
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"
 ROOT = Path(__file__).resolve().parent.parent

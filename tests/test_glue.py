@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from balora.glue import (
+from balora.repro.glue import (
     GLUE_TASKS,
     compute_metrics,
     get_task,

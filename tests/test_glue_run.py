@@ -13,7 +13,7 @@ from helpers import launch_distributed
 
 import finetune_bert_l_sst2
 import finetune_glue
-from balora.config import parse_args
+from balora.repro.config import parse_args
 from balora.trainer import BALoRATrainingArguments
 
 REPO = Path(__file__).resolve().parent.parent
@@ -163,7 +163,7 @@ def test_feature_pooling_per_architecture():
     from datasets import Dataset
     from transformers import DataCollatorWithPadding
 
-    from balora import features, glue
+    from balora.repro import features, glue
 
     hidden = torch.arange(2 * 4 * 3, dtype=torch.float32).reshape(2, 4, 3)  # (B, T, H)
     mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])

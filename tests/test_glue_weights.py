@@ -14,7 +14,8 @@ from test_glue_run import TINY, _tiny_glue
 from transformers import DataCollatorWithPadding
 
 import finetune_glue
-from balora import adapters, glue
+from balora import adapters
+from balora.repro import glue
 
 
 def _run(out: Path, glue_dir: Path, method: str, *flags: str) -> dict:

@@ -9,8 +9,8 @@ import torch
 from helpers import random_response_dataset
 
 from balora.adapters import AdapterConfig, prepare_model
-from balora.data import CausalLMCollator
-from balora.models import tiny_causal_lm
+from balora.repro.data import CausalLMCollator
+from balora.repro.models import tiny_causal_lm
 from balora.trainer import BALoRATrainer, BALoRATrainingArguments
 
 

@@ -11,7 +11,8 @@ import torch
 from datasets import Dataset
 from transformers import DataCollatorWithPadding
 
-from balora import adapters, bottleneck, glue
+from balora import adapters, bottleneck
+from balora.repro import glue
 from balora.trainer import BALoRATrainer, BALoRATrainingArguments
 
 H, FFN, LAYERS, C = 32, 64, 2, 2
@@ -164,7 +165,7 @@ def test_bottleneck_layouts_identity_at_init(kind, attention, ffn):
 
 
 def test_bottleneck_errors_name_the_modules():
-    from balora.models import tiny_causal_lm
+    from balora.repro.models import tiny_causal_lm
 
     llama, _ = tiny_causal_lm("tiny-llama")
     with pytest.raises(ValueError, match=r"Linear modules present: \[.*q_proj"):

@@ -31,7 +31,7 @@ USED_WITHOUT_IMPORT = {
     "deepspeed": "ZeRO-2/3 training through TrainingArguments.deepspeed (configs/deepspeed/*.json)",
     "tensorboard": "the Trainer's metric logger (report_to: tensorboard)",
     "sentencepiece": "transformers' tokenizers of LLaMA-2, Mistral and Gemma",
-    "gguf": "transformers' reader of the embedded SmolLM2 GGUF checkpoint (balora.models)",
+    "gguf": "transformers' reader of the embedded SmolLM2 GGUF checkpoint (balora.repro.models)",
     "latex2sympy2-extended": "math-verify's LaTeX parser (the MATH grader's second opinion)",
 }
 # Folders whose .py files are not code of this repository.
@@ -123,9 +123,9 @@ def test_console_entry_point_resolves_to_a_callable(name):
 
 
 def test_eval_entry_points_name_existing_scripts():
-    from balora.evaluation import cli
+    from balora.eval import cli
 
-    wired = {target.split(":")[1] for target in SCRIPTS.values() if target.startswith("balora.evaluation.cli:")}
+    wired = {target.split(":")[1] for target in SCRIPTS.values() if target.startswith("balora.eval.cli:")}
     assert wired == {f"run_{bench}" for bench in cli.BENCHMARKS}
     for bench in cli.BENCHMARKS:
         assert cli.script_path(bench).is_file(), bench
@@ -172,7 +172,7 @@ def test_every_pinned_runtime_package_is_used():
 
 
 def test_eval_entry_point_runs_its_script_as_main_with_the_arguments(tmp_path, monkeypatch, capsys):
-    from balora.evaluation import cli
+    from balora.eval import cli
 
     (tmp_path / "gsm8k.py").write_text("import sys\nif __name__ == '__main__':\n    print('ran', sys.argv[1:])\n")
     monkeypatch.setattr(cli, "EVAL_DIR", tmp_path)

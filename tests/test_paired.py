@@ -8,8 +8,8 @@ from dataclasses import replace
 import pytest
 
 import aggregate_results
-from balora.paired import PairedSpec, build_paired, mini_nll_paired, paired_difference, paired_markdown
-from balora.results import ResultsError
+from balora.repro.paired import PairedSpec, build_paired, mini_nll_paired, paired_difference, paired_markdown
+from balora.repro.results import ResultsError
 
 
 def _seed(root, run, seed, scores, protocol_version="1", done=True):

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 import train_nlg
-from balora import glue, rehearsal
+from balora.repro import glue, rehearsal
 from balora.trainer import BALoRATrainingArguments, resolve_method
 
 REPO = Path(__file__).resolve().parent.parent
@@ -39,7 +39,7 @@ def _configs_by_dataset() -> dict[tuple, list[Path]]:
 @pytest.mark.parametrize("key", sorted(_configs_by_dataset(), key=str), ids=str)
 def test_every_nlg_config_reads_fields_its_dataset_has(key, rehearsing):
     data_path, subset, split = key
-    from balora import data
+    from balora.repro import data
 
     rows = data.load_rows(data_path, split, subset)
     for path in _configs_by_dataset()[key]:

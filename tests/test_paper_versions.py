@@ -7,7 +7,7 @@ import pytest
 from test_results import write_run  # noqa: E402
 
 import aggregate_results
-from balora import results as R
+from balora.repro import results as R
 
 PAPER_FILES = ("nlg_table.json", "nlu_table.json", "nlg_table_iclr2026.json", "nlu_table_iclr2026.json",
                "ablation.json", "ablation_glue.json", "rank_sweep.json", "noisy_pretraining.json",

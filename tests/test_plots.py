@@ -6,7 +6,7 @@ import pytest
 from test_results import SEEDS, write_run
 
 import plot_results
-from balora import plots
+from balora.repro import plots
 
 
 def _check(paths):

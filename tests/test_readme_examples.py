@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 import train_nlg
-from balora import data, models
+from balora.repro import data, models
 
 REPO = Path(__file__).resolve().parent.parent
 

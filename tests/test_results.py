@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 import aggregate_results
-from balora import results as R
+from balora.repro import results as R
 
 SEEDS = (42, 1024, 2024)
 
@@ -316,7 +316,7 @@ def test_transcribed_paper_tables_are_self_consistent(repo_root):
 
 
 def test_seeds_with_a_later_added_no_op_field_or_other_log_settings_are_the_same_config(tmp_path):
-    from balora.results import ResultsError, SeedResult, check_same_config
+    from balora.repro.results import ResultsError, SeedResult, check_same_config
 
     def seed(n, **config):
         return SeedResult(seed=n, path=tmp_path / f"seed{n}", config=config, provenance={}, metrics={})

@@ -15,7 +15,7 @@ from test_glue_run import _tiny_glue
 
 import finetune_glue
 import train_nlg
-from balora import provenance
+from balora.repro import provenance
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = str(REPO / "configs" / "tiny" / "nlg.yaml")

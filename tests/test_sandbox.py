@@ -1,4 +1,4 @@
-"""balora.sandbox basics: verdicts from the checker, plain data across the pipe, isolation levels.
+"""balora.eval.sandbox basics: verdicts from the checker, plain data across the pipe, isolation levels.
 
 The hostile programs (escapes, forged passes, disturbing other samples) are in test_sandbox_hostile.py.
 """
@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from balora.sandbox import (
+from balora.eval.sandbox import (
     FULL_ISOLATION,
     Checks,
     NotPlainData,

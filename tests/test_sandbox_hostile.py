@@ -1,4 +1,4 @@
-"""Hostile programs against balora.sandbox, as an attacker would write them.
+"""Hostile programs against balora.eval.sandbox, as an attacker would write them.
 
 Every case asserts containment (the host, the evaluator and other samples are untouched) and the
 verdict (a hostile sample never passes). Real subprocesses, a real TCP server on 127.0.0.1 and real
@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 from helpers import load_script
 
-from balora.evaluation import code
-from balora.sandbox import FULL_ISOLATION, SandboxLimits, run_program
+from balora.eval import code
+from balora.eval.sandbox import FULL_ISOLATION, SandboxLimits, run_program
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"

@@ -161,7 +161,7 @@ def test_lib_stages_resume_and_copy_only_small_files(tmp_path):
     assert (tmp_path / "train_calls").read_text() == "xx"
 
     # The copied folders aggregate.
-    from balora import results as R
+    from balora.repro import results as R
 
     run = R.load_run(results / "study" / "run_a")
     assert sorted(run.seeds) == [1, 2] and run.seeds[1].metrics["x.score"] == 50.0
@@ -212,7 +212,7 @@ lib_summary
     proc = subprocess.run(["bash", str(script), "--results_dir", str(results), "--outputs_dir", str(tmp_path / "out")],
                           capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    from balora import results as R
+    from balora.repro import results as R
 
     run = R.load_run(results / "e2e" / "tiny_ba-lora")
     seed = run.seeds[42]

@@ -13,7 +13,7 @@ import yaml
 from helpers import launch_distributed
 
 import train_nlg
-from balora.config import parse_args
+from balora.repro.config import parse_args
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = str(REPO / "configs" / "tiny" / "nlg.yaml")

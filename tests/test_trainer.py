@@ -12,8 +12,8 @@ from helpers import random_response_dataset
 from transformers import Trainer
 
 from balora.adapters import AdapterConfig, prepare_model
-from balora.data import CausalLMCollator
-from balora.models import tiny_causal_lm
+from balora.repro.data import CausalLMCollator
+from balora.repro.models import tiny_causal_lm
 from balora.trainer import BALoRATrainer, BALoRATrainingArguments, scheduled_lambdas
 
 
@@ -157,7 +157,7 @@ def test_terms_with_zero_lambda_are_logged_too(tmp_path):
 def _nlu_update(tmp_path, batch_size, accumulation):
     from torch import nn
 
-    from balora.glue import load_classifier
+    from balora.repro.glue import load_classifier
 
     model, _ = load_classifier("tiny-bert", "sst2", seed=0)
     model.apply(lambda m: setattr(m, "p", 0.0) if isinstance(m, nn.Dropout) else None)  # deterministic
@@ -192,7 +192,7 @@ def test_nlu_reference_cache_skips_later_reference_forwards_and_changes_nothing(
     """Epoch 2 reuses epoch 1's reference logits: fewer forwards, the same training trajectory."""
     from torch import nn
 
-    from balora.glue import load_classifier
+    from balora.repro.glue import load_classifier
 
     def run(cache: bool):
         model, _ = load_classifier("tiny-bert", "sst2", seed=0)

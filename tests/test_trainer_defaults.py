@@ -9,9 +9,9 @@ from helpers import random_response_dataset
 
 from balora import regularizers, trainer
 from balora.adapters import AdapterConfig, prepare_model
-from balora.config import parse_args
-from balora.data import CausalLMCollator
-from balora.models import tiny_causal_lm
+from balora.repro.config import parse_args
+from balora.repro.data import CausalLMCollator
+from balora.repro.models import tiny_causal_lm
 from balora.trainer import BALoRATrainer, BALoRATrainingArguments
 
 _TINY_RUN = dict(per_device_train_batch_size=8, learning_rate=0.5, optim="sgd", lr_scheduler_type="constant",

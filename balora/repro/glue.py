@@ -235,7 +235,7 @@ def load_glue_split(task: str | GlueTask, split: str, glue_dir: str | os.PathLik
     """
     import datasets
 
-    from balora import rehearsal
+    from balora.repro import rehearsal
 
     spec = task if isinstance(task, GlueTask) else get_task(task)
     if split not in ("train", "validation"):
@@ -531,8 +531,8 @@ def load_classifier(name_or_path: str, task: str | GlueTask, seed: int = 0):
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from balora import rehearsal
-    from balora.models import minilm_dir, resolve_model_path
+    from balora.repro import rehearsal
+    from balora.repro.models import minilm_dir, resolve_model_path
 
     name_or_path = rehearsal.model_name(name_or_path)
     spec = task if isinstance(task, GlueTask) else get_task(task)

@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from balora.prompts import format_prompt
+from balora.repro.prompts import format_prompt
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def load_questions(data: str | None = None, limit: int | None = None) -> tuple[l
         rows = [json.loads(line) for line in Path(data).read_text().splitlines() if line.strip()]
         source = {"source": str(data), "file_sha256": hashlib.sha256(Path(data).read_bytes()).hexdigest()}
     else:
-        from balora import rehearsal
+        from balora.repro import rehearsal
 
         rows = [{"question_id": r["prompt_id"], "category": r["category"], "turns": r["prompt"],
                  "reference": r.get("reference") or None}

@@ -3,7 +3,7 @@
 Processes of one run (full isolation: running as root, the normal case on our machines and CI):
 
     evaluator (host)
-      └─ launcher      python -I balora/sandbox.py CONFIG   (new mount, network, PID, IPC, UTS namespaces)
+      └─ launcher      python -I balora/eval/sandbox.py CONFIG   (new mount, network, PID, IPC, UTS namespaces)
            └─ checker  PID 1 of the new PID namespace; root inside the namespaces; trusted code only
                 └─ worker  the model's program, as a uid of its own, under rlimits
 
@@ -32,7 +32,7 @@ sockets disabled in-process; the worker still gets its own uid when it can reach
 else runs as root); not root (an unprivileged user namespace for the network when the kernel allows
 it, else sockets disabled in-process; same uid as the checker, which is made non-dumpable).
 
-The child side of this module runs as `python -I balora/sandbox.py CONFIG_JSON` and imports only
+The child side of this module runs as `python -I balora/eval/sandbox.py CONFIG_JSON` and imports only
 the standard library.
 """
 

@@ -21,7 +21,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from balora.results import (
+from balora.repro.results import (
     MINI_IMBALANCE_CLASS,
     MINI_IMBALANCE_RATIOS,
     MINI_LAMBDA_SCALES,

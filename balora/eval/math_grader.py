@@ -33,7 +33,7 @@ import threading
 from fractions import Fraction
 from pathlib import Path
 
-from balora.prompts import format_prompt
+from balora.repro.prompts import format_prompt
 
 PROTOCOL = "balora-math"
 # v1 scored the lenient reading as `score`; v2 scores MetaMath's reading and keeps the lenient one beside it.
@@ -355,7 +355,7 @@ def load_tasks(data: str | None = None, limit: int | None = None) -> tuple[list[
         rows = [json.loads(line) for line in Path(data).read_text().splitlines() if line.strip()]
         source = {"source": str(data), "file_sha256": hashlib.sha256(Path(data).read_bytes()).hexdigest()}
     else:
-        from balora import rehearsal
+        from balora.repro import rehearsal
 
         try:
             rows = list(rehearsal.load_hub_dataset(HUB_ID, split="test"))

@@ -31,7 +31,7 @@ import re
 from fractions import Fraction
 from pathlib import Path
 
-from balora.prompts import format_prompt
+from balora.repro.prompts import format_prompt
 
 PROTOCOL = "balora-gsm8k"
 # v1 scored the lenient reading as `score`; v2 scores MetaMath's reading and keeps the lenient one beside it.
@@ -187,7 +187,7 @@ def load_tasks(data: str | None = None, limit: int | None = None) -> tuple[list[
         rows = [json.loads(line) for line in Path(data).read_text().splitlines() if line.strip()]
         source = {"source": str(data), "file_sha256": hashlib.sha256(Path(data).read_bytes()).hexdigest()}
     else:
-        from balora import rehearsal
+        from balora.repro import rehearsal
 
         rows = list(rehearsal.load_hub_dataset(HUB_ID, "main", split="test"))
         source = {"source": f"hub:{HUB_ID}/main/test"}

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from balora.prompts import ANSWER_MARKER, format_prompt
+from balora.repro.prompts import ANSWER_MARKER, format_prompt
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ def data_dir() -> Path:
     A relative $BALORA_DATA_DIR is taken from the repository root (the folder holding pyproject.toml
     above this package; the working directory for an installed package). scripts/fetch_data.py fills it.
     """
-    package_parent = Path(__file__).resolve().parent.parent
+    package_parent = Path(__file__).resolve().parents[2]
     root = package_parent if (package_parent / "pyproject.toml").is_file() else Path.cwd()
     folder = Path(os.environ.get(DATA_DIR_ENV) or "data").expanduser()
     return folder if folder.is_absolute() else root / folder
@@ -83,7 +83,7 @@ def load_rows(data_path: str, data_split: str = "train", data_subset: str | None
     elif Path(data_path).suffix in (".json", ".jsonl") or Path(data_path).exists():
         rows = _read_local(Path(data_path))
     else:
-        from balora import rehearsal
+        from balora.repro import rehearsal
 
         try:
             rows = rehearsal.load_hub_dataset(data_path, split=name, data_dir=data_subset).to_list()

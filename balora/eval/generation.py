@@ -26,8 +26,8 @@ from pathlib import Path
 
 import torch
 
-from balora import rehearsal
-from balora.models import TINY_CAUSAL_LMS, resolve_model_path, tiny_causal_lm
+from balora.repro import rehearsal
+from balora.repro.models import TINY_CAUSAL_LMS, resolve_model_path, tiny_causal_lm
 
 logger = logging.getLogger(__name__)
 

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 REHEARSAL_ENV = "BALORA_REHEARSAL"
-FIXTURE_DIR = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "hub"
+FIXTURE_DIR = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "hub"
 
-# Paper model id -> stand-in of the same family (balora.models.TINY_CAUSAL_LMS, balora.glue.TINY_CLASSIFIERS).
+# Paper model id -> stand-in of the same family (balora.repro.models.TINY_CAUSAL_LMS, balora.repro.glue.TINY_CLASSIFIERS).
 MODEL_STANDINS = {
     "meta-llama/Llama-2-7b-hf": "tiny-llama-256",
     "mistralai/Mistral-7B-v0.1": "tiny-mistral-256",
@@ -70,7 +70,7 @@ def model_name(name_or_path: str) -> str:
         return MODEL_STANDINS[name_or_path]
     if "/" in name_or_path and not Path(name_or_path).exists() and not name_or_path.startswith((".", "/")):
         raise ValueError(f"rehearsal: no stand-in for the model {name_or_path!r}; add it to "
-                         f"balora/rehearsal.py MODEL_STANDINS")
+                         f"balora/repro/rehearsal.py MODEL_STANDINS")
     return name_or_path
 
 
@@ -93,7 +93,7 @@ def load_hub_dataset(hub_id: str, config: str | None = None, *, split: str, data
         return datasets.load_dataset(hub_id, config, split=split, **kwargs)
     if hub_id not in DATASET_STANDINS:
         raise ValueError(f"rehearsal: no fixture for the hub dataset {hub_id!r}; add one to "
-                         f"balora/rehearsal.py DATASET_STANDINS (and tests/fixtures/hub/make_fixtures.py)")
+                         f"balora/repro/rehearsal.py DATASET_STANDINS (and tests/fixtures/hub/make_fixtures.py)")
     folder = FIXTURE_DIR / DATASET_STANDINS[hub_id] / (config or data_dir or "default")
     path = folder / f"{split}.jsonl"
     if not path.exists():

@@ -13,7 +13,7 @@ import runpy
 import sys
 from pathlib import Path
 
-# <checkout>/balora/evaluation/cli.py -> <checkout>/eval
+# <checkout>/balora/eval/cli.py -> <checkout>/eval
 EVAL_DIR = Path(__file__).resolve().parents[2] / "eval"
 BENCHMARKS = ("gsm8k", "gsm8k_nll", "math", "humaneval", "mbpp", "mt_bench")
 

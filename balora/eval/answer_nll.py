@@ -3,7 +3,7 @@
 A low-noise companion to GSM8K accuracy for small models and short runs, where a 64-question
 accuracy moves by whole questions (1.6 points each): the mean negative log-likelihood, in nats per
 token, of the reference solution given the training prompt. The text is built exactly as in
-training (balora.data.tokenize_example): the Alpaca prompt of balora.prompts, the solution with its
+training (balora.repro.data.tokenize_example): the Alpaca prompt of balora.repro.prompts, the solution with its
 "#### N" ending rewritten to MetaMathQA's "The answer is: N", then EOS; only the solution tokens
 and EOS count. The headline `score` is the token-weighted mean over all problems (lower is better).
 """
@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from balora.data import IGNORE_INDEX, CausalLMCollator, gsm8k_answer_to_metamath, tokenize_example
+from balora.repro.data import IGNORE_INDEX, CausalLMCollator, gsm8k_answer_to_metamath, tokenize_example
 
 PROTOCOL = "balora-gsm8k-nll"
 PROTOCOL_VERSION = "1"

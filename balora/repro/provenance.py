@@ -21,7 +21,7 @@ TRACKED_PACKAGES = (
 
 def git_state(repo_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     """Return {"commit": sha or None, "dirty": bool or None} of the repository holding this code."""
-    cwd = Path(repo_dir) if repo_dir else Path(__file__).resolve().parent.parent
+    cwd = Path(repo_dir) if repo_dir else Path(__file__).resolve().parents[2]
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
                                 text=True, check=True).stdout.strip()

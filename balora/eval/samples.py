@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from balora.provenance import collect, write_json
+from balora.repro.provenance import collect, write_json
 
 
 class SamplesError(ValueError):

@@ -1,1 +1,0 @@
-"""NLG evaluation: graders, samples files and the flow shared by the eval/ command lines."""

@@ -33,17 +33,35 @@ REPO_ROOT = Path(__file__).resolve().parent
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("tables", nargs="+", choices=sorted(TABLES) + sorted(PAIRED_TABLES),
-                        help="which tables to build (*_paired: per-item paired differences of run pairs)")
-    parser.add_argument("--results_dir", default=str(REPO_ROOT / "results"), help="root holding <study>/ folders")
-    parser.add_argument("--out_dir", default=None, help="write <table>.md/.tex/.json here (default: print only)")
-    parser.add_argument("--paper", action="store_true",
-                        help="add the paper's published numbers and the difference beside each column")
-    parser.add_argument("--paper_dir", default=str(REPO_ROOT / "results" / "paper"), help="paper tables (JSON)")
-    parser.add_argument("--paper_file", default=None,
-                        help="with --paper: compare with this file of --paper_dir instead of the table's own (the "
-                             "version whose recipe its configs run), e.g. nlg_table.json for the v3-v5 NLG table")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "tables",
+        nargs="+",
+        choices=sorted(TABLES) + sorted(PAIRED_TABLES),
+        help="which tables to build (*_paired: per-item paired differences of run pairs)",
+    )
+    parser.add_argument(
+        "--results_dir", default=str(REPO_ROOT / "results"), help="root holding <study>/ folders"
+    )
+    parser.add_argument(
+        "--out_dir", default=None, help="write <table>.md/.tex/.json here (default: print only)"
+    )
+    parser.add_argument(
+        "--paper",
+        action="store_true",
+        help="add the paper's published numbers and the difference beside each column",
+    )
+    parser.add_argument(
+        "--paper_dir", default=str(REPO_ROOT / "results" / "paper"), help="paper tables (JSON)"
+    )
+    parser.add_argument(
+        "--paper_file",
+        default=None,
+        help="with --paper: compare with this file of --paper_dir instead of the table's own (the "
+        "version whose recipe its configs run), e.g. nlg_table.json for the v3-v5 NLG table",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="override the tables' seed list")
     return parser.parse_args(argv)
 
@@ -58,8 +76,10 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     """
     args = parse_args(argv)
     if not Path(args.results_dir).is_dir():
-        raise ResultsError(f"--results_dir {args.results_dir} does not exist (the tables would be all 'missing'); "
-                           f"pass the folder holding the <study>/ result folders")
+        raise ResultsError(
+            f"--results_dir {args.results_dir} does not exist (the tables would be all 'missing'); "
+            f"pass the folder holding the <study>/ result folders"
+        )
     out, writes = {}, []
     for name in args.tables:
         if name in PAIRED_TABLES:

@@ -57,28 +57,51 @@ class GlueArguments:
     """Task, data and model."""
 
     task_name: str = field(metadata={"help": f"GLUE task: {', '.join(glue.GLUE_TASKS)}."})
-    glue_dir: str | None = field(default=None, metadata={
-        "help": "Folder of the original GLUE TSVs (<dir>/<TASK>/{train,dev}.tsv); default: nyu-mll/glue hub."})
-    model_name_or_path: str = field(default="all-minilm-l6-v2", metadata={
-        "help": "Hub id, local dir, 'all-minilm-l6-v2' (embedded) or a tiny test model (tiny-bert, ...)."})
+    glue_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Folder of the original GLUE TSVs (<dir>/<TASK>/{train,dev}.tsv); default: nyu-mll/glue hub."
+        },
+    )
+    model_name_or_path: str = field(
+        default="all-minilm-l6-v2",
+        metadata={
+            "help": "Hub id, local dir, 'all-minilm-l6-v2' (embedded) or a tiny test model (tiny-bert, ...)."
+        },
+    )
     max_seq_length: int = field(default=128, metadata={"help": "Truncate inputs to this many tokens."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Use the first N training rows."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use the first N validation rows."})
-    minority_class: str | None = field(default=None, metadata={
-        "help": "Bias probe: make this class (name, e.g. positive, or id) a minority of the training rows "
-                "(after max_train_samples), keeping a seeded 1/imbalance_ratio share of it; the dev set is unchanged."})
-    imbalance_ratio: float | None = field(default=None, metadata={
-        "help": "Majority : minority ratio for --minority_class (19 = 1:19)."})
-    label_noise: float = field(default=0.0, metadata={
-        "help": "Bias probe: flip this fraction of the training labels to another class at random (after "
-                "the imbalance); the dev set stays clean."})
-    perturbation_seed: int | None = field(default=None, metadata={
-        "help": "Seed of the minority subsample and of the label flips (default: --seed)."})
-    feature_dump_steps: int = field(default=0, metadata={
-        "help": "Dump validation features every N optimizer steps (0 = only the final dump)."})
+    minority_class: str | None = field(
+        default=None,
+        metadata={
+            "help": "Bias probe: make this class (name, e.g. positive, or id) a minority of the training rows "
+            "(after max_train_samples), keeping a seeded 1/imbalance_ratio share of it; the dev set is unchanged."
+        },
+    )
+    imbalance_ratio: float | None = field(
+        default=None, metadata={"help": "Majority : minority ratio for --minority_class (19 = 1:19)."}
+    )
+    label_noise: float = field(
+        default=0.0,
+        metadata={
+            "help": "Bias probe: flip this fraction of the training labels to another class at random (after "
+            "the imbalance); the dev set stays clean."
+        },
+    )
+    perturbation_seed: int | None = field(
+        default=None,
+        metadata={"help": "Seed of the minority subsample and of the label flips (default: --seed)."},
+    )
+    feature_dump_steps: int = field(
+        default=0,
+        metadata={"help": "Dump validation features every N optimizer steps (0 = only the final dump)."},
+    )
     feature_batch_size: int = field(default=64, metadata={"help": "Batch size of the feature extraction."})
-    overwrite_output_dir: bool = field(default=False, metadata={
-        "help": "Allow writing into an output dir that holds a finished run (metrics.json)."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Allow writing into an output dir that holds a finished run (metrics.json)."},
+    )
 
 
 @dataclass
@@ -89,19 +112,36 @@ class MethodArguments:
     lora_r: int = field(default=8, metadata={"help": "Rank r (LoRA/PiSSA/DoRA/LoHa; AdaLoRA target rank)."})
     lora_alpha: float = field(default=8.0, metadata={"help": "α; the update is scaled by α/r."})
     lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the adapter input."})
-    target_modules: list[str] | None = field(default=None, metadata={
-        "help": "Module names to adapt; default: every attention and FFN linear of the architecture."})
-    modules_to_save: list[str] | None = field(default=None, metadata={
-        "help": "Modules trained in full (the task head); default per architecture."})
-    pissa_niter: int | None = field(default=None, metadata={
-        "help": "PiSSA: None = exact SVD, N = randomised SVD with N subspace iterations."})
-    reduction_factor: int = field(default=16, metadata={"help": "Bottleneck adapters: hidden / bottleneck size."})
+    target_modules: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Module names to adapt; default: every attention and FFN linear of the architecture."
+        },
+    )
+    modules_to_save: list[str] | None = field(
+        default=None, metadata={"help": "Modules trained in full (the task head); default per architecture."}
+    )
+    pissa_niter: int | None = field(
+        default=None,
+        metadata={"help": "PiSSA: None = exact SVD, N = randomised SVD with N subspace iterations."},
+    )
+    reduction_factor: int = field(
+        default=16, metadata={"help": "Bottleneck adapters: hidden / bottleneck size."}
+    )
     adalora_init_r: int = field(default=12, metadata={"help": "AdaLoRA initial rank."})
-    adalora_tinit: float = field(default=0, metadata={
-        "help": "AdaLoRA: steps before rank pruning starts; a value < 1 is a fraction of the run's optimizer "
-                "steps (the configs use 0.1, so the schedule follows the data size, epochs and GPU count)."})
-    adalora_tfinal: float = field(default=0, metadata={
-        "help": "AdaLoRA: final steps with a fixed budget; a value < 1 is a fraction of the optimizer steps."})
+    adalora_tinit: float = field(
+        default=0,
+        metadata={
+            "help": "AdaLoRA: steps before rank pruning starts; a value < 1 is a fraction of the run's optimizer "
+            "steps (the configs use 0.1, so the schedule follows the data size, epochs and GPU count)."
+        },
+    )
+    adalora_tfinal: float = field(
+        default=0,
+        metadata={
+            "help": "AdaLoRA: final steps with a fixed budget; a value < 1 is a fraction of the optimizer steps."
+        },
+    )
     adalora_delta_t: int = field(default=10, metadata={"help": "AdaLoRA: steps between budget updates."})
 
     def __post_init__(self):
@@ -119,8 +159,10 @@ def _select(dataset, limit: int | None, name: str):
 
 def _check_perturbation_args(glue_args: GlueArguments) -> None:
     if (glue_args.minority_class is None) != (glue_args.imbalance_ratio is None):
-        raise ValueError("--minority_class and --imbalance_ratio go together: give both (e.g. --minority_class "
-                         "positive --imbalance_ratio 19) or neither")
+        raise ValueError(
+            "--minority_class and --imbalance_ratio go together: give both (e.g. --minority_class "
+            "positive --imbalance_ratio 19) or neither"
+        )
 
 
 def _perturb_training_set(train_raw, spec: glue.GlueTask, glue_args: GlueArguments, seed: int):
@@ -128,8 +170,9 @@ def _perturb_training_set(train_raw, spec: glue.GlueTask, glue_args: GlueArgumen
     record: dict[str, Any] = {}
     seed = glue_args.perturbation_seed if glue_args.perturbation_seed is not None else seed
     if glue_args.minority_class is not None:
-        train_raw, record["imbalance"] = glue.subsample_class(train_raw, spec, glue_args.minority_class,
-                                                              glue_args.imbalance_ratio, seed)
+        train_raw, record["imbalance"] = glue.subsample_class(
+            train_raw, spec, glue_args.minority_class, glue_args.imbalance_ratio, seed
+        )
         logger.info("imbalance: %s", record["imbalance"])
     if glue_args.label_noise:
         train_raw, record["label_noise"] = glue.flip_labels(train_raw, spec, glue_args.label_noise, seed)
@@ -162,7 +205,8 @@ def _check_output_dir(output_dir: Path, overwrite: bool) -> None:
     if (output_dir / "metrics.json").exists() and not overwrite:
         raise FileExistsError(
             f"{output_dir} holds a finished run (metrics.json). Pass --overwrite_output_dir to replace it, "
-            f"or choose another --output_dir.")
+            f"or choose another --output_dir."
+        )
 
 
 def _start_run_dir(output_dir: Path) -> None:
@@ -191,7 +235,9 @@ def _write_dev_items(out_dir: Path, spec: glue.GlueTask, prediction, final: dict
     Rows: task_id (dev row index), label, prediction (class id; STS-B: score), and `correct` (0/1;
     STS-B: minus the absolute error), the per-item score of the paired comparisons (balora/repro/paired.py).
     """
-    logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+    logits = (
+        prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+    )
     logits = np.asarray(logits)
     labels = np.asarray(prediction.label_ids).reshape(-1)
     if spec.is_regression:
@@ -202,14 +248,25 @@ def _write_dev_items(out_dir: Path, spec: glue.GlueTask, prediction, final: dict
         item_scores = (predicted == labels).astype(float)
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "samples.jsonl", "w", encoding="utf-8") as f:
-        for i, (label, pred, score) in enumerate(zip(labels.tolist(), predicted.tolist(), item_scores.tolist(),
-                                                     strict=True)):
+        for i, (label, pred, score) in enumerate(
+            zip(labels.tolist(), predicted.tolist(), item_scores.tolist(), strict=True)
+        ):
             f.write(json.dumps({"task_id": i, "label": label, "prediction": pred, "correct": score}) + "\n")
-    provenance.write_json(out_dir / "metrics.json", {
-        "benchmark": f"glue-{spec.name}-dev", "protocol": DEV_ITEMS_PROTOCOL[0],
-        "protocol_version": DEV_ITEMS_PROTOCOL[1], "n": len(labels), "score": final["score"],
-        **{k: v for k, v in final.items() if k not in ("score", "runtime", "samples_per_second", "steps_per_second")},
-    })
+    provenance.write_json(
+        out_dir / "metrics.json",
+        {
+            "benchmark": f"glue-{spec.name}-dev",
+            "protocol": DEV_ITEMS_PROTOCOL[0],
+            "protocol_version": DEV_ITEMS_PROTOCOL[1],
+            "n": len(labels),
+            "score": final["score"],
+            **{
+                k: v
+                for k, v in final.items()
+                if k not in ("score", "runtime", "samples_per_second", "steps_per_second")
+            },
+        },
+    )
 
 
 def _epoch_metrics(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -217,7 +274,7 @@ def _epoch_metrics(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for entry in log_history:
         if "eval_score" in entry:
-            row = {k[len("eval_"):]: v for k, v in entry.items() if k.startswith("eval_")}
+            row = {k[len("eval_") :]: v for k, v in entry.items() if k.startswith("eval_")}
             row["epoch"], row["step"] = entry.get("epoch"), entry.get("step")
             rows.append(row)
     return rows
@@ -230,7 +287,8 @@ def _warn_constant_terms(args: BALoRATrainingArguments, num_labels: int, task: s
     if constant:
         warnings.warn(
             f"{task}: the {', '.join(constant)} term(s) are constant on a {num_labels}-column output "
-            f"(zero gradient, they only shift the loss); see docs/nlu.md", regularizers.ConstantTermWarning,
+            f"(zero gradient, they only shift the loss); see docs/nlu.md",
+            regularizers.ConstantTermWarning,
             stacklevel=2,
         )
     return constant
@@ -263,10 +321,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     logging.basicConfig(level=logging.INFO if args.should_log else logging.WARNING)
 
     set_seed(args.seed)  # seed first: head init and randomised PiSSA draw from the global RNG
-    train_raw = _select(glue.load_glue_split(spec, "train", glue_args.glue_dir), glue_args.max_train_samples,
-                        "max_train_samples")
-    eval_raw = _select(glue.load_glue_split(spec, "validation", glue_args.glue_dir), glue_args.max_eval_samples,
-                       "max_eval_samples")
+    train_raw = _select(
+        glue.load_glue_split(spec, "train", glue_args.glue_dir),
+        glue_args.max_train_samples,
+        "max_train_samples",
+    )
+    eval_raw = _select(
+        glue.load_glue_split(spec, "validation", glue_args.glue_dir),
+        glue_args.max_eval_samples,
+        "max_eval_samples",
+    )
     train_raw, perturbation = _perturb_training_set(train_raw, spec, glue_args, args.seed)
     model, tokenizer = glue.load_classifier(glue_args.model_name_or_path, spec, seed=args.seed)
     keep = [*glue.model_input_columns(model.config), "labels"]
@@ -278,12 +342,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     model_type = model.config.model_type
     total_steps = _optimizer_steps(len(train_ds), args)
     adapter_cfg = adapters.AdapterConfig(
-        method=method, r=method_args.lora_r, alpha=method_args.lora_alpha, dropout=method_args.lora_dropout,
-        target_modules=method_args.target_modules or (
-            glue.default_target_modules(model_type) if method in adapters.PEFT_METHODS else None),
+        method=method,
+        r=method_args.lora_r,
+        alpha=method_args.lora_alpha,
+        dropout=method_args.lora_dropout,
+        target_modules=method_args.target_modules
+        or (glue.default_target_modules(model_type) if method in adapters.PEFT_METHODS else None),
         pissa_niter=method_args.pissa_niter,
         modules_to_save=method_args.modules_to_save or glue.default_modules_to_save(model_type),
-        reduction_factor=method_args.reduction_factor, adalora_init_r=method_args.adalora_init_r,
+        reduction_factor=method_args.reduction_factor,
+        adalora_init_r=method_args.adalora_init_r,
         adalora_tinit=_schedule_steps(method_args.adalora_tinit, total_steps, "adalora_tinit"),
         adalora_tfinal=_schedule_steps(method_args.adalora_tfinal, total_steps, "adalora_tfinal"),
         adalora_delta_t=method_args.adalora_delta_t,
@@ -297,14 +365,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     collator = DataCollatorWithPadding(tokenizer)
     callbacks = []
     if glue_args.feature_dump_steps:
-        callbacks.append(features.FeatureDumpCallback(eval_ds, collator, output_dir, glue_args.feature_dump_steps,
-                                                      glue_args.feature_batch_size))
+        callbacks.append(
+            features.FeatureDumpCallback(
+                eval_ds, collator, output_dir, glue_args.feature_dump_steps, glue_args.feature_batch_size
+            )
+        )
     trainer = BALoRATrainer(
-        model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, data_collator=collator,
-        processing_class=tokenizer, callbacks=callbacks,
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        data_collator=collator,
+        processing_class=tokenizer,
+        callbacks=callbacks,
         compute_metrics=lambda pred: glue.compute_metrics(spec, pred.predictions, pred.label_ids),
         # Encoder-decoder heads (T5) also return encoder states; keep only the (B, C) logits for the metrics.
-        preprocess_logits_for_metrics=lambda logits, labels: logits[0] if isinstance(logits, tuple) else logits,
+        preprocess_logits_for_metrics=lambda logits, labels: (
+            logits[0] if isinstance(logits, tuple) else logits
+        ),
     )
     if trainer.is_world_process_zero():
         _start_run_dir(output_dir)
@@ -353,15 +431,32 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     metrics["weights"] = _save_weights(trainer, model, tokenizer, method, output_dir)
     save_config(output_dir / "config.yaml", resolved_config(glue_args, method_args, args))
     provenance.write_json(output_dir / "log_history.json", trainer.state.log_history)
-    provenance.write_json(output_dir / "run.json", provenance.collect(args.seed, start, extra={
-        "task": spec.name, "model": glue_args.model_name_or_path, "method": method_args.method,
-        "glue_dir": glue_args.glue_dir, "data_source": "tsv" if glue_args.glue_dir else "hub:nyu-mll/glue",
-        "world_size": args.world_size,
-    }))
+    provenance.write_json(
+        output_dir / "run.json",
+        provenance.collect(
+            args.seed,
+            start,
+            extra={
+                "task": spec.name,
+                "model": glue_args.model_name_or_path,
+                "method": method_args.method,
+                "glue_dir": glue_args.glue_dir,
+                "data_source": "tsv" if glue_args.glue_dir else "hub:nyu-mll/glue",
+                "world_size": args.world_size,
+            },
+        ),
+    )
     _write_dev_items(output_dir / "eval_dev", spec, dev_predictions, final)
     provenance.write_json(output_dir / "metrics.json", metrics)  # last: marks the run finished
-    logger.info("%s %s: best %s = %.2f at epoch %s, final %.2f", spec.name, method_args.method, spec.headline,
-                best["score"], best["epoch"], final["score"])
+    logger.info(
+        "%s %s: best %s = %.2f at epoch %s, final %.2f",
+        spec.name,
+        method_args.method,
+        spec.headline,
+        best["score"],
+        best["epoch"],
+        final["score"],
+    )
     finish_distributed(trainer)
     return metrics
 

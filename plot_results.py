@@ -26,16 +26,27 @@ BENCH_YLABELS = {"gsm8k_nll": "NLL (nats/token)"}
 SWEEP_METHODS = (("lora", "LoRA"), ("pissa", "PiSSA"), ("ba-lora", "BA-LoRA"))
 
 
-def _sweep_run(study: str, model: str, method: str, rank: int, main_rank: int | None, main_study: str | None) -> str:
+def _sweep_run(
+    study: str, model: str, method: str, rank: int, main_rank: int | None, main_study: str | None
+) -> str:
     # The mini sweep reuses the main mini table's runs at its rank instead of training them twice.
     if main_rank is not None and rank == main_rank:
         return f"{main_study}:{model}_{method}"
     return f"{study}:{model}_{method}_r{rank}"
 
 
-def rank_sweep_figure(results_dir: Path, out_dir: Path, study: str, models: dict[str, str], benches: tuple[str, ...],
-                      ranks: tuple[int, ...], seeds: tuple[int, ...], main_rank: int | None = None,
-                      main_study: str | None = None, name: str = "rank_sweep") -> list[Path]:
+def rank_sweep_figure(
+    results_dir: Path,
+    out_dir: Path,
+    study: str,
+    models: dict[str, str],
+    benches: tuple[str, ...],
+    ranks: tuple[int, ...],
+    seeds: tuple[int, ...],
+    main_rank: int | None = None,
+    main_study: str | None = None,
+    name: str = "rank_sweep",
+) -> list[Path]:
     """Accuracy vs rank for each (model, benchmark); Full FT from run <model>_full."""
     cache = R.StudyCache(results_dir, study)
     panels, full_ft, missing, ylabels = {}, {}, [], {}
@@ -82,8 +93,9 @@ def ablation_figure(results_dir: Path, out_dir: Path, table: str, name: str) -> 
     return plots.ablation_bars(variants, metrics, out_dir / name)
 
 
-def loss_curve_figure(results_dir: Path, out_dir: Path, runs: dict[str, str], seeds: tuple[int, ...],
-                      name: str) -> list[Path]:
+def loss_curve_figure(
+    results_dir: Path, out_dir: Path, runs: dict[str, str], seeds: tuple[int, ...], name: str
+) -> list[Path]:
     """Task loss and each regulariser term over steps for the given runs ({label: "<study>:<run>"})."""
     histories = {label: R.load_histories(results_dir, run, seeds) for label, run in runs.items()}
     histories = {label: h for label, h in histories.items() if h}
@@ -93,8 +105,16 @@ def loss_curve_figure(results_dir: Path, out_dir: Path, runs: dict[str, str], se
     return plots.loss_curves(histories, out_dir / name)
 
 
-def probe_sweep_figure(results_dir: Path, out_dir: Path, table: str, place, name: str, xlabel: str,
-                       log_base: int, reference_row: str | None = None) -> list[Path]:
+def probe_sweep_figure(
+    results_dir: Path,
+    out_dir: Path,
+    table: str,
+    place,
+    name: str,
+    xlabel: str,
+    log_base: int,
+    reference_row: str | None = None,
+) -> list[Path]:
     """A probe table drawn as lines against the swept setting.
 
     Args:
@@ -122,8 +142,15 @@ def probe_sweep_figure(results_dir: Path, out_dir: Path, table: str, place, name
         return []
     ylabels = {panel: "NLL (nats/token)" if "NLL" in panel else "%" for panel in panels}
     reference_label = next((r.label for r in result.spec.rows if r.key == reference_row), "reference")
-    return plots.rank_sweep(panels, references, out_dir / name, ylabel=ylabels, xlabel=xlabel, log_base=log_base,
-                            reference_label=reference_label)
+    return plots.rank_sweep(
+        panels,
+        references,
+        out_dir / name,
+        ylabel=ylabels,
+        xlabel=xlabel,
+        log_base=log_base,
+        reference_label=reference_label,
+    )
 
 
 def _imbalance_cell(row, col):
@@ -144,37 +171,79 @@ def _lambda_scale_cell(row, col):
 SEEDS = (42, 1024, 2024)
 FIGURES = {
     "rank_sweep": lambda rd, od: rank_sweep_figure(
-        rd, od, "rank_sweep", {"llama2-7b": "LLaMA-2-7B", "mistral-7b": "Mistral-7B"}, ("gsm8k", "math"),
-        R.RANKS, SEEDS),
+        rd,
+        od,
+        "rank_sweep",
+        {"llama2-7b": "LLaMA-2-7B", "mistral-7b": "Mistral-7B"},
+        ("gsm8k", "math"),
+        R.RANKS,
+        SEEDS,
+    ),
     "ablation": lambda rd, od: ablation_figure(rd, od, "ablation", "ablation"),
     "ablation_glue": lambda rd, od: ablation_figure(rd, od, "ablation_glue", "ablation_glue"),
     "loss_curves": lambda rd, od: loss_curve_figure(
-        rd, od, {label: f"nlg:llama2-7b_{m}_metamath" for m, label in R.NLG_METHODS}, SEEDS, "loss_curves"),
+        rd, od, {label: f"nlg:llama2-7b_{m}_metamath" for m, label in R.NLG_METHODS}, SEEDS, "loss_curves"
+    ),
     # The same at r = 32 (the rank sweep's runs; the NLG table trains at r = 128).
     "loss_curves_r32": lambda rd, od: loss_curve_figure(
-        rd, od, {label: f"rank_sweep:llama2-7b_{m}_r32" for m, label in R.NLG_METHODS if m != "full"}, SEEDS,
-        "loss_curves_r32"),
+        rd,
+        od,
+        {label: f"rank_sweep:llama2-7b_{m}_r32" for m, label in R.NLG_METHODS if m != "full"},
+        SEEDS,
+        "loss_curves_r32",
+    ),
     "mini_rank_sweep": lambda rd, od: rank_sweep_figure(
-        rd, od, "mini/rank_sweep", {R.MINI_NLG_MODEL: "SmolLM2-135M-Instruct"}, ("gsm8k", "gsm8k_nll"), R.MINI_RANKS,
-        SEEDS, main_rank=R.MINI_MAIN_RANK, main_study="mini/nlg", name="mini_rank_sweep"),
+        rd,
+        od,
+        "mini/rank_sweep",
+        {R.MINI_NLG_MODEL: "SmolLM2-135M-Instruct"},
+        ("gsm8k", "gsm8k_nll"),
+        R.MINI_RANKS,
+        SEEDS,
+        main_rank=R.MINI_MAIN_RANK,
+        main_study="mini/nlg",
+        name="mini_rank_sweep",
+    ),
     "mini_ablation": lambda rd, od: ablation_figure(rd, od, "mini_ablation", "mini_ablation"),
     # Minority recall, balanced accuracy and macro-F1 against the imbalance ratio (SST-2, MiniLM).
     "mini_imbalance": lambda rd, od: probe_sweep_figure(
-        rd, od, "mini_imbalance", _imbalance_cell, "mini_imbalance", xlabel="majority : minority ratio", log_base=10),
+        rd,
+        od,
+        "mini_imbalance",
+        _imbalance_cell,
+        "mini_imbalance",
+        xlabel="majority : minority ratio",
+        log_base=10,
+    ),
     # GSM8K NLL and accuracy against the λ scale, PiSSA (λ = 0) dashed.
     "mini_lambda_scale": lambda rd, od: probe_sweep_figure(
-        rd, od, "mini_lambda_scale", _lambda_scale_cell, "mini_lambda_scale",
-        xlabel="λ scale (× the iclr2026 NLG preset)", log_base=10, reference_row="pissa"),
+        rd,
+        od,
+        "mini_lambda_scale",
+        _lambda_scale_cell,
+        "mini_lambda_scale",
+        xlabel="λ scale (× the iclr2026 NLG preset)",
+        log_base=10,
+        reference_row="pissa",
+    ),
     "mini_loss_curves": lambda rd, od: loss_curve_figure(
-        rd, od, {label: f"mini/nlg:{R.MINI_NLG_MODEL}_{m}" for m, label in R.MINI_NLG_METHODS}, SEEDS,
-        "mini_loss_curves"),
+        rd,
+        od,
+        {label: f"mini/nlg:{R.MINI_NLG_MODEL}_{m}" for m, label in R.MINI_NLG_METHODS},
+        SEEDS,
+        "mini_loss_curves",
+    ),
 }
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("figures", nargs="+", choices=sorted(FIGURES), help="which figures to draw")
-    parser.add_argument("--results_dir", default=str(REPO_ROOT / "results"), help="root holding <study>/ folders")
+    parser.add_argument(
+        "--results_dir", default=str(REPO_ROOT / "results"), help="root holding <study>/ folders"
+    )
     parser.add_argument("--out_dir", default=str(REPO_ROOT / "results" / "figures"), help="where pdf/png go")
     return parser.parse_args(argv)
 

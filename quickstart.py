@@ -47,7 +47,9 @@ def _load_eval_script(name: str):
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--max_steps", type=int, default=40)
     parser.add_argument("--eval_limit", type=int, default=40)
@@ -58,8 +60,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
     out = Path(args.output_dir)
     heldout = out / "heldout.jsonl"
     write_heldout(heldout, args.eval_limit)
-    eval_flags = ["--data", str(heldout), "--limit", str(args.eval_limit), "--max_new_tokens", "64",
-                  "--batch_size", "20"]
+    eval_flags = [
+        "--data",
+        str(heldout),
+        "--limit",
+        str(args.eval_limit),
+        "--max_new_tokens",
+        "64",
+        "--batch_size",
+        "20",
+    ]
     rows = []
     base = gsm8k_eval.main(["--model", args.model, "--output_dir", str(out / "eval_base"), *eval_flags])
     rows.append({"method": "base model", "trainable": 0, "train_loss": None, "accuracy": base["score"]})
@@ -68,13 +78,39 @@ def main(argv: list[str] | None = None) -> list[dict]:
         if (run_dir / "metrics.json").exists():
             metrics = json.loads((run_dir / "metrics.json").read_text())
         else:
-            metrics = train_nlg.main(["--config", str(REPO / "configs/smollm2/arithmetic.yaml"),
-                                      "--model_name_or_path", args.model, "--max_steps", str(args.max_steps),
-                                      "--output_dir", str(run_dir), "--overwrite_output_dir", *flags])
-        scored = gsm8k_eval.main(["--model", args.model, "--adapter", str(run_dir / "adapter_lora"),
-                                  "--output_dir", str(run_dir / "eval_heldout"), *eval_flags])
-        rows.append({"method": name, "trainable": metrics["trainable_params"],
-                     "train_loss": metrics.get("train_loss"), "accuracy": scored["score"]})
+            metrics = train_nlg.main(
+                [
+                    "--config",
+                    str(REPO / "configs/smollm2/arithmetic.yaml"),
+                    "--model_name_or_path",
+                    args.model,
+                    "--max_steps",
+                    str(args.max_steps),
+                    "--output_dir",
+                    str(run_dir),
+                    "--overwrite_output_dir",
+                    *flags,
+                ]
+            )
+        scored = gsm8k_eval.main(
+            [
+                "--model",
+                args.model,
+                "--adapter",
+                str(run_dir / "adapter_lora"),
+                "--output_dir",
+                str(run_dir / "eval_heldout"),
+                *eval_flags,
+            ]
+        )
+        rows.append(
+            {
+                "method": name,
+                "trainable": metrics["trainable_params"],
+                "train_loss": metrics.get("train_loss"),
+                "accuracy": scored["score"],
+            }
+        )
 
     print(f"\n{args.model}, {args.max_steps} steps, held-out arithmetic problems (n={args.eval_limit}):")
     print(f"| {'method':<10} | {'trainable':>10} | {'train loss':>10} | {'accuracy %':>10} |")

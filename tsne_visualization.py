@@ -33,12 +33,18 @@ def load_features(features_dir: str | Path, step: str) -> tuple[np.ndarray, np.n
     label_path = features_dir / f"labels_step_{step}.npy"
     for path in (feature_path, label_path):
         if not path.is_file():
-            available = sorted(p.name for p in features_dir.glob("features_step_*.npy")) if features_dir.is_dir() else []
+            available = (
+                sorted(p.name for p in features_dir.glob("features_step_*.npy"))
+                if features_dir.is_dir()
+                else []
+            )
             raise FileNotFoundError(f"{path} not found; dumps present in {features_dir}: {available}")
     features = np.load(feature_path)
     labels = np.load(label_path)
     if features.ndim != 2 or labels.shape != (features.shape[0],):
-        raise ValueError(f"{features_dir}: expected features (N, H) and labels (N,), got {features.shape} and {labels.shape}")
+        raise ValueError(
+            f"{features_dir}: expected features (N, H) and labels (N,), got {features.shape} and {labels.shape}"
+        )
     return features, labels
 
 
@@ -52,7 +58,9 @@ def embed(features: np.ndarray, perplexity: float = 30.0, random_state: int = 42
     from sklearn.manifold import TSNE
 
     if perplexity >= features.shape[0]:
-        raise ValueError(f"perplexity ({perplexity}) must be smaller than the number of points ({features.shape[0]})")
+        raise ValueError(
+            f"perplexity ({perplexity}) must be smaller than the number of points ({features.shape[0]})"
+        )
     tsne = TSNE(n_components=2, perplexity=perplexity, random_state=random_state, init="pca")
     return tsne.fit_transform(features.astype(np.float64))
 
@@ -69,7 +77,9 @@ def silhouettes(features: np.ndarray, embedding: np.ndarray, labels: np.ndarray)
     }
 
 
-def _scatter(ax, embedding: np.ndarray, labels: np.ndarray, title: str, class_names: list[str] | None) -> None:
+def _scatter(
+    ax, embedding: np.ndarray, labels: np.ndarray, title: str, class_names: list[str] | None
+) -> None:
     import matplotlib
 
     if is_categorical(labels):
@@ -77,7 +87,9 @@ def _scatter(ax, embedding: np.ndarray, labels: np.ndarray, title: str, class_na
         cmap = matplotlib.colormaps["tab10"]
         for i, cls in enumerate(classes):
             mask = labels == cls
-            name = class_names[int(cls)] if class_names and int(cls) < len(class_names) else f"class {int(cls)}"
+            name = (
+                class_names[int(cls)] if class_names and int(cls) < len(class_names) else f"class {int(cls)}"
+            )
             ax.scatter(embedding[mask, 0], embedding[mask, 1], s=6, alpha=0.7, color=cmap(i % 10), label=name)
         ax.legend(loc="best", fontsize=7, markerscale=2)
     else:
@@ -102,8 +114,12 @@ def _class_names(features_dir: Path) -> list[str] | None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--features_dir", nargs="+", required=True, help="run folder(s) holding features_step_*.npy")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--features_dir", nargs="+", required=True, help="run folder(s) holding features_step_*.npy"
+    )
     parser.add_argument("--output_dir", required=True, help="where the pdf/png go")
     parser.add_argument("--step", default="final", help="which dump: 'final' or an optimizer step number")
     parser.add_argument("--compare", action="store_true", help="one figure, one panel per run, two per row")
@@ -141,8 +157,10 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float | None]]:
         scores[title] = silhouettes(features, embedding, labels)
         s = scores[title]
         fmt = lambda v: "n/a (regression labels)" if v is None else f"{v:.4f}"  # noqa: E731
-        print(f"{title}: N={features.shape[0]} H={features.shape[1]} "
-              f"silhouette_2d={fmt(s['silhouette_2d'])} silhouette_raw={fmt(s['silhouette_raw'])}")
+        print(
+            f"{title}: N={features.shape[0]} H={features.shape[1]} "
+            f"silhouette_2d={fmt(s['silhouette_2d'])} silhouette_raw={fmt(s['silhouette_raw'])}"
+        )
         _scatter(axes[i // n_cols][i % n_cols], embedding, labels, title, _class_names(features_dir))
     for j in range(len(dirs), n_rows * n_cols):
         axes[j // n_cols][j % n_cols].axis("off")

@@ -50,7 +50,11 @@ def row_chunks(x: torch.Tensor, rows_b: torch.Tensor, rows_t: torch.Tensor, chun
     flat = x.reshape(-1, x.shape[-1]) if n == x.shape[0] * x.shape[1] else None  # (N, D) view or None
     for start in range(0, n, chunk_size):
         stop = min(start + chunk_size, n)
-        yield start, stop, (flat[start:stop] if flat is not None else x[rows_b[start:stop], rows_t[start:stop]])
+        yield (
+            start,
+            stop,
+            (flat[start:stop] if flat is not None else x[rows_b[start:stop], rows_t[start:stop]]),
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -80,7 +84,9 @@ class KLTopKEntropy(torch.autograd.Function):
         need_grad = ctx.needs_input_grad[0]
         kl = torch.zeros((), dtype=torch.float32, device=x.device)
         entropy = torch.zeros((), dtype=torch.float32, device=x.device)
-        grad_kl = torch.empty((n, d), dtype=x.dtype, device=x.device) if need_grad and ref is not None else None
+        grad_kl = (
+            torch.empty((n, d), dtype=x.dtype, device=x.device) if need_grad and ref is not None else None
+        )
         top_index = top_grad = None
         if top_k is not None:
             k = min(top_k, d)
@@ -100,9 +106,13 @@ class KLTopKEntropy(torch.autograd.Function):
                     top_grad[start:stop] = -q * (log_q + row_entropy)  # dH/dz on the top-K entries
             if ref is not None:
                 log_p = F.log_softmax(z / temperature, dim=-1).clamp_min_(LOGP_FLOOR)  # (c, D)
-                log_p_ref = F.log_softmax(next(ref_chunks)[2].float() / temperature, dim=-1).clamp_min_(LOGP_FLOOR)
+                log_p_ref = F.log_softmax(next(ref_chunks)[2].float() / temperature, dim=-1).clamp_min_(
+                    LOGP_FLOOR
+                )
                 p_ref = log_p_ref.exp()
-                kl += torch.sub(log_p_ref, log_p, out=log_p_ref).mul_(p_ref).sum()  # Σ p_ref (log p_ref − log p)
+                kl += (
+                    torch.sub(log_p_ref, log_p, out=log_p_ref).mul_(p_ref).sum()
+                )  # Σ p_ref (log p_ref − log p)
                 if need_grad:
                     torch.sub(log_p.exp_(), p_ref, out=grad_kl[start:stop])  # (p − p_ref), ·1/T in backward
         ctx.save_for_backward(rows_b, rows_t, top_index)
@@ -114,8 +124,10 @@ class KLTopKEntropy(torch.autograd.Function):
     def backward(ctx, grad_kl_total, grad_entropy_total):
         rows_b, rows_t, top_index = ctx.saved_tensors
         if ctx.grad_kl is None and ctx.top_grad is None:
-            raise RuntimeError("the fused KL/top-K entropy gradient was already used: backward through these "
-                               "BA-LoRA terms runs once (recompute the terms to differentiate again)")
+            raise RuntimeError(
+                "the fused KL/top-K entropy gradient was already used: backward through these "
+                "BA-LoRA terms runs once (recompute the terms to differentiate again)"
+            )
         n, d = rows_b.numel(), ctx.x_shape[-1]
         grad = ctx.grad_kl  # (N, D), x's dtype
         if grad is not None:
@@ -143,7 +155,7 @@ class EntropyRowSum(torch.autograd.Function):
     def forward(ctx, x, rows_b, rows_t, chunk_size):
         total = torch.zeros((), dtype=torch.float32, device=x.device)
         for start in range(0, rows_b.numel(), chunk_size):
-            rb, rt = rows_b[start:start + chunk_size], rows_t[start:start + chunk_size]
+            rb, rt = rows_b[start : start + chunk_size], rows_t[start : start + chunk_size]
             log_p = F.log_softmax(x[rb, rt].float(), dim=-1).clamp_min_(LOGP_FLOOR)  # (c, D)
             total -= (log_p.exp() * log_p).sum()
         ctx.save_for_backward(x, rows_b, rows_t)
@@ -155,7 +167,7 @@ class EntropyRowSum(torch.autograd.Function):
         x, rows_b, rows_t = ctx.saved_tensors
         grad_x = torch.zeros_like(x)
         for start in range(0, rows_b.numel(), ctx.chunk_size):
-            rb, rt = rows_b[start:start + ctx.chunk_size], rows_t[start:start + ctx.chunk_size]
+            rb, rt = rows_b[start : start + ctx.chunk_size], rows_t[start : start + ctx.chunk_size]
             log_p = F.log_softmax(x[rb, rt].float(), dim=-1).clamp_min_(LOGP_FLOOR)  # (c, D)
             p = log_p.exp()
             entropy = -(p * log_p).sum(dim=-1, keepdim=True)  # (c, 1)
@@ -210,7 +222,7 @@ class RowGram(torch.autograd.Function):
         cols = _column_block_width(n, d, chunk_size)
         gram = torch.zeros((n, n), dtype=torch.float64, device=x.device)
         for start in range(0, d, cols):
-            z = x[:, :, start:start + cols][rows_b, rows_t].double()  # (N, cols)
+            z = x[:, :, start : start + cols][rows_b, rows_t].double()  # (N, cols)
             gram.addmm_(z, z.T)
         ctx.save_for_backward(x, rows_b, rows_t)
         ctx.cols = cols
@@ -307,8 +319,9 @@ class TopEigenvalues(torch.autograd.Function):
     @staticmethod
     def forward(ctx, gram, k, on_fallback):
         with torch.no_grad():
-            start = torch.randn(gram.shape[0], k, dtype=gram.dtype,
-                                generator=torch.Generator().manual_seed(0)).to(gram.device)
+            start = torch.randn(
+                gram.shape[0], k, dtype=gram.dtype, generator=torch.Generator().manual_seed(0)
+            ).to(gram.device)
             _, vectors = torch.lobpcg(gram, X=start, largest=True)  # (N, k)
             values = ((gram @ vectors) * vectors).sum(dim=0)  # (k,) Rayleigh quotients
             order = values.argsort(descending=True)
@@ -337,7 +350,7 @@ def head_gram(weight: torch.Tensor) -> torch.Tensor:
     """Wᵀ W (H_dim × H_dim, float64) of a detached head weight W (D, H_dim), in blocks of rows of W."""
     gram = torch.zeros((weight.shape[1], weight.shape[1]), dtype=torch.float64, device=weight.device)
     for start in range(0, weight.shape[0], HEAD_ROWS_PER_BLOCK):
-        block = weight[start:start + HEAD_ROWS_PER_BLOCK].double()  # (rows, H_dim)
+        block = weight[start : start + HEAD_ROWS_PER_BLOCK].double()  # (rows, H_dim)
         gram.addmm_(block.T, block)
     return gram
 

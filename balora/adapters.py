@@ -144,9 +144,11 @@ def _check_rank_fits(model: nn.Module, target_modules: list[str], r: int) -> Non
     for name, module in model.named_modules():
         if isinstance(module, nn.Linear) and any(_matches_module(name, t) for t in target_modules):
             if r > min(module.in_features, module.out_features):
-                raise ValueError(f"PiSSA rank r = {r} exceeds the smaller side of {name} "
-                                 f"({module.out_features} x {module.in_features}); use r <= "
-                                 f"{min(module.in_features, module.out_features)} or fewer target_modules")
+                raise ValueError(
+                    f"PiSSA rank r = {r} exceeds the smaller side of {name} "
+                    f"({module.out_features} x {module.in_features}); use r <= "
+                    f"{min(module.in_features, module.out_features)} or fewer target_modules"
+                )
 
 
 def _check_modules_to_save(model: nn.Module, modules_to_save: list[str] | None) -> None:
@@ -171,16 +173,30 @@ def _peft_config(cfg: AdapterConfig, target_modules: list[str]):
             init = "pissa" if cfg.pissa_niter is None else f"pissa_niter_{cfg.pissa_niter}"
         else:
             init = True
-        return LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, init_lora_weights=init,
-                          use_dora=cfg.method == "dora", **common)
+        return LoraConfig(
+            r=cfg.r,
+            lora_alpha=cfg.alpha,
+            lora_dropout=cfg.dropout,
+            init_lora_weights=init,
+            use_dora=cfg.method == "dora",
+            **common,
+        )
     if cfg.method == "loha":
         return LoHaConfig(r=cfg.r, alpha=cfg.alpha, rank_dropout=0.0, module_dropout=cfg.dropout, **common)
     if cfg.method == "adalora":
         if not cfg.adalora_total_step:
             raise ValueError("AdaLoRA needs adalora_total_step (the number of optimizer steps of the run)")
-        return AdaLoraConfig(target_r=cfg.r, init_r=cfg.adalora_init_r, lora_alpha=cfg.alpha,
-                             lora_dropout=cfg.dropout, tinit=cfg.adalora_tinit, tfinal=cfg.adalora_tfinal,
-                             deltaT=cfg.adalora_delta_t, total_step=cfg.adalora_total_step, **common)
+        return AdaLoraConfig(
+            target_r=cfg.r,
+            init_r=cfg.adalora_init_r,
+            lora_alpha=cfg.alpha,
+            lora_dropout=cfg.dropout,
+            tinit=cfg.adalora_tinit,
+            tfinal=cfg.adalora_tfinal,
+            deltaT=cfg.adalora_delta_t,
+            total_step=cfg.adalora_total_step,
+            **common,
+        )
     raise AssertionError(cfg.method)
 
 
@@ -254,8 +270,9 @@ def prepare_model(model: nn.Module, cfg: AdapterConfig) -> nn.Module:
         from balora import bottleneck
 
         style = "houlsby" if cfg.method == "hadapter" else "pfeiffer"
-        model = bottleneck.add_bottleneck_adapters(model, style=style, reduction_factor=cfg.reduction_factor,
-                                                   modules_to_save=cfg.modules_to_save)
+        model = bottleneck.add_bottleneck_adapters(
+            model, style=style, reduction_factor=cfg.reduction_factor, modules_to_save=cfg.modules_to_save
+        )
     elif cfg.method == "pissa" and cfg.init_dir:
         model = _load_pissa_init(model, cfg.init_dir)
     else:
@@ -285,7 +302,9 @@ def _add_pissa_reference(model) -> None:
     with torch.no_grad():
         for name, param in model.named_parameters():
             if f".{REFERENCE_ADAPTER}." in name and ("lora_A" in name or "lora_B" in name):
-                source = dict(model.named_parameters())[name.replace(f".{REFERENCE_ADAPTER}.", f".{TRAINED_ADAPTER}.")]
+                source = dict(model.named_parameters())[
+                    name.replace(f".{REFERENCE_ADAPTER}.", f".{TRAINED_ADAPTER}.")
+                ]
                 param.copy_(source)
     _freeze_reference_adapter(model)
 
@@ -323,9 +342,15 @@ def pissa_init_record(cfg: AdapterConfig, model_id: str, weights_fingerprint: st
         weights_fingerprint: `balora.repro.models.weights_fingerprint` of the weights it decomposes.
         dtype: the dtype the weights are decomposed in (the residual model is saved in it).
     """
-    return {"model": model_id, "weights": weights_fingerprint, "r": int(cfg.r), "alpha": float(cfg.alpha),
-            "target_modules": sorted(cfg.target_modules or LLAMA_TARGET_MODULES),
-            "pissa_niter": cfg.pissa_niter, "dtype": dtype}
+    return {
+        "model": model_id,
+        "weights": weights_fingerprint,
+        "r": int(cfg.r),
+        "alpha": float(cfg.alpha),
+        "target_modules": sorted(cfg.target_modules or LLAMA_TARGET_MODULES),
+        "pissa_niter": cfg.pissa_niter,
+        "dtype": dtype,
+    }
 
 
 def check_pissa_init(init_dir: str | os.PathLike, expected: dict) -> None:
@@ -336,19 +361,31 @@ def check_pissa_init(init_dir: str | os.PathLike, expected: dict) -> None:
     """
     path = Path(init_dir) / PISSA_INIT_RECORD
     if not path.exists():
-        raise ValueError(f"{init_dir} holds a PiSSA decomposition without {PISSA_INIT_RECORD} (what it was made "
-                         f"from is unknown): delete the directory to decompose again, or choose another init_dir")
+        raise ValueError(
+            f"{init_dir} holds a PiSSA decomposition without {PISSA_INIT_RECORD} (what it was made "
+            f"from is unknown): delete the directory to decompose again, or choose another init_dir"
+        )
     saved = json.loads(path.read_text())
-    differs = [f"{key}: saved {saved.get(key)!r}, this run {value!r}" for key, value in expected.items()
-               if saved.get(key) != value]
+    differs = [
+        f"{key}: saved {saved.get(key)!r}, this run {value!r}"
+        for key, value in expected.items()
+        if saved.get(key) != value
+    ]
     if differs:
-        raise ValueError(f"init_dir {init_dir} holds a PiSSA decomposition made for other settings than this run "
-                         f"({'; '.join(differs)}). Use an init_dir per model and rank (e.g. "
-                         f"outputs/pissa_init/<model>_r<r>), or delete it to decompose again.")
+        raise ValueError(
+            f"init_dir {init_dir} holds a PiSSA decomposition made for other settings than this run "
+            f"({'; '.join(differs)}). Use an init_dir per model and rank (e.g. "
+            f"outputs/pissa_init/<model>_r<r>), or delete it to decompose again."
+        )
 
 
-def save_pissa_init(model: nn.Module, cfg: AdapterConfig, init_dir: str | os.PathLike, tokenizer=None,
-                    record: dict | None = None) -> Path:
+def save_pissa_init(
+    model: nn.Module,
+    cfg: AdapterConfig,
+    init_dir: str | os.PathLike,
+    tokenizer=None,
+    record: dict | None = None,
+) -> Path:
     """Decompose once (PiSSA) and save residual model + initial adapter to `init_dir` (the paper's init step).
 
     Args:
@@ -388,9 +425,13 @@ def _load_pissa_init(residual_model: nn.Module, init_dir: str | os.PathLike):
     from peft import PeftModel
 
     if not pissa_init_complete(init_dir):
-        raise FileNotFoundError(f"{init_dir} holds no complete PiSSA decomposition (run save_pissa_init first)")
+        raise FileNotFoundError(
+            f"{init_dir} holds no complete PiSSA decomposition (run save_pissa_init first)"
+        )
     adapter = pissa_init_adapter_path(init_dir)
-    model = PeftModel.from_pretrained(residual_model, adapter, adapter_name=TRAINED_ADAPTER, is_trainable=True)
+    model = PeftModel.from_pretrained(
+        residual_model, adapter, adapter_name=TRAINED_ADAPTER, is_trainable=True
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model.load_adapter(adapter, adapter_name=REFERENCE_ADAPTER, is_trainable=False)
@@ -466,8 +507,12 @@ def count_trainable_parameters(model: nn.Module) -> int:
 # --- saving ------------------------------------------------------------------------------------------
 
 
-def save_adapter(model: nn.Module, output_dir: str | os.PathLike,
-                 initial_adapter_dir: str | os.PathLike | None = None, state_dict: dict | None = None) -> dict[str, str]:
+def save_adapter(
+    model: nn.Module,
+    output_dir: str | os.PathLike,
+    initial_adapter_dir: str | os.PathLike | None = None,
+    state_dict: dict | None = None,
+) -> dict[str, str]:
     """Save the trained adapter and, for PiSSA, its conversion to a plain LoRA on the original base.
 
     Args:
@@ -503,8 +548,9 @@ def save_adapter(model: nn.Module, output_dir: str | os.PathLike,
     return written
 
 
-def convert_pissa_adapter(adapter_dir: str | os.PathLike, initial_adapter_dir: str | os.PathLike,
-                          output_dir: str | os.PathLike) -> Path:
+def convert_pissa_adapter(
+    adapter_dir: str | os.PathLike, initial_adapter_dir: str | os.PathLike, output_dir: str | os.PathLike
+) -> Path:
     """Turn a trained PiSSA adapter into a plain LoRA of rank 2r that applies to the ORIGINAL model.
 
     With W = W_res + s·B0·A0 (initial adapter) and the trained W' = W_res + s·B·A (s = alpha/r),
@@ -522,10 +568,16 @@ def convert_pissa_adapter(adapter_dir: str | os.PathLike, initial_adapter_dir: s
 
     from safetensors.torch import load_file, save_file
 
-    adapter_dir, initial_adapter_dir, output_dir = Path(adapter_dir), Path(initial_adapter_dir), Path(output_dir)
+    adapter_dir, initial_adapter_dir, output_dir = (
+        Path(adapter_dir),
+        Path(initial_adapter_dir),
+        Path(output_dir),
+    )
     config = json.loads((adapter_dir / "adapter_config.json").read_text())
     if config.get("use_rslora") or config.get("rank_pattern") or config.get("alpha_pattern"):
-        raise ValueError("convert_pissa_adapter supports plain PiSSA adapters (no rsLoRA, rank or alpha patterns)")
+        raise ValueError(
+            "convert_pissa_adapter supports plain PiSSA adapters (no rsLoRA, rank or alpha patterns)"
+        )
     trained = load_file(adapter_dir / "adapter_model.safetensors")
     initial = load_file(initial_adapter_dir / "adapter_model.safetensors")
     converted = {}
@@ -538,11 +590,16 @@ def convert_pissa_adapter(adapter_dir: str | os.PathLike, initial_adapter_dir: s
             converted[key] = value  # modules_to_save (a task head): already absolute weights
     missing = [k for k in trained if (".lora_A." in k or ".lora_B." in k) and k not in initial]
     if missing:
-        raise ValueError(f"{initial_adapter_dir} is not the initial adapter of {adapter_dir}: missing {missing[:3]}")
+        raise ValueError(
+            f"{initial_adapter_dir} is not the initial adapter of {adapter_dir}: missing {missing[:3]}"
+        )
     config.update(r=2 * config["r"], lora_alpha=2 * config["lora_alpha"], init_lora_weights=True)
     output_dir.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in converted.items()}, output_dir / "adapter_model.safetensors",
-              metadata={"format": "pt"})
+    save_file(
+        {k: v.contiguous() for k, v in converted.items()},
+        output_dir / "adapter_model.safetensors",
+        metadata={"format": "pt"},
+    )
     (output_dir / "adapter_config.json").write_text(json.dumps(config, indent=2))
     return output_dir
 

@@ -54,6 +54,7 @@ SVD_EIGENSOLVERS = ("eigh", "lobpcg")
 class ConstantTermWarning(UserWarning):
     """A regulariser is identically constant (zero gradient) for this configuration or batch."""
 
+
 @dataclass(frozen=True)
 class RegularizerConfig:
     """Which form of each regulariser to compute (docs/method.md §3); the λ weights live elsewhere.
@@ -100,8 +101,10 @@ class RegularizerConfig:
         _check_choice("svd_normalizer", self.svd_normalizer, SVD_NORMALIZERS)
         _check_choice("svd_eigensolver", self.svd_eigensolver, SVD_EIGENSOLVERS)
         if self.svd_eigensolver == "lobpcg" and self.svd_normalizer != "frobenius":
-            raise ValueError("svd_eigensolver 'lobpcg' computes only the top-k σ, so it needs "
-                             f"svd_normalizer 'frobenius' (the nuclear norm needs every σ), got {self.svd_normalizer!r}")
+            raise ValueError(
+                "svd_eigensolver 'lobpcg' computes only the top-k σ, so it needs "
+                f"svd_normalizer 'frobenius' (the nuclear norm needs every σ), got {self.svd_normalizer!r}"
+            )
         if (
             isinstance(self.temperature, bool)
             or not isinstance(self.temperature, (int, float))
@@ -477,7 +480,9 @@ def _warn_once(term: str, reason_key: str, message: str, stacklevel: int = 4) ->
     if (term, reason_key) in _WARNED:
         return
     _WARNED.add((term, reason_key))
-    warnings.warn(f"BA-LoRA {term} regulariser is constant: {message}", ConstantTermWarning, stacklevel=stacklevel)
+    warnings.warn(
+        f"BA-LoRA {term} regulariser is constant: {message}", ConstantTermWarning, stacklevel=stacklevel
+    )
 
 
 def _warn_constant(cfg: RegularizerConfig, wanted: set[str], n: int, d: int) -> None:
@@ -501,8 +506,12 @@ def _warn_constant(cfg: RegularizerConfig, wanted: set[str], n: int, d: int) -> 
 def _warn_lobpcg_fallback(residual: float) -> None:
     if ("svd", "lobpcg fallback") not in _WARNED:
         _WARNED.add(("svd", "lobpcg fallback"))
-        warnings.warn(f"BA-LoRA svd regulariser: LOBPCG did not converge (residual {residual:.2e} > 1e-6·λ_max); "
-                      "the full eigh was used (said once per process)", RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"BA-LoRA svd regulariser: LOBPCG did not converge (residual {residual:.2e} > 1e-6·λ_max); "
+            "the full eigh was used (said once per process)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -536,8 +545,9 @@ def _consistency(x: torch.Tensor, ref: torch.Tensor, rows: _Rows, cfg: Regulariz
 def _diversity(x: torch.Tensor, rows: _Rows, cfg: RegularizerConfig) -> torch.Tensor:
     n, d = rows[0].numel(), x.shape[-1]
     if cfg.diversity == "topk_entropy":
-        _, entropy_sum = _kernels.KLTopKEntropy.apply(x, None, *rows, cfg.temperature, cfg.entropy_top_k,
-                                                      cfg.chunk_size)
+        _, entropy_sum = _kernels.KLTopKEntropy.apply(
+            x, None, *rows, cfg.temperature, cfg.entropy_top_k, cfg.chunk_size
+        )
         return _entropy_term(entropy_sum, n)
     if cfg.diversity == "entropy":
         return _entropy_term(_kernels.EntropyRowSum.apply(x, *rows, cfg.chunk_size), n)
@@ -558,10 +568,13 @@ def _svd(x: torch.Tensor, rows: _Rows, cfg: RegularizerConfig) -> torch.Tensor:
     return _svd_from_gram(gram, cfg, n, d).float()
 
 
-def _svd_hidden(hidden: torch.Tensor, head_factor: torch.Tensor, cfg: RegularizerConfig,
-                num_columns: int) -> torch.Tensor:
+def _svd_hidden(
+    hidden: torch.Tensor, head_factor: torch.Tensor, cfg: RegularizerConfig, num_columns: int
+) -> torch.Tensor:
     """_svd_from_gram of the Gram of H L (hidden: the (N, H_dim) valid rows)."""
-    return _svd_from_gram(_kernels.hidden_gram(hidden, head_factor), cfg, hidden.shape[0], num_columns).float()
+    return _svd_from_gram(
+        _kernels.hidden_gram(hidden, head_factor), cfg, hidden.shape[0], num_columns
+    ).float()
 
 
 def _svd_from_gram(gram: torch.Tensor, cfg: RegularizerConfig, n: int, d: int) -> torch.Tensor:
@@ -609,25 +622,33 @@ def _check_logits(logits: torch.Tensor, name: str, dim: int, shape_error: str) -
         raise ValueError(f"{name} must have at least one column")
 
 
-def _check_reference(ref_logits: torch.Tensor | None, logits: torch.Tensor, names: tuple[str, str],
-                     optional: bool) -> torch.Tensor | None:
+def _check_reference(
+    ref_logits: torch.Tensor | None, logits: torch.Tensor, names: tuple[str, str], optional: bool
+) -> torch.Tensor | None:
     """The detached reference logits, checked against the student's (None only when optional)."""
     if ref_logits is None and optional:
         return None
     if not torch.is_tensor(ref_logits) or not ref_logits.is_floating_point():
         raise TypeError(f"{names[0]} must be a floating-point tensor" + (" or None" if optional else ""))
     if ref_logits.shape != logits.shape:
-        raise ValueError(f"{names[0]} shape {tuple(ref_logits.shape)} != {names[1]} shape {tuple(logits.shape)}")
+        raise ValueError(
+            f"{names[0]} shape {tuple(ref_logits.shape)} != {names[1]} shape {tuple(logits.shape)}"
+        )
     return ref_logits.detach()
 
 
 def _selected_rows(
-    cfg: RegularizerConfig, logits: torch.Tensor, ref_logits: torch.Tensor | None = None, with_ref: bool = False
+    cfg: RegularizerConfig,
+    logits: torch.Tensor,
+    ref_logits: torch.Tensor | None = None,
+    with_ref: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None, _Rows]:
     """Validate the (N, D) rows of the per-term functions; return (1, N, D) views and the row indices."""
     if not isinstance(cfg, RegularizerConfig):
         raise TypeError(f"cfg must be a RegularizerConfig, got {type(cfg).__name__}")
-    _check_logits(logits, "student_logits", 2, "student_logits must be the (N, D) selected rows, got shape {shape}")
+    _check_logits(
+        logits, "student_logits", 2, "student_logits must be the (N, D) selected rows, got shape {shape}"
+    )
     ref = _check_reference(ref_logits, logits, ("reference_logits", "student_logits"), optional=not with_ref)
     n = logits.shape[0]
     rows = (torch.zeros(n, dtype=torch.long, device=logits.device), torch.arange(n, device=logits.device))
@@ -643,8 +664,13 @@ def _prepare_inputs(
     """Validate shapes; return (B', T', D) views of logits / ref and the (b, t) indices of valid rows."""
     nlg = cfg.task == "nlg"
     layout = "(B, T, V)" if nlg else "(B, C)"
-    _check_logits(logits, "logits", 3 if nlg else 2, f"task={cfg.task!r} expects logits of shape {layout}, "
-                  "got {shape}; set RegularizerConfig.task to match the model")
+    _check_logits(
+        logits,
+        "logits",
+        3 if nlg else 2,
+        f"task={cfg.task!r} expects logits of shape {layout}, "
+        "got {shape}; set RegularizerConfig.task to match the model",
+    )
     ref = _check_reference(ref_logits, logits, ("ref_logits", "logits"), optional=True)
     if mask is None:
         valid = torch.ones(logits.shape[:-1], dtype=torch.bool, device=logits.device)
@@ -657,7 +683,11 @@ def _prepare_inputs(
             )
         valid = mask.to(logits.device)
     if not nlg:  # NLU is handled as one "sequence" of B rows: unsqueeze is a view, no copy.
-        logits, ref, valid = logits.unsqueeze(0), None if ref is None else ref.unsqueeze(0), valid.unsqueeze(0)
+        logits, ref, valid = (
+            logits.unsqueeze(0),
+            None if ref is None else ref.unsqueeze(0),
+            valid.unsqueeze(0),
+        )
     return logits, ref, valid.nonzero(as_tuple=True)  # (B', T', D), ref alike, rows (N,), (N,)
 
 
@@ -672,7 +702,9 @@ def _check_hidden(hidden: torch.Tensor, head_factor: torch.Tensor, logits: torch
     if not torch.is_tensor(hidden) or not hidden.is_floating_point():
         raise TypeError("hidden must be a floating-point tensor")
     if hidden.shape[:-1] != logits.shape[:-1]:
-        raise ValueError(f"hidden shape {tuple(hidden.shape)} must be logits.shape[:-1] + (H_dim,) = "
-                         f"{tuple(logits.shape[:-1])} + (H_dim,)")
+        raise ValueError(
+            f"hidden shape {tuple(hidden.shape)} must be logits.shape[:-1] + (H_dim,) = "
+            f"{tuple(logits.shape[:-1])} + (H_dim,)"
+        )
     _check_factor(head_factor, hidden.shape[-1])
     return hidden if logits.dim() == 3 else hidden.unsqueeze(0)

@@ -47,8 +47,14 @@ PRESET_NAMES = ("none", "iclr2026", "v5")
 # whose command-line names say what they choose. A field left unset (None) takes the preset's value,
 # or without a preset RegularizerConfig's default (the ICLR-2026 NLG forms).
 _RENAMED_IN_REGULARIZER_CONFIG = {"consistency_type": "consistency", "diversity_type": "diversity"}
-_TERM_FORM_ARGUMENTS = ("consistency_type", "temperature", "diversity_type", "entropy_top_k", "svd_top_k",
-                        "svd_normalizer")
+_TERM_FORM_ARGUMENTS = (
+    "consistency_type",
+    "temperature",
+    "diversity_type",
+    "entropy_top_k",
+    "svd_top_k",
+    "svd_normalizer",
+)
 
 
 def _regularizer_config_field(argument: str) -> str:
@@ -74,15 +80,25 @@ class BALoRATrainingArguments(TrainingArguments):
     defaults to TensorBoard (events under <output_dir>/runs/).
     """
 
-    output_dir: str | None = field(default=None, metadata={
-        "help": "Where the run writes its checkpoints, logs and TensorBoard events (required)."})
-    report_to: None | str | list[str] = field(default=None, metadata={
-        "help": "Integrations that receive the logs; default tensorboard (events under <output_dir>/runs/), "
-                "'none' for none, 'all' for every installed one."})
-    regularizer_preset: str = field(default="none", metadata={
-        "help": "none | iclr2026 | v5: the paper's reported λ and term forms (docs/method.md §3 table). v5 has "
-                "the v5 forms and λ, not the v5 scale: the KL here is a per-token mean, in the v1-v5 code a "
-                "per-sequence batchmean (about T times stronger at the same λ1)."})
+    output_dir: str | None = field(
+        default=None,
+        metadata={"help": "Where the run writes its checkpoints, logs and TensorBoard events (required)."},
+    )
+    report_to: None | str | list[str] = field(
+        default=None,
+        metadata={
+            "help": "Integrations that receive the logs; default tensorboard (events under <output_dir>/runs/), "
+            "'none' for none, 'all' for every installed one."
+        },
+    )
+    regularizer_preset: str = field(
+        default="none",
+        metadata={
+            "help": "none | iclr2026 | v5: the paper's reported λ and term forms (docs/method.md §3 table). v5 has "
+            "the v5 forms and λ, not the v5 scale: the KL here is a per-token mean, in the v1-v5 code a "
+            "per-sequence batchmean (about T times stronger at the same λ1)."
+        },
+    )
     regularizer_task: str = field(default="nlg", metadata={"help": "nlg | nlu (set by the entry script)."})
     lambda_consistency: float | None = field(default=None, metadata={"help": "λ1, consistency (KL) weight."})
     lambda_diversity: float | None = field(default=None, metadata={"help": "λ2, diversity weight."})
@@ -93,32 +109,54 @@ class BALoRATrainingArguments(TrainingArguments):
     entropy_top_k: int | None = field(default=None, metadata={"help": "K of the top-K entropy."})
     svd_top_k: int | None = field(default=None, metadata={"help": "k of the top-k singular value share."})
     svd_normalizer: str | None = field(default=None, metadata={"help": "frobenius | nuclear"})
-    svd_eigensolver: str | None = field(default=None, metadata={
-        "help": "eigh (full spectrum, default) | lobpcg (top-k eigenpairs only, frobenius; for large batches)."})
-    lambda_schedule: str = field(default="constant", metadata={
-        "help": "constant | iclr2026 (λ1 cosine-decays to 0.1·λ1; λ2, λ3 are 0 for the first 20%% of "
-                "optimizer steps, then ramp linearly over 5%%)."})
-    cache_reference_logits: bool = field(default=True, metadata={
-        "help": "NLU only: keep each training example's reference logits (C floats) after its first "
-                "reference forward and reuse them in later epochs (the reference is frozen and computed "
-                "without dropout, so they do not change); saves the reference forward after epoch 1."})
-    regularizer_chunk_rows: int = field(default=1024, metadata={
-        "help": "Rows (tokens) per fp32 chunk in the regularisers: bounds memory at large vocabularies."})
+    svd_eigensolver: str | None = field(
+        default=None,
+        metadata={
+            "help": "eigh (full spectrum, default) | lobpcg (top-k eigenpairs only, frobenius; for large batches)."
+        },
+    )
+    lambda_schedule: str = field(
+        default="constant",
+        metadata={
+            "help": "constant | iclr2026 (λ1 cosine-decays to 0.1·λ1; λ2, λ3 are 0 for the first 20%% of "
+            "optimizer steps, then ramp linearly over 5%%)."
+        },
+    )
+    cache_reference_logits: bool = field(
+        default=True,
+        metadata={
+            "help": "NLU only: keep each training example's reference logits (C floats) after its first "
+            "reference forward and reuse them in later epochs (the reference is frozen and computed "
+            "without dropout, so they do not change); saves the reference forward after epoch 1."
+        },
+    )
+    regularizer_chunk_rows: int = field(
+        default=1024,
+        metadata={
+            "help": "Rows (tokens) per fp32 chunk in the regularisers: bounds memory at large vocabularies."
+        },
+    )
 
     def __post_init__(self):
         if not self.output_dir:
             # TrainingArguments would write to ./trainer_output: a run's files belong where the user says.
-            raise ValueError("BALoRATrainingArguments needs an output directory: pass --output_dir <dir> "
-                             "(output_dir=... in Python)")
+            raise ValueError(
+                "BALoRATrainingArguments needs an output directory: pass --output_dir <dir> "
+                "(output_dir=... in Python)"
+            )
         if self.report_to is None:
             self.report_to = ["tensorboard"]
         super().__post_init__()
         if self.regularizer_preset not in PRESET_NAMES:
-            raise ValueError(f"regularizer_preset must be one of {PRESET_NAMES}, got {self.regularizer_preset!r}")
+            raise ValueError(
+                f"regularizer_preset must be one of {PRESET_NAMES}, got {self.regularizer_preset!r}"
+            )
         if self.regularizer_task not in ("nlg", "nlu"):
             raise ValueError(f"regularizer_task must be 'nlg' or 'nlu', got {self.regularizer_task!r}")
         if self.lambda_schedule not in LAMBDA_SCHEDULES:
-            raise ValueError(f"lambda_schedule must be one of {LAMBDA_SCHEDULES}, got {self.lambda_schedule!r}")
+            raise ValueError(
+                f"lambda_schedule must be one of {LAMBDA_SCHEDULES}, got {self.lambda_schedule!r}"
+            )
         default_config, default_lambdas = _defaults(self.regularizer_preset, self.regularizer_task)
         for name in _TERM_FORM_ARGUMENTS:
             if getattr(self, name) is None:
@@ -136,8 +174,12 @@ class BALoRATrainingArguments(TrainingArguments):
         forms = {_regularizer_config_field(name): getattr(self, name) for name in _TERM_FORM_ARGUMENTS}
         # The eigensolver is not a preset field and stays None unless set: it changes the cost, not the
         # term, and a None leaves the saved configs of earlier runs comparable (results.check_same_config).
-        return RegularizerConfig(task=self.regularizer_task, chunk_size=self.regularizer_chunk_rows,
-                                 svd_eigensolver=self.svd_eigensolver or "eigh", **forms)
+        return RegularizerConfig(
+            task=self.regularizer_task,
+            chunk_size=self.regularizer_chunk_rows,
+            svd_eigensolver=self.svd_eigensolver or "eigh",
+            **forms,
+        )
 
     @property
     def regularizers_enabled(self) -> bool:
@@ -197,20 +239,25 @@ class BALoRATrainer(Trainer):
         if self._base_lambdas["consistency"] > 0 and not self._has_reference:
             # Under PiSSA, disabling a plain peft adapter gives the residual model, not the pre-trained
             # one: the consistency term needs the frozen reference that prepare_model attaches.
-            raise ValueError("BALoRATrainer with a consistency λ > 0 needs a model returned by "
-                             "balora.adapters.prepare_model (it attaches the frozen reference); got a "
-                             f"{type(self.model).__name__} prepared elsewhere (e.g. peft.get_peft_model)")
+            raise ValueError(
+                "BALoRATrainer with a consistency λ > 0 needs a model returned by "
+                "balora.adapters.prepare_model (it attaches the frozen reference); got a "
+                f"{type(self.model).__name__} prepared elsewhere (e.g. peft.get_peft_model)"
+            )
         self._reference_cache: dict[bytes, torch.Tensor] = {}  # NLU: example digest -> (C,) reference logits
         # Running sums since the last log: [task loss sum, task items, each term's sum, each term's count].
         self._term_sums = torch.zeros(2 + 2 * len(TERMS), dtype=torch.float64)
         unwrapped = self.accelerator.unwrap_model(self.model)
-        if getattr(getattr(unwrapped, "base_model", None), "update_and_allocate", None) is not None \
-                and type(unwrapped.base_model).__name__ == "AdaLoraModel":
+        if (
+            getattr(getattr(unwrapped, "base_model", None), "update_and_allocate", None) is not None
+            and type(unwrapped.base_model).__name__ == "AdaLoraModel"
+        ):
             self.add_callback(_AdaLoraBudgetCallback(self))
 
     def current_lambdas(self) -> dict[str, float]:
-        return scheduled_lambdas(self._base_lambdas, self.args.lambda_schedule,
-                                 self.state.global_step, self.state.max_steps)
+        return scheduled_lambdas(
+            self._base_lambdas, self.args.lambda_schedule, self.state.global_step, self.state.max_steps
+        )
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None, **kwargs):
         lambdas = self.current_lambdas()
@@ -218,13 +265,17 @@ class BALoRATrainer(Trainer):
         # gradients, on the micro-batches of a step whose log is written (the loss is unchanged).
         active = [t for t in TERMS if lambdas[t] > 0]
         logs_this_step = model.training and self._logs_this_step()
-        logged_only = [t for t in TERMS if t not in active and logs_this_step
-                       and (t != "consistency" or self._has_reference)]
+        logged_only = [
+            t
+            for t in TERMS
+            if t not in active and logs_this_step and (t != "consistency" or self._has_reference)
+        ]
         if not model.training or not (active or logged_only):
             # Exactly the plain Trainer loss (and no reference forward) when no term is computed,
             # and in evaluation, where the reported loss is the task loss.
-            loss_and_outputs = super().compute_loss(model, inputs, return_outputs=True,
-                                                    num_items_in_batch=num_items_in_batch, **kwargs)
+            loss_and_outputs = super().compute_loss(
+                model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch, **kwargs
+            )
             if model.training:
                 self._accumulate_task_loss(loss_and_outputs[0], inputs, num_items_in_batch)
             return loss_and_outputs if return_outputs else loss_and_outputs[0]
@@ -240,8 +291,9 @@ class BALoRATrainer(Trainer):
         captured: list[torch.Tensor] = []
         hook = head.register_forward_pre_hook(lambda module, args: captured.append(args[0])) if head else None
         try:
-            loss, outputs = super().compute_loss(model, inputs, return_outputs=True,
-                                                 num_items_in_batch=num_items_in_batch, **kwargs)
+            loss, outputs = super().compute_loss(
+                model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch, **kwargs
+            )
         finally:
             if hook is not None:
                 hook.remove()
@@ -252,13 +304,19 @@ class BALoRATrainer(Trainer):
         hidden_svd = {}
         if head is not None:
             if len(captured) == 1 and captured[0].shape[:-1] == outputs.logits.shape[:-1]:
-                hidden_svd = {"hidden": self._rows(captured[0], inputs), "head_factor": self._head_factor(head)}
+                hidden_svd = {
+                    "hidden": self._rows(captured[0], inputs),
+                    "head_factor": self._head_factor(head),
+                }
             else:
-                self._note_svd_path(f"logits space: the LM head ran {len(captured)} times or on other positions")
+                self._note_svd_path(
+                    f"logits space: the LM head ran {len(captured)} times or on other positions"
+                )
         values: dict[str, torch.Tensor] = {}
         if active:
-            terms = regularizer_terms(logits, ref_logits, None, self._regularizer_config, terms=active,
-                                      **hidden_svd)
+            terms = regularizer_terms(
+                logits, ref_logits, None, self._regularizer_config, terms=active, **hidden_svd
+            )
             regularizer = sum(lambdas[t] * terms[t] for t in active)
             if self._loss_is_scaled_for_ga(num_items_in_batch):
                 # The Trainer will not divide by the accumulation steps: do it for the per-micro-batch means.
@@ -268,8 +326,9 @@ class BALoRATrainer(Trainer):
         if logged_only:
             with torch.no_grad():
                 detached = {k: v.detach() for k, v in hidden_svd.items()}
-                terms = regularizer_terms(logits.detach(), ref_logits, None, self._regularizer_config,
-                                          terms=logged_only, **detached)
+                terms = regularizer_terms(
+                    logits.detach(), ref_logits, None, self._regularizer_config, terms=logged_only, **detached
+                )
             values.update((t, terms[t]) for t in logged_only)
         with torch.no_grad():
             for i, t in enumerate(TERMS):
@@ -370,7 +429,11 @@ class BALoRATrainer(Trainer):
         extra = [inputs[k] for k in ("token_type_ids",) if k in inputs]
         keys = []
         for row in range(ids.shape[0]):
-            keep = attention[row].bool() if attention is not None else torch.ones_like(ids[row], dtype=torch.bool)
+            keep = (
+                attention[row].bool()
+                if attention is not None
+                else torch.ones_like(ids[row], dtype=torch.bool)
+            )
             digest = hashlib.sha1(ids[row][keep].cpu().numpy().tobytes())
             for tensor in extra:
                 digest.update(tensor[row][keep].cpu().numpy().tobytes())
@@ -380,8 +443,10 @@ class BALoRATrainer(Trainer):
     def _loss_is_scaled_for_ga(self, num_items_in_batch) -> bool:
         if getattr(self, "loss_is_scaled_for_ga", None) is not None:
             return bool(self.loss_is_scaled_for_ga)
-        return bool(self.model_accepts_loss_kwargs and num_items_in_batch is not None) \
+        return (
+            bool(self.model_accepts_loss_kwargs and num_items_in_batch is not None)
             or self.compute_loss_func is not None
+        )
 
     def _rows(self, logits: torch.Tensor, inputs: dict) -> torch.Tensor:
         """The regulariser rows: NLG the N valid shifted positions as (1, N, V); NLU (B, C) as given."""
@@ -451,9 +516,11 @@ def resolve_method(method: str, args: BALoRATrainingArguments) -> dict:
     regularized = args.regularizers_enabled
     adapter_method = "pissa" if method == "ba-lora" else method
     if method == "ba-lora" and not regularized and args.regularizer_preset == "none":
-        raise ValueError("method ba-lora = PiSSA + regularisers: set regularizer_preset (iclr2026 | v5) or a "
-                         "lambda_* > 0 (a preset with every λ set to 0 is the 'w/o reg' ablation); for plain "
-                         "PiSSA use method pissa")
+        raise ValueError(
+            "method ba-lora = PiSSA + regularisers: set regularizer_preset (iclr2026 | v5) or a "
+            "lambda_* > 0 (a preset with every λ set to 0 is the 'w/o reg' ablation); for plain "
+            "PiSSA use method pissa"
+        )
     if adapter_method == "pissa":
         trained = "ba-lora" if regularized else "pissa"
     else:
@@ -461,17 +528,30 @@ def resolve_method(method: str, args: BALoRATrainingArguments) -> dict:
     if trained != method:
         lambdas = ", ".join(f"λ_{t} = {getattr(args, f'lambda_{t}'):g}" for t in TERMS)
         logging.getLogger(__name__).warning(
-            "method %s with %s trains %s (recorded as trained: %s)", method, lambdas,
+            "method %s with %s trains %s (recorded as trained: %s)",
+            method,
+            lambdas,
             {"ba-lora": "BA-LoRA (PiSSA + regularisers)", "pissa": "PiSSA without regularisers"}.get(
-                trained, f"{adapter_method} with the regularisers" if regularized else adapter_method), trained)
-    return {"method": method, "adapter_method": adapter_method, "regularized": regularized, "trained": trained}
+                trained, f"{adapter_method} with the regularisers" if regularized else adapter_method
+            ),
+            trained,
+        )
+    return {
+        "method": method,
+        "adapter_method": adapter_method,
+        "regularized": regularized,
+        "trained": trained,
+    }
 
 
 def warn_if_regularizers_with_full_ft(method: str, args: BALoRATrainingArguments) -> None:
     """Full FT has no regulariser in the paper; with them the reference is a full frozen copy (2× weights)."""
     if method == "full" and args.regularizers_enabled:
-        warnings.warn("Regularisers with full fine-tuning keep a frozen copy of all weights as the reference "
-                      "(2× weight memory); the paper's full-FT rows use no regulariser.", stacklevel=2)
+        warnings.warn(
+            "Regularisers with full fine-tuning keep a frozen copy of all weights as the reference "
+            "(2× weight memory); the paper's full-FT rows use no regulariser.",
+            stacklevel=2,
+        )
 
 
 # Decoder LMs whose logits are `lm_head(last_hidden_state)` with nothing after it (no soft-capping or

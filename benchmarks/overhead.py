@@ -51,29 +51,42 @@ sys.path.insert(0, str(REPO))
 
 
 def _parse(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--mode", choices=["nlg", "nlu"], default="nlg")
-    parser.add_argument("--model", default=None, help="default: smollm2-135m-instruct (nlg), all-minilm-l6-v2 (nlu)")
+    parser.add_argument(
+        "--model", default=None, help="default: smollm2-135m-instruct (nlg), all-minilm-l6-v2 (nlu)"
+    )
     parser.add_argument("--batch", type=int, default=None, help="default: 4 (nlg), 32 (nlu)")
     parser.add_argument("--seq_len", type=int, default=None, help="default: 256 (nlg), 128 (nlu)")
     parser.add_argument("--r", type=int, default=8)
     parser.add_argument("--preset", default="iclr2026", help="BA-LoRA regulariser preset")
-    parser.add_argument("--svd_eigensolver", default=None, help="eigh (default) | lobpcg, for the BA-LoRA arm")
+    parser.add_argument(
+        "--svd_eigensolver", default=None, help="eigh (default) | lobpcg, for the BA-LoRA arm"
+    )
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU)")
     parser.add_argument("--output", default=None, help="also write the summary as JSON here")
-    parser.add_argument("--vocab", type=int, default=None,
-                        help="tiny models only: a head of this many classes, random token ids, every token supervised")
+    parser.add_argument(
+        "--vocab",
+        type=int,
+        default=None,
+        help="tiny models only: a head of this many classes, random token ids, every token supervised",
+    )
     parser.add_argument("--term_repeats", type=int, default=3, help="repeats of each term's own timing")
     parser.add_argument("--sweep", action="store_true", help="sweep N (--sweep_rows) and V (--sweep_vocab)")
     parser.add_argument("--sweep_rows", default="256,1024", help="N values of --sweep (multiples of 256)")
     parser.add_argument("--sweep_vocab", default="32768,262144", help="V values of --sweep")
-    parser.add_argument("--interleave", action="store_true",
-                        help="time PiSSA step, reference forward and BA-LoRA step in rounds in one process "
-                             "(ratios per round: robust on a loaded machine; no peak memory)")
+    parser.add_argument(
+        "--interleave",
+        action="store_true",
+        help="time PiSSA step, reference forward and BA-LoRA step in rounds in one process "
+        "(ratios per round: robust on a loaded machine; no peak memory)",
+    )
     parser.add_argument("--worker", choices=["pissa", "ba-lora", "both"], help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -104,9 +117,11 @@ def _nlg_batch(tokenizer, batch: int, seq_len: int):
             labels.append(stream_labels[:seq_len])
             stream_ids, stream_labels = stream_ids[seq_len:], stream_labels[seq_len:]
     if len(input_ids) < batch:
-        raise ValueError(f"{len(examples)} of {len(rows)} embedded examples fit in --seq_len {seq_len} (a response "
-                         f"token within it), which fill {len(input_ids)} of --batch {batch} rows; "
-                         "raise --seq_len if few fit, else lower --batch")
+        raise ValueError(
+            f"{len(examples)} of {len(rows)} embedded examples fit in --seq_len {seq_len} (a response "
+            f"token within it), which fill {len(input_ids)} of --batch {batch} rows; "
+            "raise --seq_len if few fit, else lower --batch"
+        )
     ids = torch.tensor(input_ids)
     return {"input_ids": ids, "labels": torch.tensor(labels), "attention_mask": torch.ones_like(ids)}
 
@@ -143,21 +158,37 @@ def _worker(args) -> dict:
         model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
         vocab = model.config.vocab_size
         ids = torch.randint(1000, vocab, (args.batch, args.seq_len))
-        batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids),
-                 "labels": torch.randint(0, 2, (args.batch,))}
+        batch = {
+            "input_ids": ids,
+            "attention_mask": torch.ones_like(ids),
+            "labels": torch.randint(0, 2, (args.batch,)),
+        }
         target = [n for n in adapters.linear_module_names(model) if n not in ("classifier",)]
         save = ["classifier"]
-    model = adapters.prepare_model(model, adapters.AdapterConfig(
-        method="pissa", r=args.r, alpha=args.r, target_modules=target, modules_to_save=save)).to(device)
+    model = adapters.prepare_model(
+        model,
+        adapters.AdapterConfig(
+            method="pissa", r=args.r, alpha=args.r, target_modules=target, modules_to_save=save
+        ),
+    ).to(device)
     batch = {k: v.to(device) for k, v in batch.items()}
+
     def make_trainer(preset: str, tmp: str):
         training_args = BALoRATrainingArguments(
-            output_dir=tmp, regularizer_preset=preset, regularizer_task=args.mode, report_to="none",
+            output_dir=tmp,
+            regularizer_preset=preset,
+            regularizer_task=args.mode,
+            report_to="none",
             svd_eigensolver=args.svd_eigensolver if preset != "none" else None,
             # The same batch repeats here: the NLU reference cache would hide the first-epoch cost.
             cache_reference_logits=False,
-            use_cpu=device == "cpu", bf16=args.bf16, per_device_train_batch_size=args.batch,
-            learning_rate=1e-5, max_steps=args.warmup + args.steps, disable_tqdm=True)
+            use_cpu=device == "cpu",
+            bf16=args.bf16,
+            per_device_train_batch_size=args.batch,
+            learning_rate=1e-5,
+            max_steps=args.warmup + args.steps,
+            disable_tqdm=True,
+        )
         trainer = BALoRATrainer(model=model, args=training_args)
         trainer.create_optimizer()
         trainer.current_gradient_accumulation_steps = 1  # normally set by the training loop
@@ -188,8 +219,15 @@ def _worker(args) -> dict:
                 if step >= args.warmup:
                     rounds.append(times)
             term_times = _term_times(ba_lora, model, batch, device, args)
-        return {"method": "both", "rounds": rounds, "term_times": term_times, "svd_path": ba_lora.svd_path,
-                "device": device, "regularized_rows": _rows_count(batch, args), "threads": torch.get_num_threads()}
+        return {
+            "method": "both",
+            "rounds": rounds,
+            "term_times": term_times,
+            "svd_path": ba_lora.svd_path,
+            "device": device,
+            "regularized_rows": _rows_count(batch, args),
+            "threads": torch.get_num_threads(),
+        }
 
     preset = "none" if args.worker == "pissa" else args.preset
     with tempfile.TemporaryDirectory() as tmp:
@@ -209,9 +247,17 @@ def _worker(args) -> dict:
         peak = torch.cuda.max_memory_allocated()
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"method": args.worker, "step_times": times, "reference_times": reference_times,
-            "term_times": term_times, "svd_path": trainer.svd_path, "peak_bytes": int(peak), "device": device,
-            "regularized_rows": _rows_count(batch, args), "threads": torch.get_num_threads()}
+    return {
+        "method": args.worker,
+        "step_times": times,
+        "reference_times": reference_times,
+        "term_times": term_times,
+        "svd_path": trainer.svd_path,
+        "peak_bytes": int(peak),
+        "device": device,
+        "regularized_rows": _rows_count(batch, args),
+        "threads": torch.get_num_threads(),
+    }
 
 
 def _rows_count(batch: dict, args) -> int:
@@ -246,7 +292,10 @@ def _term_times(trainer, model, batch: dict, device: str, args) -> dict:
     ref = trainer._reference_logits(model, dict(batch)).detach()
     hidden = {}
     if head is not None:
-        hidden = {"hidden": trainer._rows(captured[0], batch).detach(), "head_factor": trainer._head_factor(head)}
+        hidden = {
+            "hidden": trainer._rows(captured[0], batch).detach(),
+            "head_factor": trainer._head_factor(head),
+        }
     cfg = trainer._regularizer_config
     n, vocab = logits.shape[-2] if logits.dim() == 3 else logits.shape[0], logits.shape[-1]
 
@@ -254,7 +303,10 @@ def _term_times(trainer, model, batch: dict, device: str, args) -> dict:
         leaves = {"logits": logits.clone().requires_grad_()}
         extra = {}
         if with_hidden and hidden:
-            extra = {"hidden": hidden["hidden"].clone().requires_grad_(), "head_factor": hidden["head_factor"]}
+            extra = {
+                "hidden": hidden["hidden"].clone().requires_grad_(),
+                "head_factor": hidden["head_factor"],
+            }
         times = []
         for _ in range(args.term_repeats + 1):  # the first is a warm-up
             _sync(device)
@@ -267,7 +319,9 @@ def _term_times(trainer, model, batch: dict, device: str, args) -> dict:
 
     result = {term: timed((term,)) for term in TERMS}
     result["together"] = timed(TERMS)
-    if hidden and n * n * vocab <= (2e13 if device == "cuda" else 3e10):  # the logits-space SVD term, where affordable
+    if hidden and n * n * vocab <= (
+        2e13 if device == "cuda" else 3e10
+    ):  # the logits-space SVD term, where affordable
         result["svd_logits_space"] = timed(("svd",), with_hidden=False)
     return result
 
@@ -287,25 +341,44 @@ def _measure(args, worker_argv: list[str], quiet: bool = False) -> dict:
                 result = json.loads(out.read_text())
                 results[method].append(result)
                 if not quiet:
-                    print(f"  {method:8s} repeat {repeat}: steps {[f'{t:.3f}' for t in result['step_times']]} s, "
-                          f"peak {result['peak_bytes'] / 2**20:.0f} MiB, regularised rows {result['regularized_rows']}",
-                          flush=True)
+                    print(
+                        f"  {method:8s} repeat {repeat}: steps {[f'{t:.3f}' for t in result['step_times']]} s, "
+                        f"peak {result['peak_bytes'] / 2**20:.0f} MiB, regularised rows {result['regularized_rows']}",
+                        flush=True,
+                    )
     step = {m: statistics.median(t for r in rs for t in r["step_times"]) for m, rs in results.items()}
     peak = {m: max(r["peak_bytes"] for r in rs) for m, rs in results.items()}
     reference = statistics.median(t for r in results["pissa"] for t in r["reference_times"])
     floor = step["pissa"] + reference
-    terms = {name: statistics.median(r["term_times"][name] for r in results["ba-lora"])
-             for name in results["ba-lora"][0]["term_times"]}
+    terms = {
+        name: statistics.median(r["term_times"][name] for r in results["ba-lora"])
+        for name in results["ba-lora"][0]["term_times"]
+    }
     above = step["ba-lora"] - floor
-    summary = {"step_s": step, "peak_bytes": peak, "step_ratio": step["ba-lora"] / step["pissa"],
-               "floor_s": floor, "reference_forward_s": reference, "floor_ratio": floor / step["pissa"],
-               "mem_ratio": peak["ba-lora"] / peak["pissa"], "above_floor_s": above, "term_s": terms,
-               "svd_path": results["ba-lora"][0]["svd_path"], "rows": results["pissa"][0]["regularized_rows"],
-               "device": results["pissa"][0]["device"], "threads": results["pissa"][0]["threads"],
-               "batch": args.batch, "seq_len": args.seq_len, "r": args.r, "bf16": args.bf16, "model": args.model,
-               "vocab": args.vocab, "svd_eigensolver": args.svd_eigensolver or "eigh",
-               "step_times": {m: [t for r in rs for t in r["step_times"]] for m, rs in results.items()},
-               "reference_times": [t for r in results["pissa"] for t in r["reference_times"]]}
+    summary = {
+        "step_s": step,
+        "peak_bytes": peak,
+        "step_ratio": step["ba-lora"] / step["pissa"],
+        "floor_s": floor,
+        "reference_forward_s": reference,
+        "floor_ratio": floor / step["pissa"],
+        "mem_ratio": peak["ba-lora"] / peak["pissa"],
+        "above_floor_s": above,
+        "term_s": terms,
+        "svd_path": results["ba-lora"][0]["svd_path"],
+        "rows": results["pissa"][0]["regularized_rows"],
+        "device": results["pissa"][0]["device"],
+        "threads": results["pissa"][0]["threads"],
+        "batch": args.batch,
+        "seq_len": args.seq_len,
+        "r": args.r,
+        "bf16": args.bf16,
+        "model": args.model,
+        "vocab": args.vocab,
+        "svd_eigensolver": args.svd_eigensolver or "eigh",
+        "step_times": {m: [t for r in rs for t in r["step_times"]] for m, rs in results.items()},
+        "reference_times": [t for r in results["pissa"] for t in r["reference_times"]],
+    }
     return summary
 
 
@@ -321,19 +394,39 @@ def _measure_interleaved(args, base_cmd: list[str], env: dict, quiet: bool) -> d
             runs.append(result)
             rounds += result["rounds"]
             if not quiet:
-                print(f"  repeat {repeat}: rounds (PiSSA, reference forward, BA-LoRA) s "
-                      f"{[tuple(round(t, 3) for t in r) for r in result['rounds']]}", flush=True)
+                print(
+                    f"  repeat {repeat}: rounds (PiSSA, reference forward, BA-LoRA) s "
+                    f"{[tuple(round(t, 3) for t in r) for r in result['rounds']]}",
+                    flush=True,
+                )
     pissa, reference, ba_lora = (statistics.median(r[i] for r in rounds) for i in range(3))
     terms = {name: statistics.median(r["term_times"][name] for r in runs) for name in runs[0]["term_times"]}
     step_ratio = statistics.median(r[2] / r[0] for r in rounds)
     floor_ratio = statistics.median((r[0] + r[1]) / r[0] for r in rounds)
-    return {"step_s": {"pissa": pissa, "ba-lora": ba_lora}, "peak_bytes": None, "step_ratio": step_ratio,
-            "floor_s": pissa + reference, "reference_forward_s": reference, "floor_ratio": floor_ratio,
-            "mem_ratio": float("nan"), "above_floor_s": (step_ratio - floor_ratio) * pissa, "term_s": terms,
-            "svd_path": runs[0]["svd_path"], "rows": runs[0]["regularized_rows"], "device": runs[0]["device"],
-            "threads": runs[0]["threads"], "batch": args.batch, "seq_len": args.seq_len, "r": args.r,
-            "bf16": args.bf16, "model": args.model, "vocab": args.vocab, "interleave": True,
-            "svd_eigensolver": args.svd_eigensolver or "eigh", "rounds": rounds}
+    return {
+        "step_s": {"pissa": pissa, "ba-lora": ba_lora},
+        "peak_bytes": None,
+        "step_ratio": step_ratio,
+        "floor_s": pissa + reference,
+        "reference_forward_s": reference,
+        "floor_ratio": floor_ratio,
+        "mem_ratio": float("nan"),
+        "above_floor_s": (step_ratio - floor_ratio) * pissa,
+        "term_s": terms,
+        "svd_path": runs[0]["svd_path"],
+        "rows": runs[0]["regularized_rows"],
+        "device": runs[0]["device"],
+        "threads": runs[0]["threads"],
+        "batch": args.batch,
+        "seq_len": args.seq_len,
+        "r": args.r,
+        "bf16": args.bf16,
+        "model": args.model,
+        "vocab": args.vocab,
+        "interleave": True,
+        "svd_eigensolver": args.svd_eigensolver or "eigh",
+        "rounds": rounds,
+    }
 
 
 def _terms_line(summary: dict) -> str:
@@ -345,8 +438,10 @@ def _terms_line(summary: dict) -> str:
         label = f"svd ({summary['svd_path']})" if name == "svd" else name
         parts.append(f"{label} {terms[name]:.3f} s{share}")
     rest = above - terms["together"]
-    return (f"above the floor: {above:.3f} s = the three terms together {terms['together']:.3f} s "
-            f"[alone: {', '.join(parts)}] + rest {rest:.3f} s")
+    return (
+        f"above the floor: {above:.3f} s = the three terms together {terms['together']:.3f} s "
+        f"[alone: {', '.join(parts)}] + rest {rest:.3f} s"
+    )
 
 
 def _sweep(args, argv: list[str]) -> dict:
@@ -354,28 +449,45 @@ def _sweep(args, argv: list[str]) -> dict:
     rows_values = [int(v) for v in args.sweep_rows.split(",")]
     vocab_values = [int(v) for v in args.sweep_vocab.split(",")]
     keep = [a for a in argv if a != "--sweep"]
-    model = args.model if args.model in ("tiny-llama", "tiny-llama-256", "tiny-mistral-256", "tiny-gemma-256") \
+    model = (
+        args.model
+        if args.model in ("tiny-llama", "tiny-llama-256", "tiny-mistral-256", "tiny-gemma-256")
         else "tiny-llama-256"
-    header = ("| N rows | V | PiSSA s | ref fwd s | BA-LoRA s | step_ratio | floor_ratio | mem_ratio | KL ms | "
-              "top-K entropy ms | SVD hidden ms | SVD logits ms | three together ms |")
+    )
+    header = (
+        "| N rows | V | PiSSA s | ref fwd s | BA-LoRA s | step_ratio | floor_ratio | mem_ratio | KL ms | "
+        "top-K entropy ms | SVD hidden ms | SVD logits ms | three together ms |"
+    )
     print(header + "\n|" + "---:|" * 13, flush=True)
     points = []
     for vocab in vocab_values:
         for rows in rows_values:
             seq_len = 257
             batch = max(1, rows // (seq_len - 1))
-            point_argv = [*keep, "--model", model, "--vocab", str(vocab), "--batch", str(batch),
-                          "--seq_len", str(seq_len)]
+            point_argv = [
+                *keep,
+                "--model",
+                model,
+                "--vocab",
+                str(vocab),
+                "--batch",
+                str(batch),
+                "--seq_len",
+                str(seq_len),
+            ]
             point_args = _parse(point_argv)
             summary = _measure(point_args, point_argv, quiet=True)
             terms = summary["term_s"]
             logits_svd = terms.get("svd_logits_space")
-            print(f"| {summary['rows']} | {vocab} | {summary['step_s']['pissa']:.3f} | "
-                  f"{summary['reference_forward_s']:.3f} | {summary['step_s']['ba-lora']:.3f} | "
-                  f"{summary['step_ratio']:.3f} | {summary['floor_ratio']:.3f} | {summary['mem_ratio']:.3f} | "
-                  f"{1000 * terms['consistency']:.0f} | {1000 * terms['diversity']:.0f} | {1000 * terms['svd']:.1f} | "
-                  + (f"{1000 * logits_svd:.0f}" if logits_svd is not None else "—")
-                  + f" | {1000 * terms['together']:.0f} |", flush=True)
+            print(
+                f"| {summary['rows']} | {vocab} | {summary['step_s']['pissa']:.3f} | "
+                f"{summary['reference_forward_s']:.3f} | {summary['step_s']['ba-lora']:.3f} | "
+                f"{summary['step_ratio']:.3f} | {summary['floor_ratio']:.3f} | {summary['mem_ratio']:.3f} | "
+                f"{1000 * terms['consistency']:.0f} | {1000 * terms['diversity']:.0f} | {1000 * terms['svd']:.1f} | "
+                + (f"{1000 * logits_svd:.0f}" if logits_svd is not None else "—")
+                + f" | {1000 * terms['together']:.0f} |",
+                flush=True,
+            )
             points.append(summary)
     return {"sweep": points, "model": model}
 
@@ -387,21 +499,28 @@ def main(argv=None) -> dict:
         Path(args.result).write_text(json.dumps(result))
         return result
     argv = list(argv if argv is not None else sys.argv[1:])
-    print(f"mode={args.mode} model={args.model} batch={args.batch}x{args.seq_len} r={args.r} "
-          f"preset={args.preset} warmup={args.warmup} steps={args.steps} repeats={args.repeats}"
-          + (" sweep" if args.sweep else ""), flush=True)
+    print(
+        f"mode={args.mode} model={args.model} batch={args.batch}x{args.seq_len} r={args.r} "
+        f"preset={args.preset} warmup={args.warmup} steps={args.steps} repeats={args.repeats}"
+        + (" sweep" if args.sweep else ""),
+        flush=True,
+    )
     if args.sweep:
         result = _sweep(args, argv)
         last = result["sweep"][-1]
     else:
         result = last = _measure(args, argv)
-        print(f"median step: PiSSA {last['step_s']['pissa']:.3f} s, BA-LoRA {last['step_s']['ba-lora']:.3f} s, "
-              f"floor (PiSSA + reference forward {last['reference_forward_s']:.3f} s) {last['floor_s']:.3f} s "
-              f"(device {last['device']}, {last['threads']} threads, SVD term in {last['svd_path']})")
+        print(
+            f"median step: PiSSA {last['step_s']['pissa']:.3f} s, BA-LoRA {last['step_s']['ba-lora']:.3f} s, "
+            f"floor (PiSSA + reference forward {last['reference_forward_s']:.3f} s) {last['floor_s']:.3f} s "
+            f"(device {last['device']}, {last['threads']} threads, SVD term in {last['svd_path']})"
+        )
         print(_terms_line(last))
     if args.output:
         Path(args.output).write_text(json.dumps(result, indent=2))
-    print(f"step_ratio={last['step_ratio']:.3f} floor_ratio={last['floor_ratio']:.3f} mem_ratio={last['mem_ratio']:.3f}")
+    print(
+        f"step_ratio={last['step_ratio']:.3f} floor_ratio={last['floor_ratio']:.3f} mem_ratio={last['mem_ratio']:.3f}"
+    )
     return result
 
 

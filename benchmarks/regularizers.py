@@ -33,10 +33,18 @@ from balora import _kernels, regularizers  # noqa: E402
 
 
 def _parse(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=308, help="N supervised rows (response tokens of a batch)")
-    parser.add_argument("--vocab", type=int, default=49152, help="V classes (SmolLM2: 49,152; LLaMA-2: 32,000)")
-    parser.add_argument("--hidden", type=int, default=576, help="H_dim of the hidden-space SVD case (SmolLM2: 576)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--rows", type=int, default=308, help="N supervised rows (response tokens of a batch)"
+    )
+    parser.add_argument(
+        "--vocab", type=int, default=49152, help="V classes (SmolLM2: 49,152; LLaMA-2: 32,000)"
+    )
+    parser.add_argument(
+        "--hidden", type=int, default=576, help="H_dim of the hidden-space SVD case (SmolLM2: 576)"
+    )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--dtype", default="auto", help="logits dtype: auto (bfloat16 on cuda, else float32)")
     parser.add_argument("--preset", default="iclr2026")
@@ -77,13 +85,21 @@ def main(argv=None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    dtype = {"auto": torch.bfloat16 if device == "cuda" else torch.float32, "float32": torch.float32,
-             "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
+    dtype = {
+        "auto": torch.bfloat16 if device == "cuda" else torch.float32,
+        "float32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "float16": torch.float16,
+    }[args.dtype]
     cfg, _ = regularizers.preset(args.preset, "nlg")
     generator = torch.Generator().manual_seed(0)
     # Logit-like scale (std 3) so that softmaxes are neither flat nor one-hot.
-    logits = (3 * torch.randn(1, args.rows, args.vocab, generator=generator)).to(device, dtype).requires_grad_()
-    ref = (logits.detach().float() + 0.5 * torch.randn(1, args.rows, args.vocab, generator=generator).to(device)).to(dtype)
+    logits = (
+        (3 * torch.randn(1, args.rows, args.vocab, generator=generator)).to(device, dtype).requires_grad_()
+    )
+    ref = (
+        logits.detach().float() + 0.5 * torch.randn(1, args.rows, args.vocab, generator=generator).to(device)
+    ).to(dtype)
     mask = torch.ones(1, args.rows, dtype=torch.bool, device=device)
     rows_b, rows_t = mask.nonzero(as_tuple=True)
 
@@ -92,6 +108,7 @@ def main(argv=None) -> dict:
             logits.grad = None
             out = regularizers.regularizer_terms(logits, ref, mask, cfg, terms=names)
             sum(out[name] for name in names).backward()
+
         return run
 
     def gram_only():
@@ -103,7 +120,7 @@ def main(argv=None) -> dict:
 
     def eigen_only():
         gram = gram_input.clone().requires_grad_()
-        torch.linalg.eigvalsh(gram)[-cfg.svd_top_k:].sum().backward()
+        torch.linalg.eigvalsh(gram)[-cfg.svd_top_k :].sum().backward()
 
     def lobpcg_only():
         gram = gram_input.clone().requires_grad_()
@@ -133,23 +150,45 @@ def main(argv=None) -> dict:
         logits.grad = None
         regularizers.regularizer_terms(logits, ref, mask, lobpcg_cfg, terms=["svd"])["svd"].backward()
 
-    cases = {"consistency": terms("consistency"), "diversity": terms("diversity"), "svd": terms("svd"),
-             "all three": terms(*regularizers.TERMS), "svd: Gram fwd+bwd": gram_only,
-             "svd: eigvalsh fwd+bwd": eigen_only}
+    cases = {
+        "consistency": terms("consistency"),
+        "diversity": terms("diversity"),
+        "svd": terms("svd"),
+        "all three": terms(*regularizers.TERMS),
+        "svd: Gram fwd+bwd": gram_only,
+        "svd: eigvalsh fwd+bwd": eigen_only,
+    }
     if cfg.svd_normalizer == "frobenius" and args.rows >= 3 * cfg.svd_top_k:
         cases.update({"svd, lobpcg eigensolver": svd_lobpcg, "svd: lobpcg fwd+bwd": lobpcg_only})
-    cases.update({"svd, hidden space": svd_hidden, "all three, svd in hidden space": all_hidden,
-                  "head factor (once per run)": factor_once})
-    print(f"rows={args.rows} vocab={args.vocab} hidden={args.hidden} device={device} dtype={str(dtype).removeprefix('torch.')} "
-          f"preset={args.preset} threads={torch.get_num_threads()}", flush=True)
+    cases.update(
+        {
+            "svd, hidden space": svd_hidden,
+            "all three, svd in hidden space": all_hidden,
+            "head factor (once per run)": factor_once,
+        }
+    )
+    print(
+        f"rows={args.rows} vocab={args.vocab} hidden={args.hidden} device={device} dtype={str(dtype).removeprefix('torch.')} "
+        f"preset={args.preset} threads={torch.get_num_threads()}",
+        flush=True,
+    )
     results = {}
     for name, fn in cases.items():
         results[name] = time_case(fn, device, args.warmup, args.repeats)
         peak = results[name]["peak_bytes"]
-        print(f"  {name:32s} {results[name]['median_ms']:10.2f} ms" + (f"   peak {peak / 2**20:.0f} MiB" if peak else ""),
-              flush=True)
-    summary = {"rows": args.rows, "vocab": args.vocab, "hidden": args.hidden, "device": device, "dtype": str(dtype),
-               "cases": results}
+        print(
+            f"  {name:32s} {results[name]['median_ms']:10.2f} ms"
+            + (f"   peak {peak / 2**20:.0f} MiB" if peak else ""),
+            flush=True,
+        )
+    summary = {
+        "rows": args.rows,
+        "vocab": args.vocab,
+        "hidden": args.hidden,
+        "device": device,
+        "dtype": str(dtype),
+        "cases": results,
+    }
     if args.output:
         with open(args.output, "w") as handle:
             json.dump(summary, handle, indent=2)

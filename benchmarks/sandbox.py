@@ -32,19 +32,29 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     tasks, _ = load_humaneval()
     result = {"cores": os.cpu_count()}
-    for form in (("continuation", "program") if args.form == "both" else (args.form,)):
+    for form in ("continuation", "program") if args.form == "both" else (args.form,):
         built = [humaneval_program(t, extract_code(completions(t, form), t["entry_point"])) for t in tasks]
         start = time.perf_counter()
-        results = run_programs([p for p, _ in built], SandboxLimits(timeout_s=20, cpu_s=20),
-                               max_workers=args.workers, checks=[c for _, c in built])
+        results = run_programs(
+            [p for p, _ in built],
+            SandboxLimits(timeout_s=20, cpu_s=20),
+            max_workers=args.workers,
+            checks=[c for _, c in built],
+        )
         seconds = time.perf_counter() - start
-        result[form] = {"passed": sum(r.passed for r in results), "total": len(results),
-                        "seconds": round(seconds, 2), "programs_per_s": round(len(results) / seconds, 2),
-                        "failed": [t["task_id"] for t, r in zip(tasks, results, strict=True) if not r.passed]}
+        result[form] = {
+            "passed": sum(r.passed for r in results),
+            "total": len(results),
+            "seconds": round(seconds, 2),
+            "programs_per_s": round(len(results) / seconds, 2),
+            "failed": [t["task_id"] for t, r in zip(tasks, results, strict=True) if not r.passed],
+        }
         result["isolation"] = results[0].isolation
-        print(f"{form}: {result[form]['passed']}/{result[form]['total']} canonical solutions passed in "
-              f"{seconds:.1f} s ({result[form]['programs_per_s']:.1f} programs/s, {os.cpu_count()} cores), "
-              f"isolation {result['isolation']}")
+        print(
+            f"{form}: {result[form]['passed']}/{result[form]['total']} canonical solutions passed in "
+            f"{seconds:.1f} s ({result[form]['programs_per_s']:.1f} programs/s, {os.cpu_count()} cores), "
+            f"isolation {result['isolation']}"
+        )
     return result
 
 

@@ -27,15 +27,23 @@ def main(argv: list[str] | None = None) -> dict:
     """Evaluate and return metrics.json's content (score = accuracy in percent)."""
     (args,) = parse_args((EvalArguments,), argv)
     tasks, data_info = gsm8k.load_tasks(args.data, args.limit)
-    bench = Benchmark(name="gsm8k", protocol=gsm8k.PROTOCOL, protocol_version=gsm8k.PROTOCOL_VERSION,
-                      tasks=tasks, data_info=data_info, normalize_id=int_task_id,
-                      grade=lambda pairs: [gsm8k.score_sample(task, text) for task, text in pairs],
-                      grading=gsm8k.GRADING)
+    bench = Benchmark(
+        name="gsm8k",
+        protocol=gsm8k.PROTOCOL,
+        protocol_version=gsm8k.PROTOCOL_VERSION,
+        tasks=tasks,
+        data_info=data_info,
+        normalize_id=int_task_id,
+        grade=lambda pairs: [gsm8k.score_sample(task, text) for task, text in pairs],
+        grading=gsm8k.GRADING,
+    )
     return run(bench, args)
 
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     metrics = main()
-    print(f"gsm8k score={metrics['score']:.2f} (paper protocol) "
-          f"accuracy_lenient={metrics['accuracy_lenient']:.2f} (lenient reading) n={metrics['n']}")
+    print(
+        f"gsm8k score={metrics['score']:.2f} (paper protocol) "
+        f"accuracy_lenient={metrics['accuracy_lenient']:.2f} (lenient reading) n={metrics['n']}"
+    )

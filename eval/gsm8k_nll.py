@@ -28,14 +28,26 @@ from balora.repro.config import parse_args  # noqa: E402
 class NllArguments:
     output_dir: str = field(metadata={"help": "Where samples.jsonl and metrics.json are written."})
     model: str = field(metadata={"help": "A path, a hub id, an embedded name or tiny-llama (tests)."})
-    adapter: str | None = field(default=None, metadata={
-        "help": "peft adapter dir (PiSSA: <run>/adapter_lora on the original base, as for eval/gsm8k.py)."})
-    data: str | None = field(default=None, metadata={"help": "Local GSM8K JSONL; default: the hub test split."})
+    adapter: str | None = field(
+        default=None,
+        metadata={
+            "help": "peft adapter dir (PiSSA: <run>/adapter_lora on the original base, as for eval/gsm8k.py)."
+        },
+    )
+    data: str | None = field(
+        default=None, metadata={"help": "Local GSM8K JSONL; default: the hub test split."}
+    )
     limit: int | None = field(default=None, metadata={"help": "Score the first N problems (file order)."})
     batch_size: int = field(default=8, metadata={"help": "Sequences per forward pass."})
-    max_length: int = field(default=512, metadata={
-        "help": "Token cap of prompt + solution + EOS; truncated problems are counted in metrics.json."})
-    dtype: str = field(default="auto", metadata={"help": "auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16."})
+    max_length: int = field(
+        default=512,
+        metadata={
+            "help": "Token cap of prompt + solution + EOS; truncated problems are counted in metrics.json."
+        },
+    )
+    dtype: str = field(
+        default="auto", metadata={"help": "auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16."}
+    )
     seed: int = field(default=42, metadata={"help": "Recorded only: the computation is deterministic."})
 
     def __post_init__(self):
@@ -54,17 +66,40 @@ def main(argv: list[str] | None = None) -> dict:
     rows = [{"question": t["question"], "answer": t["solution"]} for t in tasks]
     examples = answer_nll.reference_examples(rows, tokenizer, args.max_length)
     with tqdm(total=len(examples), desc="gsm8k_nll", unit="problem") as bar:
-        per_example = answer_nll.response_nll(model, examples, tokenizer.pad_token_id, args.batch_size,
-                                              progress=bar.update)
-    samples = [{"task_id": t["task_id"], "nll": nll, "tokens": n, "nll_per_token": nll / n,
-                "truncated": e["truncated"]} for t, e, (nll, n) in zip(tasks, examples, per_example, strict=True)]
+        per_example = answer_nll.response_nll(
+            model, examples, tokenizer.pad_token_id, args.batch_size, progress=bar.update
+        )
+    samples = [
+        {
+            "task_id": t["task_id"],
+            "nll": nll,
+            "tokens": n,
+            "nll_per_token": nll / n,
+            "truncated": e["truncated"],
+        }
+        for t, e, (nll, n) in zip(tasks, examples, per_example, strict=True)
+    ]
     summary = answer_nll.summarize(per_example)
-    settings = {"model": args.model, "adapter": args.adapter, "limit": args.limit, "data": data_info,
-                "max_length": args.max_length, "dtype": args.dtype, "batch_size": args.batch_size}
-    metrics = build_metrics(benchmark="gsm8k_nll", score=round(summary["nll_per_token"], 6), n=len(tasks),
-                            protocol=answer_nll.PROTOCOL, protocol_version=answer_nll.PROTOCOL_VERSION,
-                            settings=settings, start_time=start, seed=args.seed,
-                            extra={**summary, "truncated": sum(s["truncated"] for s in samples)})
+    settings = {
+        "model": args.model,
+        "adapter": args.adapter,
+        "limit": args.limit,
+        "data": data_info,
+        "max_length": args.max_length,
+        "dtype": args.dtype,
+        "batch_size": args.batch_size,
+    }
+    metrics = build_metrics(
+        benchmark="gsm8k_nll",
+        score=round(summary["nll_per_token"], 6),
+        n=len(tasks),
+        protocol=answer_nll.PROTOCOL,
+        protocol_version=answer_nll.PROTOCOL_VERSION,
+        settings=settings,
+        start_time=start,
+        seed=args.seed,
+        extra={**summary, "truncated": sum(s["truncated"] for s in samples)},
+    )
     write_results(args.output_dir, samples, metrics)
     return metrics
 
@@ -72,4 +107,6 @@ def main(argv: list[str] | None = None) -> dict:
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     metrics = main()
-    print(f"gsm8k_nll score={metrics['score']:.4f} nats/token (ppl {metrics['perplexity']:.2f}) n={metrics['n']}")
+    print(
+        f"gsm8k_nll score={metrics['score']:.4f} nats/token (ppl {metrics['perplexity']:.2f}) n={metrics['n']}"
+    )

@@ -25,8 +25,12 @@ from balora.repro.config import parse_args  # noqa: E402
 
 @dataclass
 class HumanEvalArguments:
-    plus_data: str | None = field(default=None, metadata={
-        "help": "evalplus's HumanEvalPlus.jsonl[.gz]: also run HumanEval+'s differential tests (plus_pass@k)."})
+    plus_data: str | None = field(
+        default=None,
+        metadata={
+            "help": "evalplus's HumanEvalPlus.jsonl[.gz]: also run HumanEval+'s differential tests (plus_pass@k)."
+        },
+    )
 
 
 def humaneval_id(raw) -> str:
@@ -43,15 +47,32 @@ def main(argv: list[str] | None = None) -> dict:
         data_info.update(code.attach_humaneval_plus(tasks, he_args.plus_data))
     limits = code_args.limits()
     bench = Benchmark(
-        name="humaneval", protocol=code.HUMANEVAL_PROTOCOL, protocol_version=code.HUMANEVAL_VERSION,
-        tasks=tasks, data_info=data_info, normalize_id=humaneval_id, num_samples=code_args.num_samples,
-        grade=lambda pairs: code.grade_programs(pairs, code.humaneval_program, limits, code_args.workers,
-                                                 code_args.allow_weak_isolation, code_args.plus_limits()),
+        name="humaneval",
+        protocol=code.HUMANEVAL_PROTOCOL,
+        protocol_version=code.HUMANEVAL_VERSION,
+        tasks=tasks,
+        data_info=data_info,
+        normalize_id=humaneval_id,
+        num_samples=code_args.num_samples,
+        grade=lambda pairs: code.grade_programs(
+            pairs,
+            code.humaneval_program,
+            limits,
+            code_args.workers,
+            code_args.allow_weak_isolation,
+            code_args.plus_limits(),
+        ),
         summarize=lambda rows: code.summarize_passes(rows, code_args.num_samples),
-        extra_settings={"sandbox_limits": asdict(limits), "sandbox_limits_plus": asdict(code_args.plus_limits()),
-                        "instruction": code.HUMANEVAL_INSTRUCTION})
+        extra_settings={
+            "sandbox_limits": asdict(limits),
+            "sandbox_limits_plus": asdict(code_args.plus_limits()),
+            "instruction": code.HUMANEVAL_INSTRUCTION,
+        },
+    )
     metrics = run(bench, args)
-    write_evalplus_samples(args.output_dir, lambda task_id: task_id)  # for cross-checking with evalplus itself
+    write_evalplus_samples(
+        args.output_dir, lambda task_id: task_id
+    )  # for cross-checking with evalplus itself
     return metrics
 
 

@@ -23,23 +23,34 @@ from balora.repro.config import parse_args  # noqa: E402
 
 def _summarize(rows: list[dict]) -> dict:
     # Math-Verify judges the lenient extraction: it disagrees with the lenient grader only on equivalence.
-    return {"math_verify_score": round(100.0 * sum(bool(r.get("math_verify")) for r in rows) / len(rows), 4),
-            "graders_disagree": sum(bool(r.get("math_verify")) != bool(r.get("correct_lenient")) for r in rows)}
+    return {
+        "math_verify_score": round(100.0 * sum(bool(r.get("math_verify")) for r in rows) / len(rows), 4),
+        "graders_disagree": sum(bool(r.get("math_verify")) != bool(r.get("correct_lenient")) for r in rows),
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
     """Evaluate and return metrics.json's content (score = Hendrycks-normalised accuracy in percent)."""
     (args,) = parse_args((EvalArguments,), argv)
     tasks, data_info = math_grader.load_tasks(args.data, args.limit)
-    bench = Benchmark(name="math", protocol=math_grader.PROTOCOL, protocol_version=math_grader.PROTOCOL_VERSION,
-                      tasks=tasks, data_info=data_info, normalize_id=int_task_id,
-                      grade=lambda pairs: [math_grader.score_sample(task, text) for task, text in pairs],
-                      summarize=_summarize, grading=math_grader.GRADING)
+    bench = Benchmark(
+        name="math",
+        protocol=math_grader.PROTOCOL,
+        protocol_version=math_grader.PROTOCOL_VERSION,
+        tasks=tasks,
+        data_info=data_info,
+        normalize_id=int_task_id,
+        grade=lambda pairs: [math_grader.score_sample(task, text) for task, text in pairs],
+        summarize=_summarize,
+        grading=math_grader.GRADING,
+    )
     return run(bench, args)
 
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     metrics = main()
-    print(f"math score={metrics['score']:.2f} (paper protocol) accuracy_lenient={metrics['accuracy_lenient']:.2f} "
-          f"math_verify={metrics['math_verify_score']:.2f} n={metrics['n']}")
+    print(
+        f"math score={metrics['score']:.2f} (paper protocol) accuracy_lenient={metrics['accuracy_lenient']:.2f} "
+        f"math_verify={metrics['math_verify_score']:.2f} n={metrics['n']}"
+    )

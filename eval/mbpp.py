@@ -25,8 +25,10 @@ from balora.repro.config import parse_args  # noqa: E402
 
 @dataclass
 class MbppArguments:
-    mbpp_variant: str = field(default="full", metadata={
-        "help": "Hub config when --data is not given: full (500 test tasks) or sanitized (257)."})
+    mbpp_variant: str = field(
+        default="full",
+        metadata={"help": "Hub config when --data is not given: full (500 test tasks) or sanitized (257)."},
+    )
 
 
 def mbpp_id(raw):
@@ -42,15 +44,32 @@ def main(argv: list[str] | None = None) -> dict:
     tasks, data_info = code.load_mbpp(args.data, args.limit, mbpp_args.mbpp_variant)
     limits = code_args.limits()
     bench = Benchmark(
-        name="mbpp", protocol=code.MBPP_PROTOCOL, protocol_version=code.MBPP_VERSION,
-        tasks=tasks, data_info=data_info, normalize_id=mbpp_id, num_samples=code_args.num_samples,
-        grade=lambda pairs: code.grade_programs(pairs, code.mbpp_program, limits, code_args.workers,
-                                                 code_args.allow_weak_isolation, code_args.plus_limits()),
+        name="mbpp",
+        protocol=code.MBPP_PROTOCOL,
+        protocol_version=code.MBPP_VERSION,
+        tasks=tasks,
+        data_info=data_info,
+        normalize_id=mbpp_id,
+        num_samples=code_args.num_samples,
+        grade=lambda pairs: code.grade_programs(
+            pairs,
+            code.mbpp_program,
+            limits,
+            code_args.workers,
+            code_args.allow_weak_isolation,
+            code_args.plus_limits(),
+        ),
         summarize=lambda rows: code.summarize_passes(rows, code_args.num_samples),
-        extra_settings={"sandbox_limits": asdict(limits), "sandbox_limits_plus": asdict(code_args.plus_limits()),
-                        "instruction": code.MBPP_INSTRUCTION})
+        extra_settings={
+            "sandbox_limits": asdict(limits),
+            "sandbox_limits_plus": asdict(code_args.plus_limits()),
+            "instruction": code.MBPP_INSTRUCTION,
+        },
+    )
     metrics = run(bench, args)
-    write_evalplus_samples(args.output_dir, lambda task_id: f"Mbpp/{task_id}")  # for cross-checking with evalplus itself
+    write_evalplus_samples(
+        args.output_dir, lambda task_id: f"Mbpp/{task_id}"
+    )  # for cross-checking with evalplus itself
     return metrics
 
 

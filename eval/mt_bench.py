@@ -30,20 +30,40 @@ from balora.repro.data import data_dir  # noqa: E402
 @dataclass
 class JudgeArguments:
     judge_model: str = field(default="gpt-4", metadata={"help": "Judge model name (the paper: GPT-4)."})
-    judge_base_url: str | None = field(default=None, metadata={
-        "help": "OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 (default: api.openai.com)."})
-    judge_api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "Env var holding the judge key."})
-    judge_prompts: str | None = field(default=None, metadata={
-        "help": "FastChat judge_prompts.jsonl (default: mt_bench/judge_prompts.jsonl of the data folder, $BALORA_DATA_DIR)."})
-    reference_answers: str | None = field(default=None, metadata={
-        "help": "FastChat reference_answer/gpt-4.jsonl (default: the data folder's copy when present)."})
-    judge_turns: int = field(default=2, metadata={"help": "Turns to judge: 2 (both), 1, or 0 (answers only)."})
+    judge_base_url: str | None = field(
+        default=None,
+        metadata={
+            "help": "OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 (default: api.openai.com)."
+        },
+    )
+    judge_api_key_env: str = field(
+        default="OPENAI_API_KEY", metadata={"help": "Env var holding the judge key."}
+    )
+    judge_prompts: str | None = field(
+        default=None,
+        metadata={
+            "help": "FastChat judge_prompts.jsonl (default: mt_bench/judge_prompts.jsonl of the data folder, $BALORA_DATA_DIR)."
+        },
+    )
+    reference_answers: str | None = field(
+        default=None,
+        metadata={
+            "help": "FastChat reference_answer/gpt-4.jsonl (default: the data folder's copy when present)."
+        },
+    )
+    judge_turns: int = field(
+        default=2, metadata={"help": "Turns to judge: 2 (both), 1, or 0 (answers only)."}
+    )
     judge_retries: int = field(default=5, metadata={"help": "Attempts per judgment before a clear error."})
     judge_backoff_s: float = field(default=2.0, metadata={"help": "First wait between attempts (doubles)."})
     judge_timeout_s: float = field(default=120.0, metadata={"help": "Per-request timeout of the judge."})
-    answer_model_id: str | None = field(default=None, metadata={
-        "help": "model_id written to FastChat's model_answer/<model_id>.jsonl (default: the adapter's or "
-                "model's folder name, or the samples file's name)."})
+    answer_model_id: str | None = field(
+        default=None,
+        metadata={
+            "help": "model_id written to FastChat's model_answer/<model_id>.jsonl (default: the adapter's or "
+            "model's folder name, or the samples file's name)."
+        },
+    )
 
     def __post_init__(self):
         if self.judge_turns not in (0, 1, 2):
@@ -58,15 +78,23 @@ def _answers(questions: list[dict], args: EvalArguments) -> dict[int, list[str]]
     cfg = args.decoding()
     generator = Generator(args.model, args.adapter, cfg, dtype=args.dtype)
     path = Path(args.output_dir) / "completions.jsonl"
-    first = generate_to_file(generator, [(f"{q['task_id']}#t1", q["prompt"]) for q in questions], path, cfg,
-                             desc="mt_bench turn 1")
-    second_items = [(f"{q['task_id']}#t2", mt_bench.turn2_prompt(q["turns"][0], first[f"{q['task_id']}#t1"],
-                                                                   q["turns"][1]))
-                    for q in questions if len(q["turns"]) > 1]
+    first = generate_to_file(
+        generator, [(f"{q['task_id']}#t1", q["prompt"]) for q in questions], path, cfg, desc="mt_bench turn 1"
+    )
+    second_items = [
+        (
+            f"{q['task_id']}#t2",
+            mt_bench.turn2_prompt(q["turns"][0], first[f"{q['task_id']}#t1"], q["turns"][1]),
+        )
+        for q in questions
+        if len(q["turns"]) > 1
+    ]
     second = generate_to_file(generator, second_items, path, cfg, desc="mt_bench turn 2")
-    return {q["task_id"]: [first[f"{q['task_id']}#t1"]] + ([second[f"{q['task_id']}#t2"]]
-                                                          if f"{q['task_id']}#t2" in second else [])
-            for q in questions}
+    return {
+        q["task_id"]: [first[f"{q['task_id']}#t1"]]
+        + ([second[f"{q['task_id']}#t2"]] if f"{q['task_id']}#t2" in second else [])
+        for q in questions
+    }
 
 
 def _mean(values: list[float]) -> float | None:
@@ -79,53 +107,106 @@ def main(argv: list[str] | None = None) -> dict:
     args, judge_args = parse_args((EvalArguments, JudgeArguments), argv)
     questions, data_info = mt_bench.load_questions(args.data, args.limit)
     judgments = {}
-    judge = mt_bench.JudgeConfig(model=judge_args.judge_model, base_url=judge_args.judge_base_url,
-                                 api_key_env=judge_args.judge_api_key_env, retries=judge_args.judge_retries,
-                                 backoff_s=judge_args.judge_backoff_s, timeout_s=judge_args.judge_timeout_s)
+    judge = mt_bench.JudgeConfig(
+        model=judge_args.judge_model,
+        base_url=judge_args.judge_base_url,
+        api_key_env=judge_args.judge_api_key_env,
+        retries=judge_args.judge_retries,
+        backoff_s=judge_args.judge_backoff_s,
+        timeout_s=judge_args.judge_timeout_s,
+    )
     mt_bench_data = data_dir() / "mt_bench"
     prompts_path = judge_args.judge_prompts or mt_bench_data / "judge_prompts.jsonl"
     references_path = judge_args.reference_answers or (
         mt_bench_data / "reference_answer" / "gpt-4.jsonl"
-        if (mt_bench_data / "reference_answer" / "gpt-4.jsonl").is_file() else None)
+        if (mt_bench_data / "reference_answer" / "gpt-4.jsonl").is_file()
+        else None
+    )
     if judge_args.judge_turns:
         # Fail before hours of generation, not after: judge key, prompts and references are checked first.
         judge.client()
         prompts = mt_bench.load_judge_prompts(prompts_path)
         references = mt_bench.load_reference_answers(references_path)
     answers = _answers(questions, args)
-    model_id = judge_args.answer_model_id or Path(args.adapter or args.model or args.samples).name.removesuffix(".jsonl")
-    mt_bench.write_model_answers(Path(args.output_dir) / "model_answer" / f"{model_id}.jsonl", questions, answers,
-                                 model_id)  # FastChat's format: FastChat's own judge can read it
+    model_id = judge_args.answer_model_id or Path(
+        args.adapter or args.model or args.samples
+    ).name.removesuffix(".jsonl")
+    mt_bench.write_model_answers(
+        Path(args.output_dir) / "model_answer" / f"{model_id}.jsonl", questions, answers, model_id
+    )  # FastChat's format: FastChat's own judge can read it
     if judge_args.judge_turns:
-        judgments = mt_bench.judge_all(questions, answers, judge_args.judge_turns, judge, prompts, references,
-                                       Path(args.output_dir) / "judgments.jsonl")
+        judgments = mt_bench.judge_all(
+            questions,
+            answers,
+            judge_args.judge_turns,
+            judge,
+            prompts,
+            references,
+            Path(args.output_dir) / "judgments.jsonl",
+        )
     rows, turn_ratings = [], {1: [], 2: []}
     for question in questions:
         given = answers.get(question["task_id"])
-        ratings = [judgments[(question["task_id"], t)]["rating"] if (question["task_id"], t) in judgments else None
-                   for t in (1, 2)]
+        ratings = [
+            judgments[(question["task_id"], t)]["rating"] if (question["task_id"], t) in judgments else None
+            for t in (1, 2)
+        ]
         for turn, rating in zip((1, 2), ratings, strict=True):
             if rating is not None and rating >= 0:  # -1 = unparseable judgment, excluded like FastChat
                 turn_ratings[turn].append(rating)
-        rows.append({"task_id": question["task_id"], "category": question["category"], "completion": given,
-                     "extracted": given, "correct": ratings, "ratings": ratings, "missing": not given,
-                     "judgments": [judgments.get((question["task_id"], t), {}).get("judgment") for t in (1, 2)]})
+        rows.append(
+            {
+                "task_id": question["task_id"],
+                "category": question["category"],
+                "completion": given,
+                "extracted": given,
+                "correct": ratings,
+                "ratings": ratings,
+                "missing": not given,
+                "judgments": [judgments.get((question["task_id"], t), {}).get("judgment") for t in (1, 2)],
+            }
+        )
     unparseable = sum(1 for record in judgments.values() if record["rating"] < 0)
-    extra = {"turn1_score": _mean(turn_ratings[1]), "turn2_score": _mean(turn_ratings[2]),
-             "average_score": _mean(turn_ratings[1] + turn_ratings[2]),
-             "judged_turn1": len(turn_ratings[1]), "judged_turn2": len(turn_ratings[2]),
-             "unparseable_judgments": unparseable,
-             "missing": sum(1 for row in rows if row["missing"]), "judge_model": judge.model if judgments else None}
-    settings = {"mode": "samples" if args.samples else "generate", "model": args.model, "adapter": args.adapter,
-                "limit": args.limit, "samples_file": args.samples,
-                "samples_sha256": file_sha256(args.samples) if args.samples else None, "data": data_info,
-                "decoding": None if args.samples else {**args.decoding().__dict__, "dtype": args.dtype},
-                "judge": {"model": judge.model, "base_url": judge.base_url, "turns": judge_args.judge_turns,
-                          "prompts": str(prompts_path), "reference_answers": str(references_path),
-                          "temperature": 0, "max_tokens": judge.max_tokens}}
-    metrics = build_metrics(benchmark="mt_bench", score=extra["turn1_score"], n=len(questions),
-                            protocol=mt_bench.PROTOCOL, protocol_version=mt_bench.PROTOCOL_VERSION,
-                            settings=settings, start_time=start, seed=args.seed, extra=extra)
+    extra = {
+        "turn1_score": _mean(turn_ratings[1]),
+        "turn2_score": _mean(turn_ratings[2]),
+        "average_score": _mean(turn_ratings[1] + turn_ratings[2]),
+        "judged_turn1": len(turn_ratings[1]),
+        "judged_turn2": len(turn_ratings[2]),
+        "unparseable_judgments": unparseable,
+        "missing": sum(1 for row in rows if row["missing"]),
+        "judge_model": judge.model if judgments else None,
+    }
+    settings = {
+        "mode": "samples" if args.samples else "generate",
+        "model": args.model,
+        "adapter": args.adapter,
+        "limit": args.limit,
+        "samples_file": args.samples,
+        "samples_sha256": file_sha256(args.samples) if args.samples else None,
+        "data": data_info,
+        "decoding": None if args.samples else {**args.decoding().__dict__, "dtype": args.dtype},
+        "judge": {
+            "model": judge.model,
+            "base_url": judge.base_url,
+            "turns": judge_args.judge_turns,
+            "prompts": str(prompts_path),
+            "reference_answers": str(references_path),
+            "temperature": 0,
+            "max_tokens": judge.max_tokens,
+        },
+    }
+    metrics = build_metrics(
+        benchmark="mt_bench",
+        score=extra["turn1_score"],
+        n=len(questions),
+        protocol=mt_bench.PROTOCOL,
+        protocol_version=mt_bench.PROTOCOL_VERSION,
+        settings=settings,
+        start_time=start,
+        seed=args.seed,
+        extra=extra,
+    )
     write_results(args.output_dir, rows, metrics)
     return metrics
 
@@ -133,5 +214,7 @@ def main(argv: list[str] | None = None) -> dict:
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     metrics = main()
-    print(f"mt_bench score={metrics['score']} (turn 1) turn2={metrics['turn2_score']} "
-          f"average={metrics['average_score']} n={metrics['n']}")
+    print(
+        f"mt_bench score={metrics['score']} (turn 1) turn2={metrics['turn2_score']} "
+        f"average={metrics['average_score']} n={metrics['n']}"
+    )

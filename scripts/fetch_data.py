@@ -48,12 +48,18 @@ DEFAULT_DATA_DIR = "data"  # relative to the repository root; also the prefix re
 PROVENANCE_SUFFIXES = (".json", ".jsonl", ".yaml", ".yml", ".md")
 
 # Pinned source commits (owner/repo, commit): see the provenance notes of each source below.
-GLUE = ("F0restL1n/BERT", "0d0288be08079531c7b3a85af3d532f9adb0f13a")  # output of GLUE's download_glue_data.py
+GLUE = (
+    "F0restL1n/BERT",
+    "0d0288be08079531c7b3a85af3d532f9adb0f13a",
+)  # output of GLUE's download_glue_data.py
 GSM8K = ("openai/grade-school-math", "3101c7d5072418e28b9008a6636bde82a006892c")  # the release files
 MATH = ("dipperwang5/assignment5-alignment", "7e73b3056fb83c83e28bd36c6d459f8df8a5fe42")  # MATH test, 5,000
 MATH500 = ("MobileLLM/BudgetThinker", "f0466b9d37595f46603387baa5930e312fefb7f5")  # HuggingFaceH4/MATH-500
 MBPP = ("patdfb/TPC-EES", "0f4e84d313671e09268aecb804d0e99062980869")  # google-research MBPP files
-MBPP_PLUS = ("mrigankpawagi/PropertyEval", "5a76b668193dbaa07cc66372bef786245c77e8b3")  # EvalPlus MBPP+ v0.1.0
+MBPP_PLUS = (
+    "mrigankpawagi/PropertyEval",
+    "5a76b668193dbaa07cc66372bef786245c77e8b3",
+)  # EvalPlus MBPP+ v0.1.0
 FASTCHAT = ("lm-sys/FastChat", "0e6d3e4beaab66f4d3f93db72541a4abab8af28d")  # MT-Bench data of llm_judge
 
 
@@ -105,13 +111,21 @@ def _glue(task: str, split: str) -> Source:
 
 
 SOURCES: dict[str, Source] = {
-    **{f"glue/{task}/{split}.tsv": _glue(task, split)
-       for task in ("SST-2", "CoLA", "RTE", "STS-B") for split in ("train", "dev")},
+    **{
+        f"glue/{task}/{split}.tsv": _glue(task, split)
+        for task in ("SST-2", "CoLA", "RTE", "STS-B")
+        for split in ("train", "dev")
+    },
     "glue/MRPC/dev.tsv": _glue("MRPC", "dev"),
     # DERIVED: that repository's glue_data/MRPC/train.tsv has 3,667 of GLUE's 3,668 pairs (it lacks
     # 2750203/2750153); rebuilt from the raw MSRP file and dev_ids.tsv of the same commit.
-    "glue/MRPC/train.tsv": Source((raw_url(GLUE, "glue_data/MRPC/msr_paraphrase_train.txt"),
-                                   raw_url(GLUE, "glue_data/MRPC/dev_ids.tsv")), format_mrpc),
+    "glue/MRPC/train.tsv": Source(
+        (
+            raw_url(GLUE, "glue_data/MRPC/msr_paraphrase_train.txt"),
+            raw_url(GLUE, "glue_data/MRPC/dev_ids.tsv"),
+        ),
+        format_mrpc,
+    ),
     "glue/QNLI/dev.tsv": _glue("QNLI", "dev"),
     "gsm8k/train.jsonl": Source((raw_url(GSM8K, "grade_school_math/data/train.jsonl"),)),
     "gsm8k/test.jsonl": Source((raw_url(GSM8K, "grade_school_math/data/test.jsonl"),)),
@@ -120,11 +134,18 @@ SOURCES: dict[str, Source] = {
     "mbpp/mbpp.jsonl": Source((raw_url(MBPP, "mbpp/mbpp.jsonl"),)),
     "mbpp/sanitized-mbpp.json": Source((raw_url(MBPP, "mbpp/sanitized-mbpp.json"),)),
     # DERIVED: the EvalPlus MBPP+ v0.1.0 tasks (399) as a JSON array, one task per line -> JSONL.
-    "mbpp/MbppPlus.jsonl": Source((raw_url(MBPP_PLUS, "autogen/samples/mbppplus.json"),), json_array_lines_to_jsonl),
-    "mt_bench/question.jsonl": Source((raw_url(FASTCHAT, "fastchat/llm_judge/data/mt_bench/question.jsonl"),)),
-    "mt_bench/judge_prompts.jsonl": Source((raw_url(FASTCHAT, "fastchat/llm_judge/data/judge_prompts.jsonl"),)),
+    "mbpp/MbppPlus.jsonl": Source(
+        (raw_url(MBPP_PLUS, "autogen/samples/mbppplus.json"),), json_array_lines_to_jsonl
+    ),
+    "mt_bench/question.jsonl": Source(
+        (raw_url(FASTCHAT, "fastchat/llm_judge/data/mt_bench/question.jsonl"),)
+    ),
+    "mt_bench/judge_prompts.jsonl": Source(
+        (raw_url(FASTCHAT, "fastchat/llm_judge/data/judge_prompts.jsonl"),)
+    ),
     "mt_bench/reference_answer/gpt-4.jsonl": Source(
-        (raw_url(FASTCHAT, "fastchat/llm_judge/data/mt_bench/reference_answer/gpt-4.jsonl"),)),
+        (raw_url(FASTCHAT, "fastchat/llm_judge/data/mt_bench/reference_answer/gpt-4.jsonl"),)
+    ),
 }
 
 
@@ -175,9 +196,11 @@ def _install(data: bytes, rel: str, digest: str, dest: Path, origin: str) -> Non
     """Write `data` to dest/rel (atomically) if its sha256 is the manifest's, else raise naming the file."""
     got = hashlib.sha256(data).hexdigest()
     if got != digest:
-        raise DataError(f"{rel}: the file from {origin} has sha256 {got}, the manifest (data/SHA256SUMS) "
-                        f"expects {digest}; it was not installed. Check that the source is the one named in "
-                        "scripts/fetch_data.py, or copy a verified file with --from DIR.")
+        raise DataError(
+            f"{rel}: the file from {origin} has sha256 {got}, the manifest (data/SHA256SUMS) "
+            f"expects {digest}; it was not installed. Check that the source is the one named in "
+            "scripts/fetch_data.py, or copy a verified file with --from DIR."
+        )
     target = dest / rel
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp:
@@ -191,16 +214,20 @@ def download(url: str, timeout: float = 60.0) -> bytes:
         with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - fixed https URLs
             return response.read()
     except (urllib.error.URLError, TimeoutError, OSError) as err:
-        raise DataError(f"could not download {url}: {err}. Offline? Copy the files from a folder of the same "
-                        "layout with: python scripts/fetch_data.py --from DIR") from err
+        raise DataError(
+            f"could not download {url}: {err}. Offline? Copy the files from a folder of the same "
+            "layout with: python scripts/fetch_data.py --from DIR"
+        ) from err
 
 
 def fetch(rel: str, digest: str, dest: Path) -> None:
     """Download one manifest file from its pinned source into dest (derived files are rebuilt)."""
     source = SOURCES.get(rel)
     if source is None:
-        raise DataError(f"{rel}: no source is known for this manifest entry; add it to SOURCES in "
-                        "scripts/fetch_data.py or copy it with --from DIR")
+        raise DataError(
+            f"{rel}: no source is known for this manifest entry; add it to SOURCES in "
+            "scripts/fetch_data.py or copy it with --from DIR"
+        )
     parts = [download(url) for url in source.urls]
     data = source.derive(*parts) if source.derive else parts[0]
     _install(data, rel, digest, dest, " + ".join(source.urls))
@@ -210,13 +237,16 @@ def copy_from(rel: str, digest: str, dest: Path, origin: Path) -> None:
     """Copy one manifest file from origin/rel into dest, verifying it first."""
     path = origin / rel
     if not path.is_file():
-        raise DataError(f"{rel}: not found in {origin} (expected {path}); that folder must have the layout of "
-                        "data/SHA256SUMS, or download the file with: python scripts/fetch_data.py")
+        raise DataError(
+            f"{rel}: not found in {origin} (expected {path}); that folder must have the layout of "
+            "data/SHA256SUMS, or download the file with: python scripts/fetch_data.py"
+        )
     _install(path.read_bytes(), rel, digest, dest, str(path))
 
 
-def fill(dest: Path, sums: dict[str, str], origin: Path | None = None,
-         log: Callable[[str], None] = print) -> list[str]:
+def fill(
+    dest: Path, sums: dict[str, str], origin: Path | None = None, log: Callable[[str], None] = print
+) -> list[str]:
     """Put every manifest file into dest (from origin, else from its source); returns the files installed."""
     if origin is not None and origin.resolve() == dest.resolve():
         raise DataError(f"--from {origin} is the data folder itself; to verify it use --check")
@@ -225,7 +255,10 @@ def fill(dest: Path, sums: dict[str, str], origin: Path | None = None,
     for rel in sums:
         if rel not in todo:
             continue
-        log(f"[{'copy' if origin else 'get '}] {rel}" + ("" if todo[rel] == "missing" else " (replacing: differs)"))
+        log(
+            f"[{'copy' if origin else 'get '}] {rel}"
+            + ("" if todo[rel] == "missing" else " (replacing: differs)")
+        )
         if origin is not None:
             copy_from(rel, sums[rel], dest, origin)
         else:
@@ -275,16 +308,35 @@ def rewrite_provenance(paths: Iterable[Path], root: Path, given: str | None = No
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="fetch_data.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data_dir", default=None,
-                        help=f"the data folder (default: ${DATA_DIR_ENV}, else {DEFAULT_DATA_DIR}/ in the repository root)")
+        prog="fetch_data.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--data_dir",
+        default=None,
+        help=f"the data folder (default: ${DATA_DIR_ENV}, else {DEFAULT_DATA_DIR}/ in the repository root)",
+    )
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--from", dest="origin", metavar="DIR", default=None,
-                      help="copy the files from DIR (same layout) instead of downloading them; verified too")
-    mode.add_argument("--check", action="store_true", help="only verify the files in the data folder; change nothing")
-    mode.add_argument("--rewrite-provenance", dest="rewrite", nargs="+", metavar="PATH", default=None,
-                      help="rewrite paths under the data folder recorded in result files under PATH to data/<file>")
-    parser.add_argument("--manifest", default=str(MANIFEST), help="sha256 manifest (default: data/SHA256SUMS)")
+    mode.add_argument(
+        "--from",
+        dest="origin",
+        metavar="DIR",
+        default=None,
+        help="copy the files from DIR (same layout) instead of downloading them; verified too",
+    )
+    mode.add_argument(
+        "--check", action="store_true", help="only verify the files in the data folder; change nothing"
+    )
+    mode.add_argument(
+        "--rewrite-provenance",
+        dest="rewrite",
+        nargs="+",
+        metavar="PATH",
+        default=None,
+        help="rewrite paths under the data folder recorded in result files under PATH to data/<file>",
+    )
+    parser.add_argument(
+        "--manifest", default=str(MANIFEST), help="sha256 manifest (default: data/SHA256SUMS)"
+    )
     return parser.parse_args(argv)
 
 
@@ -303,8 +355,11 @@ def main(argv: list[str] | None = None) -> int:
             for rel, what in wrong.items():
                 print(f"[bad ] {root / rel}: {what}", file=sys.stderr)
             if wrong:
-                print(f"error: {len(wrong)} of {len(sums)} data files missing or different in {root}; run "
-                      "python scripts/fetch_data.py (or --from DIR with a verified copy)", file=sys.stderr)
+                print(
+                    f"error: {len(wrong)} of {len(sums)} data files missing or different in {root}; run "
+                    "python scripts/fetch_data.py (or --from DIR with a verified copy)",
+                    file=sys.stderr,
+                )
                 return 1
             print(f"{root}: all {len(sums)} files match data/SHA256SUMS")
             return 0

@@ -17,9 +17,16 @@ import yaml
 HERE = Path(__file__).resolve().parent.parent / "configs" / "glue"
 METHODS = ("full", "bitfit", "hadapter", "padapter", "lora", "loha", "dora", "adalora", "pissa", "ba-lora")
 METHOD_NAMES = {
-    "full": "Full FT", "bitfit": "BitFit", "hadapter": "Houlsby adapter (HAdapter)",
-    "padapter": "Pfeiffer adapter (PAdapter)", "lora": "LoRA", "loha": "LoHa", "dora": "DoRA",
-    "adalora": "AdaLoRA", "pissa": "PiSSA", "ba-lora": "BA-LoRA (PiSSA + ICLR-2026 NLU regularisers)",
+    "full": "Full FT",
+    "bitfit": "BitFit",
+    "hadapter": "Houlsby adapter (HAdapter)",
+    "padapter": "Pfeiffer adapter (PAdapter)",
+    "lora": "LoRA",
+    "loha": "LoHa",
+    "dora": "DoRA",
+    "adalora": "AdaLoRA",
+    "pissa": "PiSSA",
+    "ba-lora": "BA-LoRA (PiSSA + ICLR-2026 NLU regularisers)",
 }
 LORA_FAMILY = ("lora", "loha", "dora", "adalora", "pissa", "ba-lora")
 
@@ -46,18 +53,28 @@ OTHER_LR = {"full": 2e-5, "bitfit": 1e-3, "hadapter": 5e-4, "padapter": 5e-4}
 # 128 tokens (RTE), ~0.5-0.7 s on the short-sentence tasks). Training rows are the first N of each file.
 MINILM_TASKS = {
     #        epochs, max_train_samples
-    "rte": (2, 1200),     # first 1,200 of 2,490 rows: 38 steps/epoch
-    "mrpc": (2, 1600),    # first 1,600 of 3,668 rows: 50 steps/epoch
-    "sst2": (1, 4000),    # first 4,000 of 67,349 rows: 125 steps
-    "cola": (2, 3000),    # first 3,000 of 8,551 rows: 94 steps/epoch
-    "stsb": (2, 2000),    # first 2,000 of 5,749 rows: 63 steps/epoch
+    "rte": (2, 1200),  # first 1,200 of 2,490 rows: 38 steps/epoch
+    "mrpc": (2, 1600),  # first 1,600 of 3,668 rows: 50 steps/epoch
+    "sst2": (1, 4000),  # first 4,000 of 67,349 rows: 125 steps
+    "cola": (2, 3000),  # first 3,000 of 8,551 rows: 94 steps/epoch
+    "stsb": (2, 2000),  # first 2,000 of 5,749 rows: 63 steps/epoch
 }
 # AdaLoRA's singular values E start at 0, so its first updates are products of three small factors: at
 # 5e-4 it stayed at chance on SST-2 after 125 steps (50.9%); at 3e-3 it reached 81.8% (seed 42).
 # PiSSA / BA-LoRA take LoRA's 5e-4. Probe on STS-B, PiSSA seed 42 (Pearson after 2 epochs): 2e-4 13.7,
 # 5e-4 31.5, 1e-3 22.2; 2e-4 (the first choice) handicapped them against LoRA.
-MINILM_LR = {"full": 5e-5, "bitfit": 1e-3, "hadapter": 1e-3, "padapter": 1e-3, "lora": 5e-4, "loha": 5e-4,
-             "dora": 5e-4, "adalora": 3e-3, "pissa": 5e-4, "ba-lora": 5e-4}
+MINILM_LR = {
+    "full": 5e-5,
+    "bitfit": 1e-3,
+    "hadapter": 1e-3,
+    "padapter": 1e-3,
+    "lora": 5e-4,
+    "loha": 5e-4,
+    "dora": 5e-4,
+    "adalora": 3e-3,
+    "pissa": 5e-4,
+    "ba-lora": 5e-4,
+}
 MINILM_ROWS = {"rte": 2490, "mrpc": 3668, "sst2": 67349, "cola": 8551, "stsb": 5749}
 
 
@@ -65,12 +82,20 @@ def _method_fields(method: str, r: int, alpha: float, total_steps: int) -> list[
     out: list[tuple[str, object]] = [("method", method)]
     if method in LORA_FAMILY:
         # PiSSA / BA-LoRA: alpha = r (scaling 1), the paper's PiSSA setting.
-        out += [("lora_r", r), ("lora_alpha", float(r) if method in ("pissa", "ba-lora") else alpha),
-                ("lora_dropout", 0.0)]
+        out += [
+            ("lora_r", r),
+            ("lora_alpha", float(r) if method in ("pissa", "ba-lora") else alpha),
+            ("lora_dropout", 0.0),
+        ]
     if method == "adalora":
         # Budget schedule: prune after the first 10% of the run's optimizer steps, fixed for the last 20%
         # (AdaLoRA-style), as fractions: the steps follow the data size, epochs and number of GPUs.
-        out += [("adalora_init_r", 12), ("adalora_tinit", 0.1), ("adalora_tfinal", 0.2), ("adalora_delta_t", 10)]
+        out += [
+            ("adalora_init_r", 12),
+            ("adalora_tinit", 0.1),
+            ("adalora_tfinal", 0.2),
+            ("adalora_delta_t", 10),
+        ]
     if method in ("hadapter", "padapter"):
         out += [("reduction_factor", 16)]
     if method == "ba-lora":
@@ -100,8 +125,16 @@ def _write(name: str, header: list[str], fields: list[tuple[str, object]]) -> No
 def deberta() -> int:
     count = 0
     for task, (epochs, batch, lora_lr, seq, note) in DEBERTA_TASKS.items():
-        rows = {"mnli": 392702, "sst2": 67349, "mrpc": 3668, "cola": 8551, "qnli": 104743, "qqp": 363846,
-                "rte": 2490, "stsb": 5749}[task]
+        rows = {
+            "mnli": 392702,
+            "sst2": 67349,
+            "mrpc": 3668,
+            "cola": 8551,
+            "qnli": 104743,
+            "qqp": 363846,
+            "rte": 2490,
+            "stsb": 5749,
+        }[task]
         total = epochs * -(-rows // batch)
         for method in METHODS:
             name = f"{task}_deberta-v3-base_{method}.yaml"
@@ -114,12 +147,23 @@ def deberta() -> int:
                 f"{name[:-5]}/seed42 --seed 42",
                 "Data: nyu-mll/glue from the hub; add --glue_dir DIR for the original TSV files.",
             ]
-            fields = [("task_name", task), ("model_name_or_path", "microsoft/deberta-v3-base"),
-                      ("max_seq_length", seq), *_method_fields(method, 8, 8.0, total),
-                      ("num_train_epochs", float(epochs)), ("per_device_train_batch_size", batch),
-                      ("per_device_eval_batch_size", 64), ("learning_rate", lr), ("lr_scheduler_type", "linear"),
-                      ("warmup_steps", 0.06), ("weight_decay", 0.01), ("eval_strategy", "epoch"),
-                      ("save_strategy", "no"), ("logging_steps", 50), ("report_to", "tensorboard")]
+            fields = [
+                ("task_name", task),
+                ("model_name_or_path", "microsoft/deberta-v3-base"),
+                ("max_seq_length", seq),
+                *_method_fields(method, 8, 8.0, total),
+                ("num_train_epochs", float(epochs)),
+                ("per_device_train_batch_size", batch),
+                ("per_device_eval_batch_size", 64),
+                ("learning_rate", lr),
+                ("lr_scheduler_type", "linear"),
+                ("warmup_steps", 0.06),
+                ("weight_decay", 0.01),
+                ("eval_strategy", "epoch"),
+                ("save_strategy", "no"),
+                ("logging_steps", 50),
+                ("report_to", "tensorboard"),
+            ]
             _write(name, header, fields)
             count += 1
     return count
@@ -131,7 +175,10 @@ def deberta() -> int:
 # 50K training rows (MNLI, QQP, QNLI, SST-2); the paper does not list which tasks it counts as large.
 # Not reported (our choice): BERT-large's batch (32), the lr (2e-4, the low end of the range), 128 tokens,
 # linear schedule with 6% warmup, no weight decay.
-LARGE_MODELS = {"bert-large": ("google-bert/bert-large-uncased", 32), "gpt2-xl": ("openai-community/gpt2-xl", 16)}
+LARGE_MODELS = {
+    "bert-large": ("google-bert/bert-large-uncased", 32),
+    "gpt2-xl": ("openai-community/gpt2-xl", 16),
+}
 LARGE_TASK_EPOCHS = {"mnli": 5, "qqp": 5, "qnli": 5, "sst2": 5, "cola": 20, "mrpc": 20, "rte": 20, "stsb": 20}
 
 
@@ -147,20 +194,36 @@ def tsne_runs() -> int:
                     f"Paper GLUE / GLUE-X runs (and, on MNLI, the t-SNE figure): {model} {METHOD_NAMES[method]} on "
                     f"{task.upper()}, r=8, alpha=16.",
                     f"Hyperparameters: r, alpha, {epochs} epochs ({size} GLUE task)"
-                    + (", batch 16" if model == "gpt2-xl" else "") + " and the LoRA lr range (2e-4 ... 5e-4) "
+                    + (", batch 16" if model == "gpt2-xl" else "")
+                    + " and the LoRA lr range (2e-4 ... 5e-4) "
                     "reported; " + ("batch 32, " if model == "bert-large" else "") + "lr 2e-4, 128 tokens, "
                     "warmup our choice.",
                     f"Launch: python finetune_glue.py --config configs/glue/{name} --output_dir runs/glue/"
                     f"{name[:-5]}/seed42 --seed 42",
                 ]
-                fields = [("task_name", task), ("model_name_or_path", hub), ("max_seq_length", 128),
-                          ("method", method), ("lora_r", 8), ("lora_alpha", 16.0), ("lora_dropout", 0.0)]
+                fields = [
+                    ("task_name", task),
+                    ("model_name_or_path", hub),
+                    ("max_seq_length", 128),
+                    ("method", method),
+                    ("lora_r", 8),
+                    ("lora_alpha", 16.0),
+                    ("lora_dropout", 0.0),
+                ]
                 if method == "ba-lora":
                     fields.append(("regularizer_preset", "iclr2026"))
-                fields += [("num_train_epochs", float(epochs)), ("per_device_train_batch_size", batch),
-                           ("per_device_eval_batch_size", 64), ("learning_rate", 2e-4),
-                           ("lr_scheduler_type", "linear"), ("warmup_steps", 0.06), ("eval_strategy", "epoch"),
-                           ("save_strategy", "no"), ("logging_steps", 50), ("report_to", "tensorboard")]
+                fields += [
+                    ("num_train_epochs", float(epochs)),
+                    ("per_device_train_batch_size", batch),
+                    ("per_device_eval_batch_size", 64),
+                    ("learning_rate", 2e-4),
+                    ("lr_scheduler_type", "linear"),
+                    ("warmup_steps", 0.06),
+                    ("eval_strategy", "epoch"),
+                    ("save_strategy", "no"),
+                    ("logging_steps", 50),
+                    ("report_to", "tensorboard"),
+                ]
                 _write(name, header, fields)
                 count += 1
     return count
@@ -191,12 +254,23 @@ def probe_runs() -> int:
                     f"Launch: python finetune_glue.py --config configs/glue/{name} --output_dir runs/glue/"
                     f"{name[:-5]}/seed42 --seed 42",
                 ]
-                fields = [("task_name", task), ("model_name_or_path", hub), ("max_seq_length", seq),
-                          *_method_fields(method, 8, 8.0, epochs * -(-rows // batch)),
-                          ("num_train_epochs", float(epochs)), ("per_device_train_batch_size", batch),
-                          ("per_device_eval_batch_size", 64), ("learning_rate", lr), ("lr_scheduler_type", "linear"),
-                          ("warmup_steps", 0.06), ("weight_decay", 0.01), ("eval_strategy", "epoch"),
-                          ("save_strategy", "no"), ("logging_steps", 50), ("report_to", "tensorboard")]
+                fields = [
+                    ("task_name", task),
+                    ("model_name_or_path", hub),
+                    ("max_seq_length", seq),
+                    *_method_fields(method, 8, 8.0, epochs * -(-rows // batch)),
+                    ("num_train_epochs", float(epochs)),
+                    ("per_device_train_batch_size", batch),
+                    ("per_device_eval_batch_size", 64),
+                    ("learning_rate", lr),
+                    ("lr_scheduler_type", "linear"),
+                    ("warmup_steps", 0.06),
+                    ("weight_decay", 0.01),
+                    ("eval_strategy", "epoch"),
+                    ("save_strategy", "no"),
+                    ("logging_steps", 50),
+                    ("report_to", "tensorboard"),
+                ]
                 _write(name, header, fields)
                 count += 1
     return count
@@ -215,15 +289,28 @@ def minilm() -> int:
                 f"Launch: python finetune_glue.py --config configs/glue/{name} --output_dir runs/glue/"
                 f"{name[:-5]}/seed42 --seed 42",
             ]
-            fields = [("task_name", task), ("glue_dir", "data/glue"),
-                      ("model_name_or_path", "all-minilm-l6-v2"), ("max_seq_length", 128)]
+            fields = [
+                ("task_name", task),
+                ("glue_dir", "data/glue"),
+                ("model_name_or_path", "all-minilm-l6-v2"),
+                ("max_seq_length", 128),
+            ]
             if max_train:
                 fields.append(("max_train_samples", max_train))
-            fields += [*_method_fields(method, 8, 16.0, total), ("num_train_epochs", float(epochs)),
-                       ("per_device_train_batch_size", 32), ("per_device_eval_batch_size", 64),
-                       ("learning_rate", MINILM_LR[method]), ("lr_scheduler_type", "linear"),
-                       ("warmup_steps", 0.06), ("weight_decay", 0.0), ("eval_strategy", "epoch"),
-                       ("save_strategy", "no"), ("logging_steps", 10), ("report_to", "none")]
+            fields += [
+                *_method_fields(method, 8, 16.0, total),
+                ("num_train_epochs", float(epochs)),
+                ("per_device_train_batch_size", 32),
+                ("per_device_eval_batch_size", 64),
+                ("learning_rate", MINILM_LR[method]),
+                ("lr_scheduler_type", "linear"),
+                ("warmup_steps", 0.06),
+                ("weight_decay", 0.0),
+                ("eval_strategy", "epoch"),
+                ("save_strategy", "no"),
+                ("logging_steps", 10),
+                ("report_to", "none"),
+            ]
             _write(name, header, fields)
             count += 1
     return count

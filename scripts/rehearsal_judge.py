@@ -23,13 +23,22 @@ class JudgeHandler(BaseHTTPRequestHandler):
     def do_POST(self):  # noqa: N802 - the http.server API
         length = int(self.headers.get("Content-Length", 0))
         request = json.loads(self.rfile.read(length) or b"{}")
-        body = json.dumps({
-            "id": "rehearsal", "object": "chat.completion", "created": int(time.time()),
-            "model": request.get("model", "rehearsal-judge"),
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": "Rating: [[5]]"}}],
-            "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
-        }).encode()
+        body = json.dumps(
+            {
+                "id": "rehearsal",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": request.get("model", "rehearsal-judge"),
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": "Rating: [[5]]"},
+                    }
+                ],
+                "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+            }
+        ).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -38,7 +47,9 @@ class JudgeHandler(BaseHTTPRequestHandler):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: any free port)")
     parser.add_argument("--port_file", help="write the port here once the server listens")
     args = parser.parse_args(argv)

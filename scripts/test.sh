@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Quick start, command 2: set up .venv (pinned requirements) and run the test suite, offline.
+# Quick start, command 2: set up .venv (pinned requirements), check the code style (ruff format + ruff check)
+# and run the test suite, offline.
 # Extra flags go to pytest (e.g. -k regularizers, -x).
 set -euo pipefail
 if [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then
@@ -16,4 +17,7 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 if [ -z "${BALORA_DATA_DIR:-}" ] && [ -d ../shared/data ]; then
   export BALORA_DATA_DIR=../shared/data
 fi
+# Style first (seconds): the formatter's layout and the linter, as configured in pyproject.toml.
+.venv/bin/ruff format --check --quiet . || { echo "error: run '.venv/bin/ruff format .'" >&2; exit 1; }
+.venv/bin/ruff check --quiet .
 exec .venv/bin/python -m pytest -q "$@"

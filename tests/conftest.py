@@ -36,8 +36,10 @@ def shared_data() -> Path:
     manifest = (REPO_ROOT / "data" / "SHA256SUMS").read_text().split()[1::2]
     missing = [rel for rel in manifest if not (DATA_DIR / rel).is_file()]
     if missing:
-        pytest.skip(f"benchmark data not found in {DATA_DIR} ({missing[0]} and {len(missing) - 1} more missing; "
-                    "python scripts/fetch_data.py fills it, or set BALORA_DATA_DIR)")
+        pytest.skip(
+            f"benchmark data not found in {DATA_DIR} ({missing[0]} and {len(missing) - 1} more missing; "
+            "python scripts/fetch_data.py fills it, or set BALORA_DATA_DIR)"
+        )
     return DATA_DIR
 
 

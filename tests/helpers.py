@@ -38,24 +38,34 @@ def launch_distributed(cmd: list[str], env: dict, cwd: Path) -> subprocess.Compl
     return proc
 
 
-def _run_in_own_group(cmd: list[str], env: dict, cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
+def _run_in_own_group(
+    cmd: list[str], env: dict, cwd: Path, timeout: int = 900
+) -> subprocess.CompletedProcess:
     """subprocess.run in a new process group; on timeout the whole group is killed (launcher and ranks).
 
     A plain timeout kills only the launcher and leaves the ranks running, holding the rendezvous port
     and CPU. The usual cause of a hang here: a stale lock of a torch C++ extension build (DeepSpeed's
     CPU ops) left by a killed process, which every later build waits on forever.
     """
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
         locks = sorted(str(p) for p in _torch_extension_locks())
-        raise AssertionError(f"{' '.join(cmd[:6])} ... did not finish in {timeout} s; all its processes were killed."
-                             + (f" Stale extension-build locks (delete them if no build is running): {locks}"
-                                if locks else "")) from None
+        raise AssertionError(
+            f"{' '.join(cmd[:6])} ... did not finish in {timeout} s; all its processes were killed."
+            + (f" Stale extension-build locks (delete them if no build is running): {locks}" if locks else "")
+        ) from None
     return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
 
 

@@ -101,11 +101,21 @@ def test_trainable_counts_match_the_method():
     base, _ = tiny_causal_lm("tiny-llama", seed=0)
     n_all = sum(p.numel() for p in base.parameters())
     # tiny-llama: 2 layers, hidden 64, intermediate 128, 4 heads of 16, 2 kv heads -> k/v out 32
-    shapes = {"q_proj": (64, 64), "k_proj": (64, 32), "v_proj": (64, 32), "o_proj": (64, 64),
-              "gate_proj": (64, 128), "up_proj": (64, 128), "down_proj": (128, 64)}
+    shapes = {
+        "q_proj": (64, 64),
+        "k_proj": (64, 32),
+        "v_proj": (64, 32),
+        "o_proj": (64, 64),
+        "gate_proj": (64, 128),
+        "up_proj": (64, 128),
+        "down_proj": (128, 64),
+    }
     r = 4
     lora_expected = 2 * sum(r * (i + o) for i, o in shapes.values())
-    assert count_trainable_parameters(prepare_model(base, AdapterConfig(method="lora", r=r, alpha=r))) == lora_expected
+    assert (
+        count_trainable_parameters(prepare_model(base, AdapterConfig(method="lora", r=r, alpha=r)))
+        == lora_expected
+    )
     base, _ = tiny_causal_lm("tiny-llama", seed=0)
     assert count_trainable_parameters(prepare_model(base, AdapterConfig(method="full"))) == n_all
 
@@ -131,7 +141,9 @@ def test_saved_decomposition_is_reused_and_exact(tmp_path, base_and_original):
     from transformers import AutoModelForCausalLM
 
     residual = AutoModelForCausalLM.from_pretrained(adapters.pissa_residual_path(tmp_path / "init"))
-    model = prepare_model(residual, AdapterConfig(method="pissa", r=4, alpha=4, init_dir=str(tmp_path / "init")))
+    model = prepare_model(
+        residual, AdapterConfig(method="pissa", r=4, alpha=4, init_dir=str(tmp_path / "init"))
+    )
     with torch.no_grad():
         expected = original(ids).logits
         torch.testing.assert_close(model(ids).logits, expected, atol=1e-5, rtol=0)
@@ -165,8 +177,11 @@ def test_file_based_pissa_conversion_equals_peft_conversion(tmp_path, base_and_o
     written = adapters.save_adapter(model, tmp_path / "ours")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model.save_pretrained(tmp_path / "peft", selected_adapters=["default"],
-                              path_initial_model_for_weight_conversion=str(tmp_path / "ours" / "pissa_init"))
+        model.save_pretrained(
+            tmp_path / "peft",
+            selected_adapters=["default"],
+            path_initial_model_for_weight_conversion=str(tmp_path / "ours" / "pissa_init"),
+        )
     ours = load_file(f"{written['adapter_lora']}/adapter_model.safetensors")
     theirs = load_file(tmp_path / "peft" / "adapter_model.safetensors")
     assert ours.keys() == theirs.keys()
@@ -175,8 +190,9 @@ def test_file_based_pissa_conversion_equals_peft_conversion(tmp_path, base_and_o
 
 
 def test_dotted_target_module_suffixes_are_accepted_as_in_peft(base_and_original):
-    model = prepare_model(base_and_original[0], AdapterConfig(method="lora", r=2, alpha=2,
-                                                              target_modules=["self_attn.q_proj"]))
+    model = prepare_model(
+        base_and_original[0], AdapterConfig(method="lora", r=2, alpha=2, target_modules=["self_attn.q_proj"])
+    )
     adapted = {n.split(".lora_A")[0] for n, _ in model.named_parameters() if "lora_A" in n}
     assert adapted and all(n.endswith("self_attn.q_proj") for n in adapted)
 
@@ -189,7 +205,9 @@ def test_prepare_model_records_its_state_and_a_plain_peft_model_has_none():
     assert state.method == "full"
     assert set(state.reference_snapshot) == {n for n, p in model.named_parameters() if p.requires_grad}
     assert set(model.state_dict()) == set(tiny_causal_lm("tiny-llama", seed=0)[0].state_dict())  # not saved
-    plain = get_peft_model(tiny_causal_lm("tiny-llama", seed=0)[0], LoraConfig(r=4, target_modules=["q_proj"]))
+    plain = get_peft_model(
+        tiny_causal_lm("tiny-llama", seed=0)[0], LoraConfig(r=4, target_modules=["q_proj"])
+    )
     assert balora_state(plain) is None
     with pytest.raises(ValueError, match="needs a model returned by balora.adapters.prepare_model"):
         with reference_mode(plain):

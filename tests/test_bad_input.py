@@ -48,14 +48,17 @@ def test_malformed_yaml_names_the_file_and_line(tmp_path):
     assert "<unicode string>" not in str(error.value) and not (tmp_path / "o").exists()
 
 
-@pytest.mark.parametrize("text, match", [
-    ("max_steps: 6.5\n", "max_steps must be an integer, got 6.5"),
-    ("lora_r: [4, 8]\n", "lora_r must be a single value, got [4, 8]"),
-    ("learning_rate: [0.1]\n", "learning_rate must be a single value"),
-    ("learning_rate: true\n", "learning_rate must be a number, got True"),
-    ("max_steps: six\n", "max_steps: 'six' is not valid"),
-    ("target_modules: [q_proj, [v_proj]]\n", "target_modules must be a list of single values"),
-])
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("max_steps: 6.5\n", "max_steps must be an integer, got 6.5"),
+        ("lora_r: [4, 8]\n", "lora_r must be a single value, got [4, 8]"),
+        ("learning_rate: [0.1]\n", "learning_rate must be a single value"),
+        ("learning_rate: true\n", "learning_rate must be a number, got True"),
+        ("max_steps: six\n", "max_steps: 'six' is not valid"),
+        ("target_modules: [q_proj, [v_proj]]\n", "target_modules must be a list of single values"),
+    ],
+)
 def test_a_yaml_value_of_the_wrong_type_names_the_file_and_key(tmp_path, text, match):
     bad = _tiny_config(tmp_path, text)
     with pytest.raises(ValueError, match=f"{bad}: " + match.replace("[", r"\[").replace("]", r"\]")):
@@ -64,7 +67,9 @@ def test_a_yaml_value_of_the_wrong_type_names_the_file_and_key(tmp_path, text, m
 
 def test_yaml_values_are_converted_like_flags(tmp_path):
     good = _tiny_config(tmp_path, "learning_rate: 1\ntarget_modules: q_proj\nlora_alpha: 8\n")
-    _, _, adapter_args, args = parse_args(train_nlg.ARGUMENT_CLASSES, ["--config", str(good), "--output_dir", "o"])
+    _, _, adapter_args, args = parse_args(
+        train_nlg.ARGUMENT_CLASSES, ["--config", str(good), "--output_dir", "o"]
+    )
     assert args.learning_rate == 1.0 and isinstance(args.learning_rate, float)
     assert adapter_args.target_modules == ["q_proj"] and adapter_args.lora_alpha == 8.0
 
@@ -75,18 +80,36 @@ def test_yaml_values_are_converted_like_flags(tmp_path):
 def _train_on(tmp_path: Path, name: str, content: bytes | str, *flags: str) -> None:
     path = tmp_path / name
     path.write_bytes(content if isinstance(content, bytes) else content.encode())
-    train_nlg.main(["--config", TINY, "--output_dir", str(tmp_path / "out"), "--max_steps", "1",
-                    "--method", "lora", "--regularizer_preset", "none", "--data_path", str(path), *flags])
+    train_nlg.main(
+        [
+            "--config",
+            TINY,
+            "--output_dir",
+            str(tmp_path / "out"),
+            "--max_steps",
+            "1",
+            "--method",
+            "lora",
+            "--regularizer_preset",
+            "none",
+            "--data_path",
+            str(path),
+            *flags,
+        ]
+    )
 
 
 GOOD_ROW = json.dumps({"query": "What is 1 + 1?", "response": "The answer is: 2"})
 
 
-@pytest.mark.parametrize("row, match", [
-    ('["What is 1 + 1?", "2"]', r"rows\.jsonl:2: a data row must be a JSON object, got list"),
-    ('{"query": "q", "response": null}', r"rows\.jsonl:2: field 'response' is None, not a string"),
-    ('{"query": "q", "response": 2}', r"rows\.jsonl:2: field 'response' is 2, not a string"),
-])
+@pytest.mark.parametrize(
+    "row, match",
+    [
+        ('["What is 1 + 1?", "2"]', r"rows\.jsonl:2: a data row must be a JSON object, got list"),
+        ('{"query": "q", "response": null}', r"rows\.jsonl:2: field 'response' is None, not a string"),
+        ('{"query": "q", "response": 2}', r"rows\.jsonl:2: field 'response' is 2, not a string"),
+    ],
+)
 def test_a_bad_data_row_names_the_file_and_line(tmp_path, row, match):
     with pytest.raises(ValueError, match=match):
         _train_on(tmp_path, "rows.jsonl", f"{GOOD_ROW}\n{row}\n")
@@ -117,9 +140,27 @@ def test_non_utf8_tsv_is_one_line_naming_the_file_and_line(tmp_path):
     lines = train.read_bytes().split(b"\n")
     lines[3] = lines[3].replace(b"dog", b"d\xf6g")
     train.write_bytes(b"\n".join(lines))
-    proc = subprocess.run([sys.executable, "finetune_glue.py", "--task_name", "rte", "--glue_dir", str(glue_dir),
-                           "--model_name_or_path", "tiny-bert", "--method", "lora", "--output_dir",
-                           str(tmp_path / "o"), *GLUE_TINY], cwd=REPO, capture_output=True, text=True, env=ENV)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "finetune_glue.py",
+            "--task_name",
+            "rte",
+            "--glue_dir",
+            str(glue_dir),
+            "--model_name_or_path",
+            "tiny-bert",
+            "--method",
+            "lora",
+            "--output_dir",
+            str(tmp_path / "o"),
+            *GLUE_TINY,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=ENV,
+    )
     _one_line_error(proc, f"{train}:4: not UTF-8 text")
 
 
@@ -136,15 +177,23 @@ def results_copy(tmp_path) -> Path:
 
 
 def _script(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, env=ENV, timeout=300)
+    return subprocess.run(
+        [sys.executable, *args], cwd=REPO, capture_output=True, text=True, env=ENV, timeout=300
+    )
 
 
 def test_aggregate_with_a_missing_results_dir_keeps_the_tables(results_copy, tmp_path):
     tables = tmp_path / "tables"
-    assert _script("aggregate_results.py", "mini_nlu", "--results_dir", str(results_copy), "--out_dir",
-                   str(tables)).returncode == 0
+    assert (
+        _script(
+            "aggregate_results.py", "mini_nlu", "--results_dir", str(results_copy), "--out_dir", str(tables)
+        ).returncode
+        == 0
+    )
     before = {p.name: p.read_bytes() for p in tables.iterdir()}
-    proc = _script("aggregate_results.py", "mini_nlu", "--results_dir", str(tmp_path / "typo"), "--out_dir", str(tables))
+    proc = _script(
+        "aggregate_results.py", "mini_nlu", "--results_dir", str(tmp_path / "typo"), "--out_dir", str(tables)
+    )
     _one_line_error(proc, f"--results_dir {tmp_path / 'typo'} does not exist")
     assert {p.name: p.read_bytes() for p in tables.iterdir()} == before
 
@@ -164,8 +213,15 @@ def test_plot_with_a_corrupt_log_history_names_it_and_keeps_the_figures(results_
     (figures / "mini_ablation.png").write_bytes(b"the figure of an earlier call")
     history = sorted((results_copy / "mini" / "nlg").glob("*/seed42/log_history.json"))[0]
     history.write_text('[{"loss": 1.0, "step": 1}, {"lo')
-    proc = _script("plot_results.py", "mini_ablation", "mini_loss_curves", "--results_dir", str(results_copy),
-                   "--out_dir", str(figures))
+    proc = _script(
+        "plot_results.py",
+        "mini_ablation",
+        "mini_loss_curves",
+        "--results_dir",
+        str(results_copy),
+        "--out_dir",
+        str(figures),
+    )
     _one_line_error(proc, f"{history} is not valid JSON")
     assert sorted(p.name for p in figures.iterdir()) == ["mini_ablation.png"]
     assert (figures / "mini_ablation.png").read_bytes() == b"the figure of an earlier call"

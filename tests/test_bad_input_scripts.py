@@ -11,7 +11,13 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.mark.parametrize("flag", ["--seeds", "--only", "--results_dir", "--outputs_dir"])
 def test_a_script_flag_without_its_value_is_one_line(flag, tmp_path):
-    proc = subprocess.run(["bash", str(REPO / "scripts" / "tsne.sh"), "--dry-run", flag], capture_output=True,
-                          text=True, env={**os.environ, "OUTPUTS_DIR": str(tmp_path / "o"), "RESULTS_DIR": str(tmp_path / "r")})
-    assert proc.returncode == 2 and proc.stderr.strip() == f"error: {flag} needs a value (see --help)", proc.stderr
+    proc = subprocess.run(
+        ["bash", str(REPO / "scripts" / "tsne.sh"), "--dry-run", flag],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OUTPUTS_DIR": str(tmp_path / "o"), "RESULTS_DIR": str(tmp_path / "r")},
+    )
+    assert proc.returncode == 2 and proc.stderr.strip() == f"error: {flag} needs a value (see --help)", (
+        proc.stderr
+    )
     assert "unbound variable" not in proc.stderr

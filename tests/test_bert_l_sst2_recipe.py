@@ -9,8 +9,10 @@ from balora.trainer import BALoRATrainingArguments
 
 
 def _parsed(argv):
-    return parse_args((finetune_glue.GlueArguments, finetune_glue.MethodArguments, BALoRATrainingArguments),
-                      ["--regularizer_task", "nlu", *finetune_bert_l_sst2.preset_argv(argv)])
+    return parse_args(
+        (finetune_glue.GlueArguments, finetune_glue.MethodArguments, BALoRATrainingArguments),
+        ["--regularizer_task", "nlu", *finetune_bert_l_sst2.preset_argv(argv)],
+    )
 
 
 def test_defaults_are_the_authors_script():
@@ -25,7 +27,9 @@ def test_defaults_are_the_authors_script():
     assert args.per_device_train_batch_size == 32 and args.weight_decay == pytest.approx(0.01)
     # The v5-era script's regularisers are on: the run trains as "lora+reg".
     assert args.consistency_type == "mse_normalized" and args.diversity_type == "covariance"
-    assert (args.lambda_consistency, args.lambda_diversity, args.lambda_svd) == pytest.approx((0.1, 0.01, 0.01))
+    assert (args.lambda_consistency, args.lambda_diversity, args.lambda_svd) == pytest.approx(
+        (0.1, 0.01, 0.01)
+    )
     assert args.output_dir.endswith("bert_l_sst2_author")
 
 
@@ -33,7 +37,9 @@ def test_paper_recipe_is_a_flag():
     _, method_args, args = _parsed(["--recipe=paper"])
     assert method_args.method == "ba-lora" and (method_args.lora_r, method_args.lora_alpha) == (8, 16.0)
     assert method_args.lora_dropout == 0.0 and method_args.target_modules is None  # all linear layers
-    assert args.learning_rate == pytest.approx(2e-4) and args.num_train_epochs == 3 and args.weight_decay == 0.0
+    assert (
+        args.learning_rate == pytest.approx(2e-4) and args.num_train_epochs == 3 and args.weight_decay == 0.0
+    )
     assert args.output_dir.endswith("bert_l_sst2_paper")
 
 

@@ -12,7 +12,9 @@ from balora.repro import glue
 
 
 def _labelled(labels: list[int]) -> datasets.Dataset:
-    return datasets.Dataset.from_dict({"sentence1": [f"row {i}" for i in range(len(labels))], "label": labels})
+    return datasets.Dataset.from_dict(
+        {"sentence1": [f"row {i}" for i in range(len(labels))], "label": labels}
+    )
 
 
 def test_subsample_class_keeps_one_in_ratio_of_the_minority_and_all_other_rows():
@@ -20,8 +22,13 @@ def test_subsample_class_keeps_one_in_ratio_of_the_minority_and_all_other_rows()
     out, info = glue.subsample_class(ds, "sst2", "positive", 19, seed=1)
     labels = np.asarray(out["label"])
     assert (labels == 0).sum() == 380 and (labels == 1).sum() == 20  # round(380 / 19)
-    assert info == {"minority_class": "positive", "ratio": 19.0, "kept": 20, "dropped": 480,
-                    "class_counts": {"negative": 380, "positive": 20}}
+    assert info == {
+        "minority_class": "positive",
+        "ratio": 19.0,
+        "kept": 20,
+        "dropped": 480,
+        "class_counts": {"negative": 380, "positive": 20},
+    }
     # The other class is untouched and in order; the draw depends on the seed only.
     assert out["sentence1"][:380] == ds["sentence1"][:380]
     again, _ = glue.subsample_class(ds, "sst2", "1", 19, seed=1)
@@ -36,10 +43,13 @@ def test_subsample_class_on_three_classes_uses_the_smallest_other_class():
     assert len(out) == 180
 
 
-@pytest.mark.parametrize("bad,match", [
-    (dict(minority_class="neutral", ratio=19), "no class 'neutral'"),
-    (dict(minority_class="positive", ratio=1.0), "must be > 1"),
-])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        (dict(minority_class="neutral", ratio=19), "no class 'neutral'"),
+        (dict(minority_class="positive", ratio=1.0), "must be > 1"),
+    ],
+)
 def test_subsample_class_bad_input(bad, match):
     with pytest.raises(ValueError, match=match):
         glue.subsample_class(_labelled([0, 1, 1]), "sst2", seed=0, **bad)
@@ -84,15 +94,34 @@ def test_class_balance_metrics():
 def test_finetune_glue_trains_on_the_perturbed_set_and_records_it(tmp_path):
     glue_dir = _tiny_glue(tmp_path / "glue")  # RTE: 20 entailment, 20 not_entailment rows
     out = tmp_path / "rte"
-    metrics = finetune_glue.main([
-        "--task_name", "rte", "--glue_dir", str(glue_dir), "--model_name_or_path", "tiny-bert", "--method", "lora",
-        "--output_dir", str(out), "--minority_class", "entailment", "--imbalance_ratio", "4",
-        "--label_noise", "0.25", *TINY])
+    metrics = finetune_glue.main(
+        [
+            "--task_name",
+            "rte",
+            "--glue_dir",
+            str(glue_dir),
+            "--model_name_or_path",
+            "tiny-bert",
+            "--method",
+            "lora",
+            "--output_dir",
+            str(out),
+            "--minority_class",
+            "entailment",
+            "--imbalance_ratio",
+            "4",
+            "--label_noise",
+            "0.25",
+            *TINY,
+        ]
+    )
     record = json.loads((out / "metrics.json").read_text())["train_perturbation"]
     assert record["imbalance"]["class_counts"] == {"entailment": 5, "not_entailment": 20}
     assert record["label_noise"] == {"fraction": 0.25, "flipped": 6, "rows": 25} and record["seed"] == 42
     assert metrics["train_samples"] == 25 and metrics["eval_samples"] == 40  # the dev set is untouched
-    assert {"recall_entailment", "recall_not_entailment", "balanced_accuracy", "macro_f1"} <= set(metrics["final"])
+    assert {"recall_entailment", "recall_not_entailment", "balanced_accuracy", "macro_f1"} <= set(
+        metrics["final"]
+    )
     # The per-item dev predictions of the final model agree with its dev metrics (paired comparisons read them).
     rows = [json.loads(line) for line in (out / "eval_dev" / "samples.jsonl").read_text().splitlines()]
     dev = json.loads((out / "eval_dev" / "metrics.json").read_text())
@@ -103,8 +132,21 @@ def test_finetune_glue_trains_on_the_perturbed_set_and_records_it(tmp_path):
 
 def test_finetune_glue_imbalance_flags_go_together(tmp_path):
     with pytest.raises(ValueError, match="go together"):
-        finetune_glue.main(["--task_name", "rte", "--glue_dir", str(tmp_path), "--model_name_or_path", "tiny-bert",
-                            "--output_dir", str(tmp_path / "x"), "--minority_class", "entailment", *TINY])
+        finetune_glue.main(
+            [
+                "--task_name",
+                "rte",
+                "--glue_dir",
+                str(tmp_path),
+                "--model_name_or_path",
+                "tiny-bert",
+                "--output_dir",
+                str(tmp_path / "x"),
+                "--minority_class",
+                "entailment",
+                *TINY,
+            ]
+        )
 
 
 def test_probe_tables_paired_rows_and_figures_from_result_folders(tmp_path):
@@ -121,14 +163,25 @@ def test_probe_tables_paired_rows_and_figures_from_result_folders(tmp_path):
     for seed in (42, 1024, 2024):
         for method, value in recall.items():
             for ratio in (19, 49):
-                final = {"accuracy": 0.6, "recall_positive": value / (ratio // 19), "balanced_accuracy": 0.55,
-                         "macro_f1": 0.5, "score": 60.0}
-                path = write_run(root, "mini/imbalance", f"sst2_{method}_positive1to{ratio}", seed,
-                                 {"final": final, "score": 60.0, "trainable_params": 1000},
-                                 evals={"dev": {"protocol": "glue-dev", "protocol_version": "1", "n": 4}})
+                final = {
+                    "accuracy": 0.6,
+                    "recall_positive": value / (ratio // 19),
+                    "balanced_accuracy": 0.55,
+                    "macro_f1": 0.5,
+                    "score": 60.0,
+                }
+                path = write_run(
+                    root,
+                    "mini/imbalance",
+                    f"sst2_{method}_positive1to{ratio}",
+                    seed,
+                    {"final": final, "score": 60.0, "trainable_params": 1000},
+                    evals={"dev": {"protocol": "glue-dev", "protocol_version": "1", "n": 4}},
+                )
                 correct = [1, 1, 0, int(method == "ba-lora")]
-                (path / "eval" / "dev.samples.jsonl").write_text("".join(
-                    json.dumps({"task_id": i, "correct": c}) + "\n" for i, c in enumerate(correct)))
+                (path / "eval" / "dev.samples.jsonl").write_text(
+                    "".join(json.dumps({"task_id": i, "correct": c}) + "\n" for i, c in enumerate(correct))
+                )
     table = results.build_table(results.TABLES["mini_imbalance"](), root)
     cell = table.cells["ba-lora"]["recall49"]
     assert cell.n == 3 and cell.mean == pytest.approx(100 * 0.30 / 2)
@@ -136,8 +189,18 @@ def test_probe_tables_paired_rows_and_figures_from_result_folders(tmp_path):
     row = next(r for r in built["rows"] if r["label"] == "1:19, BA-LoRA − PiSSA")
     assert row["n_seeds"] == 3 and row["mean"] == pytest.approx(0.25)
     assert row["seeds"][42].a_better == 1 and row["seeds"][42].n == 4
-    aggregate_results.main(["mini_imbalance", "mini_probes_dev_paired", "--results_dir", str(root),
-                            "--out_dir", str(tmp_path / "tables")])
+    aggregate_results.main(
+        [
+            "mini_imbalance",
+            "mini_probes_dev_paired",
+            "--results_dir",
+            str(root),
+            "--out_dir",
+            str(tmp_path / "tables"),
+        ]
+    )
     assert "1:49 minority recall" in (tmp_path / "tables" / "mini_imbalance.md").read_text()
-    written = plot_results.main(["mini_imbalance", "--results_dir", str(root), "--out_dir", str(tmp_path / "fig")])
+    written = plot_results.main(
+        ["mini_imbalance", "--results_dir", str(root), "--out_dir", str(tmp_path / "fig")]
+    )
     assert any(p.endswith("mini_imbalance.png") for p in written["mini_imbalance"])

@@ -37,22 +37,30 @@ def reference_batch(examples, pad_token_id):
     length = max(len(e["input_ids"]) for e in examples)
     pad = [length - len(e["input_ids"]) for e in examples]
     return {
-        "input_ids": torch.tensor([e["input_ids"] + [pad_token_id] * p for e, p in zip(examples, pad, strict=True)]),
+        "input_ids": torch.tensor(
+            [e["input_ids"] + [pad_token_id] * p for e, p in zip(examples, pad, strict=True)]
+        ),
         "labels": torch.tensor([e["labels"] + [-100] * p for e, p in zip(examples, pad, strict=True)]),
-        "attention_mask": torch.tensor([[1] * len(e["input_ids"]) + [0] * p for e, p in zip(examples, pad, strict=True)]),
+        "attention_mask": torch.tensor(
+            [[1] * len(e["input_ids"]) + [0] * p for e, p in zip(examples, pad, strict=True)]
+        ),
     }
 
 
 def assert_identical(tokenizer, rows, query_field, response_field, max_length, to_metamath=False):
-    dataset = data.build_dataset(rows, tokenizer, query_field, response_field, max_length,
-                                 gsm8k_to_metamath=to_metamath)
+    dataset = data.build_dataset(
+        rows, tokenizer, query_field, response_field, max_length, gsm8k_to_metamath=to_metamath
+    )
     expected = reference_examples(tokenizer, rows, query_field, response_field, max_length, to_metamath)
     got = dataset.to_list()
     assert [e["input_ids"] for e in got] == [e["input_ids"] for e in expected]
     assert [e["labels"] for e in got] == [e["labels"] for e in expected]
     collate = data.CausalLMCollator(tokenizer.pad_token_id)
     for start in range(0, len(got), 8):
-        batch, want = collate(got[start:start + 8]), reference_batch(expected[start:start + 8], tokenizer.pad_token_id)
+        batch, want = (
+            collate(got[start : start + 8]),
+            reference_batch(expected[start : start + 8], tokenizer.pad_token_id),
+        )
         assert batch.keys() == want.keys()
         for key in want:
             assert batch[key].dtype == torch.long and torch.equal(batch[key], want[key]), key

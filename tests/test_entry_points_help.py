@@ -14,8 +14,15 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-TOP_LEVEL = ("train_nlg.py", "finetune_glue.py", "finetune_bert_l_sst2.py", "tsne_visualization.py", "quickstart.py",
-             "aggregate_results.py", "plot_results.py")
+TOP_LEVEL = (
+    "train_nlg.py",
+    "finetune_glue.py",
+    "finetune_bert_l_sst2.py",
+    "tsne_visualization.py",
+    "quickstart.py",
+    "aggregate_results.py",
+    "plot_results.py",
+)
 # Files the globs find that are not command lines, and why.
 NOT_ENTRY_POINTS = {
     "scripts/lib.sh": "sourced by the other scripts, never run",
@@ -24,8 +31,7 @@ NOT_ENTRY_POINTS = {
 }
 # Entry points whose --help is not implemented yet: strict xfail, so the test fails once it is (remove
 # the entry then).
-MISSING_HELP = {
-}
+MISSING_HELP = {}
 
 
 def entry_points() -> list[str]:
@@ -38,9 +44,17 @@ def entry_points() -> list[str]:
 def _env(scratch: Path) -> dict[str, str]:
     # A script that starts setting up a virtual environment fails at once on PYTHON=false and leaves
     # the VENV folder behind; a sweep that starts a run writes under OUTPUTS_DIR / RESULTS_DIR.
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHON": "false",
-            "VENV": str(scratch / "venv"), "OUTPUTS_DIR": str(scratch / "outputs"),
-            "RESULTS_DIR": str(scratch / "results"), "OUT_DIR": str(scratch / "out"), "PY": sys.executable}
+    return {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "PYTHON": "false",
+        "VENV": str(scratch / "venv"),
+        "OUTPUTS_DIR": str(scratch / "outputs"),
+        "RESULTS_DIR": str(scratch / "results"),
+        "OUT_DIR": str(scratch / "out"),
+        "PY": sys.executable,
+    }
 
 
 def _python_help(path: str, scratch: Path) -> subprocess.CompletedProcess:
@@ -75,12 +89,15 @@ def _python_help(path: str, scratch: Path) -> subprocess.CompletedProcess:
         finally:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
-    return subprocess.CompletedProcess(path, os.waitstatus_to_exitcode(status), out.read_text(), err.read_text())
+    return subprocess.CompletedProcess(
+        path, os.waitstatus_to_exitcode(status), out.read_text(), err.read_text()
+    )
 
 
 def _shell_help(path: str, scratch: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", path, "--help"], cwd=REPO, env=_env(scratch), capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        ["bash", path, "--help"], cwd=REPO, env=_env(scratch), capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.fixture(scope="module")
@@ -102,24 +119,43 @@ def help_outputs(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProces
 def _description_lines(text: str) -> list[str]:
     """Lines of prose outside the usage block and the option list."""
     after_usage = text.split("\n\n", 1)[1] if "\n\n" in text else text.split("\n", 1)[-1]
-    return [line for line in after_usage.splitlines()
-            if line.strip() and not line.startswith((" ", "\t", "-")) and not line.rstrip().endswith(":")
-            and len(line.split()) >= 3]
+    return [
+        line
+        for line in after_usage.splitlines()
+        if line.strip()
+        and not line.startswith((" ", "\t", "-"))
+        and not line.rstrip().endswith(":")
+        and len(line.split()) >= 3
+    ]
 
 
 def test_entry_points_are_discovered():
     found = entry_points()
-    for expected in (*TOP_LEVEL, "eval/gsm8k.py", "benchmarks/overhead.py", "scripts/mini.sh", "scripts/tsne.sh"):
+    for expected in (
+        *TOP_LEVEL,
+        "eval/gsm8k.py",
+        "benchmarks/overhead.py",
+        "scripts/mini.sh",
+        "scripts/tsne.sh",
+    ):
         assert expected in found
     assert all((REPO / p).is_file() for p in [*found, *NOT_ENTRY_POINTS])
 
 
-@pytest.mark.parametrize("path", [
-    pytest.param(p, marks=pytest.mark.xfail(strict=True, reason=MISSING_HELP[p])) if p in MISSING_HELP else p
-    for p in entry_points()])
+@pytest.mark.parametrize(
+    "path",
+    [
+        pytest.param(p, marks=pytest.mark.xfail(strict=True, reason=MISSING_HELP[p]))
+        if p in MISSING_HELP
+        else p
+        for p in entry_points()
+    ],
+)
 def test_help_exits_0_with_usage_and_description(path, help_outputs):
     proc, scratch = help_outputs[path]
     assert proc.returncode == 0, f"{path} --help exited {proc.returncode}: {proc.stderr[-1500:]}"
     assert proc.stdout.lstrip().startswith("usage:"), proc.stdout[:500]
-    assert _description_lines(proc.stdout), f"{path} --help has a usage line but no description:\n{proc.stdout}"
+    assert _description_lines(proc.stdout), (
+        f"{path} --help has a usage line but no description:\n{proc.stdout}"
+    )
     assert not any(scratch.iterdir()), f"{path} --help created {sorted(p.name for p in scratch.iterdir())}"

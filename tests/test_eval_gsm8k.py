@@ -18,74 +18,95 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # The paper's reading (MetaMath eval_gsm8k.py): text after the last "The answer is: ", the first
 # match of [\-+]?\d*[\.,/]?\d+, commas removed, rounded to an integer.
-@pytest.mark.parametrize("completion, extracted, value", [
-    ("So 3 + 4 = 7.\nThe answer is: 7", "7", 7),
-    ("The answer is: 1,234", "1,234", 1234),
-    ("The answer is: $18.00.", "18.00", 18),
-    ("The answer is: -5", "-5", -5),
-    ("first The answer is: 1\nlater The answer is: 2", "2", 2),  # the LAST marker wins
-    ("The answer is: unclear. 12 then 13", "12", 12),
-    ("The answer is: 3/4", "3/4", 1),  # round(0.75)
-    ("The answer is: 5/0", "5/0", 5),  # MetaMath: a zero denominator gives the numerator
-    ("The answer is: 17.6", "17.6", 18),
-    ("The answer is: 2.5", "2.5", 2),  # Python's round: half to even
-    ("The answer is: 1,234,567", "1,234", 1234),  # one separator in the regex
-    ("the answer is: 42", None, None),  # case matters
-    ("The answer is 42", None, None),  # so do the colon and the space
-    ("She has 5 left.\n#### 5", None, None),
-    ("Thus \\boxed{64}.", None, None),
-    ("12 + 30 = 42 cookies", None, None),
-    ("The answer is: none", None, None),
-])
+@pytest.mark.parametrize(
+    "completion, extracted, value",
+    [
+        ("So 3 + 4 = 7.\nThe answer is: 7", "7", 7),
+        ("The answer is: 1,234", "1,234", 1234),
+        ("The answer is: $18.00.", "18.00", 18),
+        ("The answer is: -5", "-5", -5),
+        ("first The answer is: 1\nlater The answer is: 2", "2", 2),  # the LAST marker wins
+        ("The answer is: unclear. 12 then 13", "12", 12),
+        ("The answer is: 3/4", "3/4", 1),  # round(0.75)
+        ("The answer is: 5/0", "5/0", 5),  # MetaMath: a zero denominator gives the numerator
+        ("The answer is: 17.6", "17.6", 18),
+        ("The answer is: 2.5", "2.5", 2),  # Python's round: half to even
+        ("The answer is: 1,234,567", "1,234", 1234),  # one separator in the regex
+        ("the answer is: 42", None, None),  # case matters
+        ("The answer is 42", None, None),  # so do the colon and the space
+        ("She has 5 left.\n#### 5", None, None),
+        ("Thus \\boxed{64}.", None, None),
+        ("12 + 30 = 42 cookies", None, None),
+        ("The answer is: none", None, None),
+    ],
+)
 def test_paper_extraction(completion, extracted, value):
     assert gsm8k.extract_answer(completion) == extracted
     assert gsm8k.answer_value(extracted) == value
 
 
-@pytest.mark.parametrize("completion, expected, method", [
-    ("So 3 + 4 = 7.\nThe answer is: 7", "7", "marker"),
-    ("The answer is: 1,234", "1,234", "marker"),
-    ("The answer is: $18.00.", "$18.00", "marker"),
-    ("the answer is 42 apples", "42", "marker"),
-    ("The answer is: -5", "-5", "marker"),
-    ("The answer is: 3/4", "3/4", "marker"),
-    ("first The answer is: 1\nlater The answer is: 2", "2", "marker"),  # the LAST marker wins
-    ("The answer is: unclear. 12 then 13", "12", "marker"),
-    ("She has 5 left.\n#### 5", "5", "hash"),
-    ("Thus \\boxed{64}.", "64", "boxed"),
-    ("12 + 30 = 42 cookies", "42", "last_number"),
-    ("It was 2.5 hours", "2.5", "last_number"),
-    ("no digits here", None, None),
-])
+@pytest.mark.parametrize(
+    "completion, expected, method",
+    [
+        ("So 3 + 4 = 7.\nThe answer is: 7", "7", "marker"),
+        ("The answer is: 1,234", "1,234", "marker"),
+        ("The answer is: $18.00.", "$18.00", "marker"),
+        ("the answer is 42 apples", "42", "marker"),
+        ("The answer is: -5", "-5", "marker"),
+        ("The answer is: 3/4", "3/4", "marker"),
+        ("first The answer is: 1\nlater The answer is: 2", "2", "marker"),  # the LAST marker wins
+        ("The answer is: unclear. 12 then 13", "12", "marker"),
+        ("She has 5 left.\n#### 5", "5", "hash"),
+        ("Thus \\boxed{64}.", "64", "boxed"),
+        ("12 + 30 = 42 cookies", "42", "last_number"),
+        ("It was 2.5 hours", "2.5", "last_number"),
+        ("no digits here", None, None),
+    ],
+)
 def test_lenient_extraction_formats(completion, expected, method):
     assert gsm8k.extract_answer_lenient(completion) == (expected, method)
 
 
-@pytest.mark.parametrize("predicted, gold, correct", [
-    ("18", "18", True), ("18.0", "18", True), ("18.", "18", True), ("$18", "18", True),
-    ("1,000", "1000", True), ("50%", "50", True), ("0.75", "3/4", True), ("3/4", "0.75", True),
-    ("-3", "-3", True), ("17.99", "18", False), ("180", "18", False), (None, "18", False),
-    ("1/0", "0", False),
-])
+@pytest.mark.parametrize(
+    "predicted, gold, correct",
+    [
+        ("18", "18", True),
+        ("18.0", "18", True),
+        ("18.", "18", True),
+        ("$18", "18", True),
+        ("1,000", "1000", True),
+        ("50%", "50", True),
+        ("0.75", "3/4", True),
+        ("3/4", "0.75", True),
+        ("-3", "-3", True),
+        ("17.99", "18", False),
+        ("180", "18", False),
+        (None, "18", False),
+        ("1/0", "0", False),
+    ],
+)
 def test_lenient_numbers_compare_as_exact_numbers(predicted, gold, correct):
     assert gsm8k.is_correct_lenient(predicted, gold) is correct
 
 
 # Where the two readings part: the lenient one accepts other answer formats (the fallbacks that
 # supplied many of the answers of small models), the paper's rounds to an integer.
-@pytest.mark.parametrize("completion, gold, paper, lenient", [
-    ("The answer is: 7", "7", True, True),
-    ("The answer is: 1,200", "1,200", True, True),
-    ("the answer is 7", "7", False, True),          # marker in another case, no colon
-    ("The answer is 7", "7", False, True),          # no colon
-    ("So she has 7.\n#### 7", "7", False, True),    # GSM8K's own format
-    ("Thus \\boxed{7}.", "7", False, True),         # boxed
-    ("3 + 4 = 7 apples", "7", False, True),         # last number
-    ("The answer is: 17.6", "18", True, False),     # MetaMath rounds; exact comparison does not
-    ("The answer is: 3/4", "1", True, False),
-    ("The answer is: 1,234,567", "1234567", False, True),
-    ("The answer is: 8", "7", False, False),
-])
+@pytest.mark.parametrize(
+    "completion, gold, paper, lenient",
+    [
+        ("The answer is: 7", "7", True, True),
+        ("The answer is: 1,200", "1,200", True, True),
+        ("the answer is 7", "7", False, True),  # marker in another case, no colon
+        ("The answer is 7", "7", False, True),  # no colon
+        ("So she has 7.\n#### 7", "7", False, True),  # GSM8K's own format
+        ("Thus \\boxed{7}.", "7", False, True),  # boxed
+        ("3 + 4 = 7 apples", "7", False, True),  # last number
+        ("The answer is: 17.6", "18", True, False),  # MetaMath rounds; exact comparison does not
+        ("The answer is: 3/4", "1", True, False),
+        ("The answer is: 1,234,567", "1234567", False, True),
+        ("The answer is: 8", "7", False, False),
+    ],
+)
 def test_paper_and_lenient_readings_differ_exactly_there(completion, gold, paper, lenient):
     fields = gsm8k.score_sample({"gold": gold}, completion)
     assert fields["correct"] is paper
@@ -104,8 +125,16 @@ def test_gold_answer_requires_hash():
 
 
 def test_cli_scores_fixture_samples(tmp_path):
-    metrics = load_script("gsm8k").main(["--samples", str(FIXTURES / "gsm8k_tiny_samples.jsonl"),
-                                         "--data", str(FIXTURES / "gsm8k_tiny.jsonl"), "--output_dir", str(tmp_path)])
+    metrics = load_script("gsm8k").main(
+        [
+            "--samples",
+            str(FIXTURES / "gsm8k_tiny_samples.jsonl"),
+            "--data",
+            str(FIXTURES / "gsm8k_tiny.jsonl"),
+            "--output_dir",
+            str(tmp_path),
+        ]
+    )
     assert metrics["score"] == metrics["accuracy"] == pytest.approx(200 / 3, abs=1e-3)
     assert metrics["accuracy_lenient"] == pytest.approx(200 / 3, abs=1e-3)
     assert metrics["n"] == 3 and metrics["missing"] == 0
@@ -126,26 +155,47 @@ def _write(path, rows):
     return path
 
 
-@pytest.mark.parametrize("rows, message", [
-    ([{"task_id": 0, "completion": "x"}, "{not json"], ":2: not valid JSON"),
-    ([{"task_id": 7, "completion": "x"}], ":1: unknown task_id 7"),
-    ([{"task_id": 0, "completion": "x"}, {"task_id": "0", "completion": "y"}], ":2: duplicate row"),
-    ([{"task_id": 0}], ":1: each row needs"),
-    ([{"task_id": 0, "completion": 5}], ":1: 'completion' must be a string"),
-    ([{"task_id": "zero", "completion": "x"}], ":1: bad task_id"),
-])
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        ([{"task_id": 0, "completion": "x"}, "{not json"], ":2: not valid JSON"),
+        ([{"task_id": 7, "completion": "x"}], ":1: unknown task_id 7"),
+        ([{"task_id": 0, "completion": "x"}, {"task_id": "0", "completion": "y"}], ":2: duplicate row"),
+        ([{"task_id": 0}], ":1: each row needs"),
+        ([{"task_id": 0, "completion": 5}], ":1: 'completion' must be a string"),
+        ([{"task_id": "zero", "completion": "x"}], ":1: bad task_id"),
+    ],
+)
 def test_bad_samples_files_name_the_line(tmp_path, rows, message):
     samples = _write(tmp_path / "bad.jsonl", rows)
     with pytest.raises(SamplesError, match=message):
-        load_script("gsm8k").main(["--samples", str(samples), "--data", str(FIXTURES / "gsm8k_tiny.jsonl"),
-                                   "--output_dir", str(tmp_path / "out")])
+        load_script("gsm8k").main(
+            [
+                "--samples",
+                str(samples),
+                "--data",
+                str(FIXTURES / "gsm8k_tiny.jsonl"),
+                "--output_dir",
+                str(tmp_path / "out"),
+            ]
+        )
 
 
 def test_cli_reports_both_readings_and_keeps_every_completion(tmp_path):
     completions = ["3 + 4 = 7 apples.", "The answer is: 600", "So 120.\n#### 120"]
-    samples = _write(tmp_path / "s.jsonl", [{"task_id": i, "completion": c} for i, c in enumerate(completions)])
-    metrics = load_script("gsm8k").main(["--samples", str(samples), "--data", str(FIXTURES / "gsm8k_tiny.jsonl"),
-                                         "--output_dir", str(tmp_path / "out")])
+    samples = _write(
+        tmp_path / "s.jsonl", [{"task_id": i, "completion": c} for i, c in enumerate(completions)]
+    )
+    metrics = load_script("gsm8k").main(
+        [
+            "--samples",
+            str(samples),
+            "--data",
+            str(FIXTURES / "gsm8k_tiny.jsonl"),
+            "--output_dir",
+            str(tmp_path / "out"),
+        ]
+    )
     assert metrics["score"] == metrics["accuracy"] == pytest.approx(100 / 3, abs=1e-3)
     assert metrics["accuracy_lenient"] == 100.0 and metrics["lenient_only"] == 2
     assert metrics["extraction_methods"] == {"None": 2, "marker": 1}
@@ -156,8 +206,16 @@ def test_cli_reports_both_readings_and_keeps_every_completion(tmp_path):
 
 def test_missing_tasks_count_as_failures(tmp_path):
     samples = _write(tmp_path / "partial.jsonl", [{"task_id": 0, "completion": "The answer is: 7"}])
-    metrics = load_script("gsm8k").main(["--samples", str(samples), "--data", str(FIXTURES / "gsm8k_tiny.jsonl"),
-                                         "--output_dir", str(tmp_path / "out")])
+    metrics = load_script("gsm8k").main(
+        [
+            "--samples",
+            str(samples),
+            "--data",
+            str(FIXTURES / "gsm8k_tiny.jsonl"),
+            "--output_dir",
+            str(tmp_path / "out"),
+        ]
+    )
     assert metrics["missing"] == 2 and metrics["missing_task_ids"] == [1, 2]
     assert metrics["score"] == pytest.approx(100 / 3, abs=1e-3)
     rows = [json.loads(line) for line in (tmp_path / "out" / "samples.jsonl").read_text().splitlines()]
@@ -165,16 +223,37 @@ def test_missing_tasks_count_as_failures(tmp_path):
 
 
 def test_limit_applies_to_tasks_and_samples(tmp_path):
-    metrics = load_script("gsm8k").main(["--samples", str(_write(tmp_path / "s.jsonl", [{"task_id": 0, "completion": "The answer is: 7"}])),
-                                         "--data", str(FIXTURES / "gsm8k_tiny.jsonl"), "--limit", "1",
-                                         "--output_dir", str(tmp_path / "out")])
+    metrics = load_script("gsm8k").main(
+        [
+            "--samples",
+            str(_write(tmp_path / "s.jsonl", [{"task_id": 0, "completion": "The answer is: 7"}])),
+            "--data",
+            str(FIXTURES / "gsm8k_tiny.jsonl"),
+            "--limit",
+            "1",
+            "--output_dir",
+            str(tmp_path / "out"),
+        ]
+    )
     assert metrics["n"] == 1 and metrics["score"] == 100.0 and metrics["settings"]["limit"] == 1
 
 
 def test_cli_exits_nonzero_on_error(tmp_path):
-    proc = subprocess.run([sys.executable, str(ROOT / "eval" / "gsm8k.py"), "--samples", str(tmp_path / "nope.jsonl"),
-                           "--data", str(FIXTURES / "gsm8k_tiny.jsonl"), "--output_dir", str(tmp_path)],
-                          capture_output=True, text=True, cwd=tmp_path)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "eval" / "gsm8k.py"),
+            "--samples",
+            str(tmp_path / "nope.jsonl"),
+            "--data",
+            str(FIXTURES / "gsm8k_tiny.jsonl"),
+            "--output_dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert proc.returncode != 0
     assert "does not exist" in proc.stderr
 
@@ -182,10 +261,23 @@ def test_cli_exits_nonzero_on_error(tmp_path):
 def test_gold_answers_score_100_on_real_test_set(shared_data, tmp_path):  # under both readings
     rows = [json.loads(line) for line in (shared_data / "gsm8k" / "test.jsonl").read_text().splitlines()]
     assert len(rows) == 1319
-    samples = _write(tmp_path / "gold.jsonl", [{"task_id": i, "completion": r["answer"].replace("####", "The answer is:")}
-                                               for i, r in enumerate(rows)])
-    metrics = load_script("gsm8k").main(["--samples", str(samples), "--data", str(shared_data / "gsm8k" / "test.jsonl"),
-                                         "--output_dir", str(tmp_path / "out")])
+    samples = _write(
+        tmp_path / "gold.jsonl",
+        [
+            {"task_id": i, "completion": r["answer"].replace("####", "The answer is:")}
+            for i, r in enumerate(rows)
+        ],
+    )
+    metrics = load_script("gsm8k").main(
+        [
+            "--samples",
+            str(samples),
+            "--data",
+            str(shared_data / "gsm8k" / "test.jsonl"),
+            "--output_dir",
+            str(tmp_path / "out"),
+        ]
+    )
     assert metrics["accuracy_lenient"] == 100.0 and metrics["n"] == 1319
     # The paper's regex reads one thousands separator: problem 611's "1,450,000" reads as 1450.
     assert metrics["correct"] == 1318 and metrics["lenient_only"] == 1

@@ -24,7 +24,9 @@ def test_batched_nll_equals_the_models_own_loss_one_problem_at_a_time():
     for row, example, (nll, count) in zip(ROWS, examples, batched, strict=True):
         prompt_ids = tokenizer(format_prompt(row["question"]))["input_ids"]
         response = gsm8k_answer_to_metamath(row["answer"])
-        full_ids = tokenizer(format_prompt(row["question"]) + response)["input_ids"] + [tokenizer.eos_token_id]
+        full_ids = tokenizer(format_prompt(row["question"]) + response)["input_ids"] + [
+            tokenizer.eos_token_id
+        ]
         assert count == len(full_ids) - len(prompt_ids)  # the solution and EOS, never the prompt
         ids = torch.tensor([example["input_ids"]])
         with torch.no_grad():
@@ -59,8 +61,18 @@ def test_truncation_is_counted_not_hidden():
 
 
 def test_cli_writes_samples_and_a_token_weighted_score(tmp_path):
-    metrics = load_script("gsm8k_nll").main(["--model", "tiny-llama", "--data", str(EVAL_FIXTURES / "gsm8k_tiny.jsonl"),
-                                             "--batch_size", "2", "--output_dir", str(tmp_path)])
+    metrics = load_script("gsm8k_nll").main(
+        [
+            "--model",
+            "tiny-llama",
+            "--data",
+            str(EVAL_FIXTURES / "gsm8k_tiny.jsonl"),
+            "--batch_size",
+            "2",
+            "--output_dir",
+            str(tmp_path),
+        ]
+    )
     rows = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
     assert [r["task_id"] for r in rows] == [0, 1, 2] and metrics["n"] == 3
     expected = sum(r["nll"] for r in rows) / sum(r["tokens"] for r in rows)
@@ -78,10 +90,15 @@ def test_smollm2_finds_true_solutions_likelier_than_solutions_of_other_problems(
     """A real model conditions on the question: each solution is likelier under its own question."""
     rows = [json.loads(line) for line in (shared_data / "gsm8k" / "test.jsonl").read_text().splitlines()[:4]]
     model, tokenizer = load_model("smollm2-135m-instruct")
-    swapped = [{"question": rows[(i + 1) % 4]["question"], "answer": row["answer"]} for i, row in enumerate(rows)]
-    true_nll = answer_nll.response_nll(model, answer_nll.reference_examples(rows, tokenizer, 512), tokenizer.pad_token_id)
-    swap_nll = answer_nll.response_nll(model, answer_nll.reference_examples(swapped, tokenizer, 512),
-                                       tokenizer.pad_token_id)
+    swapped = [
+        {"question": rows[(i + 1) % 4]["question"], "answer": row["answer"]} for i, row in enumerate(rows)
+    ]
+    true_nll = answer_nll.response_nll(
+        model, answer_nll.reference_examples(rows, tokenizer, 512), tokenizer.pad_token_id
+    )
+    swap_nll = answer_nll.response_nll(
+        model, answer_nll.reference_examples(swapped, tokenizer, 512), tokenizer.pad_token_id
+    )
     for (true, n_true), (other, n_other) in zip(true_nll, swap_nll, strict=True):
         assert n_true == n_other  # the same solution tokens were scored
         assert true < other

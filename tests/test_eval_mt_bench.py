@@ -33,7 +33,9 @@ class JudgeServer:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 server.requests.append({"body": body, "auth": self.headers.get("Authorization")})
                 count = len(server.requests)
-                if count <= server.fail_first or (server.fail_after is not None and count > server.fail_after):
+                if count <= server.fail_first or (
+                    server.fail_after is not None and count > server.fail_after
+                ):
                     self.send_response(503)
                     self.send_header("Content-Type", "application/json")
                     self.end_headers()
@@ -45,11 +47,25 @@ class JudgeServer:
                     reference = user.split("[Reference]\n", 1)[1].split("\n", 1)[0]
                     answer = user.split("[Answer]\n", 1)[1]
                     rating = 8 if reference in answer else 3
-                content = f"The answer is fine. Rating: [[{rating}]]" if "Rate turn 2" not in user else "Rating: [[6]]"
-                payload = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                           "choices": [{"index": 0, "finish_reason": "stop",
-                                        "message": {"role": "assistant", "content": content}}],
-                           "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+                content = (
+                    f"The answer is fine. Rating: [[{rating}]]"
+                    if "Rate turn 2" not in user
+                    else "Rating: [[6]]"
+                )
+                payload = {
+                    "id": "x",
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": body["model"],
+                    "choices": [
+                        {
+                            "index": 0,
+                            "finish_reason": "stop",
+                            "message": {"role": "assistant", "content": content},
+                        }
+                    ],
+                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                }
                 data = json.dumps(payload).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -71,10 +87,25 @@ class JudgeServer:
 
 
 def _argv(output_dir, url, *extra):
-    return ["--samples", str(FIXTURES / "mt_bench_samples.jsonl"), "--data", str(FIXTURES / "mt_bench_questions.jsonl"),
-            "--judge_prompts", str(FIXTURES / "mt_bench_judge_prompts.jsonl"),
-            "--reference_answers", str(FIXTURES / "mt_bench_reference.jsonl"), "--judge_base_url", url,
-            "--judge_model", "loopback-judge", "--judge_backoff_s", "0.01", "--output_dir", str(output_dir), *extra]
+    return [
+        "--samples",
+        str(FIXTURES / "mt_bench_samples.jsonl"),
+        "--data",
+        str(FIXTURES / "mt_bench_questions.jsonl"),
+        "--judge_prompts",
+        str(FIXTURES / "mt_bench_judge_prompts.jsonl"),
+        "--reference_answers",
+        str(FIXTURES / "mt_bench_reference.jsonl"),
+        "--judge_base_url",
+        url,
+        "--judge_model",
+        "loopback-judge",
+        "--judge_backoff_s",
+        "0.01",
+        "--output_dir",
+        str(output_dir),
+        *extra,
+    ]
 
 
 def test_parse_rating():
@@ -86,19 +117,25 @@ def test_parse_rating():
 
 def test_turn2_prompt_continues_training_template():
     prompt = mt_bench.turn2_prompt("Q1", " A1", "Q2")
-    assert prompt.endswith("### Instruction:\nQ1\n\n### Response: A1\n\n### Instruction:\nQ2\n\n### Response:")
+    assert prompt.endswith(
+        "### Instruction:\nQ1\n\n### Response: A1\n\n### Instruction:\nQ2\n\n### Response:"
+    )
 
 
 def test_judging_scores_caches_and_uses_reference(tmp_path, monkeypatch):
     monkeypatch.setenv("LOOPBACK_KEY", "sk-test-key")
     with JudgeServer() as server:
-        metrics = load_script("mt_bench").main(_argv(tmp_path, server.url, "--judge_api_key_env", "LOOPBACK_KEY"))
+        metrics = load_script("mt_bench").main(
+            _argv(tmp_path, server.url, "--judge_api_key_env", "LOOPBACK_KEY")
+        )
         assert len(server.requests) == 6  # 3 questions x 2 turns
         assert server.requests[0]["auth"] == "Bearer sk-test-key"
         assert server.requests[0]["body"]["temperature"] == 0
         assert server.requests[0]["body"]["model"] == "loopback-judge"
         # math and coding get the reference-answer prompt with the hand-written references in it
-        math_request = [r for r in server.requests if "What is 2 + 3?" in r["body"]["messages"][-1]["content"]][0]
+        math_request = [
+            r for r in server.requests if "What is 2 + 3?" in r["body"]["messages"][-1]["content"]
+        ][0]
         assert "single-math-v1" in math_request["body"]["messages"][0]["content"]
         assert metrics["score"] == pytest.approx(8.0) and metrics["turn1_score"] == pytest.approx(8.0)
         assert metrics["turn2_score"] == pytest.approx(6.0) and metrics["average_score"] == pytest.approx(7.0)
@@ -151,7 +188,9 @@ def test_real_questions_need_references_for_math(shared_data):
     questions, _ = mt_bench.load_questions(str(shared_data / "mt_bench" / "question.jsonl"))
     assert len(questions) == 80 and {q["task_id"] for q in questions} == set(range(81, 161))
     prompts = mt_bench.load_judge_prompts(shared_data / "mt_bench" / "judge_prompts.jsonl")
-    references = mt_bench.load_reference_answers(shared_data / "mt_bench" / "reference_answer" / "gpt-4.jsonl")
+    references = mt_bench.load_reference_answers(
+        shared_data / "mt_bench" / "reference_answer" / "gpt-4.jsonl"
+    )
     for question in questions:
         for turn in (1, 2):
             name, messages = mt_bench.judge_messages(question, ["a1", "a2"], turn, prompts, references)
@@ -162,21 +201,41 @@ def test_real_questions_need_references_for_math(shared_data):
 def test_missing_judge_key_fails_before_generating(tmp_path, monkeypatch):
     monkeypatch.delenv("NO_SUCH_KEY_VAR", raising=False)
     with pytest.raises(ValueError, match="NO_SUCH_KEY_VAR"):
-        load_script("mt_bench").main(["--model", "tiny-llama", "--data", str(FIXTURES / "mt_bench_questions.jsonl"),
-                                      "--judge_api_key_env", "NO_SUCH_KEY_VAR", "--output_dir", str(tmp_path)])
+        load_script("mt_bench").main(
+            [
+                "--model",
+                "tiny-llama",
+                "--data",
+                str(FIXTURES / "mt_bench_questions.jsonl"),
+                "--judge_api_key_env",
+                "NO_SUCH_KEY_VAR",
+                "--output_dir",
+                str(tmp_path),
+            ]
+        )
     assert not (tmp_path / "completions.jsonl").exists()
 
 
 def test_answers_are_written_in_fastchat_model_answer_format(tmp_path, shared_data):
-    metrics = load_script("mt_bench").main(_argv(tmp_path, "http://127.0.0.1:9/v1", "--judge_turns", "0",
-                                                 "--answer_model_id", "balora-test"))
+    metrics = load_script("mt_bench").main(
+        _argv(tmp_path, "http://127.0.0.1:9/v1", "--judge_turns", "0", "--answer_model_id", "balora-test")
+    )
     assert metrics["n"] == 3
-    rows = [json.loads(line) for line in (tmp_path / "model_answer" / "balora-test.jsonl").read_text().splitlines()]
+    rows = [
+        json.loads(line)
+        for line in (tmp_path / "model_answer" / "balora-test.jsonl").read_text().splitlines()
+    ]
     # FastChat's own reference answers (reference_answer/gpt-4.jsonl) have exactly these fields
-    fastchat = json.loads((shared_data / "mt_bench" / "reference_answer" / "gpt-4.jsonl").read_text().splitlines()[0])
+    fastchat = json.loads(
+        (shared_data / "mt_bench" / "reference_answer" / "gpt-4.jsonl").read_text().splitlines()[0]
+    )
     assert [sorted(r) for r in rows] == [sorted(fastchat)] * 3
-    assert [r["question_id"] for r in rows] == [81, 111, 121] and {r["model_id"] for r in rows} == {"balora-test"}
+    assert [r["question_id"] for r in rows] == [81, 111, 121] and {r["model_id"] for r in rows} == {
+        "balora-test"
+    }
     assert rows[1]["choices"] == [{"index": 0, "turns": [" 2 + 3 = 5", " 2 * 3 = 6"]}]
     assert sorted(rows[1]["choices"][0]) == sorted(fastchat["choices"][0])
-    assert all(isinstance(r["answer_id"], str) and len(r["answer_id"]) == 22 and isinstance(r["tstamp"], float)
-               for r in rows)
+    assert all(
+        isinstance(r["answer_id"], str) and len(r["answer_id"]) == 22 and isinstance(r["tstamp"], float)
+        for r in rows
+    )

@@ -25,7 +25,10 @@ def _sha(data: bytes) -> str:
 def small_copy(tmp_path):
     """A two-file data folder and its manifest (no real data needed)."""
     origin = tmp_path / "origin"
-    files = {"gsm8k/test.jsonl": b'{"question": "1+1?", "answer": "#### 2"}\n', "glue/RTE/dev.tsv": b"index\tlabel\n"}
+    files = {
+        "gsm8k/test.jsonl": b'{"question": "1+1?", "answer": "#### 2"}\n',
+        "glue/RTE/dev.tsv": b"index\tlabel\n",
+    }
     for rel, data in files.items():
         (origin / rel).parent.mkdir(parents=True, exist_ok=True)
         (origin / rel).write_bytes(data)
@@ -39,7 +42,9 @@ def test_manifest_lists_every_source_and_every_source_is_pinned():
     assert set(sums) == set(fd.SOURCES) and len(sums) == 21
     for source in fd.SOURCES.values():
         for url in source.urls:
-            assert re.fullmatch(r"https://raw\.githubusercontent\.com/[\w.-]+/[\w.-]+/[0-9a-f]{40}/\S+", url), url
+            assert re.fullmatch(
+                r"https://raw\.githubusercontent\.com/[\w.-]+/[\w.-]+/[0-9a-f]{40}/\S+", url
+            ), url
 
 
 def test_copy_from_a_local_folder_verifies_and_check_detects_corruption(small_copy, tmp_path, capsys):
@@ -72,9 +77,11 @@ def test_a_corrupted_or_missing_source_file_is_named_and_not_installed(small_cop
 
 
 def test_download_path_with_a_faked_network(monkeypatch, tmp_path):
-    served = {"https://example.org/a": b"[\n    {\"x\": 1},\n    {\"x\": 2}\n]\n"}
+    served = {"https://example.org/a": b'[\n    {"x": 1},\n    {"x": 2}\n]\n'}
     monkeypatch.setattr(fd, "download", lambda url: served[url])
-    monkeypatch.setitem(fd.SOURCES, "x.jsonl", fd.Source(("https://example.org/a",), fd.json_array_lines_to_jsonl))
+    monkeypatch.setitem(
+        fd.SOURCES, "x.jsonl", fd.Source(("https://example.org/a",), fd.json_array_lines_to_jsonl)
+    )
     fd.fetch("x.jsonl", _sha(b'{"x": 1}\n{"x": 2}\n'), tmp_path)
     assert (tmp_path / "x.jsonl").read_bytes() == b'{"x": 1}\n{"x": 2}\n'
     with pytest.raises(fd.DataError, match="x.jsonl: the file from https://example.org/a has sha256"):
@@ -91,17 +98,22 @@ def test_no_network_gives_an_error_that_names_the_offline_route(monkeypatch):
 
 
 def test_format_mrpc_keeps_the_header_and_drops_the_dev_pairs():
-    raw = ("\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\r\n"
-           "1\t10\t11\tA b.\tA  b.\r\n0\t20\t21\tC.\tD.\r\n1\t30\t31\tE.\tE!\r\n").encode()
+    raw = (
+        "\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\r\n"
+        "1\t10\t11\tA b.\tA  b.\r\n0\t20\t21\tC.\tD.\r\n1\t30\t31\tE.\tE!\r\n"
+    ).encode()
     out = fd.format_mrpc(raw, b"20\t21\n")
-    assert out.decode() == ("\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\r\n"
-                            "1\t10\t11\tA b.\tA  b.\n1\t30\t31\tE.\tE!\n")
+    assert out.decode() == (
+        "\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\r\n1\t10\t11\tA b.\tA  b.\n1\t30\t31\tE.\tE!\n"
+    )
 
 
 def test_mbpp_plus_is_rebuilt_byte_for_byte_from_its_json_array(shared_data):
     jsonl = (shared_data / "mbpp" / "MbppPlus.jsonl").read_bytes()
     lines = jsonl.decode().splitlines()
-    array = ("[\r\n" + ",\r\n".join(f"    {line}" for line in lines) + "\r\n]\r\n").encode()  # the source layout
+    array = (
+        "[\r\n" + ",\r\n".join(f"    {line}" for line in lines) + "\r\n]\r\n"
+    ).encode()  # the source layout
     assert _sha(fd.json_array_lines_to_jsonl(array)) == fd.read_manifest()["mbpp/MbppPlus.jsonl"]
 
 
@@ -117,13 +129,20 @@ def test_rewrite_provenance_maps_the_data_folder_to_data(tmp_path):
     folder = tmp_path / "elsewhere" / "bench"
     results = tmp_path / "results" / "run" / "seed42"
     results.mkdir(parents=True)
-    (results / "config.yaml").write_text("glue_dir: ../elsewhere/bench/glue\r\nother: ../elsewhere/benchmarks/x\r\n")
-    (results / "run.json").write_text(json.dumps({"command": ["--data", f"{folder}/gsm8k/test.jsonl"],
-                                                  "kept": f"/x{folder}/gsm8k/test.jsonl"}))
+    (results / "config.yaml").write_text(
+        "glue_dir: ../elsewhere/bench/glue\r\nother: ../elsewhere/benchmarks/x\r\n"
+    )
+    (results / "run.json").write_text(
+        json.dumps(
+            {"command": ["--data", f"{folder}/gsm8k/test.jsonl"], "kept": f"/x{folder}/gsm8k/test.jsonl"}
+        )
+    )
     (results / "notes.txt").write_text("../elsewhere/bench/glue\n")
     changed = fd.rewrite_provenance([tmp_path / "results"], folder / ".." / "bench", "../elsewhere/bench/")
     assert sorted(p.name for p in changed) == ["config.yaml", "run.json"]
-    assert (results / "config.yaml").read_bytes() == b"glue_dir: data/glue\r\nother: ../elsewhere/benchmarks/x\r\n"
+    assert (
+        results / "config.yaml"
+    ).read_bytes() == b"glue_dir: data/glue\r\nother: ../elsewhere/benchmarks/x\r\n"
     run = json.loads((results / "run.json").read_text())
     assert run["command"][1] == "data/gsm8k/test.jsonl" and run["kept"] == f"/x{folder}/gsm8k/test.jsonl"
     assert (results / "notes.txt").read_text() == "../elsewhere/bench/glue\n"

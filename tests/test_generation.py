@@ -35,7 +35,10 @@ def test_batched_left_padded_generation_equals_one_at_a_time():
     model, tokenizer = load_model("tiny-llama")
     prompts = [format_prompt(q) for q in QUESTIONS]
     batched = generate_hf(model, tokenizer, prompts, DecodingConfig(max_new_tokens=12, batch_size=4))
-    single = [generate_hf(model, tokenizer, [p], DecodingConfig(max_new_tokens=12, batch_size=1))[0] for p in prompts]
+    single = [
+        generate_hf(model, tokenizer, [p], DecodingConfig(max_new_tokens=12, batch_size=1))[0]
+        for p in prompts
+    ]
     assert batched == single
     assert tokenizer.padding_side == "left"
 
@@ -78,8 +81,9 @@ def test_pissa_adapter_refused_on_original_base_and_exact_on_residual(tmp_path):
 
     model, tokenizer = tiny_causal_lm("tiny-llama")
     original_ids = tokenizer(["how many apples"], return_tensors="pt")["input_ids"]
-    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=4, target_modules=["q_proj", "v_proj"],
-                                                  init_lora_weights="pissa"))
+    peft_model = get_peft_model(
+        model, LoraConfig(r=4, lora_alpha=4, target_modules=["q_proj", "v_proj"], init_lora_weights="pissa")
+    )
     with torch.no_grad():
         for name, param in peft_model.named_parameters():
             if "lora_B" in name:
@@ -108,8 +112,9 @@ def test_run_directory_pissa_adapter_detected_from_config(tmp_path):
     model, _ = tiny_causal_lm("tiny-llama")
     run = tmp_path / "run"
     get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(run / "adapter")
-    get_peft_model(tiny_causal_lm("tiny-llama")[0], LoraConfig(r=4, target_modules=["q_proj"])).save_pretrained(
-        run / "adapter_lora")
+    get_peft_model(
+        tiny_causal_lm("tiny-llama")[0], LoraConfig(r=4, target_modules=["q_proj"])
+    ).save_pretrained(run / "adapter_lora")
     (run / "config.yaml").write_text(yaml.safe_dump({"method": "pissa", "lora_r": 2}))
     assert is_unconverted_pissa_adapter(run / "adapter")  # init_dir flow saves init_lora_weights=True
     assert not is_unconverted_pissa_adapter(run / "adapter_lora")
@@ -138,11 +143,24 @@ def test_lora_adapter_save_load_same_outputs(tmp_path):
 
 
 def test_gsm8k_cli_generates_with_tiny_model_and_resumes(tmp_path):
-    argv = ["--model", "tiny-llama", "--data", str(FIXTURES / "gsm8k_tiny.jsonl"), "--max_new_tokens", "8",
-            "--batch_size", "2", "--output_dir", str(tmp_path)]
+    argv = [
+        "--model",
+        "tiny-llama",
+        "--data",
+        str(FIXTURES / "gsm8k_tiny.jsonl"),
+        "--max_new_tokens",
+        "8",
+        "--batch_size",
+        "2",
+        "--output_dir",
+        str(tmp_path),
+    ]
     metrics = load_script("gsm8k").main(argv)
     assert metrics["n"] == 3 and metrics["settings"]["mode"] == "generate"
-    assert metrics["settings"]["decoding"]["max_new_tokens"] == 8 and metrics["settings"]["decoding"]["temperature"] == 0
+    assert (
+        metrics["settings"]["decoding"]["max_new_tokens"] == 8
+        and metrics["settings"]["decoding"]["temperature"] == 0
+    )
     rows = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
     assert [r["task_id"] for r in rows] == [0, 1, 2] and all(isinstance(r["completion"], str) for r in rows)
     before = (tmp_path / "completions.jsonl").read_text()
@@ -152,22 +170,57 @@ def test_gsm8k_cli_generates_with_tiny_model_and_resumes(tmp_path):
 
 
 def test_code_and_mt_bench_clis_generate_with_tiny_model(tmp_path):
-    metrics = load_script("humaneval").main(["--model", "tiny-llama", "--data", str(FIXTURES / "humaneval_tiny.jsonl"),
-                                             "--max_new_tokens", "8", "--output_dir", str(tmp_path / "he")])
+    metrics = load_script("humaneval").main(
+        [
+            "--model",
+            "tiny-llama",
+            "--data",
+            str(FIXTURES / "humaneval_tiny.jsonl"),
+            "--max_new_tokens",
+            "8",
+            "--output_dir",
+            str(tmp_path / "he"),
+        ]
+    )
     assert metrics["n"] == 2 and metrics["score"] == 0.0  # random weights write no working code
-    mt = load_script("mt_bench").main(["--model", "tiny-llama", "--data", str(FIXTURES / "mt_bench_questions.jsonl"),
-                                       "--max_new_tokens", "6", "--judge_turns", "0", "--output_dir", str(tmp_path / "mt")])
+    mt = load_script("mt_bench").main(
+        [
+            "--model",
+            "tiny-llama",
+            "--data",
+            str(FIXTURES / "mt_bench_questions.jsonl"),
+            "--max_new_tokens",
+            "6",
+            "--judge_turns",
+            "0",
+            "--output_dir",
+            str(tmp_path / "mt"),
+        ]
+    )
     rows = [json.loads(line) for line in (tmp_path / "mt" / "samples.jsonl").read_text().splitlines()]
     assert len(rows) == 3 and all(len(r["completion"]) == 2 for r in rows) and mt["score"] is None
-    keys = [json.loads(line)["key"] for line in (tmp_path / "mt" / "completions.jsonl").read_text().splitlines()]
+    keys = [
+        json.loads(line)["key"] for line in (tmp_path / "mt" / "completions.jsonl").read_text().splitlines()
+    ]
     assert sorted(keys) == sorted([f"{q}#t{t}" for q in (81, 111, 121) for t in (1, 2)])
 
 
 @pytest.mark.slow
 def test_smollm2_on_real_gsm8k_problems(shared_data, tmp_path):
-    metrics = load_script("gsm8k").main(["--model", "smollm2-135m-instruct", "--data",
-                                         str(shared_data / "gsm8k" / "test.jsonl"), "--limit", "2",
-                                         "--max_new_tokens", "16", "--output_dir", str(tmp_path)])
+    metrics = load_script("gsm8k").main(
+        [
+            "--model",
+            "smollm2-135m-instruct",
+            "--data",
+            str(shared_data / "gsm8k" / "test.jsonl"),
+            "--limit",
+            "2",
+            "--max_new_tokens",
+            "16",
+            "--output_dir",
+            str(tmp_path),
+        ]
+    )
     rows = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
     assert metrics["n"] == 2 and len(rows) == 2
     assert all(r["completion"].strip() for r in rows)  # a real model writes text, cut at stop strings

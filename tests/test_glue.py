@@ -80,24 +80,33 @@ def _write(path, text):
 
 
 def test_tsv_pair_task_with_quotes_and_bom(tmp_path):
-    path = _write(tmp_path / "MRPC" / "dev.tsv",
-                  "\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
-                  '1\t1\t2\tHe said " hi .\tShe said hi .\n0\t3\t4\tA\tB\n')
+    path = _write(
+        tmp_path / "MRPC" / "dev.tsv",
+        "\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
+        '1\t1\t2\tHe said " hi .\tShe said hi .\n0\t3\t4\tA\tB\n',
+    )
     rows = read_glue_tsv(path, "mrpc")
-    assert rows == [{"sentence1": 'He said " hi .', "sentence2": "She said hi .", "label": 1},
-                    {"sentence1": "A", "sentence2": "B", "label": 0}]
+    assert rows == [
+        {"sentence1": 'He said " hi .', "sentence2": "She said hi .", "label": 1},
+        {"sentence1": "A", "sentence2": "B", "label": 0},
+    ]
     ds = load_glue_split("mrpc", "validation", glue_dir=tmp_path)
     assert ds.column_names == ["sentence1", "sentence2", "label"] and len(ds) == 2
 
 
 def test_tsv_string_labels_map_to_hub_ids(tmp_path):
-    path = _write(tmp_path / "rte.tsv", "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tnot_entailment\n1\tc\td\tentailment\n")
+    path = _write(
+        tmp_path / "rte.tsv",
+        "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tnot_entailment\n1\tc\td\tentailment\n",
+    )
     assert [r["label"] for r in read_glue_tsv(path, "rte")] == [1, 0]
 
 
 def test_tsv_malformed_row_reports_file_and_line(tmp_path):
     path = _write(tmp_path / "bad.tsv", "sentence\tlabel\ngood one\t1\nbroken row without tab\n")
-    with pytest.raises(ValueError, match=r"bad\.tsv:3: malformed row, expected 2 tab-separated fields, found 1"):
+    with pytest.raises(
+        ValueError, match=r"bad\.tsv:3: malformed row, expected 2 tab-separated fields, found 1"
+    ):
         read_glue_tsv(path, "sst2")
 
 
@@ -114,8 +123,12 @@ def test_tsv_unknown_label_and_missing_column(tmp_path):
 
 def test_real_glue_files_match_official_sizes(shared_data):
     glue = shared_data / "glue"
-    expected = {("CoLA", "dev"): (1043, {1: 721, 0: 322}), ("MRPC", "dev"): (408, {1: 279, 0: 129}),
-                ("RTE", "dev"): (277, {0: 146, 1: 131}), ("SST-2", "dev"): (872, {1: 444, 0: 428})}
+    expected = {
+        ("CoLA", "dev"): (1043, {1: 721, 0: 322}),
+        ("MRPC", "dev"): (408, {1: 279, 0: 129}),
+        ("RTE", "dev"): (277, {0: 146, 1: 131}),
+        ("SST-2", "dev"): (872, {1: 444, 0: 428}),
+    }
     for (folder, split), (n, counts) in expected.items():
         if not (glue / folder).is_dir():
             continue

@@ -20,8 +20,25 @@ from balora.repro import glue
 
 def _run(out: Path, glue_dir: Path, method: str, *flags: str) -> dict:
     extra = ["--regularizer_preset", "iclr2026"] if method == "ba-lora" else []
-    return finetune_glue.main(["--task_name", "stsb", "--glue_dir", str(glue_dir), "--model_name_or_path", "tiny-bert",
-                               "--method", method, *extra, "--output_dir", str(out), *TINY, "--max_steps", "1", *flags])
+    return finetune_glue.main(
+        [
+            "--task_name",
+            "stsb",
+            "--glue_dir",
+            str(glue_dir),
+            "--model_name_or_path",
+            "tiny-bert",
+            "--method",
+            method,
+            *extra,
+            "--output_dir",
+            str(out),
+            *TINY,
+            "--max_steps",
+            "1",
+            *flags,
+        ]
+    )
 
 
 def _score(model, glue_dir: Path) -> float:
@@ -77,7 +94,9 @@ def test_bottleneck_adapters_reload_into_the_prepared_model(glue_dir, tmp_path):
     """hadapter / padapter: model/ holds the classifier and its adapters (strict state-dict load)."""
     out = tmp_path / "run"
     metrics = _run(out, glue_dir, "padapter")
-    model = adapters.prepare_model(_fresh_base(), adapters.AdapterConfig(
-        method="padapter", modules_to_save=glue.default_modules_to_save("bert")))
+    model = adapters.prepare_model(
+        _fresh_base(),
+        adapters.AdapterConfig(method="padapter", modules_to_save=glue.default_modules_to_save("bert")),
+    )
     model.load_state_dict(load_file(out / "model" / "model.safetensors"), strict=True)
     assert _score(model, glue_dir) == pytest.approx(metrics["final_score"], abs=1e-4)

@@ -36,7 +36,9 @@ def _logits_path(hidden, weight, mask, cfg):
 def _hidden_path(hidden, weight, mask, cfg, factor=None):
     h = hidden.detach().clone().requires_grad_(True)
     factor = head_gram_factor(weight) if factor is None else factor
-    value = regularizer_terms(h @ weight.T, None, mask, cfg, terms=("svd",), hidden=h, head_factor=factor)["svd"]
+    value = regularizer_terms(h @ weight.T, None, mask, cfg, terms=("svd",), hidden=h, head_factor=factor)[
+        "svd"
+    ]
     (grad,) = torch.autograd.grad(value, h)
     return value.detach(), grad
 
@@ -98,9 +100,13 @@ def test_public_function_on_gathered_rows_and_nlu_layout():
     factor = head_gram_factor(weight)
     rows = hidden[mask]  # (N, H_dim)
     direct = svd_loss_hidden(rows, factor, cfg, num_columns=40)
-    torch.testing.assert_close(direct.double(), brute_svd(rows @ weight.T, 2, "nuclear"), rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(
+        direct.double(), brute_svd(rows @ weight.T, 2, "nuclear"), rtol=1e-6, atol=1e-7
+    )
     nlu = dataclasses.replace(cfg, task="nlu")  # (B, C) logits, (B, H_dim) hidden
-    value = regularizer_terms(rows @ weight.T, None, None, nlu, terms=("svd",), hidden=rows, head_factor=factor)
+    value = regularizer_terms(
+        rows @ weight.T, None, None, nlu, terms=("svd",), hidden=rows, head_factor=factor
+    )
     torch.testing.assert_close(value["svd"], direct)
 
 

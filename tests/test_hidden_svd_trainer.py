@@ -15,11 +15,26 @@ from balora.trainer import BALoRATrainer, BALoRATrainingArguments
 
 
 def _args(tmp_path, **overrides):
-    values = dict(output_dir=str(tmp_path), per_device_train_batch_size=4, gradient_accumulation_steps=1,
-                  max_steps=4, learning_rate=1.0, optim="sgd", lr_scheduler_type="constant",
-                  warmup_steps=0, weight_decay=0.0, report_to="none", use_cpu=True, save_strategy="no",
-                  logging_steps=1, seed=0, disable_tqdm=True, dataloader_num_workers=0,
-                  regularizer_preset="iclr2026", lambda_svd=0.5)
+    values = dict(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        gradient_accumulation_steps=1,
+        max_steps=4,
+        learning_rate=1.0,
+        optim="sgd",
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        weight_decay=0.0,
+        report_to="none",
+        use_cpu=True,
+        save_strategy="no",
+        logging_steps=1,
+        seed=0,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        regularizer_preset="iclr2026",
+        lambda_svd=0.5,
+    )
     values.update(overrides)
     return BALoRATrainingArguments(**values)
 
@@ -28,8 +43,12 @@ def _train(tmp_path, kind, hidden_enabled, **overrides):
     base, tokenizer = tiny_causal_lm(kind, seed=0)
     torch.manual_seed(0)
     model = prepare_model(base, AdapterConfig(method="pissa", r=4, alpha=4))
-    trainer = BALoRATrainer(model=model, args=_args(tmp_path, **overrides), train_dataset=random_response_dataset(),
-                            data_collator=CausalLMCollator(tokenizer.pad_token_id))
+    trainer = BALoRATrainer(
+        model=model,
+        args=_args(tmp_path, **overrides),
+        train_dataset=random_response_dataset(),
+        data_collator=CausalLMCollator(tokenizer.pad_token_id),
+    )
     trainer._hidden_svd_enabled = hidden_enabled
     trainer.train()
     history = [e for e in trainer.state.log_history if "svd_loss" in e]
@@ -70,17 +89,33 @@ def test_trained_biased_or_soft_capped_heads_fall_back_to_logits_space(tmp_path)
 
     base, tokenizer = tiny_causal_lm("tiny-llama", seed=0)
     model = prepare_model(base, AdapterConfig(method="pissa", r=4, alpha=4))
-    trainer = BALoRATrainer(model=model, args=_args(tmp_path), train_dataset=random_response_dataset(),
-                            data_collator=CausalLMCollator(tokenizer.pad_token_id))
+    trainer = BALoRATrainer(
+        model=model,
+        args=_args(tmp_path),
+        train_dataset=random_response_dataset(),
+        data_collator=CausalLMCollator(tokenizer.pad_token_id),
+    )
     assert trainer._hidden_svd_head(model) is model.get_base_model().lm_head
     head = model.get_base_model().lm_head
     head.weight.requires_grad_(True)
-    assert trainer._hidden_svd_head(model) is None and trainer.svd_path == "logits space: the LM head is trained"
+    assert (
+        trainer._hidden_svd_head(model) is None and trainer.svd_path == "logits space: the LM head is trained"
+    )
     head.weight.requires_grad_(False)
     head.bias = torch.nn.Parameter(torch.zeros(head.out_features), requires_grad=False)
-    assert trainer._hidden_svd_head(model) is None and trainer.svd_path == "logits space: the LM head has a bias"
-    config = Gemma2Config(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                          num_attention_heads=2, num_key_value_heads=1, head_dim=16, final_logit_softcapping=30.0)
+    assert (
+        trainer._hidden_svd_head(model) is None and trainer.svd_path == "logits space: the LM head has a bias"
+    )
+    config = Gemma2Config(
+        vocab_size=128,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        final_logit_softcapping=30.0,
+    )
     assert trainer._hidden_svd_head(Gemma2ForCausalLM(config)) is None
     assert trainer.svd_path.startswith("logits space: the logits are not a plain linear map")
 
@@ -97,7 +132,9 @@ def test_reference_forward_before_the_student_gives_the_same_loss_and_gradients(
                 p.add_(0.05 * torch.randn_like(p))
     dataset = random_response_dataset()
     batch = CausalLMCollator(tokenizer.pad_token_id)([dataset[i] for i in range(4)])
-    trainer = BALoRATrainer(model=model, args=_args(tmp_path), data_collator=CausalLMCollator(tokenizer.pad_token_id))
+    trainer = BALoRATrainer(
+        model=model, args=_args(tmp_path), data_collator=CausalLMCollator(tokenizer.pad_token_id)
+    )
     trainer.current_gradient_accumulation_steps = 1
     model.train()
     results = []
@@ -106,7 +143,9 @@ def test_reference_forward_before_the_student_gives_the_same_loss_and_gradients(
         torch.manual_seed(3)  # the same dropout masks in both orders
         loss = trainer.compute_loss(model, dict(batch), num_items_in_batch=None)
         loss.backward()
-        results.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+        results.append(
+            (loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+        )
         model.zero_grad(set_to_none=True)
     (loss_first, grads_first), (loss_after, grads_after) = results
     assert torch.equal(loss_first, loss_after)

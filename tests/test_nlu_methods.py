@@ -54,30 +54,42 @@ def expected_trainable(method: str, model) -> int:
 
 def _tiny_data(tokenizer, n=24):
     words = "the movie was good bad great awful fine dull fun".split()
-    rows = {"sentence1": [" ".join(words[(i + k) % len(words)] for k in range(5)) for i in range(n)],
-            "label": [i % 2 for i in range(n)]}
+    rows = {
+        "sentence1": [" ".join(words[(i + k) % len(words)] for k in range(5)) for i in range(n)],
+        "label": [i % 2 for i in range(n)],
+    }
     return glue.tokenize_dataset(Dataset.from_dict(rows), tokenizer, 32)
 
 
 def _adapter_config(method, steps):
     name = "pissa" if method == "ba-lora" else method
     return adapters.AdapterConfig(
-        method=name, r=R, alpha=R, target_modules=glue.default_target_modules("bert")
-        if name in adapters.PEFT_METHODS else None,
-        modules_to_save=glue.default_modules_to_save("bert"), reduction_factor=16,
-        adalora_init_r=ADALORA_INIT_R, adalora_tinit=1, adalora_tfinal=1, adalora_delta_t=1,
+        method=name,
+        r=R,
+        alpha=R,
+        target_modules=glue.default_target_modules("bert") if name in adapters.PEFT_METHODS else None,
+        modules_to_save=glue.default_modules_to_save("bert"),
+        reduction_factor=16,
+        adalora_init_r=ADALORA_INIT_R,
+        adalora_tinit=1,
+        adalora_tfinal=1,
+        adalora_delta_t=1,
         adalora_total_step=steps,
     )
 
 
-@pytest.mark.parametrize("method", ["full", "bitfit", "hadapter", "padapter", "lora", "loha", "dora",
-                                    "adalora", "pissa", "ba-lora"])
+@pytest.mark.parametrize(
+    "method",
+    ["full", "bitfit", "hadapter", "padapter", "lora", "loha", "dora", "adalora", "pissa", "ba-lora"],
+)
 def test_method_trains_only_intended_parameters_and_reference_is_initial_model(method, tmp_path):
     torch.manual_seed(0)
     model, tokenizer = glue.load_classifier("tiny-bert", "sst2", seed=0)
     data = _tiny_data(tokenizer)
     collator = DataCollatorWithPadding(tokenizer)
-    batch = collator([{k: data[i][k] for k in ("input_ids", "attention_mask", "token_type_ids")} for i in range(8)])
+    batch = collator(
+        [{k: data[i][k] for k in ("input_ids", "attention_mask", "token_type_ids")} for i in range(8)]
+    )
     model.eval()
     with torch.no_grad():
         initial_logits = model(**batch).logits  # (8, C), the pre-trained model with its random head
@@ -85,14 +97,23 @@ def test_method_trains_only_intended_parameters_and_reference_is_initial_model(m
 
     steps = 4
     prepared = adapters.prepare_model(model, _adapter_config(method, steps))
-    assert adapters.count_trainable_parameters(prepared) == expected_trainable(method, model if method in (
-        "full", "bitfit") else _reload_plain())
+    assert adapters.count_trainable_parameters(prepared) == expected_trainable(
+        method, model if method in ("full", "bitfit") else _reload_plain()
+    )
     before = {n: p.detach().clone() for n, p in prepared.named_parameters()}
 
     args = BALoRATrainingArguments(
-        output_dir=str(tmp_path), max_steps=steps, per_device_train_batch_size=6, learning_rate=5e-3,
-        report_to="none", save_strategy="no", use_cpu=True, logging_steps=1, regularizer_task="nlu",
-        regularizer_preset="iclr2026" if method == "ba-lora" else "none", label_names=["labels"],
+        output_dir=str(tmp_path),
+        max_steps=steps,
+        per_device_train_batch_size=6,
+        learning_rate=5e-3,
+        report_to="none",
+        save_strategy="no",
+        use_cpu=True,
+        logging_steps=1,
+        regularizer_task="nlu",
+        regularizer_preset="iclr2026" if method == "ba-lora" else "none",
+        label_names=["labels"],
     )
     trainer = BALoRATrainer(model=prepared, args=args, train_dataset=data, data_collator=collator)
     trainer.model_accepts_loss_kwargs = False
@@ -136,17 +157,25 @@ def _reload_plain():
 # --- bottleneck adapters on other architectures ------------------------------------------------
 
 
-@pytest.mark.parametrize("kind,attention,ffn", [
-    ("tiny-gpt2", "attn.c_proj", "mlp.c_proj"),
-    ("tiny-deberta", "attention.output.dense", "output.dense"),
-    ("tiny-roberta", "attention.output.dense", "output.dense"),
-    ("tiny-t5", "SelfAttention.o", "DenseReluDense.wo"),
-])
+@pytest.mark.parametrize(
+    "kind,attention,ffn",
+    [
+        ("tiny-gpt2", "attn.c_proj", "mlp.c_proj"),
+        ("tiny-deberta", "attention.output.dense", "output.dense"),
+        ("tiny-roberta", "attention.output.dense", "output.dense"),
+        ("tiny-t5", "SelfAttention.o", "DenseReluDense.wo"),
+    ],
+)
 def test_bottleneck_layouts_identity_at_init(kind, attention, ffn):
     model, tokenizer = glue.load_classifier(kind, "rte", seed=0)
     model.eval()
-    batch = tokenizer(["a man is here", "two dogs run fast"], ["he is", "dogs run"], return_tensors="pt",
-                      padding=True, return_token_type_ids=False)
+    batch = tokenizer(
+        ["a man is here", "two dogs run fast"],
+        ["he is", "dogs run"],
+        return_tensors="pt",
+        padding=True,
+        return_token_type_ids=False,
+    )
     with torch.no_grad():
         before = model(**batch).logits
     head = glue.default_modules_to_save(model.config.model_type)
@@ -179,6 +208,8 @@ def test_bottleneck_errors_name_the_modules():
 
 def test_lora_target_modules_missing_lists_available():
     model, _ = glue.load_classifier("tiny-bert", "rte")
-    cfg = adapters.AdapterConfig(method="lora", r=4, alpha=4, target_modules=["q_proj"], modules_to_save=["classifier"])
+    cfg = adapters.AdapterConfig(
+        method="lora", r=4, alpha=4, target_modules=["q_proj"], modules_to_save=["classifier"]
+    )
     with pytest.raises(ValueError, match="query"):
         adapters.prepare_model(model, cfg)

@@ -62,9 +62,11 @@ RUNTIME_PINS = {name: version for name, version in REQUIREMENTS.items() if name 
 
 def _source_files() -> list[Path]:
     """The repository's non-test Python files (package, scripts, eval/, benchmarks/, scripts/)."""
-    return sorted(p for p in REPO.rglob("*.py")
-                  if not NOT_SOURCE.intersection(p.relative_to(REPO).parts)
-                  and p.relative_to(REPO).parts[0] != "tests")
+    return sorted(
+        p
+        for p in REPO.rglob("*.py")
+        if not NOT_SOURCE.intersection(p.relative_to(REPO).parts) and p.relative_to(REPO).parts[0] != "tests"
+    )
 
 
 def _packages_found() -> set[str]:
@@ -73,14 +75,22 @@ def _packages_found() -> set[str]:
 
     find = PYPROJECT["tool"]["setuptools"]["packages"]["find"]
     finder = find_namespace_packages if find.get("namespaces", True) else find_packages
-    return set(finder(where=str(REPO / find.get("where", ["."])[0]), include=find.get("include", ["*"]),
-                      exclude=find.get("exclude", [])))
+    return set(
+        finder(
+            where=str(REPO / find.get("where", ["."])[0]),
+            include=find.get("include", ["*"]),
+            exclude=find.get("exclude", []),
+        )
+    )
 
 
 def test_packages_cover_every_package_of_balora():
     found = _packages_found()
-    on_disk = {".".join(init.parent.relative_to(REPO).parts) for init in (REPO / "balora").rglob("__init__.py")
-               if "__pycache__" not in init.parts}
+    on_disk = {
+        ".".join(init.parent.relative_to(REPO).parts)
+        for init in (REPO / "balora").rglob("__init__.py")
+        if "__pycache__" not in init.parts
+    }
     assert "balora" in on_disk
     assert on_disk <= found, f"packages pyproject does not ship: {sorted(on_disk - found)}"
     assert all(name == "balora" or name.startswith("balora.") for name in found), sorted(found)
@@ -107,9 +117,13 @@ def test_dependencies_are_the_pins_of_requirements_txt():
     assert declared == RUNTIME_PINS, (
         f"pyproject dependencies and requirements.txt differ: only in pyproject "
         f"{ {k: v for k, v in declared.items() if RUNTIME_PINS.get(k) != v} }, only in requirements.txt "
-        f"{ {k: v for k, v in RUNTIME_PINS.items() if declared.get(k) != v} }")
-    extras = {name: version for group in PROJECT.get("optional-dependencies", {}).values()
-              for name, version in _pins(group).items()}
+        f"{ {k: v for k, v in RUNTIME_PINS.items() if declared.get(k) != v} }"
+    )
+    extras = {
+        name: version
+        for group in PROJECT.get("optional-dependencies", {}).values()
+        for name, version in _pins(group).items()
+    }
     for tool in TEST_TOOLS & REQUIREMENTS.keys():
         assert extras.get(tool) == REQUIREMENTS[tool], f"{tool}=={REQUIREMENTS[tool]} missing from the extras"
 
@@ -133,8 +147,14 @@ def test_eval_entry_points_name_existing_scripts():
 
 
 def _handled_errors(nodes: list[ast.stmt]) -> list[str]:
-    return sorted(ast.unparse(handler.type) for node in nodes for sub in ast.walk(node)
-                  if isinstance(sub, ast.Try) for handler in sub.handlers if handler.type is not None)
+    return sorted(
+        ast.unparse(handler.type)
+        for node in nodes
+        for sub in ast.walk(node)
+        if isinstance(sub, ast.Try)
+        for handler in sub.handlers
+        if handler.type is not None
+    )
 
 
 @pytest.mark.parametrize("module", sorted({t.split(":")[0] for t in SCRIPTS.values() if t.endswith(":cli")}))
@@ -142,8 +162,12 @@ def test_script_main_block_is_its_console_entry_point(module):
     """`python <script>.py` and the console command run the same code: the `__main__` block is `sys.exit(cli())`."""
     tree = ast.parse((REPO / f"{module}.py").read_text())
     assert any(isinstance(node, ast.FunctionDef) and node.name == "cli" for node in tree.body)
-    main_block = next(node for node in tree.body if isinstance(node, ast.If)
-                      and ast.unparse(node.test) in ('__name__ == "__main__"', "__name__ == '__main__'"))
+    main_block = next(
+        node
+        for node in tree.body
+        if isinstance(node, ast.If)
+        and ast.unparse(node.test) in ('__name__ == "__main__"', "__name__ == '__main__'")
+    )
     assert [ast.unparse(node) for node in main_block.body] == ["sys.exit(cli())"]
 
 
@@ -165,8 +189,10 @@ def test_every_pinned_runtime_package_is_used():
         used.update(_normalize(dist) for dist in import_to_dists.get(name, []))
         used.add(_normalize(name))  # a distribution not installed here: its import name is usually its name
     unused = sorted(set(RUNTIME_PINS) - used - set(USED_WITHOUT_IMPORT))
-    assert not unused, (f"pinned but never imported: {unused}; drop the pin, or add it to USED_WITHOUT_IMPORT "
-                        f"with the reason it is needed")
+    assert not unused, (
+        f"pinned but never imported: {unused}; drop the pin, or add it to USED_WITHOUT_IMPORT "
+        f"with the reason it is needed"
+    )
     stale = sorted(name for name in USED_WITHOUT_IMPORT if name not in RUNTIME_PINS or name in used)
     assert not stale, f"USED_WITHOUT_IMPORT entries that are not pinned, or are imported after all: {stale}"
 
@@ -174,7 +200,9 @@ def test_every_pinned_runtime_package_is_used():
 def test_eval_entry_point_runs_its_script_as_main_with_the_arguments(tmp_path, monkeypatch, capsys):
     from balora.eval import cli
 
-    (tmp_path / "gsm8k.py").write_text("import sys\nif __name__ == '__main__':\n    print('ran', sys.argv[1:])\n")
+    (tmp_path / "gsm8k.py").write_text(
+        "import sys\nif __name__ == '__main__':\n    print('ran', sys.argv[1:])\n"
+    )
     monkeypatch.setattr(cli, "EVAL_DIR", tmp_path)
     monkeypatch.setattr("sys.argv", ["balora-eval-gsm8k", "--limit", "3"])
     assert cli.run_gsm8k() == 0

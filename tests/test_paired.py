@@ -17,17 +17,34 @@ def _seed(root, run, seed, scores, protocol_version="1", done=True):
     study, _, name = run.rpartition(":")
     seed_dir = root / study / name / f"seed{seed}"
     (seed_dir / "eval").mkdir(parents=True)
-    (seed_dir / "eval" / "gsm8k_nll.json").write_text(json.dumps(
-        {"score": statistics.fmean(scores.values()), "n": len(scores), "protocol": "balora-gsm8k-nll",
-         "protocol_version": protocol_version}))
-    (seed_dir / "eval" / "gsm8k_nll.samples.jsonl").write_text("".join(
-        json.dumps({"task_id": k, "nll_per_token": v, "tokens": 10}) + "\n" for k, v in scores.items()))
+    (seed_dir / "eval" / "gsm8k_nll.json").write_text(
+        json.dumps(
+            {
+                "score": statistics.fmean(scores.values()),
+                "n": len(scores),
+                "protocol": "balora-gsm8k-nll",
+                "protocol_version": protocol_version,
+            }
+        )
+    )
+    (seed_dir / "eval" / "gsm8k_nll.samples.jsonl").write_text(
+        "".join(
+            json.dumps({"task_id": k, "nll_per_token": v, "tokens": 10}) + "\n" for k, v in scores.items()
+        )
+    )
     if done:
         (seed_dir / "DONE").write_text("")
 
 
-SPEC = PairedSpec("t", "test", "gsm8k_nll", "nll_per_token", higher_is_better=False,
-                  pairs=(("A − B", "s:a", "s:b"),), seeds=(1, 2, 3))
+SPEC = PairedSpec(
+    "t",
+    "test",
+    "gsm8k_nll",
+    "nll_per_token",
+    higher_is_better=False,
+    pairs=(("A − B", "s:a", "s:b"),),
+    seeds=(1, 2, 3),
+)
 
 
 def test_differences_match_a_hand_computation(tmp_path):
@@ -46,8 +63,10 @@ def test_differences_match_a_hand_computation(tmp_path):
     assert row["n_seeds"] == 2 and row["mean"] == pytest.approx(-1 / 12)
     assert row["std"] == pytest.approx(statistics.stdev([0.0, -1 / 6]))
     markdown = paired_markdown(build_paired(SPEC, tmp_path))
-    assert "| A − B | +0.0000 ± 0.5000 (A better 2/3) | -0.1667 ± 0.0833 (A better 2/3) | missing | " \
-           "-0.0833 ± 0.1179 (n=2) |" in markdown
+    assert (
+        "| A − B | +0.0000 ± 0.5000 (A better 2/3) | -0.1667 ± 0.0833 (A better 2/3) | missing | "
+        "-0.0833 ± 0.1179 (n=2) |" in markdown
+    )
     # higher-is-better counts the other way round
     assert paired_difference(a1, b1, higher_is_better=True).a_better == 1
 
@@ -78,10 +97,17 @@ def test_the_cli_writes_the_mini_table_with_every_pair_listed(tmp_path):
     label, run_a, run_b = spec.pairs[0]
     _seed(tmp_path, run_a, 42, {0: 1.0, 1: 1.2})
     _seed(tmp_path, run_b, 42, {0: 1.1, 1: 1.2})
-    out = aggregate_results.main(["mini_nll_paired", "--results_dir", str(tmp_path), "--out_dir", str(tmp_path / "t")])
+    out = aggregate_results.main(
+        ["mini_nll_paired", "--results_dir", str(tmp_path), "--out_dir", str(tmp_path / "t")]
+    )
     rows = out["mini_nll_paired"]["rows"]
     assert [r["label"] for r in rows] == [p[0] for p in spec.pairs] and len(rows) == 9
-    assert rows[0]["seeds"]["42"] == {"n": 2, "mean": pytest.approx(-0.05), "se": pytest.approx(0.05), "a_better": 1}
+    assert rows[0]["seeds"]["42"] == {
+        "n": 2,
+        "mean": pytest.approx(-0.05),
+        "se": pytest.approx(0.05),
+        "a_better": 1,
+    }
     assert rows[1]["n_seeds"] == 0
     markdown = (tmp_path / "t" / "mini_nll_paired.md").read_text()
     assert markdown.count("| missing | missing | missing | missing |") == 8

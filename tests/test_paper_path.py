@@ -32,7 +32,9 @@ def _configs_by_dataset() -> dict[tuple, list[Path]]:
     groups = defaultdict(list)
     for path in NLG_CONFIGS:
         config = yaml.safe_load(path.read_text())
-        groups[(config["data_path"], config.get("data_subset"), config.get("data_split", "train"))].append(path)
+        groups[(config["data_path"], config.get("data_subset"), config.get("data_split", "train"))].append(
+            path
+        )
     return groups
 
 
@@ -44,17 +46,44 @@ def test_every_nlg_config_reads_fields_its_dataset_has(key, rehearsing):
     rows = data.load_rows(data_path, split, subset)
     for path in _configs_by_dataset()[key]:
         (model_args, data_args, *_rest) = train_nlg.parse_args(
-            train_nlg.ARGUMENT_CLASSES, ["--config", str(path), "--output_dir", "/tmp/unused", "--use_cpu", "true",
-                                         "--bf16", "false", "--deepspeed", ""])
+            train_nlg.ARGUMENT_CLASSES,
+            [
+                "--config",
+                str(path),
+                "--output_dir",
+                "/tmp/unused",
+                "--use_cpu",
+                "true",
+                "--bf16",
+                "false",
+                "--deepspeed",
+                "",
+            ],
+        )
         train_nlg._check_data_fields(rows, data_args)  # raises naming the missing field
 
 
 def test_wrong_field_fails_before_any_model_is_loaded(tmp_path, rehearsing):
     # The model id has no stand-in, so reaching the model load would raise another error.
     with pytest.raises(ValueError, match="has no query_field 'query'.*instruction / output"):
-        train_nlg.main(["--config", str(NLG_CONFIGS[0]), "--output_dir", str(tmp_path / "o"),
-                        "--model_name_or_path", "nobody/not-a-model", "--query_field", "query",
-                        "--use_cpu", "true", "--bf16", "false", "--deepspeed", ""])
+        train_nlg.main(
+            [
+                "--config",
+                str(NLG_CONFIGS[0]),
+                "--output_dir",
+                str(tmp_path / "o"),
+                "--model_name_or_path",
+                "nobody/not-a-model",
+                "--query_field",
+                "query",
+                "--use_cpu",
+                "true",
+                "--bf16",
+                "false",
+                "--deepspeed",
+                "",
+            ]
+        )
     assert not (tmp_path / "o" / "metrics.json").exists()
 
 
@@ -69,8 +98,18 @@ def test_glue_tasks_load_from_the_hub_layout(task, rehearsing):
 
 
 def _init_only(tmp_path, init_dir, *flags):
-    return train_nlg.main(["--config", TINY, "--output_dir", str(tmp_path / "i"), "--init_only",
-                           "--init_dir", str(init_dir), *flags])
+    return train_nlg.main(
+        [
+            "--config",
+            TINY,
+            "--output_dir",
+            str(tmp_path / "i"),
+            "--init_only",
+            "--init_dir",
+            str(init_dir),
+            *flags,
+        ]
+    )
 
 
 def test_pissa_init_dir_refuses_other_rank_model_or_alpha(tmp_path):
@@ -82,11 +121,27 @@ def test_pissa_init_dir_refuses_other_rank_model_or_alpha(tmp_path):
     with pytest.raises(ValueError, match="r: saved 4, this run 2"):
         _init_only(tmp_path, init_dir, "--lora_r", "2", "--lora_alpha", "2")
     with pytest.raises(ValueError, match="model: saved 'tiny-llama', this run 'tiny-mistral'.*weights"):
-        _init_only(tmp_path, init_dir, "--lora_r", "4", "--lora_alpha", "4", "--model_name_or_path", "tiny-mistral")
+        _init_only(
+            tmp_path, init_dir, "--lora_r", "4", "--lora_alpha", "4", "--model_name_or_path", "tiny-mistral"
+        )
     # and a training run that would reuse it at another rank fails the same way, before training
     with pytest.raises(ValueError, match="r: saved 4, this run 8"):
-        train_nlg.main(["--config", TINY, "--output_dir", str(tmp_path / "t"), "--init_dir", str(init_dir),
-                        "--lora_r", "8", "--lora_alpha", "8", "--max_steps", "1"])
+        train_nlg.main(
+            [
+                "--config",
+                TINY,
+                "--output_dir",
+                str(tmp_path / "t"),
+                "--init_dir",
+                str(init_dir),
+                "--lora_r",
+                "8",
+                "--lora_alpha",
+                "8",
+                "--max_steps",
+                "1",
+            ]
+        )
 
 
 def test_pissa_init_dir_without_record_is_refused(tmp_path):
@@ -110,17 +165,28 @@ def _args(tmp_path, **kwargs):
     return BALoRATrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", **kwargs)
 
 
-@pytest.mark.parametrize("method, kwargs, trained", [
-    ("ba-lora", {"regularizer_preset": "iclr2026"}, "ba-lora"),
-    # the paper's "w/o reg" ablation: the BA-LoRA config with every λ switched off
-    ("ba-lora", {"regularizer_preset": "iclr2026", "lambda_consistency": 0, "lambda_diversity": 0,
-                 "lambda_svd": 0}, "pissa"),
-    ("pissa", {"regularizer_preset": "iclr2026"}, "ba-lora"),  # PiSSA + regularisers is BA-LoRA
-    ("pissa", {}, "pissa"),
-    ("lora", {"regularizer_preset": "iclr2026"}, "lora+reg"),  # "LoRA + Reg"
-    ("lora", {"lambda_svd": 0.1}, "lora+reg"),
-    ("lora", {}, "lora"),
-])
+@pytest.mark.parametrize(
+    "method, kwargs, trained",
+    [
+        ("ba-lora", {"regularizer_preset": "iclr2026"}, "ba-lora"),
+        # the paper's "w/o reg" ablation: the BA-LoRA config with every λ switched off
+        (
+            "ba-lora",
+            {
+                "regularizer_preset": "iclr2026",
+                "lambda_consistency": 0,
+                "lambda_diversity": 0,
+                "lambda_svd": 0,
+            },
+            "pissa",
+        ),
+        ("pissa", {"regularizer_preset": "iclr2026"}, "ba-lora"),  # PiSSA + regularisers is BA-LoRA
+        ("pissa", {}, "pissa"),
+        ("lora", {"regularizer_preset": "iclr2026"}, "lora+reg"),  # "LoRA + Reg"
+        ("lora", {"lambda_svd": 0.1}, "lora+reg"),
+        ("lora", {}, "lora"),
+    ],
+)
 def test_method_rule(tmp_path, method, kwargs, trained):
     what = resolve_method(method, _args(tmp_path, **kwargs))
     assert what["trained"] == trained and what["method"] == method
@@ -133,16 +199,35 @@ def test_ba_lora_without_any_regulariser_setting_is_an_error(tmp_path):
 
 
 def test_ablation_without_regularisers_runs_and_records_what_ran(tmp_path):
-    metrics = train_nlg.main(["--config", TINY, "--output_dir", str(tmp_path / "o"), "--max_steps", "1",
-                              "--lambda_consistency", "0", "--lambda_diversity", "0", "--lambda_svd", "0"])
+    metrics = train_nlg.main(
+        [
+            "--config",
+            TINY,
+            "--output_dir",
+            str(tmp_path / "o"),
+            "--max_steps",
+            "1",
+            "--lambda_consistency",
+            "0",
+            "--lambda_diversity",
+            "0",
+            "--lambda_svd",
+            "0",
+        ]
+    )
     assert metrics["method"] == "ba-lora" and metrics["trained"] == "pissa" and not metrics["regularized"]
     saved = json.loads((tmp_path / "o" / "metrics.json").read_text())
-    assert saved["trained"] == "pissa" and saved["lambdas"] == {"consistency": 0.0, "diversity": 0.0, "svd": 0.0}
+    assert saved["trained"] == "pissa" and saved["lambdas"] == {
+        "consistency": 0.0,
+        "diversity": 0.0,
+        "svd": 0.0,
+    }
 
 
 def test_pissa_with_a_preset_is_recorded_as_ba_lora(tmp_path):
-    metrics = train_nlg.main(["--config", TINY, "--output_dir", str(tmp_path / "o"), "--max_steps", "1",
-                              "--method", "pissa"])
+    metrics = train_nlg.main(
+        ["--config", TINY, "--output_dir", str(tmp_path / "o"), "--max_steps", "1", "--method", "pissa"]
+    )
     assert metrics["method"] == "pissa" and metrics["trained"] == "ba-lora" and metrics["regularized"]
 
 
@@ -151,10 +236,19 @@ def test_pissa_with_a_preset_is_recorded_as_ba_lora(tmp_path):
 
 def _rehearse(script: str, tmp_path: Path, *args: str, env_extra: dict | None = None) -> str:
     env = {**os.environ, "PY": sys.executable, "MASTER_PORT": "29631", **(env_extra or {})}
-    cmd = ["bash", f"scripts/{script}.sh", "--rehearse", "--results_dir", str(tmp_path / "results"),
-           "--outputs_dir", str(tmp_path / "outputs"), *args]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
-                          start_new_session=True)
+    cmd = [
+        "bash",
+        f"scripts/{script}.sh",
+        "--rehearse",
+        "--results_dir",
+        str(tmp_path / "results"),
+        "--outputs_dir",
+        str(tmp_path / "outputs"),
+        *args,
+    ]
+    proc = subprocess.run(
+        cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900, start_new_session=True
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout
 
@@ -176,8 +270,9 @@ def test_rehearsal_nlg_row_and_nlu_row(tmp_path):
     assert json.loads(init.read_text())["r"] == 128
 
     _rehearse("nlu_table", tmp_path, "--only", "rte_deberta-v3-base_ba-lora/")
-    nlu = json.loads((tmp_path / "results" / "nlu" / "rte_deberta-v3-base_ba-lora" / "seed42" / "metrics.json")
-                     .read_text())
+    nlu = json.loads(
+        (tmp_path / "results" / "nlu" / "rte_deberta-v3-base_ba-lora" / "seed42" / "metrics.json").read_text()
+    )
     assert nlu["trained"] == "ba-lora" and nlu["method"] == "ba-lora"
     assert (tmp_path / "results" / "tables" / "nlu.md").exists()
 
@@ -185,14 +280,21 @@ def test_rehearsal_nlg_row_and_nlu_row(tmp_path):
 @pytest.mark.slow
 def test_rehearsal_rank_sweep_at_two_ranks(tmp_path):
     """The sweep's --lora_r override gets its own PiSSA decomposition per rank (it used to reuse _r128)."""
-    _rehearse("rank_sweep", tmp_path, env_extra={"MODELS": "mistral-7b", "METHODS": "ba-lora", "RANKS": "1 128",
-                                                  "WITH_FULL_FT": "0"})
+    _rehearse(
+        "rank_sweep",
+        tmp_path,
+        env_extra={"MODELS": "mistral-7b", "METHODS": "ba-lora", "RANKS": "1 128", "WITH_FULL_FT": "0"},
+    )
     for r in (1, 128):
-        record = json.loads((tmp_path / "outputs" / "pissa_init" / f"mistral-7b_r{r}" / "decomposition.json")
-                            .read_text())
+        record = json.loads(
+            (tmp_path / "outputs" / "pissa_init" / f"mistral-7b_r{r}" / "decomposition.json").read_text()
+        )
         assert record["r"] == r and record["model"] == "mistralai/Mistral-7B-v0.1"
-        config = yaml.safe_load((tmp_path / "results" / "rank_sweep" / f"mistral-7b_ba-lora_r{r}" / "seed42"
-                                 / "config.yaml").read_text())
+        config = yaml.safe_load(
+            (
+                tmp_path / "results" / "rank_sweep" / f"mistral-7b_ba-lora_r{r}" / "seed42" / "config.yaml"
+            ).read_text()
+        )
         assert config["lora_r"] == r
     assert (tmp_path / "results" / "figures" / "rank_sweep.png").stat().st_size > 0
 
@@ -202,7 +304,10 @@ def test_adalora_schedule_fractions_follow_the_run_length(tmp_path):
     rehearsal, or --max_train_samples) has a budgeting phase too (absolute steps made peft refuse it)."""
     import finetune_glue
 
-    assert finetune_glue._schedule_steps(0.1, 7800, "t") == 780 and finetune_glue._schedule_steps(0.2, 7800, "t") == 1560
+    assert (
+        finetune_glue._schedule_steps(0.1, 7800, "t") == 780
+        and finetune_glue._schedule_steps(0.2, 7800, "t") == 1560
+    )
     assert finetune_glue._schedule_steps(0.1, 2, "t") == 0 and finetune_glue._schedule_steps(25, 2, "t") == 25
     with pytest.raises(ValueError, match="adalora_tinit must be"):
         finetune_glue._schedule_steps(2.5, 10, "adalora_tinit")

@@ -9,9 +9,18 @@ from test_results import write_run  # noqa: E402
 import aggregate_results
 from balora.repro import results as R
 
-PAPER_FILES = ("nlg_table.json", "nlu_table.json", "nlg_table_iclr2026.json", "nlu_table_iclr2026.json",
-               "ablation.json", "ablation_glue.json", "rank_sweep.json", "noisy_pretraining.json",
-               "imbalanced_mnli.json", "nlu_diversity.json")
+PAPER_FILES = (
+    "nlg_table.json",
+    "nlu_table.json",
+    "nlg_table_iclr2026.json",
+    "nlu_table_iclr2026.json",
+    "ablation.json",
+    "ablation_glue.json",
+    "rank_sweep.json",
+    "noisy_pretraining.json",
+    "imbalanced_mnli.json",
+    "nlu_diversity.json",
+)
 
 
 @pytest.mark.parametrize("name", PAPER_FILES)
@@ -34,7 +43,10 @@ def test_published_numbers_are_stored(repo_root):
     assert [r["values"]["GLUE avg"] for r in glue["rows"]] == [89.47, 89.78, 89.65, 89.59, 89.91]
     sweep = json.loads((paper / "rank_sweep.json").read_text())
     panels = {(p["model"], p["benchmark"]): p for p in sweep["panels"]}
-    assert panels[("LLaMA-2-7B", "GSM8K")]["full_ft"] == 49.13 and panels[("Mistral-7B", "MATH")]["full_ft"] == 18.64
+    assert (
+        panels[("LLaMA-2-7B", "GSM8K")]["full_ft"] == 49.13
+        and panels[("Mistral-7B", "MATH")]["full_ft"] == 18.64
+    )
     assert panels[("LLaMA-2-7B", "GSM8K")]["series"]["BA-LoRA"]["128"] == 54.5
     assert all(v is not None for p in sweep["panels"] for s in p["series"].values() for v in s.values())
     iclr = R.load_paper_table(paper / "nlg_table_iclr2026.json")
@@ -42,7 +54,9 @@ def test_published_numbers_are_stored(repo_root):
     assert ba["GSM8K"] == 55.86 and ba["MBPP"] == 36.86
     for row in iclr["rows"]:  # the printed Avg is the mean of the five columns
         values = row["values"]
-        assert statistics.fmean(values[c] for c in iclr["columns"] if c != "Avg") == pytest.approx(values["Avg"], abs=0.015)
+        assert statistics.fmean(values[c] for c in iclr["columns"] if c != "Avg") == pytest.approx(
+            values["Avg"], abs=0.015
+        )
 
 
 def test_tables_compare_with_the_version_of_their_recipe(repo_root):
@@ -56,24 +70,47 @@ def test_tables_compare_with_the_version_of_their_recipe(repo_root):
 
 
 def test_footnotes_state_protocol_paper_version_and_recipe_mismatch(tmp_path, repo_root):
-    evals = {"gsm8k": {"score": 50.0, "n": 1319, "protocol": "balora-gsm8k", "protocol_version": "2",
-                       "settings": {"decoding": {"max_new_tokens": 1024}}},
-             "math": {"score": 9.0, "n": 5000, "protocol": "balora-math", "protocol_version": "2"}}
+    evals = {
+        "gsm8k": {
+            "score": 50.0,
+            "n": 1319,
+            "protocol": "balora-gsm8k",
+            "protocol_version": "2",
+            "settings": {"decoding": {"max_new_tokens": 1024}},
+        },
+        "math": {"score": 9.0, "n": 5000, "protocol": "balora-math", "protocol_version": "2"},
+    }
     write_run(tmp_path, "ablation", "llama2-7b_all", 42, {}, evals=evals)
     write_run(tmp_path, "nlg", "llama2-7b_ba-lora_metamath", 42, {}, evals=evals)
     out = tmp_path / "tables"
-    aggregate_results.main(["nlg", "ablation", "--results_dir", str(tmp_path), "--out_dir", str(out), "--paper",
-                            "--seeds", "42"])
+    aggregate_results.main(
+        ["nlg", "ablation", "--results_dir", str(tmp_path), "--out_dir", str(out), "--paper", "--seeds", "42"]
+    )
     nlg = (out / "nlg.md").read_text()
-    assert "Evaluation protocol: GSM8K: balora-gsm8k v2, n=1319, max_new_tokens 1024; MATH: balora-math v2" in nlg
+    assert (
+        "Evaluation protocol: GSM8K: balora-gsm8k v2, n=1319, max_new_tokens 1024; MATH: balora-math v2"
+        in nlg
+    )
     assert "Paper numbers: arXiv v6 (ICLR 2026 camera-ready)" in nlg and "another recipe" not in nlg
     assert "| 55.86 | -5.86 |" in nlg  # LLaMA-2-7B BA-LoRA GSM8K, ICLR-2026 number
     ablation = (out / "ablation.md").read_text()
     assert "Paper numbers: arXiv v4/v5" in ablation
     assert "another recipe (v5) than our runs (iclr2026)" in ablation
     # The v3-v5 NLG table on request, flagged as another recipe.
-    aggregate_results.main(["nlg", "--results_dir", str(tmp_path), "--out_dir", str(out), "--paper",
-                            "--paper_file", "nlg_table.json", "--seeds", "42"])
+    aggregate_results.main(
+        [
+            "nlg",
+            "--results_dir",
+            str(tmp_path),
+            "--out_dir",
+            str(out),
+            "--paper",
+            "--paper_file",
+            "nlg_table.json",
+            "--seeds",
+            "42",
+        ]
+    )
     nlg_v5 = (out / "nlg.md").read_text()
     assert "arXiv v3-v5" in nlg_v5 and "| 54.53 | -4.53 |" in nlg_v5 and "another recipe (v5)" in nlg_v5
     # Without --paper the table still names the file it would be compared with.
@@ -82,8 +119,14 @@ def test_footnotes_state_protocol_paper_version_and_recipe_mismatch(tmp_path, re
 
 
 def test_tables_scored_under_the_lenient_v1_protocol_say_so(tmp_path):
-    write_run(tmp_path, "mini/nlg", "smollm2_lora", 42, {"train_loss": 1.0},
-              evals={"gsm8k": {"score": 3.125, "n": 64, "protocol": "balora-gsm8k", "protocol_version": "1"}})
+    write_run(
+        tmp_path,
+        "mini/nlg",
+        "smollm2_lora",
+        42,
+        {"train_loss": 1.0},
+        evals={"gsm8k": {"score": 3.125, "n": 64, "protocol": "balora-gsm8k", "protocol_version": "1"}},
+    )
     md = R.to_markdown(R.build_table(R.TABLES["mini_nlg"](), tmp_path))
     assert "GSM8K: balora-gsm8k v1 (a lenient extraction, not the paper's protocol), n=64" in md
     assert "Not compared with a paper table" in md

@@ -15,22 +15,70 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def test_your_data_your_model_command_and_adapter_evaluation(tmp_path):
-    rows = [{"question": f"What is {a} + {a}?", "answer": f"{a} + {a} = {2 * a}. The answer is: {2 * a}"}
-            for a in range(1, 17)]
+    rows = [
+        {"question": f"What is {a} + {a}?", "answer": f"{a} + {a} = {2 * a}. The answer is: {2 * a}"}
+        for a in range(1, 17)
+    ]
     (tmp_path / "my_data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     # The README command, with tiny-llama for the hub model, CPU flags, and one step.
-    metrics = train_nlg.main([
-        "--model_name_or_path", "tiny-llama", "--data_path", str(tmp_path / "my_data.jsonl"),
-        "--query_field", "question", "--response_field", "answer", "--method", "ba-lora",
-        "--regularizer_preset", "iclr2026", "--lora_r", "16", "--num_train_epochs", "1",
-        "--per_device_train_batch_size", "4", "--learning_rate", "2e-5", "--bf16", "false", "--use_cpu", "true",
-        "--max_steps", "1", "--report_to", "none", "--output_dir", str(tmp_path / "my_run")])
+    metrics = train_nlg.main(
+        [
+            "--model_name_or_path",
+            "tiny-llama",
+            "--data_path",
+            str(tmp_path / "my_data.jsonl"),
+            "--query_field",
+            "question",
+            "--response_field",
+            "answer",
+            "--method",
+            "ba-lora",
+            "--regularizer_preset",
+            "iclr2026",
+            "--lora_r",
+            "16",
+            "--num_train_epochs",
+            "1",
+            "--per_device_train_batch_size",
+            "4",
+            "--learning_rate",
+            "2e-5",
+            "--bf16",
+            "false",
+            "--use_cpu",
+            "true",
+            "--max_steps",
+            "1",
+            "--report_to",
+            "none",
+            "--output_dir",
+            str(tmp_path / "my_run"),
+        ]
+    )
     assert metrics["trained"] == "ba-lora" and (tmp_path / "my_run" / "adapter_lora").is_dir()
     gsm8k_rows = REPO / "tests" / "fixtures" / "hub" / "openai__gsm8k" / "main" / "test.jsonl"
-    proc = subprocess.run([sys.executable, "eval/gsm8k.py", "--model", "tiny-llama", "--adapter",
-                           str(tmp_path / "my_run" / "adapter_lora"), "--data", str(gsm8k_rows), "--limit", "2",
-                           "--max_new_tokens", "4", "--output_dir", str(tmp_path / "my_run" / "gsm8k")],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "eval/gsm8k.py",
+            "--model",
+            "tiny-llama",
+            "--adapter",
+            str(tmp_path / "my_run" / "adapter_lora"),
+            "--data",
+            str(gsm8k_rows),
+            "--limit",
+            "2",
+            "--max_new_tokens",
+            "4",
+            "--output_dir",
+            str(tmp_path / "my_run" / "gsm8k"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads((tmp_path / "my_run" / "gsm8k" / "metrics.json").read_text())["n"] == 2
 
@@ -44,9 +92,16 @@ def test_trainer_snippet(tmp_path):
     collator = data.CausalLMCollator(tokenizer.pad_token_id)
     # As in the README, plus CPU and length flags.
     model = prepare_model(model, AdapterConfig(method="pissa", r=16, alpha=16))
-    args = BALoRATrainingArguments(output_dir=str(tmp_path / "out"), regularizer_preset="iclr2026", learning_rate=2e-5,
-                                   use_cpu=True, max_steps=2, logging_steps=1, report_to="none",
-                                   per_device_train_batch_size=4)
+    args = BALoRATrainingArguments(
+        output_dir=str(tmp_path / "out"),
+        regularizer_preset="iclr2026",
+        learning_rate=2e-5,
+        use_cpu=True,
+        max_steps=2,
+        logging_steps=1,
+        report_to="none",
+        per_device_train_batch_size=4,
+    )
     trainer = BALoRATrainer(model=model, args=args, train_dataset=train_dataset, data_collator=collator)
     trainer.train()
     logged = [e for e in trainer.state.log_history if "svd_loss" in e]
@@ -72,7 +127,8 @@ def test_a_plain_peft_model_is_refused_with_a_clear_error(tmp_path):
 
     model, _ = models.tiny_causal_lm("tiny-llama")
     model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj"], init_lora_weights="pissa"))
-    args = BALoRATrainingArguments(output_dir=str(tmp_path), regularizer_preset="iclr2026", use_cpu=True,
-                                   report_to="none")
+    args = BALoRATrainingArguments(
+        output_dir=str(tmp_path), regularizer_preset="iclr2026", use_cpu=True, report_to="none"
+    )
     with pytest.raises(ValueError, match="needs a model returned by balora.adapters.prepare_model"):
         BALoRATrainer(model=model, args=args)

@@ -22,8 +22,9 @@ from balora.regularizers import (
 CONFIGS = {
     "iclr-nlg": RegularizerConfig(),  # kl T=2, topk_entropy (the fused pass), frobenius
     "v5-nlg": RegularizerConfig(temperature=1.0, diversity="entropy", svd_top_k=3, svd_normalizer="nuclear"),
-    "mse-cov-nuclear": RegularizerConfig(consistency="mse_normalized", diversity="covariance", svd_top_k=2,
-                                         svd_normalizer="nuclear"),
+    "mse-cov-nuclear": RegularizerConfig(
+        consistency="mse_normalized", diversity="covariance", svd_top_k=2, svd_normalizer="nuclear"
+    ),
     "topk3-frob": RegularizerConfig(temperature=0.7, entropy_top_k=3, svd_top_k=2),
     "lobpcg": RegularizerConfig(svd_top_k=2, svd_eigensolver="lobpcg"),
 }
@@ -67,7 +68,10 @@ def test_each_term_equals_the_combined_call_in_value_and_gradient(cfg, shape, ch
 def test_nlu_batch_is_already_the_selected_rows():
     cfg = RegularizerConfig(task="nlu", diversity="covariance", svd_top_k=2, svd_normalizer="nuclear")
     g = torch.Generator().manual_seed(1)
-    logits, ref = torch.randn(7, 4, generator=g, dtype=torch.float64), torch.randn(7, 4, generator=g, dtype=torch.float64)
+    logits, ref = (
+        torch.randn(7, 4, generator=g, dtype=torch.float64),
+        torch.randn(7, 4, generator=g, dtype=torch.float64),
+    )
     combined = regularizer_terms(logits, ref, None, cfg)
     assert consistency_loss(logits, ref, cfg) == combined["consistency"]
     assert diversity_loss(logits, cfg) == combined["diversity"]
@@ -120,7 +124,9 @@ def test_lobpcg_applies_to_the_smaller_gram_when_rows_outnumber_columns():
         torch.testing.assert_close(values[1][0], values[0][0], rtol=1e-6, atol=1e-7)
         torch.testing.assert_close(values[1][1], values[0][1], rtol=1e-6, atol=1e-9)
         s = torch.linalg.svdvals(z)
-        torch.testing.assert_close(values[0][0].double(), -s[:3].sum() / torch.linalg.norm(z), rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(
+            values[0][0].double(), -s[:3].sum() / torch.linalg.norm(z), rtol=1e-6, atol=1e-7
+        )
 
 
 def test_invalid_inputs_raise():

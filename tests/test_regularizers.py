@@ -221,7 +221,9 @@ def _kept_gradients(tensor):
         if node is None or id(node) in seen:
             continue
         seen.add(id(node))
-        kept += [t for t in (getattr(node, "grad_kl", None), getattr(node, "top_grad", None)) if t is not None]
+        kept += [
+            t for t in (getattr(node, "grad_kl", None), getattr(node, "top_grad", None)) if t is not None
+        ]
         stack += [next_node for next_node, _ in node.next_functions]
     return kept
 
@@ -559,7 +561,9 @@ def test_lobpcg_needs_the_frobenius_form_and_falls_back_below_3k_rows_or_when_no
     cfg = RegularizerConfig(svd_top_k=10, svd_eigensolver="lobpcg")
     eigh_cfg = dataclasses.replace(cfg, svd_eigensolver="eigh")
     small = _nlg_batch(2, 10, 50, 25, seed=4)  # N = 25 < 3k: LOBPCG does not apply, eigh is used
-    torch.testing.assert_close(_value_and_grad(*small, cfg, "svd")[1], _value_and_grad(*small, eigh_cfg, "svd")[1])
+    torch.testing.assert_close(
+        _value_and_grad(*small, cfg, "svd")[1], _value_and_grad(*small, eigh_cfg, "svd")[1]
+    )
     # A solver that returns unconverged vectors: the residual check catches it and eigh answers.
     monkeypatch.setattr(torch, "lobpcg", lambda gram, X, largest: (None, torch.linalg.qr(X)[0]))
     monkeypatch.setattr(regularizers, "_WARNED", set())
@@ -574,15 +578,27 @@ def test_lobpcg_needs_the_frobenius_form_and_falls_back_below_3k_rows_or_when_no
 def test_training_arguments_pass_the_eigensolver_and_keep_it_out_of_the_presets(tmp_path):
     from balora.trainer import BALoRATrainingArguments
 
-    args = BALoRATrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none",
-                                   regularizer_preset="iclr2026")
+    args = BALoRATrainingArguments(
+        output_dir=str(tmp_path), use_cpu=True, report_to="none", regularizer_preset="iclr2026"
+    )
     assert args.svd_eigensolver is None and args.regularizer_config().svd_eigensolver == "eigh"
-    args = BALoRATrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none",
-                                   regularizer_preset="iclr2026", svd_eigensolver="lobpcg")
+    args = BALoRATrainingArguments(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        report_to="none",
+        regularizer_preset="iclr2026",
+        svd_eigensolver="lobpcg",
+    )
     assert args.regularizer_config().svd_eigensolver == "lobpcg"
     with pytest.raises(ValueError, match="needs svd_normalizer 'frobenius'"):
-        BALoRATrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none",
-                                regularizer_preset="iclr2026", regularizer_task="nlu", svd_eigensolver="lobpcg")
+        BALoRATrainingArguments(
+            output_dir=str(tmp_path),
+            use_cpu=True,
+            report_to="none",
+            regularizer_preset="iclr2026",
+            regularizer_task="nlu",
+            svd_eigensolver="lobpcg",
+        )
 
 
 # ------------------------------------------------------------------ the fused KL / top-K entropy pass
@@ -593,8 +609,10 @@ def test_fused_softmax_terms_on_gathered_rows_match_brute_force(chunk_size):
     """The trainer's layout: (1, N, V) with every row valid, where chunks are views, not gathers."""
     cfg = RegularizerConfig(entropy_top_k=4, chunk_size=chunk_size)
     logits, ref, _ = _nlg_batch(1, 7, 12, 7, seed=11)
-    for term, brute in (("consistency", lambda z: brute_kl(z, ref[0], cfg.temperature)),
-                        ("diversity", lambda z: brute_entropy(z, cfg.entropy_top_k))):
+    for term, brute in (
+        ("consistency", lambda z: brute_kl(z, ref[0], cfg.temperature)),
+        ("diversity", lambda z: brute_entropy(z, cfg.entropy_top_k)),
+    ):
         value, grad = _value_and_grad(logits, ref, None, cfg, term)
         z = logits.detach()[0].clone().requires_grad_(True)
         expected = brute(z)

@@ -14,12 +14,26 @@ from balora.repro import results as R
 SEEDS = (42, 1024, 2024)
 
 
-def write_run(root: Path, study: str, run: str, seed: int, metrics: dict, evals: dict | None = None,
-              config: dict | None = None, done: bool = True, history: list | None = None) -> Path:
+def write_run(
+    root: Path,
+    study: str,
+    run: str,
+    seed: int,
+    metrics: dict,
+    evals: dict | None = None,
+    config: dict | None = None,
+    done: bool = True,
+    history: list | None = None,
+) -> Path:
     """A results/<study>/<run>/seed<k>/ folder as scripts/lib.sh writes it."""
     path = root / study / run / f"seed{seed}"
     path.mkdir(parents=True)
-    cfg = {"method": run, "learning_rate": 2e-4, "seed": seed, "output_dir": f"outputs/{study}/{run}/seed{seed}"}
+    cfg = {
+        "method": run,
+        "learning_rate": 2e-4,
+        "seed": seed,
+        "output_dir": f"outputs/{study}/{run}/seed{seed}",
+    }
     cfg.update(config or {})
     (path / "config.yaml").write_text(yaml.safe_dump(cfg))
     (path / "run.json").write_text(json.dumps({"seed": seed, "git": {"commit": "abc", "dirty": False}}))
@@ -36,15 +50,24 @@ def write_run(root: Path, study: str, run: str, seed: int, metrics: dict, evals:
 
 def two_by_two(root: Path, study: str = "s") -> R.TableSpec:
     """Rows A, B; columns x, y (runs <col>_<row>, metric score); A has the better x, B the better y."""
-    values = {("x", "a"): [80.0, 82.0, 84.0], ("x", "b"): [70.0, 71.0, 72.0],
-              ("y", "a"): [50.0, 52.0, 54.0], ("y", "b"): [60.0, 60.0, 63.0]}
+    values = {
+        ("x", "a"): [80.0, 82.0, 84.0],
+        ("x", "b"): [70.0, 71.0, 72.0],
+        ("y", "a"): [50.0, 52.0, 54.0],
+        ("y", "b"): [60.0, 60.0, 63.0],
+    }
     for (col, row), vals in values.items():
         for seed, v in zip(SEEDS, vals, strict=True):
             write_run(root, study, f"{col}_{row}", seed, {"score": v, "trainable_params": 1_330_000})
     return R.TableSpec(
-        name="t", title="Two by two", study=study,
+        name="t",
+        title="Two by two",
+        study=study,
         rows=(R.RowSpec("A", "a"), R.RowSpec("B", "b")),
-        columns=(R.ColumnSpec("X", "x", "score", run="x_{row}"), R.ColumnSpec("Y", "y", "score", run="y_{row}")),
+        columns=(
+            R.ColumnSpec("X", "x", "score", run="x_{row}"),
+            R.ColumnSpec("Y", "y", "score", run="y_{row}"),
+        ),
         seeds=SEEDS,
     )
 
@@ -79,10 +102,20 @@ def test_lower_is_better_column_and_groups(tmp_path):
     for seed in SEEDS:
         for run, loss in (("g1_a", 1.0), ("g1_b", 2.0), ("g2_a", 3.0), ("g2_b", 0.5)):
             write_run(tmp_path, "s", run, seed, {"train_loss": loss})
-    spec = R.TableSpec("t", "T", "s", rows=(R.RowSpec("A", "g1_a", "G1"), R.RowSpec("B", "g1_b", "G1"),
-                                            R.RowSpec("A", "g2_a", "G2"), R.RowSpec("B", "g2_b", "G2")),
-                       columns=(R.ColumnSpec("loss", "l", "train_loss", higher_is_better=False),),
-                       params_metric=None, average=False)
+    spec = R.TableSpec(
+        "t",
+        "T",
+        "s",
+        rows=(
+            R.RowSpec("A", "g1_a", "G1"),
+            R.RowSpec("B", "g1_b", "G1"),
+            R.RowSpec("A", "g2_a", "G2"),
+            R.RowSpec("B", "g2_b", "G2"),
+        ),
+        columns=(R.ColumnSpec("loss", "l", "train_loss", higher_is_better=False),),
+        params_metric=None,
+        average=False,
+    )
     ranks = R.rank_cells(R.build_table(spec, tmp_path))
     # Ranked within each group: the lowest loss wins.
     assert ranks[("g1_a", "l")] == 1 and ranks[("g1_b", "l")] == 2
@@ -138,29 +171,68 @@ def test_seed_and_output_paths_may_differ(tmp_path):
 
 def test_mixed_protocol_versions_are_an_error(tmp_path):
     for seed, version in zip(SEEDS, ("1", "1", "2"), strict=True):
-        write_run(tmp_path, "s", "m_lora", seed, {}, evals={"gsm8k": {"score": 5.0, "n": 100, "protocol": "g",
-                                                                       "protocol_version": version}})
-    spec = R.TableSpec("t", "T", "s", rows=(R.RowSpec("LoRA", "m_lora"),),
-                       columns=(R.ColumnSpec("GSM8K", "gsm8k", "gsm8k.score"),), params_metric=None)
+        write_run(
+            tmp_path,
+            "s",
+            "m_lora",
+            seed,
+            {},
+            evals={"gsm8k": {"score": 5.0, "n": 100, "protocol": "g", "protocol_version": version}},
+        )
+    spec = R.TableSpec(
+        "t",
+        "T",
+        "s",
+        rows=(R.RowSpec("LoRA", "m_lora"),),
+        columns=(R.ColumnSpec("GSM8K", "gsm8k", "gsm8k.score"),),
+        params_metric=None,
+    )
     with pytest.raises(R.ResultsError, match="different protocols"):
         R.build_table(spec, tmp_path)
 
 
 def test_mixed_protocols_across_rows_of_a_column_are_an_error(tmp_path):
     for seed in SEEDS:
-        write_run(tmp_path, "s", "m_lora", seed, {}, evals={"gsm8k": {"score": 5.0, "n": 100, "protocol_version": "1"}})
+        write_run(
+            tmp_path,
+            "s",
+            "m_lora",
+            seed,
+            {},
+            evals={"gsm8k": {"score": 5.0, "n": 100, "protocol_version": "1"}},
+        )
         # Same version but scored on the whole test set: a different protocol.
-        write_run(tmp_path, "s", "m_pissa", seed, {}, evals={"gsm8k": {"score": 6.0, "n": 1319, "protocol_version": "1"}})
-    spec = R.TableSpec("t", "T", "s", rows=(R.RowSpec("LoRA", "m_lora"), R.RowSpec("PiSSA", "m_pissa")),
-                       columns=(R.ColumnSpec("GSM8K", "gsm8k", "gsm8k.score"),), params_metric=None)
+        write_run(
+            tmp_path,
+            "s",
+            "m_pissa",
+            seed,
+            {},
+            evals={"gsm8k": {"score": 6.0, "n": 1319, "protocol_version": "1"}},
+        )
+    spec = R.TableSpec(
+        "t",
+        "T",
+        "s",
+        rows=(R.RowSpec("LoRA", "m_lora"), R.RowSpec("PiSSA", "m_pissa")),
+        columns=(R.ColumnSpec("GSM8K", "gsm8k", "gsm8k.score"),),
+        params_metric=None,
+    )
     with pytest.raises(R.ResultsError, match="column 'GSM8K'"):
         R.build_table(spec, tmp_path)
 
 
 def test_non_numeric_metric_and_broken_json_are_errors(tmp_path):
     write_run(tmp_path, "s", "r", 42, {"score": "n/a"})
-    spec = R.TableSpec("t", "T", "s", rows=(R.RowSpec("R", "r"),), columns=(R.ColumnSpec("S", "s", "score"),),
-                       seeds=(42,), params_metric=None)
+    spec = R.TableSpec(
+        "t",
+        "T",
+        "s",
+        rows=(R.RowSpec("R", "r"),),
+        columns=(R.ColumnSpec("S", "s", "score"),),
+        seeds=(42,),
+        params_metric=None,
+    )
     with pytest.raises(R.ResultsError, match="not a number"):
         R.build_table(spec, tmp_path)
     (tmp_path / "s" / "r" / "seed42" / "metrics.json").write_text("{broken")
@@ -180,13 +252,21 @@ def test_done_without_files_and_bad_seed_folder_are_errors(tmp_path):
 
 def test_latex_escaping():
     assert R.latex_escape("w/o reg & 100%_x #1 {a} ~ ^ $ \\") == (
-        r"w/o reg \& 100\%\_x \#1 \{a\} \textasciitilde{} \textasciicircum{} \$ \textbackslash{}")
+        r"w/o reg \& 100\%\_x \#1 \{a\} \textasciitilde{} \textasciicircum{} \$ \textbackslash{}"
+    )
 
 
 def test_latex_escapes_labels_in_table(tmp_path):
     write_run(tmp_path, "s", "r", 42, {"score": 1.0})
-    spec = R.TableSpec("t", "A & B_1", "s", rows=(R.RowSpec("w/o reg & 50%", "r", group="G_1"),),
-                       columns=(R.ColumnSpec("F1_score", "c", "score", run="r"),), seeds=(42,), params_metric=None)
+    spec = R.TableSpec(
+        "t",
+        "A & B_1",
+        "s",
+        rows=(R.RowSpec("w/o reg & 50%", "r", group="G_1"),),
+        columns=(R.ColumnSpec("F1_score", "c", "score", run="r"),),
+        seeds=(42,),
+        params_metric=None,
+    )
     tex = R.to_latex(R.build_table(spec, tmp_path))
     assert r"w/o reg \& 50\%" in tex and r"F1\_score" in tex and r"G\_1" in tex
     assert "w/o reg & 50%" not in tex
@@ -200,10 +280,16 @@ def test_average_over_tasks_and_cross_study_runs(tmp_path):
         write_run(tmp_path, "abl", "t1_svd", seed, {"score": a + 1})
         if seed != 2024:  # t2_svd lacks a seed: that seed drops out of the average
             write_run(tmp_path, "abl", "t2_svd", seed, {"score": b + 1})
-    spec = R.TableSpec("t", "T", "abl", rows=(R.RowSpec("w/o reg", "noreg"), R.RowSpec("SVD", "svd")),
-                       columns=(R.ColumnSpec("GLUE avg", "glue", "score", run="{task}_{row}",
-                                             average_over=("t1", "t2")),),
-                       overrides=(("noreg", "glue", "main:{task}_pissa"),), params_metric=None, average=False)
+    spec = R.TableSpec(
+        "t",
+        "T",
+        "abl",
+        rows=(R.RowSpec("w/o reg", "noreg"), R.RowSpec("SVD", "svd")),
+        columns=(R.ColumnSpec("GLUE avg", "glue", "score", run="{task}_{row}", average_over=("t1", "t2")),),
+        overrides=(("noreg", "glue", "main:{task}_pissa"),),
+        params_metric=None,
+        average=False,
+    )
     table = R.build_table(spec, tmp_path)
     noreg = table.cells["noreg"]["glue"]
     assert noreg.values == {42: 70.0, 1024: 72.0, 2024: 74.0}
@@ -213,8 +299,11 @@ def test_average_over_tasks_and_cross_study_runs(tmp_path):
 
 def test_paper_numbers_side_by_side_with_difference(tmp_path):
     spec = two_by_two(tmp_path)
-    paper = {"source": "test paper v1 Table 9", "columns": ["X", "Y", "Avg"],
-             "rows": [{"group": None, "method": "A", "values": {"X": 80.0, "Y": None, "Avg": 60.0}}]}
+    paper = {
+        "source": "test paper v1 Table 9",
+        "columns": ["X", "Y", "Avg"],
+        "rows": [{"group": None, "method": "A", "values": {"X": 80.0, "Y": None, "Avg": 60.0}}],
+    }
     md = R.to_markdown(R.build_table(spec, tmp_path), paper)
     header = next(line for line in md.splitlines() if line.startswith("| Method"))
     assert "X (paper)" in header and "Δ" in header
@@ -252,7 +341,13 @@ def test_paper_files_of_the_further_experiments_match_their_tables(repo_root):
 
 def test_table_specs_cover_the_paper_grid():
     nlg = R.TABLES["nlg"]()
-    assert len(nlg.rows) == 12 and [c.label for c in nlg.columns] == ["GSM8K", "MATH", "HumanEval", "MBPP", "MT-Bench"]
+    assert len(nlg.rows) == 12 and [c.label for c in nlg.columns] == [
+        "GSM8K",
+        "MATH",
+        "HumanEval",
+        "MBPP",
+        "MT-Bench",
+    ]
     assert nlg.run_names(nlg.rows[0], nlg.columns[2]) == ["llama2-7b_full_python"]
     nlu = R.TABLES["nlu"]()
     assert len(nlu.rows) == 10 and len(nlu.columns) == 8
@@ -264,9 +359,17 @@ def test_table_specs_cover_the_paper_grid():
 
 def test_cli_writes_markdown_latex_json(tmp_path):
     for seed, v in zip(SEEDS, (10.0, 12.0, 14.0), strict=True):
-        write_run(tmp_path, "mini/nlg", "smollm2_lora", seed, {"train_loss": 1.5, "trainable_params": 4_884_480},
-                  evals={"gsm8k": {"score": v, "n": 100, "protocol": "balora-gsm8k", "protocol_version": "1"}})
-    out = aggregate_results.main(["mini_nlg", "--results_dir", str(tmp_path), "--out_dir", str(tmp_path / "tables")])
+        write_run(
+            tmp_path,
+            "mini/nlg",
+            "smollm2_lora",
+            seed,
+            {"train_loss": 1.5, "trainable_params": 4_884_480},
+            evals={"gsm8k": {"score": v, "n": 100, "protocol": "balora-gsm8k", "protocol_version": "1"}},
+        )
+    out = aggregate_results.main(
+        ["mini_nlg", "--results_dir", str(tmp_path), "--out_dir", str(tmp_path / "tables")]
+    )
     row = next(r for r in out["mini_nlg"]["rows"] if r["key"] == "smollm2_lora")
     assert row["cells"]["gsm8k"]["mean"] == pytest.approx(12.0) and row["cells"]["gsm8k"]["n"] == 3
     assert math.isclose(row["cells"]["gsm8k"]["std"], 2.0)
@@ -292,8 +395,14 @@ def test_shortfalls_shared_by_many_cells_are_named_once(tmp_path):
 def test_mini_nlg_nll_column_ranks_lowest_first_with_its_own_decimals(tmp_path):
     nll = {"lora": 0.8123, "pissa": 0.7901, "ba-lora": 0.7954}
     for method, value in nll.items():
-        write_run(tmp_path, "mini/nlg", f"smollm2_{method}", 42, {"train_loss": 1.0},
-                  evals={"gsm8k": {"score": 3.125, "n": 64}, "gsm8k_nll": {"score": value, "n": 64}})
+        write_run(
+            tmp_path,
+            "mini/nlg",
+            f"smollm2_{method}",
+            42,
+            {"train_loss": 1.0},
+            evals={"gsm8k": {"score": 3.125, "n": 64}, "gsm8k_nll": {"score": value, "n": 64}},
+        )
     md = R.to_markdown(R.build_table(R.TABLES["mini_nlg"](), tmp_path))
     assert "**0.790 (n=1)**" in md and "<u>0.795 (n=1)</u>" in md and "| 0.812 (n=1)" in md  # lower is better
     assert "3.12" in md and "3.125" not in md  # accuracy keeps the table's 2 decimals
@@ -323,8 +432,10 @@ def test_seeds_with_a_later_added_no_op_field_or_other_log_settings_are_the_same
 
     old = seed(42, lora_r=8, report_to=[])
     # A field added after seed 42 ran, at its no-op default, and a different log destination: same run.
-    check_same_config("sst2_lora", [old, seed(1024, lora_r=8, label_noise=0.0, minority_class=None,
-                                              report_to=["tensorboard"])])
+    check_same_config(
+        "sst2_lora",
+        [old, seed(1024, lora_r=8, label_noise=0.0, minority_class=None, report_to=["tensorboard"])],
+    )
     with pytest.raises(ResultsError, match="label_noise"):
         check_same_config("sst2_lora", [old, seed(1024, lora_r=8, label_noise=0.2)])
     with pytest.raises(ResultsError, match="lora_r"):

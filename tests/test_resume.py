@@ -41,8 +41,11 @@ def _copy(run: Path, tmp_path: Path) -> Path:
 
 
 def _snapshot(out: Path) -> dict[str, bytes]:
-    return {name: (out / name).read_bytes() for name in ("metrics.json", "config.yaml", "log_history.json")
-            if (out / name).exists()}
+    return {
+        name: (out / name).read_bytes()
+        for name in ("metrics.json", "config.yaml", "log_history.json")
+        if (out / name).exists()
+    }
 
 
 def test_resume_of_a_finished_run_is_refused_and_changes_nothing(finished_run, tmp_path):
@@ -53,7 +56,9 @@ def test_resume_of_a_finished_run_is_refused_and_changes_nothing(finished_run, t
     assert _snapshot(out) == before
 
 
-def test_resume_skips_a_checkpoint_killed_while_saving_and_reports_the_whole_runs_train_loss(finished_run, tmp_path):
+def test_resume_skips_a_checkpoint_killed_while_saving_and_reports_the_whole_runs_train_loss(
+    finished_run, tmp_path
+):
     """A SIGKILL during the save of checkpoint-2 (empty optimizer.pt, no trainer_state.json): `last` is
     checkpoint-1, and the resumed run's train_loss is the mean over both steps, as uninterrupted."""
     out = _copy(finished_run, tmp_path)
@@ -67,8 +72,10 @@ def test_resume_skips_a_checkpoint_killed_while_saving_and_reports_the_whole_run
     assert metrics["train_loss"] == pytest.approx(reference["train_loss"], rel=1e-5)
     assert json.loads((out / "metrics.json").read_text())["train_loss"] == metrics["train_loss"]
     losses = [e["loss"] for e in json.loads((out / "log_history.json").read_text()) if "loss" in e]
-    assert losses == pytest.approx([e["loss"] for e in json.loads((finished_run / "log_history.json").read_text())
-                                    if "loss" in e], rel=1e-5)
+    assert losses == pytest.approx(
+        [e["loss"] for e in json.loads((finished_run / "log_history.json").read_text()) if "loss" in e],
+        rel=1e-5,
+    )
 
 
 @pytest.mark.parametrize("damage", ["empty optimizer", "truncated trainer_state", "no trainer_state"])
@@ -97,8 +104,9 @@ def test_resume_with_a_changed_setting_is_refused(finished_run, tmp_path):
     assert _snapshot(out) == before
     # Where the run is written and how it reports may change.
     config = yaml.safe_load((out / "config.yaml").read_text())
-    assert train_nlg._resolve_resume(out, "last", {**config, "report_to": ["tensorboard"], "output_dir": "x"}) \
-        == str(out / "checkpoint-2")
+    assert train_nlg._resolve_resume(
+        out, "last", {**config, "report_to": ["tensorboard"], "output_dir": "x"}
+    ) == str(out / "checkpoint-2")
 
 
 def test_overwrite_replaces_the_old_runs_checkpoints(finished_run, tmp_path):
@@ -112,8 +120,21 @@ def test_overwrite_replaces_the_old_runs_checkpoints(finished_run, tmp_path):
     assert _snapshot(out) == before and len(provenance.checkpoints(out)) == 2
     # A new run (another method) over the finished one, saving no checkpoint, that dies before the end:
     # a later `--resume_from_checkpoint last` must not continue the old run's checkpoint-2.
-    train_nlg.main(["--config", TINY, "--output_dir", str(out), "--max_steps", "1", "--method", "lora",
-                    "--regularizer_preset", "none", "--overwrite_output_dir"])
+    train_nlg.main(
+        [
+            "--config",
+            TINY,
+            "--output_dir",
+            str(out),
+            "--max_steps",
+            "1",
+            "--method",
+            "lora",
+            "--regularizer_preset",
+            "none",
+            "--overwrite_output_dir",
+        ]
+    )
     assert provenance.checkpoints(out) == []
     assert yaml.safe_load((out / "config.yaml").read_text())["method"] == "lora"
     (out / "metrics.json").unlink()
@@ -151,7 +172,14 @@ def test_sweep_killed_after_training_finished_resumes(tmp_path):
 
     script = tmp_path / "sweep.sh"
     script.write_text(SWEEP.format(lib=REPO / "scripts" / "lib.sh", tmp=tmp_path))
-    cmd = ["bash", str(script), "--results_dir", str(tmp_path / "results"), "--outputs_dir", str(tmp_path / "outputs")]
+    cmd = [
+        "bash",
+        str(script),
+        "--results_dir",
+        str(tmp_path / "results"),
+        "--outputs_dir",
+        str(tmp_path / "outputs"),
+    ]
     (tmp_path / "kill_sweep").write_text("")
     killed = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert killed.returncode == -9
@@ -178,5 +206,18 @@ def test_an_output_dir_that_cannot_be_written_is_refused_before_any_work(tmp_pat
         train_nlg.main(["--config", TINY, "--output_dir", str(blocker / "out"), "--max_steps", "1"])
     glue_dir = _tiny_glue(tmp_path / "glue")
     with pytest.raises(ValueError, match=f"output directory {blocker / 'out'} cannot be written"):
-        finetune_glue.main(["--task_name", "rte", "--glue_dir", str(glue_dir), "--model_name_or_path", "tiny-bert",
-                            "--method", "lora", "--output_dir", str(blocker / "out"), *GLUE_TINY])
+        finetune_glue.main(
+            [
+                "--task_name",
+                "rte",
+                "--glue_dir",
+                str(glue_dir),
+                "--model_name_or_path",
+                "tiny-bert",
+                "--method",
+                "lora",
+                "--output_dir",
+                str(blocker / "out"),
+                *GLUE_TINY,
+            ]
+        )

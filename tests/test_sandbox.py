@@ -49,8 +49,11 @@ def test_checks_pass_only_when_they_run_to_their_end():
 
 
 def test_exceptions_of_the_program_reach_the_checks_as_builtin_types():
-    checks = Checks(setup="", code="try:\n    f(0)\nexcept ZeroDivisionError:\n    pass\nelse:\n    raise AssertionError\n",
-                    candidates=("f",))
+    checks = Checks(
+        setup="",
+        code="try:\n    f(0)\nexcept ZeroDivisionError:\n    pass\nelse:\n    raise AssertionError\n",
+        candidates=("f",),
+    )
     assert run_program("def f(x):\n    return 1 / x\n", FAST, checks=checks).status == "passed"
     assert run_program("def f(x):\n    return 1\n", FAST, checks=checks).status == "failed"
 
@@ -60,8 +63,24 @@ def test_prints_of_the_program_are_captured_and_do_not_matter():
     assert result.status == "passed" and "called 2" in result.stdout
 
 
-@pytest.mark.parametrize("value", [None, True, 0, -(10**30), 1.5, math.inf, 2 - 3j, "é", b"\x00\xff",
-                                   [1, (2, 3)], {"a": {1, 2}, (1, 2): [None]}, set(), ()])
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        True,
+        0,
+        -(10**30),
+        1.5,
+        math.inf,
+        2 - 3j,
+        "é",
+        b"\x00\xff",
+        [1, (2, 3)],
+        {"a": {1, 2}, (1, 2): [None]},
+        set(),
+        (),
+    ],
+)
 def test_plain_data_round_trips_with_exact_types(value):
     back = decode_plain(encode_plain(value))
     assert back == value and type(back) is type(value)
@@ -69,16 +88,32 @@ def test_plain_data_round_trips_with_exact_types(value):
         assert all(type(k) is type(k2) for k, k2 in zip(value, back, strict=True))
 
 
-@pytest.mark.parametrize("value", [frozenset(), bytearray(b"x"), range(3), object(), [iter([])],
-                                   type("Int", (int,), {})(3), {"k": type("L", (list,), {})()}])
+@pytest.mark.parametrize(
+    "value",
+    [
+        frozenset(),
+        bytearray(b"x"),
+        range(3),
+        object(),
+        [iter([])],
+        type("Int", (int,), {})(3),
+        {"k": type("L", (list,), {})()},
+    ],
+)
 def test_values_that_are_not_plain_data_are_refused(value):
     with pytest.raises(NotPlainData):
         encode_plain(value)
 
 
 def test_malformed_values_from_the_program_are_refused():
-    for obj in ([1, 2], {"t": "list"}, {"t": "code", "v": "x"}, {"t": "set", "v": [{"t": "list", "v": []}]},
-                {"t": "dict", "v": [[1]]}, {"t": "complex", "v": ["1", 2]}):
+    for obj in (
+        [1, 2],
+        {"t": "list"},
+        {"t": "code", "v": "x"},
+        {"t": "set", "v": [{"t": "list", "v": []}]},
+        {"t": "dict", "v": [[1]]},
+        {"t": "complex", "v": ["1", 2]},
+    ):
         with pytest.raises(NotPlainData):
             decode_plain(obj)
     deep = None
@@ -89,8 +124,12 @@ def test_malformed_values_from_the_program_are_refused():
 
 
 def test_run_programs_keeps_order_and_pairs_checks():
-    results = run_programs([f"def f(x):\n    return x * {i}\n" for i in range(4)], FAST, max_workers=3,
-                           checks=[Checks("", f"assert f(2) == {2 * i}\n", ("f",)) for i in range(4)])
+    results = run_programs(
+        [f"def f(x):\n    return x * {i}\n" for i in range(4)],
+        FAST,
+        max_workers=3,
+        checks=[Checks("", f"assert f(2) == {2 * i}\n", ("f",)) for i in range(4)],
+    )
     assert [r.status for r in results] == ["passed"] * 4
     with pytest.raises(ValueError, match="checks"):
         run_programs(["pass"], FAST, checks=[])
@@ -107,15 +146,20 @@ def test_weaker_isolation_is_refused_unless_accepted():
 
 
 def test_fallback_without_namespaces_still_grades_and_disables_sockets():
-    program = ("import socket\ntry:\n    socket.create_connection(('127.0.0.1', 9), timeout=1)\n"
-               "except OSError as err:\n    print('refused', err)\ndef f(x):\n    return x * x\n")
+    program = (
+        "import socket\ntry:\n    socket.create_connection(('127.0.0.1', 9), timeout=1)\n"
+        "except OSError as err:\n    print('refused', err)\ndef f(x):\n    return x * x\n"
+    )
     result = run_program(program, FAST, namespaces=False, checks=SQUARE)
     assert result.status == "passed", result.reason + result.stderr
     assert "refused" in result.stdout
     assert result.isolation["pid_namespace"] is False and result.isolation["filesystem"] == "none"
     forged = run_program("import os\nos._exit(0)\n", FAST, namespaces=False, checks=SQUARE)
     assert forged.status == "failed"
-    assert run_program("while True: pass\n", SandboxLimits(timeout_s=1, cpu_s=30), namespaces=False).status == "timeout"
+    assert (
+        run_program("while True: pass\n", SandboxLimits(timeout_s=1, cpu_s=30), namespaces=False).status
+        == "timeout"
+    )
 
 
 def test_cpu_limit_reports_timeout():
@@ -124,13 +168,22 @@ def test_cpu_limit_reports_timeout():
     assert result.wall_s < 10
 
 
-@pytest.mark.parametrize("program", ["def f(x):\n    return object()\n", "def f(x):\n    import os\n    os._exit(0)\n",
-                                     "def f(x):\n    return 10 ** 5000\n"])
+@pytest.mark.parametrize(
+    "program",
+    [
+        "def f(x):\n    return object()\n",
+        "def f(x):\n    import os\n    os._exit(0)\n",
+        "def f(x):\n    return 10 ** 5000\n",
+    ],
+)
 def test_checks_that_swallow_exceptions_still_fail_a_forged_answer(program):
     # Tests that catch every exception (`except Exception`) cannot turn a non-plain value, a vanished
     # program or a malformed answer into a pass.
-    lenient = Checks(setup="", code="for x in range(3):\n    try:\n        f(x)\n    except BaseException:\n        pass\n",
-                     candidates=("f",))
+    lenient = Checks(
+        setup="",
+        code="for x in range(3):\n    try:\n        f(x)\n    except BaseException:\n        pass\n",
+        candidates=("f",),
+    )
     result = run_program(program, FAST, checks=lenient)
     assert result.status == "failed", result.reason
     assert run_program("def f(x):\n    return x\n", FAST, checks=lenient).status == "passed"

@@ -12,28 +12,70 @@ REPO = Path(__file__).resolve().parent.parent
 
 # script -> (number of runs in the default plan, run ids that must be in it)
 PLANS = {
-    "nlg_table.sh": (3 * 4 * 3 * 3, ["nlg/llama2-7b_ba-lora_metamath/seed42", "nlg/gemma-7b_full_conversation/seed2024",
-                                     "nlg/mistral-7b_pissa_python/seed1024"]),
-    "nlu_table.sh": (8 * 10 * 3, ["nlu/mnli_deberta-v3-base_ba-lora/seed42", "nlu/stsb_deberta-v3-base_hadapter/seed2024",
-                                  "nlu/qqp_deberta-v3-base_loha/seed1024"]),
-    "rank_sweep.sh": (2 * (3 * 8 + 1) * 3, ["rank_sweep/llama2-7b_lora_r1/seed42", "rank_sweep/mistral-7b_ba-lora_r128/seed2024",
-                                            "rank_sweep/mistral-7b_full/seed1024"]),
-    "ablation.sh": (5 * 3 + 5 * 8 * 3, ["ablation/llama2-7b_noreg/seed42", "ablation/llama2-7b_all/seed2024",
-                                        "ablation/glue_rte_svd/seed1024"]),
-    "loss_curves.sh": (4 * 3 + 3 * 3, ["nlg/llama2-7b_ba-lora_metamath/seed42", "nlg/llama2-7b_full_metamath/seed2024",
-                                      "rank_sweep/llama2-7b_pissa_r32/seed1024"]),
+    "nlg_table.sh": (
+        3 * 4 * 3 * 3,
+        [
+            "nlg/llama2-7b_ba-lora_metamath/seed42",
+            "nlg/gemma-7b_full_conversation/seed2024",
+            "nlg/mistral-7b_pissa_python/seed1024",
+        ],
+    ),
+    "nlu_table.sh": (
+        8 * 10 * 3,
+        [
+            "nlu/mnli_deberta-v3-base_ba-lora/seed42",
+            "nlu/stsb_deberta-v3-base_hadapter/seed2024",
+            "nlu/qqp_deberta-v3-base_loha/seed1024",
+        ],
+    ),
+    "rank_sweep.sh": (
+        2 * (3 * 8 + 1) * 3,
+        [
+            "rank_sweep/llama2-7b_lora_r1/seed42",
+            "rank_sweep/mistral-7b_ba-lora_r128/seed2024",
+            "rank_sweep/mistral-7b_full/seed1024",
+        ],
+    ),
+    "ablation.sh": (
+        5 * 3 + 5 * 8 * 3,
+        [
+            "ablation/llama2-7b_noreg/seed42",
+            "ablation/llama2-7b_all/seed2024",
+            "ablation/glue_rte_svd/seed1024",
+        ],
+    ),
+    "loss_curves.sh": (
+        4 * 3 + 3 * 3,
+        [
+            "nlg/llama2-7b_ba-lora_metamath/seed42",
+            "nlg/llama2-7b_full_metamath/seed2024",
+            "rank_sweep/llama2-7b_pissa_r32/seed1024",
+        ],
+    ),
     "tsne.sh": (2 * 2 * 3, ["tsne/bert-large_lora/seed42", "tsne/gpt2-xl_ba-lora/seed2024"]),
-    "mini.sh": (3 * 3 + 5 * 7 * 3 + 3 * 3 + 3 * 3, ["mini/nlg/smollm2_ba-lora/seed2024", "mini/nlu/sst2_adalora/seed1024",
-                                                    "mini/rank_sweep/smollm2_pissa_r64/seed42", "mini/ablation/stsb_svd/seed42",
-                                                    "mini/ablation/smollm2_consistency/seed42"]),
+    "mini.sh": (
+        3 * 3 + 5 * 7 * 3 + 3 * 3 + 3 * 3,
+        [
+            "mini/nlg/smollm2_ba-lora/seed2024",
+            "mini/nlu/sst2_adalora/seed1024",
+            "mini/rank_sweep/smollm2_pissa_r64/seed42",
+            "mini/ablation/stsb_svd/seed42",
+            "mini/ablation/smollm2_consistency/seed42",
+        ],
+    ),
 }
 
 
 def run_script(name: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     full_env = {k: v for k, v in os.environ.items() if k not in ("SEEDS", "MODELS", "METHODS", "GPUS")}
     full_env.update(env or {})
-    return subprocess.run(["bash", str(REPO / "scripts" / name), *args], capture_output=True, text=True,
-                          env=full_env, timeout=60)
+    return subprocess.run(
+        ["bash", str(REPO / "scripts" / name), *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=60,
+    )
 
 
 def planned(stdout: str, status: str) -> list[str]:
@@ -42,8 +84,14 @@ def planned(stdout: str, status: str) -> list[str]:
 
 @pytest.mark.parametrize("script", sorted(PLANS))
 def test_dry_run_lists_the_expected_runs(script, tmp_path):
-    proc = run_script(script, "--dry-run", "--results_dir", str(tmp_path / "results"),
-                      "--outputs_dir", str(tmp_path / "outputs"))
+    proc = run_script(
+        script,
+        "--dry-run",
+        "--results_dir",
+        str(tmp_path / "results"),
+        "--outputs_dir",
+        str(tmp_path / "outputs"),
+    )
     assert proc.returncode == 0, proc.stderr
     expected_count, must_have = PLANS[script]
     todo = planned(proc.stdout, "todo")
@@ -53,7 +101,10 @@ def test_dry_run_lists_the_expected_runs(script, tmp_path):
         assert run_id in todo
     # One summary per sweep (loss_curves.sh runs two: the NLG table's and the rank sweep's).
     plans = re.findall(r"^# plan: (\d+) runs, 0 done, (\d+) to do", proc.stdout, flags=re.M)
-    assert plans and sum(int(total) for total, _ in plans) == sum(int(todo) for _, todo in plans) == expected_count
+    assert (
+        plans
+        and sum(int(total) for total, _ in plans) == sum(int(todo) for _, todo in plans) == expected_count
+    )
     # Every run prints the command(s) it would launch and where its results go.
     assert proc.stdout.count("    train:") == expected_count
     assert proc.stdout.count(f"-> {tmp_path / 'results'}") == expected_count
@@ -138,8 +189,13 @@ def test_lib_stages_resume_and_copy_only_small_files(tmp_path):
 
     (tmp_path / "fail_eval").unlink()
     # Per-item scores travel only for the benches named in KEEP_ITEM_SCORES (default: gsm8k_nll).
-    second = subprocess.run(args, capture_output=True, text=True, timeout=60,
-                            env={**os.environ, "KEEP_ITEM_SCORES": "gsm8k_nll x"})
+    second = subprocess.run(
+        args,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "KEEP_ITEM_SCORES": "gsm8k_nll x"},
+    )
     assert second.returncode == 0, second.stderr
     assert "train: already done" in second.stdout  # resumed at the failed stage
     # Each run says where the sweep is: k of the runs left, and their estimated time (10 s each here).
@@ -151,7 +207,14 @@ def test_lib_stages_resume_and_copy_only_small_files(tmp_path):
         res = results / "study" / "run_a" / f"seed{seed}"
         assert (res / "DONE").exists()
         assert sorted(p.name for p in res.rglob("*") if p.is_file()) == [
-            "DONE", "config.yaml", "log_history.json", "metrics.json", "run.json", "x.json", "x.samples.jsonl"]
+            "DONE",
+            "config.yaml",
+            "log_history.json",
+            "metrics.json",
+            "run.json",
+            "x.json",
+            "x.samples.jsonl",
+        ]
         assert json.loads((res / "eval" / "x.samples.jsonl").read_text()) == {"task_id": 0, "score": 1.0}
         assert (outputs / "study" / "run_a" / f"seed{seed}" / "train" / "big.safetensors").exists()
 
@@ -194,7 +257,7 @@ def test_nlg_pipeline_end_to_end_with_the_tiny_model(tmp_path, shared_data):
     script.write_text(f"""
 set -euo pipefail
 SEEDS="42"
-source "{REPO / 'scripts' / 'lib.sh'}"
+source "{REPO / "scripts" / "lib.sh"}"
 lib_parse_args "$@"
 export GPUS=cpu NLG_CONFIG_DIR={cfg_dir}
 MODEL_ID[tiny]=tiny-llama
@@ -209,18 +272,31 @@ lib_summary
 """)
     results = tmp_path / "results"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(["bash", str(script), "--results_dir", str(results), "--outputs_dir", str(tmp_path / "out")],
-                          capture_output=True, text=True, timeout=600, env=env)
+    proc = subprocess.run(
+        ["bash", str(script), "--results_dir", str(results), "--outputs_dir", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     from balora.repro import results as R
 
     run = R.load_run(results / "e2e" / "tiny_ba-lora")
     seed = run.seeds[42]
-    assert seed.config["lambda_svd"] == 0.0 and seed.config["lambda_consistency"] > 0  # the override is recorded
+    assert (
+        seed.config["lambda_svd"] == 0.0 and seed.config["lambda_consistency"] > 0
+    )  # the override is recorded
     assert seed.metrics["gsm8k.n"] == 1 and "trainable_params" in seed.metrics
     assert (results / "e2e" / "tiny_ba-lora" / "seed42" / "log_history.json").exists()
-    spec = R.TableSpec("e2e", "E2E", "e2e", rows=(R.RowSpec("BA-LoRA", "tiny_ba-lora"),),
-                       columns=(R.ColumnSpec("GSM8K", "gsm8k", "gsm8k.score"),), seeds=(42,))
+    spec = R.TableSpec(
+        "e2e",
+        "E2E",
+        "e2e",
+        rows=(R.RowSpec("BA-LoRA", "tiny_ba-lora"),),
+        columns=(R.ColumnSpec("GSM8K", "gsm8k", "gsm8k.score"),),
+        seeds=(42,),
+    )
     table = R.build_table(spec, results)
     assert table.cells["tiny_ba-lora"]["gsm8k"].n == 1 and table.params["tiny_ba-lora"] > 0
 
@@ -241,7 +317,14 @@ def test_a_stage_finished_with_another_config_is_an_error_not_reused(tmp_path):
     as if it were the new one ("train: already done")."""
     script = tmp_path / "stale.sh"
     script.write_text(STALE_STAGE.format(lib=REPO / "scripts" / "lib.sh", tmp=tmp_path))
-    args = ["bash", str(script), "--results_dir", str(tmp_path / "results"), "--outputs_dir", str(tmp_path / "outputs")]
+    args = [
+        "bash",
+        str(script),
+        "--results_dir",
+        str(tmp_path / "results"),
+        "--outputs_dir",
+        str(tmp_path / "outputs"),
+    ]
     (tmp_path / "cfg.yaml").write_text("max_train_samples: null\n")
     assert subprocess.run(args, capture_output=True, text=True, timeout=60).returncode == 0
     same = subprocess.run(args, capture_output=True, text=True, timeout=60)
@@ -257,16 +340,32 @@ def test_gpu_check_dry_run_names_existing_configs_and_refuses_bad_input(tmp_path
     proc = run_script("gpu_check.sh", "--dry-run", env={"OUT_DIR": str(tmp_path / "gpu")})
     assert proc.returncode == 0, proc.stderr
     steps = [line.split(":")[0][3:] for line in proc.stdout.splitlines() if line.startswith("== ")]
-    assert steps == ["regularizers_2598", "overhead_4x256", "overhead_16x512", "svd_path_check", "overhead_16x512_lobpcg",
-                     "sweep", "generation",
-                     "train_pissa", "gsm8k_pissa", "gsm8k_nll_pissa", "train_ba-lora", "gsm8k_ba-lora",
-                     "gsm8k_nll_ba-lora"]
-    for config in ("configs/gpu/smollm2_gsm8k_pissa_zero2.yaml", "configs/gpu/smollm2_gsm8k_ba-lora_zero2.yaml"):
+    assert steps == [
+        "regularizers_2598",
+        "overhead_4x256",
+        "overhead_16x512",
+        "svd_path_check",
+        "overhead_16x512_lobpcg",
+        "sweep",
+        "generation",
+        "train_pissa",
+        "gsm8k_pissa",
+        "gsm8k_nll_pissa",
+        "train_ba-lora",
+        "gsm8k_ba-lora",
+        "gsm8k_nll_ba-lora",
+    ]
+    for config in (
+        "configs/gpu/smollm2_gsm8k_pissa_zero2.yaml",
+        "configs/gpu/smollm2_gsm8k_ba-lora_zero2.yaml",
+    ):
         assert f"--config {config}" in proc.stdout and (REPO / config).is_file()
     assert not (tmp_path / "gpu").exists()
     bad = run_script("gpu_check.sh", "--dryrun")
     assert bad.returncode == 2 and "unknown argument '--dryrun'" in bad.stderr
     # Without the data it stops before anything runs, and says which file is missing.
-    missing = run_script("gpu_check.sh", env={"GSM8K_DIR": str(tmp_path / "nowhere"), "OUT_DIR": str(tmp_path / "gpu")})
+    missing = run_script(
+        "gpu_check.sh", env={"GSM8K_DIR": str(tmp_path / "nowhere"), "OUT_DIR": str(tmp_path / "gpu")}
+    )
     assert missing.returncode == 2 and "nowhere/train.jsonl not found" in missing.stderr
     assert not (tmp_path / "gpu").exists()

@@ -42,8 +42,19 @@ def test_tiny_run_writes_all_artifacts(tmp_path):
 
 
 def test_flags_override_config_and_lora_method(tmp_path):
-    metrics = _run(tmp_path, "--max_steps", "1", "--method", "lora", "--lora_r", "2", "--lora_alpha", "2",
-                   "--regularizer_preset", "none")
+    metrics = _run(
+        tmp_path,
+        "--max_steps",
+        "1",
+        "--method",
+        "lora",
+        "--lora_r",
+        "2",
+        "--lora_alpha",
+        "2",
+        "--regularizer_preset",
+        "none",
+    )
     assert metrics["method"] == "lora" and metrics["trainable_params"] == 4096
     assert metrics["lambdas"] == {"consistency": 0.0, "diversity": 0.0, "svd": 0.0}
 
@@ -60,31 +71,60 @@ def test_resume_from_last_checkpoint(tmp_path):
     # As if the run had died after its second checkpoint.
     (tmp_path / "out" / "metrics.json").unlink()
     shutil.rmtree(tmp_path / "out" / "checkpoint-3")
-    metrics = _run(tmp_path, "--max_steps", "3", "--save_strategy", "steps", "--save_steps", "1",
-                   "--resume_from_checkpoint", "last")
+    metrics = _run(
+        tmp_path,
+        "--max_steps",
+        "3",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "1",
+        "--resume_from_checkpoint",
+        "last",
+    )
     assert metrics["epoch"] > 0 and metrics["resumed_from_checkpoint"].endswith("checkpoint-2")
     with pytest.raises(FileNotFoundError, match="no complete checkpoint"):
-        train_nlg.main(["--config", TINY, "--output_dir", str(tmp_path / "empty"), "--resume_from_checkpoint", "last"])
+        train_nlg.main(
+            ["--config", TINY, "--output_dir", str(tmp_path / "empty"), "--resume_from_checkpoint", "last"]
+        )
 
 
 def test_pissa_init_dir_is_written_once_and_reused(tmp_path):
     init_dir = tmp_path / "init"
     _run(tmp_path, "--max_steps", "1", "--init_dir", str(init_dir))
     stamp = (init_dir / "COMPLETE").stat().st_mtime_ns
-    train_nlg.main(["--config", TINY, "--output_dir", str(tmp_path / "second"), "--max_steps", "1",
-                    "--init_dir", str(init_dir), "--seed", "7"])
+    train_nlg.main(
+        [
+            "--config",
+            TINY,
+            "--output_dir",
+            str(tmp_path / "second"),
+            "--max_steps",
+            "1",
+            "--init_dir",
+            str(init_dir),
+            "--seed",
+            "7",
+        ]
+    )
     assert (init_dir / "COMPLETE").stat().st_mtime_ns == stamp
 
 
-@pytest.mark.parametrize("flags, error, match", [
-    (["--method", "qlora"], ValueError, "supports method"),
-    (["--method", "ba-lora", "--regularizer_preset", "none"], ValueError, "PiSSA \\+ regularisers"),
-    (["--data_split", "train[5:5]"], ValueError, "No rows left"),
-    (["--query_field", "question"], ValueError, "has no query_field 'question'"),
-    (["--data_path", "/nonexistent/data.jsonl"], FileNotFoundError, "does not exist"),
-    (["--model_name_or_path", "smollm2-135m-instruct", "--attn_implementation", "flash_attention_2"],
-     RuntimeError, "flash-attn is not installed"),
-])
+@pytest.mark.parametrize(
+    "flags, error, match",
+    [
+        (["--method", "qlora"], ValueError, "supports method"),
+        (["--method", "ba-lora", "--regularizer_preset", "none"], ValueError, "PiSSA \\+ regularisers"),
+        (["--data_split", "train[5:5]"], ValueError, "No rows left"),
+        (["--query_field", "question"], ValueError, "has no query_field 'question'"),
+        (["--data_path", "/nonexistent/data.jsonl"], FileNotFoundError, "does not exist"),
+        (
+            ["--model_name_or_path", "smollm2-135m-instruct", "--attn_implementation", "flash_attention_2"],
+            RuntimeError,
+            "flash-attn is not installed",
+        ),
+    ],
+)
 def test_bad_input_raises_clear_errors(tmp_path, flags, error, match):
     if "flash_attention_2" in flags and __import__("importlib").util.find_spec("flash_attn"):
         pytest.skip("flash-attn is installed here")
@@ -101,8 +141,22 @@ def test_unknown_config_key_is_an_error(tmp_path):
 
 def test_cli_error_exits_non_zero_with_a_message(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "train_nlg.py", "--config", TINY, "--output_dir", str(tmp_path / "o"),
-                           "--method", "qlora"], cwd=REPO, capture_output=True, text=True, env=env)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "train_nlg.py",
+            "--config",
+            TINY,
+            "--output_dir",
+            str(tmp_path / "o"),
+            "--method",
+            "qlora",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert proc.returncode != 0 and "supports method" in proc.stderr
 
 
@@ -120,8 +174,22 @@ def test_every_config_parses(path, tmp_path):
     config = yaml.safe_load((REPO / path).read_text())
     classes, script_flags = _entry_point_for(config)
     # parsing validates names, types and the regulariser presets; deepspeed/bf16 need a GPU to validate
-    parsed = parse_args(classes, [*script_flags, "--config", str(REPO / path), "--output_dir", str(tmp_path),
-                                  "--use_cpu", "true", "--bf16", "false", "--deepspeed", ""])
+    parsed = parse_args(
+        classes,
+        [
+            *script_flags,
+            "--config",
+            str(REPO / path),
+            "--output_dir",
+            str(tmp_path),
+            "--use_cpu",
+            "true",
+            "--bf16",
+            "false",
+            "--deepspeed",
+            "",
+        ],
+    )
     assert len(parsed) == len(classes)
 
 
@@ -141,9 +209,24 @@ def test_deepspeed_configs_are_consistent_with_training_arguments(name, tmp_path
 def test_deepspeed_zero2_two_cpu_processes(tmp_path):
     """A real ZeRO-2 run with 2 processes on CPU (gloo); the first run compiles DeepSpeed's CPU ops."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-           "train_nlg.py", "--config", TINY, "--output_dir", str(tmp_path / "ds"), "--max_steps", "3",
-           "--deepspeed", "configs/deepspeed/zero2.json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29517",
+        "train_nlg.py",
+        "--config",
+        TINY,
+        "--output_dir",
+        str(tmp_path / "ds"),
+        "--max_steps",
+        "3",
+        "--deepspeed",
+        "configs/deepspeed/zero2.json",
+    ]
     proc = launch_distributed(cmd, env, REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = json.loads((tmp_path / "ds" / "run.json").read_text())
@@ -160,11 +243,41 @@ def test_deepspeed_zero3_with_saved_pissa_decomposition(tmp_path):
     are gathered from the partitions and converted from files."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     init = ["--init_dir", str(tmp_path / "init")]
-    subprocess.run([sys.executable, "train_nlg.py", "--config", TINY, "--output_dir", str(tmp_path / "i"),
-                    "--init_only", *init], cwd=REPO, check=True, capture_output=True, env=env)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29518",
-           "train_nlg.py", "--config", TINY, "--output_dir", str(tmp_path / "z3"), "--max_steps", "2",
-           "--deepspeed", "configs/deepspeed/zero3.json", *init]
+    subprocess.run(
+        [
+            sys.executable,
+            "train_nlg.py",
+            "--config",
+            TINY,
+            "--output_dir",
+            str(tmp_path / "i"),
+            "--init_only",
+            *init,
+        ],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        env=env,
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29518",
+        "train_nlg.py",
+        "--config",
+        TINY,
+        "--output_dir",
+        str(tmp_path / "z3"),
+        "--max_steps",
+        "2",
+        "--deepspeed",
+        "configs/deepspeed/zero3.json",
+        *init,
+    ]
     proc = launch_distributed(cmd, env, REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     from safetensors.torch import load_file

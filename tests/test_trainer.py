@@ -18,10 +18,25 @@ from balora.trainer import BALoRATrainer, BALoRATrainingArguments, scheduled_lam
 
 
 def _args(tmp_path, **overrides):
-    values = dict(output_dir=str(tmp_path), per_device_train_batch_size=8, gradient_accumulation_steps=1,
-                  max_steps=1, learning_rate=1.0, optim="sgd", lr_scheduler_type="constant", warmup_steps=0,
-                  max_grad_norm=0.0, weight_decay=0.0, report_to="none", use_cpu=True, save_strategy="no",
-                  logging_steps=1, seed=0, disable_tqdm=True, dataloader_num_workers=0)
+    values = dict(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=8,
+        gradient_accumulation_steps=1,
+        max_steps=1,
+        learning_rate=1.0,
+        optim="sgd",
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        max_grad_norm=0.0,
+        weight_decay=0.0,
+        report_to="none",
+        use_cpu=True,
+        save_strategy="no",
+        logging_steps=1,
+        seed=0,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
     values.update(overrides)
     return BALoRATrainingArguments(**values)
 
@@ -55,9 +70,11 @@ def test_zero_lambdas_give_exactly_the_plain_trainer_loss_and_no_reference_forwa
     dataset = random_response_dataset()
     batch = _batch(dataset, tokenizer)
     plain = Trainer(model=model, args=_args(tmp_path), data_collator=CausalLMCollator(tokenizer.pad_token_id))
-    ba = BALoRATrainer(model=model, args=_args(tmp_path, lambda_consistency=0.0, lambda_diversity=0.0,
-                                                lambda_svd=0.0),
-                       data_collator=CausalLMCollator(tokenizer.pad_token_id))
+    ba = BALoRATrainer(
+        model=model,
+        args=_args(tmp_path, lambda_consistency=0.0, lambda_diversity=0.0, lambda_svd=0.0),
+        data_collator=CausalLMCollator(tokenizer.pad_token_id),
+    )
     counter = _ForwardCounter(model.get_base_model().model.embed_tokens)
     model.train()
     expected = plain.compute_loss(model, dict(batch), num_items_in_batch=None)
@@ -71,8 +88,9 @@ def test_consistency_is_zero_at_step_zero_for_pissa(tmp_path):
     model, tokenizer = _model("pissa", perturb=False)
     dataset = random_response_dataset()
     args = _args(tmp_path, regularizer_preset="iclr2026", max_steps=1)
-    trainer = BALoRATrainer(model=model, args=args, train_dataset=dataset,
-                            data_collator=CausalLMCollator(tokenizer.pad_token_id))
+    trainer = BALoRATrainer(
+        model=model, args=args, train_dataset=dataset, data_collator=CausalLMCollator(tokenizer.pad_token_id)
+    )
     trainer.train()
     logged = [e for e in trainer.state.log_history if "consistency_loss" in e][0]
     assert logged["consistency_loss"] == 0.0
@@ -85,19 +103,28 @@ def test_consistency_is_zero_at_step_zero_for_pissa(tmp_path):
 def _one_step_update(tmp_path, batch_size, accumulation, **reg):
     model, tokenizer = _model()
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-    args = _args(tmp_path, per_device_train_batch_size=batch_size, gradient_accumulation_steps=accumulation, **reg)
-    trainer = BALoRATrainer(model=model, args=args, train_dataset=random_response_dataset(),
-                            data_collator=CausalLMCollator(tokenizer.pad_token_id))
+    args = _args(
+        tmp_path, per_device_train_batch_size=batch_size, gradient_accumulation_steps=accumulation, **reg
+    )
+    trainer = BALoRATrainer(
+        model=model,
+        args=args,
+        train_dataset=random_response_dataset(),
+        data_collator=CausalLMCollator(tokenizer.pad_token_id),
+    )
     trainer.train()
     return {n: p.detach() - before[n] for n, p in model.named_parameters() if p.requires_grad}
 
 
-@pytest.mark.parametrize("reg", [
-    dict(lambda_consistency=0.0, lambda_diversity=0.0, lambda_svd=0.0),
-    # strong weights so that a GA-dependent weight would show; svd excluded: the spectrum of a
-    # 2-row micro-batch is not that of 8 rows (the term is not a mean over rows)
-    dict(lambda_consistency=5.0, lambda_diversity=1.0, lambda_svd=0.0, diversity_type="entropy"),
-])
+@pytest.mark.parametrize(
+    "reg",
+    [
+        dict(lambda_consistency=0.0, lambda_diversity=0.0, lambda_svd=0.0),
+        # strong weights so that a GA-dependent weight would show; svd excluded: the spectrum of a
+        # 2-row micro-batch is not that of 8 rows (the term is not a mean over rows)
+        dict(lambda_consistency=5.0, lambda_diversity=1.0, lambda_svd=0.0, diversity_type="entropy"),
+    ],
+)
 def test_gradient_accumulation_4x2_equals_1x8(tmp_path, reg):
     update_ga = _one_step_update(tmp_path / "ga", 2, 4, **reg)
     update_full = _one_step_update(tmp_path / "full", 8, 1, **reg)
@@ -106,9 +133,12 @@ def test_gradient_accumulation_4x2_equals_1x8(tmp_path, reg):
 
 
 def test_regularizers_change_the_update(tmp_path):
-    plain = _one_step_update(tmp_path / "a", 8, 1, lambda_consistency=0.0, lambda_diversity=0.0, lambda_svd=0.0)
-    regularized = _one_step_update(tmp_path / "b", 8, 1, lambda_consistency=5.0, lambda_diversity=1.0,
-                                   lambda_svd=1.0)
+    plain = _one_step_update(
+        tmp_path / "a", 8, 1, lambda_consistency=0.0, lambda_diversity=0.0, lambda_svd=0.0
+    )
+    regularized = _one_step_update(
+        tmp_path / "b", 8, 1, lambda_consistency=5.0, lambda_diversity=1.0, lambda_svd=1.0
+    )
     assert max((plain[n] - regularized[n]).abs().max() for n in plain) > 1e-4
 
 
@@ -130,13 +160,25 @@ def test_preset_fills_unset_fields_and_explicit_values_win(tmp_path):
     assert (args.consistency_type, args.temperature, args.diversity_type) == ("kl", 2.0, "topk_entropy")
     assert (args.svd_top_k, args.svd_normalizer) == (10, "frobenius")
     v5 = _args(tmp_path, regularizer_preset="v5")
-    assert (v5.lambda_consistency, v5.temperature, v5.diversity_type, v5.svd_normalizer) == (1e-4, 1.0, "entropy", "nuclear")
+    assert (v5.lambda_consistency, v5.temperature, v5.diversity_type, v5.svd_normalizer) == (
+        1e-4,
+        1.0,
+        "entropy",
+        "nuclear",
+    )
     nlu = _args(tmp_path, regularizer_preset="iclr2026", regularizer_task="nlu")
     assert (nlu.lambda_consistency, nlu.diversity_type, nlu.svd_top_k) == (0.15, "covariance", 5)
 
 
-@pytest.mark.parametrize("bad", [dict(regularizer_preset="iclr"), dict(lambda_svd=-1.0),
-                                 dict(lambda_schedule="linear"), dict(svd_normalizer="spectral")])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(regularizer_preset="iclr"),
+        dict(lambda_svd=-1.0),
+        dict(lambda_schedule="linear"),
+        dict(svd_normalizer="spectral"),
+    ],
+)
 def test_bad_regularizer_arguments_raise(tmp_path, bad):
     with pytest.raises(ValueError):
         _args(tmp_path, **bad)
@@ -145,8 +187,12 @@ def test_bad_regularizer_arguments_raise(tmp_path, bad):
 def test_terms_with_zero_lambda_are_logged_too(tmp_path):
     model, tokenizer = _model()
     args = _args(tmp_path, lambda_consistency=0.1, lambda_diversity=0.0, lambda_svd=0.0)
-    trainer = BALoRATrainer(model=model, args=args, train_dataset=random_response_dataset(),
-                            data_collator=CausalLMCollator(tokenizer.pad_token_id))
+    trainer = BALoRATrainer(
+        model=model,
+        args=args,
+        train_dataset=random_response_dataset(),
+        data_collator=CausalLMCollator(tokenizer.pad_token_id),
+    )
     trainer.train()
     logged = [e for e in trainer.state.log_history if "task_loss" in e][0]
     assert logged["consistency_loss"] > 0  # the perturbed adapter differs from the reference
@@ -162,8 +208,12 @@ def _nlu_update(tmp_path, batch_size, accumulation):
     model, _ = load_classifier("tiny-bert", "sst2", seed=0)
     model.apply(lambda m: setattr(m, "p", 0.0) if isinstance(m, nn.Dropout) else None)  # deterministic
     torch.manual_seed(0)
-    model = prepare_model(model, AdapterConfig(method="lora", r=4, alpha=4, target_modules=["query", "value"],
-                                               modules_to_save=["classifier"]))
+    model = prepare_model(
+        model,
+        AdapterConfig(
+            method="lora", r=4, alpha=4, target_modules=["query", "value"], modules_to_save=["classifier"]
+        ),
+    )
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -171,10 +221,21 @@ def _nlu_update(tmp_path, batch_size, accumulation):
                 p.add_(0.5 * torch.randn(p.shape, generator=g))
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     ids = torch.randint(1000, 5000, (8, 12), generator=torch.Generator().manual_seed(2))
-    dataset = Dataset.from_list([{"input_ids": row.tolist(), "attention_mask": [1] * 12, "labels": i % 2}
-                                 for i, row in enumerate(ids)])
-    args = _args(tmp_path, per_device_train_batch_size=batch_size, gradient_accumulation_steps=accumulation,
-                 regularizer_task="nlu", lambda_consistency=5.0, lambda_diversity=0.0, lambda_svd=0.0)
+    dataset = Dataset.from_list(
+        [
+            {"input_ids": row.tolist(), "attention_mask": [1] * 12, "labels": i % 2}
+            for i, row in enumerate(ids)
+        ]
+    )
+    args = _args(
+        tmp_path,
+        per_device_train_batch_size=batch_size,
+        gradient_accumulation_steps=accumulation,
+        regularizer_task="nlu",
+        lambda_consistency=5.0,
+        lambda_diversity=0.0,
+        lambda_svd=0.0,
+    )
     trainer = BALoRATrainer(model=model, args=args, train_dataset=dataset)
     trainer.train()
     return {n: p.detach() - before[n] for n, p in model.named_parameters() if p.requires_grad}
@@ -198,20 +259,37 @@ def test_nlu_reference_cache_skips_later_reference_forwards_and_changes_nothing(
         model, _ = load_classifier("tiny-bert", "sst2", seed=0)
         model.apply(lambda m: setattr(m, "p", 0.0) if isinstance(m, nn.Dropout) else None)
         torch.manual_seed(0)
-        model = prepare_model(model, AdapterConfig(method="pissa", r=4, alpha=4, target_modules=["query", "value"],
-                                                   modules_to_save=["classifier"]))
+        model = prepare_model(
+            model,
+            AdapterConfig(
+                method="pissa",
+                r=4,
+                alpha=4,
+                target_modules=["query", "value"],
+                modules_to_save=["classifier"],
+            ),
+        )
         counter = _ForwardCounter(model.get_base_model().bert.embeddings)
         ids = torch.randint(1000, 5000, (8, 12), generator=torch.Generator().manual_seed(2))
-        dataset = Dataset.from_list([{"input_ids": row[: 8 + i % 4].tolist(), "labels": i % 2}
-                                     for i, row in enumerate(ids)])
+        dataset = Dataset.from_list(
+            [{"input_ids": row[: 8 + i % 4].tolist(), "labels": i % 2} for i, row in enumerate(ids)]
+        )
         from transformers import DataCollatorWithPadding
 
-        args = _args(tmp_path / str(cache), per_device_train_batch_size=4, max_steps=-1, num_train_epochs=2,
-                     learning_rate=0.05, regularizer_task="nlu", regularizer_preset="iclr2026",
-                     cache_reference_logits=cache)
+        args = _args(
+            tmp_path / str(cache),
+            per_device_train_batch_size=4,
+            max_steps=-1,
+            num_train_epochs=2,
+            learning_rate=0.05,
+            regularizer_task="nlu",
+            regularizer_preset="iclr2026",
+            cache_reference_logits=cache,
+        )
         tokenizer = load_classifier("tiny-bert", "sst2")[1]
-        trainer = BALoRATrainer(model=model, args=args, train_dataset=dataset,
-                                data_collator=DataCollatorWithPadding(tokenizer))
+        trainer = BALoRATrainer(
+            model=model, args=args, train_dataset=dataset, data_collator=DataCollatorWithPadding(tokenizer)
+        )
         trainer.train()
         params = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
         return counter.calls, params
@@ -269,7 +347,14 @@ def test_rows_only_reference_head_falls_back_for_models_with_logit_post_processi
 
     from balora.trainer import _rows_only_head
 
-    config = Gemma2Config(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                          num_attention_heads=2, num_key_value_heads=1, head_dim=16,
-                          final_logit_softcapping=30.0)
+    config = Gemma2Config(
+        vocab_size=128,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        final_logit_softcapping=30.0,
+    )
     assert _rows_only_head(Gemma2ForCausalLM(config)) is None  # tanh soft-capping follows the head

@@ -14,10 +14,28 @@ from balora.repro.data import CausalLMCollator
 from balora.repro.models import tiny_causal_lm
 from balora.trainer import BALoRATrainer, BALoRATrainingArguments
 
-_TINY_RUN = dict(per_device_train_batch_size=8, learning_rate=0.5, optim="sgd", lr_scheduler_type="constant",
-                 warmup_steps=0, max_grad_norm=0.0, weight_decay=0.0, use_cpu=True, save_strategy="no",
-                 seed=0, disable_tqdm=True, dataloader_num_workers=0)
-_FORM_FIELDS = ("consistency_type", "temperature", "diversity_type", "entropy_top_k", "svd_top_k", "svd_normalizer")
+_TINY_RUN = dict(
+    per_device_train_batch_size=8,
+    learning_rate=0.5,
+    optim="sgd",
+    lr_scheduler_type="constant",
+    warmup_steps=0,
+    max_grad_norm=0.0,
+    weight_decay=0.0,
+    use_cpu=True,
+    save_strategy="no",
+    seed=0,
+    disable_tqdm=True,
+    dataloader_num_workers=0,
+)
+_FORM_FIELDS = (
+    "consistency_type",
+    "temperature",
+    "diversity_type",
+    "entropy_top_k",
+    "svd_top_k",
+    "svd_normalizer",
+)
 
 
 def _args(tmp_path, **overrides):
@@ -55,7 +73,9 @@ def test_without_a_preset_the_values_written_to_saved_configs_are_unchanged(tmp_
 
 
 def test_the_renamed_fields_reach_the_regularizer_config(tmp_path):
-    args = _args(tmp_path, consistency_type="mse_normalized", diversity_type="covariance", regularizer_task="nlu")
+    args = _args(
+        tmp_path, consistency_type="mse_normalized", diversity_type="covariance", regularizer_task="nlu"
+    )
     config = args.regularizer_config()
     assert (config.consistency, config.diversity) == ("mse_normalized", "covariance")
 
@@ -65,7 +85,9 @@ def test_output_dir_is_required(tmp_path):
         BALoRATrainingArguments(report_to="none")
     with pytest.raises(ValueError, match="pass --output_dir"):
         parse_args((BALoRATrainingArguments,), ["--use_cpu"])
-    assert parse_args((BALoRATrainingArguments,), ["--output_dir", str(tmp_path)])[0].output_dir == str(tmp_path)
+    assert parse_args((BALoRATrainingArguments,), ["--output_dir", str(tmp_path)])[0].output_dir == str(
+        tmp_path
+    )
 
 
 def test_report_to_defaults_to_tensorboard_and_an_explicit_value_wins(tmp_path):
@@ -92,8 +114,12 @@ def _pissa_model():
 def _train(tmp_path, model, tokenizer, **overrides):
     values = dict(output_dir=str(tmp_path), max_steps=3, logging_steps=1, report_to="none", **_TINY_RUN)
     values.update(overrides)
-    run = BALoRATrainer(model=model, args=BALoRATrainingArguments(**values), train_dataset=random_response_dataset(),
-                        data_collator=CausalLMCollator(tokenizer.pad_token_id))
+    run = BALoRATrainer(
+        model=model,
+        args=BALoRATrainingArguments(**values),
+        train_dataset=random_response_dataset(),
+        data_collator=CausalLMCollator(tokenizer.pad_token_id),
+    )
     run.train()
     return run
 
@@ -102,10 +128,21 @@ def test_tensorboard_events_hold_every_term(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     model, tokenizer = _pissa_model()
-    values = dict(output_dir=str(tmp_path), max_steps=2, logging_steps=1, lambda_consistency=0.1,
-                  lambda_diversity=0.0, lambda_svd=0.05, **_TINY_RUN)
-    run = BALoRATrainer(model=model, args=BALoRATrainingArguments(**values), train_dataset=random_response_dataset(),
-                        data_collator=CausalLMCollator(tokenizer.pad_token_id))
+    values = dict(
+        output_dir=str(tmp_path),
+        max_steps=2,
+        logging_steps=1,
+        lambda_consistency=0.1,
+        lambda_diversity=0.0,
+        lambda_svd=0.05,
+        **_TINY_RUN,
+    )
+    run = BALoRATrainer(
+        model=model,
+        args=BALoRATrainingArguments(**values),
+        train_dataset=random_response_dataset(),
+        data_collator=CausalLMCollator(tokenizer.pad_token_id),
+    )
     assert run.args.report_to == ["tensorboard"]
     run.train()
     event_files = list((tmp_path / "runs").rglob("events.out.tfevents.*"))
@@ -128,8 +165,15 @@ def test_zero_lambda_terms_are_logged_at_full_precision_without_changing_trainin
     embed = model.get_base_model().model.embed_tokens
     calls = []
     embed.register_forward_hook(lambda *a: calls.append(1))
-    logged_run = _train(tmp_path / "a", model, tokenizer, lambda_consistency=0.0, lambda_diversity=0.5,
-                        lambda_svd=0.0, logging_steps=2)
+    logged_run = _train(
+        tmp_path / "a",
+        model,
+        tokenizer,
+        lambda_consistency=0.0,
+        lambda_diversity=0.5,
+        lambda_svd=0.0,
+        logging_steps=2,
+    )
     # 3 student forwards + 1 reference forward (step 2, the only logged step)
     assert len(calls) == 4
     logged = [e for e in logged_run.state.log_history if "task_loss" in e]
@@ -139,8 +183,15 @@ def test_zero_lambda_terms_are_logged_at_full_precision_without_changing_trainin
     trained = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
     model, tokenizer = _pissa_model()
-    _train(tmp_path / "b", model, tokenizer, lambda_consistency=0.0, lambda_diversity=0.5, lambda_svd=0.0,
-           logging_steps=100)
+    _train(
+        tmp_path / "b",
+        model,
+        tokenizer,
+        lambda_consistency=0.0,
+        lambda_diversity=0.5,
+        lambda_svd=0.0,
+        logging_steps=100,
+    )
     for name, p in model.named_parameters():
         if p.requires_grad:
             assert torch.equal(p.detach(), trained[name]), name
@@ -150,15 +201,18 @@ def test_all_zero_lambdas_log_every_term_and_keep_the_plain_loss(tmp_path):
     from transformers import Trainer
 
     model, tokenizer = _pissa_model()
-    run = BALoRATrainer(model=model, args=_args(tmp_path, logging_steps=1),
-                        data_collator=CausalLMCollator(tokenizer.pad_token_id))
+    run = BALoRATrainer(
+        model=model,
+        args=_args(tmp_path, logging_steps=1),
+        data_collator=CausalLMCollator(tokenizer.pad_token_id),
+    )
     plain = Trainer(model=model, args=_args(tmp_path), data_collator=CausalLMCollator(tokenizer.pad_token_id))
     dataset = random_response_dataset()
     batch = CausalLMCollator(tokenizer.pad_token_id)([dataset[i] for i in range(len(dataset))])
     run.state.logging_steps = 1  # as train() sets it: this micro-batch belongs to a logged step
     model.train()
     assert torch.equal(run.compute_loss(model, dict(batch)), plain.compute_loss(model, dict(batch)))
-    assert all(count == 1 for count in run._term_sums[2 + len(trainer.TERMS):].tolist())
+    assert all(count == 1 for count in run._term_sums[2 + len(trainer.TERMS) :].tolist())
 
 
 def test_a_plain_peft_model_logs_the_terms_that_need_no_reference(tmp_path):

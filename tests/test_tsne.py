@@ -33,8 +33,17 @@ def test_single_run_writes_pdf_png_and_silhouettes(tmp_path, capsys):
 def test_compare_four_panels_orders_separation(tmp_path):
     dirs = [_dump(tmp_path / f"r{i}", separation=sep, seed=i) for i, sep in enumerate((0.0, 12.0, 0.0, 12.0))]
     titles = ["A LoRA", "A BA-LoRA", "B LoRA", "B BA-LoRA"]
-    scores = tsne_visualization.main(["--compare", "--features_dir", *map(str, dirs), "--titles", *titles,
-                                      "--output_dir", str(tmp_path / "out")])
+    scores = tsne_visualization.main(
+        [
+            "--compare",
+            "--features_dir",
+            *map(str, dirs),
+            "--titles",
+            *titles,
+            "--output_dir",
+            str(tmp_path / "out"),
+        ]
+    )
     assert (tmp_path / "out" / "tsne_compare_step_final.png").is_file()
     assert (tmp_path / "out" / "tsne_compare_step_final.pdf").is_file()
     assert scores["A BA-LoRA"]["silhouette_raw"] > scores["A LoRA"]["silhouette_raw"] + 0.2
@@ -47,6 +56,17 @@ def test_bad_input(tmp_path):
     with pytest.raises(ValueError, match="perplexity"):  # 20 points < perplexity 30
         tsne_visualization.main(["--features_dir", str(run), "--output_dir", str(tmp_path)])
     # Command line: several runs without --compare is a usage error (exit code 2).
-    proc = subprocess.run([sys.executable, "tsne_visualization.py", "--features_dir", str(run), str(run),
-                           "--output_dir", str(tmp_path)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "tsne_visualization.py",
+            "--features_dir",
+            str(run),
+            str(run),
+            "--output_dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2 and "--compare" in proc.stderr

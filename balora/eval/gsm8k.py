@@ -39,9 +39,9 @@ PROTOCOL_VERSION = "2"
 HUB_ID = "openai/gsm8k"
 GRADING = {
     "score": "paper protocol (MetaMath eval_gsm8k.py): number after the last 'The answer is: ', "
-             "rounded to an integer, compared with the gold; same as `accuracy`",
+    "rounded to an integer, compared with the gold; same as `accuracy`",
     "accuracy_lenient": "NOT the paper's protocol: also accepts 'The answer is' in any case, '####', "
-                        "\\boxed{}, else the last number; exact rational comparison",
+    "\\boxed{}, else the last number; exact rational comparison",
 }
 PAPER_MARKER = "The answer is: "
 # MetaMath eval_gsm8k.py, extract_answer_number: the first number-like run after the marker.
@@ -146,7 +146,7 @@ def extract_answer_lenient(completion: str) -> tuple[str | None, str | None]:
     """The lenient reading: (answer string, method) from a model completion, or (None, None)."""
     markers = list(_MARKER_RE.finditer(completion))
     if markers:
-        number = _first_number(completion[markers[-1].end():])
+        number = _first_number(completion[markers[-1].end() :])
         if number is not None:
             return number, "marker"
     if "####" in completion:
@@ -198,8 +198,15 @@ def load_tasks(data: str | None = None, limit: int | None = None) -> tuple[list[
     for index, row in enumerate(rows):
         if "question" not in row or "answer" not in row:
             raise ValueError(f"{data or HUB_ID} row {index}: GSM8K rows need 'question' and 'answer' fields")
-        tasks.append({"task_id": index, "prompt": format_prompt(row["question"]),
-                      "gold": gold_answer(row["answer"]), "question": row["question"], "solution": row["answer"]})
+        tasks.append(
+            {
+                "task_id": index,
+                "prompt": format_prompt(row["question"]),
+                "gold": gold_answer(row["answer"]),
+                "question": row["question"],
+                "solution": row["answer"],
+            }
+        )
     return tasks, source
 
 
@@ -212,7 +219,13 @@ def score_sample(task: dict, completion: str) -> dict:
     extracted = extract_answer(completion)
     value = answer_value(extracted)
     lenient, method = extract_answer_lenient(completion)
-    return {"extracted": extracted, "value": value, "extraction": "marker" if extracted is not None else None,
-            "gold": task["gold"], "correct": is_correct(value, task["gold"]),
-            "extracted_lenient": lenient, "extraction_lenient": method,
-            "correct_lenient": is_correct_lenient(lenient, task["gold"])}
+    return {
+        "extracted": extracted,
+        "value": value,
+        "extraction": "marker" if extracted is not None else None,
+        "gold": task["gold"],
+        "correct": is_correct(value, task["gold"]),
+        "extracted_lenient": lenient,
+        "extraction_lenient": method,
+        "correct_lenient": is_correct_lenient(lenient, task["gold"]),
+    }

@@ -43,9 +43,9 @@ _MARKER_RE = re.compile(r"the answer is\s*:?", re.IGNORECASE)
 PAPER_MARKER = "The answer is: "
 GRADING = {
     "score": "paper protocol (MetaMath eval_math.py + util.is_equiv, Hendrycks normalisation): text "
-             "after the last 'The answer is: ' up to '.\\n'; same as `accuracy`",
+    "after the last 'The answer is: ' up to '.\\n'; same as `accuracy`",
     "accuracy_lenient": "NOT the paper's protocol: any-case 'the answer is' or the last \\boxed{}, "
-                        "normalisation with additions and numeric equality of plain numbers/fractions",
+    "normalisation with additions and numeric equality of plain numbers/fractions",
     "math_verify_score": "Math-Verify on the lenient extraction (second opinion)",
 }
 
@@ -68,7 +68,7 @@ def last_boxed(text: str) -> str | None:
         elif rest[position] == "}":
             depth -= 1
             if depth == 0:
-                return rest[start + 1:position]
+                return rest[start + 1 : position]
     return None  # unbalanced: the completion was cut off
 
 
@@ -76,7 +76,7 @@ def extract_answer_lenient(completion: str) -> tuple[str | None, str | None]:
     """The lenient reading: (answer, method) with method "marker" or "boxed", or (None, None)."""
     markers = list(_MARKER_RE.finditer(completion))
     if markers:
-        segment = completion[markers[-1].end():].strip().split("\n")[0].strip()
+        segment = completion[markers[-1].end() :].strip().split("\n")[0].strip()
         boxed = last_boxed(segment)
         if boxed is not None:
             segment = boxed
@@ -168,7 +168,9 @@ def strip_string(string: str) -> str:
     string = string.replace("^{\\circ}", "").replace("^\\circ", "")
     string = string.replace("\\$", "")
     string = _paper_remove_right_units(string)
-    string = string.replace("\\%", "")  # only "\%": a bare "%" stays (the original's two lines both remove "\%")
+    string = string.replace(
+        "\\%", ""
+    )  # only "\%": a bare "%" stays (the original's two lines both remove "\%")
     string = string.replace(" .", " 0.").replace("{.", "{0.")
     if len(string) == 0:
         return string
@@ -379,8 +381,15 @@ def load_tasks(data: str | None = None, limit: int | None = None) -> tuple[list[
             gold = gold_answer(row)
         except ValueError as err:
             raise ValueError(f"{data or HUB_ID} row {index}: {err}") from err
-        tasks.append({"task_id": index, "prompt": format_prompt(problem), "gold": gold,
-                      "level": row.get("level"), "type": row.get("type", row.get("subject"))})
+        tasks.append(
+            {
+                "task_id": index,
+                "prompt": format_prompt(problem),
+                "gold": gold,
+                "level": row.get("level"),
+                "type": row.get("type", row.get("subject")),
+            }
+        )
     return tasks, source
 
 
@@ -393,8 +402,13 @@ def score_sample(task: dict, completion: str) -> dict:
     """
     extracted = extract_answer(completion)
     lenient, method = extract_answer_lenient(completion)
-    return {"extracted": extracted, "extraction": "marker" if extracted is not None else None,
-            "gold": task["gold"], "correct": is_equiv(extracted, task["gold"]),
-            "extracted_lenient": lenient, "extraction_lenient": method,
-            "correct_lenient": is_equiv_lenient(lenient, task["gold"]),
-            "math_verify": math_verify_equiv(lenient, task["gold"])}
+    return {
+        "extracted": extracted,
+        "extraction": "marker" if extracted is not None else None,
+        "gold": task["gold"],
+        "correct": is_equiv(extracted, task["gold"]),
+        "extracted_lenient": lenient,
+        "extraction_lenient": method,
+        "correct_lenient": is_equiv_lenient(lenient, task["gold"]),
+        "math_verify": math_verify_equiv(lenient, task["gold"]),
+    }

@@ -57,18 +57,32 @@ def load_questions(data: str | None = None, limit: int | None = None) -> tuple[l
     else:
         from balora.repro import rehearsal
 
-        rows = [{"question_id": r["prompt_id"], "category": r["category"], "turns": r["prompt"],
-                 "reference": r.get("reference") or None}
-                for r in rehearsal.load_hub_dataset(HUB_ID, split="train")]
+        rows = [
+            {
+                "question_id": r["prompt_id"],
+                "category": r["category"],
+                "turns": r["prompt"],
+                "reference": r.get("reference") or None,
+            }
+            for r in rehearsal.load_hub_dataset(HUB_ID, split="train")
+        ]
         source = {"source": f"hub:{HUB_ID}/train"}
     source["rows_in_file"] = len(rows)
     questions = []
     for index, row in enumerate(rows[:limit] if limit is not None else rows):
         if "question_id" not in row or not isinstance(row.get("turns"), list) or not row["turns"]:
-            raise ValueError(f"{data or HUB_ID} row {index}: MT-Bench rows need question_id and a list of turns")
-        questions.append({"task_id": int(row["question_id"]), "category": row.get("category", "general"),
-                          "turns": list(row["turns"]), "reference": row.get("reference"),
-                          "prompt": format_prompt(row["turns"][0])})
+            raise ValueError(
+                f"{data or HUB_ID} row {index}: MT-Bench rows need question_id and a list of turns"
+            )
+        questions.append(
+            {
+                "task_id": int(row["question_id"]),
+                "category": row.get("category", "general"),
+                "turns": list(row["turns"]),
+                "reference": row.get("reference"),
+                "prompt": format_prompt(row["turns"][0]),
+            }
+        )
     return questions, source
 
 
@@ -88,28 +102,35 @@ def load_judge_prompts(path: str | os.PathLike) -> dict[str, dict]:
     """FastChat's judge_prompts.jsonl as {name: {system_prompt, prompt_template, ...}}."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"judge prompts file {path} not found; pass --judge_prompts with FastChat's "
-                                "fastchat/llm_judge/data/judge_prompts.jsonl")
+        raise FileNotFoundError(
+            f"judge prompts file {path} not found; pass --judge_prompts with FastChat's "
+            "fastchat/llm_judge/data/judge_prompts.jsonl"
+        )
     prompts = {}
     for line in path.read_text().splitlines():
         if line.strip():
             row = json.loads(line)
             prompts[row["name"]] = row
-    missing = {"single-v1", "single-math-v1", "single-v1-multi-turn", "single-math-v1-multi-turn"} - set(prompts)
+    missing = {"single-v1", "single-math-v1", "single-v1-multi-turn", "single-math-v1-multi-turn"} - set(
+        prompts
+    )
     if missing:
         raise ValueError(f"{path} lacks the judge prompts {sorted(missing)}")
     return prompts
 
 
-def judge_messages(question: dict, answers: list[str], turn: int, prompts: dict[str, dict],
-                   references: dict[int, list[str]]) -> tuple[str, list[dict]]:
+def judge_messages(
+    question: dict, answers: list[str], turn: int, prompts: dict[str, dict], references: dict[int, list[str]]
+) -> tuple[str, list[dict]]:
     """(prompt name, chat messages) asking the judge to rate `turn` (1 or 2) of one question."""
     category = question["category"]
     needs_reference = category in NEED_REFERENCE
     reference = references.get(question["task_id"]) or question.get("reference")
     if needs_reference and not reference:
-        raise ValueError(f"MT-Bench question {question['task_id']} ({category}) needs a reference answer; pass "
-                         "--reference_answers with FastChat's reference_answer/gpt-4.jsonl")
+        raise ValueError(
+            f"MT-Bench question {question['task_id']} ({category}) needs a reference answer; pass "
+            "--reference_answers with FastChat's reference_answer/gpt-4.jsonl"
+        )
     name = ("single-math-v1" if needs_reference else "single-v1") + ("-multi-turn" if turn == 2 else "")
     template = prompts[name]
     q = question["turns"]
@@ -121,8 +142,10 @@ def judge_messages(question: dict, answers: list[str], turn: int, prompts: dict[
         fields = {"question_1": q[0], "answer_1": answers[0], "question_2": q[1], "answer_2": answers[1]}
         if needs_reference:
             fields.update(ref_answer_1=reference[0], ref_answer_2=reference[1])
-    messages = [{"role": "system", "content": template["system_prompt"]},
-                {"role": "user", "content": template["prompt_template"].format(**fields)}]
+    messages = [
+        {"role": "system", "content": template["system_prompt"]},
+        {"role": "user", "content": template["prompt_template"].format(**fields)},
+    ]
     return name, messages
 
 
@@ -154,8 +177,10 @@ class JudgeConfig:
         key = os.environ.get(self.api_key_env)
         if not key:
             if self.base_url is None:
-                raise ValueError(f"The judge needs an API key in ${self.api_key_env} (or --judge_base_url for a "
-                                 "local OpenAI-compatible server)")
+                raise ValueError(
+                    f"The judge needs an API key in ${self.api_key_env} (or --judge_base_url for a "
+                    "local OpenAI-compatible server)"
+                )
             key = "EMPTY"  # local servers usually ignore the key, but the client requires one
         # Retries are ours (with backoff and a clear final error), not the client's.
         return OpenAI(api_key=key, base_url=self.base_url, max_retries=0, timeout=self.timeout_s)
@@ -166,8 +191,15 @@ def _cache_key(question_id: int, turn: int, judge: str, prompt_name: str, answer
     return f"{question_id}|{turn}|{judge}|{prompt_name}|{digest}"
 
 
-def judge_all(questions: list[dict], answers: dict[int, list[str]], turns: int, cfg: JudgeConfig,
-              prompts: dict[str, dict], references: dict[int, list[str]], cache_path: Path) -> dict[tuple, dict]:
+def judge_all(
+    questions: list[dict],
+    answers: dict[int, list[str]],
+    turns: int,
+    cfg: JudgeConfig,
+    prompts: dict[str, dict],
+    references: dict[int, list[str]],
+    cache_path: Path,
+) -> dict[tuple, dict]:
     """Judge every (question, turn) that has answers; {(question_id, turn): judgment record}.
 
     Raises:
@@ -191,8 +223,15 @@ def judge_all(questions: list[dict], answers: dict[int, list[str]], turns: int, 
             continue
         for turn in range(1, min(turns, len(given), len(question["turns"])) + 1):
             name, messages = judge_messages(question, given, turn, prompts, references)
-            jobs.append((question["task_id"], turn, name, messages, _cache_key(question["task_id"], turn, cfg.model,
-                                                                               name, given)))
+            jobs.append(
+                (
+                    question["task_id"],
+                    turn,
+                    name,
+                    messages,
+                    _cache_key(question["task_id"], turn, cfg.model, name, given),
+                )
+            )
     out: dict[tuple, dict] = {}
     todo = [job for job in jobs if job[4] not in cached]
     for qid, turn, _, _, key in jobs:
@@ -205,8 +244,15 @@ def judge_all(questions: list[dict], answers: dict[int, list[str]], turns: int, 
     with open(cache_path, "a") as handle:
         for qid, turn, name, messages, key in tqdm(todo, desc="judge", unit="judgment"):
             text = _ask_with_retries(client, cfg, messages, f"question {qid} turn {turn}")
-            record = {"key": key, "question_id": qid, "turn": turn, "judge_model": cfg.model,
-                      "judge_prompt": name, "judgment": text, "rating": parse_rating(text)}
+            record = {
+                "key": key,
+                "question_id": qid,
+                "turn": turn,
+                "judge_model": cfg.model,
+                "judge_prompt": name,
+                "judgment": text,
+                "rating": parse_rating(text),
+            }
             handle.write(json.dumps(record) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
@@ -220,26 +266,38 @@ def _ask_with_retries(client, cfg: JudgeConfig, messages: list[dict], what: str)
     wait = cfg.backoff_s
     for attempt in range(1, cfg.retries + 1):
         try:
-            response = client.chat.completions.create(model=cfg.model, messages=messages, temperature=0,
-                                                      max_tokens=cfg.max_tokens, **cfg.extra)
+            response = client.chat.completions.create(
+                model=cfg.model, messages=messages, temperature=0, max_tokens=cfg.max_tokens, **cfg.extra
+            )
             return response.choices[0].message.content or ""
-        except (openai.APIConnectionError, openai.APITimeoutError, openai.RateLimitError,
-                openai.InternalServerError) as err:
+        except (
+            openai.APIConnectionError,
+            openai.APITimeoutError,
+            openai.RateLimitError,
+            openai.InternalServerError,
+        ) as err:
             if attempt == cfg.retries:
                 raise RuntimeError(
                     f"The judge at {cfg.base_url or 'api.openai.com'} failed {cfg.retries} times on {what} "
                     f"({type(err).__name__}: {err}). Judgments made so far are cached; rerun the same "
                     "command when the endpoint is up to continue from there."
                 ) from err
-            logger.warning("judge call for %s failed (%s), retry %d/%d in %.1fs", what, type(err).__name__,
-                           attempt, cfg.retries - 1, wait)
+            logger.warning(
+                "judge call for %s failed (%s), retry %d/%d in %.1fs",
+                what,
+                type(err).__name__,
+                attempt,
+                cfg.retries - 1,
+                wait,
+            )
             time.sleep(wait)
             wait *= 2
     raise AssertionError("unreachable")
 
 
-def write_model_answers(path: str | os.PathLike, questions: list[dict], answers: dict[int, list[str]],
-                        model_id: str) -> Path:
+def write_model_answers(
+    path: str | os.PathLike, questions: list[dict], answers: dict[int, list[str]], model_id: str
+) -> Path:
     """Write the answers in FastChat's model_answer format (`data/mt_bench/model_answer/<model_id>.jsonl`).
 
     One JSON line per answered question, sorted by question_id, as FastChat's gen_model_answer.py
@@ -254,8 +312,15 @@ def write_model_answers(path: str | os.PathLike, questions: list[dict], answers:
             turns = answers.get(question["task_id"])
             if not turns:
                 continue
-            digest = hashlib.sha256(json.dumps([model_id, question["task_id"], turns]).encode()).hexdigest()[:22]
-            row = {"question_id": question["task_id"], "answer_id": digest, "model_id": model_id,
-                   "choices": [{"index": 0, "turns": list(turns)}], "tstamp": time.time()}
+            digest = hashlib.sha256(json.dumps([model_id, question["task_id"], turns]).encode()).hexdigest()[
+                :22
+            ]
+            row = {
+                "question_id": question["task_id"],
+                "answer_id": digest,
+                "model_id": model_id,
+                "choices": [{"index": 0, "turns": list(turns)}],
+                "tstamp": time.time(),
+            }
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
     return path

@@ -28,13 +28,23 @@ class EvalArguments:
     """Arguments every evaluator accepts (eval/README.md lists them with the protocol)."""
 
     output_dir: str = field(metadata={"help": "Where samples.jsonl and metrics.json are written."})
-    model: str | None = field(default=None, metadata={
-        "help": "Model to generate with: a path, a hub id or an embedded name (smollm2-135m-instruct)."})
-    adapter: str | None = field(default=None, metadata={
-        "help": "peft adapter dir. PiSSA: pass <run>/adapter_lora, or --model <init_dir>/residual_model "
-                "with <run>/adapter; an unconverted PiSSA adapter on the original base is refused."})
-    samples: str | None = field(default=None, metadata={
-        "help": "Score-only mode: JSONL of {task_id, completion} rows produced elsewhere."})
+    model: str | None = field(
+        default=None,
+        metadata={
+            "help": "Model to generate with: a path, a hub id or an embedded name (smollm2-135m-instruct)."
+        },
+    )
+    adapter: str | None = field(
+        default=None,
+        metadata={
+            "help": "peft adapter dir. PiSSA: pass <run>/adapter_lora, or --model <init_dir>/residual_model "
+            "with <run>/adapter; an unconverted PiSSA adapter on the original base is refused."
+        },
+    )
+    samples: str | None = field(
+        default=None,
+        metadata={"help": "Score-only mode: JSONL of {task_id, completion} rows produced elsewhere."},
+    )
     data: str | None = field(default=None, metadata={"help": "Local data file instead of the hub dataset."})
     limit: int | None = field(default=None, metadata={"help": "Evaluate the first N tasks (file order)."})
     max_new_tokens: int = field(default=1024, metadata={"help": "Cap on new tokens per completion."})
@@ -42,23 +52,37 @@ class EvalArguments:
     seed: int = field(default=42, metadata={"help": "Seed (decoding is greedy unless --temperature > 0)."})
     temperature: float = field(default=0.0, metadata={"help": "0 = greedy (the protocol)."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass when sampling."})
-    stop_strings: list[str] = field(default_factory=lambda: list(DEFAULT_STOP_STRINGS), metadata={
-        "help": "Completions are cut before the first of these."})
-    backend: str = field(default="auto", metadata={"help": "auto (vLLM if installed with a GPU) | hf | vllm."})
-    dtype: str = field(default="auto", metadata={"help": "auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16."})
+    stop_strings: list[str] = field(
+        default_factory=lambda: list(DEFAULT_STOP_STRINGS),
+        metadata={"help": "Completions are cut before the first of these."},
+    )
+    backend: str = field(
+        default="auto", metadata={"help": "auto (vLLM if installed with a GPU) | hf | vllm."}
+    )
+    dtype: str = field(
+        default="auto", metadata={"help": "auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16."}
+    )
 
     def __post_init__(self):
         if self.samples is None and self.model is None:
             raise ValueError("Pass --model (generate and score) or --samples FILE (score only)")
         if self.samples is not None and (self.model is not None or self.adapter is not None):
-            raise ValueError("--samples scores existing completions; do not combine it with --model/--adapter")
+            raise ValueError(
+                "--samples scores existing completions; do not combine it with --model/--adapter"
+            )
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"--limit must be >= 1, got {self.limit}")
 
     def decoding(self) -> DecodingConfig:
-        return DecodingConfig(max_new_tokens=self.max_new_tokens, temperature=self.temperature,
-                              top_p=self.top_p, batch_size=self.batch_size, stop_strings=list(self.stop_strings),
-                              seed=self.seed, backend=self.backend)
+        return DecodingConfig(
+            max_new_tokens=self.max_new_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            batch_size=self.batch_size,
+            stop_strings=list(self.stop_strings),
+            seed=self.seed,
+            backend=self.backend,
+        )
 
 
 @dataclass
@@ -107,14 +131,22 @@ def collect_completions(bench: Benchmark, args: EvalArguments) -> dict[Any, list
     if args.samples is not None:
         return read_samples(args.samples, ids, bench.normalize_id, multiple=bench.num_samples > 1)
     if bench.num_samples > 1 and args.temperature == 0:
-        raise ValueError(f"--num_samples {bench.num_samples} with greedy decoding gives {bench.num_samples} "
-                         "identical completions; set --temperature (e.g. 0.8) for pass@k")
+        raise ValueError(
+            f"--num_samples {bench.num_samples} with greedy decoding gives {bench.num_samples} "
+            "identical completions; set --temperature (e.g. 0.8) for pass@k"
+        )
     cfg = args.decoding()
     generator = Generator(args.model, args.adapter, cfg, dtype=args.dtype)
-    items = [(f"{task['task_id']}#{i}", task["prompt"]) for task in bench.tasks for i in range(bench.num_samples)]
-    generated = generate_to_file(generator, items, Path(args.output_dir) / "completions.jsonl", cfg, desc=bench.name)
-    return {task["task_id"]: [generated[f"{task['task_id']}#{i}"] for i in range(bench.num_samples)]
-            for task in bench.tasks}
+    items = [
+        (f"{task['task_id']}#{i}", task["prompt"]) for task in bench.tasks for i in range(bench.num_samples)
+    ]
+    generated = generate_to_file(
+        generator, items, Path(args.output_dir) / "completions.jsonl", cfg, desc=bench.name
+    )
+    return {
+        task["task_id"]: [generated[f"{task['task_id']}#{i}"] for i in range(bench.num_samples)]
+        for task in bench.tasks
+    }
 
 
 def run(bench: Benchmark, args: EvalArguments) -> dict:
@@ -139,14 +171,27 @@ def run(bench: Benchmark, args: EvalArguments) -> dict:
         if not task_rows:
             # A task without a completion is a failure, reported, never dropped from the denominator.
             missing.append(task["task_id"])
-            task_rows = [{"task_id": task["task_id"], "completion": None, "extracted": None,
-                          "correct": False, "missing": True}]
+            task_rows = [
+                {
+                    "task_id": task["task_id"],
+                    "completion": None,
+                    "extracted": None,
+                    "correct": False,
+                    "missing": True,
+                }
+            ]
         rows.extend(task_rows)
-    per_task = [[r["correct"] for r in rows if r["task_id"] == task["task_id"]] for task in bench.tasks] \
-        if bench.num_samples > 1 else [[r["correct"]] for r in rows]
+    per_task = (
+        [[r["correct"] for r in rows if r["task_id"] == task["task_id"]] for task in bench.tasks]
+        if bench.num_samples > 1
+        else [[r["correct"]] for r in rows]
+    )
     accuracy = sum(sum(c) / len(c) for c in per_task) / len(per_task)
-    extra = {"correct": sum(r["correct"] for r in rows), "missing": len(missing),
-             "missing_task_ids": missing[:50]}
+    extra = {
+        "correct": sum(r["correct"] for r in rows),
+        "missing": len(missing),
+        "missing_task_ids": missing[:50],
+    }
     if any("extraction" in r for r in rows):
         extra["extraction_methods"] = dict(Counter(str(r.get("extraction")) for r in rows))
     if bench.num_samples == 1 and any("correct_lenient" in r for r in rows):
@@ -162,19 +207,37 @@ def run(bench: Benchmark, args: EvalArguments) -> dict:
     if bench.summarize is not None:
         extra.update(bench.summarize(rows))
     if missing:
-        logger.warning("%s: %d of %d tasks have no completion; counted as failures", bench.name,
-                       len(missing), len(bench.tasks))
+        logger.warning(
+            "%s: %d of %d tasks have no completion; counted as failures",
+            bench.name,
+            len(missing),
+            len(bench.tasks),
+        )
     settings = {
         "mode": "samples" if args.samples else "generate",
-        "model": args.model, "adapter": args.adapter, "limit": args.limit,
-        "samples_file": args.samples, "samples_sha256": file_sha256(args.samples) if args.samples else None,
+        "model": args.model,
+        "adapter": args.adapter,
+        "limit": args.limit,
+        "samples_file": args.samples,
+        "samples_sha256": file_sha256(args.samples) if args.samples else None,
         "data": bench.data_info,
         "decoding": None if args.samples else {**asdict(args.decoding()), "dtype": args.dtype},
-        "num_samples": bench.num_samples, **bench.extra_settings,
+        "num_samples": bench.num_samples,
+        **bench.extra_settings,
     }
-    metrics = build_metrics(benchmark=bench.name, score=round(100.0 * accuracy, 4), n=len(bench.tasks),
-                            protocol=bench.protocol, protocol_version=bench.protocol_version,
-                            settings=settings, start_time=start, seed=args.seed, extra=extra)
+    metrics = build_metrics(
+        benchmark=bench.name,
+        score=round(100.0 * accuracy, 4),
+        n=len(bench.tasks),
+        protocol=bench.protocol,
+        protocol_version=bench.protocol_version,
+        settings=settings,
+        start_time=start,
+        seed=args.seed,
+        extra=extra,
+    )
     write_results(args.output_dir, rows, metrics)
-    logger.info("%s: score %.2f on %d tasks -> %s", bench.name, metrics["score"], len(bench.tasks), args.output_dir)
+    logger.info(
+        "%s: score %.2f on %d tasks -> %s", bench.name, metrics["score"], len(bench.tasks), args.output_dir
+    )
     return metrics

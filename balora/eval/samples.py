@@ -27,8 +27,13 @@ class SamplesError(ValueError):
     """A samples file that cannot be scored as it is (the message names the file and line)."""
 
 
-def read_samples(path: str | os.PathLike, known_ids: Iterable, normalize_id: Callable[[Any], Any] = lambda x: x,
-                 multiple: bool = False, turns: bool = False) -> dict[Any, list]:
+def read_samples(
+    path: str | os.PathLike,
+    known_ids: Iterable,
+    normalize_id: Callable[[Any], Any] = lambda x: x,
+    multiple: bool = False,
+    turns: bool = False,
+) -> dict[Any, list]:
     """Read and validate a samples file: {task_id: [completion for sample 0, 1, ...]}.
 
     Args:
@@ -55,29 +60,40 @@ def read_samples(path: str | os.PathLike, known_ids: Iterable, normalize_id: Cal
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
-                raise SamplesError(f"{where}: not valid JSON ({err.msg}); each line must be one JSON object") from err
+                raise SamplesError(
+                    f"{where}: not valid JSON ({err.msg}); each line must be one JSON object"
+                ) from err
             if not isinstance(row, dict) or "task_id" not in row or "completion" not in row:
                 raise SamplesError(f"{where}: each row needs 'task_id' and 'completion' fields")
             completion = row["completion"]
-            is_turn_list = turns and isinstance(completion, list) and completion \
+            is_turn_list = (
+                turns
+                and isinstance(completion, list)
+                and completion
                 and all(isinstance(c, str) for c in completion)
+            )
             if not isinstance(completion, str) and not is_turn_list:
                 expected = "a string or a list of strings (one per turn)" if turns else "a string"
-                raise SamplesError(f"{where}: 'completion' must be {expected}, got {type(completion).__name__}")
+                raise SamplesError(
+                    f"{where}: 'completion' must be {expected}, got {type(completion).__name__}"
+                )
             try:
                 task_id = normalize_id(row["task_id"])
             except (ValueError, TypeError) as err:
                 raise SamplesError(f"{where}: bad task_id {row['task_id']!r}: {err}") from err
             if task_id not in known:
-                raise SamplesError(f"{where}: unknown task_id {row['task_id']!r} (not in the benchmark"
-                                   " or beyond --limit)")
+                raise SamplesError(
+                    f"{where}: unknown task_id {row['task_id']!r} (not in the benchmark or beyond --limit)"
+                )
             sample_index = row.get("sample_index", 0)
             if not isinstance(sample_index, int) or sample_index < 0:
                 raise SamplesError(f"{where}: 'sample_index' must be a non-negative integer")
             samples = by_task.setdefault(task_id, {})
             if sample_index in samples or (samples and not multiple):
-                raise SamplesError(f"{where}: duplicate row for task_id {row['task_id']!r}"
-                                   + (f" sample_index {sample_index}" if multiple else ""))
+                raise SamplesError(
+                    f"{where}: duplicate row for task_id {row['task_id']!r}"
+                    + (f" sample_index {sample_index}" if multiple else "")
+                )
             samples[sample_index] = completion
     return {task: [samples[i] for i in sorted(samples)] for task, samples in by_task.items()}
 
@@ -98,11 +114,26 @@ def write_results(output_dir: str | os.PathLike, rows: list[dict], metrics: dict
     write_json(output_dir / "metrics.json", metrics)
 
 
-def build_metrics(*, benchmark: str, score: float, n: int, protocol: str, protocol_version: str,
-                  settings: dict, start_time: float, seed: int | None, extra: dict | None = None) -> dict:
+def build_metrics(
+    *,
+    benchmark: str,
+    score: float,
+    n: int,
+    protocol: str,
+    protocol_version: str,
+    settings: dict,
+    start_time: float,
+    seed: int | None,
+    extra: dict | None = None,
+) -> dict:
     """The metrics.json payload: headline first, then protocol, settings and provenance."""
-    metrics = {"benchmark": benchmark, "score": score, "n": n,
-               "protocol": protocol, "protocol_version": protocol_version}
+    metrics = {
+        "benchmark": benchmark,
+        "score": score,
+        "n": n,
+        "protocol": protocol,
+        "protocol_version": protocol_version,
+    }
     metrics.update(extra or {})
     metrics["settings"] = settings
     metrics["provenance"] = collect(seed, start_time)
@@ -123,6 +154,11 @@ def write_evalplus_samples(output_dir: str | os.PathLike, evalplus_id: Callable[
     with open(output_dir / "samples.jsonl") as rows, open(path, "w") as out:
         for line in rows:
             row = json.loads(line)
-            out.write(json.dumps({"task_id": evalplus_id(row["task_id"]), "solution": row.get("solution") or ""},
-                                 ensure_ascii=False) + "\n")
+            out.write(
+                json.dumps(
+                    {"task_id": evalplus_id(row["task_id"]), "solution": row.get("solution") or ""},
+                    ensure_ascii=False,
+                )
+                + "\n"
+            )
     return path

@@ -64,8 +64,13 @@ MAX_CAPTURED_OUTPUT = 64 * 1024  # bytes of stdout/stderr kept in a result
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # largest argument list / return value crossing the pipe
 MAX_NESTING = 100  # deepest plain-data value accepted from the program
 WORKDIR = "/work"  # the program's directory inside the private root
-FULL_ISOLATION = {"network": "netns", "user": "uid-per-run", "filesystem": "private-root",
-                  "pid_namespace": True, "verdict": "checker-process"}
+FULL_ISOLATION = {
+    "network": "netns",
+    "user": "uid-per-run",
+    "filesystem": "private-root",
+    "pid_namespace": True,
+    "verdict": "checker-process",
+}
 
 
 @dataclass(frozen=True)
@@ -145,7 +150,9 @@ class WeakIsolationError(RuntimeError):
 def _clean_env() -> dict[str, str]:
     env = {key: os.environ[key] for key in ENV_PASSTHROUGH if key in os.environ}
     env.setdefault("LANG", "C.UTF-8")
-    env.update(PATH="/usr/bin:/bin", PYTHONHASHSEED="0", PYTHONDONTWRITEBYTECODE="1", PYTHONIOENCODING="utf-8")
+    env.update(
+        PATH="/usr/bin:/bin", PYTHONHASHSEED="0", PYTHONDONTWRITEBYTECODE="1", PYTHONIOENCODING="utf-8"
+    )
     return env
 
 
@@ -183,8 +190,13 @@ def _read_report(path: Path) -> dict:
     return report
 
 
-def run_program(source: str, limits: SandboxLimits | None = None, stdin: str = "",
-                namespaces: bool = True, checks: Checks | None = None) -> ExecResult:
+def run_program(
+    source: str,
+    limits: SandboxLimits | None = None,
+    stdin: str = "",
+    namespaces: bool = True,
+    checks: Checks | None = None,
+) -> ExecResult:
     """Run one Python program in the sandbox and wait for it.
 
     Args:
@@ -210,7 +222,9 @@ def run_program(source: str, limits: SandboxLimits | None = None, stdin: str = "
         return _run_once(source, limits or SandboxLimits(), stdin, namespaces, checks)
 
 
-def _run_once(source: str, limits: SandboxLimits, stdin: str, namespaces: bool, checks: Checks | None) -> ExecResult:
+def _run_once(
+    source: str, limits: SandboxLimits, stdin: str, namespaces: bool, checks: Checks | None
+) -> ExecResult:
     outer = Path(tempfile.mkdtemp(prefix="balora-sandbox-"))
     uid = _allocate_uid()
     try:
@@ -220,19 +234,36 @@ def _run_once(source: str, limits: SandboxLimits, stdin: str, namespaces: bool, 
         (outer / "root").mkdir()
         (outer / "stdin.txt").write_text(stdin)
         namespaces = namespaces and _namespaces_unusable is None
-        config = {"outer": str(outer), "limits": asdict(limits), "namespaces": namespaces, "uid": uid,
-                  "source": source, "checks": None}
+        config = {
+            "outer": str(outer),
+            "limits": asdict(limits),
+            "namespaces": namespaces,
+            "uid": uid,
+            "source": source,
+            "checks": None,
+        }
         if checks is not None:
-            config["checks"] = {"setup": checks.setup, "code": checks.code, "candidates": list(checks.candidates),
-                                "data": encode_plain(checks.data)}
+            config["checks"] = {
+                "setup": checks.setup,
+                "code": checks.code,
+                "candidates": list(checks.candidates),
+                "data": encode_plain(checks.data),
+            }
         (outer / "config.json").touch(mode=0o600)
         (outer / "config.json").write_text(json.dumps(config))
         start = time.monotonic()
-        with open(outer / "stdout.txt", "wb") as out, open(outer / "stderr.txt", "wb") as err, \
-                open(outer / "stdin.txt", "rb") as inp:
+        with (
+            open(outer / "stdout.txt", "wb") as out,
+            open(outer / "stderr.txt", "wb") as err,
+            open(outer / "stdin.txt", "rb") as inp,
+        ):
             proc = subprocess.Popen(
                 [sys.executable, "-I", str(Path(__file__).resolve()), str(outer / "config.json")],
-                stdin=inp, stdout=out, stderr=err, cwd=outer, env=_clean_env(),
+                stdin=inp,
+                stdout=out,
+                stderr=err,
+                cwd=outer,
+                env=_clean_env(),
                 start_new_session=True,  # own session and process group: killpg reaches all of it
             )
             timed_out = False
@@ -247,9 +278,11 @@ def _run_once(source: str, limits: SandboxLimits, stdin: str, namespaces: bool, 
         wall = time.monotonic() - start
         report = _read_report(outer / "report.json")
         if "setup_error" in report:
-            raise SandboxSetupError(f"The sandbox could not be set up: {report['setup_error']}. "
-                                    "Run as root on a kernel that allows mount/PID/network namespaces, "
-                                    "or accept weaker isolation (--allow_weak_isolation).")
+            raise SandboxSetupError(
+                f"The sandbox could not be set up: {report['setup_error']}. "
+                "Run as root on a kernel that allows mount/PID/network namespaces, "
+                "or accept weaker isolation (--allow_weak_isolation)."
+            )
         verdict = report.get("verdict")
         reason = report.get("reason", "")
         if timed_out:
@@ -261,9 +294,16 @@ def _run_once(source: str, limits: SandboxLimits, stdin: str, namespaces: bool, 
         else:
             status = "failed"
             reason = reason or "the checker reported no verdict"
-        return ExecResult(status=status, returncode=report.get("exit_status", proc.returncode),
-                          stdout=_read_capped(outer / "stdout.txt"), stderr=_read_capped(outer / "stderr.txt"),
-                          wall_s=round(wall, 4), isolation=report.get("isolation", {}), reason=reason, uid=uid)
+        return ExecResult(
+            status=status,
+            returncode=report.get("exit_status", proc.returncode),
+            stdout=_read_capped(outer / "stdout.txt"),
+            stderr=_read_capped(outer / "stderr.txt"),
+            wall_s=round(wall, 4),
+            isolation=report.get("isolation", {}),
+            reason=reason,
+            uid=uid,
+        )
     finally:
         shutil.rmtree(outer, ignore_errors=True)
         with _uids_lock:
@@ -277,8 +317,13 @@ def _kill_group(pgid: int) -> None:
         pass
 
 
-def run_programs(sources: list[str], limits: SandboxLimits | None = None, max_workers: int | None = None,
-                 progress: bool = False, checks: list[Checks | None] | None = None) -> list[ExecResult]:
+def run_programs(
+    sources: list[str],
+    limits: SandboxLimits | None = None,
+    max_workers: int | None = None,
+    progress: bool = False,
+    checks: list[Checks | None] | None = None,
+) -> list[ExecResult]:
     """Run many programs concurrently (a small thread pool of sandboxed subprocesses), in order.
 
     Args:
@@ -293,7 +338,9 @@ def run_programs(sources: list[str], limits: SandboxLimits | None = None, max_wo
     if len(checks) != len(sources):
         raise ValueError(f"run_programs: {len(sources)} programs but {len(checks)} checks")
     with ThreadPoolExecutor(max_workers=max_workers) as pool:
-        iterator = pool.map(lambda pair: run_program(pair[0], limits, checks=pair[1]), zip(sources, checks, strict=True))
+        iterator = pool.map(
+            lambda pair: run_program(pair[0], limits, checks=pair[1]), zip(sources, checks, strict=True)
+        )
         if progress:
             from tqdm import tqdm
 
@@ -322,8 +369,10 @@ def require_isolation(allow_weak: bool, namespaces: bool = True) -> dict:
         isolation = probe_isolation(namespaces)
     except SandboxSetupError as err:
         if not allow_weak:
-            raise WeakIsolationError(f"{err} Full isolation is not available here; pass --allow_weak_isolation "
-                                     "to run with the weaker level (recorded in every result).") from err
+            raise WeakIsolationError(
+                f"{err} Full isolation is not available here; pass --allow_weak_isolation "
+                "to run with the weaker level (recorded in every result)."
+            ) from err
         _namespaces_unusable = str(err)
         isolation = probe_isolation(namespaces=False)
     missing = {k: v for k, v in isolation.items() if FULL_ISOLATION.get(k) != v}
@@ -332,7 +381,8 @@ def require_isolation(allow_weak: bool, namespaces: bool = True) -> dict:
             f"This machine cannot give model-written code full isolation: got {isolation}, full is "
             f"{FULL_ISOLATION}. Full isolation needs root and a kernel that allows mount, PID and network "
             "namespaces (in a container: --privileged or CAP_SYS_ADMIN). To run anyway with the weaker "
-            "level (recorded in every result), pass --allow_weak_isolation.")
+            "level (recorded in every result), pass --allow_weak_isolation."
+        )
     return isolation
 
 
@@ -356,7 +406,10 @@ def encode_plain(value, depth: int = 0):
     if kind is list or kind is tuple or kind is set:
         return {"t": kind.__name__, "v": [encode_plain(item, depth + 1) for item in value]}
     if kind is dict:
-        return {"t": "dict", "v": [[encode_plain(k, depth + 1), encode_plain(v, depth + 1)] for k, v in value.items()]}
+        return {
+            "t": "dict",
+            "v": [[encode_plain(k, depth + 1), encode_plain(v, depth + 1)] for k, v in value.items()],
+        }
     if kind is complex:
         return {"t": "complex", "v": [value.real, value.imag]}
     if kind is bytes:
@@ -378,11 +431,21 @@ def decode_plain(obj, depth: int = 0):
                 values = [decode_plain(item, depth + 1) for item in items]
                 return {"list": list, "tuple": tuple, "set": set}[tag](values)
             if tag == "dict" and type(items) is list:
-                return {decode_plain(pair[0], depth + 1): decode_plain(pair[1], depth + 1)
-                        for pair in items if type(pair) is list and len(pair) == 2} \
-                    if all(type(pair) is list and len(pair) == 2 for pair in items) else _bad(obj)
-            if tag == "complex" and type(items) is list and len(items) == 2 \
-                    and all(type(x) in (int, float) for x in items):
+                return (
+                    {
+                        decode_plain(pair[0], depth + 1): decode_plain(pair[1], depth + 1)
+                        for pair in items
+                        if type(pair) is list and len(pair) == 2
+                    }
+                    if all(type(pair) is list and len(pair) == 2 for pair in items)
+                    else _bad(obj)
+                )
+            if (
+                tag == "complex"
+                and type(items) is list
+                and len(items) == 2
+                and all(type(x) in (int, float) for x in items)
+            ):
                 return complex(items[0], items[1])
             if tag == "bytes" and type(items) is str:
                 return bytes.fromhex(items)
@@ -402,7 +465,7 @@ def _send(fd: int, payload: dict) -> None:
     data = struct.pack("<Q", len(data)) + data
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def _read_exact(fd: int, size: int) -> bytes | None:
@@ -460,8 +523,13 @@ def _libc():
 
 def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
     ctypes, libc = _libc()
-    rc = libc.mount(source.encode() if source else None, target.encode(), fstype.encode() if fstype else None,
-                    flags, data.encode() if data else None)
+    rc = libc.mount(
+        source.encode() if source else None,
+        target.encode(),
+        fstype.encode() if fstype else None,
+        flags,
+        data.encode() if data else None,
+    )
     if rc != 0:
         errno = ctypes.get_errno()
         raise _SetupError(f"mount {source} -> {target}: {os.strerror(errno)}")
@@ -527,8 +595,13 @@ def _build_root(root: str, limits: SandboxLimits, uid: int) -> None:
     _mount("proc", os.path.join(root, "proc"), "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)
     work = root + WORKDIR
     os.mkdir(work, 0o700)
-    _mount("tmpfs", work, "tmpfs", _MS_NOSUID | _MS_NODEV,
-           f"size={limits.workdir_mb}m,mode=0700,uid={uid},gid={uid}")
+    _mount(
+        "tmpfs",
+        work,
+        "tmpfs",
+        _MS_NOSUID | _MS_NODEV,
+        f"size={limits.workdir_mb}m,mode=0700,uid={uid},gid={uid}",
+    )
     os.symlink(WORKDIR, os.path.join(root, "tmp"))
     _mount(None, root, None, _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID, "size=1m,mode=0755")
     os.chroot(root)
@@ -546,8 +619,13 @@ def _child_main(config_path: str) -> None:
     report_fd = os.open(outer / "report.json", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
     is_root = os.geteuid() == 0
     namespaces = False
-    isolation = {"network": "socket-disabled", "user": "same-user", "filesystem": "none",
-                 "pid_namespace": False, "verdict": "checker-process"}
+    isolation = {
+        "network": "socket-disabled",
+        "user": "same-user",
+        "filesystem": "none",
+        "pid_namespace": False,
+        "verdict": "checker-process",
+    }
     if is_root and config["namespaces"]:
         namespaces = _unshare(_CLONE_NEWNS | _CLONE_NEWNET | _CLONE_NEWPID | _CLONE_NEWIPC | _CLONE_NEWUTS)
     if namespaces:
@@ -599,8 +677,16 @@ def _checker_main(config: dict, report_fd: int, namespaces: bool, isolation: dic
         os.close(report_fd)
         os.close(to_worker_w)
         os.close(from_worker_r)
-        _worker_main(config["source"], limits, uid if drop_user else None, work, isolation,
-                     to_worker_r, from_worker_w, checks is not None)
+        _worker_main(
+            config["source"],
+            limits,
+            uid if drop_user else None,
+            work,
+            isolation,
+            to_worker_r,
+            from_worker_w,
+            checks is not None,
+        )
         os._exit(0)
     os.close(to_worker_r)
     os.close(from_worker_w)
@@ -608,7 +694,11 @@ def _checker_main(config: dict, report_fd: int, namespaces: bool, isolation: dic
         _judge(pid, checks, limits, report_fd, to_worker_w, from_worker_r)
     except BaseException as err:  # noqa: BLE001 - whatever the program did, it can only fail itself
         _kill_and_wait(pid)
-        _report(report_fd, verdict="failed", reason=f"the checks could not finish: {type(err).__name__}: {err}"[:2000])
+        _report(
+            report_fd,
+            verdict="failed",
+            reason=f"the checks could not finish: {type(err).__name__}: {err}"[:2000],
+        )
 
 
 def _kill_and_wait(pid: int) -> int:
@@ -619,8 +709,9 @@ def _kill_and_wait(pid: int) -> int:
     return _wait(pid)
 
 
-def _judge(pid: int, checks: dict | None, limits: SandboxLimits, report_fd: int, to_worker_w: int,
-           from_worker_r: int) -> None:
+def _judge(
+    pid: int, checks: dict | None, limits: SandboxLimits, report_fd: int, to_worker_w: int, from_worker_r: int
+) -> None:
     """Wait for the worker (no checks) or run the checks against it; report the verdict."""
     if checks is None:
         os.close(to_worker_w)
@@ -659,7 +750,9 @@ def _exit_info(status: int, limits: SandboxLimits) -> dict:
         sig = os.WTERMSIG(status)
         usage = resource.getrusage(resource.RUSAGE_CHILDREN)
         # RLIMIT_CPU sends SIGXCPU at the soft limit and SIGKILL at the hard one.
-        cpu_limit = sig == signal.SIGXCPU or (sig == signal.SIGKILL and usage.ru_utime + usage.ru_stime >= limits.cpu_s)
+        cpu_limit = sig == signal.SIGXCPU or (
+            sig == signal.SIGKILL and usage.ru_utime + usage.ru_stime >= limits.cpu_s
+        )
         try:
             name = signal.Signals(sig).name
         except ValueError:  # real-time signals have no name
@@ -698,8 +791,12 @@ def _run_checks(checks: dict, to_worker: int, from_worker: int) -> tuple[str, st
         def call(*args, _project: str = "value", **kwargs):
             if violations:
                 raise _Violation(violations[0])
-            request = {"call": name, "args": encode_plain(list(args)), "kwargs": encode_plain(kwargs),
-                       "project": _project}
+            request = {
+                "call": name,
+                "args": encode_plain(list(args)),
+                "kwargs": encode_plain(kwargs),
+                "project": _project,
+            }
             try:
                 _send(to_worker, request)
                 answer = _receive(from_worker)
@@ -717,8 +814,10 @@ def _run_checks(checks: dict, to_worker: int, from_worker: int) -> tuple[str, st
             error = str(answer.get("error", "Exception"))
             message = str(answer.get("message", ""))[:500]
             if error == "NotPlainData":
-                raise violation(f"{message} (only None, bool, int, float, complex, str, bytes, list, tuple, "
-                                "dict, set pass a comparison)")
+                raise violation(
+                    f"{message} (only None, bool, int, float, complex, str, bytes, list, tuple, "
+                    "dict, set pass a comparison)"
+                )
             exc_type = getattr(builtins, error, None)
             if not (isinstance(exc_type, type) and issubclass(exc_type, Exception)):
                 exc_type = RuntimeError
@@ -744,8 +843,16 @@ def _run_checks(checks: dict, to_worker: int, from_worker: int) -> tuple[str, st
     return "passed", ""
 
 
-def _worker_main(source: str, limits: SandboxLimits, uid: int | None, work: str, isolation: dict,
-                 requests: int, answers: int, serve: bool) -> None:
+def _worker_main(
+    source: str,
+    limits: SandboxLimits,
+    uid: int | None,
+    work: str,
+    isolation: dict,
+    requests: int,
+    answers: int,
+    serve: bool,
+) -> None:
     """Worker: drop privileges, apply the limits, run the program, then answer the checker's calls."""
     # Keep only stdio and the two pipes (moved to 3 and 4): no other descriptor reaches the program.
     os.dup2(requests, 3)

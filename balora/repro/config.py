@@ -121,8 +121,10 @@ def parse_args(dataclass_types: tuple[type, ...], argv: list[str] | None = None)
         known = {action.dest for action in parser._actions}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"{config_path}: unknown config keys {unknown}; check the spelling against "
-                             f"`--help` of this script")
+            raise ValueError(
+                f"{config_path}: unknown config keys {unknown}; check the spelling against "
+                f"`--help` of this script"
+            )
         # Default values are not type-converted or checked by argparse: do it here, as for a command-line value.
         for action in parser._actions:
             if action.dest in values:
@@ -154,7 +156,9 @@ def resolved_config(*instances: Any, skip: tuple[str, ...] = ()) -> dict[str, An
     return out
 
 
-def changed_keys(saved: dict[str, Any], new: dict[str, Any], ignore: tuple[str, ...] = ()) -> dict[str, tuple]:
+def changed_keys(
+    saved: dict[str, Any], new: dict[str, Any], ignore: tuple[str, ...] = ()
+) -> dict[str, tuple]:
     """{key: (saved value, new value)} of the keys whose value differs, outside `ignore`."""
     keys = (set(saved) | set(new)) - set(ignore)
     return {k: (saved.get(k), new.get(k)) for k in sorted(keys) if saved.get(k) != new.get(k)}

@@ -33,6 +33,7 @@ def data_dir() -> Path:
     folder = Path(os.environ.get(DATA_DIR_ENV) or "data").expanduser()
     return folder if folder.is_absolute() else root / folder
 
+
 IGNORE_INDEX = -100
 EMBEDDED_ARITHMETIC = "embedded:arithmetic"
 
@@ -51,7 +52,9 @@ def parse_split(split: str) -> tuple[str, str | None, str | None]:
     """Parse 'train', 'train[:N]', 'train[a:b]' or 'train[:10%]' into (name, start, stop)."""
     match = _SPLIT_RE.match(split.replace(" ", ""))
     if not match:
-        raise ValueError(f"Cannot parse data_split {split!r}; use e.g. 'train', 'train[:100000]', 'train[10:20]' or 'train[:5%]'")
+        raise ValueError(
+            f"Cannot parse data_split {split!r}; use e.g. 'train', 'train[:100000]', 'train[10:20]' or 'train[:5%]'"
+        )
     return match["name"], match["start"], match["stop"]
 
 
@@ -65,8 +68,13 @@ def _slice_bounds(n: int, start: str | None, stop: str | None) -> tuple[int, int
     return resolve(start, 0), resolve(stop, n)
 
 
-def load_rows(data_path: str, data_split: str = "train", data_subset: str | None = None,
-              num_embedded: int = 2000, seed: int = 0) -> list[dict[str, Any]]:
+def load_rows(
+    data_path: str,
+    data_split: str = "train",
+    data_subset: str | None = None,
+    num_embedded: int = 2000,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
     """Load training rows as a list of dicts.
 
     Args:
@@ -119,9 +127,10 @@ def _read_local(path: Path) -> Rows:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
-        line = raw[:err.start].count(b"\n") + 1
-        raise ValueError(f"{path}:{line}: not UTF-8 text (byte {err.start}: {err.reason}); re-encode the file "
-                         f"as UTF-8") from None
+        line = raw[: err.start].count(b"\n") + 1
+        raise ValueError(
+            f"{path}:{line}: not UTF-8 text (byte {err.start}: {err.reason}); re-encode the file as UTF-8"
+        ) from None
     if path.suffix == ".json":
         try:
             rows = json.loads(text)
@@ -142,7 +151,9 @@ def _read_local(path: Path) -> Rows:
             where.append(f"{path}:{line_number}")
     for row, place in zip(rows, where, strict=True):
         if not isinstance(row, dict):
-            raise ValueError(f"{place}: a data row must be a JSON object, got {type(row).__name__} {row!r:.60}")
+            raise ValueError(
+                f"{place}: a data row must be a JSON object, got {type(row).__name__} {row!r:.60}"
+            )
     return Rows(rows, where, str(path))
 
 
@@ -176,7 +187,9 @@ def arithmetic_word_problems(n: int, seed: int = 0) -> list[dict[str, str]]:
         kind = rng.randrange(4)
         a, b = rng.randint(2, 60), rng.randint(2, 40)
         if kind == 0:
-            query = f"{name} has {a} {item}. {name} gets {b} more {item}. How many {item} does {name} have now?"
+            query = (
+                f"{name} has {a} {item}. {name} gets {b} more {item}. How many {item} does {name} have now?"
+            )
             result, work = a + b, f"{name} has {a} + {b} = {a + b} {item}."
         elif kind == 1:
             a = a + b
@@ -189,7 +202,9 @@ def arithmetic_word_problems(n: int, seed: int = 0) -> list[dict[str, str]]:
         else:
             b = rng.randint(2, 9)
             a = b * rng.randint(2, 12)
-            query = f"{name} shares {a} {item} equally among {b} friends. How many {item} does each friend get?"
+            query = (
+                f"{name} shares {a} {item} equally among {b} friends. How many {item} does each friend get?"
+            )
             result, work = a // b, f"Each friend gets {a} / {b} = {a // b} {item}."
         rows.append({"query": query, "response": f"{work}\n{ANSWER_MARKER}{result}", "answer": str(result)})
     return rows
@@ -198,8 +213,9 @@ def arithmetic_word_problems(n: int, seed: int = 0) -> list[dict[str, str]]:
 # --- tokenisation ------------------------------------------------------------------------------------
 
 
-def tokenize_examples(tokenizer, queries: list[str], responses: list[str], max_length: int
-                      ) -> list[dict[str, list[int]] | None]:
+def tokenize_examples(
+    tokenizer, queries: list[str], responses: list[str], max_length: int
+) -> list[dict[str, list[int]] | None]:
     """Tokenise prompt + response + EOS with labels on the response only (PiSSA/MetaMath style).
 
     The prompts and the full texts are tokenised separately (one batched call each) and the first
@@ -209,12 +225,14 @@ def tokenize_examples(tokenizer, queries: list[str], responses: list[str], max_l
     """
     prompts = [format_prompt(query) for query in queries]
     prompt_ids = tokenizer(prompts, add_special_tokens=True)["input_ids"]
-    full_ids = tokenizer([p + r for p, r in zip(prompts, responses, strict=True)], add_special_tokens=True)["input_ids"]
+    full_ids = tokenizer([p + r for p, r in zip(prompts, responses, strict=True)], add_special_tokens=True)[
+        "input_ids"
+    ]
     eos = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
     examples: list[dict[str, list[int]] | None] = []
     for prompt, full in zip(prompt_ids, full_ids, strict=True):
         full = (full + eos)[:max_length]
-        labels = [IGNORE_INDEX] * min(len(prompt), len(full)) + full[len(prompt):]
+        labels = [IGNORE_INDEX] * min(len(prompt), len(full)) + full[len(prompt) :]
         examples.append(None if len(full) <= len(prompt) else {"input_ids": full, "labels": labels})
     return examples
 
@@ -224,8 +242,14 @@ def tokenize_example(tokenizer, query: str, response: str, max_length: int) -> d
     return tokenize_examples(tokenizer, [query], [response], max_length)[0]
 
 
-def build_dataset(rows: list[dict[str, Any]], tokenizer, query_field: str, response_field: str, max_length: int,
-                  gsm8k_to_metamath: bool = False):
+def build_dataset(
+    rows: list[dict[str, Any]],
+    tokenizer,
+    query_field: str,
+    response_field: str,
+    max_length: int,
+    gsm8k_to_metamath: bool = False,
+):
     """Tokenise rows into a `datasets.Dataset` with input_ids and labels (`tokenize_examples`, batched).
 
     Raises:
@@ -240,36 +264,50 @@ def build_dataset(rows: list[dict[str, Any]], tokenizer, query_field: str, respo
     for index, row in enumerate(rows):
         for key in (query_field, response_field):
             if key not in row:
-                raise KeyError(f"Row {index} has no field {key!r} (fields: {sorted(row)}); "
-                               f"set --query_field/--response_field")
+                raise KeyError(
+                    f"Row {index} has no field {key!r} (fields: {sorted(row)}); "
+                    f"set --query_field/--response_field"
+                )
             if not isinstance(row[key], str):
                 raise ValueError(f"{where[index]}: field {key!r} is {row[key]!r:.60}, not a string")
     empty = sum(not row[response_field].strip() for row in rows)
     if empty == len(rows):
         source = getattr(rows, "source", "the data")
-        raise ValueError(f"{source}: all {len(rows)} responses (field {response_field!r}) are empty: the model "
-                         f"would learn only the end-of-sequence token; check --response_field")
+        raise ValueError(
+            f"{source}: all {len(rows)} responses (field {response_field!r}) are empty: the model "
+            f"would learn only the end-of-sequence token; check --response_field"
+        )
     if empty:
-        logger.warning("%d of %d responses are empty (the example teaches only the end-of-sequence token)",
-                       empty, len(rows))
+        logger.warning(
+            "%d of %d responses are empty (the example teaches only the end-of-sequence token)",
+            empty,
+            len(rows),
+        )
 
     def tokenize(batch: dict[str, list[str]]) -> dict[str, list[list[int]]]:
         responses = batch["response"]
         if gsm8k_to_metamath:
             responses = [gsm8k_answer_to_metamath(response) for response in responses]
-        kept = [e for e in tokenize_examples(tokenizer, batch["query"], responses, max_length) if e is not None]
+        kept = [
+            e for e in tokenize_examples(tokenizer, batch["query"], responses, max_length) if e is not None
+        ]
         return {"input_ids": [e["input_ids"] for e in kept], "labels": [e["labels"] for e in kept]}
 
     # Only the two validated string columns go to Arrow: other fields may mix types across rows. The
     # rows live in memory, so there is no cache file to reuse; the batched map drops the examples that
     # keep no response token (a batched map may return fewer rows than it was given).
-    texts = datasets.Dataset.from_dict({"query": [row[query_field] for row in rows],
-                                        "response": [row[response_field] for row in rows]})
+    texts = datasets.Dataset.from_dict(
+        {"query": [row[query_field] for row in rows], "response": [row[response_field] for row in rows]}
+    )
     dataset = texts.map(tokenize, batched=True, remove_columns=texts.column_names, desc="Tokenising")
     dropped = len(rows) - len(dataset)
     if dropped:
-        logger.warning("%d of %d examples have no response token within max_length=%d and were skipped",
-                       dropped, len(rows), max_length)
+        logger.warning(
+            "%d of %d examples have no response token within max_length=%d and were skipped",
+            dropped,
+            len(rows),
+            max_length,
+        )
     if not len(dataset):
         raise ValueError(f"No example keeps a response token within max_length={max_length}")
     return dataset

@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 
 def pooling_for(config) -> str:
-    """"cls", "last_token" or "encoder_mean" for a transformers config (see module docstring)."""
+    """ "cls", "last_token" or "encoder_mean" for a transformers config (see module docstring)."""
     if getattr(config, "is_encoder_decoder", False):
         return "encoder_mean"
     if getattr(config, "model_type", "") in ("gpt2", "gpt_neo", "gptj", "llama", "mistral", "gemma", "opt"):
@@ -57,7 +57,9 @@ def pool_hidden_states(hidden: torch.Tensor, attention_mask: torch.Tensor, pooli
 
 
 @torch.no_grad()
-def extract_features(model: nn.Module, dataset, collator, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+def extract_features(
+    model: nn.Module, dataset, collator, batch_size: int = 64
+) -> tuple[np.ndarray, np.ndarray]:
     """Run `model` over a tokenised dataset and pool its last hidden layer.
 
     Returns:
@@ -114,5 +116,7 @@ class FeatureDumpCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if self.every and state.global_step % self.every == 0 and state.is_world_process_zero:
-            dump_features(model, self.dataset, self.collator, self.output_dir, state.global_step, self.batch_size)
+            dump_features(
+                model, self.dataset, self.collator, self.output_dir, state.global_step, self.batch_size
+            )
         return control

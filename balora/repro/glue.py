@@ -64,43 +64,99 @@ class GlueTask:
 
 GLUE_TASKS: dict[str, GlueTask] = {
     "cola": GlueTask(
-        "cola", "CoLA", ("sentence",), "label", ("unacceptable", "acceptable"), ("0", "1"),
-        ("matthews_correlation", "accuracy"), "matthews_correlation", has_header=False,
+        "cola",
+        "CoLA",
+        ("sentence",),
+        "label",
+        ("unacceptable", "acceptable"),
+        ("0", "1"),
+        ("matthews_correlation", "accuracy"),
+        "matthews_correlation",
+        has_header=False,
         # CoLA TSV: source, label, original label (blank), sentence.
         fixed_columns={"label": 1, "sentence": 3},
     ),
     "sst2": GlueTask(
-        "sst2", "SST-2", ("sentence",), "label", ("negative", "positive"), ("0", "1"),
-        ("accuracy",), "accuracy",
+        "sst2",
+        "SST-2",
+        ("sentence",),
+        "label",
+        ("negative", "positive"),
+        ("0", "1"),
+        ("accuracy",),
+        "accuracy",
     ),
     "mrpc": GlueTask(
-        "mrpc", "MRPC", ("#1 String", "#2 String"), "Quality", ("not_equivalent", "equivalent"), ("0", "1"),
-        ("accuracy", "f1"), "accuracy",
+        "mrpc",
+        "MRPC",
+        ("#1 String", "#2 String"),
+        "Quality",
+        ("not_equivalent", "equivalent"),
+        ("0", "1"),
+        ("accuracy", "f1"),
+        "accuracy",
     ),
     "qqp": GlueTask(
-        "qqp", "QQP", ("question1", "question2"), "is_duplicate", ("not_duplicate", "duplicate"), ("0", "1"),
-        ("accuracy", "f1"), "accuracy",
+        "qqp",
+        "QQP",
+        ("question1", "question2"),
+        "is_duplicate",
+        ("not_duplicate", "duplicate"),
+        ("0", "1"),
+        ("accuracy", "f1"),
+        "accuracy",
     ),
     "stsb": GlueTask(
-        "stsb", "STS-B", ("sentence1", "sentence2"), "score", (), (),
-        ("pearson", "spearmanr"), "pearson",
+        "stsb",
+        "STS-B",
+        ("sentence1", "sentence2"),
+        "score",
+        (),
+        (),
+        ("pearson", "spearmanr"),
+        "pearson",
     ),
     "mnli": GlueTask(
-        "mnli", "MNLI", ("sentence1", "sentence2"), "gold_label", ("entailment", "neutral", "contradiction"),
-        ("entailment", "neutral", "contradiction"), ("accuracy",), "accuracy",
-        dev_file="dev_matched.tsv", hub_validation_split="validation_matched",
+        "mnli",
+        "MNLI",
+        ("sentence1", "sentence2"),
+        "gold_label",
+        ("entailment", "neutral", "contradiction"),
+        ("entailment", "neutral", "contradiction"),
+        ("accuracy",),
+        "accuracy",
+        dev_file="dev_matched.tsv",
+        hub_validation_split="validation_matched",
     ),
     "qnli": GlueTask(
-        "qnli", "QNLI", ("question", "sentence"), "label", ("entailment", "not_entailment"),
-        ("entailment", "not_entailment"), ("accuracy",), "accuracy",
+        "qnli",
+        "QNLI",
+        ("question", "sentence"),
+        "label",
+        ("entailment", "not_entailment"),
+        ("entailment", "not_entailment"),
+        ("accuracy",),
+        "accuracy",
     ),
     "rte": GlueTask(
-        "rte", "RTE", ("sentence1", "sentence2"), "label", ("entailment", "not_entailment"),
-        ("entailment", "not_entailment"), ("accuracy",), "accuracy",
+        "rte",
+        "RTE",
+        ("sentence1", "sentence2"),
+        "label",
+        ("entailment", "not_entailment"),
+        ("entailment", "not_entailment"),
+        ("accuracy",),
+        "accuracy",
     ),
     "wnli": GlueTask(
-        "wnli", "WNLI", ("sentence1", "sentence2"), "label", ("not_entailment", "entailment"), ("0", "1"),
-        ("accuracy",), "accuracy",
+        "wnli",
+        "WNLI",
+        ("sentence1", "sentence2"),
+        "label",
+        ("not_entailment", "entailment"),
+        ("0", "1"),
+        ("accuracy",),
+        "accuracy",
     ),
 }
 
@@ -132,7 +188,7 @@ def validate_metric(task: str | GlueTask, metric: str) -> str:
         ValueError: e.g. a classification metric asked of the STS-B regression task.
     """
     spec = task if isinstance(task, GlueTask) else get_task(task)
-    bare = metric[len("eval_"):] if metric.startswith("eval_") else metric
+    bare = metric[len("eval_") :] if metric.startswith("eval_") else metric
     allowed = (*spec.metrics, "score")
     if not spec.is_regression:
         allowed = (*allowed, *CLASS_BALANCE_METRICS, *(f"recall_{name}" for name in spec.label_names))
@@ -164,15 +220,18 @@ def read_glue_tsv(path: str | os.PathLike, task: str | GlueTask) -> list[dict[st
     spec = task if isinstance(task, GlueTask) else get_task(task)
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"GLUE file not found: {path} (expected layout <glue_dir>/{spec.tsv_dir}/...)")
+        raise FileNotFoundError(
+            f"GLUE file not found: {path} (expected layout <glue_dir>/{spec.tsv_dir}/...)"
+        )
     # utf-8-sig: MRPC's header starts with a byte-order mark.
     raw = path.read_bytes()
     try:
         lines = raw.decode("utf-8-sig").split("\n")
     except UnicodeDecodeError as err:
-        line = raw[:err.start].count(b"\n") + 1
-        raise ValueError(f"{path}:{line}: not UTF-8 text (byte {err.start}: {err.reason}); re-encode the file "
-                         f"as UTF-8") from None
+        line = raw[: err.start].count(b"\n") + 1
+        raise ValueError(
+            f"{path}:{line}: not UTF-8 text (byte {err.start}: {err.reason}); re-encode the file as UTF-8"
+        ) from None
     if lines and lines[-1] == "":
         lines.pop()  # final newline (CoLA's dev.tsv has none)
     first_data_line = 1
@@ -189,7 +248,10 @@ def read_glue_tsv(path: str | os.PathLike, task: str | GlueTask) -> list[dict[st
         first_data_line = 2
         body = lines[1:]
     else:
-        columns = {spec.text_columns[0]: spec.fixed_columns["sentence"], spec.label_column: spec.fixed_columns["label"]}
+        columns = {
+            spec.text_columns[0]: spec.fixed_columns["sentence"],
+            spec.label_column: spec.fixed_columns["label"],
+        }
         n_fields = None
         body = lines
     label_to_id = {value: i for i, value in enumerate(spec.tsv_label_values)}
@@ -209,7 +271,9 @@ def read_glue_tsv(path: str | os.PathLike, task: str | GlueTask) -> list[dict[st
             try:
                 label: float | int = float(raw_label)
             except ValueError as err:
-                raise ValueError(f"{path}:{lineno}: label {raw_label!r} is not a number ({spec.name})") from err
+                raise ValueError(
+                    f"{path}:{lineno}: label {raw_label!r} is not a number ({spec.name})"
+                ) from err
         else:
             if raw_label not in label_to_id:
                 raise ValueError(
@@ -255,7 +319,9 @@ def load_glue_split(task: str | GlueTask, split: str, glue_dir: str | os.PathLik
         ) from err
     # Hub column names differ per task; rename to sentence1/sentence2.
     text = [c for c in ds.column_names if c not in ("label", "idx")]
-    renames = {old: new for old, new in zip(text, ("sentence1", "sentence2")[: len(text)], strict=True) if old != new}
+    renames = {
+        old: new for old, new in zip(text, ("sentence1", "sentence2")[: len(text)], strict=True) if old != new
+    }
     if renames:
         ds = ds.rename_columns(renames)
     return ds.remove_columns([c for c in ds.column_names if c == "idx"])
@@ -287,7 +353,9 @@ def _class_id(spec: GlueTask, value: str) -> int:
         return spec.label_names.index(value)
     if value.isdigit() and int(value) < spec.num_labels:
         return int(value)
-    raise ValueError(f"{spec.name} has no class {value!r}; use one of {list(spec.label_names)} or 0..{spec.num_labels - 1}")
+    raise ValueError(
+        f"{spec.name} has no class {value!r}; use one of {list(spec.label_names)} or 0..{spec.num_labels - 1}"
+    )
 
 
 def subsample_class(dataset, task: str | GlueTask, minority_class: str, ratio: float, seed: int):
@@ -317,16 +385,22 @@ def subsample_class(dataset, task: str | GlueTask, minority_class: str, ratio: f
     counts = np.bincount(labels, minlength=spec.num_labels)
     others = [int(counts[c]) for c in range(spec.num_labels) if c != minority and counts[c] > 0]
     if counts[minority] == 0 or not others:
-        raise ValueError(f"{spec.name}: the training rows hold {counts.tolist()} per class; "
-                         f"class {spec.label_names[minority]!r} and another class must both be present")
+        raise ValueError(
+            f"{spec.name}: the training rows hold {counts.tolist()} per class; "
+            f"class {spec.label_names[minority]!r} and another class must both be present"
+        )
     keep_n = max(1, min(int(counts[minority]), round(min(others) / ratio)))
     minority_rows = np.flatnonzero(labels == minority)
     kept_minority = np.random.default_rng(seed).choice(minority_rows, size=keep_n, replace=False)
     keep = np.sort(np.concatenate([np.flatnonzero(labels != minority), kept_minority]))
     new_counts = np.bincount(labels[keep], minlength=spec.num_labels)
-    info = {"minority_class": spec.label_names[minority], "ratio": float(ratio), "kept": int(keep_n),
-            "dropped": int(counts[minority] - keep_n),
-            "class_counts": dict(zip(spec.label_names, map(int, new_counts), strict=True))}
+    info = {
+        "minority_class": spec.label_names[minority],
+        "ratio": float(ratio),
+        "kept": int(keep_n),
+        "dropped": int(counts[minority] - keep_n),
+        "class_counts": dict(zip(spec.label_names, map(int, new_counts), strict=True)),
+    }
     return dataset.select(keep.tolist()), info
 
 
@@ -486,8 +560,10 @@ DEFAULT_MODULES_TO_SAVE = {
 def default_target_modules(model_type: str) -> list[str]:
     """LoRA-family target modules for a transformers `model_type` (raises for unknown types)."""
     if model_type not in DEFAULT_TARGET_MODULES:
-        raise ValueError(f"no default target_modules for model_type {model_type!r}; set target_modules "
-                         f"explicitly (defaults exist for {sorted(DEFAULT_TARGET_MODULES)})")
+        raise ValueError(
+            f"no default target_modules for model_type {model_type!r}; set target_modules "
+            f"explicitly (defaults exist for {sorted(DEFAULT_TARGET_MODULES)})"
+        )
     return list(DEFAULT_TARGET_MODULES[model_type])
 
 
@@ -503,8 +579,14 @@ def tiny_classifier_config(kind: str, vocab_size: int, num_labels: int, pad_toke
     from transformers import BertConfig, DebertaV2Config, GPT2Config, RobertaConfig, T5Config
 
     common = dict(vocab_size=vocab_size, num_labels=num_labels, pad_token_id=pad_token_id)
-    encoder = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                   max_position_embeddings=512, **common)
+    encoder = dict(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+        **common,
+    )
     if kind == "tiny-bert":
         return BertConfig(**encoder)
     if kind == "tiny-roberta":
@@ -512,11 +594,25 @@ def tiny_classifier_config(kind: str, vocab_size: int, num_labels: int, pad_toke
     if kind == "tiny-deberta":
         return DebertaV2Config(**encoder)
     if kind == "tiny-gpt2":
-        return GPT2Config(n_embd=32, n_layer=2, n_head=2, n_positions=512, bos_token_id=pad_token_id,
-                          eos_token_id=pad_token_id, **common)
+        return GPT2Config(
+            n_embd=32,
+            n_layer=2,
+            n_head=2,
+            n_positions=512,
+            bos_token_id=pad_token_id,
+            eos_token_id=pad_token_id,
+            **common,
+        )
     if kind == "tiny-t5":
-        return T5Config(d_model=32, d_ff=64, num_layers=2, num_heads=2, d_kv=16,
-                        decoder_start_token_id=pad_token_id, **common)
+        return T5Config(
+            d_model=32,
+            d_ff=64,
+            num_layers=2,
+            num_heads=2,
+            d_kv=16,
+            decoder_start_token_id=pad_token_id,
+            **common,
+        )
     raise ValueError(f"unknown tiny model {kind!r}; choose one of {TINY_CLASSIFIERS}")
 
 

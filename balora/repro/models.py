@@ -19,9 +19,15 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 logger = logging.getLogger(__name__)
 
 # Names accepted wherever a model id is expected (train_nlg.py --model_name_or_path, eval --model).
-TINY_CAUSAL_LMS = ("tiny-llama", "tiny-mistral", "tiny-gemma",
-                   # hidden size 256: wide enough for the paper's ranks (up to 128) in the rehearsal
-                   "tiny-llama-256", "tiny-mistral-256", "tiny-gemma-256")
+TINY_CAUSAL_LMS = (
+    "tiny-llama",
+    "tiny-mistral",
+    "tiny-gemma",
+    # hidden size 256: wide enough for the paper's ranks (up to 128) in the rehearsal
+    "tiny-llama-256",
+    "tiny-mistral-256",
+    "tiny-gemma-256",
+)
 SMOLLM2 = "smollm2-135m-instruct"
 MINILM = "all-minilm-l6-v2"
 
@@ -124,8 +130,11 @@ def weights_fingerprint(name_or_path: str) -> str:
             return f"hub:{name_or_path}"
         location, prefix = Path(cached).parent, f"hub:{name_or_path}@{Path(cached).parent.name}"
     digest = hashlib.sha256()
-    files = sorted(p for p in location.iterdir() if p.name == "config.json"
-                   or p.suffix in (".safetensors", ".bin", ".gguf") and p.is_file())
+    files = sorted(
+        p
+        for p in location.iterdir()
+        if p.name == "config.json" or p.suffix in (".safetensors", ".bin", ".gguf") and p.is_file()
+    )
     if not files:
         raise FileNotFoundError(f"{location} holds no config.json or weight files to fingerprint")
     for path in files:
@@ -157,19 +166,29 @@ def tiny_tokenizer(vocab_size: int = 512) -> PreTrainedTokenizerFast:
     Byte-level, so every string round-trips; special tokens: <s> (bos), </s> (eos), <pad>, <unk>.
     """
     corpus = [" ".join(_TINY_CORPUS_WORDS)] * 4 + [
-        "### Instruction:\n", "### Response:", "The answer is: ", "0 1 2 3 4 5 6 7 8 9 10 100 1000",
-        "+ - * / = ( ) . , : ? ! $ % #", "Below is an instruction that describes a task.",
+        "### Instruction:\n",
+        "### Response:",
+        "The answer is: ",
+        "0 1 2 3 4 5 6 7 8 9 10 100 1000",
+        "+ - * / = ( ) . , : ? ! $ % #",
+        "Below is an instruction that describes a task.",
     ]
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=["<pad>", "<s>", "</s>", "<unk>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+        vocab_size=vocab_size,
+        special_tokens=["<pad>", "<s>", "</s>", "<unk>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     tokenizer.train_from_iterator(corpus, trainer=trainer)
     return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
+        tokenizer_object=tokenizer,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
     )
 
 
@@ -189,11 +208,17 @@ def tiny_causal_lm(kind: str = "tiny-llama", vocab_size: int | None = None, seed
     wide = kind.endswith("-256")
     kind = kind.removesuffix("-256")
     common = dict(
-        vocab_size=vocab, hidden_size=256 if wide else 64, intermediate_size=512 if wide else 128,
-        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4 if wide else 2,
+        vocab_size=vocab,
+        hidden_size=256 if wide else 64,
+        intermediate_size=512 if wide else 128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4 if wide else 2,
         max_position_embeddings=512,
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=False,
     )
     if kind == "tiny-llama":
         config = LlamaConfig(**common)

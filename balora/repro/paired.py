@@ -60,48 +60,93 @@ class PairedDiff:
 
 def mini_nll_paired() -> PairedSpec:
     """BA-LoRA vs PiSSA vs LoRA (and the ablation variants, and each rank) on the GSM8K answer NLL."""
-    pairs = [("BA-LoRA − PiSSA", f"{MINI_NLG}_ba-lora", f"{MINI_NLG}_pissa"),
-             ("PiSSA − LoRA", f"{MINI_NLG}_pissa", f"{MINI_NLG}_lora"),
-             ("BA-LoRA − LoRA", f"{MINI_NLG}_ba-lora", f"{MINI_NLG}_lora")]
-    for variant, label in (("consistency", "consistency only"), ("diversity", "diversity only"), ("svd", "SVD only")):
+    pairs = [
+        ("BA-LoRA − PiSSA", f"{MINI_NLG}_ba-lora", f"{MINI_NLG}_pissa"),
+        ("PiSSA − LoRA", f"{MINI_NLG}_pissa", f"{MINI_NLG}_lora"),
+        ("BA-LoRA − LoRA", f"{MINI_NLG}_ba-lora", f"{MINI_NLG}_lora"),
+    ]
+    for variant, label in (
+        ("consistency", "consistency only"),
+        ("diversity", "diversity only"),
+        ("svd", "SVD only"),
+    ):
         pairs.append((f"{label} − PiSSA", f"mini/ablation:smollm2_{variant}", f"{MINI_NLG}_pissa"))
     for rank in (1, 4, 64):
-        pairs.append((f"BA-LoRA − PiSSA, r = {rank}", f"mini/rank_sweep:smollm2_ba-lora_r{rank}",
-                      f"mini/rank_sweep:smollm2_pissa_r{rank}"))
-    return PairedSpec("mini_nll_paired", "Mini NLG, paired per problem: GSM8K answer NLL (nats/token), A − B "
-                      "(negative: A fits the reference solutions better)", "gsm8k_nll", "nll_per_token",
-                      higher_is_better=False, pairs=tuple(pairs))
+        pairs.append(
+            (
+                f"BA-LoRA − PiSSA, r = {rank}",
+                f"mini/rank_sweep:smollm2_ba-lora_r{rank}",
+                f"mini/rank_sweep:smollm2_pissa_r{rank}",
+            )
+        )
+    return PairedSpec(
+        "mini_nll_paired",
+        "Mini NLG, paired per problem: GSM8K answer NLL (nats/token), A − B "
+        "(negative: A fits the reference solutions better)",
+        "gsm8k_nll",
+        "nll_per_token",
+        higher_is_better=False,
+        pairs=tuple(pairs),
+    )
 
 
 def mini_probes_dev_paired() -> PairedSpec:
     """The NLU bias probes, paired per SST-2 dev sentence: correct (1) or not (0) under the final model."""
     pairs = []
     for ratio in MINI_IMBALANCE_RATIOS:
-        runs = {m: "mini/imbalance:" + imbalance_run("sst2", None, m, MINI_IMBALANCE_CLASS, ratio)
-                for m, _ in PROBE_METHODS}
-        pairs += [(f"1:{ratio}, BA-LoRA − PiSSA", runs["ba-lora"], runs["pissa"]),
-                  (f"1:{ratio}, BA-LoRA − LoRA", runs["ba-lora"], runs["lora"])]
+        runs = {
+            m: "mini/imbalance:" + imbalance_run("sst2", None, m, MINI_IMBALANCE_CLASS, ratio)
+            for m, _ in PROBE_METHODS
+        }
+        pairs += [
+            (f"1:{ratio}, BA-LoRA − PiSSA", runs["ba-lora"], runs["pissa"]),
+            (f"1:{ratio}, BA-LoRA − LoRA", runs["ba-lora"], runs["lora"]),
+        ]
     for level in MINI_NOISE_LEVELS:
         runs = {m: f"mini/label_noise:sst2_{m}_noise{level}" for m, _ in PROBE_METHODS}
-        pairs += [(f"{level}% flipped, BA-LoRA − PiSSA", runs["ba-lora"], runs["pissa"]),
-                  (f"{level}% flipped, BA-LoRA − LoRA", runs["ba-lora"], runs["lora"])]
-    return PairedSpec("mini_probes_dev_paired", "Mini bias probes, paired per SST-2 dev sentence: accuracy "
-                      "difference A − B (positive: A right more often)", "dev", "correct", higher_is_better=True,
-                      pairs=tuple(pairs))
+        pairs += [
+            (f"{level}% flipped, BA-LoRA − PiSSA", runs["ba-lora"], runs["pissa"]),
+            (f"{level}% flipped, BA-LoRA − LoRA", runs["ba-lora"], runs["lora"]),
+        ]
+    return PairedSpec(
+        "mini_probes_dev_paired",
+        "Mini bias probes, paired per SST-2 dev sentence: accuracy "
+        "difference A − B (positive: A right more often)",
+        "dev",
+        "correct",
+        higher_is_better=True,
+        pairs=tuple(pairs),
+    )
 
 
 def mini_probes_nll_paired() -> PairedSpec:
     """The λ-scale and LoRA + Reg probes, paired per GSM8K problem on the answer NLL."""
-    pairs = [(f"BA-LoRA λ × {scale} − PiSSA", f"mini/lambda_scale:smollm2_ba-lora_lambda_x{scale}",
-              f"{MINI_NLG}_pissa") for scale in MINI_LAMBDA_SCALES if scale != "1"]
+    pairs = [
+        (
+            f"BA-LoRA λ × {scale} − PiSSA",
+            f"mini/lambda_scale:smollm2_ba-lora_lambda_x{scale}",
+            f"{MINI_NLG}_pissa",
+        )
+        for scale in MINI_LAMBDA_SCALES
+        if scale != "1"
+    ]
     pairs.append(("LoRA + Reg − LoRA", "mini/lora_reg:smollm2_lora-reg", f"{MINI_NLG}_lora"))
-    return PairedSpec("mini_probes_nll_paired", "Mini probes, paired per problem: GSM8K answer NLL (nats/token), "
-                      "A − B (negative: A fits the reference solutions better)", "gsm8k_nll", "nll_per_token",
-                      higher_is_better=False, pairs=tuple(pairs))
+    return PairedSpec(
+        "mini_probes_nll_paired",
+        "Mini probes, paired per problem: GSM8K answer NLL (nats/token), "
+        "A − B (negative: A fits the reference solutions better)",
+        "gsm8k_nll",
+        "nll_per_token",
+        higher_is_better=False,
+        pairs=tuple(pairs),
+    )
 
 
-PAIRED_TABLES = {"mini_nll_paired": mini_nll_paired, "mini_probes_dev_paired": mini_probes_dev_paired,
-                 "mini_probes_nll_paired": mini_probes_nll_paired}
+PAIRED_TABLES = {
+    "mini_nll_paired": mini_nll_paired,
+    "mini_probes_dev_paired": mini_probes_dev_paired,
+    "mini_probes_nll_paired": mini_probes_nll_paired,
+}
 
 
 def _seed_dir(results_root: Path, run: str, seed: int) -> Path:
@@ -109,8 +154,9 @@ def _seed_dir(results_root: Path, run: str, seed: int) -> Path:
     return results_root / study / name / f"seed{seed}"
 
 
-def load_item_scores(results_root: str | Path, run: str, bench: str, field: str, seed: int
-                     ) -> tuple[dict[object, float], str | None] | None:
+def load_item_scores(
+    results_root: str | Path, run: str, bench: str, field: str, seed: int
+) -> tuple[dict[object, float], str | None] | None:
     """({task_id: score}, protocol) of one finished seed, or None when it has no item scores."""
     seed_dir = _seed_dir(Path(results_root), run, seed)
     samples = seed_dir / "eval" / f"{bench}.samples.jsonl"
@@ -118,14 +164,18 @@ def load_item_scores(results_root: str | Path, run: str, bench: str, field: str,
         return None
     metrics_path = seed_dir / "eval" / f"{bench}.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-    protocol = f"{metrics.get('protocol')} v{metrics.get('protocol_version')}" if metrics.get("protocol") else None
+    protocol = (
+        f"{metrics.get('protocol')} v{metrics.get('protocol_version')}" if metrics.get("protocol") else None
+    )
     scores: dict[object, float] = {}
     for line_number, line in enumerate(samples.read_text().splitlines(), 1):
         if not line.strip():
             continue
         row = json.loads(line)
         if "task_id" not in row or field not in row:
-            raise ResultsError(f"{samples}:{line_number}: a row needs 'task_id' and {field!r}, got {sorted(row)}")
+            raise ResultsError(
+                f"{samples}:{line_number}: a row needs 'task_id' and {field!r}, got {sorted(row)}"
+            )
         if row["task_id"] in scores:
             raise ResultsError(f"{samples}:{line_number}: task_id {row['task_id']!r} appears twice")
         scores[row["task_id"]] = float(row[field])
@@ -134,13 +184,16 @@ def load_item_scores(results_root: str | Path, run: str, bench: str, field: str,
     return scores, protocol
 
 
-def paired_difference(a: dict[object, float], b: dict[object, float], higher_is_better: bool,
-                      what: str = "") -> PairedDiff:
+def paired_difference(
+    a: dict[object, float], b: dict[object, float], higher_is_better: bool, what: str = ""
+) -> PairedDiff:
     """A − B over the items both scored; the item sets must be equal (else ResultsError)."""
     if set(a) != set(b):
         only_a, only_b = sorted(map(str, set(a) - set(b)))[:5], sorted(map(str, set(b) - set(a)))[:5]
-        raise ResultsError(f"{what}: the runs were scored on different items (only in A: {only_a}, "
-                           f"only in B: {only_b}); a paired comparison needs the same items")
+        raise ResultsError(
+            f"{what}: the runs were scored on different items (only in A: {only_a}, "
+            f"only in B: {only_b}); a paired comparison needs the same items"
+        )
     if not a:
         raise ResultsError(f"{what}: no items to compare")
     diffs = [a[k] - b[k] for k in a]
@@ -161,13 +214,23 @@ def build_paired(spec: PairedSpec, results_root: str | Path) -> dict:
                 per_seed[seed] = None
                 continue
             if a[1] != b[1]:
-                raise ResultsError(f"{label}, seed {seed}: {run_a} was scored with protocol {a[1]}, "
-                                   f"{run_b} with {b[1]}; not comparable")
+                raise ResultsError(
+                    f"{label}, seed {seed}: {run_a} was scored with protocol {a[1]}, "
+                    f"{run_b} with {b[1]}; not comparable"
+                )
             per_seed[seed] = paired_difference(a[0], b[0], spec.higher_is_better, f"{label}, seed {seed}")
         means = [d.mean for d in per_seed.values() if d is not None]
-        rows.append({"label": label, "a": run_a, "b": run_b, "seeds": per_seed, "n_seeds": len(means),
-                     "mean": statistics.fmean(means) if means else None,
-                     "std": statistics.stdev(means) if len(means) > 1 else None})
+        rows.append(
+            {
+                "label": label,
+                "a": run_a,
+                "b": run_b,
+                "seeds": per_seed,
+                "n_seeds": len(means),
+                "mean": statistics.fmean(means) if means else None,
+                "std": statistics.stdev(means) if len(means) > 1 else None,
+            }
+        )
     return {"spec": spec, "rows": rows}
 
 
@@ -179,9 +242,12 @@ def paired_markdown(table: dict) -> str:
     """The paired table as Markdown: per seed mean ± SE (A better on k/n), then mean ± std over seeds."""
     spec: PairedSpec = table["spec"]
     k = spec.decimals
-    lines = [f"### {spec.title}", "",
-             "| A − B | " + " | ".join(f"seed {s}" for s in spec.seeds) + " | over seeds |",
-             "|---|" + "---:|" * (len(spec.seeds) + 1)]
+    lines = [
+        f"### {spec.title}",
+        "",
+        "| A − B | " + " | ".join(f"seed {s}" for s in spec.seeds) + " | over seeds |",
+        "|---|" + "---:|" * (len(spec.seeds) + 1),
+    ]
     for row in table["rows"]:
         cells = []
         for seed in spec.seeds:
@@ -197,16 +263,28 @@ def paired_markdown(table: dict) -> str:
             spread = f" ± {row['std']:.{k}f}" if row["std"] is not None else ""
             overall = f"{_signed(row['mean'], k)}{spread} (n={row['n_seeds']})"
         lines.append(f"| {row['label']} | " + " | ".join(cells) + f" | {overall} |")
-    lines += ["", f"Per seed: mean ± standard error of the per-item differences ({spec.item_score} of "
-              f"eval/{spec.bench}.samples.jsonl), and on how many items A was better. Over seeds: mean ± std "
-              "of the per-seed means (n = seeds with both runs). \"missing\": a run, or its item scores, is "
-              "not in results/ (yet)."]
+    lines += [
+        "",
+        f"Per seed: mean ± standard error of the per-item differences ({spec.item_score} of "
+        f"eval/{spec.bench}.samples.jsonl), and on how many items A was better. Over seeds: mean ± std "
+        'of the per-seed means (n = seeds with both runs). "missing": a run, or its item scores, is '
+        "not in results/ (yet).",
+    ]
     return "\n".join(lines) + "\n"
 
 
 def paired_json(table: dict) -> dict:
     spec: PairedSpec = table["spec"]
-    return {"name": spec.name, "title": spec.title, "bench": spec.bench, "item_score": spec.item_score,
-            "rows": [{**{k: v for k, v in row.items() if k != "seeds"},
-                      "seeds": {str(s): (vars(d) if d else None) for s, d in row["seeds"].items()}}
-                     for row in table["rows"]]}
+    return {
+        "name": spec.name,
+        "title": spec.title,
+        "bench": spec.bench,
+        "item_score": spec.item_score,
+        "rows": [
+            {
+                **{k: v for k, v in row.items() if k != "seeds"},
+                "seeds": {str(s): (vars(d) if d else None) for s, d in row["seeds"].items()},
+            }
+            for row in table["rows"]
+        ],
+    }

@@ -24,8 +24,11 @@ import numpy as np  # noqa: E402
 # (mean, std or None) of one point; std None when fewer than two seeds finished.
 Point = tuple[float, float | None]
 LOSS_TERMS = (
-    ("loss", "total loss"), ("task_loss", "task loss"), ("consistency_loss", "consistency (unweighted)"),
-    ("diversity_loss", "diversity (unweighted)"), ("svd_loss", "SVD (unweighted)"),
+    ("loss", "total loss"),
+    ("task_loss", "task loss"),
+    ("consistency_loss", "consistency (unweighted)"),
+    ("diversity_loss", "diversity (unweighted)"),
+    ("svd_loss", "SVD (unweighted)"),
 )
 
 
@@ -50,9 +53,15 @@ def _grid(n_panels: int, width: float = 4.2, height: float = 3.3):
     return fig, flat[:n_panels]
 
 
-def rank_sweep(panels: Mapping[str, Mapping[str, Mapping[float, Point]]], full_ft: Mapping[str, Point | None],
-               out_stem: str | Path, ylabel: str | Mapping[str, str] = "accuracy (%)", xlabel: str = "rank r",
-               log_base: int = 2, reference_label: str = "Full FT") -> list[Path]:
+def rank_sweep(
+    panels: Mapping[str, Mapping[str, Mapping[float, Point]]],
+    full_ft: Mapping[str, Point | None],
+    out_stem: str | Path,
+    ylabel: str | Mapping[str, str] = "accuracy (%)",
+    xlabel: str = "rank r",
+    log_base: int = 2,
+    reference_label: str = "Full FT",
+) -> list[Path]:
     """Accuracy (or another metric) vs rank (or another swept setting), one panel per (model, benchmark).
 
     Args:
@@ -81,7 +90,9 @@ def rank_sweep(panels: Mapping[str, Mapping[str, Mapping[float, Point]]], full_f
         if reference is not None:
             ax.axhline(reference[0], color="black", linestyle="--", linewidth=1.2, label=reference_label)
             if reference[1]:
-                ax.axhspan(reference[0] - reference[1], reference[0] + reference[1], color="black", alpha=0.08)
+                ax.axhspan(
+                    reference[0] - reference[1], reference[0] + reference[1], color="black", alpha=0.08
+                )
         ax.set_xscale("log", base=log_base)
         if all_ranks:
             ax.set_xticks(sorted(all_ranks), [f"{r:g}" for r in sorted(all_ranks)])
@@ -92,13 +103,19 @@ def rank_sweep(panels: Mapping[str, Mapping[str, Mapping[float, Point]]], full_f
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
         else:  # a benchmark whose runs have not finished yet: say so instead of an empty frame
-            ax.text(0.5, 0.5, "no finished runs", transform=ax.transAxes, ha="center", va="center", color="gray")
+            ax.text(
+                0.5, 0.5, "no finished runs", transform=ax.transAxes, ha="center", va="center", color="gray"
+            )
     fig.tight_layout()
     return save_figure(fig, out_stem)
 
 
-def ablation_bars(variants: Sequence[str], metrics: Mapping[str, Mapping[str, Point | None]],
-                  out_stem: str | Path, ylabel: str = "score") -> list[Path]:
+def ablation_bars(
+    variants: Sequence[str],
+    metrics: Mapping[str, Mapping[str, Point | None]],
+    out_stem: str | Path,
+    ylabel: str = "score",
+) -> list[Path]:
     """One panel per metric (own y-axis: GSM8K % and GLUE avg differ in scale), one bar per variant.
 
     Args:
@@ -116,7 +133,9 @@ def ablation_bars(variants: Sequence[str], metrics: Mapping[str, Mapping[str, Po
         means = [p[0] if p else 0.0 for p in present]
         # No error bar where there is no spread to show (one seed): a zero-length bar would read as std 0.
         errs = [p[1] if p and p[1] is not None else np.nan for p in present]
-        ax.bar(x, means, 0.7, yerr=errs, capsize=3, color=[colors[i % len(colors)] for i in range(len(variants))])
+        ax.bar(
+            x, means, 0.7, yerr=errs, capsize=3, color=[colors[i % len(colors)] for i in range(len(variants))]
+        )
         finite = [m for m, p in zip(means, present, strict=True) if p]
         if finite:  # zoom on the differences; bars start at the axis floor, as in the paper's ablation plot
             low, high = min(finite), max(finite)
@@ -126,7 +145,9 @@ def ablation_bars(variants: Sequence[str], metrics: Mapping[str, Mapping[str, Po
             ax.set_ylim(max(0.0, low - pad - err), high + pad + err)
         for i, p in enumerate(present):
             if p is None:
-                ax.annotate("missing", (x[i], ax.get_ylim()[0]), ha="center", va="bottom", rotation=90, fontsize=7)
+                ax.annotate(
+                    "missing", (x[i], ax.get_ylim()[0]), ha="center", va="bottom", rotation=90, fontsize=7
+                )
         ax.set_xticks(x, list(variants), rotation=30, ha="right", fontsize=8)
         ax.set_title(metric, fontsize=10)
         ax.set_ylabel(ylabel)
@@ -145,8 +166,11 @@ def history_series(history: Sequence[Mapping], key: str) -> tuple[np.ndarray, np
     return np.asarray(steps), np.asarray(values)
 
 
-def loss_curves(histories: Mapping[str, Sequence[Sequence[Mapping]]], out_stem: str | Path,
-                terms: Sequence[tuple[str, str]] = LOSS_TERMS) -> list[Path]:
+def loss_curves(
+    histories: Mapping[str, Sequence[Sequence[Mapping]]],
+    out_stem: str | Path,
+    terms: Sequence[tuple[str, str]] = LOSS_TERMS,
+) -> list[Path]:
     """One panel per loss term over steps; one line per run label, mean over its seeds ± std band.
 
     Args:
@@ -154,8 +178,11 @@ def loss_curves(histories: Mapping[str, Sequence[Sequence[Mapping]]], out_stem: 
             list of dicts with "step" and the logged keys (task_loss, consistency_loss, ...).
         terms: (logged key, panel title); terms no run logged are left out.
     """
-    present = [(k, t) for k, t in terms
-               if any(history_series(h, k)[0].size for runs in histories.values() for h in runs)]
+    present = [
+        (k, t)
+        for k, t in terms
+        if any(history_series(h, k)[0].size for runs in histories.values() for h in runs)
+    ]
     if not present:
         raise ValueError(f"none of {[k for k, _ in terms]} was logged in the given histories")
     fig, axes = _grid(len(present), width=4.0, height=3.0)
@@ -167,9 +194,11 @@ def loss_curves(histories: Mapping[str, Sequence[Sequence[Mapping]]], out_stem: 
                 continue
             # Align seeds on the steps they all logged (they share the schedule, so usually all).
             common = sorted(set.intersection(*(set(s.tolist()) for s, _ in series)))
-            stacked = np.stack([[dict(zip(s.tolist(), v.tolist(), strict=True))[c] for c in common] for s, v in series])
+            stacked = np.stack(
+                [[dict(zip(s.tolist(), v.tolist(), strict=True))[c] for c in common] for s, v in series]
+            )
             mean = stacked.mean(axis=0)
-            line, = ax.plot(common, mean, label=f"{label} (n={len(series)})", linewidth=1.2)
+            (line,) = ax.plot(common, mean, label=f"{label} (n={len(series)})", linewidth=1.2)
             if len(series) > 1:
                 std = stacked.std(axis=0, ddof=1)
                 ax.fill_between(common, mean - std, mean + std, color=line.get_color(), alpha=0.2)

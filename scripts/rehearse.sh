@@ -16,7 +16,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SCRIPTS="nlg_table ba-lora loss_curves rank_sweep ablation nlu_table glue tsne
-  ablation_llms lora_reg lambda_sensitivity glue_large_models nlu_diversity noisy_probe imbalanced_mnli tsne_steps"
+  ablation_llms lora_reg lambda_sensitivity glue_large_models nlu_diversity noisy_probe imbalanced_mnli tsne_steps
+  model_range"
 QUICK=0
 while [ $# -gt 0 ]; do
   case "$1" in

@@ -28,6 +28,12 @@ MODEL_STANDINS = {
     "meta-llama/Llama-2-7b-hf": "tiny-llama-256",
     "mistralai/Mistral-7B-v0.1": "tiny-mistral-256",
     "google/gemma-7b": "tiny-gemma-256",
+    # The model range (scripts/model_range.sh): LLaMA-architecture models (Qwen1.5 adds q/k/v biases).
+    "meta-llama/Llama-2-13b-hf": "tiny-llama-256",
+    "meta-llama/Meta-Llama-3-8B": "tiny-llama-256",
+    "meta-llama/Meta-Llama-3-70B": "tiny-llama-256",
+    "Qwen/Qwen1.5-7B": "tiny-llama-256",
+    "01-ai/Yi-1.5-34B": "tiny-llama-256",
     "microsoft/deberta-v3-base": "tiny-deberta",
     "bert-large-uncased": "tiny-bert",
     "bert-large-cased": "tiny-bert",

@@ -709,7 +709,9 @@ def _paper_notes(spec: TableSpec, paper: dict[str, Any] | None) -> list[str]:
             return [f"Paper comparison: results/paper/{spec.paper_file} (add --paper to print it)."]
         if spec.study.startswith("mini/"):
             return ["Not compared with a paper table (no published counterpart at this scale)."]
-        return ["Not compared with a paper table (the paper's numbers of this experiment were not recovered)."]
+        return [
+            "Not compared with a paper table (the paper's numbers of this experiment were not recovered)."
+        ]
     version = paper.get("version", "version not recorded")
     notes = [
         f"Paper numbers: {version}; recipe: {paper.get('recipe', 'not recorded')}. Source: {paper['source']}"
@@ -971,6 +973,18 @@ def ablation_glue_table() -> TableSpec:
     )
 
 
+def _mini_gsm8k_columns(run: str, train_loss: bool = True) -> tuple[ColumnSpec, ...]:
+    """The mini NLG columns of run template `run`: GSM8K accuracy, solution NLL (the low-noise companion of
+    a 64-question accuracy, eval/gsm8k_nll.py) and, optionally, the train loss."""
+    cols = (
+        ColumnSpec("GSM8K", "gsm8k", "gsm8k.score", run=run),
+        ColumnSpec("GSM8K NLL", "gsm8k_nll", "gsm8k_nll.score", run=run, higher_is_better=False, decimals=3),
+    )
+    if train_loss:
+        cols += (ColumnSpec("train loss", "train_loss", "train_loss", run=run, higher_is_better=False),)
+    return cols
+
+
 def mini_nlg_table() -> TableSpec:
     """Mini NLG: SmolLM2-135M-Instruct trained on GSM8K train rows, scored on a GSM8K test subset."""
     rows = tuple(
@@ -979,13 +993,7 @@ def mini_nlg_table() -> TableSpec:
     )
     # GSM8K NLL: teacher-forced NLL of the reference solutions of the same test rows (eval/gsm8k_nll.py),
     # the low-noise companion of a 64-question accuracy.
-    cols = (
-        ColumnSpec("GSM8K", "gsm8k", "gsm8k.score", run="{row}"),
-        ColumnSpec(
-            "GSM8K NLL", "gsm8k_nll", "gsm8k_nll.score", run="{row}", higher_is_better=False, decimals=3
-        ),
-        ColumnSpec("train loss", "train_loss", "train_loss", run="{row}", higher_is_better=False),
-    )
+    cols = _mini_gsm8k_columns("{row}")
     return TableSpec(
         "mini_nlg",
         "Mini NLG: SmolLM2-135M-Instruct, GSM8K test subset accuracy (%) and solution NLL (nats/token)",
@@ -1017,15 +1025,7 @@ def mini_ablation_table() -> TableSpec:
     """Mini ablation: SmolLM2 GSM8K and MiniLM GLUE avg; 'w/o reg' and 'all' are the main mini runs."""
     rows = tuple(RowSpec(label, variant) for variant, label, _ in ABLATION_VARIANTS)
     cols = (
-        ColumnSpec("GSM8K", "gsm8k", "gsm8k.score", run=f"{MINI_NLG_MODEL}_{{row}}"),
-        ColumnSpec(
-            "GSM8K NLL",
-            "gsm8k_nll",
-            "gsm8k_nll.score",
-            run=f"{MINI_NLG_MODEL}_{{row}}",
-            higher_is_better=False,
-            decimals=3,
-        ),
+        *_mini_gsm8k_columns(f"{MINI_NLG_MODEL}_{{row}}", train_loss=False),
         ColumnSpec(
             f"GLUE avg ({', '.join(label for _, label in MINI_ABLATION_TASKS)})",
             "glue",
@@ -1158,11 +1158,7 @@ def mini_lambda_scale_table() -> TableSpec:
         *(RowSpec(f"BA-LoRA, λ × {scale}", scale) for scale in MINI_LAMBDA_SCALES),
     )
     run = f"{MINI_NLG_MODEL}_ba-lora_lambda_x{{row}}"
-    cols = (
-        ColumnSpec("GSM8K", "gsm8k", "gsm8k.score", run=run),
-        ColumnSpec("GSM8K NLL", "gsm8k_nll", "gsm8k_nll.score", run=run, higher_is_better=False, decimals=3),
-        ColumnSpec("train loss", "train_loss", "train_loss", run=run, higher_is_better=False),
-    )
+    cols = _mini_gsm8k_columns(run)
     main = {"pissa": f"mini/nlg:{MINI_NLG_MODEL}_pissa", "1": f"mini/nlg:{MINI_NLG_MODEL}_ba-lora"}
     overrides = tuple((row, col.key, target) for row, target in main.items() for col in cols)
     return TableSpec(
@@ -1187,15 +1183,7 @@ def mini_lora_reg_table() -> TableSpec:
         RowSpec("BA-LoRA", "ba-lora"),
     )
     cols = (
-        ColumnSpec("GSM8K", "gsm8k", "gsm8k.score", run=f"mini/nlg:{MINI_NLG_MODEL}_{{row}}"),
-        ColumnSpec(
-            "GSM8K NLL",
-            "gsm8k_nll",
-            "gsm8k_nll.score",
-            run=f"mini/nlg:{MINI_NLG_MODEL}_{{row}}",
-            higher_is_better=False,
-            decimals=3,
-        ),
+        *_mini_gsm8k_columns(f"mini/nlg:{MINI_NLG_MODEL}_{{row}}", train_loss=False),
         *(ColumnSpec(label, task, "score", run=f"mini/nlu:{task}_{{row}}") for task, label in MINI_NLU_TASKS),
     )
     overrides = tuple(

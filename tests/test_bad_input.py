@@ -215,7 +215,6 @@ def test_plot_with_a_corrupt_log_history_names_it_and_keeps_the_figures(results_
     history.write_text('[{"loss": 1.0, "step": 1}, {"lo')
     proc = _script(
         "plot_results.py",
-        "mini_ablation",
         "mini_loss_curves",
         "--results_dir",
         str(results_copy),

@@ -1,6 +1,7 @@
-"""Write the flat GLUE configs of this folder (run once after editing; the YAML files are committed).
+"""Write the flat GLUE configs of configs/glue/ (run once after editing; the YAML files are committed).
 
-    python scripts/generate_glue_configs.py
+    python scripts/generate_glue_configs.py            # rewrite configs/glue/*.yaml
+    python scripts/generate_glue_configs.py --check    # exit 1, naming them, if committed files differ
 
 Grids: the paper's NLU table on DeBERTa-v3-base (8 tasks x 10 methods), the GLUE / t-SNE runs on
 BERT-large and GPT-2-XL (8 tasks x LoRA, BA-LoRA), the noisy-pretraining probe on RoBERTa-base and T5-base
@@ -9,6 +10,8 @@ BERT-large and GPT-2-XL (8 tasks x LoRA, BA-LoRA), the noisy-pretraining probe o
 
 from __future__ import annotations
 
+import argparse
+import sys
 from pathlib import Path
 
 import yaml
@@ -116,10 +119,50 @@ def _yaml_value(value: object) -> str:
     return str(value)
 
 
+# File name -> YAML text, filled by the grid functions below; nothing touches the disk until main().
+_RENDERED: dict[str, str] = {}
+
+
 def _write(name: str, header: list[str], fields: list[tuple[str, object]]) -> None:
     lines = [f"# {line}" if line else "#" for line in header]
     lines += [f"{key}: {_yaml_value(value)}" for key, value in fields]
-    (HERE / name).write_text("\n".join(lines) + "\n")
+    _RENDERED[name] = "\n".join(lines) + "\n"
+
+
+def render_all() -> dict[str, str]:
+    """Every generated config, as file name -> YAML text."""
+    _RENDERED.clear()
+    deberta(), tsne_runs(), probe_runs(), minilm()
+    return dict(_RENDERED)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out_dir", type=Path, default=HERE, help="where to write (default: configs/glue)")
+    parser.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 if any file in --out_dir differs"
+    )
+    args = parser.parse_args(argv)
+    rendered = render_all()
+    if args.check:
+        stale = [
+            name
+            for name, text in rendered.items()
+            if not (args.out_dir / name).is_file() or (args.out_dir / name).read_text() != text
+        ]
+        if stale:
+            print(f"{len(stale)} of {len(rendered)} configs differ from the generator: {', '.join(stale)}")
+            print("run: python scripts/generate_glue_configs.py")
+            return 1
+        print(f"all {len(rendered)} generated configs in {args.out_dir} are up to date")
+        return 0
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    for name, text in rendered.items():
+        (args.out_dir / name).write_text(text)
+    print(f"wrote {len(rendered)} configs to {args.out_dir}")
+    return 0
 
 
 def deberta() -> int:
@@ -317,4 +360,4 @@ def minilm() -> int:
 
 
 if __name__ == "__main__":
-    print(f"wrote {deberta() + tsne_runs() + probe_runs() + minilm()} configs to {HERE}")
+    sys.exit(main())

@@ -27,7 +27,6 @@ TOP_LEVEL = (
 NOT_ENTRY_POINTS = {
     "scripts/lib.sh": "sourced by the other scripts, never run",
     "scripts/mini_lib.sh": "sourced by mini.sh and mini_probes.sh, never run",
-    "scripts/generate_glue_configs.py": "no options by design: running it rewrites configs/glue/*.yaml",
 }
 # Entry points whose --help is not implemented yet: strict xfail, so the test fails once it is (remove
 # the entry then).

@@ -138,3 +138,35 @@ def test_real_glue_files_match_official_sizes(shared_data):
     if (glue / "STS-B").is_dir():
         rows = read_glue_tsv(glue / "STS-B" / "dev.tsv", "stsb")
         assert len(rows) == 1500 and all(0.0 <= r["label"] <= 5.0 for r in rows)
+
+
+def test_committed_glue_configs_are_what_the_generator_writes(tmp_path):
+    """configs/glue/*.yaml are generated files: an edit by hand (or a generator edit not rerun) is caught."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    script = repo / "scripts" / "generate_glue_configs.py"
+    check = subprocess.run([sys.executable, script, "--check"], capture_output=True, text=True, cwd=repo)
+    assert check.returncode == 0, check.stdout + check.stderr
+    # A copy with one file edited and one removed: --check names both and changes nothing.
+    copy = tmp_path / "glue"
+    shutil.copytree(repo / "configs" / "glue", copy)
+    edited = copy / "sst2_minilm_ba-lora.yaml"
+    edited.write_text(edited.read_text().replace("learning_rate:", "learning_rate: 1.0 #", 1))
+    (copy / "rte_minilm_lora.yaml").unlink()
+    before = edited.read_text()
+    stale = subprocess.run(
+        [sys.executable, script, "--check", "--out_dir", copy], capture_output=True, text=True, cwd=repo
+    )
+    assert stale.returncode == 1
+    assert "sst2_minilm_ba-lora.yaml" in stale.stdout and "rte_minilm_lora.yaml" in stale.stdout
+    assert edited.read_text() == before and not (copy / "rte_minilm_lora.yaml").exists()
+    # Writing restores both.
+    subprocess.run([sys.executable, script, "--out_dir", copy], check=True, capture_output=True, cwd=repo)
+    again = subprocess.run(
+        [sys.executable, script, "--check", "--out_dir", copy], capture_output=True, text=True, cwd=repo
+    )
+    assert again.returncode == 0, again.stdout

@@ -151,7 +151,12 @@ def test_cli_scores_fixture_samples(tmp_path):
 
 
 def _write(path, rows):
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    def encode(row):
+        if isinstance(row, bytes):
+            return row
+        return (row if isinstance(row, str) else json.dumps(row)).encode()
+
+    path.write_bytes(b"".join(encode(r) + b"\n" for r in rows))
     return path
 
 
@@ -164,6 +169,11 @@ def _write(path, rows):
         ([{"task_id": 0}], ":1: each row needs"),
         ([{"task_id": 0, "completion": 5}], ":1: 'completion' must be a string"),
         ([{"task_id": "zero", "completion": "x"}], ":1: bad task_id"),
+        # Latin-1 bytes on line 2 (a file saved in the wrong encoding): named, no UnicodeDecodeError.
+        (
+            [{"task_id": 0, "completion": "x"}, b'{"task_id": 1, "completion": "caf\xe9"}'],
+            ":2: not UTF-8 text",
+        ),
     ],
 )
 def test_bad_samples_files_name_the_line(tmp_path, rows, message):

@@ -90,6 +90,14 @@ def test_unfinished_runs_and_bad_rows(tmp_path):
     (tmp_path / "s" / "a" / "seed1" / "DONE").write_text("")
     with pytest.raises(ResultsError, match=r"samples.jsonl:1: a row needs 'task_id' and 'nll_per_token'"):
         build_paired(SPEC, tmp_path)
+    # A line in another encoding or truncated mid-write names the file and line.
+    samples = tmp_path / "s" / "b" / "seed1" / "eval" / "gsm8k_nll.samples.jsonl"
+    samples.write_bytes(b'{"task_id": 0, "nll_per_token": 1.0, "note": "caf\xe9"}\n')
+    with pytest.raises(ResultsError, match=r"samples.jsonl:1: not a UTF-8 JSON line"):
+        build_paired(SPEC, tmp_path)
+    samples.write_text('{"task_id": 0, "nll_per_token": 1.0}\n{"task_id": 1, "nll_')
+    with pytest.raises(ResultsError, match=r"samples.jsonl:2: not a UTF-8 JSON line"):
+        build_paired(SPEC, tmp_path)
 
 
 def test_the_cli_writes_the_mini_table_with_every_pair_listed(tmp_path):

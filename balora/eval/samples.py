@@ -52,9 +52,13 @@ def read_samples(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"--samples {path} does not exist")
-    with open(path) as handle:
-        for lineno, line in enumerate(handle, start=1):
+    with open(path, "rb") as handle:  # bytes, so a bad encoding is reported with its line
+        for lineno, raw in enumerate(handle, start=1):
             where = f"{path}:{lineno}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise SamplesError(f"{where}: not UTF-8 text ({err.reason} at byte {err.start})") from err
             if not line.strip():
                 continue
             try:

@@ -168,13 +168,18 @@ def load_item_scores(
         f"{metrics.get('protocol')} v{metrics.get('protocol_version')}" if metrics.get("protocol") else None
     )
     scores: dict[object, float] = {}
-    for line_number, line in enumerate(samples.read_text().splitlines(), 1):
-        if not line.strip():
+    for line_number, raw in enumerate(samples.read_bytes().splitlines(), 1):
+        try:
+            line = raw.decode("utf-8")
+            row = json.loads(line) if line.strip() else None
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ResultsError(f"{samples}:{line_number}: not a UTF-8 JSON line ({err})") from err
+        if row is None:
             continue
-        row = json.loads(line)
-        if "task_id" not in row or field not in row:
+        if not isinstance(row, dict) or "task_id" not in row or field not in row:
             raise ResultsError(
-                f"{samples}:{line_number}: a row needs 'task_id' and {field!r}, got {sorted(row)}"
+                f"{samples}:{line_number}: a row needs 'task_id' and {field!r}, got "
+                f"{sorted(row) if isinstance(row, dict) else type(row).__name__}"
             )
         if row["task_id"] in scores:
             raise ResultsError(f"{samples}:{line_number}: task_id {row['task_id']!r} appears twice")

@@ -315,6 +315,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     warn_if_regularizers_with_full_ft(method, args)
     if args.label_names is None:
         args.label_names = ["labels"]
+    if args.resume_from_checkpoint:
+        # Trainer would accept the flag and then train from scratch without a word: refuse it instead.
+        raise ValueError(
+            f"--resume_from_checkpoint {args.resume_from_checkpoint}: finetune_glue.py does not resume (its "
+            "runs last minutes to a few hours and save no optimizer checkpoints). Start the run again, with "
+            "--overwrite_output_dir if its folder holds a finished run; the sweep scripts skip finished runs."
+        )
     output_dir = Path(args.output_dir)
     _check_output_dir(output_dir, glue_args.overwrite_output_dir)
     provenance.ensure_writable(output_dir)

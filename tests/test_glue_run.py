@@ -191,6 +191,12 @@ def test_bad_input_errors(tmp_path):
         )
     with pytest.raises(ValueError, match="regularizer_preset"):
         finetune_glue.main([*base, "--task_name", "rte", "--method", "ba-lora"])
+    # Trainer would take the flag and silently train from scratch; the script refuses it, before any file.
+    with pytest.raises(ValueError, match="finetune_glue.py does not resume"):
+        finetune_glue.main(
+            [*base, "--task_name", "rte", "--method", "lora", "--resume_from_checkpoint", "last"]
+        )
+    assert not (tmp_path / "o" / "config.yaml").exists()
     # The command line exits non-zero with the file and line of a malformed TSV row.
     (glue_dir / "RTE" / "train.tsv").write_text(
         "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\tbroken\n"

@@ -40,8 +40,7 @@ COMMON = {
     "per_device_eval_batch_size": "64",
     "eval_strategy": "epoch",
     "save_strategy": "no",
-    "logging_steps": "20",
-    "report_to": "none",
+    "logging_steps": "20",  # per-term losses to TensorBoard (the default report_to) and log_history.json
     "output_dir": "runs/bert_l_sst2",
     "seed": "42",
 }

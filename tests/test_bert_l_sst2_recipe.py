@@ -31,6 +31,8 @@ def test_defaults_are_the_authors_script():
         (0.1, 0.01, 0.01)
     )
     assert args.output_dir.endswith("bert_l_sst2_author")
+    # Per-term losses go to TensorBoard, as for every paper-scale run.
+    assert args.report_to == ["tensorboard"]
 
 
 def test_paper_recipe_is_a_flag():

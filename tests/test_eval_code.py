@@ -208,7 +208,9 @@ def test_mbpp_reference_code_passes_on_real_data(shared_data):
     reference = {
         json.loads(line)["task_id"]: json.loads(line)["code"] for line in path.read_text().splitlines()
     }
-    sample = tasks[:12]
+    # The first 12, and 40 / 88, whose references return collections.Counter (compared with dict literals).
+    # Of all 500 references only 367 fails: its test inputs are built in the reference code itself.
+    sample = tasks[:12] + [t for t in tasks if t["task_id"] in (40, 88)]
     built = [code.mbpp_program(t, code.extract_code(reference[t["task_id"]])) for t in sample]
     results = run_programs([p for p, _ in built], checks=[c for _, c in built])
     assert all(r.passed for r in results), [

@@ -96,13 +96,49 @@ def test_plain_data_round_trips_with_exact_types(value):
         range(3),
         object(),
         [iter([])],
-        type("Int", (int,), {})(3),
-        {"k": type("L", (list,), {})()},
+        {"k": type("Obj", (), {})()},
     ],
 )
 def test_values_that_are_not_plain_data_are_refused(value):
     with pytest.raises(NotPlainData):
         encode_plain(value)
+
+
+def test_subclasses_of_plain_types_cross_as_their_base_type_data():
+    """Counter/OrderedDict/defaultdict/namedtuple/IntEnum results compare with literals as in plain Python;
+    what crosses is read through the base type, so an overridden __iter__ or __eq__ does not cross."""
+    import collections
+    import enum
+
+    class Lying(list):
+        def __iter__(self):
+            return iter(["forged"])
+
+        def __eq__(self, other):
+            return True
+
+    point = collections.namedtuple("Point", "x y")
+    cases = [
+        (collections.Counter("aab"), {"a": 2, "b": 1}),
+        (collections.OrderedDict(b=1, a=2), {"b": 1, "a": 2}),
+        (collections.defaultdict(list, {1: [2]}), {1: [2]}),
+        (point(1, 2.5), (1, 2.5)),
+        (enum.IntEnum("E", "A")(1), 1),
+        (Lying([1, 2]), [1, 2]),
+    ]
+    for value, expected in cases:
+        back = decode_plain(encode_plain(value))
+        assert back == expected and type(back) is type(expected)
+
+
+def test_counter_result_passes_a_dict_literal_check_and_a_lying_subclass_fails():
+    # MBPP 40 / 88: the reference solutions return collections.Counter, the tests compare with dicts.
+    counter = "from collections import Counter\ndef f(x):\n    return Counter({x: x * x})\n"
+    lying = "class Anything(dict):\n    def __eq__(self, other):\n        return True\ndef f(x):\n    return Anything()\n"
+    dict_check = Checks(setup="", code="assert f(2) == {2: 4}\n", candidates=("f",))
+    assert run_program(counter, FAST, checks=dict_check).status == "passed"
+    forged = run_program(lying, FAST, checks=dict_check)
+    assert forged.status == "failed" and "AssertionError" in forged.reason
 
 
 def test_malformed_values_from_the_program_are_refused():

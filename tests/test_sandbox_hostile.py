@@ -118,7 +118,8 @@ def test_forged_pass_is_graded_failed(forged_results, bench, name):
 def test_forged_pass_reasons_say_what_happened(forged_results):
     assert "ended before its checks finished" in forged_results[("humaneval", "os_exit_before_tests")].reason
     assert "not plain data" in forged_results[("mbpp", "object_equal_to_everything")].reason
-    assert "not plain data" in forged_results[("humaneval", "non_plain_value_nested_in_a_list")].reason
+    # A list subclass crosses as its items (here []), so its always-true __eq__ never reaches the checks.
+    assert "AssertionError" in forged_results[("humaneval", "non_plain_value_nested_in_a_list")].reason
 
 
 # --- 2. one sample can only fail itself ---------------------------------------------------------------

@@ -20,7 +20,8 @@ Processes of one run (full isolation: running as root, the normal case on our ma
 * The verdict: with `Checks`, the checker runs the task's tests (trusted code from the data set,
   never the model's) and calls the program's functions through proxies over a pipe. Arguments and
   return values cross as plain data (None, bool, int, float, complex, str, bytes, list, tuple,
-  dict, set; recursively, exact types); anything else raises `NotPlainData` in the checks. The
+  dict, set; recursively; a subclass's instance as its base type's data, so an overridden `__eq__`
+  never reaches the checks); anything else raises `NotPlainData` in the checks. The
   run passes only when the checks ran to their end without an exception; the checker writes that
   verdict to a file descriptor the worker never holds. Exit status, output and markers printed by
   the program play no part in it, so `os._exit(0)`, `SystemExit(0)`, `atexit` tricks and objects
@@ -397,23 +398,36 @@ class NotPlainData(TypeError):
 
 
 def encode_plain(value, depth: int = 0):
-    """Plain data -> JSON-able tagged form (exact types only; subclasses are refused)."""
+    """Plain data -> JSON-able tagged form.
+
+    An instance of a subclass of a plain type (collections.Counter, OrderedDict, defaultdict, a
+    namedtuple, an IntEnum, numpy.float64) crosses as its base type, read through the base type's own
+    methods: only the data crosses, so an overridden `__eq__` or `__iter__` plays no part in the checks.
+    MBPP's own reference solutions return Counters that its tests compare with dict literals.
+    """
     if depth > MAX_NESTING:
         raise NotPlainData(f"value nested deeper than {MAX_NESTING}")
-    kind = type(value)
-    if value is None or kind is bool or kind is int or kind is float or kind is str:
+    if value is None or type(value) is bool:
         return value
-    if kind is list or kind is tuple or kind is set:
-        return {"t": kind.__name__, "v": [encode_plain(item, depth + 1) for item in value]}
-    if kind is dict:
+    if isinstance(value, int):
+        return int.__int__(value)  # an exact int, whatever the subclass defines
+    if isinstance(value, float):
+        return float.__float__(value)
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, (list, tuple, set)):
+        kind = next(k for k in (list, tuple, set) if isinstance(value, k))
+        return {"t": kind.__name__, "v": [encode_plain(item, depth + 1) for item in kind.__iter__(value)]}
+    if isinstance(value, dict):
         return {
             "t": "dict",
-            "v": [[encode_plain(k, depth + 1), encode_plain(v, depth + 1)] for k, v in value.items()],
+            "v": [[encode_plain(k, depth + 1), encode_plain(v, depth + 1)] for k, v in dict.items(value)],
         }
-    if kind is complex:
-        return {"t": "complex", "v": [value.real, value.imag]}
-    if kind is bytes:
-        return {"t": "bytes", "v": value.hex()}
+    if isinstance(value, complex):
+        return {"t": "complex", "v": [complex.real.__get__(value), complex.imag.__get__(value)]}
+    if isinstance(value, bytes):
+        return {"t": "bytes", "v": bytes.hex(value)}
+    kind = type(value)
     raise NotPlainData(f"{kind.__module__}.{kind.__qualname__} is not plain data")
 
 

@@ -192,3 +192,34 @@ def test_mini_probes_dry_run_plans_every_probe_at_three_seeds(tmp_path):
     )  # × 100 of 0.025/0.005/0.005
     assert "configs/glue/cola_minilm_lora.yaml" in out and "--regularizer_preset iclr2026" in out
     assert "!! missing file" not in out and not (tmp_path / "r").exists()
+
+
+def test_mini_probes_nll_only_and_the_lora_reg_split(tmp_path):
+    """PROBE_NLG_BENCHES=gsm8k_nll drops the generation stage of the SmolLM2 probes only; the SmolLM2
+    LoRA + Reg run is the gsm8k entry of LORA_REG_TASKS, so NLU and NLG probes can run apart."""
+    common = ["--dry-run", "--results_dir", str(tmp_path / "r"), "--outputs_dir", str(tmp_path / "o")]
+    nlg = run_script(
+        "mini_probes.sh",
+        *common,
+        env={
+            "PROBES": "lambda lora_reg",
+            "LORA_REG_TASKS": "gsm8k",
+            "PROBE_NLG_BENCHES": "gsm8k_nll",
+            "SEEDS": "42",
+        },
+    )
+    assert nlg.returncode == 0, nlg.stderr
+    todo = [line.split()[1] for line in nlg.stdout.splitlines() if line.startswith("[todo]")]
+    assert todo == [
+        "mini/lambda_scale/smollm2_ba-lora_lambda_x0.1/seed42",
+        "mini/lambda_scale/smollm2_ba-lora_lambda_x10/seed42",
+        "mini/lambda_scale/smollm2_ba-lora_lambda_x100/seed42",
+        "mini/lora_reg/smollm2_lora-reg/seed42",
+    ]
+    assert "eval_gsm8k_nll:" in nlg.stdout and "eval_gsm8k:" not in nlg.stdout
+    nlu = run_script(
+        "mini_probes.sh", *common, env={"PROBES": "lora_reg", "LORA_REG_TASKS": "sst2 rte", "SEEDS": "42"}
+    )
+    assert nlu.returncode == 0, nlu.stderr
+    todo = [line.split()[1] for line in nlu.stdout.splitlines() if line.startswith("[todo]")]
+    assert todo == ["mini/lora_reg/sst2_lora-reg/seed42", "mini/lora_reg/rte_lora-reg/seed42"]

@@ -110,16 +110,16 @@ def test_plot_results_cli_on_synthetic_mini_results(tmp_path):
                 f"smollm2_{method}",
                 seed,
                 {"train_loss": 1.0},
-                evals={"gsm8k": {"score": score + seed % 3, "n": 100}},
+                evals={"gsm8k_nll": {"score": 1.0 + score / 100 + seed % 3, "n": 64}},
                 history=hist,
             )
         for task in ("mrpc", "stsb"):  # the ablation's GLUE avg end points (PiSSA, BA-LoRA main runs)
             write_run(results, "mini/nlu", f"{task}_pissa", seed, {"score": 70.0})
             write_run(results, "mini/nlu", f"{task}_ba-lora", seed, {"score": 71.0})
     write_run(
-        results, "mini/rank_sweep", "smollm2_lora_r4", 42, {}, evals={"gsm8k": {"score": 9.0, "n": 100}}
+        results, "mini/rank_sweep", "smollm2_lora_r4", 42, {}, evals={"gsm8k_nll": {"score": 1.2, "n": 64}}
     )
-    write_run(results, "mini/ablation", "smollm2_svd", 42, {}, evals={"gsm8k": {"score": 11.5, "n": 100}})
+    write_run(results, "mini/ablation", "smollm2_svd", 42, {}, evals={"gsm8k_nll": {"score": 1.1, "n": 64}})
     out = tmp_path / "figs"
     written = plot_results.main(
         [

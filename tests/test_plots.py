@@ -139,3 +139,15 @@ def test_plot_results_cli_on_synthetic_mini_results(tmp_path):
         ["rank_sweep", "--results_dir", str(tmp_path / "empty"), "--out_dir", str(out)]
     ) == {"rank_sweep": []}
     assert json.dumps(written)
+
+
+def test_the_committed_mini_runs_draw_every_mini_figure(tmp_path):
+    """The figure step of scripts/mini.sh on the committed results (a mixed-protocol panel, a missing
+    metric or a corrupt file would stop it at the end of a sweep)."""
+    from pathlib import Path
+
+    results = Path(__file__).resolve().parent.parent / "results"
+    names = ["mini_rank_sweep", "mini_ablation", "mini_loss_curves"]
+    written = plot_results.main([*names, "--results_dir", str(results), "--out_dir", str(tmp_path)])
+    for name in names:
+        assert sorted(written[name]) == [str(tmp_path / f"{name}.pdf"), str(tmp_path / f"{name}.png")]

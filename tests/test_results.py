@@ -440,3 +440,20 @@ def test_seeds_with_a_later_added_no_op_field_or_other_log_settings_are_the_same
         check_same_config("sst2_lora", [old, seed(1024, lora_r=8, label_noise=0.2)])
     with pytest.raises(ResultsError, match="lora_r"):
         check_same_config("sst2_lora", [old, seed(1024, lora_r=16)])
+
+
+def test_committed_mini_tables_are_what_the_committed_runs_give(tmp_path):
+    """Every table in results/mini/tables/ is rebuilt from results/ exactly as committed (the command of
+    scripts/mini.sh and scripts/mini_probes.sh): a table left stale by a code change, or runs that can no
+    longer be aggregated (mixed protocols), fail here rather than at the end of a user's sweep."""
+    repo = Path(__file__).resolve().parent.parent
+    committed = repo / "results" / "mini" / "tables"
+    names = sorted(p.stem for p in committed.glob("*.md"))
+    assert {"mini_nlg", "mini_nlu", "mini_ablation", "mini_nll_paired"} <= set(names)
+    aggregate_results.main(
+        [*names, "--results_dir", str(repo / "results"), "--out_dir", str(tmp_path), "--paper"]
+    )
+    stale = [n for n in names if (tmp_path / f"{n}.md").read_text() != (committed / f"{n}.md").read_text()]
+    assert not stale, (
+        f"rebuild with: python aggregate_results.py {' '.join(stale)} --out_dir results/mini/tables"
+    )

@@ -217,7 +217,7 @@ FIGURES = {
         xlabel="majority : minority ratio",
         log_base=10,
     ),
-    # GSM8K NLL and accuracy against the λ scale, PiSSA (λ = 0) dashed.
+    # GSM8K solution NLL against the λ scale, PiSSA (λ = 0) dashed.
     "mini_lambda_scale": lambda rd, od: probe_sweep_figure(
         rd,
         od,

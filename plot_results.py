@@ -112,7 +112,7 @@ def probe_sweep_figure(
     place,
     name: str,
     xlabel: str,
-    log_base: int,
+    log_base: int | None,
     reference_row: str | None = None,
 ) -> list[Path]:
     """A probe table drawn as lines against the swept setting.
@@ -158,6 +158,11 @@ def _imbalance_cell(row, col):
     metric, ratio = re.fullmatch(r"(recall|bacc|f1)(\d+)", col.key).groups()
     panel = {"recall": "minority (positive) recall", "bacc": "balanced accuracy", "f1": "macro-F1"}[metric]
     return panel, row.label, int(ratio)
+
+
+def _label_noise_cell(row, col):
+    """mini_label_noise: column keys are the flipped percentages (0 = the clean main runs)."""
+    return "clean-dev accuracy (SST-2)", row.label, float(col.key)
 
 
 def _lambda_scale_cell(row, col):
@@ -216,6 +221,16 @@ FIGURES = {
         "mini_imbalance",
         xlabel="majority : minority ratio",
         log_base=10,
+    ),
+    # Clean-dev accuracy against the share of flipped training labels (SST-2, MiniLM).
+    "mini_label_noise": lambda rd, od: probe_sweep_figure(
+        rd,
+        od,
+        "mini_label_noise",
+        _label_noise_cell,
+        "mini_label_noise",
+        xlabel="training labels flipped (%)",
+        log_base=None,
     ),
     # GSM8K solution NLL against the λ scale, PiSSA (λ = 0) dashed.
     "mini_lambda_scale": lambda rd, od: probe_sweep_figure(

@@ -108,8 +108,8 @@ fi
 tables=(mini_imbalance mini_label_noise mini_lambda_scale mini_lora_reg mini_probes_dev_paired mini_probes_nll_paired)
 if [ "$DRY_RUN" = 1 ]; then
   echo "# then: $PY aggregate_results.py ${tables[*]} --results_dir $RESULTS_DIR --out_dir $RESULTS_DIR/mini/tables"
-  echo "# then: $PY plot_results.py mini_imbalance mini_lambda_scale --results_dir $RESULTS_DIR --out_dir $RESULTS_DIR/mini/figures"
+  echo "# then: $PY plot_results.py mini_imbalance mini_label_noise mini_lambda_scale --results_dir $RESULTS_DIR --out_dir $RESULTS_DIR/mini/figures"
   exit 0
 fi
 "$PY" aggregate_results.py "${tables[@]}" --results_dir "$RESULTS_DIR" --out_dir "$RESULTS_DIR/mini/tables"
-"$PY" plot_results.py mini_imbalance mini_lambda_scale --results_dir "$RESULTS_DIR" --out_dir "$RESULTS_DIR/mini/figures"
+"$PY" plot_results.py mini_imbalance mini_label_noise mini_lambda_scale --results_dir "$RESULTS_DIR" --out_dir "$RESULTS_DIR/mini/figures"

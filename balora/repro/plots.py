@@ -59,7 +59,7 @@ def rank_sweep(
     out_stem: str | Path,
     ylabel: str | Mapping[str, str] = "accuracy (%)",
     xlabel: str = "rank r",
-    log_base: int = 2,
+    log_base: int | None = 2,
     reference_label: str = "Full FT",
 ) -> list[Path]:
     """Accuracy (or another metric) vs rank (or another swept setting), one panel per (model, benchmark).
@@ -70,7 +70,7 @@ def rank_sweep(
         full_ft: {panel title: (mean, std) or None}: the reference drawn dashed (Full FT in the rank sweep).
         out_stem: output path without suffix.
         ylabel: one y label, or {panel title: y label} (panels not named get "accuracy (%)").
-        xlabel, log_base: the x axis (log scale) and its label.
+        xlabel, log_base: the x axis's label and log base (None: a linear axis, e.g. a percentage from 0).
         reference_label: the legend entry of the dashed reference.
     """
     if not panels:
@@ -93,7 +93,8 @@ def rank_sweep(
                 ax.axhspan(
                     reference[0] - reference[1], reference[0] + reference[1], color="black", alpha=0.08
                 )
-        ax.set_xscale("log", base=log_base)
+        if log_base is not None:
+            ax.set_xscale("log", base=log_base)
         if all_ranks:
             ax.set_xticks(sorted(all_ranks), [f"{r:g}" for r in sorted(all_ranks)])
         ax.set_xlabel(xlabel)

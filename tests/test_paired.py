@@ -120,3 +120,15 @@ def test_the_cli_writes_the_mini_table_with_every_pair_listed(tmp_path):
     markdown = (tmp_path / "t" / "mini_nll_paired.md").read_text()
     assert markdown.count("| missing | missing | missing | missing |") == 8
     assert not (tmp_path / "t" / "mini_nll_paired.tex").exists()
+
+
+def test_the_95_percent_interval_over_seeds_is_student_t():
+    from balora.repro.paired import seed_mean_ci95
+
+    # mean 2, std 1, n = 3: half-width t(0.975, 2) / sqrt(3) = 4.302653 / 1.732051 = 2.484138
+    low, high = seed_mean_ci95([1.0, 2.0, 3.0])
+    assert low == pytest.approx(2 - 2.484138, abs=1e-6) and high == pytest.approx(2 + 2.484138, abs=1e-6)
+    assert seed_mean_ci95([0.5]) is None and seed_mean_ci95([]) is None
+    # Two seeds: t(0.975, 1) = 12.706, the interval is wide on purpose.
+    low, high = seed_mean_ci95([0.0, 1.0])
+    assert high - low == pytest.approx(2 * 12.7062 * (2**-0.5) / 2**0.5, rel=1e-4)

@@ -8,6 +8,9 @@
   B×T×V ones; and the reference applies its LM head to those N rows only (decoder LMs whose head is a
   plain linear map, see `_ROWS_ONLY_HEAD_MODEL_TYPES`). On SmolLM2 4×256 with 308 response rows this
   saves ~15% of the reference forward and the B×T×V reference logits (README, Performance).
+* NLG with `rows_only_lm_head` (opt-in): the student's LM head too runs on those N rows only (a pre-hook
+  narrows its input), and the task loss is the causal-LM loss on them: the same values to float rounding
+  (tests/test_rows_only_head.py), without the B×T×V logits.
 * NLU: the rows are the examples, the columns the classes (1 for regression).
 * The reference logits come from `balora.adapters.reference_mode` (the frozen pre-trained function),
   computed without gradients; the model must come from `balora.adapters.prepare_model` when λ1 > 0.
@@ -128,6 +131,17 @@ class BALoRATrainingArguments(TrainingArguments):
             "help": "NLU only: keep each training example's reference logits (C floats) after its first "
             "reference forward and reuse them in later epochs (the reference is frozen and computed "
             "without dropout, so they do not change); saves the reference forward after epoch 1."
+        },
+    )
+    rows_only_lm_head: bool = field(
+        default=False,
+        metadata={
+            "help": "NLG training: apply the LM head to the N supervised rows only (a pre-hook narrows "
+            "its input), not to every position; the task loss and the terms then use those (N, V) logits. "
+            "Same loss and gradients up to float rounding, less time and memory when prompts are long or "
+            "the vocabulary is large. LLaMA, Mistral, Gemma, Qwen2/3 (plain linear head); other models "
+            "keep the full head (logged). Off by default: the default loss is Trainer.compute_loss's, bit "
+            "for bit."
         },
     )
     regularizer_chunk_rows: int = field(
@@ -270,9 +284,14 @@ class BALoRATrainer(Trainer):
             for t in TERMS
             if t not in active and logs_this_step and (t != "consistency" or self._has_reference)
         ]
+        rows_head = self._rows_only_student_head(model, inputs, return_outputs) if model.training else None
         if not model.training or not (active or logged_only):
-            # Exactly the plain Trainer loss (and no reference forward) when no term is computed,
-            # and in evaluation, where the reported loss is the task loss.
+            # No term is computed (and no reference forward), or evaluation, where the reported loss is
+            # the task loss: exactly the plain Trainer loss, or its rows-only equal (rows_only_lm_head).
+            if rows_head is not None:
+                loss = self._student_on_rows(model, inputs, num_items_in_batch, rows_head)[0]
+                self._accumulate_task_loss(loss, inputs, num_items_in_batch)
+                return loss
             loss_and_outputs = super().compute_loss(
                 model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch, **kwargs
             )
@@ -288,22 +307,33 @@ class BALoRATrainer(Trainer):
         if "consistency" in active and self._reference_first:
             # Before the student's forward: its activations then reuse the memory the reference freed.
             ref_logits = self._reference_logits(model, inputs)
-        captured: list[torch.Tensor] = []
-        hook = head.register_forward_pre_hook(lambda module, args: captured.append(args[0])) if head else None
-        try:
-            loss, outputs = super().compute_loss(
-                model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch, **kwargs
+        outputs = None
+        if rows_head is not None:
+            loss, logits, rows_hidden = self._student_on_rows(model, inputs, num_items_in_batch, rows_head)
+            captured = [rows_hidden]
+        else:
+            captured = []
+            hook = (
+                head.register_forward_pre_hook(lambda module, args: captured.append(args[0]))
+                if head
+                else None
             )
-        finally:
-            if hook is not None:
-                hook.remove()
+            try:
+                loss, outputs = super().compute_loss(
+                    model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch, **kwargs
+                )
+            finally:
+                if hook is not None:
+                    hook.remove()
+            logits = self._rows(outputs.logits, inputs)
         self._accumulate_task_loss(loss, inputs, num_items_in_batch)
-        logits = self._rows(outputs.logits, inputs)
         if "consistency" in computed and ref_logits is None:
             ref_logits = self._reference_logits(model, inputs)
         hidden_svd = {}
         if head is not None:
-            if len(captured) == 1 and captured[0].shape[:-1] == outputs.logits.shape[:-1]:
+            if rows_head is head:  # the narrowed head input is the hidden state of the N rows
+                hidden_svd = {"hidden": captured[0], "head_factor": self._head_factor(head)}
+            elif len(captured) == 1 and captured[0].shape[:-1] == outputs.logits.shape[:-1]:
                 hidden_svd = {
                     "hidden": self._rows(captured[0], inputs),
                     "head_factor": self._head_factor(head),
@@ -388,6 +418,78 @@ class BALoRATrainer(Trainer):
         if path != self.svd_path:
             logging.getLogger(__name__).info("BA-LoRA SVD term computed in %s", path)
             self.svd_path = path
+
+    # Where the student's LM head runs (rows_only_lm_head): "supervised rows" or "every position: <why>".
+    student_head_path: str | None = None
+
+    def _rows_only_student_head(self, model, inputs: dict, return_outputs: bool) -> torch.nn.Linear | None:
+        """The LM head to narrow to the supervised rows, or None for the standard full-logits forward."""
+        if not self.args.rows_only_lm_head or self.args.regularizer_task != "nlg":
+            return None
+        reason = None
+        if return_outputs:
+            reason = "the caller asked for the full outputs"
+        elif self.label_smoother is not None or self.compute_loss_func is not None:
+            reason = "a label smoother or a custom loss function is set"
+        elif inputs.get("labels") is None or inputs["labels"].dim() != 2:
+            reason = "the batch has no (B, T) labels"
+        else:
+            body_and_head = _rows_only_head(self.accelerator.unwrap_model(model))
+            if body_and_head is None:
+                reason = "the logits are not a plain linear map of the last hidden state for this model"
+        path = "supervised rows" if reason is None else f"every position: {reason}"
+        if path != self.student_head_path:
+            logging.getLogger(__name__).info("BA-LoRA student LM head applied to %s", path)
+            self.student_head_path = path
+        return body_and_head[1] if reason is None else None
+
+    def _student_on_rows(
+        self, model, inputs: dict, num_items_in_batch, head: torch.nn.Linear
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The student's forward with the LM head on the N supervised rows only.
+
+        A forward pre-hook narrows the head's input from (B, T, H) to the (N, H) rows that predict a
+        label, so the model (and whatever wraps it: peft, DDP, DeepSpeed, autocast) runs as usual and
+        returns (N, V) logits. The task loss is then Trainer.compute_loss's causal-LM loss on those rows:
+        a sum over num_items_in_batch when the model takes it (× the processes when tokens are averaged
+        across devices), else the mean.
+
+        Returns:
+            loss (scalar), logits (1, N, V), hidden (1, N, H): the rows the regularisers use.
+        """
+        rows_b, rows_t = self._valid_positions(inputs)
+        narrowed: list[torch.Tensor] = []
+
+        def narrow(module, args):
+            if narrowed:
+                raise RuntimeError("rows_only_lm_head: the LM head ran twice in one forward")
+            narrowed.append(args[0][rows_b, rows_t])  # (N, H)
+            return (narrowed[0], *args[1:])
+
+        hook = head.register_forward_pre_hook(narrow)
+        try:
+            outputs = model(**{k: v for k, v in inputs.items() if k != "labels"}, use_cache=False)
+        finally:
+            hook.remove()
+        logits = outputs.logits  # (N, V)
+        targets = inputs["labels"][rows_b, rows_t + 1]
+        by_items = bool(self.model_accepts_loss_kwargs) and num_items_in_batch is not None
+        loss = torch.nn.functional.cross_entropy(
+            logits.float(), targets, reduction="sum" if by_items else "mean"
+        )
+        if by_items:
+            items = (
+                num_items_in_batch.to(loss.device)
+                if torch.is_tensor(num_items_in_batch)
+                else num_items_in_batch
+            )
+            loss = loss / items
+            if self.args.average_tokens_across_devices:
+                tp_size = self.get_tp_size() if hasattr(self, "get_tp_size") else 1
+                loss = loss * (
+                    self.accelerator.num_processes // tp_size if self.args.n_gpu <= 1 else self.args.n_gpu
+                )
+        return loss, logits.unsqueeze(0), narrowed[0].unsqueeze(0)
 
     def _head_factor(self, head: torch.nn.Linear) -> torch.Tensor:
         """L with L Lᵀ = Wᵀ W of the frozen head, computed once (again only if the weight changes)."""

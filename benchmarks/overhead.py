@@ -87,7 +87,18 @@ def _parse(argv=None):
         help="time PiSSA step, reference forward and BA-LoRA step in rounds in one process "
         "(ratios per round: robust on a loaded machine; no peak memory)",
     )
-    parser.add_argument("--worker", choices=["pissa", "ba-lora", "both"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--rows_only_lm_head",
+        action="store_true",
+        help="both methods with BALoRATrainingArguments.rows_only_lm_head (the LM head on the supervised rows)",
+    )
+    parser.add_argument(
+        "--compare_heads",
+        action="store_true",
+        help="NLG: rounds of (PiSSA, BA-LoRA) steps with the full LM head and with rows_only_lm_head in one "
+        "process; prints the speed-up of each method and both step ratios",
+    )
+    parser.add_argument("--worker", choices=["pissa", "ba-lora", "both", "heads"], help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.model = args.model or ("smollm2-135m-instruct" if args.mode == "nlg" else "all-minilm-l6-v2")
@@ -173,9 +184,10 @@ def _worker(args) -> dict:
     ).to(device)
     batch = {k: v.to(device) for k, v in batch.items()}
 
-    def make_trainer(preset: str, tmp: str):
+    def make_trainer(preset: str, tmp: str, rows_only_lm_head: bool = args.rows_only_lm_head):
         training_args = BALoRATrainingArguments(
             output_dir=tmp,
+            rows_only_lm_head=rows_only_lm_head,
             regularizer_preset=preset,
             regularizer_task=args.mode,
             report_to="none",
@@ -208,6 +220,29 @@ def _worker(args) -> dict:
         trainer._reference_logits(model, dict(batch))
         _sync(device)
         return time.perf_counter() - start
+
+    if args.worker == "heads":  # --compare_heads: each method with the full head and the rows-only head
+        with tempfile.TemporaryDirectory() as tmp:
+            trainers = [
+                make_trainer(preset, tmp, rows_only)
+                for preset in ("none", args.preset)
+                for rows_only in (False, True)
+            ]
+            model.train()
+            rounds = []
+            for step in range(args.warmup + args.steps):
+                times = tuple(timed_step(trainer) for trainer in trainers)
+                if step >= args.warmup:
+                    rounds.append(times)
+        return {
+            "method": "heads",
+            "rounds": rounds,  # (PiSSA full, PiSSA rows-only, BA-LoRA full, BA-LoRA rows-only)
+            "student_head_path": trainers[-1].student_head_path,
+            "device": device,
+            "regularized_rows": _rows_count(batch, args),
+            "tokens": int(batch["input_ids"].numel()),
+            "threads": torch.get_num_threads(),
+        }
 
     if args.worker == "both":  # --interleave: PiSSA step, reference forward, BA-LoRA step, in rounds
         with tempfile.TemporaryDirectory() as tmp:
@@ -331,6 +366,8 @@ def _measure(args, worker_argv: list[str], quiet: bool = False) -> dict:
     base_cmd = [sys.executable, __file__, *worker_argv]
     results = {"pissa": [], "ba-lora": []}
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
+    if args.compare_heads:
+        return _measure_heads(args, base_cmd, env, quiet)
     if args.interleave:
         return _measure_interleaved(args, base_cmd, env, quiet)
     with tempfile.TemporaryDirectory() as tmp:
@@ -376,6 +413,7 @@ def _measure(args, worker_argv: list[str], quiet: bool = False) -> dict:
         "model": args.model,
         "vocab": args.vocab,
         "svd_eigensolver": args.svd_eigensolver or "eigh",
+        "rows_only_lm_head": args.rows_only_lm_head,
         "step_times": {m: [t for r in rs for t in r["step_times"]] for m, rs in results.items()},
         "reference_times": [t for r in results["pissa"] for t in r["reference_times"]],
     }
@@ -425,6 +463,47 @@ def _measure_interleaved(args, base_cmd: list[str], env: dict, quiet: bool) -> d
         "vocab": args.vocab,
         "interleave": True,
         "svd_eigensolver": args.svd_eigensolver or "eigh",
+        "rows_only_lm_head": args.rows_only_lm_head,
+        "rounds": rounds,
+    }
+
+
+def _measure_heads(args, base_cmd: list[str], env: dict, quiet: bool) -> dict:
+    """--compare_heads: medians of per-round ratios, full LM head over rows-only head, per method."""
+    rounds, runs = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for repeat in range(args.repeats):
+            out = Path(tmp) / f"heads-{repeat}.json"
+            subprocess.run([*base_cmd, "--worker", "heads", "--result", str(out)], check=True, env=env)
+            result = json.loads(out.read_text())
+            runs.append(result)
+            rounds += result["rounds"]
+            if not quiet:
+                print(
+                    "  repeat {}: rounds (PiSSA full head, PiSSA rows-only, BA-LoRA full head, BA-LoRA "
+                    "rows-only) s {}".format(
+                        repeat, [tuple(round(t, 3) for t in r) for r in result["rounds"]]
+                    ),
+                    flush=True,
+                )
+    medians = [statistics.median(r[i] for r in rounds) for i in range(4)]
+    return {
+        "step_s": dict(
+            zip(("pissa", "pissa_rows_only", "ba-lora", "ba-lora_rows_only"), medians, strict=True)
+        ),
+        "speedup_pissa": statistics.median(r[0] / r[1] for r in rounds),
+        "speedup_ba_lora": statistics.median(r[2] / r[3] for r in rounds),
+        "step_ratio_full_head": statistics.median(r[2] / r[0] for r in rounds),
+        "step_ratio_rows_only": statistics.median(r[3] / r[1] for r in rounds),
+        "student_head_path": runs[0]["student_head_path"],
+        "rows": runs[0]["regularized_rows"],
+        "tokens": runs[0]["tokens"],
+        "device": runs[0]["device"],
+        "threads": runs[0]["threads"],
+        "batch": args.batch,
+        "seq_len": args.seq_len,
+        "model": args.model,
+        "vocab": args.vocab,
         "rounds": rounds,
     }
 
@@ -502,9 +581,22 @@ def main(argv=None) -> dict:
     print(
         f"mode={args.mode} model={args.model} batch={args.batch}x{args.seq_len} r={args.r} "
         f"preset={args.preset} warmup={args.warmup} steps={args.steps} repeats={args.repeats}"
-        + (" sweep" if args.sweep else ""),
+        + (" sweep" if args.sweep else "")
+        + (" rows_only_lm_head" if args.rows_only_lm_head else ""),
         flush=True,
     )
+    if args.compare_heads:
+        result = _measure(args, argv)
+        steps = ", ".join(f"{name} {t:.3f} s" for name, t in result["step_s"].items())
+        print(f"median step: {steps} ({result['rows']} of {result['tokens']} positions supervised)")
+        if args.output:
+            Path(args.output).write_text(json.dumps(result, indent=2))
+        print(
+            f"rows_only_speedup pissa={result['speedup_pissa']:.3f} ba-lora={result['speedup_ba_lora']:.3f} "
+            f"step_ratio full_head={result['step_ratio_full_head']:.3f} "
+            f"rows_only={result['step_ratio_rows_only']:.3f}"
+        )
+        return result
     if args.sweep:
         result = _sweep(args, argv)
         last = result["sweep"][-1]

@@ -307,3 +307,26 @@ def test_overhead_interleaved_rounds_give_per_round_ratios(tmp_path):
     assert result["step_ratio"] == pytest.approx(sum(ratios) / 2)  # the median of two
     assert result["svd_path"] == "hidden space"
     assert proc.stdout.strip().splitlines()[-1].endswith("mem_ratio=nan")
+
+
+def test_overhead_compare_heads_times_both_heads_side_by_side(tmp_path):
+    out = tmp_path / "heads.json"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/overhead.py", "--compare_heads", "--model", "tiny-llama"]
+        + ["--batch", "2", "--seq_len", "128", "--warmup", "0", "--steps", "2", "--repeats", "1"]
+        + ["--threads", "1", "--output", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    rounds = result["rounds"]
+    # (PiSSA full head, PiSSA rows-only, BA-LoRA full head, BA-LoRA rows-only) per round
+    assert len(rounds) == 2 and all(len(r) == 4 for r in rounds)
+    assert result["speedup_pissa"] == pytest.approx(sum(sorted(r[0] / r[1] for r in rounds)) / 2)
+    assert result["student_head_path"] == "supervised rows" and 0 < result["rows"] < result["tokens"]
+    assert proc.stdout.strip().splitlines()[-1].startswith("rows_only_speedup pissa=")

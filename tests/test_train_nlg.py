@@ -238,6 +238,35 @@ def test_deepspeed_zero2_two_cpu_processes(tmp_path):
 
 
 @pytest.mark.slow
+def test_rows_only_lm_head_under_zero2_gives_the_same_losses(tmp_path):
+    """The rows-only head narrows the head's input by a hook, so the DeepSpeed engine's forward and its
+    gradient reduction across the 2 processes run as usual: every logged loss and term matches."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    histories = {}
+    for flag, port in (("false", "29519"), ("true", "29520")):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port]
+        cmd += ["train_nlg.py", "--config", TINY, "--output_dir", str(tmp_path / flag), "--max_steps", "3"]
+        cmd += [
+            "--logging_steps",
+            "1",
+            "--deepspeed",
+            "configs/deepspeed/zero2.json",
+            "--rows_only_lm_head",
+            flag,
+        ]
+        proc = launch_distributed(cmd, env, REPO)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        histories[flag] = [
+            e for e in json.loads((tmp_path / flag / "log_history.json").read_text()) if "loss" in e
+        ]
+    assert "student LM head applied to supervised rows" in proc.stderr
+    assert len(histories["true"]) == len(histories["false"]) == 3
+    for got, expected in zip(histories["true"], histories["false"], strict=True):
+        for key in ("loss", "task_loss", "consistency_loss", "diversity_loss", "svd_loss"):
+            assert got[key] == pytest.approx(expected[key], rel=1e-5, abs=1e-6), key
+
+
+@pytest.mark.slow
 def test_deepspeed_zero3_with_saved_pissa_decomposition(tmp_path):
     """ZeRO-3 partitions the weights: decompose first (--init_only), then train; the saved adapters
     are gathered from the partitions and converted from files."""

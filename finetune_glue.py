@@ -232,8 +232,9 @@ DEV_ITEMS_PROTOCOL = ("glue-dev", "1")
 def _write_dev_items(out_dir: Path, spec: glue.GlueTask, prediction, final: dict[str, Any]) -> None:
     """eval_dev/{metrics.json, samples.jsonl}: the final model's dev metrics and one row per dev item.
 
-    Rows: task_id (dev row index), label, prediction (class id; STS-B: score), and `correct` (0/1;
-    STS-B: minus the absolute error), the per-item score of the paired comparisons (balora/repro/paired.py).
+    Rows: task_id (dev row index), label, prediction (class id; STS-B: score), `correct` (0/1;
+    STS-B: minus the absolute error), the per-item score of the paired comparisons (balora/repro/paired.py),
+    and for classification `logits` (the C class logits, for threshold-free re-analysis).
     """
     logits = (
         prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
@@ -251,7 +252,10 @@ def _write_dev_items(out_dir: Path, spec: glue.GlueTask, prediction, final: dict
         for i, (label, pred, score) in enumerate(
             zip(labels.tolist(), predicted.tolist(), item_scores.tolist(), strict=True)
         ):
-            f.write(json.dumps({"task_id": i, "label": label, "prediction": pred, "correct": score}) + "\n")
+            row = {"task_id": i, "label": label, "prediction": pred, "correct": score}
+            if not spec.is_regression:
+                row["logits"] = [round(float(v), 6) for v in logits[i]]
+            f.write(json.dumps(row) + "\n")
     provenance.write_json(
         out_dir / "metrics.json",
         {

@@ -155,8 +155,13 @@ def probe_sweep_figure(
 
 def _imbalance_cell(row, col):
     """mini_imbalance: column keys recall19, bacc19, f119, ... -> (metric panel, method, ratio)."""
-    metric, ratio = re.fullmatch(r"(recall|bacc|f1)(\d+)", col.key).groups()
-    panel = {"recall": "minority (positive) recall", "bacc": "balanced accuracy", "f1": "macro-F1"}[metric]
+    metric, ratio = re.fullmatch(r"(recall|bacc|f1|auroc)(\d+)", col.key).groups()
+    panel = {
+        "recall": "minority (positive) recall",
+        "bacc": "balanced accuracy",
+        "f1": "macro-F1",
+        "auroc": "AUROC (threshold-free)",
+    }[metric]
     return panel, row.label, int(ratio)
 
 
@@ -212,7 +217,7 @@ FIGURES = {
         name="mini_rank_sweep",
     ),
     "mini_ablation": lambda rd, od: ablation_figure(rd, od, "mini_ablation", "mini_ablation"),
-    # Minority recall, balanced accuracy and macro-F1 against the imbalance ratio (SST-2, MiniLM).
+    # Minority recall, balanced accuracy, macro-F1 and AUROC against the imbalance ratio (SST-2, MiniLM).
     "mini_imbalance": lambda rd, od: probe_sweep_figure(
         rd,
         od,

@@ -3,7 +3,7 @@
 # stage fingerprints, --dry-run with CPU time estimates), seeds 42, 1024, 2024:
 #   imbalance  MiniLM on SST-2 with the positive class kept at 1:19 and 1:49 (finetune_glue.py
 #              --minority_class positive --imbalance_ratio R; the dev set as is): LoRA, PiSSA, BA-LoRA;
-#              minority recall, balanced accuracy, macro-F1 of the final model.
+#              minority recall, balanced accuracy, macro-F1 and AUROC of the final model.
 #   noise      MiniLM on SST-2 with 20% / 40% of the training labels flipped (--label_noise; fixed per
 #              seed): LoRA, PiSSA, BA-LoRA; accuracy on the clean dev set.
 #   lambda     SmolLM2, the mini NLG BA-LoRA run with all three λ of the iclr2026 preset × 0.1, 10, 100

@@ -86,6 +86,22 @@ def test_class_balance_metrics():
     f1_neg, f1_pos = 2 * 3 / (2 * 3 + 1 + 1), 2 * 1 / (2 * 1 + 1 + 1)
     assert m["macro_f1"] == pytest.approx((f1_neg + f1_pos) / 2)
     assert m["score"] == pytest.approx(100 * 4 / 6)
+    assert "auroc" not in m  # class ids carry no ranking
+    # Logits whose argmax is always the majority class but that rank every positive first: recall 0,
+    # balanced accuracy 0.5, AUROC 1 (threshold-free).
+    logits = np.stack([np.full(6, 2.0), np.array([0.1, 0.2, 0.3, 0.4, 0.9, 1.0])], axis=1)
+    m = glue.compute_metrics("sst2", logits, labels)
+    assert m["recall_positive"] == 0.0 and m["balanced_accuracy"] == 0.5 and m["auroc"] == 1.0
+    # Three classes: macro one-vs-rest, brute force by pair counting per class.
+    rng = np.random.default_rng(0)
+    labels3, logits3 = rng.integers(0, 3, 60), rng.normal(size=(60, 3))
+    probs = np.exp(logits3) / np.exp(logits3).sum(1, keepdims=True)
+    per_class = []
+    for c in range(3):
+        pos, neg = probs[labels3 == c, c], probs[labels3 != c, c]
+        per_class.append(np.mean([(p > q) + 0.5 * (p == q) for p in pos for q in neg]))
+    assert glue.compute_metrics("mnli", logits3, labels3)["auroc"] == pytest.approx(np.mean(per_class))
+    assert glue.validate_metric("sst2", "eval_auroc") == "auroc"
     assert glue.validate_metric("mnli", "eval_recall_contradiction") == "recall_contradiction"
     with pytest.raises(ValueError, match="regression"):
         glue.validate_metric("stsb", "balanced_accuracy")
@@ -128,6 +144,13 @@ def test_finetune_glue_trains_on_the_perturbed_set_and_records_it(tmp_path):
     assert [r["task_id"] for r in rows] == list(range(40)) and dev["n"] == 40
     assert np.mean([r["correct"] for r in rows]) == pytest.approx(metrics["final"]["accuracy"])
     assert dev["score"] == pytest.approx(metrics["final_score"]) and dev["protocol"] == "glue-dev"
+    # The stored logits give back the prediction and the threshold-free AUROC of the metrics.
+    logits = np.array([r["logits"] for r in rows])
+    assert (logits.argmax(1) == [r["prediction"] for r in rows]).all()
+    labels = [r["label"] for r in rows]
+    assert glue.compute_metrics("rte", logits, labels)["auroc"] == pytest.approx(
+        metrics["final"]["auroc"], abs=1e-4
+    )
 
 
 def test_finetune_glue_imbalance_flags_go_together(tmp_path):

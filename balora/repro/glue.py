@@ -164,8 +164,10 @@ GLUE_TASKS: dict[str, GlueTask] = {
 _ALIASES = {"sst-2": "sst2", "sts-b": "stsb", "mnli-m": "mnli", "mnli_matched": "mnli"}
 
 # Reported for every classification task beside its official metrics (the bias probes read them):
-# per-class recall (`recall_<label name>`), balanced accuracy (their mean) and macro-F1.
-CLASS_BALANCE_METRICS = ("balanced_accuracy", "macro_f1")
+# per-class recall (`recall_<label name>`), balanced accuracy (their mean) and macro-F1; from logits also
+# `auroc`, which does not depend on the decision threshold (a model whose argmax is always the majority
+# class can still rank the minority class first).
+CLASS_BALANCE_METRICS = ("balanced_accuracy", "macro_f1", "auroc")
 
 
 def get_task(name: str) -> GlueTask:
@@ -468,7 +470,9 @@ def compute_metrics(task: str | GlueTask, predictions, labels) -> dict[str, floa
     Returns:
         Named metrics as fractions (accuracy, f1, matthews_correlation, pearson, spearmanr as the
         task defines) plus `score`, the paper's headline metric in percent. Classification tasks
-        also get `recall_<label name>` per class, `balanced_accuracy` and `macro_f1`.
+        also get `recall_<label name>` per class, `balanced_accuracy` and `macro_f1`, and, from (N, C)
+        logits with every class present in the labels, `auroc`: the ROC AUC of the class-1 probability
+        for two classes, the macro one-vs-rest AUC for more.
 
     Raises:
         ValueError: shape mismatch, or classification-style predictions for the regression task
@@ -519,6 +523,16 @@ def compute_metrics(task: str | GlueTask, predictions, labels) -> dict[str, floa
         present = np.isin(classes, labels)
         results["balanced_accuracy"] = float(recalls[present].mean())
         results["macro_f1"] = float(f1_score(labels, ids, labels=classes, average="macro", zero_division=0.0))
+        if predictions.ndim == 2 and predictions.shape[1] == spec.num_labels and present.all():
+            from sklearn.metrics import roc_auc_score
+
+            shifted = predictions.astype(np.float64) - predictions.max(axis=1, keepdims=True)
+            probs = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)  # (N, C) softmax
+            results["auroc"] = float(
+                roc_auc_score(labels, probs[:, 1])
+                if spec.num_labels == 2
+                else roc_auc_score(labels, probs, multi_class="ovr", average="macro", labels=classes)
+            )
     results["score"] = 100.0 * results[spec.headline]
     return results
 

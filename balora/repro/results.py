@@ -1117,6 +1117,9 @@ def mini_imbalance_table() -> TableSpec:
                 f"1:{ratio} balanced acc", f"bacc{ratio}", "final.balanced_accuracy", run=run, scale=100
             ),
             ColumnSpec(f"1:{ratio} macro-F1", f"f1{ratio}", "final.macro_f1", run=run, scale=100),
+            # Threshold-free: separates "ranks the minority class first but never predicts it" from
+            # "has not learnt it" when every argmax is the majority class.
+            ColumnSpec(f"1:{ratio} AUROC", f"auroc{ratio}", "final.auroc", run=run, scale=100),
         ]
     return TableSpec(
         "mini_imbalance",

@@ -229,6 +229,8 @@ def _worker(args) -> dict:
                 for rows_only in (False, True)
             ]
             model.train()
+            with torch.no_grad():  # the check beside the timing: both heads give the same loss
+                losses = [float(trainer.compute_loss(model, dict(batch))) for trainer in trainers]
             rounds = []
             for step in range(args.warmup + args.steps):
                 times = tuple(timed_step(trainer) for trainer in trainers)
@@ -237,6 +239,7 @@ def _worker(args) -> dict:
         return {
             "method": "heads",
             "rounds": rounds,  # (PiSSA full, PiSSA rows-only, BA-LoRA full, BA-LoRA rows-only)
+            "losses": losses,  # the same order, on the same weights before the first step
             "student_head_path": trainers[-1].student_head_path,
             "device": device,
             "regularized_rows": _rows_count(batch, args),
@@ -496,6 +499,7 @@ def _measure_heads(args, base_cmd: list[str], env: dict, quiet: bool) -> dict:
         "step_ratio_full_head": statistics.median(r[2] / r[0] for r in rounds),
         "step_ratio_rows_only": statistics.median(r[3] / r[1] for r in rounds),
         "student_head_path": runs[0]["student_head_path"],
+        "losses": runs[0]["losses"],
         "rows": runs[0]["regularized_rows"],
         "tokens": runs[0]["tokens"],
         "device": runs[0]["device"],
@@ -589,6 +593,11 @@ def main(argv=None) -> dict:
         result = _measure(args, argv)
         steps = ", ".join(f"{name} {t:.3f} s" for name, t in result["step_s"].items())
         print(f"median step: {steps} ({result['rows']} of {result['tokens']} positions supervised)")
+        full_p, rows_p, full_b, rows_b = result["losses"]
+        print(
+            f"loss on the same weights, full head vs rows-only: PiSSA {full_p:.6f} vs {rows_p:.6f}, "
+            f"BA-LoRA {full_b:.6f} vs {rows_b:.6f}"
+        )
         if args.output:
             Path(args.output).write_text(json.dumps(result, indent=2))
         print(

@@ -329,4 +329,7 @@ def test_overhead_compare_heads_times_both_heads_side_by_side(tmp_path):
     assert len(rounds) == 2 and all(len(r) == 4 for r in rounds)
     assert result["speedup_pissa"] == pytest.approx(sum(sorted(r[0] / r[1] for r in rounds)) / 2)
     assert result["student_head_path"] == "supervised rows" and 0 < result["rows"] < result["tokens"]
+    full_pissa, rows_pissa, full_ba, rows_ba = result["losses"]
+    assert rows_pissa == pytest.approx(full_pissa, rel=1e-5) and rows_ba == pytest.approx(full_ba, rel=1e-5)
+    assert full_ba != full_pissa  # the terms are in BA-LoRA's loss
     assert proc.stdout.strip().splitlines()[-1].startswith("rows_only_speedup pissa=")

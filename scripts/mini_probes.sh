@@ -9,7 +9,7 @@
 #   lambda     SmolLM2, the mini NLG BA-LoRA run with all three λ of the iclr2026 preset × 0.1, 10, 100
 #              (× 1 is the main mini run); GSM8K NLL and accuracy.
 #   lora_reg   the regularisers on standard LoRA init (the LoRA configs + --regularizer_preset iclr2026):
-#              SmolLM2 GSM8K and MiniLM on the five local GLUE tasks.
+#              SmolLM2 GSM8K and MiniLM on SST-2, CoLA, MRPC, RTE (on STS-B it is LoRA: constant terms).
 #   seeds      the rank sweep and the ablation of scripts/mini.sh at all three seeds (RANK_SEEDS,
 #              ABLATION_SEEDS); MINI_FULL_FT=1 adds Full FT of SmolLM2.
 # Order: one seed of every probe, then the next seed, so an interrupted run holds complete seeds.
@@ -30,7 +30,9 @@ MINORITY_CLASS=${MINORITY_CLASS:-positive}   # the tables read positive at 1:19 
 IMBALANCE_RATIOS=${IMBALANCE_RATIOS:-"19 49"}
 NOISE_PERCENTS=${NOISE_PERCENTS:-"20 40"}
 LAMBDA_SCALES=${LAMBDA_SCALES:-"0.1 10 100"}
-LORA_REG_TASKS=${LORA_REG_TASKS:-"gsm8k sst2 cola mrpc rte stsb"}  # gsm8k: the SmolLM2 run
+# gsm8k: the SmolLM2 run. Not stsb: the three NLU terms are constant on its 1-column output (docs/nlu.md),
+# so LoRA + Reg trains exactly as LoRA there; the table shows the LoRA runs in that cell and says so.
+LORA_REG_TASKS=${LORA_REG_TASKS:-"gsm8k sst2 cola mrpc rte"}
 # What the SmolLM2 probes (lambda, lora_reg gsm8k) evaluate. "gsm8k_nll" alone skips the ~4 min of greedy
 # generation per run: at this scale every method solves 0-2 of the 64 problems, so accuracy cannot
 # separate the λ scales, while the per-problem solution NLL can (the committed probe runs use it).

@@ -1197,14 +1197,15 @@ def mini_lora_reg_table() -> TableSpec:
         *_mini_gsm8k_columns(f"mini/nlg:{MINI_NLG_MODEL}_{{row}}", train_loss=False, accuracy=False),
         *(ColumnSpec(label, task, "score", run=f"mini/nlu:{task}_{{row}}") for task, label in MINI_NLU_TASKS),
     )
-    overrides = tuple(
-        (
-            "lora-reg",
-            col.key,
-            f"{MINI_NLG_MODEL}_lora-reg" if col.key.startswith("gsm8k") else f"{col.key}_lora-reg",
-        )
-        for col in cols
-    )
+
+    def lora_reg_run(key: str) -> str:
+        if key.startswith("gsm8k"):
+            return f"{MINI_NLG_MODEL}_lora-reg"
+        # STS-B: the NLU terms are constant on a 1-column output (zero gradient), so LoRA + Reg trains
+        # exactly as LoRA; the cell shows the LoRA runs (scripts/mini_probes.sh does not repeat them).
+        return "mini/nlu:stsb_lora" if key == "stsb" else f"{key}_lora-reg"
+
+    overrides = tuple(("lora-reg", col.key, lora_reg_run(col.key)) for col in cols)
     return TableSpec(
         "mini_lora_reg",
         "Mini probe, LoRA + Reg: SmolLM2 GSM8K solution NLL and MiniLM GLUE dev",
@@ -1214,7 +1215,9 @@ def mini_lora_reg_table() -> TableSpec:
         average=False,
         overrides=overrides,
         preset="iclr2026",
-        recipe="LoRA + Reg = the LoRA configs with the iclr2026 regulariser preset (NLG / NLU)",
+        recipe="LoRA + Reg = the LoRA configs with the iclr2026 regulariser preset (NLG / NLU); its STS-B "
+        "cell is the LoRA runs: the three NLU terms are constant on STS-B's 1-column output, so LoRA + Reg "
+        "trains exactly as LoRA there",
     )
 
 

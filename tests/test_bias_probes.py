@@ -185,10 +185,10 @@ def test_probe_tables_paired_rows_and_figures_from_result_folders(tmp_path):
     recall = {"lora": 0.10, "pissa": 0.20, "ba-lora": 0.30}
     for seed in (42, 1024, 2024):
         for method, value in recall.items():
-            for ratio in (19, 49):
+            for ratio in (4, 19, 49):
                 final = {
                     "accuracy": 0.6,
-                    "recall_positive": value / (ratio // 19),
+                    "recall_positive": value / max(1, ratio // 19),
                     "balanced_accuracy": 0.55,
                     "macro_f1": 0.5,
                     "score": 60.0,

@@ -176,9 +176,9 @@ def test_mini_probes_dry_run_plans_every_probe_at_three_seeds(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     todo = [line.split()[1] for line in proc.stdout.splitlines() if line.startswith("[todo]")]
-    # per seed: 3 methods × (2 ratios + 2 noise levels) + 3 λ scales + LoRA + Reg on SmolLM2 and 4 GLUE tasks
+    # per seed: 3 methods × (3 ratios + 2 noise levels) + 3 λ scales + LoRA + Reg on SmolLM2 and 4 GLUE tasks
     # (not STS-B, where the NLU terms are constant and LoRA + Reg is LoRA)
-    assert len(todo) == len(set(todo)) == 3 * (3 * 4 + 3 + 1 + 4)
+    assert len(todo) == len(set(todo)) == 3 * (3 * 5 + 3 + 1 + 4)
     assert not any("stsb" in run for run in todo)
     for run_id in (
         "mini/imbalance/sst2_ba-lora_positive1to49/seed2024",

@@ -27,7 +27,7 @@ SEEDS=${SEEDS:-"42 1024 2024"}
 PROBES=${PROBES:-"imbalance noise lambda lora_reg seeds"}
 PROBE_METHODS=${PROBE_METHODS:-"lora pissa ba-lora"}
 MINORITY_CLASS=${MINORITY_CLASS:-positive}   # the tables read positive at 1:4, 1:19 and 1:49
-IMBALANCE_RATIOS=${IMBALANCE_RATIOS:-"4 19 49"}  # 4: mild enough that recall can still differ
+IMBALANCE_RATIOS=${IMBALANCE_RATIOS:-"4 19 49"}  # 4: mild enough that the minority class is still learnt
 NOISE_PERCENTS=${NOISE_PERCENTS:-"20 40"}
 LAMBDA_SCALES=${LAMBDA_SCALES:-"0.1 10 100"}
 # gsm8k: the SmolLM2 run. Not stsb: the three NLU terms are constant on its 1-column output (docs/nlu.md),

@@ -97,6 +97,7 @@ def rank_sweep(
             ax.set_xscale("log", base=log_base)
         if all_ranks:
             ax.set_xticks(sorted(all_ranks), [f"{r:g}" for r in sorted(all_ranks)])
+            ax.minorticks_off()  # a log axis labels its minor ticks too (2×10¹ ...), over the swept values
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel if isinstance(ylabel, str) else ylabel.get(title, "accuracy (%)"))
         ax.set_title(title, fontsize=10)

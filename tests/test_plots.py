@@ -142,12 +142,13 @@ def test_plot_results_cli_on_synthetic_mini_results(tmp_path):
 
 
 def test_the_committed_mini_runs_draw_every_mini_figure(tmp_path):
-    """The figure step of scripts/mini.sh on the committed results (a mixed-protocol panel, a missing
-    metric or a corrupt file would stop it at the end of a sweep)."""
+    """The figure steps of scripts/mini.sh and mini_probes.sh on the committed results (a mixed-protocol
+    panel, a missing metric or a corrupt file would stop them at the end of a sweep)."""
     from pathlib import Path
 
     results = Path(__file__).resolve().parent.parent / "results"
     names = ["mini_rank_sweep", "mini_ablation", "mini_loss_curves"]
+    names += ["mini_imbalance", "mini_label_noise", "mini_lambda_scale"]  # scripts/mini_probes.sh
     written = plot_results.main([*names, "--results_dir", str(results), "--out_dir", str(tmp_path)])
     for name in names:
         assert sorted(written[name]) == [str(tmp_path / f"{name}.pdf"), str(tmp_path / f"{name}.png")]

@@ -423,23 +423,29 @@ def _measure(args, worker_argv: list[str], quiet: bool = False) -> dict:
     return summary
 
 
-def _measure_interleaved(args, base_cmd: list[str], env: dict, quiet: bool) -> dict:
-    """--interleave: rounds of (PiSSA step, reference forward, BA-LoRA step) in one process per repeat; the
-    ratios are medians of per-round ratios, so load that drifts between rounds cancels."""
+def _run_rounds(
+    args, base_cmd: list[str], env: dict, quiet: bool, worker: str, what: str
+) -> tuple[list, list]:
+    """Run the one-process `worker` (--repeats times); (all rounds, each run's result). `what` names the
+    timings of a round in the progress lines."""
     rounds, runs = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeats):
-            out = Path(tmp) / f"both-{repeat}.json"
-            subprocess.run([*base_cmd, "--worker", "both", "--result", str(out)], check=True, env=env)
+            out = Path(tmp) / f"{worker}-{repeat}.json"
+            subprocess.run([*base_cmd, "--worker", worker, "--result", str(out)], check=True, env=env)
             result = json.loads(out.read_text())
             runs.append(result)
             rounds += result["rounds"]
             if not quiet:
-                print(
-                    f"  repeat {repeat}: rounds (PiSSA, reference forward, BA-LoRA) s "
-                    f"{[tuple(round(t, 3) for t in r) for r in result['rounds']]}",
-                    flush=True,
-                )
+                timings = [tuple(round(t, 3) for t in r) for r in result["rounds"]]
+                print(f"  repeat {repeat}: rounds ({what}) s {timings}", flush=True)
+    return rounds, runs
+
+
+def _measure_interleaved(args, base_cmd: list[str], env: dict, quiet: bool) -> dict:
+    """--interleave: rounds of (PiSSA step, reference forward, BA-LoRA step) in one process per repeat; the
+    ratios are medians of per-round ratios, so load that drifts between rounds cancels."""
+    rounds, runs = _run_rounds(args, base_cmd, env, quiet, "both", "PiSSA, reference forward, BA-LoRA")
     pissa, reference, ba_lora = (statistics.median(r[i] for r in rounds) for i in range(3))
     terms = {name: statistics.median(r["term_times"][name] for r in runs) for name in runs[0]["term_times"]}
     step_ratio = statistics.median(r[2] / r[0] for r in rounds)
@@ -473,22 +479,8 @@ def _measure_interleaved(args, base_cmd: list[str], env: dict, quiet: bool) -> d
 
 def _measure_heads(args, base_cmd: list[str], env: dict, quiet: bool) -> dict:
     """--compare_heads: medians of per-round ratios, full LM head over rows-only head, per method."""
-    rounds, runs = [], []
-    with tempfile.TemporaryDirectory() as tmp:
-        for repeat in range(args.repeats):
-            out = Path(tmp) / f"heads-{repeat}.json"
-            subprocess.run([*base_cmd, "--worker", "heads", "--result", str(out)], check=True, env=env)
-            result = json.loads(out.read_text())
-            runs.append(result)
-            rounds += result["rounds"]
-            if not quiet:
-                print(
-                    "  repeat {}: rounds (PiSSA full head, PiSSA rows-only, BA-LoRA full head, BA-LoRA "
-                    "rows-only) s {}".format(
-                        repeat, [tuple(round(t, 3) for t in r) for r in result["rounds"]]
-                    ),
-                    flush=True,
-                )
+    what = "PiSSA full head, PiSSA rows-only, BA-LoRA full head, BA-LoRA rows-only"
+    rounds, runs = _run_rounds(args, base_cmd, env, quiet, "heads", what)
     medians = [statistics.median(r[i] for r in rounds) for i in range(4)]
     return {
         "step_s": dict(

@@ -406,21 +406,28 @@ def _measure(args, worker_argv: list[str], quiet: bool = False) -> dict:
         "above_floor_s": above,
         "term_s": terms,
         "svd_path": results["ba-lora"][0]["svd_path"],
-        "rows": results["pissa"][0]["regularized_rows"],
-        "device": results["pissa"][0]["device"],
-        "threads": results["pissa"][0]["threads"],
-        "batch": args.batch,
-        "seq_len": args.seq_len,
+        **_setting(args, results["pissa"][0]),
         "r": args.r,
         "bf16": args.bf16,
-        "model": args.model,
-        "vocab": args.vocab,
         "svd_eigensolver": args.svd_eigensolver or "eigh",
         "rows_only_lm_head": args.rows_only_lm_head,
         "step_times": {m: [t for r in rs for t in r["step_times"]] for m, rs in results.items()},
         "reference_times": [t for r in results["pissa"] for t in r["reference_times"]],
     }
     return summary
+
+
+def _setting(args, worker_result: dict) -> dict:
+    """What was measured and where: the fields every summary records (rows, device, threads, shapes)."""
+    return {
+        "rows": worker_result["regularized_rows"],
+        "device": worker_result["device"],
+        "threads": worker_result["threads"],
+        "batch": args.batch,
+        "seq_len": args.seq_len,
+        "model": args.model,
+        "vocab": args.vocab,
+    }
 
 
 def _run_rounds(
@@ -461,15 +468,9 @@ def _measure_interleaved(args, base_cmd: list[str], env: dict, quiet: bool) -> d
         "above_floor_s": (step_ratio - floor_ratio) * pissa,
         "term_s": terms,
         "svd_path": runs[0]["svd_path"],
-        "rows": runs[0]["regularized_rows"],
-        "device": runs[0]["device"],
-        "threads": runs[0]["threads"],
-        "batch": args.batch,
-        "seq_len": args.seq_len,
+        **_setting(args, runs[0]),
         "r": args.r,
         "bf16": args.bf16,
-        "model": args.model,
-        "vocab": args.vocab,
         "interleave": True,
         "svd_eigensolver": args.svd_eigensolver or "eigh",
         "rows_only_lm_head": args.rows_only_lm_head,
@@ -492,14 +493,8 @@ def _measure_heads(args, base_cmd: list[str], env: dict, quiet: bool) -> dict:
         "step_ratio_rows_only": statistics.median(r[3] / r[1] for r in rounds),
         "student_head_path": runs[0]["student_head_path"],
         "losses": runs[0]["losses"],
-        "rows": runs[0]["regularized_rows"],
         "tokens": runs[0]["tokens"],
-        "device": runs[0]["device"],
-        "threads": runs[0]["threads"],
-        "batch": args.batch,
-        "seq_len": args.seq_len,
-        "model": args.model,
-        "vocab": args.vocab,
+        **_setting(args, runs[0]),
         "rounds": rounds,
     }
 

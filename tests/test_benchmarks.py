@@ -266,33 +266,14 @@ def test_overhead_sweep_prints_one_row_per_point(tmp_path):
     )
 
 
-def test_overhead_interleaved_rounds_give_per_round_ratios(tmp_path):
-    out = tmp_path / "interleave.json"
+def _overhead(tmp_path, *flags: str) -> tuple[subprocess.CompletedProcess, dict]:
+    """benchmarks/overhead.py on tiny-llama (2 × 128, 2 timed rounds, 1 thread) with `flags`: (process, JSON)."""
+    out = tmp_path / "overhead.json"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     proc = subprocess.run(
-        [
-            sys.executable,
-            "benchmarks/overhead.py",
-            "--interleave",
-            "--model",
-            "tiny-llama",
-            "--batch",
-            "2",
-            "--seq_len",
-            "128",
-            "--warmup",
-            "0",
-            "--steps",
-            "2",
-            "--repeats",
-            "1",
-            "--threads",
-            "1",
-            "--term_repeats",
-            "1",
-            "--output",
-            str(out),
-        ],
+        [sys.executable, "benchmarks/overhead.py", *flags, "--model", "tiny-llama", "--batch", "2"]
+        + ["--seq_len", "128", "--warmup", "0", "--steps", "2", "--repeats", "1", "--threads", "1"]
+        + ["--output", str(out)],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -300,7 +281,11 @@ def test_overhead_interleaved_rounds_give_per_round_ratios(tmp_path):
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(out.read_text())
+    return proc, json.loads(out.read_text())
+
+
+def test_overhead_interleaved_rounds_give_per_round_ratios(tmp_path):
+    proc, result = _overhead(tmp_path, "--interleave", "--term_repeats", "1")
     rounds = result["rounds"]
     assert len(rounds) == 2 and all(len(r) == 3 for r in rounds)  # (PiSSA, reference forward, BA-LoRA)
     ratios = sorted(r[2] / r[0] for r in rounds)
@@ -310,20 +295,7 @@ def test_overhead_interleaved_rounds_give_per_round_ratios(tmp_path):
 
 
 def test_overhead_compare_heads_times_both_heads_side_by_side(tmp_path):
-    out = tmp_path / "heads.json"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    proc = subprocess.run(
-        [sys.executable, "benchmarks/overhead.py", "--compare_heads", "--model", "tiny-llama"]
-        + ["--batch", "2", "--seq_len", "128", "--warmup", "0", "--steps", "2", "--repeats", "1"]
-        + ["--threads", "1", "--output", str(out)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(out.read_text())
+    proc, result = _overhead(tmp_path, "--compare_heads")
     rounds = result["rounds"]
     # (PiSSA full head, PiSSA rows-only, BA-LoRA full head, BA-LoRA rows-only) per round
     assert len(rounds) == 2 and all(len(r) == 4 for r in rounds)

@@ -4,10 +4,12 @@
 
 * NLG: the terms are computed on shifted, response-only positions: the logit at t predicts token t+1
   and a row is valid where labels[t+1] != -100 (the same rows as the task loss). Those N rows are
-  gathered once into an (1, N, V) tensor, so the regularisers' backward writes N×V gradients, not
-  B×T×V ones; and the reference applies its LM head to those N rows only (decoder LMs whose head is a
-  plain linear map, see `_ROWS_ONLY_HEAD_MODEL_TYPES`). On SmolLM2 4×256 with 308 response rows this
-  saves ~15% of the reference forward and the B×T×V reference logits (README, Performance).
+  taken once as an (1, N, V) tensor, so the regularisers' backward writes N×V gradients, not B×T×V
+  ones: at the LM head's output (`_RowsTap`, whose backward adds them to the task loss's gradient at
+  the N rows, bit-identical to a gather) for decoder LMs whose head is a plain linear map
+  (`_ROWS_ONLY_HEAD_MODEL_TYPES`), else by a gather of the returned logits. The reference applies its
+  LM head to those N rows only (the same models). On SmolLM2 4×256 with 308 response rows this saves
+  ~15% of the reference forward and the B×T×V reference logits (benchmarks/README.md).
 * NLG with `rows_only_lm_head` (opt-in): the student's LM head too runs on those N rows only (a pre-hook
   narrows its input), and the task loss is the causal-LM loss on them: the same values to float rounding
   (tests/test_rows_only_head.py), without the B×T×V logits.
@@ -312,20 +314,35 @@ class BALoRATrainer(Trainer):
             loss, logits, rows_hidden = self._student_on_rows(model, inputs, num_items_in_batch, rows_head)
             captured = [rows_hidden]
         else:
-            captured = []
-            hook = (
-                head.register_forward_pre_hook(lambda module, args: captured.append(args[0]))
-                if head
-                else None
-            )
+            captured, tapped = [], []
+            hooks = []
+            if head is not None:
+                hooks.append(head.register_forward_pre_hook(lambda module, args: captured.append(args[0])))
+            tap_head = self._tapped_head(model)
+            if tap_head is not None:
+                rows_b, rows_t = self._valid_positions(inputs)
+
+                def tap(module, args, output):
+                    if tapped or output.shape[:-1] != inputs["labels"].shape:
+                        # The head ran twice or on other positions: the rows are gathered below instead.
+                        tapped.append(None)
+                        return None
+                    aliased, rows = _RowsTap.apply(output, rows_b, rows_t)
+                    tapped.append((aliased, rows))
+                    return aliased
+
+                hooks.append(tap_head.register_forward_hook(tap))
             try:
                 loss, outputs = super().compute_loss(
                     model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch, **kwargs
                 )
             finally:
-                if hook is not None:
+                for hook in hooks:
                     hook.remove()
-            logits = self._rows(outputs.logits, inputs)
+            if len(tapped) == 1 and tapped[0] is not None and tapped[0][0] is outputs.logits:
+                logits = tapped[0][1].unsqueeze(0)  # (1, N, V); _RowsTap adds their gradient at the N rows
+            else:
+                logits = self._rows(outputs.logits, inputs)
         self._accumulate_task_loss(loss, inputs, num_items_in_batch)
         if "consistency" in computed and ref_logits is None:
             ref_logits = self._reference_logits(model, inputs)
@@ -385,6 +402,9 @@ class BALoRATrainer(Trainer):
     # _reference_first: the reference forward runs before the student's (same result, less memory traffic).
     _hidden_svd_enabled = True
     _reference_first = True
+    # _tap_rows_enabled: the regulariser rows come from the LM head's output through _RowsTap (their
+    # gradient added in place), not from a gather of the returned logits (same values and gradients).
+    _tap_rows_enabled = True
     svd_path: str | None = None
     _head_factor_cache: tuple[tuple, torch.Tensor] | None = None
 
@@ -418,6 +438,14 @@ class BALoRATrainer(Trainer):
         if path != self.svd_path:
             logging.getLogger(__name__).info("BA-LoRA SVD term computed in %s", path)
             self.svd_path = path
+
+    def _tapped_head(self, model) -> torch.nn.Linear | None:
+        """The LM head whose output is the model's logits, to take the N regulariser rows from (NLG,
+        `_ROWS_ONLY_HEAD_MODEL_TYPES`), or None: the rows are then gathered from the returned logits."""
+        if not self._tap_rows_enabled or self.args.regularizer_task != "nlg":
+            return None
+        body_and_head = _rows_only_head(self.accelerator.unwrap_model(model))
+        return body_and_head[1] if body_and_head is not None else None
 
     # Where the student's LM head runs (rows_only_lm_head): "supervised rows" or "every position: <why>".
     student_head_path: str | None = None
@@ -596,6 +624,37 @@ class BALoRATrainer(Trainer):
                 logs[f"lambda_{t}"] = value
             self._term_sums.zero_()
         super().log(logs, *args, **kwargs)
+
+
+class _RowsTap(torch.autograd.Function):
+    """Identity on the student's (B, T, V) logits that also returns their N supervised rows (N, V).
+
+    A plain gather `logits[rows_b, rows_t]` backpropagates through a fresh B×T×V zero tensor, an
+    accumulating index_put of the N rows into it, and autograd's B×T×V sum with the task loss's
+    gradient. Here the backward adds the rows' gradient to the task loss's gradient at the N rows
+    (index_add into a copy: the gradient autograd hands in is not modified). The same sums, element by
+    element (g_task + g_rows), so the result is bit-identical; on SmolLM2 4×256 it saves ~70 ms per step
+    on the CPU (benchmarks/README.md).
+    """
+
+    @staticmethod
+    def forward(ctx, logits, rows_b, rows_t):
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(rows_b, rows_t)
+        ctx.logits_shape = logits.shape
+        return logits, logits[rows_b, rows_t]  # autograd returns the first as a view of the input
+
+    @staticmethod
+    def backward(ctx, grad_logits, grad_rows):
+        if grad_rows is None:
+            return grad_logits, None, None
+        rows_b, rows_t = ctx.saved_tensors
+        batch, length, vocab = ctx.logits_shape
+        if grad_logits is None:
+            grad_logits = grad_rows.new_zeros(ctx.logits_shape)
+        positions = rows_b * length + rows_t  # (N,) flat (b, t) indices, each once
+        summed = grad_logits.reshape(batch * length, vocab).index_add(0, positions, grad_rows)
+        return summed.view(batch, length, vocab), None, None
 
 
 def resolve_method(method: str, args: BALoRATrainingArguments) -> dict:

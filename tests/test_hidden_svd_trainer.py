@@ -152,3 +152,28 @@ def test_reference_forward_before_the_student_gives_the_same_loss_and_gradients(
     assert grads_first.keys() == grads_after.keys() and grads_first
     for name, grad in grads_first.items():
         torch.testing.assert_close(grad, grads_after[name], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("kind", ["tiny-llama", "tiny-gemma"])
+def test_rows_taken_at_the_head_train_bit_identically_to_gathered_rows(tmp_path, kind, monkeypatch):
+    """The regulariser rows come from the LM head's output through _RowsTap, whose backward adds their
+    gradient at the N rows instead of autograd's B×T×V zeros-and-sum: the same sums, so four SGD
+    steps at learning rate 1 (gradient accumulation 2) give identical logs and weights."""
+    from balora import trainer as trainer_module
+
+    taps = []
+    real_apply = trainer_module._RowsTap.apply
+    monkeypatch.setattr(trainer_module._RowsTap, "apply", lambda *a: taps.append(1) or real_apply(*a))
+    runs = {}
+    for tapped in (True, False):
+        monkeypatch.setattr(BALoRATrainer, "_tap_rows_enabled", tapped)
+        taps.clear()
+        runs[tapped] = _train(tmp_path / str(tapped), kind, True, gradient_accumulation_steps=2)
+        assert len(taps) == (8 if tapped else 0)  # 4 steps × 2 micro-batches
+    (_, tapped_log, tapped_weights), (_, gathered_log, gathered_weights) = runs[True], runs[False]
+    assert [{k: v for k, v in e.items() if k.endswith("loss")} for e in tapped_log] == [
+        {k: v for k, v in e.items() if k.endswith("loss")} for e in gathered_log
+    ]
+    assert tapped_log[-1]["consistency_loss"] != tapped_log[0]["consistency_loss"]  # the adapter moved
+    for name, weight in tapped_weights.items():
+        assert torch.equal(weight, gathered_weights[name]), name

@@ -93,6 +93,11 @@ class KLTopKEntropy(torch.autograd.Function):
             top_index = torch.empty((n, k), dtype=torch.long, device=x.device)
             top_grad = torch.empty((n, k), dtype=torch.float32, device=x.device) if need_grad else None
         ref_chunks = row_chunks(ref, rows_b, rows_t, chunk_size) if ref is not None else None
+        # fp32 (c, D) buffers that every chunk reuses (the ops write into them with out=): fresh N × D
+        # temporaries cost more than their arithmetic on a CPU, where each large allocation comes
+        # from the OS as new pages to fault in and zero. The scratch is the kept gradient itself
+        # when that is fp32.
+        log_p_buffer = log_p_ref_buffer = scratch_buffer = None
         for start, stop, chunk in row_chunks(x, rows_b, rows_t, chunk_size):
             z = chunk.float()  # (c, D); a view when the logits are fp32
             if top_k is not None:
@@ -105,11 +110,22 @@ class KLTopKEntropy(torch.autograd.Function):
                 if need_grad:
                     top_grad[start:stop] = -q * (log_q + row_entropy)  # dH/dz on the top-K entries
             if ref is not None:
-                log_p = F.log_softmax(z / temperature, dim=-1).clamp_min_(LOGP_FLOOR)  # (c, D)
-                log_p_ref = F.log_softmax(next(ref_chunks)[2].float() / temperature, dim=-1).clamp_min_(
-                    LOGP_FLOOR
-                )
-                p_ref = log_p_ref.exp()
+                if log_p_buffer is None:
+                    log_p_buffer = torch.empty((min(chunk_size, n), d), dtype=torch.float32, device=x.device)
+                    log_p_ref_buffer = torch.empty_like(log_p_buffer)
+                    if grad_kl is None or grad_kl.dtype != torch.float32:
+                        scratch_buffer = torch.empty_like(log_p_buffer)
+                rows = stop - start
+                scratch = scratch_buffer[:rows] if scratch_buffer is not None else grad_kl[start:stop]
+                log_p = torch.log_softmax(
+                    torch.div(z, temperature, out=scratch), dim=-1, out=log_p_buffer[:rows]
+                ).clamp_min_(LOGP_FLOOR)  # (c, D)
+                log_p_ref = torch.log_softmax(
+                    torch.div(next(ref_chunks)[2].float(), temperature, out=scratch),
+                    dim=-1,
+                    out=log_p_ref_buffer[:rows],
+                ).clamp_min_(LOGP_FLOOR)
+                p_ref = torch.exp(log_p_ref, out=scratch)
                 kl += (
                     torch.sub(log_p_ref, log_p, out=log_p_ref).mul_(p_ref).sum()
                 )  # Σ p_ref (log p_ref − log p)

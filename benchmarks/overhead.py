@@ -93,12 +93,27 @@ def _parse(argv=None):
         help="both methods with BALoRATrainingArguments.rows_only_lm_head (the LM head on the supervised rows)",
     )
     parser.add_argument(
+        "--gathered_rows",
+        action="store_true",
+        help="BA-LoRA takes its regulariser rows by gathering them from the returned logits (the path "
+        "before the rows were taken at the LM head's output; same values and gradients)",
+    )
+    parser.add_argument(
         "--compare_heads",
         action="store_true",
         help="NLG: rounds of (PiSSA, BA-LoRA) steps with the full LM head and with rows_only_lm_head in one "
         "process; prints the speed-up of each method and both step ratios",
     )
-    parser.add_argument("--worker", choices=["pissa", "ba-lora", "both", "heads"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--compare_rows",
+        action="store_true",
+        help="NLG: rounds of BA-LoRA steps with the regulariser rows taken at the LM head's output and "
+        "gathered from the returned logits, in one process; prints the speed-up and checks that both "
+        "give the same loss and gradients",
+    )
+    parser.add_argument(
+        "--worker", choices=["pissa", "ba-lora", "both", "heads", "rows"], help=argparse.SUPPRESS
+    )
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.model = args.model or ("smollm2-135m-instruct" if args.mode == "nlg" else "all-minilm-l6-v2")
@@ -184,7 +199,12 @@ def _worker(args) -> dict:
     ).to(device)
     batch = {k: v.to(device) for k, v in batch.items()}
 
-    def make_trainer(preset: str, tmp: str, rows_only_lm_head: bool = args.rows_only_lm_head):
+    def make_trainer(
+        preset: str,
+        tmp: str,
+        rows_only_lm_head: bool = args.rows_only_lm_head,
+        gathered_rows: bool = args.gathered_rows,
+    ):
         training_args = BALoRATrainingArguments(
             output_dir=tmp,
             rows_only_lm_head=rows_only_lm_head,
@@ -202,6 +222,7 @@ def _worker(args) -> dict:
             disable_tqdm=True,
         )
         trainer = BALoRATrainer(model=model, args=training_args)
+        trainer._tap_rows_enabled = not gathered_rows
         trainer.create_optimizer()
         trainer.current_gradient_accumulation_steps = 1  # normally set by the training loop
         return trainer
@@ -244,6 +265,36 @@ def _worker(args) -> dict:
             "device": device,
             "regularized_rows": _rows_count(batch, args),
             "tokens": int(batch["input_ids"].numel()),
+            "threads": torch.get_num_threads(),
+        }
+
+    if args.worker == "rows":  # --compare_rows: BA-LoRA with the rows tapped at the head and gathered
+        with tempfile.TemporaryDirectory() as tmp:
+            trainers = [make_trainer(args.preset, tmp, gathered_rows=gathered) for gathered in (False, True)]
+            model.train()
+            checks = []  # the check beside the timing: the same loss and gradients, bit for bit
+            for trainer in trainers:
+                torch.manual_seed(0)  # the same dropout masks, if the adapter has dropout
+                loss = trainer.compute_loss(model, dict(batch))
+                loss.backward()
+                grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+                model.zero_grad(set_to_none=True)
+                checks.append((float(loss.detach()), grads))
+            identical = checks[0][0] == checks[1][0] and all(
+                torch.equal(a, b) for a, b in zip(checks[0][1], checks[1][1], strict=True)
+            )
+            rounds = []
+            for step in range(args.warmup + args.steps):
+                times = tuple(timed_step(trainer) for trainer in trainers)
+                if step >= args.warmup:
+                    rounds.append(times)
+        return {
+            "method": "rows",
+            "rounds": rounds,  # (BA-LoRA rows tapped, BA-LoRA rows gathered)
+            "losses": [checks[0][0], checks[1][0]],
+            "identical_loss_and_gradients": identical,
+            "device": device,
+            "regularized_rows": _rows_count(batch, args),
             "threads": torch.get_num_threads(),
         }
 
@@ -371,6 +422,19 @@ def _measure(args, worker_argv: list[str], quiet: bool = False) -> dict:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
     if args.compare_heads:
         return _measure_heads(args, base_cmd, env, quiet)
+    if args.compare_rows:
+        rounds, runs = _run_rounds(args, base_cmd, env, quiet, "rows", "BA-LoRA rows tapped, rows gathered")
+        return {
+            "step_s": {
+                "ba-lora rows tapped": statistics.median(r[0] for r in rounds),
+                "ba-lora rows gathered": statistics.median(r[1] for r in rounds),
+            },
+            "speedup": statistics.median(r[1] / r[0] for r in rounds),
+            "losses": runs[0]["losses"],
+            "identical_loss_and_gradients": all(r["identical_loss_and_gradients"] for r in runs),
+            **_setting(args, runs[0]),
+            "rounds": rounds,
+        }
     if args.interleave:
         return _measure_interleaved(args, base_cmd, env, quiet)
     with tempfile.TemporaryDirectory() as tmp:
@@ -411,6 +475,7 @@ def _measure(args, worker_argv: list[str], quiet: bool = False) -> dict:
         "bf16": args.bf16,
         "svd_eigensolver": args.svd_eigensolver or "eigh",
         "rows_only_lm_head": args.rows_only_lm_head,
+        "gathered_rows": args.gathered_rows,
         "step_times": {m: [t for r in rs for t in r["step_times"]] for m, rs in results.items()},
         "reference_times": [t for r in results["pissa"] for t in r["reference_times"]],
     }
@@ -573,7 +638,8 @@ def main(argv=None) -> dict:
         f"mode={args.mode} model={args.model} batch={args.batch}x{args.seq_len} r={args.r} "
         f"preset={args.preset} warmup={args.warmup} steps={args.steps} repeats={args.repeats}"
         + (" sweep" if args.sweep else "")
-        + (" rows_only_lm_head" if args.rows_only_lm_head else ""),
+        + (" rows_only_lm_head" if args.rows_only_lm_head else "")
+        + (" gathered_rows" if args.gathered_rows else ""),
         flush=True,
     )
     if args.compare_heads:
@@ -591,6 +657,17 @@ def main(argv=None) -> dict:
             f"rows_only_speedup pissa={result['speedup_pissa']:.3f} ba-lora={result['speedup_ba_lora']:.3f} "
             f"step_ratio full_head={result['step_ratio_full_head']:.3f} "
             f"rows_only={result['step_ratio_rows_only']:.3f}"
+        )
+        return result
+    if args.compare_rows:
+        result = _measure(args, argv)
+        steps = ", ".join(f"{name} {t:.3f} s" for name, t in result["step_s"].items())
+        print(f"median step: {steps} ({result['rows']} regularised rows)")
+        if args.output:
+            Path(args.output).write_text(json.dumps(result, indent=2))
+        print(
+            f"rows_tap_speedup={result['speedup']:.3f} "
+            f"identical_loss_and_gradients={result['identical_loss_and_gradients']}"
         )
         return result
     if args.sweep:

@@ -305,3 +305,13 @@ def test_overhead_compare_heads_times_both_heads_side_by_side(tmp_path):
     assert rows_pissa == pytest.approx(full_pissa, rel=1e-5) and rows_ba == pytest.approx(full_ba, rel=1e-5)
     assert full_ba != full_pissa  # the terms are in BA-LoRA's loss
     assert proc.stdout.strip().splitlines()[-1].startswith("rows_only_speedup pissa=")
+
+
+def test_overhead_compare_rows_times_tapped_and_gathered_rows_side_by_side(tmp_path):
+    proc, result = _overhead(tmp_path, "--compare_rows")
+    rounds = result["rounds"]
+    assert len(rounds) == 2 and all(len(r) == 2 for r in rounds)  # (rows tapped, rows gathered) per round
+    assert result["speedup"] == pytest.approx(sum(sorted(r[1] / r[0] for r in rounds)) / 2)
+    assert result["identical_loss_and_gradients"] is True
+    assert result["losses"][0] == result["losses"][1]
+    assert proc.stdout.strip().splitlines()[-1].startswith("rows_tap_speedup=")

@@ -43,7 +43,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 lib_parse_args "$@"
 source "$(dirname "${BASH_SOURCE[0]}")/mini_lib.sh"
 wants() { [[ " $PROBES " == *" $1 "* ]]; }
-SUBSET_BENCHES[gsm8k]=$PROBE_NLG_BENCHES  # mini.sh (the seeds part) runs in its own process, unaffected
+SUBSET_BENCHES[gsm8k]=$PROBE_NLG_BENCHES  # the seeds part passes it to mini.sh as MINI_NLG_BENCHES
 
 # The iclr2026 NLG λ (λ1 λ2 λ3), read from the preset so the scaled runs follow it.
 read -r -a base_lambdas <<<"$("$PY" -c "from balora.regularizers import preset
@@ -104,7 +104,8 @@ lib_summary
 
 if wants seeds; then
   echo "# seeds: the mini rank sweep and ablation at seeds $SEEDS (scripts/mini.sh)"
-  RANK_SEEDS="$SEEDS" ABLATION_SEEDS="$SEEDS" SEEDS="$SEEDS" bash "$(dirname "${BASH_SOURCE[0]}")/mini.sh" "$@"
+  RANK_SEEDS="$SEEDS" ABLATION_SEEDS="$SEEDS" SEEDS="$SEEDS" MINI_NLG_BENCHES="$PROBE_NLG_BENCHES" \
+    bash "$(dirname "${BASH_SOURCE[0]}")/mini.sh" "$@"
 fi
 
 tables=(mini_imbalance mini_label_noise mini_lambda_scale mini_lora_reg mini_probes_dev_paired mini_probes_nll_paired)

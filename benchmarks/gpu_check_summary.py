@@ -138,6 +138,18 @@ def summarize(out_dir: Path, methods: list[str]) -> tuple[str, dict]:
             "|---|---:|",
         ]
         lines += [f"| {case} | {result['median_ms']:.2f} |" for case, result in bench["cases"].items()]
+    rows_tap = _load(out_dir / "rows_tap_16x512.json")
+    lines.append("")
+    if rows_tap:
+        steps = rows_tap["step_s"]
+        lines.append(
+            f"Regulariser rows taken at the LM head vs gathered ({rows_tap['batch']} × {rows_tap['seq_len']}, "
+            f"{rows_tap['rows']} rows): BA-LoRA step {steps['ba-lora rows tapped']:.4f} s vs "
+            f"{steps['ba-lora rows gathered']:.4f} s, {rows_tap['speedup']:.3f}× faster; identical loss and "
+            f"gradients {rows_tap['identical_loss_and_gradients']}."
+        )
+    else:
+        lines.append("Rows-tap comparison: missing.")
     lines.append("")
     if generation:
         b, s = generation["batched"], generation["sequential"]
@@ -154,6 +166,7 @@ def summarize(out_dir: Path, methods: list[str]) -> tuple[str, dict]:
         "overhead": overhead,
         "sweep": sweep,
         "generation": generation,
+        "rows_tap": rows_tap,
         "environment": env,
     }
 

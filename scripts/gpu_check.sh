@@ -6,7 +6,8 @@
 #   2. benchmarks/overhead.py: BA-LoRA vs PiSSA step time and peak memory, bf16, at the CPU benchmark's
 #      size (4 × 256) and at 16 × 512, the latter also with --svd_eigensolver lobpcg; each run also
 #      measures the floor (PiSSA step + one reference forward) and splits the cost above it by term,
-#      and its log must say that the SVD term ran in hidden space (checked below);
+#      and its log must say that the SVD term ran in hidden space (checked below); at 16 × 512 also the
+#      regulariser rows taken at the LM head against gathered from the logits (--compare_rows);
 #      then the N × V sweep on the tiny-llama-256 body (up to a 262,144-class head) into sweep.json;
 #   3. benchmarks/generation.py: batched vs one-prompt-at-a-time greedy decoding;
 #   4. PiSSA and BA-LoRA, bf16, DeepSpeed ZeRO-2 on one GPU (configs/gpu/*): 128 optimizer steps of
@@ -82,6 +83,8 @@ step overhead_16x512 "$PY" benchmarks/overhead.py --bf16 --batch 16 --seq_len 51
 step svd_path_check grep -q "SVD term in hidden space" "$OUT_DIR/overhead_16x512.log"
 step overhead_16x512_lobpcg "$PY" benchmarks/overhead.py --bf16 --batch 16 --seq_len 512 --warmup 3 --steps 10 \
   --repeats 2 --svd_eigensolver lobpcg --output "$OUT_DIR/overhead_16x512_lobpcg.json"
+step rows_tap_16x512 "$PY" benchmarks/overhead.py --bf16 --batch 16 --seq_len 512 --compare_rows --warmup 3 \
+  --steps 10 --repeats 1 --output "$OUT_DIR/rows_tap_16x512.json"
 step sweep "$PY" benchmarks/overhead.py --bf16 --sweep --sweep_rows 1024,4096 --sweep_vocab 49152,262144 \
   --warmup 2 --steps 5 --repeats 1 --output "$OUT_DIR/sweep.json"
 step generation "$PY" benchmarks/generation.py --data "$GSM8K_DIR/test.jsonl" --num_prompts 32 \

@@ -92,7 +92,22 @@ def test_gpu_check_summary_reads_every_source_and_marks_what_is_missing(tmp_path
             ],
         },
     )
+    _write(
+        tmp_path / "rows_tap_16x512.json",
+        {
+            "batch": 16,
+            "seq_len": 512,
+            "rows": 2598,
+            "step_s": {"ba-lora rows tapped": 0.31, "ba-lora rows gathered": 0.32},
+            "speedup": 1.032,
+            "identical_loss_and_gradients": True,
+        },
+    )
     markdown, data = gpu_check_summary.summarize(tmp_path, ["pissa", "ba-lora"])
+    assert (
+        "Regulariser rows taken at the LM head vs gathered (16 × 512, 2598 rows): BA-LoRA step 0.3100 s vs "
+        "0.3200 s, 1.032× faster; identical loss and gradients True." in markdown
+    )
     rows = {line.split("|")[1].strip(): line for line in markdown.splitlines() if line.startswith("| ")}
     assert rows["4 × 256, r = 8, bf16 True"].endswith(
         "| 1.300 | 1.280 | 1024 | 1024 | 1.000 | 12.3 / 4.5 / 0.6 (hidden space) |"
@@ -157,6 +172,7 @@ def test_regularizer_benchmark_times_every_case_and_the_summary_lists_them(tmp_p
     markdown, _ = gpu_check_summary.summarize(tmp_path, ["pissa"])
     assert "| regulariser, fwd + bwd (64 rows × 300, torch.float32) | median ms |" in markdown
     assert f"| svd: Gram fwd+bwd | {result['cases']['svd: Gram fwd+bwd']['median_ms']:.2f} |" in markdown
+    assert "Rows-tap comparison: missing." in markdown  # no rows_tap_16x512.json in this folder
     bad = subprocess.run(
         [sys.executable, "benchmarks/regularizers.py", "--rows", "1"],
         cwd=REPO,

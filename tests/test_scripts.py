@@ -346,6 +346,7 @@ def test_gpu_check_dry_run_names_existing_configs_and_refuses_bad_input(tmp_path
         "overhead_16x512",
         "svd_path_check",
         "overhead_16x512_lobpcg",
+        "rows_tap_16x512",
         "sweep",
         "generation",
         "train_pissa",

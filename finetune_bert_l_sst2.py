@@ -30,6 +30,7 @@ from typing import Any
 import finetune_glue
 from balora.repro.config import pop_flag
 from balora.repro.data import data_dir
+from balora.trainer import exit_launched_process
 
 COMMON = {
     "task_name": "sst2",
@@ -102,3 +103,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 if __name__ == "__main__":
     main()
+    exit_launched_process(0)

@@ -42,6 +42,7 @@ from balora.repro.config import parse_args, resolved_config, save_config
 from balora.trainer import (
     BALoRATrainer,
     BALoRATrainingArguments,
+    exit_launched_process,
     finish_distributed,
     resolve_method,
     warn_if_regularizers_with_full_ft,
@@ -478,8 +479,8 @@ def cli() -> int:
         main()
     except (ValueError, FileNotFoundError, FileExistsError, KeyError, PermissionError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+        return exit_launched_process(2)
+    return exit_launched_process(0)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from balora.repro.config import changed_keys, load_yaml_config, parse_args, reso
 from balora.trainer import (
     BALoRATrainer,
     BALoRATrainingArguments,
+    exit_launched_process,
     finish_distributed,
     resolve_method,
     warn_if_regularizers_with_full_ft,
@@ -535,8 +536,8 @@ def cli() -> int:
     except (ValueError, FileNotFoundError, FileExistsError, KeyError) as error:
         # Input errors: one line and exit status 2; other errors keep their traceback.
         print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+        return exit_launched_process(2)
+    return exit_launched_process(0)
 
 
 if __name__ == "__main__":

@@ -2,10 +2,8 @@
 
 import importlib.util
 import os
-import shutil
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,21 +19,13 @@ def load_script(name: str):
 
 
 def launch_distributed(cmd: list[str], env: dict, cwd: Path) -> subprocess.CompletedProcess:
-    """Run a 2-process CPU launch; relaunch once if a rank died of SIGABRT inside gloo.
+    """Run a 2-process CPU launch (in its own process group, killed as a whole on timeout).
 
-    About 1 launch in 10 under pytest (never in 6 direct launches) one rank aborts with "terminate
-    called without an active exception" (exitcode -6) and the launcher kills the other: a gloo/
-    DeepSpeed thread race, not a wrong result. The relaunch is reported on stderr; any other failure,
-    or a second abort, fails the test.
+    No relaunch: a rank that aborts at exit ("terminate called without an active exception", a gloo
+    worker thread caught by the interpreter's teardown) was the reason for one, and the entry scripts
+    now end launched processes without that teardown (balora.trainer.exit_launched_process).
     """
-    proc = _run_in_own_group(cmd, env, cwd)
-    aborted = "exitcode: -6" in proc.stderr and "terminate called without an active exception" in proc.stderr
-    if proc.returncode != 0 and aborted:
-        print("relaunching after a gloo SIGABRT:\n" + proc.stderr[-1500:], file=sys.stderr)
-        out_dir = Path(cmd[cmd.index("--output_dir") + 1])
-        shutil.rmtree(out_dir, ignore_errors=True)
-        proc = _run_in_own_group(cmd, env, cwd)
-    return proc
+    return _run_in_own_group(cmd, env, cwd)
 
 
 def _run_in_own_group(

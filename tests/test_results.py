@@ -442,6 +442,23 @@ def test_seeds_with_a_later_added_no_op_field_or_other_log_settings_are_the_same
         check_same_config("sst2_lora", [old, seed(1024, lora_r=16)])
 
 
+def test_ba_lora_and_pissa_with_the_same_lambdas_are_the_same_config(tmp_path):
+    """`ba-lora` builds the PiSSA adapter and takes its regularisers from the λs (resolve_method): an
+    ablation variant recorded as pissa + λ1 at one seed and ba-lora + λ1 at another trains the same
+    model; a different λ or another adapter is still a different run."""
+    from balora.repro.results import ResultsError, SeedResult, check_same_config
+
+    def seed(n, **config):
+        return SeedResult(seed=n, path=tmp_path / f"seed{n}", config=config, provenance={}, metrics={})
+
+    old = seed(42, method="pissa", lambda_consistency=0.025, lambda_diversity=0.0)
+    check_same_config("smollm2_consistency", [old, seed(1024, method="ba-lora", lambda_consistency=0.025)])
+    with pytest.raises(ResultsError, match="lambda_consistency"):
+        check_same_config("smollm2_consistency", [old, seed(1024, method="ba-lora", lambda_consistency=0.05)])
+    with pytest.raises(ResultsError, match="method: 'pissa' vs 'lora'"):
+        check_same_config("smollm2_consistency", [old, seed(1024, method="lora", lambda_consistency=0.025)])
+
+
 def test_committed_mini_tables_are_what_the_committed_runs_give(tmp_path):
     """Every table in results/mini/tables/ is rebuilt from results/ exactly as committed (the command of
     scripts/mini.sh and scripts/mini_probes.sh): a table left stale by a code change, or runs that can no

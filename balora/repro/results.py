@@ -138,8 +138,14 @@ def load_seed_dir(path: str | Path) -> SeedResult:
 
 
 def comparable_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The config without the keys that differ between seeds of one run (seed, paths)."""
-    return {k: v for k, v in flatten(config).items() if k not in SEED_SPECIFIC_KEYS}
+    """The config without the keys that differ between seeds of one run (seed, paths), with `method`
+    as the adapter it builds: `ba-lora` is PiSSA whose regularisers come from the λ keys, compared
+    beside it (balora.trainer.resolve_method), so `ba-lora` and `pissa` with the same λs train the same
+    model (runs made before the ablation variants were named ba-lora record pissa)."""
+    flat = {k: v for k, v in flatten(config).items() if k not in SEED_SPECIFIC_KEYS}
+    if flat.get("method") == "ba-lora":
+        flat["method"] = "pissa"
+    return flat
 
 
 def _differs(key: str, a: dict[str, Any], b: dict[str, Any]) -> bool:

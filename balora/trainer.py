@@ -405,7 +405,7 @@ class BALoRATrainer(Trainer):
     _hidden_svd_enabled = True
     _reference_first = True
     # _tap_rows_enabled: the regulariser rows come from the LM head's output through _RowsTap (their
-    # gradient added in place), not from a gather of the returned logits (same values and gradients).
+    # gradient added at the N rows), not from a gather of the returned logits (same values and gradients).
     _tap_rows_enabled = True
     svd_path: str | None = None
     _head_factor_cache: tuple[tuple, torch.Tensor] | None = None

@@ -242,6 +242,15 @@ def _worker(args) -> dict:
         _sync(device)
         return time.perf_counter() - start
 
+    def timed_rounds(trainers) -> list[tuple[float, ...]]:
+        """--warmup + --steps rounds of one step of each trainer in turn; the timed rounds."""
+        rounds = []
+        for step in range(args.warmup + args.steps):
+            times = tuple(timed_step(trainer) for trainer in trainers)
+            if step >= args.warmup:
+                rounds.append(times)
+        return rounds
+
     if args.worker == "heads":  # --compare_heads: each method with the full head and the rows-only head
         with tempfile.TemporaryDirectory() as tmp:
             trainers = [
@@ -252,11 +261,7 @@ def _worker(args) -> dict:
             model.train()
             with torch.no_grad():  # the check beside the timing: both heads give the same loss
                 losses = [float(trainer.compute_loss(model, dict(batch))) for trainer in trainers]
-            rounds = []
-            for step in range(args.warmup + args.steps):
-                times = tuple(timed_step(trainer) for trainer in trainers)
-                if step >= args.warmup:
-                    rounds.append(times)
+            rounds = timed_rounds(trainers)
         return {
             "method": "heads",
             "rounds": rounds,  # (PiSSA full, PiSSA rows-only, BA-LoRA full, BA-LoRA rows-only)
@@ -283,11 +288,7 @@ def _worker(args) -> dict:
             identical = checks[0][0] == checks[1][0] and all(
                 torch.equal(a, b) for a, b in zip(checks[0][1], checks[1][1], strict=True)
             )
-            rounds = []
-            for step in range(args.warmup + args.steps):
-                times = tuple(timed_step(trainer) for trainer in trainers)
-                if step >= args.warmup:
-                    rounds.append(times)
+            rounds = timed_rounds(trainers)
         return {
             "method": "rows",
             "rounds": rounds,  # (BA-LoRA rows tapped, BA-LoRA rows gathered)

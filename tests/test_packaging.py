@@ -33,6 +33,13 @@ USED_WITHOUT_IMPORT = {
     "sentencepiece": "transformers' tokenizers of LLaMA-2, Mistral and Gemma",
     "gguf": "transformers' reader of the embedded SmolLM2 GGUF checkpoint (balora.repro.models)",
     "latex2sympy2-extended": "math-verify's LaTeX parser (the MATH grader's second opinion)",
+    "tabulate": "pandas' DataFrame.to_markdown (the result tables)",
+    "cloudpickle": "submitit's serialisation of a submitted job",
+    "tempdir": "imported by evalplus (installed without its declared dependencies)",
+    "wget": "imported by evalplus (installed without its declared dependencies)",
+    "appdirs": "imported by evalplus (installed without its declared dependencies)",
+    "multipledispatch": "imported by evalplus (installed without its declared dependencies)",
+    "termcolor": "imported by evalplus (installed without its declared dependencies)",
 }
 # Folders whose .py files are not code of this repository.
 NOT_SOURCE = {".venv", "outputs", "runs", "cache", "__pycache__", ".git"}

@@ -26,7 +26,10 @@ a training stage starts its processes with `launch_prefix(resources)`:
   "$@"'`: one launcher per node, the node rank from each node's SLURM environment, the master the
   first host of SLURM_JOB_NODELIST. The Trainer reads the DeepSpeed config from the run's config.
 
-P is 20000 + (SLURM_JOB_ID mod 10000), so two jobs sharing a node do not share a port.
+P is 20000 + (SLURM_JOB_ID mod 10000), so two jobs sharing a node do not share a port. A job that
+runs out of time is ended by SLURM (submitit's requeue signal is not used); submitting the run again
+starts its chain again, which resumes at its unfinished stage. Jobs start in the directory they were
+submitted from (sbatch's default), so the chain's relative paths hold.
 
 Usage (what `python -m balora.repro.run STUDY --executor slurm` does)::
 
@@ -74,7 +77,6 @@ ACTIVE_STATES = (
     "RESIZING",
     "SUSPENDED",
     "STOPPED",
-    "PREEMPTED",
     "READY",
 )
 

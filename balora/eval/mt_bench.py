@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 PROTOCOL = "balora-mt-bench"
 PROTOCOL_VERSION = "1"
 HUB_ID = "HuggingFaceH4/mt_bench_prompts"
+DATA_FILE = "mt_bench/question.jsonl"  # FastChat's copy of the 80 questions in the data folder
 NEED_REFERENCE = ("math", "reasoning", "coding")
 _RATING = re.compile(r"\[\[(\d+\.?\d*)\]\]")
 _RATING_BACKUP = re.compile(r"\[(\d+\.?\d*)\]")
@@ -55,8 +56,11 @@ def load_questions(data: str | None = None, limit: int | None = None) -> tuple[l
         rows = [json.loads(line) for line in Path(data).read_text().splitlines() if line.strip()]
         source = {"source": str(data), "file_sha256": hashlib.sha256(Path(data).read_bytes()).hexdigest()}
     else:
+        from balora.eval.data import hub_errors
         from balora.repro import rehearsal
 
+        with hub_errors(HUB_ID, DATA_FILE):
+            hub_rows = list(rehearsal.load_hub_dataset(HUB_ID, split="train"))
         rows = [
             {
                 "question_id": r["prompt_id"],
@@ -64,7 +68,7 @@ def load_questions(data: str | None = None, limit: int | None = None) -> tuple[l
                 "turns": r["prompt"],
                 "reference": r.get("reference") or None,
             }
-            for r in rehearsal.load_hub_dataset(HUB_ID, split="train")
+            for r in hub_rows
         ]
         source = {"source": f"hub:{HUB_ID}/train"}
     source["rows_in_file"] = len(rows)

@@ -165,3 +165,12 @@ def test_an_unconverted_pissa_adapter_is_one_line_and_status_2(bench, tmp_path, 
     assert status == 2
     line = _one_error_line(stderr)
     assert "is an unconverted PiSSA adapter" in line and str(tmp_path / "run" / "adapter_lora") in line
+
+
+def test_a_model_that_does_not_resolve_is_one_line_and_status_2(tmp_path, monkeypatch, capsys):
+    # transformers raises OSError (with a multi-line message) for a path or id it cannot load.
+    argv = ["--model", str(tmp_path / "no_model"), "--data", str(EVAL_FIXTURES / "gsm8k_tiny.jsonl")]
+    argv += ["--limit", "1", "--output_dir", str(tmp_path / "out")]
+    status, stderr = _run_cli(eval_gsm8k, argv, monkeypatch, capsys)
+    assert status == 2
+    assert str(tmp_path / "no_model") in _one_error_line(stderr)

@@ -1,6 +1,7 @@
 """MT-Bench judging with the real `openai` client against a judge server on 127.0.0.1 (started here)."""
 
 import json
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -177,9 +178,16 @@ def test_judge_down_fails_clearly_and_keeps_judgments(tmp_path):
     assert metrics["judged_turn1"] == 3 and metrics["judged_turn2"] == 3
 
 
-def test_unreachable_endpoint(tmp_path):
-    with pytest.raises(RuntimeError, match="APIConnectionError"):
-        eval_mt_bench.main(_argv(tmp_path, "http://127.0.0.1:9/v1", "--judge_retries", "2"))
+def test_unreachable_endpoint_is_one_line_and_status_2(tmp_path, monkeypatch, capsys):
+    argv = _argv(tmp_path, "http://127.0.0.1:9/v1", "--judge_retries", "2")
+    monkeypatch.setattr("sys.argv", ["balora-eval-mt-bench", *argv])
+    assert eval_mt_bench.cli() == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert (
+        len(re.findall(r"error: The judge at http://127.0.0.1:9/v1 failed 2 times.*APIConnectionError", err))
+        == 1
+    )
 
 
 def test_real_questions_need_references_for_math(shared_data):

@@ -13,15 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-# What a person at the command line can fix. KeyError is left out on purpose: its message is only the key.
-USER_ERRORS: tuple[type[BaseException], ...] = (
-    ValueError,
-    FileNotFoundError,
-    FileExistsError,
-    IsADirectoryError,
-    NotADirectoryError,
-    PermissionError,
-)
+# What a person at the command line can fix: a bad value or file (ValueError), a missing or unreadable
+# path, a model id that does not resolve (transformers raises OSError for every such case), a full disk.
+# KeyError is left out on purpose: its message is only the key.
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError)
 
 
 def run_command(

@@ -221,7 +221,8 @@ def report(metrics: dict) -> str:
 
 def cli() -> int:
     """Console entry point `balora-eval-mt-bench` (and `python eval/mt_bench.py`): returns the exit status."""
-    return run_command(main, report)
+    # An unreachable judge is reported in one line: its judgments so far are cached for the rerun.
+    return run_command(main, report, user_errors=(mt_bench.JudgeUnavailable,))
 
 
 if __name__ == "__main__":

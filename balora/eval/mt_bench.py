@@ -39,6 +39,10 @@ _RATING = re.compile(r"\[\[(\d+\.?\d*)\]\]")
 _RATING_BACKUP = re.compile(r"\[(\d+\.?\d*)\]")
 
 
+class JudgeUnavailable(RuntimeError):
+    """The judge endpoint kept failing (connection, timeout, rate limit, server error) after every retry."""
+
+
 def turn2_prompt(question_1: str, answer_1: str, question_2: str) -> str:
     """The second-turn prompt: the first exchange in the training template, then the new instruction."""
     return f"{format_prompt(question_1)}{answer_1}\n\n### Instruction:\n{question_2}\n\n### Response:"
@@ -281,7 +285,7 @@ def _ask_with_retries(client, cfg: JudgeConfig, messages: list[dict], what: str)
             openai.InternalServerError,
         ) as err:
             if attempt == cfg.retries:
-                raise RuntimeError(
+                raise JudgeUnavailable(
                     f"The judge at {cfg.base_url or 'api.openai.com'} failed {cfg.retries} times on {what} "
                     f"({type(err).__name__}: {err}). Judgments made so far are cached; rerun the same "
                     "command when the endpoint is up to continue from there."

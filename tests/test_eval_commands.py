@@ -174,3 +174,10 @@ def test_a_model_that_does_not_resolve_is_one_line_and_status_2(tmp_path, monkey
     status, stderr = _run_cli(eval_gsm8k, argv, monkeypatch, capsys)
     assert status == 2
     assert str(tmp_path / "no_model") in _one_error_line(stderr)
+
+
+def test_an_unknown_mbpp_variant_is_refused_before_any_file_is_read(tmp_path, monkeypatch, capsys):
+    argv = ["--samples", "s.jsonl", "--mbpp_variant", "sanitised", "--output_dir", str(tmp_path)]
+    status, stderr = _run_cli(eval_mbpp, argv, monkeypatch, capsys)
+    assert status == 2
+    assert _one_error_line(stderr) == "error: --mbpp_variant must be full or sanitized, got 'sanitised'"

@@ -39,6 +39,10 @@ class MbppArguments:
         },
     )
 
+    def __post_init__(self):
+        if self.mbpp_variant not in MBPP_DATA_FILES:
+            raise ValueError(f"--mbpp_variant must be full or sanitized, got {self.mbpp_variant!r}")
+
 
 def mbpp_id(raw):
     """MBPP task ids are integers; "Mbpp/N" (EvalPlus style) is accepted as N."""
@@ -52,7 +56,7 @@ def main(argv: list[str] | None = None) -> dict:
     args, code_args, mbpp_args = parse_args(
         (EvalArguments, code.CodeArguments, MbppArguments), argv, description=__doc__
     )
-    relative = MBPP_DATA_FILES.get(mbpp_args.mbpp_variant, MBPP_DATA_FILES["full"])
+    relative = MBPP_DATA_FILES[mbpp_args.mbpp_variant]
     data = benchmark_file(args.data, relative)
     if data is None:
         with hub_errors(code.MBPP_HUB_ID, relative):

@@ -206,10 +206,9 @@ def test_the_package_and_the_root_scripts_never_edit_sys_path():
     # stand in for the standard `math` (see their comment); the package itself never needs it.
     # The sandbox's worker runs a model-written program as `python program.py` would: the program's
     # folder first on that isolated interpreter's path. Not an import of this repository's code.
-    allowed = {"balora/eval/sandbox.py"}
     offenders = []
     for path in [*sorted((REPO / "balora").rglob("*.py")), *sorted(REPO.glob("*.py"))]:
-        if path.relative_to(REPO).as_posix() in allowed:
+        if path.relative_to(REPO).match("balora/eval/sandbox*.py"):
             continue
         for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
             if isinstance(node, ast.Attribute) and ast.unparse(node) == "sys.path":

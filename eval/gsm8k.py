@@ -1,49 +1,18 @@
 """GSM8K accuracy (%) of a model, or of completions produced elsewhere (protocol: eval/README.md).
 
-`score` = `accuracy` is the paper's protocol (MetaMath's extraction after "The answer is: ");
-`accuracy_lenient` beside it also accepts "####", \\boxed{} and the last number (not the paper's).
-
-    python eval/gsm8k.py --model smollm2-135m-instruct --data data/gsm8k/test.jsonl \
-        --limit 50 --max_new_tokens 256 --output_dir out/gsm8k
-    python eval/gsm8k.py --samples completions.jsonl --data data/gsm8k/test.jsonl --output_dir out/g
+The command `balora-eval-gsm8k` (balora/cli/eval_gsm8k.py) run from a checkout: same flags, output and exit
+status. `python eval/gsm8k.py --help` lists the flags.
 """
 
-import logging
-import os
 import sys
+from pathlib import Path
 
-# Run as a script from anywhere: the repository root holds the balora package, and eval/ itself
-# must not shadow standard modules (eval/math.py would shadow `math`).
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
-sys.path.insert(0, os.path.dirname(_HERE))
+# Python puts this file's folder first on sys.path; the checkout root takes its place, so that this
+# checkout's balora is imported and eval/math.py never stands in for the standard `math` module.
+if Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from balora.eval import gsm8k  # noqa: E402
-from balora.eval.runner import Benchmark, EvalArguments, int_task_id, run  # noqa: E402
-from balora.repro.config import parse_args  # noqa: E402
-
-
-def main(argv: list[str] | None = None) -> dict:
-    """Evaluate and return metrics.json's content (score = accuracy in percent)."""
-    (args,) = parse_args((EvalArguments,), argv)
-    tasks, data_info = gsm8k.load_tasks(args.data, args.limit)
-    bench = Benchmark(
-        name="gsm8k",
-        protocol=gsm8k.PROTOCOL,
-        protocol_version=gsm8k.PROTOCOL_VERSION,
-        tasks=tasks,
-        data_info=data_info,
-        normalize_id=int_task_id,
-        grade=lambda pairs: [gsm8k.score_sample(task, text) for task, text in pairs],
-        grading=gsm8k.GRADING,
-    )
-    return run(bench, args)
-
+from balora.cli.eval_gsm8k import cli, main  # noqa: E402, F401 - main: the command's function, for imports
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    metrics = main()
-    print(
-        f"gsm8k score={metrics['score']:.2f} (paper protocol) "
-        f"accuracy_lenient={metrics['accuracy_lenient']:.2f} (lenient reading) n={metrics['n']}"
-    )
+    sys.exit(cli())

@@ -1,112 +1,18 @@
 """Teacher-forced NLL (nats per token) of the GSM8K reference solutions under a model (lower is better).
 
-The low-noise companion of eval/gsm8k.py for small models (protocol: balora/eval/answer_nll.py):
-
-    python eval/gsm8k_nll.py --model smollm2-135m-instruct --adapter RUN/adapter_lora \
-        --data data/gsm8k/test.jsonl --limit 64 --output_dir out/gsm8k_nll
+The command `balora-eval-gsm8k-nll` (balora/cli/eval_gsm8k_nll.py) run from a checkout: same flags, output and exit
+status. `python eval/gsm8k_nll.py --help` lists the flags.
 """
 
-import logging
-import os
 import sys
-import time
-from dataclasses import dataclass, field
+from pathlib import Path
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
-sys.path.insert(0, os.path.dirname(_HERE))
+# Python puts this file's folder first on sys.path; the checkout root takes its place, so that this
+# checkout's balora is imported and eval/math.py never stands in for the standard `math` module.
+if Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from tqdm.auto import tqdm  # noqa: E402
-
-from balora.eval import answer_nll, gsm8k  # noqa: E402
-from balora.eval.generation import load_model  # noqa: E402
-from balora.eval.samples import build_metrics, write_results  # noqa: E402
-from balora.repro.config import parse_args  # noqa: E402
-
-
-@dataclass
-class NllArguments:
-    output_dir: str = field(metadata={"help": "Where samples.jsonl and metrics.json are written."})
-    model: str = field(metadata={"help": "A path, a hub id, an embedded name or tiny-llama (tests)."})
-    adapter: str | None = field(
-        default=None,
-        metadata={
-            "help": "peft adapter dir (PiSSA: <run>/adapter_lora on the original base, as for eval/gsm8k.py)."
-        },
-    )
-    data: str | None = field(
-        default=None, metadata={"help": "Local GSM8K JSONL; default: the hub test split."}
-    )
-    limit: int | None = field(default=None, metadata={"help": "Score the first N problems (file order)."})
-    batch_size: int = field(default=8, metadata={"help": "Sequences per forward pass."})
-    max_length: int = field(
-        default=512,
-        metadata={
-            "help": "Token cap of prompt + solution + EOS; truncated problems are counted in metrics.json."
-        },
-    )
-    dtype: str = field(
-        default="auto", metadata={"help": "auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16."}
-    )
-    seed: int = field(default=42, metadata={"help": "Recorded only: the computation is deterministic."})
-
-    def __post_init__(self):
-        if self.limit is not None and self.limit < 1:
-            raise ValueError(f"--limit must be >= 1, got {self.limit}")
-        if self.batch_size < 1:
-            raise ValueError(f"--batch_size must be >= 1, got {self.batch_size}")
-
-
-def main(argv: list[str] | None = None) -> dict:
-    """Score and return metrics.json's content (score = NLL per solution token, nats)."""
-    (args,) = parse_args((NllArguments,), argv)
-    start = time.time()
-    tasks, data_info = gsm8k.load_tasks(args.data, args.limit)
-    model, tokenizer = load_model(args.model, args.adapter, dtype=args.dtype)
-    rows = [{"question": t["question"], "answer": t["solution"]} for t in tasks]
-    examples = answer_nll.reference_examples(rows, tokenizer, args.max_length)
-    with tqdm(total=len(examples), desc="gsm8k_nll", unit="problem") as bar:
-        per_example = answer_nll.response_nll(
-            model, examples, tokenizer.pad_token_id, args.batch_size, progress=bar.update
-        )
-    samples = [
-        {
-            "task_id": t["task_id"],
-            "nll": nll,
-            "tokens": n,
-            "nll_per_token": nll / n,
-            "truncated": e["truncated"],
-        }
-        for t, e, (nll, n) in zip(tasks, examples, per_example, strict=True)
-    ]
-    summary = answer_nll.summarize(per_example)
-    settings = {
-        "model": args.model,
-        "adapter": args.adapter,
-        "limit": args.limit,
-        "data": data_info,
-        "max_length": args.max_length,
-        "dtype": args.dtype,
-        "batch_size": args.batch_size,
-    }
-    metrics = build_metrics(
-        benchmark="gsm8k_nll",
-        score=round(summary["nll_per_token"], 6),
-        n=len(tasks),
-        protocol=answer_nll.PROTOCOL,
-        protocol_version=answer_nll.PROTOCOL_VERSION,
-        settings=settings,
-        start_time=start,
-        seed=args.seed,
-        extra={**summary, "truncated": sum(s["truncated"] for s in samples)},
-    )
-    write_results(args.output_dir, samples, metrics)
-    return metrics
-
+from balora.cli.eval_gsm8k_nll import cli, main  # noqa: E402, F401 - main: the command's function, for imports
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    metrics = main()
-    print(
-        f"gsm8k_nll score={metrics['score']:.4f} nats/token (ppl {metrics['perplexity']:.2f}) n={metrics['n']}"
-    )
+    sys.exit(cli())

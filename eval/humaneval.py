@@ -1,82 +1,18 @@
 """HumanEval pass@1 (%) of a model or of completions produced elsewhere; code runs in balora.eval.sandbox.
 
-    python eval/humaneval.py --model M [--adapter DIR] --output_dir out/humaneval
-    python eval/humaneval.py --samples completions.jsonl --output_dir out/humaneval   # HumanEval/N task ids
-    ... --plus_data HumanEvalPlus.jsonl     # also HumanEval+ (evalplus's base + plus inputs): plus_pass@1
-
-Also writes evalplus_samples.jsonl (HumanEval/N, solution) for cross-checking with evalplus itself.
+The command `balora-eval-humaneval` (balora/cli/eval_humaneval.py) run from a checkout: same flags, output and exit
+status. `python eval/humaneval.py --help` lists the flags.
 """
 
-import logging
-import os
-import re
 import sys
-from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
-sys.path.insert(0, os.path.dirname(_HERE))
+# Python puts this file's folder first on sys.path; the checkout root takes its place, so that this
+# checkout's balora is imported and eval/math.py never stands in for the standard `math` module.
+if Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from balora.eval import code  # noqa: E402
-from balora.eval.runner import Benchmark, EvalArguments, run  # noqa: E402
-from balora.eval.samples import write_evalplus_samples  # noqa: E402
-from balora.repro.config import parse_args  # noqa: E402
-
-
-@dataclass
-class HumanEvalArguments:
-    plus_data: str | None = field(
-        default=None,
-        metadata={
-            "help": "evalplus's HumanEvalPlus.jsonl[.gz]: also run HumanEval+'s differential tests (plus_pass@k)."
-        },
-    )
-
-
-def humaneval_id(raw) -> str:
-    if not isinstance(raw, str) or not re.fullmatch(r"HumanEval/\d+", raw):
-        raise ValueError("HumanEval task ids look like 'HumanEval/0'")
-    return raw
-
-
-def main(argv: list[str] | None = None) -> dict:
-    """Evaluate and return metrics.json's content (score = pass@1 in percent)."""
-    args, code_args, he_args = parse_args((EvalArguments, code.CodeArguments, HumanEvalArguments), argv)
-    tasks, data_info = code.load_humaneval(args.data, args.limit)
-    if he_args.plus_data:
-        data_info.update(code.attach_humaneval_plus(tasks, he_args.plus_data))
-    limits = code_args.limits()
-    bench = Benchmark(
-        name="humaneval",
-        protocol=code.HUMANEVAL_PROTOCOL,
-        protocol_version=code.HUMANEVAL_VERSION,
-        tasks=tasks,
-        data_info=data_info,
-        normalize_id=humaneval_id,
-        num_samples=code_args.num_samples,
-        grade=lambda pairs: code.grade_programs(
-            pairs,
-            code.humaneval_program,
-            limits,
-            code_args.workers,
-            code_args.allow_weak_isolation,
-            code_args.plus_limits(),
-        ),
-        summarize=lambda rows: code.summarize_passes(rows, code_args.num_samples),
-        extra_settings={
-            "sandbox_limits": asdict(limits),
-            "sandbox_limits_plus": asdict(code_args.plus_limits()),
-            "instruction": code.HUMANEVAL_INSTRUCTION,
-        },
-    )
-    metrics = run(bench, args)
-    write_evalplus_samples(
-        args.output_dir, lambda task_id: task_id
-    )  # for cross-checking with evalplus itself
-    return metrics
-
+from balora.cli.eval_humaneval import cli, main  # noqa: E402, F401 - main: the command's function, for imports
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    metrics = main()
-    print(f"humaneval score={metrics['score']:.2f} n={metrics['n']}")
+    sys.exit(cli())

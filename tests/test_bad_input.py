@@ -12,7 +12,7 @@ import pytest
 from test_glue_run import TINY as GLUE_TINY
 from test_glue_run import _tiny_glue
 
-import train_nlg
+from balora.cli import train_nlg
 from balora.repro.config import parse_args
 
 REPO = Path(__file__).resolve().parent.parent

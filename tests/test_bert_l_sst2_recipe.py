@@ -2,8 +2,7 @@
 
 import pytest
 
-import finetune_bert_l_sst2
-import finetune_glue
+from balora.cli import finetune_bert_l_sst2, finetune_glue
 from balora.repro.config import parse_args
 from balora.trainer import BALoRATrainingArguments
 

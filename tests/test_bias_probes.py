@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from test_glue_run import TINY, _tiny_glue
 
-import finetune_glue
+from balora.cli import finetune_glue
 from balora.repro import glue
 
 

@@ -7,8 +7,8 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
-from helpers import load_script  # noqa: E402
 
+from balora.cli import eval_gsm8k
 from balora.eval import gsm8k
 from balora.eval.samples import SamplesError
 
@@ -125,7 +125,7 @@ def test_gold_answer_requires_hash():
 
 
 def test_cli_scores_fixture_samples(tmp_path):
-    metrics = load_script("gsm8k").main(
+    metrics = eval_gsm8k.main(
         [
             "--samples",
             str(FIXTURES / "gsm8k_tiny_samples.jsonl"),
@@ -179,7 +179,7 @@ def _write(path, rows):
 def test_bad_samples_files_name_the_line(tmp_path, rows, message):
     samples = _write(tmp_path / "bad.jsonl", rows)
     with pytest.raises(SamplesError, match=message):
-        load_script("gsm8k").main(
+        eval_gsm8k.main(
             [
                 "--samples",
                 str(samples),
@@ -196,7 +196,7 @@ def test_cli_reports_both_readings_and_keeps_every_completion(tmp_path):
     samples = _write(
         tmp_path / "s.jsonl", [{"task_id": i, "completion": c} for i, c in enumerate(completions)]
     )
-    metrics = load_script("gsm8k").main(
+    metrics = eval_gsm8k.main(
         [
             "--samples",
             str(samples),
@@ -216,7 +216,7 @@ def test_cli_reports_both_readings_and_keeps_every_completion(tmp_path):
 
 def test_missing_tasks_count_as_failures(tmp_path):
     samples = _write(tmp_path / "partial.jsonl", [{"task_id": 0, "completion": "The answer is: 7"}])
-    metrics = load_script("gsm8k").main(
+    metrics = eval_gsm8k.main(
         [
             "--samples",
             str(samples),
@@ -233,7 +233,7 @@ def test_missing_tasks_count_as_failures(tmp_path):
 
 
 def test_limit_applies_to_tasks_and_samples(tmp_path):
-    metrics = load_script("gsm8k").main(
+    metrics = eval_gsm8k.main(
         [
             "--samples",
             str(_write(tmp_path / "s.jsonl", [{"task_id": 0, "completion": "The answer is: 7"}])),
@@ -248,7 +248,8 @@ def test_limit_applies_to_tasks_and_samples(tmp_path):
     assert metrics["n"] == 1 and metrics["score"] == 100.0 and metrics["settings"]["limit"] == 1
 
 
-def test_cli_exits_nonzero_on_error(tmp_path):
+def test_cli_answers_a_missing_file_with_one_line_and_status_2(tmp_path):
+    # The script in eval/, run from another folder: the command of the package, without a traceback.
     proc = subprocess.run(
         [
             sys.executable,
@@ -264,8 +265,11 @@ def test_cli_exits_nonzero_on_error(tmp_path):
         text=True,
         cwd=tmp_path,
     )
-    assert proc.returncode != 0
-    assert "does not exist" in proc.stderr
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert (
+        proc.stderr.strip().splitlines()[-1] == f"error: --samples {tmp_path / 'nope.jsonl'} does not exist"
+    )
 
 
 def test_gold_answers_score_100_on_real_test_set(shared_data, tmp_path):  # under both readings
@@ -278,7 +282,7 @@ def test_gold_answers_score_100_on_real_test_set(shared_data, tmp_path):  # unde
             for i, r in enumerate(rows)
         ],
     )
-    metrics = load_script("gsm8k").main(
+    metrics = eval_gsm8k.main(
         [
             "--samples",
             str(samples),

@@ -5,8 +5,9 @@ import math
 
 import pytest
 import torch
-from helpers import EVAL_FIXTURES, load_script
+from helpers import EVAL_FIXTURES
 
+from balora.cli import eval_gsm8k_nll
 from balora.eval import answer_nll
 from balora.eval.generation import load_model
 from balora.repro.data import gsm8k_answer_to_metamath
@@ -61,7 +62,7 @@ def test_truncation_is_counted_not_hidden():
 
 
 def test_cli_writes_samples_and_a_token_weighted_score(tmp_path):
-    metrics = load_script("gsm8k_nll").main(
+    metrics = eval_gsm8k_nll.main(
         [
             "--model",
             "tiny-llama",

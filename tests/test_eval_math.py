@@ -4,8 +4,8 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import load_script  # noqa: E402
 
+from balora.cli import eval_math
 from balora.eval import math_grader as mg
 
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"
@@ -151,7 +151,7 @@ def test_gold_from_answer_field_or_last_boxed():
 
 
 def test_cli_scores_fixture_samples(tmp_path):
-    metrics = load_script("math").main(
+    metrics = eval_math.main(
         [
             "--samples",
             str(FIXTURES / "math_tiny_samples.jsonl"),
@@ -210,7 +210,7 @@ def test_real_math500_gold_answers_grade_correct(shared_data, tmp_path):
             for i, r in enumerate(rows)
         )
     )
-    metrics = load_script("math").main(
+    metrics = eval_math.main(
         [
             "--samples",
             str(samples),
@@ -238,10 +238,13 @@ def test_full_test_file_gold_is_the_last_boxed(shared_data):
         assert solution[start:].startswith("\\boxed{" + task["gold"] + "}")
 
 
-def test_math_without_a_data_file_says_the_hub_copy_is_gone_and_what_to_pass(monkeypatch):
+def test_math_without_a_data_file_says_the_hub_copy_is_gone_and_what_to_pass(monkeypatch, tmp_path):
     # Offline (and on the live hub since 2025) the hub id cannot be loaded: the error names the fix.
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("BALORA_DATA_DIR", str(tmp_path))
     monkeypatch.delenv("BALORA_REHEARSAL", raising=False)
-    with pytest.raises(RuntimeError, match=r"DMCA.*--data.*data/math/test.jsonl"):
+    with pytest.raises(
+        FileNotFoundError, match=r"math/test.jsonl not found.*off the hub.*--data.*fetch_data.py"
+    ):
         mg.load_tasks(None, limit=2)

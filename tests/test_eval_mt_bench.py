@@ -1,13 +1,14 @@
 """MT-Bench judging with the real `openai` client against a judge server on 127.0.0.1 (started here)."""
 
 import json
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from helpers import load_script  # noqa: E402
 
+from balora.cli import eval_mt_bench
 from balora.eval import mt_bench
 
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"
@@ -125,9 +126,7 @@ def test_turn2_prompt_continues_training_template():
 def test_judging_scores_caches_and_uses_reference(tmp_path, monkeypatch):
     monkeypatch.setenv("LOOPBACK_KEY", "sk-test-key")
     with JudgeServer() as server:
-        metrics = load_script("mt_bench").main(
-            _argv(tmp_path, server.url, "--judge_api_key_env", "LOOPBACK_KEY")
-        )
+        metrics = eval_mt_bench.main(_argv(tmp_path, server.url, "--judge_api_key_env", "LOOPBACK_KEY"))
         assert len(server.requests) == 6  # 3 questions x 2 turns
         assert server.requests[0]["auth"] == "Bearer sk-test-key"
         assert server.requests[0]["body"]["temperature"] == 0
@@ -145,7 +144,7 @@ def test_judging_scores_caches_and_uses_reference(tmp_path, monkeypatch):
         assert rows[0]["correct"] == [8.0, 6.0] and rows[1]["completion"] == [" 2 + 3 = 5", " 2 * 3 = 6"]
         assert "sk-test-key" not in (tmp_path / "metrics.json").read_text()
         # a rerun costs nothing: every judgment comes from the cache
-        again = load_script("mt_bench").main(_argv(tmp_path, server.url))
+        again = eval_mt_bench.main(_argv(tmp_path, server.url))
         assert len(server.requests) == 6
         assert again["score"] == metrics["score"]
 
@@ -156,13 +155,13 @@ def test_wrong_reference_answer_lowers_rating(tmp_path):
     with JudgeServer() as server:
         argv = _argv(tmp_path / "out", server.url, "--judge_turns", "1")
         argv[1] = str(samples)
-        metrics = load_script("mt_bench").main(argv)
+        metrics = eval_mt_bench.main(argv)
     assert metrics["score"] == 3.0 and metrics["missing"] == 2 and metrics["turn2_score"] is None
 
 
 def test_transient_failures_are_retried(tmp_path):
     with JudgeServer(fail_first=2) as server:
-        metrics = load_script("mt_bench").main(_argv(tmp_path, server.url))
+        metrics = eval_mt_bench.main(_argv(tmp_path, server.url))
     assert metrics["score"] == pytest.approx(8.0)
     assert len(server.requests) == 8
 
@@ -170,18 +169,25 @@ def test_transient_failures_are_retried(tmp_path):
 def test_judge_down_fails_clearly_and_keeps_judgments(tmp_path):
     with JudgeServer(fail_after=3) as server:
         with pytest.raises(RuntimeError, match="failed 2 times.*cached"):
-            load_script("mt_bench").main(_argv(tmp_path, server.url, "--judge_retries", "2"))
+            eval_mt_bench.main(_argv(tmp_path, server.url, "--judge_retries", "2"))
     cached = [json.loads(line) for line in (tmp_path / "judgments.jsonl").read_text().splitlines()]
     assert len(cached) == 3
     with JudgeServer() as server:
-        metrics = load_script("mt_bench").main(_argv(tmp_path, server.url))
+        metrics = eval_mt_bench.main(_argv(tmp_path, server.url))
         assert len(server.requests) == 3  # only the judgments that were not made before
     assert metrics["judged_turn1"] == 3 and metrics["judged_turn2"] == 3
 
 
-def test_unreachable_endpoint(tmp_path):
-    with pytest.raises(RuntimeError, match="APIConnectionError"):
-        load_script("mt_bench").main(_argv(tmp_path, "http://127.0.0.1:9/v1", "--judge_retries", "2"))
+def test_unreachable_endpoint_is_one_line_and_status_2(tmp_path, monkeypatch, capsys):
+    argv = _argv(tmp_path, "http://127.0.0.1:9/v1", "--judge_retries", "2")
+    monkeypatch.setattr("sys.argv", ["balora-eval-mt-bench", *argv])
+    assert eval_mt_bench.cli() == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert (
+        len(re.findall(r"error: The judge at http://127.0.0.1:9/v1 failed 2 times.*APIConnectionError", err))
+        == 1
+    )
 
 
 def test_real_questions_need_references_for_math(shared_data):
@@ -201,7 +207,7 @@ def test_real_questions_need_references_for_math(shared_data):
 def test_missing_judge_key_fails_before_generating(tmp_path, monkeypatch):
     monkeypatch.delenv("NO_SUCH_KEY_VAR", raising=False)
     with pytest.raises(ValueError, match="NO_SUCH_KEY_VAR"):
-        load_script("mt_bench").main(
+        eval_mt_bench.main(
             [
                 "--model",
                 "tiny-llama",
@@ -217,7 +223,7 @@ def test_missing_judge_key_fails_before_generating(tmp_path, monkeypatch):
 
 
 def test_answers_are_written_in_fastchat_model_answer_format(tmp_path, shared_data):
-    metrics = load_script("mt_bench").main(
+    metrics = eval_mt_bench.main(
         _argv(tmp_path, "http://127.0.0.1:9/v1", "--judge_turns", "0", "--answer_model_id", "balora-test")
     )
     assert metrics["n"] == 3

@@ -11,8 +11,7 @@ import pytest
 import yaml
 from helpers import launch_distributed
 
-import finetune_bert_l_sst2
-import finetune_glue
+from balora.cli import finetune_bert_l_sst2, finetune_glue
 from balora.repro.config import parse_args
 from balora.trainer import BALoRATrainingArguments
 

@@ -1,5 +1,6 @@
 """The package's layering: the algorithm (balora/*.py) imports nothing of the reproduction (balora.repro)
-or the evaluation (balora.eval), and balora.repro nothing of balora.eval — lazy imports included."""
+or the evaluation (balora.eval), balora.repro nothing of balora.eval, and nothing imports the commands
+(balora.cli) — lazy imports included."""
 
 import ast
 from pathlib import Path
@@ -34,4 +35,12 @@ def test_the_reproduction_does_not_depend_on_the_evaluation():
 
 def test_every_module_is_in_one_of_the_three_layers():
     modules = {p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py")}
-    assert modules == {m for m in modules if m.count("/") == 0 or m.startswith(("repro/", "eval/"))}
+    assert modules == {m for m in modules if m.count("/") == 0 or m.startswith(("repro/", "eval/", "cli/"))}
+
+
+def test_nothing_in_the_package_imports_the_commands():
+    """balora/cli/ holds the training commands (they use every layer); no other module imports them."""
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.parent.name != "cli":
+            commands = {name for name in _balora_imports(path) if name.startswith("balora.cli")}
+            assert not commands, f"{path.relative_to(PACKAGE)} imports {sorted(commands)}"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-import train_nlg
+from balora.cli import train_nlg
 from balora.repro import glue, rehearsal
 from balora.trainer import BALoRATrainingArguments, resolve_method
 
@@ -302,7 +302,7 @@ def test_rehearsal_rank_sweep_at_two_ranks(tmp_path):
 def test_adalora_schedule_fractions_follow_the_run_length(tmp_path):
     """The AdaLoRA configs give tinit/tfinal as fractions of the run's optimizer steps: a 2-step run (the
     rehearsal, or --max_train_samples) has a budgeting phase too (absolute steps made peft refuse it)."""
-    import finetune_glue
+    from balora.cli import finetune_glue
 
     assert (
         finetune_glue._schedule_steps(0.1, 7800, "t") == 780

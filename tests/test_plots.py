@@ -5,7 +5,7 @@ import json
 import pytest
 from test_results import SEEDS, write_run
 
-import plot_results
+from balora.cli import plot as plot_results
 from balora.repro import plots
 
 
@@ -152,3 +152,16 @@ def test_the_committed_mini_runs_draw_every_mini_figure(tmp_path):
     written = plot_results.main([*names, "--results_dir", str(results), "--out_dir", str(tmp_path)])
     for name in names:
         assert sorted(written[name]) == [str(tmp_path / f"{name}.pdf"), str(tmp_path / f"{name}.png")]
+
+
+def test_cli_answers_an_unreadable_result_with_one_line_and_status_2(tmp_path, monkeypatch, capsys):
+    results = tmp_path / "results"
+    write_run(results, "mini/nlg", "smollm2_lora", SEEDS[0], {"train_loss": 1.0}, history=[{"step": 1}])
+    (results / "mini" / "nlg" / "smollm2_lora" / f"seed{SEEDS[0]}" / "metrics.json").write_text("{not json")
+    out = tmp_path / "figs"
+    argv = ["balora-plot", "mini_loss_curves", "--results_dir", str(results), "--out_dir", str(out)]
+    monkeypatch.setattr("sys.argv", argv)
+    assert plot_results.cli() == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "metrics.json" in err and err.count("\n") == 1
+    assert not list(out.glob("*.p*"))  # nothing drawn

@@ -56,7 +56,7 @@ def test_your_data_your_model_command_and_adapter_evaluation(tmp_path):
         ]
     )
     assert metrics["trained"] == "ba-lora" and (tmp_path / "my_run" / "adapter_lora").is_dir()
-    gsm8k_rows = REPO / "tests" / "fixtures" / "hub" / "openai__gsm8k" / "main" / "test.jsonl"
+    gsm8k_rows = REPO / "balora" / "repro" / "hub_fixtures" / "openai__gsm8k" / "main" / "test.jsonl"
     proc = subprocess.run(
         [
             sys.executable,

@@ -13,8 +13,7 @@ import yaml
 from test_glue_run import TINY as GLUE_TINY
 from test_glue_run import _tiny_glue
 
-import finetune_glue
-import train_nlg
+from balora.cli import finetune_glue, train_nlg
 from balora.repro import provenance
 
 REPO = Path(__file__).resolve().parent.parent

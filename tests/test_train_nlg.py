@@ -12,7 +12,7 @@ import torch
 import yaml
 from helpers import launch_distributed
 
-import train_nlg
+from balora.cli import train_nlg
 from balora.repro.config import parse_args
 
 REPO = Path(__file__).resolve().parent.parent
@@ -163,7 +163,7 @@ def test_cli_error_exits_non_zero_with_a_message(tmp_path):
 def _entry_point_for(config: dict) -> tuple[tuple, list[str]]:
     """The dataclasses of the script a config is for, and the flags that script adds itself."""
     if "task_name" in config:
-        import finetune_glue
+        from balora.cli import finetune_glue
 
         return finetune_glue.ARGUMENT_CLASSES, ["--regularizer_task", "nlu"]
     return train_nlg.ARGUMENT_CLASSES, []

@@ -1,4 +1,4 @@
-"""tsne_visualization.py on synthetic features: files, silhouette scores, --compare, bad input."""
+"""balora-tsne (tsne_visualization.py) on synthetic features: files, silhouette scores, --compare, bad input."""
 
 import subprocess
 import sys
@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-import tsne_visualization
+from balora.cli import tsne as tsne_visualization
 
 
 def _dump(folder, separation, n=80, dim=16, seed=0):
@@ -70,3 +70,13 @@ def test_bad_input(tmp_path):
         text=True,
     )
     assert proc.returncode == 2 and "--compare" in proc.stderr
+
+
+def test_cli_answers_a_missing_dump_with_one_line_and_status_2(tmp_path, monkeypatch, capsys):
+    run = _dump(tmp_path / "run", separation=1.0, n=40)
+    monkeypatch.setattr(
+        "sys.argv", ["balora-tsne", "--features_dir", str(run), "--output_dir", str(tmp_path), "--step", "7"]
+    )
+    assert tsne_visualization.cli() == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {run / 'features_step_7.npy'} not found") and err.count("\n") == 1

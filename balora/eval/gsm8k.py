@@ -37,6 +37,7 @@ PROTOCOL = "balora-gsm8k"
 # v1 scored the lenient reading as `score`; v2 scores MetaMath's reading and keeps the lenient one beside it.
 PROTOCOL_VERSION = "2"
 HUB_ID = "openai/gsm8k"
+DATA_FILE = "gsm8k/test.jsonl"  # the same test split in the data folder (scripts/fetch_data.py)
 GRADING = {
     "score": "paper protocol (MetaMath eval_gsm8k.py): number after the last 'The answer is: ', "
     "rounded to an integer, compared with the gold; same as `accuracy`",
@@ -187,9 +188,11 @@ def load_tasks(data: str | None = None, limit: int | None = None) -> tuple[list[
         rows = [json.loads(line) for line in Path(data).read_text().splitlines() if line.strip()]
         source = {"source": str(data), "file_sha256": hashlib.sha256(Path(data).read_bytes()).hexdigest()}
     else:
+        from balora.eval.data import hub_errors
         from balora.repro import rehearsal
 
-        rows = list(rehearsal.load_hub_dataset(HUB_ID, "main", split="test"))
+        with hub_errors(HUB_ID, DATA_FILE):
+            rows = list(rehearsal.load_hub_dataset(HUB_ID, "main", split="test"))
         source = {"source": f"hub:{HUB_ID}/main/test"}
     source["rows_in_file"] = len(rows)
     if limit is not None:

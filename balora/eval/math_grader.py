@@ -39,6 +39,7 @@ PROTOCOL = "balora-math"
 # v1 scored the lenient reading as `score`; v2 scores MetaMath's reading and keeps the lenient one beside it.
 PROTOCOL_VERSION = "2"
 HUB_ID = "hendrycks/competition_math"
+DATA_FILE = "math/test.jsonl"  # the same 5,000 test problems in the data folder (scripts/fetch_data.py)
 _MARKER_RE = re.compile(r"the answer is\s*:?", re.IGNORECASE)
 PAPER_MARKER = "The answer is: "
 GRADING = {
@@ -357,17 +358,12 @@ def load_tasks(data: str | None = None, limit: int | None = None) -> tuple[list[
         rows = [json.loads(line) for line in Path(data).read_text().splitlines() if line.strip()]
         source = {"source": str(data), "file_sha256": hashlib.sha256(Path(data).read_bytes()).hexdigest()}
     else:
+        from balora.eval.data import hub_errors
         from balora.repro import rehearsal
 
-        try:
+        # hendrycks/competition_math was taken off the hub after a DMCA notice (January 2025).
+        with hub_errors(HUB_ID, DATA_FILE, note="The dataset was taken off the hub in January 2025."):
             rows = list(rehearsal.load_hub_dataset(HUB_ID, split="test"))
-        except Exception as err:  # the hub raises many different types (offline, gated, removed)
-            raise RuntimeError(
-                f"Could not load {HUB_ID} from the hub ({type(err).__name__}: {err}). The dataset was taken "
-                "off the hub after a DMCA notice in January 2025; pass --data with the MATH test file instead: "
-                "python scripts/fetch_data.py puts it at data/math/test.jsonl (and MATH-500 at "
-                "data/math/math500_test.jsonl)."
-            ) from err
         source = {"source": f"hub:{HUB_ID}/test"}
     source["rows_in_file"] = len(rows)
     if limit is not None:

@@ -33,9 +33,14 @@ logger = logging.getLogger(__name__)
 PROTOCOL = "balora-mt-bench"
 PROTOCOL_VERSION = "1"
 HUB_ID = "HuggingFaceH4/mt_bench_prompts"
+DATA_FILE = "mt_bench/question.jsonl"  # FastChat's copy of the 80 questions in the data folder
 NEED_REFERENCE = ("math", "reasoning", "coding")
 _RATING = re.compile(r"\[\[(\d+\.?\d*)\]\]")
 _RATING_BACKUP = re.compile(r"\[(\d+\.?\d*)\]")
+
+
+class JudgeUnavailable(RuntimeError):
+    """The judge endpoint kept failing (connection, timeout, rate limit, server error) after every retry."""
 
 
 def turn2_prompt(question_1: str, answer_1: str, question_2: str) -> str:
@@ -55,8 +60,11 @@ def load_questions(data: str | None = None, limit: int | None = None) -> tuple[l
         rows = [json.loads(line) for line in Path(data).read_text().splitlines() if line.strip()]
         source = {"source": str(data), "file_sha256": hashlib.sha256(Path(data).read_bytes()).hexdigest()}
     else:
+        from balora.eval.data import hub_errors
         from balora.repro import rehearsal
 
+        with hub_errors(HUB_ID, DATA_FILE):
+            hub_rows = list(rehearsal.load_hub_dataset(HUB_ID, split="train"))
         rows = [
             {
                 "question_id": r["prompt_id"],
@@ -64,7 +72,7 @@ def load_questions(data: str | None = None, limit: int | None = None) -> tuple[l
                 "turns": r["prompt"],
                 "reference": r.get("reference") or None,
             }
-            for r in rehearsal.load_hub_dataset(HUB_ID, split="train")
+            for r in hub_rows
         ]
         source = {"source": f"hub:{HUB_ID}/train"}
     source["rows_in_file"] = len(rows)
@@ -277,7 +285,7 @@ def _ask_with_retries(client, cfg: JudgeConfig, messages: list[dict], what: str)
             openai.InternalServerError,
         ) as err:
             if attempt == cfg.retries:
-                raise RuntimeError(
+                raise JudgeUnavailable(
                     f"The judge at {cfg.base_url or 'api.openai.com'} failed {cfg.retries} times on {what} "
                     f"({type(err).__name__}: {err}). Judgments made so far are cached; rerun the same "
                     "command when the endpoint is up to continue from there."

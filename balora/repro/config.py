@@ -103,8 +103,12 @@ def _yaml_value(path: str, action: argparse.Action, value: Any) -> Any:
     return converted if many else converted[0]
 
 
-def parse_args(dataclass_types: tuple[type, ...], argv: list[str] | None = None) -> tuple[Any, ...]:
+def parse_args(
+    dataclass_types: tuple[type, ...], argv: list[str] | None = None, description: str | None = None
+) -> tuple[Any, ...]:
     """Parse `--config x.yaml` + flags into instances of `dataclass_types` (in that order).
+
+    `description` is the `--help` text (default: the docstring of the running `__main__`).
 
     Raises:
         ValueError: the YAML file has keys that no dataclass declares (lists them).
@@ -113,8 +117,9 @@ def parse_args(dataclass_types: tuple[type, ...], argv: list[str] | None = None)
     argv = list(sys.argv[1:] if argv is None else argv)
     config_path, rest = _split_config_flag(argv)
     # The running script's docstring is its --help description (what it does, how to launch it).
-    main_doc = getattr(sys.modules.get("__main__"), "__doc__", None)
-    parser = HfArgumentParser(dataclass_types, description=main_doc, formatter_class=_HelpFormatter)
+    if description is None:
+        description = getattr(sys.modules.get("__main__"), "__doc__", None)
+    parser = HfArgumentParser(dataclass_types, description=description, formatter_class=_HelpFormatter)
     parser.add_argument("--config", help="YAML file of defaults (flat field: value); flags override it")
     if config_path:
         values = load_yaml_config(config_path)

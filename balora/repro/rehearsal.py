@@ -6,8 +6,9 @@ BALORA_REHEARSAL=1. Then, and only then, the loaders of the entry scripts replac
 * each paper model id by a tiny random-init model of the same architecture family and tokenizer kind
   (LLaMA, Mistral, Gemma causal LMs with a byte-level BPE; DeBERTa-v2, BERT, RoBERTa, GPT-2, T5
   classifiers with a WordPiece vocabulary), built in code from a fixed seed;
-* each hub dataset by a small JSONL fixture under tests/fixtures/hub/ with the hub dataset's exact
-  column names and types (tests/fixtures/hub/make_fixtures.py writes them).
+* each hub dataset by a small JSONL fixture under balora/repro/hub_fixtures/ (package data, so an
+  installed package rehearses too) with the hub dataset's exact column names and types
+  (tests/fixtures/make_hub_fixtures.py writes them).
 
 The paper configs and scripts run unmodified, so a config that names a wrong field, a wrong dataset or
 a wrong rank fails the rehearsal exactly as it would fail on the real data. A model or dataset id that
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 REHEARSAL_ENV = "BALORA_REHEARSAL"
-FIXTURE_DIR = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "hub"
+FIXTURE_DIR = Path(__file__).resolve().parent / "hub_fixtures"
 
 # Paper model id -> stand-in of the same family (balora.repro.models.TINY_CAUSAL_LMS, balora.repro.glue.TINY_CLASSIFIERS).
 MODEL_STANDINS = {
@@ -102,7 +103,7 @@ def load_hub_dataset(hub_id: str, config: str | None = None, *, split: str, data
     if hub_id not in DATASET_STANDINS:
         raise ValueError(
             f"rehearsal: no fixture for the hub dataset {hub_id!r}; add one to "
-            f"balora/repro/rehearsal.py DATASET_STANDINS (and tests/fixtures/hub/make_fixtures.py)"
+            f"balora/repro/rehearsal.py DATASET_STANDINS (and tests/fixtures/make_hub_fixtures.py)"
         )
     folder = FIXTURE_DIR / DATASET_STANDINS[hub_id] / (config or data_dir or "default")
     path = folder / f"{split}.jsonl"

@@ -118,7 +118,10 @@ def _deny_memfd() -> bool:
     prog = SockFprog(len(program), ctypes.addressof(filters))
     libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_ulong]
     if libc.prctl(_PR_SET_SECCOMP, 2, ctypes.addressof(prog), 0, 0) != 0:  # SECCOMP_MODE_FILTER
-        raise OSError(ctypes.get_errno(), "seccomp filter refused: " + os.strerror(ctypes.get_errno()))
+        errno = ctypes.get_errno()
+        if errno == 22:  # EINVAL: a kernel built without seccomp filters (memfd stays counted by a cgroup)
+            return False
+        raise OSError(errno, "seccomp filter refused: " + os.strerror(errno))
     return True
 
 
@@ -208,6 +211,23 @@ def _build_root(root: str, limits: dict, uid: int) -> None:
     os.chdir("/")
 
 
+# The worker's command: the compiled code of balora/eval/sandbox_worker.py arrives in argv (base64 of
+# marshal), so the fresh interpreter neither compiles it (~5 ms a sample) nor needs the project's files.
+_WORKER_STUB = (
+    "import binascii, marshal, sys; "
+    "exec(marshal.loads(binascii.a2b_base64(sys.argv[1])), {'__name__': '__main__', '__file__': '<worker>'})"
+)
+
+
+def _worker_code() -> str:
+    """The worker module's code object (from its up-to-date .pyc when there is one), for _WORKER_STUB."""
+    import binascii
+    import marshal
+
+    code = sandbox_worker.__loader__.get_code(sandbox_worker.__name__)
+    return binascii.b2a_base64(marshal.dumps(code), newline=False).decode()
+
+
 def _report(fd: int, **entries) -> None:
     os.write(fd, (json.dumps(entries) + "\n").encode())
 
@@ -236,8 +256,7 @@ def launcher_main(config_path: str) -> None:
     cgroup_fd = None
     if config.get("cgroup_procs"):
         cgroup_fd = _move_high(os.open(config["cgroup_procs"], os.O_WRONLY | os.O_CLOEXEC))
-    with open(sandbox_worker.__file__) as handle:  # read now: the private root will not hold it
-        worker_source = handle.read()
+    worker_code = _worker_code()  # read now: the private root does not hold the project
     config["python"] = os.path.realpath(sys.executable)  # the binary the private root binds
     is_root = os.geteuid() == 0
     namespaces = False
@@ -264,7 +283,7 @@ def launcher_main(config_path: str) -> None:
         isolation["user"] = "uid-per-run" if reachable else "root"
     pid = os.fork()
     if pid == 0:
-        _checker_process(config, report_fd, cgroup_fd, worker_source, namespaces, isolation)
+        _checker_process(config, report_fd, cgroup_fd, worker_code, namespaces, isolation)
     _, status = os.waitpid(pid, 0)
     if os.WIFSIGNALED(status):  # the checker itself died (e.g. a crash in trusted test code)
         _report(report_fd, checker_ended=_describe(status))
@@ -272,11 +291,11 @@ def launcher_main(config_path: str) -> None:
 
 
 def _checker_process(
-    config: dict, report_fd: int, cgroup_fd: int | None, worker_source: str, namespaces: bool, isolation: dict
+    config: dict, report_fd: int, cgroup_fd: int | None, worker_code: str, namespaces: bool, isolation: dict
 ) -> None:
     """The forked checker: set-up errors are reported as such, anything later fails the sample."""
     try:
-        worker = _setup(config, report_fd, cgroup_fd, worker_source, namespaces, isolation)
+        worker = _setup(config, report_fd, cgroup_fd, worker_code, namespaces, isolation)
     except SetupError as err:
         _report(report_fd, setup_error=str(err))
         os._exit(70)
@@ -296,7 +315,7 @@ def _checker_process(
 
 
 def _setup(
-    config: dict, report_fd: int, cgroup_fd: int | None, worker_source: str, namespaces: bool, isolation: dict
+    config: dict, report_fd: int, cgroup_fd: int | None, worker_code: str, namespaces: bool, isolation: dict
 ) -> tuple[int, int, int]:
     """Build the worker's view and start it: (pid, fd to send requests on, fd to read answers from)."""
     limits, uid = config["limits"], config["uid"]
@@ -322,7 +341,7 @@ def _setup(
             (requests_r, answers_w),
             report_fd,
             cgroup_fd,
-            worker_source,
+            worker_code,
         )
     for fd in (requests_r, answers_w) + ((cgroup_fd,) if cgroup_fd is not None else ()):
         os.close(fd)
@@ -343,7 +362,7 @@ def _exec_worker(
     pipes: tuple[int, int],
     report_fd: int,
     cgroup_fd: int | None,
-    worker_source: str,
+    worker_code: str,
 ) -> None:
     """In the forked child: join the memory cgroup, keep only stdio and the pipes, apply the limits, drop
     to the run's uid, then exec a fresh interpreter with only the program (never returns)."""
@@ -376,7 +395,14 @@ def _exec_worker(
         file_size = limits["file_size_mb"] * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_FSIZE, (file_size, file_size))
         python = config["python"]
-        argv = [python, *WORKER_FLAGS, "-c", worker_source, "serve" if config["checks"] else "run"]
+        argv = [
+            python,
+            *WORKER_FLAGS,
+            "-c",
+            _WORKER_STUB,
+            worker_code,
+            "serve" if config["checks"] else "run",
+        ]
         if isolation["network"] == "socket-disabled":
             argv.append("no-sockets")
         os.execve(python, argv, {**clean_env(), "HOME": work, "TMPDIR": work})

@@ -125,7 +125,7 @@ CGROUP_ENV = "BALORA_SANDBOX_CGROUP"  # a delegated cgroup directory to create t
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _LAUNCHER = (
     f"import sys; sys.path.insert(0, {_REPO!r}); from balora.eval import sandbox_checker; del sys.path[0]; "
-    "sandbox_checker.launcher_main(sys.argv[1])"
+    "sandbox_checker.launcher_main(sys.argv[1], int(sys.argv[2]))"
 )
 
 
@@ -239,18 +239,18 @@ def _release_uid(uid: int) -> None:
         _uids_in_use.discard(uid)
 
 
-def _read_report(path: str) -> dict:
-    """The launcher's and checker's JSON lines (the program never holds this file's descriptor)."""
+def _read_report(handle) -> dict:
+    """The launcher's and checker's JSON lines, from the report file (a file without a name, which
+    only the launcher and the checker hold: the program cannot open it by a path)."""
+    handle.seek(0)
     report: dict = {}
-    if os.path.exists(path):
-        with open(path, errors="replace") as handle:
-            for line in handle.read().splitlines():
-                try:
-                    entry = json.loads(line)
-                except ValueError:  # a line cut short when the run was killed at the wall clock
-                    continue
-                if isinstance(entry, dict):
-                    report.update(entry)
+    for line in handle.read().decode("utf-8", errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:  # a line cut short when the run was killed at the wall clock
+            continue
+        if isinstance(entry, dict):
+            report.update(entry)
     return report
 
 
@@ -471,15 +471,17 @@ def _run_once(
             open(os.path.join(outer, "stdout.txt"), "wb") as out,
             open(os.path.join(outer, "stderr.txt"), "wb") as err,
             open(os.path.join(outer, "stdin.txt"), "rb") as inp,
+            tempfile.TemporaryFile(dir=outer) as report_file,
         ):
             proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-c", _LAUNCHER, config_path],
+                [sys.executable, "-I", "-S", "-c", _LAUNCHER, config_path, str(report_file.fileno())],
                 stdin=inp,
                 stdout=out,
                 stderr=err,
                 cwd=outer,
                 env=clean_env(),
                 start_new_session=True,  # own session and process group: killpg reaches all of it
+                pass_fds=(report_file.fileno(),),
             )
             try:
                 # Start-up of the launcher is not the program's time: allow one extra second.
@@ -487,8 +489,8 @@ def _run_once(
             finally:
                 _kill_group(proc.pid)
                 proc.wait()
+            report = _read_report(report_file)
         wall = time.monotonic() - start
-        report = _read_report(os.path.join(outer, "report.json"))
         if "setup_error" in report:
             raise SandboxSetupError(
                 f"The sandbox could not be set up: {report['setup_error']}. "

@@ -241,18 +241,21 @@ def _move_high(fd: int) -> int:
     return high
 
 
-def launcher_main(config_path: str) -> None:
-    """Launcher: read (and delete) the run's config, enter the namespaces, start the checker, report."""
+def launcher_main(config_path: str, report_fd: int) -> None:
+    """Launcher: read (and delete) the run's config, enter the namespaces, start the checker, report.
+
+    Args:
+        config_path: the run's config (JSON, readable by root only); deleted once read.
+        report_fd: the report file, a file without a name inherited from the evaluator; the launcher
+            and the checker write their JSON lines (isolation, verdict, set-up errors) to it.
+    """
     # Nothing of this process (the config with the checks) can be read through /proc by the worker,
     # even where it runs as the same user (not root).
     _prctl(_PR_SET_DUMPABLE, 0)
     with open(config_path) as handle:
         config = json.load(handle)
     os.unlink(config_path)
-    outer = config["outer"]
-    report_fd = _move_high(
-        os.open(f"{outer}/report.json", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-    )
+    report_fd = _move_high(report_fd)
     cgroup_fd = None
     if config.get("cgroup_procs"):
         cgroup_fd = _move_high(os.open(config["cgroup_procs"], os.O_WRONLY | os.O_CLOEXEC))

@@ -1,7 +1,7 @@
 """The program's side of balora.eval.sandbox: plain data across the pipe, and the worker.
 
-The worker is a fresh interpreter, `python -I -S -c <this file's source> run|serve`, exec'd by the
-checker with only the program: its memory, environment, argv and descriptors hold nothing of the
+The worker is a fresh interpreter, `python -I -S -c <stub> <this module, compiled> run|serve`, exec'd
+by the checker with only the program: its memory, environment, argv and descriptors hold nothing of the
 task's tests, expected outputs or reference solution (the checker keeps those). It reads the program
 from `program.py` in its working directory, runs it as `__main__`, then (`serve`) answers the
 checker's calls over two pipes, fd 3 (requests) and fd 4 (answers): plain-data arguments in, a
@@ -238,5 +238,5 @@ def worker_main(serve: bool, sockets: bool = True) -> None:
             send(ANSWERS_FD, {"error": "NotPlainData", "message": f"{name}() returned {err}"})
 
 
-if __name__ == "__main__":  # python -I -S -c <this source> run|serve [no-sockets]
+if __name__ == "__main__":  # python -I -S -c <stub> <this module, compiled> run|serve [no-sockets]
     worker_main(serve="serve" in sys.argv[1:], sockets="no-sockets" not in sys.argv[1:])

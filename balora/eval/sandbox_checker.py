@@ -56,10 +56,16 @@ def clean_env() -> dict[str, str]:
     return env
 
 
-def _libc():
-    import ctypes
+_LIBC = None
 
-    return ctypes, ctypes.CDLL(None, use_errno=True)
+
+def _libc():
+    global _LIBC
+    if _LIBC is None:
+        import ctypes
+
+        _LIBC = ctypes, ctypes.CDLL(None, use_errno=True)
+    return _LIBC
 
 
 def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:

@@ -280,3 +280,10 @@ def test_the_worker_is_a_fresh_interpreter_with_only_the_program():
     assert lines["MODULES"] == "[]"
     if IS_ROOT:
         assert lines["PPID"] == "1"  # the checker, PID 1 of the run's PID namespace
+
+
+@pytest.mark.parametrize("program", ["x = '\udc80'\n", "def f(x):\n    return x * x\n\x00\n"])
+def test_a_program_that_is_not_valid_text_fails_only_itself(program):
+    """A lone surrogate (cannot be written as UTF-8) or a NUL byte: that sample fails, no set-up error."""
+    result = run_program(program, FAST, checks=SQUARE)
+    assert result.status == "failed" and "ended before its checks finished" in result.reason

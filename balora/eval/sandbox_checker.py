@@ -399,8 +399,12 @@ def _exec_worker(
         _deny_memfd()
         os.chdir(work)
         os.umask(0o077)
-        with open("program.py", "w") as handle:
-            handle.write(config["source"])
+        try:
+            with open("program.py", "w", encoding="utf-8") as handle:
+                handle.write(config["source"])
+        except (OSError, UnicodeError) as err:  # the program's own fault (e.g. a lone surrogate): it fails
+            os.write(2, f"the program could not be written as UTF-8: {err}\n".encode())
+            os._exit(1)
         file_size = limits["file_size_mb"] * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_FSIZE, (file_size, file_size))
         python = config["python"]

@@ -185,7 +185,7 @@ def worker_main(serve: bool, sockets: bool = True) -> None:
     builtins.exit, builtins.quit = _Quitter("exit"), _Quitter("quit")
     work = os.getcwd()
     program = os.path.join(work, "program.py")
-    with open(program) as handle:
+    with open(program, encoding="utf-8") as handle:
         source = handle.read()
     sys.argv = [program]
     sys.path.insert(0, work)

@@ -287,3 +287,17 @@ def test_a_program_that_is_not_valid_text_fails_only_itself(program):
     """A lone surrogate (cannot be written as UTF-8) or a NUL byte: that sample fails, no set-up error."""
     result = run_program(program, FAST, checks=SQUARE)
     assert result.status == "failed" and "ended before its checks finished" in result.reason
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="memory cgroups need root")
+def test_a_named_cgroup_is_used_and_a_wrong_one_is_refused(monkeypatch, tmp_path):
+    import balora.eval.sandbox as sandbox
+
+    found = sandbox._find_memory_cgroup()
+    if found is None:
+        pytest.skip("no memory cgroup this process may create children in")
+    monkeypatch.setenv(sandbox.CGROUP_ENV, found[1])
+    assert sandbox._find_memory_cgroup() == found
+    monkeypatch.setenv(sandbox.CGROUP_ENV, str(tmp_path))
+    with pytest.raises(ValueError, match="BALORA_SANDBOX_CGROUP=.* is not a cgroup directory"):
+        sandbox._find_memory_cgroup()

@@ -271,6 +271,10 @@ def _find_memory_cgroup() -> tuple[str, str] | None:
         return None
     named = os.environ.get(CGROUP_ENV)
     if named:
+        if not os.path.isfile(os.path.join(named, "cgroup.procs")):
+            raise ValueError(
+                f"${CGROUP_ENV}={named} is not a cgroup directory: name a delegated cgroup or unset it"
+            )
         version = "v2" if os.path.exists(os.path.join(named, "cgroup.subtree_control")) else "v1"
         return version, named
     try:

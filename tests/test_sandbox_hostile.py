@@ -727,7 +727,7 @@ def test_the_checks_pass_a_program_that_computes_the_answer():
 
 BOUND_MB = 256  # the per-sample memory bound of these tests; each hostile program aims at >= 1 GiB
 BOUNDED = SandboxLimits(timeout_s=20, cpu_s=10, memory_mb=BOUND_MB)
-NOISE_MB = 64  # host memory other processes of this machine may add while a sample runs
+NOISE_MB = 128  # host memory other processes of this machine may add while a sample runs
 
 SYSV_SHM = """
 import ctypes, os, time
@@ -792,6 +792,20 @@ try:
 except OSError as err:
     print("STOPPED=" + repr(err.errno))
 print("INODES=" + repr(created))
+"""
+SYSV_MESSAGE_QUEUES = """
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+queues = 0
+for _ in range(10_000):  # 10,000 queues x 16 KiB of messages = 160 MiB of kernel memory unbounded
+    qid = libc.msgget(0, 0o1600)
+    if qid < 0:
+        break
+    queues += 1
+    message = ctypes.create_string_buffer(b"\\1" * 8 + b"x" * 4096)  # mtype 1, then the text
+    while libc.msgsnd(qid, message, 4096, 0o4000) == 0:  # IPC_NOWAIT: until the queue is full
+        pass
+print("QUEUES=" + repr(queues))
 """
 ANONYMOUS_IN_PROCESSES = """
 import os, time
@@ -870,7 +884,15 @@ def test_tmpfs_files_are_bounded_per_sample(cgroup):
 def test_inode_flood_is_bounded_per_sample(cgroup):
     result, growth = _run_measured(INODE_FLOOD, cgroup)
     assert _line(result, "INODES") <= BOUNDED.workdir_inodes
-    assert growth["Slab"] < NOISE_MB + 32, growth  # unbounded: ~1 GB of slab for 1 M inodes
+    assert growth["Slab"] < NOISE_MB, growth  # unbounded: ~1 GB of slab for 1 M inodes
+    assert result.status == "failed"
+
+
+@needs_root
+def test_sysv_message_queues_are_bounded_per_sample():
+    result, growth = _run_measured(SYSV_MESSAGE_QUEUES, cgroup=False)
+    assert _line(result, "QUEUES") <= 16  # kernel.msgmni of the sample's IPC namespace
+    assert growth["Slab"] < NOISE_MB, growth
     assert result.status == "failed"
 
 

@@ -250,13 +250,13 @@ def test_garbage_on_the_answer_channel_or_a_checker_crash_fails_only_that_sample
 
 def test_the_worker_is_a_fresh_interpreter_with_only_the_program():
     """Not a fork of the checker: python -I -S with the worker's code in argv, a clean environment,
-    fds 0-4 only, and no module of the checker or of the project loaded."""
+    fds 0-4 only, no module of the checker or of the project loaded (nor json and re: start-up stays cheap)."""
     probe = (
         "import os, sys\n"
         "print('FLAGS', sys.flags.isolated, sys.flags.no_site)\n"
         "print('FDS', sorted(int(fd) for fd in os.listdir('/proc/self/fd')))\n"
         "print('ENV', sorted(os.environ))\n"
-        "print('MODULES', sorted(m for m in sys.modules if 'balora' in m or 'sandbox' in m))\n"
+        "print('MODULES', sorted(m for m in sys.modules if 'balora' in m or 'sandbox' in m or m in ('json', 're')))\n"
         "print('PPID', os.getppid())\n"
     )
     result = run_program(probe, FAST)
@@ -301,3 +301,27 @@ def test_a_named_cgroup_is_used_and_a_wrong_one_is_refused(monkeypatch, tmp_path
     monkeypatch.setenv(sandbox.CGROUP_ENV, str(tmp_path))
     with pytest.raises(ValueError, match="BALORA_SANDBOX_CGROUP=.* is not a cgroup directory"):
         sandbox._find_memory_cgroup()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"t": "list", "v": [1, -2.5, None, True, 'é\u2028"\\', float("inf"), -float("inf"), 10**40]},
+        {"value": {"t": "dict", "v": [["a", {"t": "bytes", "v": "00ff"}]]}},
+        {"ready": True},
+    ],
+)
+def test_the_pipe_json_is_the_json_package_s(value):
+    """The sandbox's processes speak JSON through `_json` directly (no `json` import at start-up):
+    the same text as json.dumps, and the same values back as json.loads."""
+    import json
+
+    from balora.eval import sandbox_worker
+
+    assert sandbox_worker.dumps(value) == json.dumps(value)
+    assert sandbox_worker.loads(json.dumps(value)) == json.loads(json.dumps(value))
+    nan = sandbox_worker.loads(json.dumps({"x": float("nan")}))["x"]
+    assert math.isnan(nan)
+    for malformed in ("", "{", '{"a": 1} x', "[" * 100000, '{"a": "\\ud800"', "NaNx", "'a'"):
+        with pytest.raises((ValueError, RecursionError)):
+            sandbox_worker.loads(malformed)

@@ -2,7 +2,8 @@
 
 The evaluator starts the launcher as `python -I -S -c "...launcher_main(CONFIG)"`. This module imports
 only the standard library (ctypes for mount, unshare, prctl and the seccomp filter) and
-balora.eval.sandbox_worker, so that start-up stays cheap: it runs once per sample.
+balora.eval.sandbox_worker (not the json package: its JSON goes through `_json` directly), so that
+start-up stays cheap: it runs once per sample.
 
     launcher  reads and deletes the run's config, enters the namespaces, forks the checker
     checker   builds the worker's view, forks and execs the worker (a fresh interpreter that receives
@@ -11,7 +12,6 @@ balora.eval.sandbox_worker, so that start-up stays cheap: it runs once per sampl
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import resource
@@ -19,7 +19,15 @@ import signal
 import sys
 
 from balora.eval import sandbox_worker
-from balora.eval.sandbox_worker import ANSWERS_FD, REQUESTS_FD, NotPlainData, decode_plain, encode_plain
+from balora.eval.sandbox_worker import (
+    ANSWERS_FD,
+    REQUESTS_FD,
+    NotPlainData,
+    decode_plain,
+    dumps,
+    encode_plain,
+    loads,
+)
 
 # Variables copied into the program's environment; nothing else (no tokens, keys, proxies) passes.
 ENV_PASSTHROUGH = ("LANG", "LC_ALL", "TZ")
@@ -235,7 +243,7 @@ def _worker_code() -> str:
 
 
 def _report(fd: int, **entries) -> None:
-    os.write(fd, (json.dumps(entries) + "\n").encode())
+    os.write(fd, (dumps(entries) + "\n").encode())
 
 
 def _move_high(fd: int) -> int:
@@ -259,7 +267,7 @@ def launcher_main(config_path: str, report_fd: int) -> None:
     # even where it runs as the same user (not root).
     _prctl(_PR_SET_DUMPABLE, 0)
     with open(config_path) as handle:
-        config = json.load(handle)
+        config = loads(handle.read())
     os.unlink(config_path)
     report_fd = _move_high(report_fd)
     cgroup_fd = None

@@ -3,7 +3,7 @@
 Processes of one run (full isolation: running as root, the normal case on our machines and CI):
 
     evaluator (host)
-      └─ launcher      python -I -S -c ... sandbox_checker.launcher_main(CONFIG)
+      └─ launcher      python -I -S -c ... sandbox_checker.launcher_main(CONFIG, REPORT_FD)
            │           (new mount, network, PID, IPC, UTS namespaces)
            └─ checker  PID 1 of the new PID namespace; root inside the namespaces; trusted code only
                 └─ worker  a fresh interpreter exec'd with only the program: python -I -S, a uid of

@@ -1,6 +1,6 @@
 """The sandbox's trusted processes, the launcher and the checker (see balora/eval/sandbox.py).
 
-The evaluator starts the launcher as `python -I -S -c "...launcher_main(CONFIG)"`. This module imports
+The evaluator starts the launcher as `python -I -S -c "...launcher_main(CONFIG, REPORT_FD)"`. This module imports
 only the standard library (ctypes for mount, unshare, prctl and the seccomp filter) and
 balora.eval.sandbox_worker (not the json package: its JSON goes through `_json` directly), so that
 start-up stays cheap: it runs once per sample.

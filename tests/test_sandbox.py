@@ -31,7 +31,7 @@ def test_plain_program_completes_and_reports_full_isolation_as_root():
     assert result.status == "completed" and result.stdout.strip() == "45"
     assert not result.passed  # without checks nothing "passes": exit status 0 is not a verdict
     if IS_ROOT:
-        assert result.isolation == FULL_ISOLATION
+        assert {k: result.isolation[k] for k in FULL_ISOLATION} == FULL_ISOLATION
 
 
 def test_exit_status_is_reported_but_never_a_pass():
@@ -173,7 +173,8 @@ def test_run_programs_keeps_order_and_pairs_checks():
 
 def test_weaker_isolation_is_refused_unless_accepted():
     if IS_ROOT:
-        assert require_isolation(allow_weak=False) == FULL_ISOLATION
+        full = require_isolation(allow_weak=False)
+        assert {k: full[k] for k in FULL_ISOLATION} == FULL_ISOLATION
     with pytest.raises(WeakIsolationError, match="--allow_weak_isolation"):
         require_isolation(allow_weak=False, namespaces=False)
     weak = require_isolation(allow_weak=True, namespaces=False)
@@ -223,3 +224,104 @@ def test_checks_that_swallow_exceptions_still_fail_a_forged_answer(program):
     result = run_program(program, FAST, checks=lenient)
     assert result.status == "failed", result.reason
     assert run_program("def f(x):\n    return x\n", FAST, checks=lenient).status == "passed"
+
+
+def test_garbage_on_the_answer_channel_or_a_checker_crash_fails_only_that_sample():
+    """Bad input: each bad sample fails with one line naming what happened; the others are graded."""
+    good = "def f(x):\n    return x * x\n"
+    garbage = "import os\ndef f(x):\n    os.write(4, b'\\xff' * 64)\n    return x * x\n"
+    bad_json = (
+        "import os, struct\ndef f(x):\n    os.write(4, struct.pack('<Q', 5) + b'{\"v\":')\n    return x * x\n"
+    )
+    crash = Checks(setup="import ctypes\nctypes.string_at(0)\n", code=SQUARE.code, candidates=("f",))
+    results = run_programs(
+        [good, garbage, bad_json, good, good],
+        FAST,
+        max_workers=3,
+        checks=[SQUARE, SQUARE, SQUARE, crash, SQUARE],
+    )
+    assert [r.status for r in results] == ["passed", "failed", "failed", "failed", "passed"]
+    for result in results[1:4]:
+        assert result.reason and "\n" not in result.reason, result.reason
+    assert "f() sent a malformed answer" in results[1].reason
+    assert "f() sent a malformed answer" in results[2].reason
+    assert results[3].reason == "the checker ended without a verdict (killed by SIGSEGV)"
+
+
+def test_the_worker_is_a_fresh_interpreter_with_only_the_program():
+    """Not a fork of the checker: python -I -S with the worker's code in argv, a clean environment,
+    fds 0-4 only, no module of the checker or of the project loaded (nor json and re: start-up stays cheap)."""
+    probe = (
+        "import os, sys\n"
+        "print('FLAGS', sys.flags.isolated, sys.flags.no_site)\n"
+        "print('FDS', sorted(int(fd) for fd in os.listdir('/proc/self/fd')))\n"
+        "print('ENV', sorted(os.environ))\n"
+        "print('MODULES', sorted(m for m in sys.modules if 'balora' in m or 'sandbox' in m or m in ('json', 're')))\n"
+        "print('PPID', os.getppid())\n"
+    )
+    result = run_program(probe, FAST)
+    lines = dict(line.split(" ", 1) for line in result.stdout.splitlines())
+    assert lines["FLAGS"] == "1 1"
+    assert lines["FDS"] == "[0, 1, 2, 3, 4, 5]"  # 5: the listing's own descriptor
+    assert lines["ENV"] == repr(
+        sorted(
+            [
+                "HOME",
+                "LANG",
+                "PATH",
+                "PYTHONDONTWRITEBYTECODE",
+                "PYTHONHASHSEED",
+                "PYTHONIOENCODING",
+                "TMPDIR",
+            ]
+            + [k for k in ("LC_ALL", "TZ") if k in os.environ]
+        )
+    )
+    assert lines["MODULES"] == "[]"
+    if IS_ROOT:
+        assert lines["PPID"] == "1"  # the checker, PID 1 of the run's PID namespace
+
+
+@pytest.mark.parametrize("program", ["x = '\udc80'\n", "def f(x):\n    return x * x\n\x00\n"])
+def test_a_program_that_is_not_valid_text_fails_only_itself(program):
+    """A lone surrogate (cannot be written as UTF-8) or a NUL byte: that sample fails, no set-up error."""
+    result = run_program(program, FAST, checks=SQUARE)
+    assert result.status == "failed" and "ended before its checks finished" in result.reason
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="memory cgroups need root")
+def test_a_named_cgroup_is_used_and_a_wrong_one_is_refused(monkeypatch, tmp_path):
+    import balora.eval.sandbox as sandbox
+
+    found = sandbox._find_memory_cgroup()
+    if found is None:
+        pytest.skip("no memory cgroup this process may create children in")
+    monkeypatch.setenv(sandbox.CGROUP_ENV, found[1])
+    assert sandbox._find_memory_cgroup() == found
+    monkeypatch.setenv(sandbox.CGROUP_ENV, str(tmp_path))
+    with pytest.raises(ValueError, match="BALORA_SANDBOX_CGROUP=.* is not a cgroup directory"):
+        sandbox._find_memory_cgroup()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"t": "list", "v": [1, -2.5, None, True, 'é\u2028"\\', float("inf"), -float("inf"), 10**40]},
+        {"value": {"t": "dict", "v": [["a", {"t": "bytes", "v": "00ff"}]]}},
+        {"ready": True},
+    ],
+)
+def test_the_pipe_json_is_the_json_package_s(value):
+    """The sandbox's processes speak JSON through `_json` directly (no `json` import at start-up):
+    the same text as json.dumps, and the same values back as json.loads."""
+    import json
+
+    from balora.eval import sandbox_worker
+
+    assert sandbox_worker.dumps(value) == json.dumps(value)
+    assert sandbox_worker.loads(json.dumps(value)) == json.loads(json.dumps(value))
+    nan = sandbox_worker.loads(json.dumps({"x": float("nan")}))["x"]
+    assert math.isnan(nan)
+    for malformed in ("", "{", '{"a": 1} x', "[" * 100000, '{"a": "\\ud800"', "NaNx", "'a'"):
+        with pytest.raises((ValueError, RecursionError)):
+            sandbox_worker.loads(malformed)

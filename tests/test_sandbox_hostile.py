@@ -8,6 +8,7 @@ The containment programs all run at once (module fixture), as an evaluation runs
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -23,7 +24,7 @@ import pytest
 from helpers import load_script
 
 from balora.eval import code
-from balora.eval.sandbox import FULL_ISOLATION, SandboxLimits, run_program
+from balora.eval.sandbox import FULL_ISOLATION, Checks, SandboxLimits, run_program
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"
@@ -442,7 +443,7 @@ def _no_success(attempts: dict, keys) -> None:
 def test_every_hostile_program_ran_with_full_isolation_and_left_no_process(contained):
     results, host, elapsed = contained
     if IS_ROOT:
-        assert all(r.isolation == FULL_ISOLATION for r in results.values())
+        assert all({k: r.isolation[k] for k in FULL_ISOLATION} == FULL_ISOLATION for r in results.values())
         assert len({r.uid for r in results.values()}) == len(results)  # a uid of its own each
         assert {name: pids for name, pids in host["leftovers"].items() if pids} == {}
     assert elapsed < 30
@@ -565,3 +566,341 @@ def test_signal_to_the_evaluator_process_group_is_contained():
     before = signal.getsignal(signal.SIGTERM)
     result = run_program("import os, signal\nos.killpg(0, signal.SIGTERM)\n", SHORT)
     assert result.status == "failed" and signal.getsignal(signal.SIGTERM) == before
+
+
+# --- 3. the program never holds its tests -------------------------------------------------------------
+
+MARKER = "zqxjchecks"  # the program knows this prefix only; the checks hold MARKER + 32 secret hex digits
+SEARCH_FOR_THE_CHECKS = r"""
+import gc, os, re, sys
+PATTERN = re.compile(rb"zqxjchecks[0-9a-f]{32}-[a-z]+")
+found, searched = set(), {"self_mem": 0, "other_mem": 0, "fds": 0, "files": 0}
+canary = "zqxjchecks" + "f" * 32 + "-canary"  # built here: the search must find it in its own memory
+
+def scan(data):
+    if isinstance(data, str):
+        data = data.encode("utf-8", "surrogateescape")
+    found.update(m.decode() for m in PATTERN.findall(data))
+
+def scan_object(obj, depth=0):
+    if depth > 4:
+        return
+    if isinstance(obj, (str, bytes, bytearray)):
+        scan(obj)
+    elif isinstance(obj, dict):
+        for key, value in list(obj.items()):
+            scan_object(key, depth + 1)
+            scan_object(value, depth + 1)
+    elif isinstance(obj, (list, tuple, set, frozenset)):
+        for value in list(obj):
+            scan_object(value, depth + 1)
+    elif isinstance(obj, type(scan.__code__)):
+        for value in obj.co_consts:
+            scan_object(value, depth + 1)
+    elif isinstance(obj, type(scan)):
+        scan_object(obj.__code__, depth + 1)
+
+def read_memory(pid):
+    total = 0
+    for name in ("environ", "cmdline"):
+        try:
+            with open(f"/proc/{pid}/{name}", "rb") as handle:
+                scan(handle.read())
+        except OSError:
+            pass
+    try:
+        with open(f"/proc/{pid}/maps") as handle:
+            maps = handle.read().splitlines()
+        mem = open(f"/proc/{pid}/mem", "rb", 0)
+    except OSError:
+        return 0
+    with mem:
+        for line in maps:
+            addresses, perms = line.split()[:2]
+            if perms[0] != "r" or "[vvar" in line or "[vsyscall" in line:
+                continue
+            start, end = (int(x, 16) for x in addresses.split("-"))
+            tail = b""
+            for offset in range(start, end, 1 << 20):
+                try:
+                    mem.seek(offset)
+                    chunk = mem.read(min(1 << 20, end - offset))
+                except (OSError, ValueError, OverflowError):
+                    break
+                scan(tail + chunk)
+                tail, total = chunk[-80:], total + len(chunk)
+    return total
+
+frame, frames = sys._getframe(), 0
+while frame is not None:
+    scan_object(frame.f_locals)
+    scan_object(frame.f_globals)
+    scan_object(frame.f_code)
+    frame, frames = frame.f_back, frames + 1
+searched["frames"] = frames
+objects = gc.get_objects()
+for obj in objects:
+    scan_object(obj, 3)
+searched["gc_objects"] = len(objects)
+del objects
+for module in list(sys.modules.values()):
+    scan_object(getattr(module, "__dict__", {}), 2)
+searched["modules"] = len(sys.modules)
+searched["self_mem"] = read_memory("self")
+for pid in os.listdir("/proc"):
+    if pid.isdigit() and int(pid) != os.getpid():
+        searched["other_mem"] += read_memory(pid)
+for fd in range(256):
+    try:
+        os.fstat(fd)
+        handle = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        continue
+    try:
+        scan(os.read(handle, 64 << 20))
+        searched["fds"] += 1
+    except OSError:
+        pass
+    os.close(handle)
+for top in {os.getcwd(), os.path.dirname(os.getcwd()), "/tmp", "/work", "/"}:
+    for directory, subdirs, files in os.walk(top):
+        subdirs[:] = [d for d in subdirs if directory.count("/") < 3 and d not in ("proc", "sys", "usr", "lib", "lib64", "root", "dev")]
+        for name in files:
+            try:
+                with open(os.path.join(directory, name), "rb") as handle:
+                    scan(handle.read(16 << 20))
+                searched["files"] += 1
+            except OSError:
+                pass
+print("SEARCHED=" + repr(searched))
+print("FOUND=" + repr(sorted(found)), flush=True)
+
+def f(x):
+    return next((m for m in sorted(found) if m.endswith("-expected")), None)
+"""
+
+
+def _planted_checks() -> tuple[Checks, str]:
+    """Checks holding a secret marker in their setup, their tests, their data and a reference solution."""
+    secret = secrets.token_hex(16)
+    mark = {part: f"{MARKER}{secret}-{part}" for part in ("setup", "expected", "data", "reference")}
+    checks = Checks(
+        setup=f"HIDDEN = {mark['setup']!r}\nREFERENCE = 'def f(x):\\n    return {mark['reference']}'\n",
+        code=f"assert f(0) == {mark['expected']!r}, 'the answer is not the expected one'\n",
+        candidates=("f",),
+        data={"inputs": [0], "expected": mark["data"]},
+    )
+    return checks, secret
+
+
+def _line(result, key: str):
+    import ast
+
+    line = next((line for line in result.stdout.splitlines() if line.startswith(key + "=")), None)
+    assert line is not None, (key, result.status, result.reason, result.stdout[-500:], result.stderr[-2000:])
+    return ast.literal_eval(line[len(key) + 1 :])
+
+
+@needs_root
+def test_the_program_finds_nothing_of_its_checks_anywhere():
+    checks, secret = _planted_checks()
+    result = run_program(SEARCH_FOR_THE_CHECKS, SandboxLimits(timeout_s=30, cpu_s=30), checks=checks)
+    found, searched = _line(result, "FOUND"), _line(result, "SEARCHED")
+    # The search works: it found its own canary and read its own memory, objects, modules, fds.
+    assert f"{MARKER}{'f' * 32}-canary" in found
+    assert searched["self_mem"] > 4 << 20 and searched["gc_objects"] > 1000 and searched["modules"] > 10
+    assert searched["frames"] >= 1 and searched["fds"] >= 1
+    # Containment: nothing of the setup, the tests, the data or the reference solution was found.
+    assert not [m for m in found if secret in m], found
+    assert secret not in result.stdout + result.stderr
+    assert result.status == "failed" and "the answer is not the expected one" in result.reason
+
+
+def test_the_checks_pass_a_program_that_computes_the_answer():
+    """The control of the test above: the planted checks pass an honest program."""
+    checks, secret = _planted_checks()
+    honest = f"def f(x):\n    return {MARKER!r} + {secret!r} + '-expected'\n"
+    assert run_program(honest, SHORT, checks=checks).status == "passed"
+
+
+# --- 4. one memory bound per sample, whatever the mechanism ------------------------------------------
+
+BOUND_MB = 256  # the per-sample memory bound of these tests; each hostile program aims at >= 1 GiB
+BOUNDED = SandboxLimits(timeout_s=20, cpu_s=10, memory_mb=BOUND_MB)
+NOISE_MB = 128  # host memory other processes of this machine may add while a sample runs
+
+SYSV_SHM = """
+import ctypes, os, time
+libc = ctypes.CDLL(None, use_errno=True)
+libc.shmat.restype = ctypes.c_void_p
+libc.shmat.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
+SEGMENT = 64 << 20
+children = []
+for _ in range(4):  # 4 processes x 4 segments x 64 MiB = 1 GiB, each segment touched and held
+    pid = os.fork()
+    if pid == 0:
+        for _ in range(4):
+            sid = libc.shmget(0, SEGMENT, 0o1600)
+            if sid < 0:
+                break
+            address = libc.shmat(sid, None, 0)
+            if address is None or address == ctypes.c_void_p(-1).value:
+                break
+            ctypes.memset(address, 1, SEGMENT)
+        time.sleep(1.0)
+        os._exit(0)
+    children.append(pid)
+for pid in children:
+    os.waitpid(pid, 0)
+"""
+MEMFD = """
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+held, denied = 0, []
+for i in range(64):  # 64 x 16 MiB = 1 GiB
+    try:
+        fd = os.memfd_create(f"m{i}")
+    except OSError as err:
+        denied.append(err.errno)
+        fd = libc.syscall(319 if os.uname().machine == "x86_64" else 279, b"raw", 0)  # memfd_create
+        if fd < 0:
+            denied.append(ctypes.get_errno())
+            continue
+    os.write(fd, b"x" * (16 << 20))
+    held += 16
+print("HELD_MB=" + repr(held))
+print("DENIED=" + repr(sorted(set(denied))))
+"""
+TMPFS_FILES = """
+import os
+for directory in ("/dev/shm", "/tmp", os.getcwd()):
+    for i in range(64):  # 64 x 16 MiB = 1 GiB per directory
+        try:
+            with open(os.path.join(directory, f"fill-{len(directory)}-{i}"), "wb") as handle:
+                handle.write(b"x" * (16 << 20))
+        except OSError:
+            break
+held = sum(e.stat().st_blocks * 512 for e in os.scandir(os.getcwd()) if e.is_file())
+print("HELD_MB=" + repr(held >> 20))
+"""
+INODE_FLOOD = """
+created = 0
+try:
+    for i in range(1_000_000):  # an unbounded flood costs ~1 GB of kernel memory
+        open(f"e{i}", "w").close()
+        created += 1
+except OSError as err:
+    print("STOPPED=" + repr(err.errno))
+print("INODES=" + repr(created))
+"""
+SYSV_MESSAGE_QUEUES = """
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+queues = 0
+for _ in range(10_000):  # 10,000 queues x 16 KiB of messages = 160 MiB of kernel memory unbounded
+    qid = libc.msgget(0, 0o1600)
+    if qid < 0:
+        break
+    queues += 1
+    message = ctypes.create_string_buffer(b"\\1" * 8 + b"x" * 4096)  # mtype 1, then the text
+    while libc.msgsnd(qid, message, 4096, 0o4000) == 0:  # IPC_NOWAIT: until the queue is full
+        pass
+print("QUEUES=" + repr(queues))
+"""
+ANONYMOUS_IN_PROCESSES = """
+import os, time
+children = []
+for _ in range(8):  # 8 processes x 128 MiB, each under its own RLIMIT_AS
+    pid = os.fork()
+    if pid == 0:
+        block = b"x" * (128 << 20)  # touched
+        time.sleep(1.5)
+        os._exit(0)
+    children.append(pid)
+survived = sum(os.WIFEXITED(os.waitpid(pid, 0)[1]) for pid in children)
+print("HELD_MB=" + repr(survived * 128))
+"""
+
+
+def _meminfo() -> dict[str, int]:
+    with open("/proc/meminfo") as handle:
+        return {line.split(":")[0]: int(line.split()[1]) for line in handle}
+
+
+def _run_measured(source: str, cgroup: bool = True):
+    """Run one hostile sample (graded as MBPP `add`) while polling the host's /proc/meminfo: the
+    result and the largest growth of shared memory (tmpfs, SysV, memfd) and kernel slab, in MiB."""
+    mbpp, _ = code.load_mbpp(str(FIXTURES / "mbpp_tiny.jsonl"))
+    _, checks = code.mbpp_program(mbpp[0], "")
+    before = _meminfo()
+    peaks = dict(before)
+    stop = threading.Event()
+
+    def poll():
+        while not stop.is_set():
+            now = _meminfo()
+            for key in ("Shmem", "Slab"):
+                peaks[key] = max(peaks[key], now[key])
+            time.sleep(0.01)
+
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+    try:
+        result = run_program(source + WRONG.format(f="add"), BOUNDED, checks=checks, cgroup=cgroup)
+    finally:
+        stop.set()
+        thread.join()
+    growth = {key: (peaks[key] - before[key]) / 1024 for key in ("Shmem", "Slab")}
+    return result, growth
+
+
+@needs_root
+@pytest.mark.parametrize("cgroup", [True, False], ids=["with-cgroup", "caps-alone"])
+def test_sysv_shared_memory_is_bounded_per_sample(cgroup):
+    result, growth = _run_measured(SYSV_SHM, cgroup)
+    assert growth["Shmem"] < BOUND_MB + NOISE_MB, growth  # unbounded: 1024 MiB
+    assert result.status == "failed"
+
+
+@needs_root
+def test_memfd_is_denied():
+    result, growth = _run_measured(MEMFD)
+    assert _line(result, "HELD_MB") == 0 and _line(result, "DENIED") == [1]  # EPERM from the seccomp filter
+    assert growth["Shmem"] < NOISE_MB, growth
+    assert result.status == "failed"
+
+
+@needs_root
+@pytest.mark.parametrize("cgroup", [True, False], ids=["with-cgroup", "caps-alone"])
+def test_tmpfs_files_are_bounded_per_sample(cgroup):
+    result, growth = _run_measured(TMPFS_FILES, cgroup)
+    assert _line(result, "HELD_MB") <= BOUNDED.workdir_mb
+    assert growth["Shmem"] < BOUNDED.workdir_mb + NOISE_MB, growth
+    assert result.status == "failed"
+
+
+@needs_root
+@pytest.mark.parametrize("cgroup", [True, False], ids=["with-cgroup", "caps-alone"])
+def test_inode_flood_is_bounded_per_sample(cgroup):
+    result, growth = _run_measured(INODE_FLOOD, cgroup)
+    assert _line(result, "INODES") <= BOUNDED.workdir_inodes
+    assert growth["Slab"] < NOISE_MB, growth  # unbounded: ~1 GB of slab for 1 M inodes
+    assert result.status == "failed"
+
+
+@needs_root
+def test_sysv_message_queues_are_bounded_per_sample():
+    result, growth = _run_measured(SYSV_MESSAGE_QUEUES, cgroup=False)
+    assert _line(result, "QUEUES") <= 16  # kernel.msgmni of the sample's IPC namespace
+    assert growth["Slab"] < NOISE_MB, growth
+    assert result.status == "failed"
+
+
+@needs_root
+def test_anonymous_memory_of_all_processes_is_bounded_by_the_cgroup():
+    result, _ = _run_measured(ANONYMOUS_IN_PROCESSES)
+    if result.isolation.get("memory") != "cgroup":
+        pytest.skip("no memory cgroup here: anonymous memory is bounded per process only (RLIMIT_AS)")
+    assert _line(result, "HELD_MB") <= BOUND_MB  # unbounded: 8 x 128 MiB held at once
+    assert result.peak_memory_mb is not None and result.peak_memory_mb <= BOUND_MB
+    assert result.status == "failed" and "memory limit of 256 MiB" in result.reason

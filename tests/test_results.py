@@ -459,18 +459,21 @@ def test_ba_lora_and_pissa_with_the_same_lambdas_are_the_same_config(tmp_path):
         check_same_config("smollm2_consistency", [old, seed(1024, method="lora", lambda_consistency=0.025)])
 
 
-def test_committed_mini_tables_are_what_the_committed_runs_give(tmp_path):
-    """Every table in results/mini/tables/ is rebuilt from results/ exactly as committed (the command of
-    scripts/mini.sh and scripts/mini_probes.sh): a table left stale by a code change, or runs that can no
-    longer be aggregated (mixed protocols), fail here rather than at the end of a user's sweep."""
+def test_committed_tables_are_what_the_committed_runs_give(tmp_path):
+    """Every table in results/mini/tables/ (.md, .tex, .json) is rebuilt from results/ byte for byte with the
+    commands of scripts/mini.sh and scripts/mini_probes.sh: a table left stale by a code change, or runs that
+    can no longer be aggregated (mixed protocols), fail here rather than at the end of a user's sweep."""
     repo = Path(__file__).resolve().parent.parent
     committed = repo / "results" / "mini" / "tables"
-    names = sorted(p.stem for p in committed.glob("*.md"))
-    assert {"mini_nlg", "mini_nlu", "mini_ablation", "mini_nll_paired"} <= set(names)
+    files = sorted(p.name for p in committed.iterdir())
+    names = sorted({Path(f).stem for f in files})
+    assert {"mini_nlg", "mini_nlu", "mini_ablation", "mini_nll_paired", "mini_lora_reg"} <= set(names)
     aggregate_results.main(
         [*names, "--results_dir", str(repo / "results"), "--out_dir", str(tmp_path), "--paper"]
     )
-    stale = [n for n in names if (tmp_path / f"{n}.md").read_text() != (committed / f"{n}.md").read_text()]
+    assert sorted(p.name for p in tmp_path.iterdir()) == files
+    stale = [f for f in files if (tmp_path / f).read_bytes() != (committed / f).read_bytes()]
     assert not stale, (
-        f"rebuild with: python aggregate_results.py {' '.join(stale)} --out_dir results/mini/tables"
+        f"{stale} differ; rebuild with: python aggregate_results.py {' '.join(names)} --paper "
+        "--out_dir results/mini/tables"
     )

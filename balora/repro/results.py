@@ -1,4 +1,4 @@
-"""Result folders → the paper's tables: loading, validation, mean ± std over seeds, Markdown and LaTeX.
+"""Result folders → the paper's tables on pandas: one long frame per study, mean ± std over seeds, Markdown, LaTeX.
 
 Layout written by the scripts in scripts/ (see results/README.md):
 
@@ -10,13 +10,16 @@ Layout written by the scripts in scripts/ (see results/README.md):
         log_history.json   Trainer log history (loss curves), optional
         DONE               completion marker, written after every stage succeeded
 
-A seed folder is flattened into one dict of metrics: the keys of metrics.json as they are, and
-"<bench>.<key>" for each eval file (e.g. "gsm8k.score"). A table cell is (run name, metric key).
+Each study folder is read once into a long frame, one row per (run, seed, metric): the keys of metrics.json
+as they are and "<bench>.<key>" for each eval file (e.g. "gsm8k.score"), each with the evaluation protocol
+recorded beside it. A table cell is (run name, metric): its seeds are grouped into mean ± sample std, ranked
+within the row's group, set beside the paper's numbers, and rendered with `DataFrame.to_markdown` and
+`Styler.to_latex`.
 
-Bad input is an error, never an average: seeds of one run whose configs differ (apart from the
-seed and output paths), or values of one column measured under different protocol versions.
-Missing seeds are not dropped silently: each cell carries n, and cells with fewer seeds than
-expected are flagged in the rendered table.
+Bad input is an error, never an average: seeds of one run whose configs differ (apart from the seed and
+output paths), a metric that is NaN or not a number, or values of one column measured under different
+protocol versions. Missing seeds are not dropped silently: each cell carries n, and cells with fewer seeds
+than expected are flagged in the rendered table.
 """
 
 from __future__ import annotations
@@ -31,35 +34,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import yaml
 
 logger = logging.getLogger(__name__)
 
 DONE_MARKER = "DONE"
 SEED_DIR_RE = re.compile(r"^seed(\d+)$")
-# Config keys that legitimately differ between the seeds of one run.
+# Config keys that legitimately differ between the seeds of one run: paths, and where the logs go.
 SEED_SPECIFIC_KEYS = frozenset(
-    {
-        "seed",
-        "data_seed",
-        "output_dir",
-        "logging_dir",
-        "run_name",
-        "init_dir",
-        "resume_from_checkpoint",
-        "hub_model_id",
-        # where the logs go, not what is trained
-        "report_to",
-        "logging_strategy",
-        "logging_steps",
-        "logging_first_step",
-        "disable_tqdm",
-    }
+    "seed data_seed output_dir logging_dir run_name init_dir resume_from_checkpoint hub_model_id report_to "
+    "logging_strategy logging_steps logging_first_step disable_tqdm".split()
 )
 # A key one config has and the other lacks is the same setting when its value is one of these: a field
 # added to the arguments after the older seeds ran, at its no-op default (e.g. label_noise: 0.0).
 _NO_OP_DEFAULTS = (None, False, 0, 0.0, "", [], {})
-# Keys naming the evaluation protocol; a column must not mix two values of them.
+# Keys naming the evaluation protocol; a column must not mix two values of them. For an evaluation, the
+# number of scored tasks, the data file and the token cap are part of the protocol too (a 100-row subset
+# at 256 new tokens is not the paper's test-set number).
 PROTOCOL_KEYS = ("protocol", "protocol_version")
 EVAL_PROTOCOL_KEYS = ("n", "settings.data.file_sha256", "settings.decoding.max_new_tokens")
 MISSING = "missing"
@@ -71,28 +63,27 @@ class ResultsError(ValueError):
     """Result folders that cannot be aggregated as asked (inconsistent configs, mixed protocols)."""
 
 
-# --- loading -------------------------------------------------------------------------------------
+# --- loading and validation ----------------------------------------------------------------------
 
 
 def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """Flatten nested dicts to dotted keys: {"a": {"b": 1}} -> {"a.b": 1}."""
     flat: dict[str, Any] = {}
     for key, value in mapping.items():
-        name = f"{prefix}{key}"
         if isinstance(value, dict):
-            flat.update(flatten(value, prefix=f"{name}."))
+            flat.update(flatten(value, prefix=f"{prefix}{key}."))
         else:
-            flat[name] = value
+            flat[f"{prefix}{key}"] = value
     return flat
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def _read_json(path: Path, kind: type = dict) -> Any:
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ResultsError(f"{path} is not valid JSON ({err}); re-run that run or delete its folder") from err
-    if not isinstance(payload, dict):
-        raise ResultsError(f"{path} must hold a JSON object, found {type(payload).__name__}")
+        raise ResultsError(f"{path} is not valid JSON ({err}); re-run that run or delete it") from err
+    if not isinstance(payload, kind):
+        raise ResultsError(f"{path} must hold a JSON {kind.__name__}, found {type(payload).__name__}")
     return payload
 
 
@@ -124,17 +115,12 @@ def load_seed_dir(path: str | Path) -> SeedResult:
     if not isinstance(config, dict):
         raise ResultsError(f"{path / 'config.yaml'} must be a mapping")
     metrics = flatten(_read_json(path / "metrics.json"))
-    eval_dir = path / "eval"
-    if eval_dir.is_dir():
-        for eval_file in sorted(eval_dir.glob("*.json")):
-            metrics.update(flatten(_read_json(eval_file), prefix=f"{eval_file.stem}."))
+    for eval_file in sorted((path / "eval").glob("*.json")):
+        metrics.update(flatten(_read_json(eval_file), prefix=f"{eval_file.stem}."))
     seed = int(match.group(1))
-    config_seed = config.get("seed")
-    if config_seed is not None and int(config_seed) != seed:
-        raise ResultsError(f"{path}: folder says seed {seed} but config.yaml says seed {config_seed}")
-    return SeedResult(
-        seed=seed, path=path, config=config, provenance=_read_json(path / "run.json"), metrics=metrics
-    )
+    if config.get("seed") is not None and int(config["seed"]) != seed:
+        raise ResultsError(f"{path}: folder says seed {seed} but config.yaml says seed {config['seed']}")
+    return SeedResult(seed, path, config, _read_json(path / "run.json"), metrics)
 
 
 def comparable_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -157,9 +143,7 @@ def _differs(key: str, a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 def check_same_config(run_name: str, seeds: Sequence[SeedResult]) -> None:
     """Raise ResultsError when the seeds of one run were trained with different configs."""
-    if len(seeds) < 2:
-        return
-    reference = comparable_config(seeds[0].config)
+    reference = comparable_config(seeds[0].config) if seeds else {}
     for other in seeds[1:]:
         candidate = comparable_config(other.config)
         differing = sorted(
@@ -186,41 +170,112 @@ class Run:
 def load_run(run_dir: str | Path) -> Run:
     """Read every seed<k>/ of a run folder; unfinished seeds are listed, not loaded."""
     run_dir = Path(run_dir)
-    seeds: dict[int, SeedResult] = {}
-    unfinished: list[Path] = []
-    for child in sorted(run_dir.iterdir()):
-        if not child.is_dir() or not SEED_DIR_RE.match(child.name):
-            continue
-        if not (child / DONE_MARKER).exists():
-            unfinished.append(child)
-            continue
-        result = load_seed_dir(child)
-        seeds[result.seed] = result
-    check_same_config(run_dir.name, list(seeds.values()))
-    return Run(name=run_dir.name, seeds=seeds, unfinished=unfinished)
+    children = sorted(c for c in run_dir.iterdir() if c.is_dir() and SEED_DIR_RE.match(c.name))
+    done = [load_seed_dir(c) for c in children if (c / DONE_MARKER).exists()]
+    check_same_config(run_dir.name, done)
+    unfinished = [c for c in children if not (c / DONE_MARKER).exists()]
+    return Run(run_dir.name, {result.seed: result for result in done}, unfinished)
 
 
-def load_study(study_dir: str | Path) -> dict[str, Run]:
-    """Read results/<study>/: {run name: Run}. A study folder that does not exist gives {}."""
-    study_dir = Path(study_dir)
-    if not study_dir.is_dir():
-        return {}
-    runs = {}
-    for child in sorted(study_dir.iterdir()):
+def _protocol_of(metrics: dict[str, Any], namespace: str) -> str | None:
+    """The protocol recorded beside the metrics of `namespace` ("gsm8k." for "gsm8k.score"), as JSON."""
+    keys = (*PROTOCOL_KEYS, *EVAL_PROTOCOL_KEYS) if namespace else PROTOCOL_KEYS
+    found = {key: metrics[f"{namespace}{key}"] for key in keys if f"{namespace}{key}" in metrics}
+    # Nested protocol dicts were flattened: collect "<ns>protocol.<field>" entries too.
+    found |= {k[len(namespace) :]: v for k, v in metrics.items() if k.startswith(f"{namespace}protocol.")}
+    return json.dumps(found, sort_keys=True, default=str) if found else None
+
+
+def load_study(study_dir: str | Path) -> tuple[pd.DataFrame, list[Path]]:
+    """Read results/<study>/ once: the long frame (run, seed, metric, value, protocol, path) of its finished
+    seeds, and its unfinished seed folders. A study folder that does not exist gives an empty frame."""
+    study_dir, records, unfinished = Path(study_dir), [], []
+    children = sorted(study_dir.iterdir()) if study_dir.is_dir() else []
+    for child in children:
         if child.is_dir() and any(SEED_DIR_RE.match(c.name) for c in child.iterdir() if c.is_dir()):
-            runs[child.name] = load_run(child)
-    return runs
+            run = load_run(child)
+            unfinished += run.unfinished
+            for seed, result in run.seeds.items():
+                spaces = {m.rsplit(".", 1)[0] + "." if "." in m else "" for m in result.metrics}
+                protocols = {space: _protocol_of(result.metrics, space) for space in spaces}
+                records += [
+                    (
+                        run.name,
+                        seed,
+                        m,
+                        v,
+                        protocols[m.rsplit(".", 1)[0] + "." if "." in m else ""],
+                        result.path,
+                    )
+                    for m, v in result.metrics.items()
+                ]
+    columns = ["run", "seed", "metric", "value", "protocol", "path"]
+    return pd.DataFrame.from_records(records, columns=columns), unfinished
+
+
+class StudyCache:
+    """Loads each results/<study>/ once; resolves "<study>:<run>" and plain run names to their rows."""
+
+    def __init__(self, results_root: str | Path, default_study: str):
+        self.root, self.default = Path(results_root), default_study
+        self.studies: dict[str, tuple[pd.DataFrame, list[Path]]] = {}
+
+    def run(self, name: str) -> pd.DataFrame | None:
+        """The long-frame rows of one run (None: no finished seed)."""
+        study, _, run = name.rpartition(":")
+        if (study := study or self.default) not in self.studies:
+            self.studies[study] = load_study(self.root / study)
+        frame = self.studies[study][0]
+        rows = frame[frame["run"] == run]
+        return rows.assign(study=study) if len(rows) else None
+
+    def unfinished(self) -> list[Path]:
+        return [path for _, paths in self.studies.values() for path in paths]
+
+
+def metric_values(
+    run: pd.DataFrame | None, metric: str, expected_seeds: Sequence[int] = (), scale: float = 1.0
+) -> pd.DataFrame:
+    """The (seed, value, protocol) rows of `metric` in one run's frame, checked: numbers, finite, one protocol.
+
+    Seeds outside `expected_seeds` (when given) are not mixed in.
+    """
+    if run is None:
+        return pd.DataFrame({"seed": [], "value": [], "protocol": []})
+    rows = run[(run["metric"] == metric) & (run["seed"].isin(expected_seeds) if expected_seeds else True)]
+    for value, path in zip(rows["value"], rows["path"], strict=True):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ResultsError(f"{path}: metric {metric!r} is {value!r}, not a number")
+        if not math.isfinite(value):
+            # A mean over seeds with a NaN in it is NaN: say which file, instead of a table of NaNs.
+            bench_file = path / "eval" / f"{metric.split('.')[0]}.json"
+            source = bench_file if "." in metric and bench_file.is_file() else path / "metrics.json"
+            raise ResultsError(
+                f"{source}: metric {metric!r} is {value} (the run diverged or its evaluation failed); "
+                "re-run that seed or delete its folder"
+            )
+    if rows["protocol"].nunique(dropna=False) > 1:
+        raise ResultsError(
+            f"run {rows['run'].iloc[0]!r}, metric {metric!r}: seeds were evaluated under different protocols "
+            f"{sorted(map(str, set(rows['protocol'])))}; re-evaluate them under one protocol version"
+        )
+    rows = rows.sort_values("seed")
+    return pd.DataFrame(
+        {"seed": rows["seed"], "value": rows["value"].astype(float) * scale, "protocol": rows["protocol"]}
+    )
 
 
 # --- aggregation ---------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(frozen=True)
 class Cell:
-    """mean ± std of one metric over the finished seeds of one run."""
+    """mean ± sample std (n-1; None under two seeds) of one metric over the finished seeds of one cell."""
 
     values: dict[int, float]  # seed -> value
-    expected_seeds: tuple[int, ...] = ()
+    mean: float | None = None
+    std: float | None = None
+    missing_seeds: tuple[int, ...] = ()
     protocol: str | None = None
 
     @property
@@ -228,75 +283,45 @@ class Cell:
         return len(self.values)
 
     @property
-    def mean(self) -> float | None:
-        return statistics.fmean(self.values.values()) if self.values else None
-
-    @property
-    def std(self) -> float | None:
-        """Sample standard deviation (n-1); None with fewer than two seeds."""
-        return statistics.stdev(self.values.values()) if self.n >= 2 else None
-
-    @property
-    def missing_seeds(self) -> tuple[int, ...]:
-        return tuple(s for s in self.expected_seeds if s not in self.values)
-
-    @property
     def incomplete(self) -> bool:
         return bool(self.missing_seeds)
 
 
-def _protocol_of(metrics: dict[str, Any], metric: str) -> str | None:
-    """The protocol recorded beside a metric ("gsm8k.protocol" for "gsm8k.score"), as a string."""
-    namespace = metric.rsplit(".", 1)[0] + "." if "." in metric else ""
-    # For an evaluation, the number of scored tasks, the data file and the token cap are part of the
-    # protocol too (a 100-row subset at 256 new tokens is not the paper's test-set number).
-    keys = (*PROTOCOL_KEYS, *EVAL_PROTOCOL_KEYS) if namespace else PROTOCOL_KEYS
-    found = {key: metrics[f"{namespace}{key}"] for key in keys if f"{namespace}{key}" in metrics}
-    # Nested protocol dicts were flattened: collect "<ns>protocol.<field>" entries too.
-    for key, value in metrics.items():
-        if key.startswith(f"{namespace}protocol."):
-            found[key[len(namespace) :]] = value
-    return json.dumps(found, sort_keys=True, default=str) if found else None
+def _std(values: pd.Series) -> float | None:
+    return statistics.stdev(values) if len(values) > 1 else None
+
+
+def summarise(
+    per_seed: pd.Series, keys: list, expected_seeds: Sequence[int], protocols: dict
+) -> dict[Any, Cell]:
+    """Cells from per-seed values indexed by (*key, seed): groupby for n, mean and std, pivot for the values.
+
+    statistics.fmean / stdev are exact (fsum-based): a mean does not depend on the order of the seeds."""
+    stats = per_seed.groupby(level=list(range(per_seed.index.nlevels - 1))).agg([statistics.fmean, _std])
+    wide = per_seed.unstack("seed")  # one row per cell, one column per seed
+    cells = {}
+    for key in keys:
+        values = {int(s): float(v) for s, v in wide.loc[key].dropna().items()} if key in wide.index else {}
+        mean, std = stats.loc[key] if values else (None, None)
+        missing = tuple(s for s in expected_seeds if s not in values)
+        cells[key] = Cell(values, mean, None if pd.isna(std) else std, missing, protocols.get(key))
+    return cells
 
 
 def aggregate_cell(
-    run: Run | None, metric: str, expected_seeds: Sequence[int] = (), scale: float = 1.0
+    run: pd.DataFrame | None, metric: str, expected_seeds: Sequence[int] = (), scale: float = 1.0
 ) -> Cell:
-    """Collect `metric` over the seeds of `run` (None: the run does not exist -> an empty cell).
+    """`metric` over the seeds of one run's rows (None: the run does not exist -> an empty cell)."""
+    rows = metric_values(run, metric, expected_seeds, scale).assign(cell="")
+    per_seed = rows.set_index(["cell", "seed"])["value"]
+    return summarise(per_seed, [""], expected_seeds, {"": rows["protocol"].iloc[0] if len(rows) else None})[
+        ""
+    ]
 
-    Raises:
-        ResultsError: the seeds report the metric under different protocol versions, or the
-            metric is not a number.
-    """
-    cell = Cell(values={}, expected_seeds=tuple(expected_seeds))
-    if run is None:
-        return cell
-    protocols = set()
-    for seed, result in sorted(run.seeds.items()):
-        if expected_seeds and seed not in expected_seeds:
-            continue  # an extra seed outside the study's seed list is not mixed in
-        if metric not in result.metrics:
-            continue
-        value = result.metrics[metric]
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ResultsError(f"{result.path}: metric {metric!r} is {value!r}, not a number")
-        if not math.isfinite(value):
-            # A mean over seeds with a NaN in it is NaN: say which run, instead of a table of NaNs.
-            bench_file = result.path / "eval" / f"{metric.split('.')[0]}.json"
-            source = bench_file if "." in metric and bench_file.is_file() else result.path / "metrics.json"
-            raise ResultsError(
-                f"{source}: metric {metric!r} is {value} (the run diverged or its evaluation "
-                f"failed); re-run that seed or delete its folder"
-            )
-        cell.values[seed] = float(value) * scale
-        protocols.add(_protocol_of(result.metrics, metric))
-    if len(protocols) > 1:
-        raise ResultsError(
-            f"run {run.name!r}, metric {metric!r}: seeds were evaluated under different protocols "
-            f"{sorted(map(str, protocols))}; re-evaluate them under one protocol version"
-        )
-    cell.protocol = protocols.pop() if protocols else None
-    return cell
+
+def point(cell: Cell) -> tuple[float, float | None] | None:
+    """(mean, std) of a cell for plotting, None when no seed finished."""
+    return (cell.mean, cell.std) if cell.n else None
 
 
 @dataclass(frozen=True)
@@ -360,7 +385,7 @@ class TableSpec:
 
 @dataclass
 class TableResult:
-    """Aggregated table: cells[row.key][col.key], #Params per row, Avg per row."""
+    """Aggregated table: cells[row.key][col.key], #Params per row, Avg per row (mean of the column means)."""
 
     spec: TableSpec
     cells: dict[str, dict[str, Cell]]
@@ -368,83 +393,74 @@ class TableResult:
     averages: dict[str, float | None]
     unfinished: list[Path]
 
-
-class StudyCache:
-    """Loads each results/<study>/ once; resolves "<study>:<run>" and plain run names."""
-
-    def __init__(self, results_root: Path, default_study: str):
-        self.root = results_root
-        self.default = default_study
-        self.studies: dict[str, dict[str, Run]] = {}
-
-    def run(self, name: str) -> Run | None:
-        study, _, run = name.rpartition(":")
-        study = study or self.default
-        if study not in self.studies:
-            self.studies[study] = load_study(self.root / study)
-        return self.studies[study].get(run)
-
-    def unfinished(self) -> list[Path]:
-        return [p for runs in self.studies.values() for run in runs.values() for p in run.unfinished]
-
-
-def _average_cells(cells: list[Cell], expected_seeds: Sequence[int]) -> Cell:
-    """Per seed, the mean over `cells` (seeds missing from any of them are left out)."""
-    common = set.intersection(*(set(c.values) for c in cells)) if cells else set()
-    values = {s: statistics.fmean(c.values[s] for c in cells) for s in sorted(common)}
-    protocols = {c.protocol for c in cells if c.n}
-    return Cell(
-        values=values,
-        expected_seeds=tuple(expected_seeds),
-        protocol=json.dumps(sorted(map(str, protocols))) if protocols else None,
-    )
+    def means(self) -> pd.DataFrame:
+        """Row key × column key (+ "avg" when the table has it) of the means; NaN where missing."""
+        spec = self.spec
+        frame = pd.DataFrame(
+            [[self.cells[r.key][c.key].mean for c in spec.columns] for r in spec.rows],
+            index=[r.key for r in spec.rows],
+            columns=[c.key for c in spec.columns],
+            dtype=float,
+        )
+        return frame.assign(avg=[self.averages[r.key] for r in spec.rows]) if spec.average else frame
 
 
 def build_table(spec: TableSpec, results_root: str | Path) -> TableResult:
     """Aggregate results/<spec.study>/ into `spec`'s cells (mean ± std over spec.seeds).
 
     Raises:
-        ResultsError: inconsistent configs within a run, mixed protocols within a cell or column.
+        ResultsError: inconsistent configs within a run, a NaN or non-number, mixed protocols within a run
+            or a column.
     """
-    cache = StudyCache(Path(results_root), spec.study)
-    cells: dict[str, dict[str, Cell]] = {}
-    params: dict[str, float | None] = {}
-    averages: dict[str, float | None] = {}
-    for row in spec.rows:
-        cells[row.key] = {}
-        for col in spec.columns:
-            parts = [
-                aggregate_cell(cache.run(name), col.metric, spec.seeds, col.scale)
-                for name in spec.run_names(row, col)
-            ]
-            cells[row.key][col.key] = _average_cells(parts, spec.seeds) if col.average_over else parts[0]
-        params[row.key] = _row_params(spec, row, cache)
-        means = [cells[row.key][c.key].mean for c in spec.columns]
-        # Avg = plain mean of the column means (the paper's Avg); undefined when a column is missing.
-        averages[row.key] = statistics.fmean(means) if means and None not in means else None
+    cache = StudyCache(results_root, spec.study)
+    keys = [(r.key, c.key) for r in spec.rows for c in spec.columns]
+    sources = {(r.key, c.key): spec.run_names(r, c) for r in spec.rows for c in spec.columns}
+    columns = {c.key: c for c in spec.columns}
+    parts = [
+        metric_values(cache.run(run), columns[col].metric, spec.seeds, columns[col].scale).assign(
+            row=row, col=col, run=run
+        )
+        for (row, col), runs in sources.items()
+        for run in runs
+    ]
+    long = pd.concat(parts, ignore_index=True)
+    # A cell averaged over runs (average_over) counts a seed only when every one of its runs has it.
+    per_seed = long.groupby(["row", "col", "seed"])["value"].agg(["size", statistics.fmean])
+    complete = per_seed["size"].to_numpy() == [len(sources[key[:2]]) for key in per_seed.index]
+    protocols = {}
+    for key, group in long.groupby(["row", "col"])["protocol"]:
+        found = sorted({p for p in group if isinstance(p, str)})  # one per run (metric_values checks)
+        # An averaged cell's protocol lists those of its runs (runs that record none add nothing).
+        protocols[key] = (found[0] if len(sources[key]) == 1 else json.dumps(found)) if found else None
+    cells_by_key = summarise(per_seed.loc[complete, "fmean"], keys, spec.seeds, protocols)
     for col in spec.columns:
-        protocols = {cells[r.key][col.key].protocol for r in spec.rows if cells[r.key][col.key].n}
-        if len(protocols) > 1:
+        found = {
+            cells_by_key[(r.key, col.key)].protocol for r in spec.rows if cells_by_key[(r.key, col.key)].n
+        }
+        if len(found) > 1:
             raise ResultsError(
                 f"table {spec.name!r}, column {col.label!r}: runs were evaluated under different protocols "
-                f"{sorted(map(str, protocols))}; re-evaluate them under one protocol version"
+                f"{sorted(map(str, found))}; re-evaluate them under one protocol version"
             )
-    return TableResult(
-        spec=spec, cells=cells, params=params, averages=averages, unfinished=cache.unfinished()
-    )
+    cells = {r.key: {c.key: cells_by_key[(r.key, c.key)] for c in spec.columns} for r in spec.rows}
+    # Avg = plain mean of the column means (the paper's Avg); undefined when a column is missing.
+    means = [[cell.mean for cell in row.values()] for row in cells.values()]
+    averages = {r: statistics.fmean(m) if None not in m else None for r, m in zip(cells, means, strict=True)}
+    params = {r.key: _row_params(spec, r, cache) for r in spec.rows}
+    return TableResult(spec, cells, params, averages, cache.unfinished())
 
 
 def _row_params(spec: TableSpec, row: RowSpec, cache: StudyCache) -> float | None:
     """#Params of a row: the trainable-parameter count reported by its first run that has one."""
-    if not spec.params_metric:
-        return None
-    for col in spec.columns:
-        for name in spec.run_names(row, col):
-            run = cache.run(name)
-            for result in run.seeds.values() if run else ():
-                value = result.metrics.get(spec.params_metric)
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    return float(value)
+    for run in (cache.run(name) for col in spec.columns for name in spec.run_names(row, col)):
+        counts = (
+            []
+            if run is None or not spec.params_metric
+            else run.loc[run["metric"] == spec.params_metric, "value"]
+        )
+        for value in counts:
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return float(value)
     return None
 
 
@@ -464,34 +480,21 @@ def paper_lookup(paper: dict[str, Any], spec: TableSpec) -> dict[tuple[str | Non
     """Map (our group, row label) -> the paper row, translating groups via spec.paper_groups."""
     to_paper = dict(spec.paper_groups)
     by_key = {(r.get("group"), r["method"]): r for r in paper["rows"]}
-    lookup = {}
-    for row in spec.rows:
-        paper_group = to_paper.get(row.group or "", row.group)
-        match = by_key.get((paper_group, row.label))
-        if match is not None:
-            lookup[(row.group, row.label)] = match
-    return lookup
+    keys = {(r.group, r.label): (to_paper.get(r.group or "", r.group), r.label) for r in spec.rows}
+    return {ours: by_key[theirs] for ours, theirs in keys.items() if theirs in by_key}
 
 
 # --- rendering -----------------------------------------------------------------------------------
 
-LATEX_SPECIAL = {
-    "\\": r"\textbackslash{}",
-    "&": r"\&",
-    "%": r"\%",
-    "$": r"\$",
-    "#": r"\#",
-    "_": r"\_",
-    "{": r"\{",
-    "}": r"\}",
-    "~": r"\textasciitilde{}",
-    "^": r"\textasciicircum{}",
-}
+LATEX_SPECIAL = str.maketrans(
+    {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{"}
+    | {"}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+)
 
 
 def latex_escape(text: str) -> str:
     """Escape LaTeX special characters in a label (one pass, so the backslash is not escaped twice)."""
-    return "".join(LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+    return str(text).translate(LATEX_SPECIAL)
 
 
 def format_count(value: float | None) -> str:
@@ -500,113 +503,104 @@ def format_count(value: float | None) -> str:
         return "—"
     for threshold, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
         if abs(value) >= threshold:
-            scaled = value / threshold
-            return f"{scaled:.3g}{suffix}"
+            return f"{value / threshold:.3g}{suffix}"
     return f"{value:.0f}"
 
 
-def rank_cells(result: TableResult) -> dict[tuple[str, str], int]:
-    """Rank of each (row key, column key or "avg") within its group: 1 = best, 2 = second.
+def rank_frame(result: TableResult) -> pd.DataFrame:
+    """Dense rank of each mean within its row group (1 = best; ties share a rank; NaN: no value)."""
+    spec, means = result.spec, result.means()
+    signs = [1 if c.higher_is_better else -1 for c in spec.columns] + [1] * spec.average
+    return (
+        (means * signs).round(10).groupby([r.group or "" for r in spec.rows]).rank("dense", ascending=False)
+    )
 
-    Ties share the rank; rows without a value are not ranked.
-    """
-    ranks: dict[tuple[str, str], int] = {}
-    groups: dict[str | None, list[RowSpec]] = {}
-    for row in result.spec.rows:
-        groups.setdefault(row.group, []).append(row)
-    columns = [(c.key, c.higher_is_better) for c in result.spec.columns]
-    if result.spec.average:
-        columns.append(("avg", True))
-    for rows in groups.values():
-        for col_key, higher in columns:
-            scored = []
-            for row in rows:
-                value = result.averages[row.key] if col_key == "avg" else result.cells[row.key][col_key].mean
-                if value is not None:
-                    scored.append((row.key, round(value, 10)))
-            distinct = sorted({v for _, v in scored}, reverse=higher)
-            for row_key, value in scored:
-                position = distinct.index(value) + 1
-                if position <= 2:
-                    ranks[(row_key, col_key)] = position
-    return ranks
+
+def rank_cells(result: TableResult) -> dict[tuple[str, str], int]:
+    """{(row key, column key or "avg"): 1 or 2} for the best and second of each column within a group."""
+    ranks = rank_frame(result).stack()
+    return {key: int(rank) for key, rank in ranks[ranks <= 2].items()}
+
+
+def _fmt(value: float | None, decimals: int, signed: bool = False) -> str:
+    if value is None or pd.isna(value):
+        return "—"
+    return f"{value:+.{decimals}f}" if signed else f"{value:.{decimals}f}"
 
 
 def _cell_text(cell: Cell, decimals: int) -> str:
     if cell.n == 0:
         return MISSING
-    text = f"{cell.mean:.{decimals}f}"
-    if cell.std is not None:
-        text += f" ± {cell.std:.{decimals}f}"
-    if cell.incomplete:
-        text += f" (n={cell.n})"
-    return text
+    std = f" ± {cell.std:.{decimals}f}" if cell.std is not None else ""
+    return f"{cell.mean:.{decimals}f}{std}" + (f" (n={cell.n})" if cell.incomplete else "")
 
 
-def _fmt(value: float | None, decimals: int, signed: bool = False) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "—"
-    return f"{value:+.{decimals}f}" if signed else f"{value:.{decimals}f}"
-
-
-def _table_rows(
-    result: TableResult, paper: dict[str, Any] | None, latex: bool
-) -> tuple[list[str], list[tuple[str | None, list[str]]]]:
-    """Header and body cells (already decorated with bold/underline) shared by both renderers."""
-    spec = result.spec
-    ranks = rank_cells(result)
+def _frame(
+    result: TableResult, paper: dict[str, Any] | None, esc
+) -> tuple[list[str], pd.DataFrame, pd.DataFrame]:
+    """Header, cell texts (one row per table row, a group's name above its first row) and the rank of each
+    cell (1 best, 2 second, 0 else): both renderers start here. Group rows are those whose rank is -1."""
+    spec, ranks = result.spec, rank_frame(result).fillna(0).astype(int)
     lookup = paper_lookup(paper, spec) if paper else {}
-    esc = latex_escape if latex else (lambda s: str(s))
-
-    def decorate(text: str, rank: int | None) -> str:
-        if rank == 1:
-            return rf"\textbf{{{text}}}" if latex else f"**{text}**"
-        if rank == 2:
-            return rf"\underline{{{text}}}" if latex else f"<u>{text}</u>"
-        return text
-
-    pm = r"$\pm$" if latex else "±"
-    header = ["Method"]
+    published = pd.DataFrame(
+        [lookup.get((r.group, r.label), {}).get("values", {}) for r in spec.rows],
+        index=[r.key for r in spec.rows],
+        columns=[c.label for c in spec.columns] + ["Avg"],
+        dtype=float,
+    )
+    means, zeros = result.means(), [0] * len(spec.rows)
+    columns = [("Method", [esc(r.label) for r in spec.rows], zeros)]
     if spec.params_metric:
-        header.append(esc("#Params"))
-    for col in spec.columns:
-        header.append(esc(col.label))
+        columns.append((esc("#Params"), [format_count(result.params[r.key]) for r in spec.rows], zeros))
+    shown = [(c.label, c.key, spec.decimals if c.decimals is None else c.decimals) for c in spec.columns]
+    for label, key, decimals in shown + ([("Avg", "avg", spec.decimals)] if spec.average else []):
+        if key == "avg":
+            texts = [MISSING if pd.isna(m) else _fmt(m, decimals) for m in means["avg"]]
+        else:
+            texts = [_cell_text(result.cells[r.key][key], decimals) for r in spec.rows]
+        columns.append((esc(label), texts, list(ranks[key])))
         if paper:
-            header += [f"{esc(col.label)} (paper)", "Δ"]
-    if spec.average:
-        header.append("Avg")
-        if paper:
-            header += ["Avg (paper)", "Δ"]
-
-    body: list[tuple[str | None, list[str]]] = []
-    for row in spec.rows:
-        paper_row = lookup.get((row.group, row.label))
-        line = [esc(row.label)]
-        if spec.params_metric:
-            line.append(format_count(result.params[row.key]))
-        for col in spec.columns:
-            cell = result.cells[row.key][col.key]
-            decimals = spec.decimals if col.decimals is None else col.decimals
-            line.append(decorate(_cell_text(cell, decimals).replace("±", pm), ranks.get((row.key, col.key))))
-            if paper:
-                published = (paper_row or {}).get("values", {}).get(col.label)
-                line.append(_fmt(published, decimals))
-                diff = cell.mean - published if (cell.mean is not None and published is not None) else None
-                line.append(_fmt(diff, decimals, signed=True))
-        if spec.average:
-            avg = result.averages[row.key]
-            line.append(
-                decorate(
-                    _fmt(avg, spec.decimals) if avg is not None else MISSING, ranks.get((row.key, "avg"))
-                )
+            delta = means[key] - published[label].to_numpy()
+            columns.append((f"{esc(label)} (paper)", [_fmt(v, decimals) for v in published[label]], zeros))
+            columns.append(("Δ", [_fmt(v, decimals, signed=True) for v in delta], zeros))
+    text = pd.DataFrame({i: texts for i, (_, texts, _) in enumerate(columns)})
+    rank = pd.DataFrame({i: r for i, (_, _, r) in enumerate(columns)})
+    # A row naming the group above the first row of each group (the base model of the NLG table).
+    rows = spec.rows
+    for i in reversed(range(len(rows))):
+        if rows[i].group is not None and (i == 0 or rows[i - 1].group != rows[i].group):
+            group_row = pd.DataFrame([[esc(rows[i].group)] + [""] * (len(columns) - 1)])
+            text = pd.concat([text.iloc[:i], group_row, text.iloc[i:]], ignore_index=True)
+            rank = pd.concat(
+                [rank.iloc[:i], pd.DataFrame([[-1] * len(columns)]), rank.iloc[i:]], ignore_index=True
             )
-            if paper:
-                published = (paper_row or {}).get("values", {}).get("Avg")
-                line.append(_fmt(published, spec.decimals))
-                diff = avg - published if (avg is not None and published is not None) else None
-                line.append(_fmt(diff, spec.decimals, signed=True))
-        body.append((row.group, line))
-    return header, body
+    return [header for header, _, _ in columns], text, rank
+
+
+def to_markdown(result: TableResult, paper: dict[str, Any] | None = None) -> str:
+    """Render a table as GitHub Markdown (bold best, <u>underlined</u> second, missing cells named)."""
+    header, text, rank = _frame(result, paper, str)
+    for k, (left, right) in {-1: ("*", "*"), 1: ("**", "**"), 2: ("<u>", "</u>")}.items():
+        text = text.mask((rank == k) & (text != ""), left + text + right)
+    table = text.to_markdown(
+        index=False, headers=header, colalign=["left"] + ["right"] * (len(header) - 1), disable_numparse=True
+    )
+    notes = "".join(f"- {note}\n" for note in _footnotes(result, paper))
+    return f"**{result.spec.title}**\n\n{table}\n\n{notes}"
+
+
+def to_latex(result: TableResult, paper: dict[str, Any] | None = None) -> str:
+    """Render a table as a LaTeX booktabs tabular (\\textbf best, \\underline second) through Styler."""
+    header, text, rank = _frame(result, paper, latex_escape)
+    # "—" (no value) as a plain-ASCII LaTeX dash, so the table compiles without a Unicode setup.
+    text = text.map(lambda s: s.replace("±", r"$\pm$").replace("—", "--"))
+    header = [h.replace("Δ", r"$\Delta$") for h in header]
+    props = {-1: "textit:--rwrap;", 1: "textbf:--rwrap;", 2: "underline:--rwrap;"}
+    styler = text.style.hide(axis="index").format_index(lambda i: header[i], axis=1)
+    styler = styler.apply(lambda _: rank.where(text != "", 0).map(lambda k: props.get(k, "")), axis=None)
+    tabular = styler.to_latex(column_format="l" + "r" * (len(header) - 1), hrules=True)
+    notes = "".join(f"% {latex_escape(note)}\n" for note in _footnotes(result, paper))
+    return f"% {latex_escape(result.spec.title)}\n{tabular}{notes}"
 
 
 def _name_cells(spec: TableSpec, cells: list[tuple[RowSpec, ColumnSpec]]) -> str:
@@ -729,53 +723,6 @@ def _paper_notes(spec: TableSpec, paper: dict[str, Any] | None) -> list[str]:
             f"({spec.preset}): Δ compares different objectives, not a reproduction."
         )
     return notes
-
-
-def to_markdown(result: TableResult, paper: dict[str, Any] | None = None) -> str:
-    """Render a table as GitHub Markdown (bold best, <u>underlined</u> second, missing cells named)."""
-    header, body = _table_rows(result, paper, latex=False)
-    lines = [
-        f"**{result.spec.title}**",
-        "",
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
-    ]
-    current_group = object()
-    for group, line in body:
-        if group != current_group and group is not None:
-            lines.append("| *" + group + "* |" + " |" * (len(header) - 1))
-        current_group = group
-        lines.append("| " + " | ".join(line) + " |")
-    lines.append("")
-    lines += [f"- {note}" for note in _footnotes(result, paper)]
-    return "\n".join(lines) + "\n"
-
-
-def to_latex(result: TableResult, paper: dict[str, Any] | None = None) -> str:
-    """Render a table as a LaTeX booktabs tabular (\\textbf best, \\underline second)."""
-    header, body = _table_rows(result, paper, latex=True)
-    # "—" (no value) as a plain-ASCII LaTeX dash, so the table compiles without a Unicode setup.
-    body = [(group, [cell.replace("—", "--") for cell in line]) for group, line in body]
-    ncols = len(header)
-    lines = [
-        "% " + latex_escape(result.spec.title),
-        r"\begin{tabular}{l" + "r" * (ncols - 1) + "}",
-        r"\toprule",
-        " & ".join(h.replace("Δ", r"$\Delta$") for h in header) + r" \\",
-        r"\midrule",
-    ]
-    current_group: object = object()
-    first = True
-    for group, line in body:
-        if group != current_group and group is not None:
-            if not first:
-                lines.append(r"\midrule")
-            lines.append(rf"\multicolumn{{{ncols}}}{{l}}{{\textit{{{latex_escape(group)}}}}} \\")
-        current_group, first = group, False
-        lines.append(" & ".join(line) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}"]
-    lines += ["% " + latex_escape(note) for note in _footnotes(result, paper)]
-    return "\n".join(lines) + "\n"
 
 
 def to_json(result: TableResult) -> dict[str, Any]:
@@ -1337,26 +1284,9 @@ TABLES = {
 }
 
 
-def point(cell: Cell) -> tuple[float, float | None] | None:
-    """(mean, std) of a cell for plotting, None when no seed finished."""
-    return (cell.mean, cell.std) if cell.n else None
-
-
 def load_histories(results_root: str | Path, run: str, seeds: Sequence[int] = ()) -> list[list[dict]]:
     """The log_history.json of each finished seed of "<study>:<run>" (seeds without one are skipped)."""
-    study, _, name = run.rpartition(":")
-    loaded = load_study(Path(results_root) / study).get(name)
-    histories = []
-    for seed, result in sorted((loaded.seeds if loaded else {}).items()):
-        path = result.path / "log_history.json"
-        if (not seeds or seed in seeds) and path.is_file():
-            try:
-                history = json.loads(path.read_text(encoding="utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError) as err:
-                raise ResultsError(
-                    f"{path} is not valid JSON ({err}); re-run that run or delete its log_history.json"
-                ) from err
-            if not isinstance(history, list):
-                raise ResultsError(f"{path} must hold the Trainer's log history (a JSON list)")
-            histories.append(history)
-    return histories
+    run_dir = Path(results_root) / run.replace(":", "/")
+    finished = load_run(run_dir).seeds if run_dir.is_dir() else {}
+    paths = [r.path / "log_history.json" for s, r in sorted(finished.items()) if not seeds or s in seeds]
+    return [_read_json(path, list) for path in paths if path.is_file()]

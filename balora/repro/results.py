@@ -1,31 +1,21 @@
 """Result folders → the paper's tables on pandas: one long frame per study, mean ± std over seeds, Markdown, LaTeX.
 
-Layout written by the scripts in scripts/ (see results/README.md):
-
-    results/<study>/<run-name>/seed<k>/
-        config.yaml        resolved training config (train_nlg.py / finetune_glue.py)
-        run.json           provenance (git commit, packages, seed, wall time)
-        metrics.json       training metrics (trainable_params, train_loss; NLU: score)
-        eval/<bench>.json  one evaluation's metrics.json (NLG: gsm8k, math, humaneval, mbpp, mt_bench)
-        log_history.json   Trainer log history (loss curves), optional
-        DONE               completion marker, written after every stage succeeded
-
-Each study folder is read once into a long frame, one row per (run, seed, metric): the keys of metrics.json
-as they are and "<bench>.<key>" for each eval file (e.g. "gsm8k.score"), each with the evaluation protocol
-recorded beside it. A table cell is (run name, metric): its seeds are grouped into mean ± sample std, ranked
-within the row's group, set beside the paper's numbers, and rendered with `DataFrame.to_markdown` and
-`Styler.to_latex`.
+A run writes results/<study>/<run-name>/seed<k>/ (results/README.md): config.yaml (the resolved config),
+run.json (provenance), metrics.json (training metrics), eval/<bench>.json (one evaluation each),
+log_history.json (optional) and DONE once every stage succeeded. Each study folder is read once into a long
+frame, one row per (run, seed, metric): the keys of metrics.json and "<bench>.<key>" of each eval file (e.g.
+"gsm8k.score"), with the evaluation protocol recorded beside each. A table cell is (run name, metric): its
+seeds grouped into mean ± sample std, ranked within the row's group, set beside the paper's numbers, and
+rendered with `DataFrame.to_markdown` and `Styler.to_latex`.
 
 Bad input is an error, never an average: seeds of one run whose configs differ (apart from the seed and
-output paths), a metric that is NaN or not a number, or values of one column measured under different
-protocol versions. Missing seeds are not dropped silently: each cell carries n, and cells with fewer seeds
-than expected are flagged in the rendered table.
+paths), a metric that is NaN or not a number, one column measured under different protocol versions.
+Missing seeds are not dropped silently: each cell carries n, and short cells are flagged under the table.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import math
 import re
 import statistics
@@ -36,8 +26,6 @@ from typing import Any
 
 import pandas as pd
 import yaml
-
-logger = logging.getLogger(__name__)
 
 DONE_MARKER = "DONE"
 SEED_DIR_RE = re.compile(r"^seed(\d+)$")
@@ -50,8 +38,8 @@ SEED_SPECIFIC_KEYS = frozenset(
 # added to the arguments after the older seeds ran, at its no-op default (e.g. label_noise: 0.0).
 _NO_OP_DEFAULTS = (None, False, 0, 0.0, "", [], {})
 # Keys naming the evaluation protocol; a column must not mix two values of them. For an evaluation, the
-# number of scored tasks, the data file and the token cap are part of the protocol too (a 100-row subset
-# at 256 new tokens is not the paper's test-set number).
+# number of scored tasks, the data file and the token cap are part of it too (a 100-row subset at 256 new
+# tokens is not the paper's test-set number).
 PROTOCOL_KEYS = ("protocol", "protocol_version")
 EVAL_PROTOCOL_KEYS = ("n", "settings.data.file_sha256", "settings.decoding.max_new_tokens")
 MISSING = "missing"
@@ -70,10 +58,7 @@ def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """Flatten nested dicts to dotted keys: {"a": {"b": 1}} -> {"a.b": 1}."""
     flat: dict[str, Any] = {}
     for key, value in mapping.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, prefix=f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
+        flat |= flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value}
     return flat
 
 
@@ -101,8 +86,7 @@ class SeedResult:
 def load_seed_dir(path: str | Path) -> SeedResult:
     """Read one results/<study>/<run>/seed<k>/ folder (it must hold the DONE marker)."""
     path = Path(path)
-    match = SEED_DIR_RE.match(path.name)
-    if not match:
+    if not (match := SEED_DIR_RE.match(path.name)):
         raise ResultsError(f"{path}: a seed folder must be named seed<k> (e.g. seed42)")
     if not (path / DONE_MARKER).exists():
         raise ResultsError(f"{path} has no {DONE_MARKER} marker: the run did not finish; re-run its script")
@@ -111,16 +95,14 @@ def load_seed_dir(path: str | Path) -> SeedResult:
             raise ResultsError(
                 f"{path} is marked {DONE_MARKER} but lacks {name}; delete the folder and re-run"
             )
-    config = yaml.safe_load((path / "config.yaml").read_text()) or {}
-    if not isinstance(config, dict):
+    if not isinstance(config := yaml.safe_load((path / "config.yaml").read_text()) or {}, dict):
         raise ResultsError(f"{path / 'config.yaml'} must be a mapping")
     metrics = flatten(_read_json(path / "metrics.json"))
     for eval_file in sorted((path / "eval").glob("*.json")):
-        metrics.update(flatten(_read_json(eval_file), prefix=f"{eval_file.stem}."))
-    seed = int(match.group(1))
-    if config.get("seed") is not None and int(config["seed"]) != seed:
+        metrics |= flatten(_read_json(eval_file), prefix=f"{eval_file.stem}.")
+    if config.get("seed") is not None and int(config["seed"]) != (seed := int(match.group(1))):
         raise ResultsError(f"{path}: folder says seed {seed} but config.yaml says seed {config['seed']}")
-    return SeedResult(seed, path, config, _read_json(path / "run.json"), metrics)
+    return SeedResult(int(match.group(1)), path, config, _read_json(path / "run.json"), metrics)
 
 
 def comparable_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -129,9 +111,7 @@ def comparable_config(config: dict[str, Any]) -> dict[str, Any]:
     beside it (balora.trainer.resolve_method), so `ba-lora` and `pissa` with the same λs train the same
     model (runs made before the ablation variants were named ba-lora record pissa)."""
     flat = {k: v for k, v in flatten(config).items() if k not in SEED_SPECIFIC_KEYS}
-    if flat.get("method") == "ba-lora":
-        flat["method"] = "pissa"
-    return flat
+    return flat | {"method": "pissa"} if flat.get("method") == "ba-lora" else flat
 
 
 def _differs(key: str, a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -169,45 +149,34 @@ class Run:
 
 def load_run(run_dir: str | Path) -> Run:
     """Read every seed<k>/ of a run folder; unfinished seeds are listed, not loaded."""
-    run_dir = Path(run_dir)
-    children = sorted(c for c in run_dir.iterdir() if c.is_dir() and SEED_DIR_RE.match(c.name))
+    children = sorted(c for c in Path(run_dir).iterdir() if c.is_dir() and SEED_DIR_RE.match(c.name))
     done = [load_seed_dir(c) for c in children if (c / DONE_MARKER).exists()]
-    check_same_config(run_dir.name, done)
+    check_same_config(Path(run_dir).name, done)
     unfinished = [c for c in children if not (c / DONE_MARKER).exists()]
-    return Run(run_dir.name, {result.seed: result for result in done}, unfinished)
+    return Run(Path(run_dir).name, {result.seed: result for result in done}, unfinished)
 
 
-def _protocol_of(metrics: dict[str, Any], namespace: str) -> str | None:
-    """The protocol recorded beside the metrics of `namespace` ("gsm8k." for "gsm8k.score"), as JSON."""
-    keys = (*PROTOCOL_KEYS, *EVAL_PROTOCOL_KEYS) if namespace else PROTOCOL_KEYS
-    found = {key: metrics[f"{namespace}{key}"] for key in keys if f"{namespace}{key}" in metrics}
+def _protocol_of(metrics: dict[str, Any], metric: str) -> str | None:
+    """The protocol recorded beside a metric ("gsm8k.protocol" for "gsm8k.score"), as JSON."""
+    space = metric.rsplit(".", 1)[0] + "." if "." in metric else ""
+    keys = (*PROTOCOL_KEYS, *EVAL_PROTOCOL_KEYS) if space else PROTOCOL_KEYS
+    found = {key: metrics[f"{space}{key}"] for key in keys if f"{space}{key}" in metrics}
     # Nested protocol dicts were flattened: collect "<ns>protocol.<field>" entries too.
-    found |= {k[len(namespace) :]: v for k, v in metrics.items() if k.startswith(f"{namespace}protocol.")}
+    found |= {k[len(space) :]: v for k, v in metrics.items() if k.startswith(f"{space}protocol.")}
     return json.dumps(found, sort_keys=True, default=str) if found else None
 
 
 def load_study(study_dir: str | Path) -> tuple[pd.DataFrame, list[Path]]:
     """Read results/<study>/ once: the long frame (run, seed, metric, value, protocol, path) of its finished
     seeds, and its unfinished seed folders. A study folder that does not exist gives an empty frame."""
-    study_dir, records, unfinished = Path(study_dir), [], []
-    children = sorted(study_dir.iterdir()) if study_dir.is_dir() else []
-    for child in children:
+    records, unfinished = [], []
+    for child in sorted(Path(study_dir).iterdir()) if Path(study_dir).is_dir() else []:
         if child.is_dir() and any(SEED_DIR_RE.match(c.name) for c in child.iterdir() if c.is_dir()):
             run = load_run(child)
             unfinished += run.unfinished
-            for seed, result in run.seeds.items():
-                spaces = {m.rsplit(".", 1)[0] + "." if "." in m else "" for m in result.metrics}
-                protocols = {space: _protocol_of(result.metrics, space) for space in spaces}
+            for seed, r in run.seeds.items():
                 records += [
-                    (
-                        run.name,
-                        seed,
-                        m,
-                        v,
-                        protocols[m.rsplit(".", 1)[0] + "." if "." in m else ""],
-                        result.path,
-                    )
-                    for m, v in result.metrics.items()
+                    (run.name, seed, m, v, _protocol_of(r.metrics, m), r.path) for m, v in r.metrics.items()
                 ]
     columns = ["run", "seed", "metric", "value", "protocol", "path"]
     return pd.DataFrame.from_records(records, columns=columns), unfinished
@@ -225,9 +194,8 @@ class StudyCache:
         study, _, run = name.rpartition(":")
         if (study := study or self.default) not in self.studies:
             self.studies[study] = load_study(self.root / study)
-        frame = self.studies[study][0]
-        rows = frame[frame["run"] == run]
-        return rows.assign(study=study) if len(rows) else None
+        rows = self.studies[study][0].query("run == @run")
+        return rows if len(rows) else None
 
     def unfinished(self) -> list[Path]:
         return [path for _, paths in self.studies.values() for path in paths]
@@ -236,18 +204,18 @@ class StudyCache:
 def metric_values(
     run: pd.DataFrame | None, metric: str, expected_seeds: Sequence[int] = (), scale: float = 1.0
 ) -> pd.DataFrame:
-    """The (seed, value, protocol) rows of `metric` in one run's frame, checked: numbers, finite, one protocol.
-
-    Seeds outside `expected_seeds` (when given) are not mixed in.
-    """
-    if run is None:
-        return pd.DataFrame({"seed": [], "value": [], "protocol": []})
-    rows = run[(run["metric"] == metric) & (run["seed"].isin(expected_seeds) if expected_seeds else True)]
-    for value, path in zip(rows["value"], rows["path"], strict=True):
+    """The (seed, value, protocol) rows of `metric` in one run's rows, checked: numbers, finite, one protocol.
+    Seeds outside `expected_seeds` (when given) are not mixed in."""
+    rows = (
+        run.query("metric == @metric")
+        if run is not None
+        else pd.DataFrame(columns=["seed", "value", "protocol"])
+    )
+    rows = rows[rows["seed"].isin(expected_seeds)] if expected_seeds else rows
+    for value, path in zip(rows["value"], rows.get("path", []), strict=True):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ResultsError(f"{path}: metric {metric!r} is {value!r}, not a number")
-        if not math.isfinite(value):
-            # A mean over seeds with a NaN in it is NaN: say which file, instead of a table of NaNs.
+        if not math.isfinite(value):  # a mean with a NaN in it is NaN: name the file, not a table of NaNs
             bench_file = path / "eval" / f"{metric.split('.')[0]}.json"
             source = bench_file if "." in metric and bench_file.is_file() else path / "metrics.json"
             raise ResultsError(
@@ -259,10 +227,9 @@ def metric_values(
             f"run {rows['run'].iloc[0]!r}, metric {metric!r}: seeds were evaluated under different protocols "
             f"{sorted(map(str, set(rows['protocol'])))}; re-evaluate them under one protocol version"
         )
-    rows = rows.sort_values("seed")
-    return pd.DataFrame(
-        {"seed": rows["seed"], "value": rows["value"].astype(float) * scale, "protocol": rows["protocol"]}
-    )
+    return rows.sort_values("seed").assign(value=rows["value"].astype(float) * scale)[
+        ["seed", "value", "protocol"]
+    ]
 
 
 # --- aggregation ---------------------------------------------------------------------------------
@@ -276,7 +243,7 @@ class Cell:
     mean: float | None = None
     std: float | None = None
     missing_seeds: tuple[int, ...] = ()
-    protocol: str | None = None
+    protocol: str | tuple[str, ...] | None = None  # an averaged cell: those of its runs
 
     @property
     def n(self) -> int:
@@ -287,24 +254,20 @@ class Cell:
         return bool(self.missing_seeds)
 
 
-def _std(values: pd.Series) -> float | None:
-    return statistics.stdev(values) if len(values) > 1 else None
-
-
 def summarise(
     per_seed: pd.Series, keys: list, expected_seeds: Sequence[int], protocols: dict
 ) -> dict[Any, Cell]:
-    """Cells from per-seed values indexed by (*key, seed): groupby for n, mean and std, pivot for the values.
-
-    statistics.fmean / stdev are exact (fsum-based): a mean does not depend on the order of the seeds."""
-    stats = per_seed.groupby(level=list(range(per_seed.index.nlevels - 1))).agg([statistics.fmean, _std])
+    """Cells from per-seed values indexed by (*key, seed): groupby for mean and std, the seed pivot for the
+    values. statistics.fmean / stdev are exact (fsum-based): a mean does not depend on the seeds' order."""
+    std = lambda values: statistics.stdev(values) if len(values) > 1 else None  # noqa: E731
+    stats = per_seed.groupby(level=list(range(per_seed.index.nlevels - 1))).agg([statistics.fmean, std])
     wide = per_seed.unstack("seed")  # one row per cell, one column per seed
     cells = {}
     for key in keys:
         values = {int(s): float(v) for s, v in wide.loc[key].dropna().items()} if key in wide.index else {}
-        mean, std = stats.loc[key] if values else (None, None)
+        mean, sd = stats.loc[key] if values else (None, None)
         missing = tuple(s for s in expected_seeds if s not in values)
-        cells[key] = Cell(values, mean, None if pd.isna(std) else std, missing, protocols.get(key))
+        cells[key] = Cell(values, mean, None if pd.isna(sd) else sd, missing, protocols.get(key))
     return cells
 
 
@@ -313,10 +276,8 @@ def aggregate_cell(
 ) -> Cell:
     """`metric` over the seeds of one run's rows (None: the run does not exist -> an empty cell)."""
     rows = metric_values(run, metric, expected_seeds, scale).assign(cell="")
-    per_seed = rows.set_index(["cell", "seed"])["value"]
-    return summarise(per_seed, [""], expected_seeds, {"": rows["protocol"].iloc[0] if len(rows) else None})[
-        ""
-    ]
+    protocol = rows["protocol"].iloc[0] if len(rows) else None
+    return summarise(rows.set_index(["cell", "seed"])["value"], [""], expected_seeds, {"": protocol})[""]
 
 
 def point(cell: Cell) -> tuple[float, float | None] | None:
@@ -337,10 +298,9 @@ class RowSpec:
 class ColumnSpec:
     """A table column: the metric read from run `run.format(row=..., col=key[, task=...])`.
 
-    A run may name another study as "<study>:<run>" (e.g. an ablation row that is the main table's
-    PiSSA run). With `average_over`, the cell is, per seed, the mean of the metric over the runs
-    obtained by substituting each task for {task} (e.g. the GLUE Avg column of the ablation);
-    a seed counts only when every task has it.
+    A run may name another study as "<study>:<run>" (e.g. an ablation row that is the main table's PiSSA
+    run). With `average_over`, the cell is, per seed, the mean of the metric over the runs obtained by
+    substituting each task for {task} (the GLUE Avg of the ablation); a seed counts when every task has it.
     """
 
     label: str
@@ -366,21 +326,17 @@ class TableSpec:
     params_metric: str | None = "trainable_params"
     average: bool = True
     paper_file: str | None = None  # results/paper/<file>: the paper version whose recipe these runs follow
-    # What the runs train: the regulariser preset of their configs ("iclr2026", "v5"; None: not BA-LoRA's
-    # recipe) and a one-line description. A paper file records the preset its numbers were made with;
-    # when the two differ, the table says that Δ compares different recipes.
+    # The regulariser preset of the runs' configs ("iclr2026"; None: not BA-LoRA's recipe) and a one-line
+    # description. When a paper file records another preset, the table says Δ compares different recipes.
     preset: str | None = None
     recipe: str | None = None
-    paper_groups: tuple[tuple[str, str], ...] = ()  # (our group, paper group); "" stands for no group
     decimals: int = 2
     overrides: tuple[tuple[str, str, str], ...] = ()  # (row key, column key, run) replacing the template
 
     def run_names(self, row: RowSpec, col: ColumnSpec) -> list[str]:
         """The run(s) feeding one cell, as "<study>:<run>" or "<run>" (this table's study)."""
-        template = dict(((r, c), run) for r, c, run in self.overrides).get((row.key, col.key), col.run)
-        if col.average_over:
-            return [template.format(row=row.key, col=col.key, task=task) for task in col.average_over]
-        return [template.format(row=row.key, col=col.key)]
+        template = {(r, c): run for r, c, run in self.overrides}.get((row.key, col.key), col.run)
+        return [template.format(row=row.key, col=col.key, task=task) for task in col.average_over or [None]]
 
 
 @dataclass
@@ -395,14 +351,9 @@ class TableResult:
 
     def means(self) -> pd.DataFrame:
         """Row key × column key (+ "avg" when the table has it) of the means; NaN where missing."""
-        spec = self.spec
-        frame = pd.DataFrame(
-            [[self.cells[r.key][c.key].mean for c in spec.columns] for r in spec.rows],
-            index=[r.key for r in spec.rows],
-            columns=[c.key for c in spec.columns],
-            dtype=float,
-        )
-        return frame.assign(avg=[self.averages[r.key] for r in spec.rows]) if spec.average else frame
+        means = {r: {c: cell.mean for c, cell in cs.items()} for r, cs in self.cells.items()}
+        average = {"avg": pd.Series(self.averages, dtype=float)} if self.spec.average else {}
+        return pd.DataFrame.from_dict(means, orient="index").assign(**average).astype(float)
 
 
 def build_table(spec: TableSpec, results_root: str | Path) -> TableResult:
@@ -413,52 +364,46 @@ def build_table(spec: TableSpec, results_root: str | Path) -> TableResult:
             or a column.
     """
     cache = StudyCache(results_root, spec.study)
-    keys = [(r.key, c.key) for r in spec.rows for c in spec.columns]
-    sources = {(r.key, c.key): spec.run_names(r, c) for r in spec.rows for c in spec.columns}
-    columns = {c.key: c for c in spec.columns}
-    parts = [
-        metric_values(cache.run(run), columns[col].metric, spec.seeds, columns[col].scale).assign(
-            row=row, col=col, run=run
-        )
-        for (row, col), runs in sources.items()
+    sources = {(r.key, c.key): (c, spec.run_names(r, c)) for r in spec.rows for c in spec.columns}
+    long = pd.concat(
+        metric_values(cache.run(run), col.metric, spec.seeds, col.scale).assign(row=key[0], col=key[1])
+        for key, (col, runs) in sources.items()
         for run in runs
-    ]
-    long = pd.concat(parts, ignore_index=True)
+    )
     # A cell averaged over runs (average_over) counts a seed only when every one of its runs has it.
     per_seed = long.groupby(["row", "col", "seed"])["value"].agg(["size", statistics.fmean])
-    complete = per_seed["size"].to_numpy() == [len(sources[key[:2]]) for key in per_seed.index]
+    complete = per_seed["size"].to_numpy() == [len(sources[key[:2]][1]) for key in per_seed.index]
     protocols = {}
     for key, group in long.groupby(["row", "col"])["protocol"]:
-        found = sorted({p for p in group if isinstance(p, str)})  # one per run (metric_values checks)
-        # An averaged cell's protocol lists those of its runs (runs that record none add nothing).
-        protocols[key] = (found[0] if len(sources[key]) == 1 else json.dumps(found)) if found else None
-    cells_by_key = summarise(per_seed.loc[complete, "fmean"], keys, spec.seeds, protocols)
+        found = tuple(sorted({p for p in group if isinstance(p, str)}))  # runs that record none add nothing
+        protocols[key] = (found[0] if len(sources[key][1]) == 1 else found) if found else None
+    cells = summarise(per_seed.loc[complete, "fmean"], list(sources), spec.seeds, protocols)
     for col in spec.columns:
-        found = {
-            cells_by_key[(r.key, col.key)].protocol for r in spec.rows if cells_by_key[(r.key, col.key)].n
-        }
-        if len(found) > 1:
+        if (
+            len(found := {cells[(r.key, col.key)].protocol for r in spec.rows if cells[(r.key, col.key)].n})
+            > 1
+        ):
             raise ResultsError(
                 f"table {spec.name!r}, column {col.label!r}: runs were evaluated under different protocols "
                 f"{sorted(map(str, found))}; re-evaluate them under one protocol version"
             )
-    cells = {r.key: {c.key: cells_by_key[(r.key, c.key)] for c in spec.columns} for r in spec.rows}
+    by_row = {r.key: {c.key: cells[(r.key, c.key)] for c in spec.columns} for r in spec.rows}
     # Avg = plain mean of the column means (the paper's Avg); undefined when a column is missing.
-    means = [[cell.mean for cell in row.values()] for row in cells.values()]
-    averages = {r: statistics.fmean(m) if None not in m else None for r, m in zip(cells, means, strict=True)}
+    means = {r: [cell.mean for cell in row.values()] for r, row in by_row.items()}
+    averages = {r: statistics.fmean(m) if None not in m else None for r, m in means.items()}
     params = {r.key: _row_params(spec, r, cache) for r in spec.rows}
-    return TableResult(spec, cells, params, averages, cache.unfinished())
+    return TableResult(spec, by_row, params, averages, cache.unfinished())
 
 
 def _row_params(spec: TableSpec, row: RowSpec, cache: StudyCache) -> float | None:
     """#Params of a row: the trainable-parameter count reported by its first run that has one."""
-    for run in (cache.run(name) for col in spec.columns for name in spec.run_names(row, col)):
-        counts = (
-            []
-            if run is None or not spec.params_metric
-            else run.loc[run["metric"] == spec.params_metric, "value"]
-        )
-        for value in counts:
+    runs = (
+        [cache.run(name) for col in spec.columns for name in spec.run_names(row, col)]
+        if spec.params_metric
+        else []
+    )
+    for run in (r for r in runs if r is not None):
+        for value in run.loc[run["metric"] == spec.params_metric, "value"]:
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 return float(value)
     return None
@@ -477,11 +422,9 @@ def load_paper_table(path: str | Path) -> dict[str, Any]:
 
 
 def paper_lookup(paper: dict[str, Any], spec: TableSpec) -> dict[tuple[str | None, str], dict[str, Any]]:
-    """Map (our group, row label) -> the paper row, translating groups via spec.paper_groups."""
-    to_paper = dict(spec.paper_groups)
+    """Map (group, row label) of our rows -> the paper row with the same group and method."""
     by_key = {(r.get("group"), r["method"]): r for r in paper["rows"]}
-    keys = {(r.group, r.label): (to_paper.get(r.group or "", r.group), r.label) for r in spec.rows}
-    return {ours: by_key[theirs] for ours, theirs in keys.items() if theirs in by_key}
+    return {(r.group, r.label): by_key[(r.group, r.label)] for r in spec.rows if (r.group, r.label) in by_key}
 
 
 # --- rendering -----------------------------------------------------------------------------------
@@ -499,21 +442,18 @@ def latex_escape(text: str) -> str:
 
 def format_count(value: float | None) -> str:
     """Human-readable parameter count: 320000000 -> "320M", 1330000 -> "1.33M"."""
-    if value is None:
-        return "—"
     for threshold, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
-        if abs(value) >= threshold:
+        if value is not None and abs(value) >= threshold:
             return f"{value / threshold:.3g}{suffix}"
-    return f"{value:.0f}"
+    return "—" if value is None else f"{value:.0f}"
 
 
 def rank_frame(result: TableResult) -> pd.DataFrame:
     """Dense rank of each mean within its row group (1 = best; ties share a rank; NaN: no value)."""
     spec, means = result.spec, result.means()
     signs = [1 if c.higher_is_better else -1 for c in spec.columns] + [1] * spec.average
-    return (
-        (means * signs).round(10).groupby([r.group or "" for r in spec.rows]).rank("dense", ascending=False)
-    )
+    groups = [r.group or "" for r in spec.rows]
+    return (means * signs).round(10).groupby(groups).rank("dense", ascending=False)
 
 
 def rank_cells(result: TableResult) -> dict[tuple[str, str], int]:
@@ -523,58 +463,51 @@ def rank_cells(result: TableResult) -> dict[tuple[str, str], int]:
 
 
 def _fmt(value: float | None, decimals: int, signed: bool = False) -> str:
-    if value is None or pd.isna(value):
-        return "—"
-    return f"{value:+.{decimals}f}" if signed else f"{value:.{decimals}f}"
+    return "—" if value is None or pd.isna(value) else f"{value:{'+' * signed}.{decimals}f}"
 
 
 def _cell_text(cell: Cell, decimals: int) -> str:
-    if cell.n == 0:
-        return MISSING
     std = f" ± {cell.std:.{decimals}f}" if cell.std is not None else ""
-    return f"{cell.mean:.{decimals}f}{std}" + (f" (n={cell.n})" if cell.incomplete else "")
+    n = f" (n={cell.n})" if cell.incomplete else ""
+    return f"{cell.mean:.{decimals}f}{std}{n}" if cell.n else MISSING
 
 
 def _frame(
-    result: TableResult, paper: dict[str, Any] | None, esc
+    result: TableResult, paper: dict | None, esc: Callable
 ) -> tuple[list[str], pd.DataFrame, pd.DataFrame]:
     """Header, cell texts (one row per table row, a group's name above its first row) and the rank of each
-    cell (1 best, 2 second, 0 else): both renderers start here. Group rows are those whose rank is -1."""
-    spec, ranks = result.spec, rank_frame(result).fillna(0).astype(int)
+    cell (1 best, 2 second, 0 else, -1 a group row): both renderers start here."""
+    spec, ranks, means = result.spec, rank_frame(result).fillna(0).astype(int), result.means()
     lookup = paper_lookup(paper, spec) if paper else {}
     published = pd.DataFrame(
         [lookup.get((r.group, r.label), {}).get("values", {}) for r in spec.rows],
-        index=[r.key for r in spec.rows],
         columns=[c.label for c in spec.columns] + ["Avg"],
         dtype=float,
     )
-    means, zeros = result.means(), [0] * len(spec.rows)
+    zeros = [0] * len(spec.rows)
     columns = [("Method", [esc(r.label) for r in spec.rows], zeros)]
     if spec.params_metric:
         columns.append((esc("#Params"), [format_count(result.params[r.key]) for r in spec.rows], zeros))
     shown = [(c.label, c.key, spec.decimals if c.decimals is None else c.decimals) for c in spec.columns]
-    for label, key, decimals in shown + ([("Avg", "avg", spec.decimals)] if spec.average else []):
+    for label, key, decimals in shown + [("Avg", "avg", spec.decimals)] * spec.average:
         if key == "avg":
             texts = [MISSING if pd.isna(m) else _fmt(m, decimals) for m in means["avg"]]
         else:
             texts = [_cell_text(result.cells[r.key][key], decimals) for r in spec.rows]
         columns.append((esc(label), texts, list(ranks[key])))
         if paper:
-            delta = means[key] - published[label].to_numpy()
             columns.append((f"{esc(label)} (paper)", [_fmt(v, decimals) for v in published[label]], zeros))
+            delta = means[key].to_numpy() - published[label].to_numpy()
             columns.append(("Δ", [_fmt(v, decimals, signed=True) for v in delta], zeros))
-    text = pd.DataFrame({i: texts for i, (_, texts, _) in enumerate(columns)})
-    rank = pd.DataFrame({i: r for i, (_, _, r) in enumerate(columns)})
-    # A row naming the group above the first row of each group (the base model of the NLG table).
-    rows = spec.rows
-    for i in reversed(range(len(rows))):
-        if rows[i].group is not None and (i == 0 or rows[i - 1].group != rows[i].group):
-            group_row = pd.DataFrame([[esc(rows[i].group)] + [""] * (len(columns) - 1)])
-            text = pd.concat([text.iloc[:i], group_row, text.iloc[i:]], ignore_index=True)
-            rank = pd.concat(
-                [rank.iloc[:i], pd.DataFrame([[-1] * len(columns)]), rank.iloc[i:]], ignore_index=True
+    text = pd.DataFrame([texts for _, texts, _ in columns]).T
+    rank = pd.DataFrame([ranks for _, _, ranks in columns]).T
+    for i in reversed(range(len(spec.rows))):  # the group's name above its first row (the NLG base model)
+        if (group := spec.rows[i].group) is not None and (i == 0 or spec.rows[i - 1].group != group):
+            text = pd.concat(
+                [text.iloc[:i], pd.DataFrame([[esc(group)] + [""] * (len(columns) - 1)]), text.iloc[i:]]
             )
-    return [header for header, _, _ in columns], text, rank
+            rank = pd.concat([rank.iloc[:i], pd.DataFrame([[-1] * len(columns)]), rank.iloc[i:]])
+    return [header for header, _, _ in columns], text.reset_index(drop=True), rank.reset_index(drop=True)
 
 
 def to_markdown(result: TableResult, paper: dict[str, Any] | None = None) -> str:
@@ -582,9 +515,8 @@ def to_markdown(result: TableResult, paper: dict[str, Any] | None = None) -> str
     header, text, rank = _frame(result, paper, str)
     for k, (left, right) in {-1: ("*", "*"), 1: ("**", "**"), 2: ("<u>", "</u>")}.items():
         text = text.mask((rank == k) & (text != ""), left + text + right)
-    table = text.to_markdown(
-        index=False, headers=header, colalign=["left"] + ["right"] * (len(header) - 1), disable_numparse=True
-    )
+    align = ["left"] + ["right"] * (len(header) - 1)
+    table = text.to_markdown(index=False, headers=header, colalign=align, disable_numparse=True)
     notes = "".join(f"- {note}\n" for note in _footnotes(result, paper))
     return f"**{result.spec.title}**\n\n{table}\n\n{notes}"
 
@@ -594,9 +526,8 @@ def to_latex(result: TableResult, paper: dict[str, Any] | None = None) -> str:
     header, text, rank = _frame(result, paper, latex_escape)
     # "—" (no value) as a plain-ASCII LaTeX dash, so the table compiles without a Unicode setup.
     text = text.map(lambda s: s.replace("±", r"$\pm$").replace("—", "--"))
-    header = [h.replace("Δ", r"$\Delta$") for h in header]
     props = {-1: "textit:--rwrap;", 1: "textbf:--rwrap;", 2: "underline:--rwrap;"}
-    styler = text.style.hide(axis="index").format_index(lambda i: header[i], axis=1)
+    styler = text.style.hide(axis="index").format_index(lambda i: header[i].replace("Δ", r"$\Delta$"), axis=1)
     styler = styler.apply(lambda _: rank.where(text != "", 0).map(lambda k: props.get(k, "")), axis=None)
     tabular = styler.to_latex(column_format="l" + "r" * (len(header) - 1), hrules=True)
     notes = "".join(f"% {latex_escape(note)}\n" for note in _footnotes(result, paper))
@@ -605,118 +536,71 @@ def to_latex(result: TableResult, paper: dict[str, Any] | None = None) -> str:
 
 def _name_cells(spec: TableSpec, cells: list[tuple[RowSpec, ColumnSpec]]) -> str:
     """'every cell', whole rows ('LoRA (all columns)') or single cells ('LoRA / SST-2'), in table order."""
-
-    def label(row: RowSpec) -> str:
-        return f"{row.group + ' / ' if row.group else ''}{row.label}"
-
-    keys = {(row.key, col.key) for row, col in cells}
-    if len(keys) == len(spec.rows) * len(spec.columns):
+    if len(cells) == len(spec.rows) * len(spec.columns):
         return "every cell"
-    full_rows = [row for row in spec.rows if all((row.key, col.key) in keys for col in spec.columns)]
-    names = (
-        [f"{label(row)} (all columns)" for row in full_rows]
-        if len(spec.columns) > 1
-        else [label(row) for row in full_rows]
-    )
-    full = {row.key for row in full_rows}
-    names += [f"{label(row)} / {col.label}" for row, col in cells if row.key not in full]
-    return ", ".join(names)
+    label = lambda row: f"{row.group + ' / ' if row.group else ''}{row.label}"  # noqa: E731
+    full = {r.key for r in spec.rows if sum(row.key == r.key for row, _ in cells) == len(spec.columns)}
+    names = [label(r) + " (all columns)" * (len(spec.columns) > 1) for r in spec.rows if r.key in full]
+    return ", ".join(names + [f"{label(row)} / {col.label}" for row, col in cells if row.key not in full])
+
+
+def _protocol_text(protocol: str | tuple[str, ...] | None) -> str | None:
+    """'balora-gsm8k v2, n=1319, max_new_tokens 1024' from a recorded protocol (an averaged cell: its runs')."""
+    if protocol is None or isinstance(protocol, tuple):
+        return "; ".join(sorted({t for t in map(_protocol_text, protocol or ()) if t})) or None
+    found = json.loads(protocol)
+    name = " ".join(f"{'v' * (k != 'protocol')}{found[k]}" for k in PROTOCOL_KEYS if found.get(k) is not None)
+    if (found.get("protocol"), str(found.get("protocol_version"))) in LENIENT_PROTOCOLS:
+        name += " (a lenient extraction, not the paper's protocol)"
+    extra = [f"n={found['n']}"] if found.get("n") is not None else []
+    if (tokens := found.get("settings.decoding.max_new_tokens")) is not None:
+        extra.append(f"max_new_tokens {tokens}")
+    return ", ".join([name] * bool(name) + extra) or None
 
 
 def _footnotes(result: TableResult, paper: dict[str, Any] | None) -> list[str]:
     spec = result.spec
+    cells = [(r, c, result.cells[r.key][c.key]) for r in spec.rows for c in spec.columns]
     notes = [
         f"mean ± sample std over seeds {', '.join(map(str, spec.seeds))}; best per group in bold, "
         "second underlined; Avg = mean of the column means."
     ]
     # Cells with the same shortfall are named together: a whole table at n = 1 is one line, not one per cell.
     by_reason: dict[str, list[tuple[RowSpec, ColumnSpec]]] = {}
-    for row in spec.rows:
-        for col in spec.columns:
-            cell = result.cells[row.key][col.key]
-            if cell.n == 0:
-                reason = f"missing (run {', '.join(spec.run_names(row, col))})"
-            elif cell.incomplete:
-                reason = f"n={cell.n}, missing seeds {list(cell.missing_seeds)}"
-            else:
-                continue
-            by_reason.setdefault(reason, []).append((row, col))
-    flagged = []
-    for reason, cells in by_reason.items():
-        flagged.append(f"{_name_cells(spec, cells)}: {reason}")
-    if flagged:
-        notes.append("Incomplete cells: " + "; ".join(flagged) + ".")
+    for row, col, cell in cells:
+        if cell.n == 0:
+            by_reason.setdefault(f"missing (run {', '.join(spec.run_names(row, col))})", []).append(
+                (row, col)
+            )
+        elif cell.incomplete:
+            by_reason.setdefault(f"n={cell.n}, missing seeds {list(cell.missing_seeds)}", []).append(
+                (row, col)
+            )
+    if by_reason:
+        flagged = [f"{_name_cells(spec, named)}: {reason}" for reason, named in by_reason.items()]
+        notes.append(f"Incomplete cells: {'; '.join(flagged)}.")
     if result.unfinished:
-        notes.append(
-            "Unfinished seed folders (no DONE marker, not counted): "
-            + ", ".join(str(p) for p in result.unfinished)
-            + "."
-        )
-    notes += _protocol_notes(result)
-    if spec.recipe:
-        notes.append(f"Our runs: {spec.recipe}.")
-    notes += _paper_notes(spec, paper)
-    return notes
-
-
-def _protocol_text(protocol: str | None) -> str | None:
-    """'balora-gsm8k v2, n=1319, max_new_tokens 1024' from a cell's recorded protocol (JSON)."""
-    if protocol is None:
-        return None
-    try:
-        found = json.loads(protocol)
-    except (TypeError, ValueError):
-        return str(protocol)
-    if isinstance(found, list):  # an averaged cell: the protocols of its parts
-        parts = sorted({t for t in (_protocol_text(p) for p in found) if t})
-        return "; ".join(parts) or None
-    if not isinstance(found, dict):
-        return str(found)
-    text = " ".join(
-        str(found[k]) if k == "protocol" else f"v{found[k]}"
-        for k in ("protocol", "protocol_version")
-        if found.get(k) is not None
-    )
-    if (found.get("protocol"), str(found.get("protocol_version"))) in LENIENT_PROTOCOLS:
-        text += " (a lenient extraction, not the paper's protocol)"
-    extra = [f"n={found['n']}"] if found.get("n") is not None else []
-    if found.get("settings.decoding.max_new_tokens") is not None:
-        extra.append(f"max_new_tokens {found['settings.decoding.max_new_tokens']}")
-    return ", ".join([text, *extra]) if text else (", ".join(extra) or None)
-
-
-def _protocol_notes(result: TableResult) -> list[str]:
-    """One line naming the evaluation protocol of each column that has values."""
-    spec = result.spec
-    parts = []
-    for col in spec.columns:
-        texts = sorted(
-            {
-                t
-                for row in spec.rows
-                if (t := _protocol_text(result.cells[row.key][col.key].protocol)) is not None
-            }
-        )
-        if texts:
-            parts.append(f"{col.label}: {' / '.join(texts)}")
-    return ["Evaluation protocol: " + "; ".join(parts) + " (eval/README.md)."] if parts else []
-
-
-def _paper_notes(spec: TableSpec, paper: dict[str, Any] | None) -> list[str]:
-    """Which paper version the table is compared with, and whether it ran the same recipe as ours."""
+        unfinished = ", ".join(map(str, result.unfinished))
+        notes.append(f"Unfinished seed folders (no DONE marker, not counted): {unfinished}.")
+    protocols = {
+        c.label: {_protocol_text(cell.protocol) for _, col, cell in cells if col == c} for c in spec.columns
+    }
+    if parts := [
+        f"{label}: {' / '.join(sorted(t for t in ts if t))}" for label, ts in protocols.items() if any(ts)
+    ]:
+        notes.append("Evaluation protocol: " + "; ".join(parts) + " (eval/README.md).")
+    notes += [f"Our runs: {spec.recipe}."] * bool(spec.recipe)
     if not paper:
         if spec.paper_file:
-            return [f"Paper comparison: results/paper/{spec.paper_file} (add --paper to print it)."]
-        if spec.study.startswith("mini/"):
-            return ["Not compared with a paper table (no published counterpart at this scale)."]
-        return [
-            "Not compared with a paper table (the paper's numbers of this experiment were not recovered)."
-        ]
-    version = paper.get("version", "version not recorded")
-    notes = [
-        f"Paper numbers: {version}; recipe: {paper.get('recipe', 'not recorded')}. Source: {paper['source']}"
-        + (f" ({paper['status']})" if paper.get("status") else "")
-    ]
+            return notes + [f"Paper comparison: results/paper/{spec.paper_file} (add --paper to print it)."]
+        why = "the paper's numbers of this experiment were not recovered"
+        why = "no published counterpart at this scale" if spec.study.startswith("mini/") else why
+        return notes + [f"Not compared with a paper table ({why})."]
+    status = f" ({paper['status']})" if paper.get("status") else ""
+    notes.append(
+        f"Paper numbers: {paper.get('version', 'version not recorded')}; recipe: "
+        f"{paper.get('recipe', 'not recorded')}. Source: {paper['source']}{status}"
+    )
     if spec.preset and paper.get("preset") and paper["preset"] != spec.preset:
         notes.append(
             f"The paper's numbers were made with another recipe ({paper['preset']}) than our runs "
@@ -728,34 +612,24 @@ def _paper_notes(spec: TableSpec, paper: dict[str, Any] | None) -> list[str]:
 def to_json(result: TableResult) -> dict[str, Any]:
     """Machine-readable table: per cell values by seed, n, mean, std (for plots and checks)."""
     spec = result.spec
-    rows = []
-    for row in spec.rows:
-        cells = {}
-        for col in spec.columns:
-            cell = result.cells[row.key][col.key]
-            cells[col.key] = {
-                "values": {str(k): v for k, v in cell.values.items()},
-                "n": cell.n,
-                "mean": cell.mean,
-                "std": cell.std,
-                "missing_seeds": list(cell.missing_seeds),
-                "runs": spec.run_names(row, col),
-            }
-        rows.append(
-            {
-                "label": row.label,
-                "key": row.key,
-                "group": row.group,
-                "params": result.params[row.key],
-                "avg": result.averages[row.key],
-                "cells": cells,
-            }
-        )
+
+    def cell(row: RowSpec, col: ColumnSpec) -> dict[str, Any]:
+        c = result.cells[row.key][col.key]
+        values = {str(k): v for k, v in c.values.items()}
+        stats = {"n": c.n, "mean": c.mean, "std": c.std, "missing_seeds": list(c.missing_seeds)}
+        return {"values": values} | stats | {"runs": spec.run_names(row, col)}
+
+    rows = [
+        {"label": r.label, "key": r.key, "group": r.group, "params": result.params[r.key]}
+        | {"avg": result.averages[r.key], "cells": {c.key: cell(r, c) for c in spec.columns}}
+        for r in spec.rows
+    ]
+    columns = [{"label": c.label, "key": c.key, "metric": c.metric} for c in spec.columns]
     return {
         "table": spec.name,
         "title": spec.title,
         "seeds": list(spec.seeds),
-        "columns": [{"label": c.label, "key": c.key, "metric": c.metric} for c in spec.columns],
+        "columns": columns,
         "rows": rows,
     }
 

@@ -5,6 +5,7 @@ import math
 import statistics
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -80,6 +81,34 @@ def two_by_two(root: Path, study: str = "s") -> R.TableSpec:
         ),
         seeds=SEEDS,
     )
+
+
+def test_a_study_folder_is_one_long_frame_read_once(tmp_path):
+    evals = {"gsm8k": {"score": 5.0, "n": 64, "protocol": "balora-gsm8k", "protocol_version": "2"}}
+    write_run(tmp_path, "s", "m_lora", 42, {"train_loss": 1.5}, evals=evals)
+    write_run(tmp_path, "s", "m_lora", 1024, {"train_loss": 1.25}, evals=evals)
+    write_run(tmp_path, "s", "m_pissa", 42, {"train_loss": 1.0})
+    write_run(tmp_path, "s", "m_pissa", 7, {"train_loss": 9.0}, done=False)
+    frame, unfinished = R.load_study(tmp_path / "s")
+    assert list(frame.columns) == ["run", "seed", "metric", "value", "protocol", "path"]
+    # One row per (run, seed, metric): metrics.json keys as they are, "<bench>.<key>" for eval/<bench>.json.
+    assert not frame.duplicated(["run", "seed", "metric"]).any()
+    assert set(frame["run"]) == {"m_lora", "m_pissa"} and 7 not in set(frame["seed"])
+    lora = frame.query("run == 'm_lora' and seed == 1024").set_index("metric")
+    assert lora.loc["train_loss", "value"] == 1.25 and lora.loc["gsm8k.score", "value"] == 5.0
+    assert json.loads(lora.loc["gsm8k.score", "protocol"]) == {
+        "n": 64,
+        "protocol": "balora-gsm8k",
+        "protocol_version": "2",
+    }
+    assert pd.isna(lora.loc["train_loss", "protocol"])  # metrics.json records none
+    assert [p.name for p in unfinished] == ["seed7"]
+    cache = R.StudyCache(tmp_path, "s")
+    assert (
+        len(cache.run("m_lora")) == len(frame.query("run == 'm_lora'")) and cache.run("s:m_pissa") is not None
+    )
+    assert cache.run("m_full") is None and list(cache.studies) == ["s"]  # the study was read once
+    assert R.load_study(tmp_path / "absent")[0].empty
 
 
 def test_mean_std_avg_and_params(tmp_path):

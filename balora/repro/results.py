@@ -644,17 +644,21 @@ ICLR_NLG_RECIPE = (
 ICLR_NLU_RECIPE = (
     "regulariser preset iclr2026 (NLU): λ = 0.15 / 0.03 / 0.03, covariance diversity, nuclear SVD k = 5"
 )
-LABELS = {
-    "full": "Full FT",
-    "bitfit": "BitFit",
-    "hadapter": "HAdapter",
-    "padapter": "PAdapter",
+LABELS = {"full": "Full FT", "bitfit": "BitFit", "hadapter": "HAdapter", "padapter": "PAdapter"}
+LABELS |= {
     "lora": "LoRA",
+    "loha": "LoHa",
+    "dora": "DoRA",
+    "adalora": "AdaLoRA",
+    "pissa": "PiSSA",
+    "ba-lora": "BA-LoRA",
 }
-LABELS |= {"loha": "LoHa", "dora": "DoRA", "adalora": "AdaLoRA", "pissa": "PiSSA", "ba-lora": "BA-LoRA"}
 LABELS |= {"mnli": "MNLI", "sst2": "SST-2", "mrpc": "MRPC", "cola": "CoLA", "qnli": "QNLI", "qqp": "QQP"}
 LABELS |= {"rte": "RTE", "stsb": "STS-B", "gsm8k": "GSM8K", "math": "MATH", "humaneval": "HumanEval"}
-LABELS |= {"llama2-7b": "LLaMA-2-7B", "mistral-7b": "Mistral-7B", "gemma-7b": "Gemma-7B"}
+LABELS |= {"mbpp": "MBPP", "mt_bench": "MT-Bench", "roberta-base": "RoBERTa-base", "t5-base": "T5-base"}
+LABELS |= {"llama2-7b": "LLaMA-2-7B", "llama2-13b": "LLaMA-2-13B", "llama3-8b": "LLaMA-3-8B"}
+LABELS |= {"llama3-70b": "LLaMA-3-70B", "mistral-7b": "Mistral-7B", "gemma-7b": "Gemma-7B"}
+LABELS |= {"qwen1.5-7b": "Qwen1.5-7B", "yi1.5-34b": "Yi-1.5-34B"}
 
 
 def labelled(keys: str) -> tuple[tuple[str, str], ...]:
@@ -666,11 +670,8 @@ NLG_MODELS = labelled("llama2-7b mistral-7b gemma-7b")
 NLG_METHODS = MINI_NLG_METHODS = labelled("full lora pissa ba-lora")
 # (column key, label, the training data of the runs); eval/<bench>.py reports `score` in percent (MT-Bench:
 # first-turn rating 1-10).
-NLG_BENCHMARKS = (
-    *((k, v, "metamath") for k, v in labelled("gsm8k math")),
-    ("humaneval", "HumanEval", "python"),
-)
-NLG_BENCHMARKS += (("mbpp", "MBPP", "python"), ("mt_bench", "MT-Bench", "conversation"))
+NLG_DATA = {"gsm8k": "metamath", "math": "metamath", "humaneval": "python", "mbpp": "python"}
+NLG_BENCHMARKS = tuple((k, LABELS[k], data) for k, data in (NLG_DATA | {"mt_bench": "conversation"}).items())
 NLU_TASKS = labelled("mnli sst2 mrpc cola qnli qqp rte stsb")
 NLU_METHODS = labelled("full bitfit hadapter padapter lora loha dora adalora pissa ba-lora")
 # Regulariser ablation: variant key, label, (λ consistency, λ diversity, λ SVD) switched on.
@@ -697,14 +698,8 @@ IMBALANCED_MNLI_CLASS, IMBALANCED_MNLI_RATIO = "contradiction", 19
 MINI_IMBALANCE_CLASS, MINI_IMBALANCE_RATIOS = "positive", (4, 19, 49)
 MINI_NOISE_LEVELS = (20, 40)  # percent of SST-2 training labels flipped
 MINI_LAMBDA_SCALES = ("0.1", "1", "10", "100")  # × every λ of the iclr2026 NLG preset
-MODEL_RANGE = (*NLG_MODELS[:1], ("llama2-13b", "LLaMA-2-13B"), ("llama3-8b", "LLaMA-3-8B"))
-MODEL_RANGE += (
-    ("llama3-70b", "LLaMA-3-70B"),
-    *NLG_MODELS[1:],
-    ("qwen1.5-7b", "Qwen1.5-7B"),
-    ("yi1.5-34b", "Yi-1.5-34B"),
-)
-NOISY_PROBE_MODELS = (("roberta-base", "RoBERTa-base"), ("t5-base", "T5-base"))
+MODEL_RANGE = labelled("llama2-7b llama2-13b llama3-8b llama3-70b mistral-7b gemma-7b qwen1.5-7b yi1.5-34b")
+NOISY_PROBE_MODELS = labelled("roberta-base t5-base")
 NOISY_PROBE_TASKS = labelled("cola mrpc rte stsb")
 TABLES: dict[str, Callable[[], TableSpec]] = {}
 
@@ -738,22 +733,18 @@ def nlg_table() -> TableSpec:
     cols = [ColumnSpec(label, k, f"{k}.score", run=f"{{row}}_{data}") for k, label, data in NLG_BENCHMARKS]
     # The configs run the ICLR-2026 recipe: compared with the ICLR-2026 (v6) table; the v3-v5 table is
     # results/paper/nlg_table.json (aggregate_results.py --paper_file nlg_table.json).
-    title, rows = (
-        "NLG: GSM8K, MATH, HumanEval, MBPP (%), MT-Bench (1-10)",
-        _rows(NLG_METHODS, "{group}_{row}", NLG_MODELS),
-    )
+    title = "NLG: GSM8K, MATH, HumanEval, MBPP (%), MT-Bench (1-10)"
+    options = {"average": True, "paper_file": "nlg_table_iclr2026.json"}
     return _iclr(
-        "nlg", title, "nlg", rows, cols, ICLR_NLG_RECIPE, average=True, paper_file="nlg_table_iclr2026.json"
+        "nlg", title, "nlg", _rows(NLG_METHODS, "{group}_{row}", NLG_MODELS), cols, ICLR_NLG_RECIPE, **options
     )
 
 
 @_table
 def nlu_table() -> TableSpec:
     """Paper NLU table: DeBERTa-v3-base, 10 methods × 8 GLUE tasks (results/nlu, runs of scripts/glue.sh)."""
-    cols, title = (
-        _columns(NLU_TASKS, "score", "{key}_deberta-v3-base_{row}"),
-        "NLU: GLUE dev (DeBERTa-v3-base)",
-    )
+    cols = _columns(NLU_TASKS, "score", "{key}_deberta-v3-base_{row}")
+    title = "NLU: GLUE dev (DeBERTa-v3-base)"
     options = {"average": True, "paper_file": "nlu_table_iclr2026.json"}
     return _iclr("nlu", title, "nlu", _rows(NLU_METHODS), cols, ICLR_NLU_RECIPE, **options)
 
@@ -762,11 +753,11 @@ def nlu_table() -> TableSpec:
 def ablation_table() -> TableSpec:
     """Paper ablation, LLMs: runs ablation/<model>_<variant> × GSM8K, MATH. The published figure (v4/v5) used
     the v1-v5 recipe; our variants switch off λ of the ICLR-2026 configs."""
-    rows, cols = (
-        _rows(ABLATION_VARIANTS, "{group}_{row}", NLG_MODELS),
+    rows = _rows(ABLATION_VARIANTS, "{group}_{row}", NLG_MODELS)
+    cols, title = (
         _columns(labelled("gsm8k math"), "{key}.score", "{row}"),
+        "Ablation of the regularisers: GSM8K, MATH (%)",
     )
-    title = "Ablation of the regularisers: GSM8K, MATH (%)"
     return _iclr("ablation", title, "ablation", rows, cols, ICLR_NLG_RECIPE, paper_file="ablation.json")
 
 
@@ -775,13 +766,12 @@ def ablation_glue_table() -> TableSpec:
     """Paper ablation, DeBERTa-v3-base: regulariser variants × GLUE avg over the eight tasks."""
     tasks = tuple(task for task, _ in NLU_TASKS)
     cols = [ColumnSpec("GLUE avg", "glue", "score", run="glue_{task}_{row}", average_over=tasks)]
-    rows, title = (
-        _rows(ABLATION_VARIANTS, groups=((None, "DeBERTa-v3-base"),)),
+    rows = _rows(ABLATION_VARIANTS, groups=((None, "DeBERTa-v3-base"),))
+    title, options = (
         "Ablation of the regularisers: DeBERTa-v3-base GLUE avg",
+        {"paper_file": "ablation_glue.json"},
     )
-    return _iclr(
-        "ablation_glue", title, "ablation", rows, cols, ICLR_NLU_RECIPE, paper_file="ablation_glue.json"
-    )
+    return _iclr("ablation_glue", title, "ablation", rows, cols, ICLR_NLU_RECIPE, **options)
 
 
 def _mini_gsm8k_columns(run: str, train_loss: bool = True, accuracy: bool = True) -> list[ColumnSpec]:
@@ -858,10 +848,8 @@ def imbalanced_mnli_table() -> TableSpec:
     c, ratio = IMBALANCED_MNLI_CLASS, IMBALANCED_MNLI_RATIO
     cols = _imbalance_columns(imbalance_run("mnli", "deberta-v3-base", "{row}", c, ratio), c, keys="{1}")
     title = f"Imbalanced MNLI (DeBERTa-v3-base): {c} kept at 1:{ratio}, matched dev (%)"
-    options = {"paper_file": "imbalanced_mnli.json"}
-    return _iclr(
-        "imbalanced_mnli", title, "imbalanced_mnli", _rows(PROBE_METHODS), cols, ICLR_NLU_RECIPE, **options
-    )
+    rows, options = _rows(PROBE_METHODS), {"paper_file": "imbalanced_mnli.json"}
+    return _iclr("imbalanced_mnli", title, "imbalanced_mnli", rows, cols, ICLR_NLU_RECIPE, **options)
 
 
 @_table
@@ -873,7 +861,8 @@ def mini_imbalance_table() -> TableSpec:
         for r in MINI_IMBALANCE_RATIOS
         for col in _imbalance_columns(imbalance_run("sst2", None, "{row}", c, r), c, f"1:{r} ", f"{{0}}{r}")
     ]
-    title = "Mini probe, class imbalance: all-MiniLM-L6-v2 on SST-2 with the positive class kept at 1:4 / 1:19 / 1:49, dev (%)"
+    title = "Mini probe, class imbalance: all-MiniLM-L6-v2 on SST-2 with the positive class kept at "
+    title += "1:4 / 1:19 / 1:49, dev (%)"
     recipe = f"the mini SST-2 configs; {ICLR_NLU_RECIPE}"
     return _iclr("mini_imbalance", title, "mini/imbalance", _rows(PROBE_METHODS), cols, recipe)
 
@@ -930,21 +919,18 @@ def mini_lora_reg_table() -> TableSpec:
 @_table
 def nlu_diversity_table() -> TableSpec:
     """v7 appendix: the NLU diversity term on MNLI, covariance (the preset) vs entropy form, and LoRA."""
-    rows = _rows(
-        (("covariance", "BA-LoRA (covariance diversity)"), ("entropy", "BA-LoRA (entropy diversity)"))
-    )
+    variants = (("covariance", "BA-LoRA (covariance diversity)"), ("entropy", "BA-LoRA (entropy diversity)"))
+    rows = _rows((*variants, ("lora", "LoRA")))
     cols = [ColumnSpec("MNLI", "MNLI", "score", run="mnli_deberta-v3-base_ba-lora-entropy")]
     # Covariance and LoRA are the NLU table's runs (scripts/nlu_diversity.sh trains them when missing).
-    overrides = (
-        ("covariance", "MNLI", "nlu:mnli_deberta-v3-base_ba-lora"),
-        ("lora", "MNLI", "nlu:mnli_deberta-v3-base_lora"),
+    overrides = tuple(
+        (row, "MNLI", f"nlu:mnli_deberta-v3-base_{m}")
+        for row, m in (("covariance", "ba-lora"), ("lora", "lora"))
     )
     title = "NLU diversity term on MNLI (DeBERTa-v3-base), matched dev accuracy (%)"
     recipe = f"{ICLR_NLU_RECIPE}; the entropy row: --diversity_type entropy"
     options = {"overrides": overrides, "paper_file": "nlu_diversity.json"}
-    return _iclr(
-        "nlu_diversity", title, "nlu_diversity", rows + _rows(labelled("lora")), cols, recipe, **options
-    )
+    return _iclr("nlu_diversity", title, "nlu_diversity", rows, cols, recipe, **options)
 
 
 @_table
@@ -953,10 +939,11 @@ def noisy_probe_table() -> TableSpec:
     rows = _rows(labelled("pissa ba-lora"), "{group}_{row}", NOISY_PROBE_MODELS)
     cols = [ColumnSpec(label, label, "score", run=f"{task}_{{row}}") for task, label in NOISY_PROBE_TASKS]
     recipe = f"each task's DeBERTa-v3-base recipe on the probe model; {ICLR_NLU_RECIPE}"
-    options = {"average": True, "paper_file": "noisy_pretraining.json"}
-    return _iclr(
-        "noisy_probe", "Noisy-pretraining probe: GLUE dev (%)", "noisy_probe", rows, cols, recipe, **options
+    title, options = (
+        "Noisy-pretraining probe: GLUE dev (%)",
+        {"average": True, "paper_file": "noisy_pretraining.json"},
     )
+    return _iclr("noisy_probe", title, "noisy_probe", rows, cols, recipe, **options)
 
 
 @_table

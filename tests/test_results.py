@@ -279,6 +279,16 @@ def test_non_numeric_metric_and_broken_json_are_errors(tmp_path):
         R.build_table(spec, tmp_path)
 
 
+def test_a_study_of_integer_metrics_aggregates(tmp_path):
+    """A study whose metrics are all integers is an int64 column of the long frame: still numbers."""
+    for seed, score in zip(SEEDS, (80, 82, 84), strict=True):
+        write_run(tmp_path, "s", "r", seed, {"score": score})
+    spec = R.TableSpec(
+        "t", "T", "s", (R.RowSpec("R", "r"),), (R.ColumnSpec("S", "s", "score"),), params_metric=None
+    )
+    assert R.build_table(spec, tmp_path).cells["r"]["s"].mean == 82.0
+
+
 def test_done_without_files_and_bad_seed_folder_are_errors(tmp_path):
     path = write_run(tmp_path, "s", "r", 42, {"score": 1.0})
     (path / "run.json").unlink()

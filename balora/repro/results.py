@@ -156,9 +156,8 @@ def load_run(run_dir: str | Path) -> Run:
     return Run(Path(run_dir).name, {result.seed: result for result in done}, unfinished)
 
 
-def _protocol_of(metrics: dict[str, Any], metric: str) -> str | None:
-    """The protocol recorded beside a metric ("gsm8k.protocol" for "gsm8k.score"), as JSON."""
-    space = metric.rsplit(".", 1)[0] + "." if "." in metric else ""
+def _protocol_of(metrics: dict[str, Any], space: str) -> str | None:
+    """The protocol recorded beside the metrics of namespace `space` ("gsm8k." for "gsm8k.score"), as JSON."""
     keys = (*PROTOCOL_KEYS, *EVAL_PROTOCOL_KEYS) if space else PROTOCOL_KEYS
     found = {key: metrics[f"{space}{key}"] for key in keys if f"{space}{key}" in metrics}
     # Nested protocol dicts were flattened: collect "<ns>protocol.<field>" entries too.
@@ -175,8 +174,10 @@ def load_study(study_dir: str | Path) -> tuple[pd.DataFrame, list[Path]]:
             run = load_run(child)
             unfinished += run.unfinished
             for seed, r in run.seeds.items():
+                spaces = {m: m.rsplit(".", 1)[0] + "." if "." in m else "" for m in r.metrics}
+                protocols = {space: _protocol_of(r.metrics, space) for space in set(spaces.values())}
                 records += [
-                    (run.name, seed, m, v, _protocol_of(r.metrics, m), r.path) for m, v in r.metrics.items()
+                    (run.name, seed, m, v, protocols[spaces[m]], r.path) for m, v in r.metrics.items()
                 ]
     columns = ["run", "seed", "metric", "value", "protocol", "path"]
     return pd.DataFrame.from_records(records, columns=columns), unfinished
@@ -379,10 +380,8 @@ def build_table(spec: TableSpec, results_root: str | Path) -> TableResult:
         protocols[key] = (found[0] if len(sources[key][1]) == 1 else found) if found else None
     cells = summarise(per_seed.loc[complete, "fmean"], list(sources), spec.seeds, protocols)
     for col in spec.columns:
-        if (
-            len(found := {cells[(r.key, col.key)].protocol for r in spec.rows if cells[(r.key, col.key)].n})
-            > 1
-        ):
+        found = {cells[(r.key, col.key)].protocol for r in spec.rows if cells[(r.key, col.key)].n}
+        if len(found) > 1:
             raise ResultsError(
                 f"table {spec.name!r}, column {col.label!r}: runs were evaluated under different protocols "
                 f"{sorted(map(str, found))}; re-evaluate them under one protocol version"
@@ -397,12 +396,8 @@ def build_table(spec: TableSpec, results_root: str | Path) -> TableResult:
 
 def _row_params(spec: TableSpec, row: RowSpec, cache: StudyCache) -> float | None:
     """#Params of a row: the trainable-parameter count reported by its first run that has one."""
-    runs = (
-        [cache.run(name) for col in spec.columns for name in spec.run_names(row, col)]
-        if spec.params_metric
-        else []
-    )
-    for run in (r for r in runs if r is not None):
+    names = [name for col in spec.columns for name in spec.run_names(row, col)] if spec.params_metric else []
+    for run in (run for run in map(cache.run, names) if run is not None):
         for value in run.loc[run["metric"] == spec.params_metric, "value"]:
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 return float(value)

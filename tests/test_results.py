@@ -90,7 +90,8 @@ def test_a_study_folder_is_one_long_frame_read_once(tmp_path):
     write_run(tmp_path, "s", "m_pissa", 42, {"train_loss": 1.0})
     write_run(tmp_path, "s", "m_pissa", 7, {"train_loss": 9.0}, done=False)
     frame, unfinished = R.load_study(tmp_path / "s")
-    assert list(frame.columns) == ["run", "seed", "metric", "value", "protocol", "path"]
+    assert list(frame.columns) == ["study", "run", "seed", "metric", "value", "protocol", "path"]
+    assert set(frame["study"]) == {"s"}
     # One row per (run, seed, metric): metrics.json keys as they are, "<bench>.<key>" for eval/<bench>.json.
     assert not frame.duplicated(["run", "seed", "metric"]).any()
     assert set(frame["run"]) == {"m_lora", "m_pissa"} and 7 not in set(frame["seed"])

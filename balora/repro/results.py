@@ -165,9 +165,10 @@ def _protocol_of(metrics: dict[str, Any], space: str) -> str | None:
     return json.dumps(found, sort_keys=True, default=str) if found else None
 
 
-def load_study(study_dir: str | Path) -> tuple[pd.DataFrame, list[Path]]:
-    """Read results/<study>/ once: the long frame (run, seed, metric, value, protocol, path) of its finished
-    seeds, and its unfinished seed folders. A study folder that does not exist gives an empty frame."""
+def load_study(study_dir: str | Path, study: str | None = None) -> tuple[pd.DataFrame, list[Path]]:
+    """Read results/<study>/ once: the long frame (study, run, seed, metric, value, protocol, path) of its
+    finished seeds, and its unfinished seed folders. A study folder that does not exist gives an empty frame.
+    `study` names it in the frame (default: the folder's name; "mini/nlg" for results/mini/nlg/)."""
     records, unfinished = [], []
     for child in sorted(Path(study_dir).iterdir()) if Path(study_dir).is_dir() else []:
         if child.is_dir() and any(SEED_DIR_RE.match(c.name) for c in child.iterdir() if c.is_dir()):
@@ -180,7 +181,8 @@ def load_study(study_dir: str | Path) -> tuple[pd.DataFrame, list[Path]]:
                     (run.name, seed, m, v, protocols[spaces[m]], r.path) for m, v in r.metrics.items()
                 ]
     columns = ["run", "seed", "metric", "value", "protocol", "path"]
-    return pd.DataFrame.from_records(records, columns=columns), unfinished
+    frame = pd.DataFrame.from_records(records, columns=columns)
+    return frame.assign(study=study or Path(study_dir).name)[["study", *columns]], unfinished
 
 
 class StudyCache:
@@ -194,7 +196,7 @@ class StudyCache:
         """The long-frame rows of one run (None: no finished seed)."""
         study, _, run = name.rpartition(":")
         if (study := study or self.default) not in self.studies:
-            self.studies[study] = load_study(self.root / study)
+            self.studies[study] = load_study(self.root / study, study)
         rows = self.studies[study][0].query("run == @run")
         return rows if len(rows) else None
 

@@ -565,26 +565,23 @@ def _footnotes(result: TableResult, paper: dict[str, Any] | None) -> list[str]:
     # Cells with the same shortfall are named together: a whole table at n = 1 is one line, not one per cell.
     by_reason: dict[str, list[tuple[RowSpec, ColumnSpec]]] = {}
     for row, col, cell in cells:
-        if cell.n == 0:
-            by_reason.setdefault(f"missing (run {', '.join(spec.run_names(row, col))})", []).append(
-                (row, col)
-            )
-        elif cell.incomplete:
-            by_reason.setdefault(f"n={cell.n}, missing seeds {list(cell.missing_seeds)}", []).append(
-                (row, col)
-            )
+        runs = ", ".join(spec.run_names(row, col))
+        reason = (
+            f"n={cell.n}, missing seeds {list(cell.missing_seeds)}" if cell.n else f"missing (run {runs})"
+        )
+        if cell.incomplete or not cell.n:
+            by_reason.setdefault(reason, []).append((row, col))
     if by_reason:
         flagged = [f"{_name_cells(spec, named)}: {reason}" for reason, named in by_reason.items()]
         notes.append(f"Incomplete cells: {'; '.join(flagged)}.")
     if result.unfinished:
         unfinished = ", ".join(map(str, result.unfinished))
         notes.append(f"Unfinished seed folders (no DONE marker, not counted): {unfinished}.")
-    protocols = {
-        c.label: {_protocol_text(cell.protocol) for _, col, cell in cells if col == c} for c in spec.columns
-    }
-    if parts := [
-        f"{label}: {' / '.join(sorted(t for t in ts if t))}" for label, ts in protocols.items() if any(ts)
-    ]:
+    parts = []
+    for col in spec.columns:
+        texts = sorted({t for _, c, cell in cells if c == col and (t := _protocol_text(cell.protocol))})
+        parts += [f"{col.label}: {' / '.join(texts)}"] * bool(texts)
+    if parts:
         notes.append("Evaluation protocol: " + "; ".join(parts) + " (eval/README.md).")
     notes += [f"Our runs: {spec.recipe}."] * bool(spec.recipe)
     if not paper:

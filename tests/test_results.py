@@ -5,6 +5,7 @@ import math
 import statistics
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -48,6 +49,16 @@ def write_run(
     return path
 
 
+def md_rows(markdown: str) -> list[list[str]]:
+    """The cells of each row of a Markdown table, stripped of their padding (header and body rows)."""
+    lines = [line for line in markdown.splitlines() if line.startswith("|") and "---" not in line]
+    return [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in lines]
+
+
+def md_row(markdown: str, first_cell: str) -> list[str]:
+    return next(row for row in md_rows(markdown) if row[0] == first_cell)
+
+
 def two_by_two(root: Path, study: str = "s") -> R.TableSpec:
     """Rows A, B; columns x, y (runs <col>_<row>, metric score); A has the better x, B the better y."""
     values = {
@@ -70,6 +81,35 @@ def two_by_two(root: Path, study: str = "s") -> R.TableSpec:
         ),
         seeds=SEEDS,
     )
+
+
+def test_a_study_folder_is_one_long_frame_read_once(tmp_path):
+    evals = {"gsm8k": {"score": 5.0, "n": 64, "protocol": "balora-gsm8k", "protocol_version": "2"}}
+    write_run(tmp_path, "s", "m_lora", 42, {"train_loss": 1.5}, evals=evals)
+    write_run(tmp_path, "s", "m_lora", 1024, {"train_loss": 1.25}, evals=evals)
+    write_run(tmp_path, "s", "m_pissa", 42, {"train_loss": 1.0})
+    write_run(tmp_path, "s", "m_pissa", 7, {"train_loss": 9.0}, done=False)
+    frame, unfinished = R.load_study(tmp_path / "s")
+    assert list(frame.columns) == ["study", "run", "seed", "metric", "value", "protocol", "path"]
+    assert set(frame["study"]) == {"s"}
+    # One row per (run, seed, metric): metrics.json keys as they are, "<bench>.<key>" for eval/<bench>.json.
+    assert not frame.duplicated(["run", "seed", "metric"]).any()
+    assert set(frame["run"]) == {"m_lora", "m_pissa"} and 7 not in set(frame["seed"])
+    lora = frame.query("run == 'm_lora' and seed == 1024").set_index("metric")
+    assert lora.loc["train_loss", "value"] == 1.25 and lora.loc["gsm8k.score", "value"] == 5.0
+    assert json.loads(lora.loc["gsm8k.score", "protocol"]) == {
+        "n": 64,
+        "protocol": "balora-gsm8k",
+        "protocol_version": "2",
+    }
+    assert pd.isna(lora.loc["train_loss", "protocol"])  # metrics.json records none
+    assert [p.name for p in unfinished] == ["seed7"]
+    cache = R.StudyCache(tmp_path, "s")
+    assert (
+        len(cache.run("m_lora")) == len(frame.query("run == 'm_lora'")) and cache.run("s:m_pissa") is not None
+    )
+    assert cache.run("m_full") is None and list(cache.studies) == ["s"]  # the study was read once
+    assert R.load_study(tmp_path / "absent")[0].empty
 
 
 def test_mean_std_avg_and_params(tmp_path):
@@ -121,7 +161,7 @@ def test_lower_is_better_column_and_groups(tmp_path):
     assert ranks[("g1_a", "l")] == 1 and ranks[("g1_b", "l")] == 2
     assert ranks[("g2_b", "l")] == 1 and ranks[("g2_a", "l")] == 2
     md = R.to_markdown(R.build_table(spec, tmp_path))
-    assert "| *G1* |" in md and "| *G2* |" in md
+    assert ["*G1*", ""] in md_rows(md) and ["*G2*", ""] in md_rows(md)
 
 
 def test_missing_run_and_missing_seed_are_flagged_not_dropped(tmp_path):
@@ -137,7 +177,7 @@ def test_missing_run_and_missing_seed_are_flagged_not_dropped(tmp_path):
     partial = table.cells["a"]["x"]
     assert partial.n == 2 and partial.missing_seeds == (2024,) and partial.mean == pytest.approx(81.0)
     md = R.to_markdown(table)
-    assert "| missing |" in md or " missing " in md
+    assert md_row(md, "B")[3] == "missing"
     assert "(n=2)" in md
     assert "missing seeds [2024]" in md and "y_b" in md  # the footnote names what is missing
     assert "A / X: n=2, missing seeds [2024]; B / Y: missing (run y_b)" in md
@@ -240,6 +280,16 @@ def test_non_numeric_metric_and_broken_json_are_errors(tmp_path):
         R.build_table(spec, tmp_path)
 
 
+def test_a_study_of_integer_metrics_aggregates(tmp_path):
+    """A study whose metrics are all integers is an int64 column of the long frame: still numbers."""
+    for seed, score in zip(SEEDS, (80, 82, 84), strict=True):
+        write_run(tmp_path, "s", "r", seed, {"score": score})
+    spec = R.TableSpec(
+        "t", "T", "s", (R.RowSpec("R", "r"),), (R.ColumnSpec("S", "s", "score"),), params_metric=None
+    )
+    assert R.build_table(spec, tmp_path).cells["r"]["s"].mean == 82.0
+
+
 def test_done_without_files_and_bad_seed_folder_are_errors(tmp_path):
     path = write_run(tmp_path, "s", "r", 42, {"score": 1.0})
     (path / "run.json").unlink()
@@ -295,6 +345,28 @@ def test_average_over_tasks_and_cross_study_runs(tmp_path):
     assert noreg.values == {42: 70.0, 1024: 72.0, 2024: 74.0}
     svd = table.cells["svd"]["glue"]
     assert svd.values == {42: 71.0, 1024: 73.0} and svd.incomplete
+    # Runs that record no protocol give the averaged column none (it printed "GLUE avg: None").
+    assert "Evaluation protocol" not in R.to_markdown(table)
+
+
+def test_a_nan_metric_is_an_error_naming_its_file(tmp_path):
+    write_run(tmp_path, "s", "r", 42, {}, evals={"gsm8k": {"score": float("nan"), "n": 10}})
+    write_run(tmp_path, "s", "q", 42, {"score": float("inf")})
+    spec = R.TableSpec(
+        "t",
+        "T",
+        "s",
+        rows=(R.RowSpec("R", "r"),),
+        columns=(R.ColumnSpec("GSM8K", "gsm8k", "gsm8k.score"),),
+        seeds=(42,),
+        params_metric=None,
+    )
+    with pytest.raises(
+        R.ResultsError, match=r"seed42/eval/gsm8k.json: metric 'gsm8k.score' is nan \(the run"
+    ):
+        R.build_table(spec, tmp_path)
+    with pytest.raises(R.ResultsError, match=r"seed42/metrics.json: metric 'score' is inf"):
+        R.aggregate_cell(R.StudyCache(tmp_path, "s").run("q"), "score")
 
 
 def test_paper_numbers_side_by_side_with_difference(tmp_path):
@@ -305,12 +377,21 @@ def test_paper_numbers_side_by_side_with_difference(tmp_path):
         "rows": [{"group": None, "method": "A", "values": {"X": 80.0, "Y": None, "Avg": 60.0}}],
     }
     md = R.to_markdown(R.build_table(spec, tmp_path), paper)
-    header = next(line for line in md.splitlines() if line.startswith("| Method"))
-    assert "X (paper)" in header and "Δ" in header
-    row_a = next(line for line in md.splitlines() if line.startswith("| A "))
-    assert "| 80.00 | +2.00 |" in row_a  # ours 82 vs paper 80
-    assert "| — | — |" in row_a  # paper Y unknown: no invented difference
-    assert "| 60.00 | +7.00 |" in row_a  # Avg 67 vs 60
+    assert md_row(md, "Method")[2:] == [
+        "X",
+        "X (paper)",
+        "Δ",
+        "Y",
+        "Y (paper)",
+        "Δ",
+        "Avg",
+        "Avg (paper)",
+        "Δ",
+    ]
+    row_a = md_row(md, "A")
+    assert row_a[3:5] == ["80.00", "+2.00"]  # ours 82 vs paper 80
+    assert row_a[6:8] == ["—", "—"]  # paper Y unknown: no invented difference
+    assert row_a[9:11] == ["60.00", "+7.00"]  # Avg 67 vs 60
     assert "test paper v1 Table 9" in md
 
 
@@ -404,7 +485,15 @@ def test_mini_nlg_nll_column_ranks_lowest_first_with_its_own_decimals(tmp_path):
             evals={"gsm8k": {"score": 3.125, "n": 64}, "gsm8k_nll": {"score": value, "n": 64}},
         )
     md = R.to_markdown(R.build_table(R.TABLES["mini_nlg"](), tmp_path))
-    assert "**0.790 (n=1)**" in md and "<u>0.795 (n=1)</u>" in md and "| 0.812 (n=1)" in md  # lower is better
+    nll = {row[0]: row[3] for row in md_rows(md)}
+    assert nll == {  # lower is better
+        "Method": "GSM8K NLL",
+        "*SmolLM2-135M-Instruct*": "",
+        "Full FT": "missing",
+        "LoRA": "0.812 (n=1)",
+        "PiSSA": "**0.790 (n=1)**",
+        "BA-LoRA": "<u>0.795 (n=1)</u>",
+    }
     assert "3.12" in md and "3.125" not in md  # accuracy keeps the table's 2 decimals
 
 
@@ -459,18 +548,21 @@ def test_ba_lora_and_pissa_with_the_same_lambdas_are_the_same_config(tmp_path):
         check_same_config("smollm2_consistency", [old, seed(1024, method="lora", lambda_consistency=0.025)])
 
 
-def test_committed_mini_tables_are_what_the_committed_runs_give(tmp_path):
-    """Every table in results/mini/tables/ is rebuilt from results/ exactly as committed (the command of
-    scripts/mini.sh and scripts/mini_probes.sh): a table left stale by a code change, or runs that can no
-    longer be aggregated (mixed protocols), fail here rather than at the end of a user's sweep."""
+def test_committed_tables_are_what_the_committed_runs_give(tmp_path):
+    """Every table in results/mini/tables/ (.md, .tex, .json) is rebuilt from results/ byte for byte with the
+    commands of scripts/mini.sh and scripts/mini_probes.sh: a table left stale by a code change, or runs that
+    can no longer be aggregated (mixed protocols), fail here rather than at the end of a user's sweep."""
     repo = Path(__file__).resolve().parent.parent
     committed = repo / "results" / "mini" / "tables"
-    names = sorted(p.stem for p in committed.glob("*.md"))
-    assert {"mini_nlg", "mini_nlu", "mini_ablation", "mini_nll_paired"} <= set(names)
+    files = sorted(p.name for p in committed.iterdir())
+    names = sorted({Path(f).stem for f in files})
+    assert {"mini_nlg", "mini_nlu", "mini_ablation", "mini_nll_paired", "mini_lora_reg"} <= set(names)
     aggregate_results.main(
         [*names, "--results_dir", str(repo / "results"), "--out_dir", str(tmp_path), "--paper"]
     )
-    stale = [n for n in names if (tmp_path / f"{n}.md").read_text() != (committed / f"{n}.md").read_text()]
+    assert sorted(p.name for p in tmp_path.iterdir()) == files
+    stale = [f for f in files if (tmp_path / f).read_bytes() != (committed / f).read_bytes()]
     assert not stale, (
-        f"rebuild with: python aggregate_results.py {' '.join(stale)} --out_dir results/mini/tables"
+        f"{stale} differ; rebuild with: python aggregate_results.py {' '.join(names)} --paper "
+        "--out_dir results/mini/tables"
     )

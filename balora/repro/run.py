@@ -327,6 +327,8 @@ class Planner:
         def data(rel: str) -> list[str]:
             return ["--data", f"{self.eval_data_dir}/{rel}"] if self.eval_data_dir else []
 
+        if spec.eval_profile == "tiny":  # the smoke run: 4 problems
+            return ["--data", f"{self.data_dir}/gsm8k/test.jsonl", "--limit", "4"]
         if spec.eval_profile == "mini":
             test = ["--data", f"{self.data_dir}/gsm8k/test.jsonl", "--limit", str(GSM8K_LIMIT)]
             if bench == "gsm8k":
@@ -638,7 +640,7 @@ def _stage_env(opts: Options, spec: RunSpec) -> None:
         os.environ.update(BALORA_REHEARSAL="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
                           TOKENIZERS_PARALLELISM="false")  # fmt: skip
         os.environ.setdefault("OMP_NUM_THREADS", "1")
-    if spec.eval_profile == "mini" or spec.resources.gpus_per_node == 0:
+    if spec.eval_profile != "paper" or spec.resources.gpus_per_node == 0:
         os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
         os.environ.setdefault("OMP_NUM_THREADS", "2")
     if spec.kind == "glue" and spec.resources.gpus_per_node and opts.executor == "local":

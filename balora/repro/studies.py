@@ -107,7 +107,7 @@ class RunSpec:
     config: str  # repository-relative path of the flat YAML config
     flags: tuple[str, ...] = ()  # training flags after the config's (command-line overrides)
     benches: tuple[str, ...] = ()  # NLG evaluations, one stage each
-    eval_profile: str = "paper"  # "paper" or "mini": the evaluators' data and limits
+    eval_profile: str = "paper"  # "paper", "mini" or "tiny": the evaluators' data and limits
     launcher: str = "gpus"  # "gpus" (DeepSpeed on the GPUs), "cpu" (one process)
     glue_dir: str = ""  # local GLUE TSVs ("" = the nyu-mll/glue hub dataset)
     estimate_s: int = 0
@@ -681,7 +681,7 @@ def _tiny(a: Axes, seeds, s: Settings) -> list[RunSpec]:
             ),
             benches=("gsm8k_nll",),
             config="configs/tiny/nlg.yaml",
-            eval_profile="mini",
+            eval_profile="tiny",
             launcher="cpu",
             estimate_s=30,
             resources=CPU_RUN,

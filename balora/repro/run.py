@@ -110,7 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("study", help="a study of balora/repro/studies.py: " + ", ".join(STUDIES))
+    parser.add_argument(
+        "study",
+        help="a study of balora/repro/studies.py: "
+        + ", ".join(STUDIES)
+        + " ('rehearsal [--quick] [--only STUDIES]': every paper study with --rehearse)",
+    )
     parser.add_argument(
         "--dry-run",
         "--dry_run",
@@ -212,8 +217,25 @@ def options_from_args(argv: list[str]) -> Options:
     for key, value in slurm.items():
         if key != "partition" and value <= 0:
             raise UsageError(f"--{key} {value}: must be positive")
-    results_dir = args.results_dir or ("outputs/rehearsal/results" if args.rehearse else "results")
-    outputs_dir = args.outputs_dir or ("outputs/rehearsal/outputs" if args.rehearse else "outputs")
+    # Grid variables of the bash scripts (MODELS=... bash scripts/x.sh) no longer choose the grid: refuse
+    # them rather than run the default grid in their place.
+    for name in ("seeds", *study.axes):
+        if os.environ.get(name.upper()):
+            flag = "--seeds" if name == "seeds" else f"--grid {name}=..."
+            raise UsageError(
+                f"{name.upper()} is set in the environment: choose it with {flag} (then unset it)"
+            )
+    grid = parse_grid(args.grid, study)
+    if study.check:
+        problem = study.check(study.axes_for(args.rehearse, args.quick, grid))
+        if problem:
+            raise UsageError(f"{study.name}: {problem}")
+    env_results, env_outputs = (
+        os.environ.get("RESULTS_DIR") or "results",
+        os.environ.get("OUTPUTS_DIR") or "outputs",
+    )
+    results_dir = args.results_dir or ("outputs/rehearsal/results" if args.rehearse else env_results)
+    outputs_dir = args.outputs_dir or ("outputs/rehearsal/outputs" if args.rehearse else env_outputs)
     return Options(
         study=args.study,
         dry_run=args.dry_run,
@@ -221,7 +243,7 @@ def options_from_args(argv: list[str]) -> Options:
         quick=args.quick,
         seeds=parse_seeds(args.seeds) if args.seeds is not None else None,
         only=args.only,
-        grid=parse_grid(args.grid, study),
+        grid=grid,
         results_dir=results_dir,
         outputs_dir=outputs_dir,
         finish=args.finish,
@@ -766,6 +788,8 @@ def run_study(opts: Options) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["rehearsal"]:
+        return rehearse_all(argv[1:])
     try:
         opts = options_from_args(argv)
         return run_study(opts)
@@ -782,7 +806,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def rehearse_all(argv: list[str] | None = None) -> int:
     """scripts/rehearse.sh: every paper study with --rehearse, in REHEARSAL_ORDER (--quick: quick grids)."""
-    parser = argparse.ArgumentParser(prog="rehearse", description=rehearse_all.__doc__)
+    parser = argparse.ArgumentParser(prog="balora-run rehearsal", description=rehearse_all.__doc__)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only", help="the studies to rehearse, e.g. 'nlg_table rank_sweep'")
     args = parser.parse_args(argv)

@@ -143,8 +143,8 @@ class Study:
     # --rehearse --quick (one model per table, the extreme ranks, three GLUE tasks).
     rehearse: Axes = field(default_factory=dict)
     quick: Axes = field(default_factory=dict)
-    # Finish commands that need files only a real run of the first seed leaves: (argv index, file) pairs.
-    summary: str = ""
+    # Checks of the axes beyond "a config exists": a message for a grid that cannot work, else None.
+    check: Callable[[Axes], str | None] | None = None
 
     def axes_for(self, rehearse: bool, quick: bool, overrides: Axes | None = None) -> Axes:
         axes = dict(self.axes)
@@ -439,6 +439,16 @@ def _tsne(study: str, dump: bool):
     return grid
 
 
+def _check_tsne_steps(a: Axes) -> str | None:
+    dump = a["dump_steps"][0]
+    if not dump.isdigit() or int(dump) <= 0:
+        return f"dump_steps {dump}: not a positive step count"
+    for step in a["steps"]:
+        if step != "final" and (not step.isdigit() or int(step) % int(dump)):
+            return f"step {step} is not a multiple of dump_steps={dump}: no features are dumped there"
+    return None
+
+
 def tsne_finish(
     study: str, fig_dir: str, steps: tuple[str, ...] | None, a: Axes
 ) -> tuple[tuple[str, ...], ...]:
@@ -656,7 +666,7 @@ def _mini_probes(a: Axes, seeds, s: Settings) -> list[RunSpec]:
                 )
     if "seeds" in probes:
         # The mini rank sweep and ablation at every seed (with the main tables they complete).
-        mini_axes = {**MINI_AXES, "nlg_benches": benches, "rank_seeds": (), "ablation_seeds": ()}
+        mini_axes = {**MINI_AXES, "nlg_benches": benches, "full_ft": a["full_ft"]}
         mini_axes["rank_seeds"] = mini_axes["ablation_seeds"] = tuple(str(x) for x in seeds)
         runs += _mini(mini_axes, seeds, s)
     return runs
@@ -861,6 +871,7 @@ def _study_list() -> list[Study]:
             TSNE_STEPS_AXES,
             seeds=(42,),
             rehearse=TSNE_STEPS_REHEARSE,
+            check=_check_tsne_steps,
         ),
         Study(
             "model_range",
@@ -903,6 +914,7 @@ def _study_list() -> list[Study]:
                 "lambda_scales": ("0.1", "10", "100"),
                 "lora_reg_tasks": ("gsm8k", "sst2", "cola", "mrpc", "rte"),
                 "nlg_benches": ("gsm8k", "gsm8k_nll"),
+                "full_ft": ("0",),  # 1: the seeds part adds Full FT of SmolLM2
             },
             finish=MINI_FINISH
             + (

@@ -251,3 +251,39 @@ def test_a_training_killed_mid_run_resumes_from_its_checkpoint_bit_for_bit(tmp_p
     # Finished: a rerun skips it.
     again = runner("tiny", *grid, *dirs("killed"))
     assert again.returncode == 0 and "[done] tiny/tiny_ba-lora/seed42" in again.stdout
+
+
+@pytest.mark.slow
+def test_submitit_local_runs_each_run_as_a_job_and_skips_what_is_done(tmp_path, shared_data):
+    """--executor submitit-local: the run's chain (execute_run) as a real subprocess job, its record in the
+    run folder; submitting again while it runs submits nothing, and after it finished the run is done."""
+    dirs = ["--results_dir", str(tmp_path / "results"), "--outputs_dir", str(tmp_path / "outputs")]
+    args = ["tiny", "--grid", "max_steps=2", *dirs, "--executor", "submitit-local"]
+
+    def submit(*extra: str) -> subprocess.CompletedProcess:
+        # Output to a file: the job, a child of the submitting process, would hold a pipe open until it ends.
+        with open(tmp_path / "submit.log", "w+") as log:
+            proc = subprocess.run(
+                [PY, "-m", "balora.repro.run", *args, *extra], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}, timeout=300,
+            )  # fmt: skip
+            log.seek(0)
+            proc.stdout = log.read()
+        return proc
+
+    first = submit("--log_dir", str(tmp_path / "jobs"))
+    assert first.returncode == 0, first.stdout
+    assert "[job ] tiny/tiny_ba-lora/seed42: job " in first.stdout and "# 1 submitted" in first.stdout
+    run_dir = tmp_path / "outputs" / "tiny" / "tiny_ba-lora" / "seed42"
+    records = json.loads((run_dir / "jobs.json").read_text())
+    assert len(records) == 1 and records[0]["executor"] == "submitit-local"
+    again = submit("--log_dir", str(tmp_path / "jobs"))
+    assert again.returncode == 0 and "# 0 submitted" in again.stdout  # queued or running: not resubmitted
+    done = tmp_path / "results" / "tiny" / "tiny_ba-lora" / "seed42" / "DONE"
+    deadline = time.monotonic() + 600
+    while not done.exists():
+        assert time.monotonic() < deadline, (run_dir / f"job-{records[0]['job_id']}.err").read_text()[-3000:]
+        time.sleep(1)
+    finished = runner(*args)
+    assert finished.returncode == 0 and "# plan: 1 runs, 1 done, 0 to do" in finished.stdout
+    assert "submitted" not in finished.stdout

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import json
@@ -34,6 +35,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from balora.repro import provenance
+from balora.repro.executors import Resources
 from balora.repro.studies import (
     GSM8K_LIMIT,
     GSM8K_MAX_NEW_TOKENS,
@@ -58,7 +60,10 @@ GLUE_REHEARSE = (
     "--bf16", "false", "--use_cpu", "true",
 )  # fmt: skip
 EVAL_REHEARSE = ("--limit", "2", "--max_new_tokens", "8", "--batch_size", "2")
-SLURM_OPTIONS = ("partition", "time_minutes", "gpus_per_node", "nodes", "mem_gb", "cpus_per_task")
+# Flags that change a run's Resources, and options of the SLURM submission (balora/repro/executors.py).
+RESOURCE_FLAGS = ("partition", "time_minutes", "gpus_per_node", "nodes", "mem_gb", "cpus_per_task")
+SUBMIT_FLAGS = ("account", "qos", "constraint", "array_parallelism", "log_dir")
+SLURM_ONLY = ("partition", "account", "qos", "constraint", "array_parallelism")
 
 
 class UsageError(Exception):
@@ -167,6 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--nodes", type=int)
     group.add_argument("--mem_gb", type=int)
     group.add_argument("--cpus_per_task", type=int)
+    group.add_argument("--account")
+    group.add_argument("--qos")
+    group.add_argument("--constraint")
+    group.add_argument("--array_parallelism", type=int, help="at most this many jobs of an array at once")
+    group.add_argument("--log_dir", help="submitit's folder (default: .submitit beside the run folders)")
     return parser
 
 
@@ -210,12 +220,15 @@ def options_from_args(argv: list[str]) -> Options:
         raise UsageError(f"--master_port {args.master_port!r}: not a port number")
     if not re.fullmatch(r"\d+(,\d+)*", args.gpus):
         raise UsageError(f"--gpus {args.gpus!r}: expected GPU indices like 0,1,2,3")
-    slurm = {k: getattr(args, k) for k in SLURM_OPTIONS if getattr(args, k) is not None}
+    slurm = {k: getattr(args, k) for k in (*RESOURCE_FLAGS, *SUBMIT_FLAGS) if getattr(args, k) is not None}
     if args.executor == "local" and slurm:
         flags = ", ".join(f"--{k}" for k in slurm)
         raise UsageError(f"{flags}: SLURM options need --executor slurm (or submitit-local)")
+    if args.executor == "submitit-local" and any(k in SLURM_ONLY for k in slurm):
+        flags = ", ".join(f"--{k}" for k in slurm if k in SLURM_ONLY)
+        raise UsageError(f"{flags}: SLURM options need --executor slurm")
     for key, value in slurm.items():
-        if key != "partition" and value <= 0:
+        if isinstance(value, int) and value <= 0:
             raise UsageError(f"--{key} {value}: must be positive")
     # Grid variables of the bash scripts (MODELS=... bash scripts/x.sh) no longer choose the grid: refuse
     # them rather than run the default grid in their place.
@@ -381,8 +394,8 @@ class Planner:
         if self.opts.rehearse:  # two CPU processes (gloo): the rehearsal of a multi-GPU launch
             return [self.py, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
                     self.opts.master_port]  # fmt: skip
-        if self.launch_prefix is not None:
-            return list(self.launch_prefix(spec.resources))
+        if self.launch_prefix is not None:  # inside a SLURM job: its GPUs and nodes
+            return list(self.launch_prefix(spec.resources)) or [self.py]
         return [
             "deepspeed",
             "--include",
@@ -496,6 +509,12 @@ def print_plan_run(run: PlannedRun, opts: Options) -> None:
     print(f"[todo] {run.run_id}" + (f"  (est. {est} s)" if est else ""))
     if run.shared_with:
         print(f"    (training shared with {run.shared_with})")
+    if opts.executor != "local":
+        r = run_resources(run.spec, opts)
+        where = f", partition {r.partition}" if r.partition else ""
+        print(
+            f"    (job: {r.gpus_per_node} GPUs × {r.nodes} node(s), {r.time_minutes} min, {r.cpus_per_task} CPUs{where})"
+        )
     for stage in run.stages:
         print(f"    {stage.name + ':':<12s} {format_cmd(stage.argv)}")
     evals = "".join(f",eval/{b}.json" for b, _ in run.benches if not b.endswith("?"))
@@ -699,26 +718,39 @@ def execute_run(study_name: str, run_id: str, options: dict) -> str:
 
 
 def submit(opts: Options, todo: list[PlannedRun]) -> int:
-    try:
-        from balora.repro import executors
-    except ImportError as err:
-        raise UsageError(
-            f"--executor {opts.executor}: balora/repro/executors.py is not available ({err})"
-        ) from err
-    jobs = []
+    """Each run still to do as one job (its chain of stages: execute_run) through balora/repro/executors.py."""
+    from balora.repro import executors
+
     options = {**opts.as_dict(), "dry_run": False}
-    for run in todo:
-        base = run.spec.resources
-        resources = executors.Resources(**{**base.__dict__, **opts.slurm})
-        fn = functools.partial(execute_run, opts.study, run.run_id, options)
-        jobs.append(
-            executors.RunJob(run_id=run.run_id, run_dir=Path(run.run_out), resources=resources, fn=fn)
+    jobs = [
+        executors.RunJob(
+            run_id=run.run_id,
+            run_dir=Path(run.run_out),
+            resources=run_resources(run.spec, opts),
+            fn=functools.partial(execute_run, opts.study, run.run_id, options),
         )
-    for record in executors.submit_runs(
-        jobs, "slurm" if opts.executor == "slurm" else "submitit-local", opts.slurm
-    ):
-        print(f"[job ] {record.get('run_id')}: {record.get('job_id')} {record.get('state', '')}")
+        for run in todo
+    ]
+    submit_options = {k: v for k, v in opts.slurm.items() if k in SUBMIT_FLAGS or k == "partition"}
+    try:
+        records = executors.submit_runs(jobs, opts.executor, submit_options)
+    except executors.ExecutorError as err:
+        raise UsageError(str(err)) from err
+    for record in records:
+        note = f" ({record['message']})" if record.get("message") else ""
+        print(
+            f"[job ] {record['run_id']}: job {record['job_id']} {record['state'].lower()}{note}", flush=True
+        )
+    submitted = sum(bool(r["submitted"]) for r in records)
+    print(f"# {submitted} submitted; job ids and logs in each run's outputs folder ({executors.JOBS_FILE})")
     return 0
+
+
+def run_resources(spec: RunSpec, opts: Options) -> Resources:
+    """A run's resources from the registry, with the flags' overrides."""
+    base = dataclasses.asdict(spec.resources)
+    base.update({k: v for k, v in opts.slurm.items() if k in RESOURCE_FLAGS})
+    return Resources(**base)
 
 
 def run_study(opts: Options) -> int:
@@ -746,7 +778,7 @@ def run_study(opts: Options) -> int:
         return 0
     print(summary_line(len(planned), len(done), len(todo), est), flush=True)
     if opts.executor != "local":
-        return submit(opts, todo)
+        return submit(opts, todo) if todo else 0
     py = python_cmd()
     stop = Path(opts.outputs_dir) / "STOP"
     started_est = 0

@@ -26,6 +26,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+# What one run needs on a cluster (gpus_per_node, nodes, time_minutes, partition, cpus_per_task, mem_gb).
+from balora.repro.executors import Resources
+
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 
 PAPER_SEEDS = (42, 1024, 2024)
@@ -73,18 +76,6 @@ ABLATION_FLAGS = {
 }
 # The ICLR-2026 NLG λ (docs/method.md §3; the configs' regularizer_preset iclr2026).
 ICLR2026_NLG_LAMBDA = {"consistency": 0.025, "diversity": 0.005, "svd": 0.005}
-
-
-@dataclass(frozen=True)
-class Resources:
-    """What one run needs on a cluster (balora/repro/executors.py takes the same fields)."""
-
-    gpus_per_node: int = 0
-    nodes: int = 1
-    time_minutes: int = 60
-    partition: str | None = None
-    cpus_per_task: int = 4
-    mem_gb: int | None = None
 
 
 NLG_7B = Resources(gpus_per_node=8, time_minutes=16 * 60)

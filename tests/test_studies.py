@@ -185,3 +185,13 @@ def test_every_run_of_every_study_resolves_to_a_config_and_a_data_schema(tmp_pat
             for bench in spec.benches:
                 assert (REPO / "eval" / f"{bench}.py").is_file()
     assert len(seen) > 300
+
+
+def test_a_variant_config_of_a_pissa_method_gets_its_pissa_init_stage():
+    """The *_ba-lora-constant configs train BA-LoRA (their `method`): PiSSA init first, the adapter evaluated."""
+    opts = R.Options(
+        study="nlg_table", seeds=(42,), grid={"methods": ("ba-lora-constant",), "subsets": ("python",)}
+    )
+    run = R.make_plan(opts)[0]
+    assert [s.name for s in run.stages] == ["pissa_init", "train", "eval_humaneval", "eval_mbpp"]
+    assert "--adapter" in run.stages[2].argv

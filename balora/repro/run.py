@@ -46,6 +46,7 @@ from balora.repro.studies import (
     RunSpec,
     Settings,
     Study,
+    config_value,
     lora_rank,
     study_finish,
 )
@@ -418,7 +419,8 @@ class Planner:
                 extra += ["--deepspeed", "configs/deepspeed/zero3.json"]
             # PiSSA-initialised methods: one decomposition per model and rank, made once on one process
             # before training (ZeRO-3 cannot decompose partitioned weights).
-            if spec.method in ("pissa", "ba-lora"):
+            method = config_method(spec)
+            if method in ("pissa", "ba-lora"):
                 r = lora_rank(spec.config, tuple(extra))
                 init = ["--init_dir", f"{outputs}/pissa_init/{spec.model}_r{r}"]
                 extra += init
@@ -428,7 +430,7 @@ class Planner:
             argv = [*self.launcher(spec), "train_nlg.py", "--config", spec.config, "--output_dir",
                     f"{train_out}/train", "--seed", str(spec.seed), *extra]  # fmt: skip
             stages.append(Stage("train", argv, train_out, f"{train_out}/train", resumable=True))
-            if spec.method == "full":
+            if method == "full":
                 target = ["--model", f"{train_out}/train/merged"]
             else:
                 target = ["--model", MODEL_ID[spec.model], "--adapter", f"{train_out}/train/adapter_lora"]
@@ -451,6 +453,15 @@ class Planner:
             spec, run_out, train_out, f"{results}/{spec.run_id}", stages, benches,
             shared_with=owner if owner != spec.run_id else None,
         )  # fmt: skip
+
+
+def config_method(spec: RunSpec) -> str:
+    """The adapter method a run trains: a --method flag, else its config's (e.g. ba-lora for the
+    *_ba-lora-constant variants)."""
+    flags = list(spec.flags)
+    if "--method" in flags:
+        return flags[len(flags) - 1 - flags[::-1].index("--method") + 1]
+    return config_value(spec.config, "method") or spec.method
 
 
 def make_plan(opts: Options, planner: Planner | None = None) -> list[PlannedRun]:

@@ -483,7 +483,7 @@ def nlg_estimate(method: str, benches: tuple[str, ...]) -> int:
     return int(NLG_STEPS * NLG_STEP_S * method_factor(method) + NLG_LOAD_S + eval_s)
 
 
-def _config_value(cfg: str, key: str) -> str | None:
+def config_value(cfg: str, key: str) -> str | None:
     path = REPO_ROOT / cfg
     for line in path.read_text().splitlines():
         if line.split(":", 1)[0] == key and ":" in line:
@@ -495,9 +495,9 @@ def nlu_estimate(cfg: str, task: str, method: str, rows_override: int | None = N
     """Seconds for a MiniLM run: steps from the config × the step time scaled by the task's length."""
     if not (REPO_ROOT / cfg).is_file():
         return 0
-    epochs = float(_config_value(cfg, "num_train_epochs") or 1)
-    bs = float(_config_value(cfg, "per_device_train_batch_size") or 32)
-    cap = float(_config_value(cfg, "max_train_samples") or NLU_TRAIN_ROWS[task])
+    epochs = float(config_value(cfg, "num_train_epochs") or 1)
+    bs = float(config_value(cfg, "per_device_train_batch_size") or 32)
+    cap = float(config_value(cfg, "max_train_samples") or NLU_TRAIN_ROWS[task])
     if rows_override is not None:
         cap = rows_override
     rows = min(cap, NLU_TRAIN_ROWS[task])

@@ -195,3 +195,35 @@ def test_a_variant_config_of_a_pissa_method_gets_its_pissa_init_stage():
     run = R.make_plan(opts)[0]
     assert [s.name for s in run.stages] == ["pissa_init", "train", "eval_humaneval", "eval_mbpp"]
     assert "--adapter" in run.stages[2].argv
+
+
+def test_committed_configs_are_generated_and_each_belongs_to_a_study():
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "balora.repro.studies", "--check"], cwd=REPO, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert S.check_configs(S.GRID_VARIANTS) == []
+    # Without the --grid variants the RoBERTa-large configs are reported as planned by no study.
+    problems = S.check_configs()
+    assert "configs/glue/rte_roberta-large_lora.yaml: in configs/, planned by no study" in "\n".join(problems)
+
+
+def test_the_launch_command_in_each_config_header_plans_that_config():
+    """A config's header names the study command that runs it (bash scripts/<study>.sh --grid ...)."""
+    import shlex
+
+    checked = 0
+    for path in sorted((REPO / "configs").rglob("*.yaml")):
+        for line in path.read_text().splitlines():
+            if not line.startswith("#") or "bash scripts/" not in line:
+                continue
+            words = shlex.split(line[line.index("bash scripts/") :])
+            study = Path(words[1]).stem
+            opts = R.options_from_args([study, *words[2:]])
+            configs = {run.spec.config for run in R.make_plan(opts)}
+            assert str(path.relative_to(REPO)) in configs, line
+            checked += 1
+    assert checked >= 75

@@ -955,13 +955,78 @@ def study_finish(study: Study, rehearse: bool, quick: bool, overrides: Axes | No
     return study.finish
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="The studies of the reproduction (balora/repro/studies.py).")
-    parser.parse_args(argv)
+# Configs no study plans, and why (run by hand, by the tests, or by scripts/gpu_check.sh).
+STANDALONE_CONFIGS = {
+    "configs/tiny/nlg.yaml": "the smoke study (tiny) and the tests",
+    "configs/smollm2/arithmetic.yaml": "quickstart: SmolLM2 on the embedded arithmetic data",
+    "configs/gpu/smollm2_gsm8k_ba-lora_zero2.yaml": "scripts/gpu_check.sh",
+    "configs/gpu/smollm2_gsm8k_pissa_zero2.yaml": "scripts/gpu_check.sh",
+}
+
+
+def planned_configs() -> set[str]:
+    """Every config a study plans, at its default grid, under --rehearse and under --rehearse --quick."""
+    found = set()
     for study in STUDIES.values():
-        n = len(study.runs())
-        print(f"{study.name:20s} {n:4d} runs  {study.doc}")
-    return 0
+        for settings, quick in (
+            (Settings(), False),
+            (Settings(rehearse=True), False),
+            (Settings(rehearse=True), True),
+        ):
+            found.update(run.config for run in study.runs(settings=settings, quick=quick))
+    return found
+
+
+def check_configs(variants: tuple[tuple[str, Axes], ...] = ()) -> list[str]:
+    """Problems of the committed configs against the registry: a planned config missing, a committed one
+    no study plans (and not in STANDALONE_CONFIGS)."""
+    planned = planned_configs()
+    for name, axes in variants:
+        planned.update(run.config for run in STUDIES[name].runs(overrides=axes))
+    committed = {str(p.relative_to(REPO_ROOT)) for p in (REPO_ROOT / "configs").rglob("*.yaml")}
+    problems = [f"{c}: planned by a study, not in configs/" for c in sorted(planned - committed)]
+    problems += [
+        f"{c}: in configs/, planned by no study (add it to a study's grid, or to STANDALONE_CONFIGS)"
+        for c in sorted(committed - planned - set(STANDALONE_CONFIGS))
+    ]
+    return problems
+
+
+# Configs that a study reaches only through a --grid value (variants of the paper's recipes).
+GRID_VARIANTS: tuple[tuple[str, Axes], ...] = (
+    # The NLG table's BA-LoRA with constant λs (the paper text's recipe; the main rows use the schedule).
+    ("nlg_table", {"methods": ("ba-lora-constant",)}),
+    # The v2 NLU table's RoBERTa-large grid (LoRA's RoBERTa-large recipe), and all ten methods on MiniLM.
+    ("glue", {"models": ("roberta-large",)}),
+    ("glue", {"models": ("minilm",)}),
+    # Full FT of SmolLM2 in the mini NLG table.
+    ("mini", {"full_ft": ("1",)}),
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="The studies of the reproduction (balora/repro/studies.py): list them, or write / check the "
+        "generated configs (configs/glue/, balora/repro/glue_configs.py) and every config against the registry."
+    )
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--write-configs", action="store_true", help="rewrite configs/glue/*.yaml, then check")
+    group.add_argument("--check", action="store_true", help="exit 1 if a generated config differs or a "
+                       "config is missing / planned by no study")  # fmt: skip
+    args = parser.parse_args(argv)
+    if not (args.write_configs or args.check):
+        for study in STUDIES.values():
+            print(f"{study.name:20s} {len(study.runs()):4d} runs  {study.doc}")
+        return 0
+    from balora.repro import glue_configs
+
+    status = glue_configs.main([] if args.write_configs else ["--check"])
+    problems = check_configs(GRID_VARIANTS)
+    for problem in problems:
+        print(problem)
+    if not problems:
+        print("every config a study plans is in configs/, and every config in configs/ belongs to a study")
+    return 1 if status or problems else 0
 
 
 if __name__ == "__main__":

@@ -52,6 +52,14 @@ def runner(*args: str, timeout: int = 600, **kw) -> subprocess.CompletedProcess:
         (["tiny", "--dry-runn"], "error: unrecognized arguments: --dry-runn"),
         (["tiny", "--executor", "pbs"], "error: argument --executor: invalid choice: 'pbs'"),
         (
+            ["tiny", "--executor", "slurm"],
+            "error: no `sbatch` or `srun` on PATH: --executor slurm submits from",
+        ),
+        (
+            ["tiny", "--executor", "submitit-local", "--partition", "gpu"],
+            "error: --partition: SLURM options need",
+        ),
+        (
             ["nlu_table", "--grid", "tasks=wnli"],
             "error: nlu_table: configs/glue/wnli_deberta-v3-base_full.yaml not found (needed by "
             "nlu/wnli_deberta-v3-base_full/seed42): a grid value without a config",

@@ -787,9 +787,11 @@ def run_study(opts: Options) -> int:
             for cmd in finish_commands(opts, planned):
                 print(f"# then: {format_cmd(cmd)}")
         return 0
-    print(summary_line(len(planned), len(done), len(todo), est), flush=True)
     if opts.executor != "local":
-        return submit(opts, todo) if todo else 0
+        status = submit(opts, todo) if todo else 0  # a refused submission: one line, nothing printed before
+        print(summary_line(len(planned), len(done), len(todo), est), flush=True)
+        return status
+    print(summary_line(len(planned), len(done), len(todo), est), flush=True)
     py = python_cmd()
     stop = Path(opts.outputs_dir) / "STOP"
     started_est = 0

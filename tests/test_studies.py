@@ -227,3 +227,21 @@ def test_the_launch_command_in_each_config_header_plans_that_config():
             assert str(path.relative_to(REPO)) in configs, line
             checked += 1
     assert checked >= 75
+
+
+# The scripts' tables and figures at the end, as their dry runs printed them: the same commands now, except
+# mini's t-SNE titles (the dry run printed MiniLM-LoRA, the run itself drew "MiniLM LoRA": the run's kept)
+# and tsne_steps' rehearsal figures (steps 1 and final).
+THEN_CHANGED = {"MiniLM-LoRA MiniLM-BA-LoRA": r"MiniLM\ LoRA MiniLM\ BA-LoRA"}
+
+
+@pytest.mark.parametrize("fixture", [f for f in FIXTURES if f != "tsne_steps.rehearse"])
+def test_the_tables_and_figures_at_the_end_are_the_scripts(fixture, capsys, monkeypatch):
+    study, _, mode = fixture.partition(".")
+    got = _dry_run(capsys, monkeypatch, study, *(["--rehearse"] if mode else []))
+    then = [line for line in got.splitlines() if line.startswith("# then: ")]
+    for line in (PLANS / f"{fixture}.txt").read_text().splitlines():
+        if line.startswith("# then: "):
+            for old, new in THEN_CHANGED.items():
+                line = line.replace(old, new)
+            assert line in then

@@ -9,32 +9,9 @@
 #   bash scripts/ablation_llms.sh && python aggregate_results.py ablation --paper --out_dir results/tables
 #
 # The published figure used the v1-v5 recipe; the table says so beside the paper's numbers.
+# The grid, its configs and the tables: balora/repro/studies.py (ablation_llms); the runner: balora/repro/run.py
+# (--help: --dry-run, --rehearse, --seeds, --only, --grid AXIS=VALUES, --executor local|slurm).
 set -euo pipefail
-
-# --- what users change -------------------------------------------------------------------------
-MODELS=${MODELS:-"llama2-7b mistral-7b gemma-7b"}
-VARIANTS=${VARIANTS:-"noreg consistency diversity svd all"}
-SEEDS=${SEEDS:-"42 1024 2024"}
-GPUS=${GPUS:-"0,1,2,3,4,5,6,7"}
-MASTER_PORT=${MASTER_PORT:-29500}
-# ------------------------------------------------------------------------------------------------
-
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-lib_parse_args "$@"
-
-for model in $MODELS; do
-  for variant in $VARIANTS; do
-    for seed in $SEEDS; do
-      if run_begin ablation "${model}_${variant}" "$seed"; then
-        # shellcheck disable=SC2086  # ABLATION_FLAGS holds several words on purpose
-        nlg_train_and_eval "$model" ba-lora metamath "$seed" ${ABLATION_FLAGS[$variant]}
-      fi
-    done
-  done
-done
-lib_summary
-if [ "$DRY_RUN" = 0 ]; then
-  "$PY" aggregate_results.py ablation --results_dir "$RESULTS_DIR" --out_dir "$RESULTS_DIR/tables" --paper
-else
-  echo "# then: $PY aggregate_results.py ablation --results_dir $RESULTS_DIR --out_dir $RESULTS_DIR/tables --paper"
-fi
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}; [ -x "$PY" ] || PY=python
+exec "$PY" -m balora.repro.run ablation_llms "$@"

@@ -9,20 +9,9 @@
 #   bash scripts/glue_large_models.sh            # GLUE_DIR=/data/glue for the original TSVs
 #
 # Runs: results/glue_large/<task>_<model>_<method>/seed<k>/ (metrics.json: score = the task's metric).
+# The grid, its configs and the tables: balora/repro/studies.py (glue_large_models); the runner: balora/repro/run.py
+# (--help: --dry-run, --rehearse, --seeds, --only, --grid AXIS=VALUES, --executor local|slurm).
 set -euo pipefail
-
-# --- what users change -------------------------------------------------------------------------
-MODELS=${MODELS:-"bert-large gpt2-xl"}
-TASKS=${TASKS:-"mnli sst2 mrpc cola qnli qqp rte stsb"}
-METHODS=${METHODS:-"lora ba-lora"}
-SEEDS=${SEEDS:-"42 1024 2024"}
-GPU=${GPU:-0}
-GLUE_DIR=${GLUE_DIR:-}
-# ------------------------------------------------------------------------------------------------
-
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-lib_parse_args "$@"
-export CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-$GPU}
-
-glue_grid glue_large
-lib_summary
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}; [ -x "$PY" ] || PY=python
+exec "$PY" -m balora.repro.run glue_large_models "$@"

@@ -8,34 +8,12 @@
 #
 #   bash scripts/imbalanced_mnli.sh --dry-run
 #   bash scripts/imbalanced_mnli.sh
-#   MINORITY_CLASS=neutral RATIO=49 bash scripts/imbalanced_mnli.sh     # another construction
+#   bash scripts/imbalanced_mnli.sh --grid minority_class=neutral --grid ratio=49   # another construction
 #
 # Runs: results/imbalanced_mnli/mnli_deberta-v3-base_<method>_<class>1to<ratio>/seed<k>/.
+# The grid, its configs and the tables: balora/repro/studies.py (imbalanced_mnli); the runner: balora/repro/run.py
+# (--help: --dry-run, --rehearse, --seeds, --only, --grid AXIS=VALUES, --executor local|slurm).
 set -euo pipefail
-
-# --- what users change -------------------------------------------------------------------------
-MINORITY_CLASS=${MINORITY_CLASS:-contradiction}
-RATIO=${RATIO:-19}
-METHODS=${METHODS:-"lora pissa ba-lora"}
-MODEL_TAG=${MODEL_TAG:-deberta-v3-base}
-SEEDS=${SEEDS:-"42 1024 2024"}
-GPU=${GPU:-0}
-GLUE_DIR=${GLUE_DIR:-}
-# ------------------------------------------------------------------------------------------------
-
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-lib_parse_args "$@"
-export CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-$GPU}
-
-for seed in $SEEDS; do
-  for method in $METHODS; do
-    if run_begin imbalanced_mnli "mnli_${MODEL_TAG}_${method}_${MINORITY_CLASS}1to${RATIO}" "$seed"; then
-      glue_train_run "configs/glue/mnli_${MODEL_TAG}_${method}.yaml" "$seed" \
-        --minority_class "$MINORITY_CLASS" --imbalance_ratio "$RATIO"
-    fi
-  done
-done
-lib_summary
-if [ "$DRY_RUN" != 1 ]; then
-  "$PY" aggregate_results.py imbalanced_mnli --results_dir "$RESULTS_DIR" --out_dir "$RESULTS_DIR/tables" --paper
-fi
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}; [ -x "$PY" ] || PY=python
+exec "$PY" -m balora.repro.run imbalanced_mnli "$@"

@@ -8,36 +8,9 @@
 #   bash scripts/lambda_sensitivity.sh
 #
 # Runs: results/lambda_sensitivity/<model>_<term>_x<scale>/seed<k>/ (term: consistency, diversity, svd).
+# The grid, its configs and the tables: balora/repro/studies.py (lambda_sensitivity); the runner: balora/repro/run.py
+# (--help: --dry-run, --rehearse, --seeds, --only, --grid AXIS=VALUES, --executor local|slurm).
 set -euo pipefail
-
-# --- what users change -------------------------------------------------------------------------
-MODELS=${MODELS:-"llama2-7b"}
-TERMS=${TERMS:-"consistency diversity svd"}
-SCALES=${SCALES:-"0.25 0.5 2 4"}
-SEEDS=${SEEDS:-"42 1024 2024"}
-GPUS=${GPUS:-"0,1,2,3,4,5,6,7"}
-MASTER_PORT=${MASTER_PORT:-29500}
-# ------------------------------------------------------------------------------------------------
-
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-lib_parse_args "$@"
-
-# The ICLR-2026 NLG λ (docs/method.md §3; the configs' regularizer_preset iclr2026).
-declare -A BASE_LAMBDA=([consistency]=0.025 [diversity]=0.005 [svd]=0.005)
-
-for model in $MODELS; do
-  for term in $TERMS; do
-    if [ -z "${BASE_LAMBDA[$term]:-}" ]; then
-      echo "error: unknown term $term (consistency, diversity, svd)" >&2; exit 2
-    fi
-    for scale in $SCALES; do
-      value=$(awk -v b="${BASE_LAMBDA[$term]}" -v s="$scale" 'BEGIN { printf "%.6g", b * s }')
-      for seed in $SEEDS; do
-        if run_begin lambda_sensitivity "${model}_${term}_x${scale}" "$seed"; then
-          nlg_train_and_eval "$model" ba-lora metamath "$seed" "--lambda_${term}" "$value"
-        fi
-      done
-    done
-  done
-done
-lib_summary
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}; [ -x "$PY" ] || PY=python
+exec "$PY" -m balora.repro.run lambda_sensitivity "$@"

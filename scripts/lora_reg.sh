@@ -10,28 +10,10 @@
 #
 # Runs: results/lora_reg/<model>_lora-reg_<subset>/seed<k>/. The paper's table values were not recovered
 # (results/paper/README.md), and which models and benchmarks it covers is not recorded: the default is
-# the three LLMs on MetaMathQA (GSM8K, MATH); SUBSETS="metamath python conversation" gives all five.
+# the three LLMs on MetaMathQA (GSM8K, MATH); --grid subsets='metamath python conversation' gives all five.
+# The grid, its configs and the tables: balora/repro/studies.py (lora_reg); the runner: balora/repro/run.py
+# (--help: --dry-run, --rehearse, --seeds, --only, --grid AXIS=VALUES, --executor local|slurm).
 set -euo pipefail
-
-# --- what users change -------------------------------------------------------------------------
-MODELS=${MODELS:-"llama2-7b mistral-7b gemma-7b"}
-SUBSETS=${SUBSETS:-"metamath"}
-PRESET=${PRESET:-iclr2026}
-SEEDS=${SEEDS:-"42 1024 2024"}
-GPUS=${GPUS:-"0,1,2,3,4,5,6,7"}
-MASTER_PORT=${MASTER_PORT:-29500}
-# ------------------------------------------------------------------------------------------------
-
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-lib_parse_args "$@"
-
-for model in $MODELS; do
-  for subset in $SUBSETS; do
-    for seed in $SEEDS; do
-      if run_begin lora_reg "${model}_lora-reg_${subset}" "$seed"; then
-        nlg_train_and_eval "$model" lora "$subset" "$seed" --regularizer_preset "$PRESET"
-      fi
-    done
-  done
-done
-lib_summary
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}; [ -x "$PY" ] || PY=python
+exec "$PY" -m balora.repro.run lora_reg "$@"

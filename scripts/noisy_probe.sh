@@ -9,23 +9,9 @@
 #   bash scripts/noisy_probe.sh                  # GLUE_DIR=/data/glue for the original TSVs
 #
 # Runs: results/noisy_probe/<task>_<model>_<method>/seed<k>/.
+# The grid, its configs and the tables: balora/repro/studies.py (noisy_probe); the runner: balora/repro/run.py
+# (--help: --dry-run, --rehearse, --seeds, --only, --grid AXIS=VALUES, --executor local|slurm).
 set -euo pipefail
-
-# --- what users change -------------------------------------------------------------------------
-MODELS=${MODELS:-"roberta-base t5-base"}
-TASKS=${TASKS:-"cola mrpc rte stsb"}
-METHODS=${METHODS:-"pissa ba-lora"}
-SEEDS=${SEEDS:-"42 1024 2024"}
-GPU=${GPU:-0}
-GLUE_DIR=${GLUE_DIR:-}
-# ------------------------------------------------------------------------------------------------
-
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-lib_parse_args "$@"
-export CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-$GPU}
-
-glue_grid noisy_probe
-lib_summary
-if [ "$DRY_RUN" != 1 ]; then
-  "$PY" aggregate_results.py noisy_probe --results_dir "$RESULTS_DIR" --out_dir "$RESULTS_DIR/tables" --paper
-fi
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}; [ -x "$PY" ] || PY=python
+exec "$PY" -m balora.repro.run noisy_probe "$@"

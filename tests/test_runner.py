@@ -1,0 +1,297 @@
+"""The study runner (balora/repro/run.py): bad input, stages, skip, resume, STOP, results, a killed run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from balora.repro import provenance
+from balora.repro import run as R
+from balora.repro.studies import RunSpec
+
+REPO = Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+
+def runner(*args: str, timeout: int = 600, **kw) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **kw.pop("env", {})}
+    return subprocess.run(
+        [PY, "-m", "balora.repro.run", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["nope"], "error: unknown study 'nope' (studies: nlg_table, "),
+        (["tiny", "--seeds", "42 42"], "error: --seeds: seed 42 is listed twice"),
+        (["tiny", "--seeds", "abc"], "error: --seeds: 'abc' is not a non-negative integer seed"),
+        (["tiny", "--seeds", " "], "error: --seeds: empty seed list"),
+        (["tiny", "--seeds"], "error: argument --seeds: expected one argument"),
+        (["tiny", "--partition", "gpu"], "error: --partition: SLURM options need --executor slurm"),
+        (
+            ["tiny", "--time_minutes", "60", "--nodes", "2"],
+            "error: --time_minutes, --nodes: SLURM options need",
+        ),
+        (["tiny", "--quick"], "error: --quick is a rehearsal setting: pass it with --rehearse"),
+        (
+            ["tiny", "--grid", "foo=1"],
+            "error: --grid foo: tiny has no axis 'foo' (its axes: max_steps, save_steps)",
+        ),
+        (["tiny", "--only", "("], "error: --only '(': not a regular expression"),
+        (["tiny", "--dry-runn"], "error: unrecognized arguments: --dry-runn"),
+        (["tiny", "--executor", "pbs"], "error: argument --executor: invalid choice: 'pbs'"),
+        (
+            ["tiny", "--executor", "slurm"],
+            "error: no `sbatch` or `srun` on PATH: --executor slurm submits from",
+        ),
+        (
+            ["tiny", "--executor", "submitit-local", "--partition", "gpu"],
+            "error: --partition: SLURM options need",
+        ),
+        (
+            ["nlu_table", "--grid", "tasks=wnli"],
+            "error: nlu_table: configs/glue/wnli_deberta-v3-base_full.yaml not found (needed by "
+            "nlu/wnli_deberta-v3-base_full/seed42): a grid value without a config",
+        ),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(args, message, tmp_path):
+    proc = runner(
+        *args, "--results_dir", str(tmp_path / "r"), "--outputs_dir", str(tmp_path / "o"), timeout=120
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.startswith(message) and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stdout == "" and not list(tmp_path.iterdir())
+
+
+def test_finished_runs_are_skipped_and_only_filters(tmp_path, capsys):
+    results = tmp_path / "results"
+    done = results / "nlu" / "rte_deberta-v3-base_lora" / "seed42"
+    done.mkdir(parents=True)
+    (done / "DONE").write_text("x\n")
+    args = ["nlu_table", "--dry-run", "--only", "nlu/rte_", "--results_dir", str(results)]
+    assert R.main(args) == 0
+    out = capsys.readouterr().out
+    assert "[done] nlu/rte_deberta-v3-base_lora/seed42" in out and out.count("[todo]") == 10 * 3 - 1
+    assert "# plan: 30 runs, 1 done, 29 to do" in out
+    assert R.main(["nlu_table", "--dry-run", "--seeds", "7", "--only", "sst2_.*_bitfit"]) == 0
+    out = capsys.readouterr().out
+    assert [line.split()[1] for line in out.splitlines() if line.startswith("[todo]")] == [
+        "nlu/sst2_deberta-v3-base_bitfit/seed7"
+    ]
+
+
+def test_bash_compatible_stage_fingerprints(tmp_path):
+    """The markers scripts/lib.sh left in outputs/ stay valid: the same sha256 of the command and configs."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("lora_r: 8\n")
+    argv = ["deepspeed", "--include", "localhost:0,1", "x.py", "--config", str(cfg), "--deepspeed", "", "a b"]
+    bash = r"""f() { { printf '%q ' "$@"; printf '\n'; for a in "$@"; do case "$a" in
+      *.yaml|*.yml|*.json) [ -f "$a" ] && { printf '%s\n' "$a"; cat "$a"; } ;; esac; done; } | sha256sum | cut -d' ' -f1; }
+    f "$@" """
+    proc = subprocess.run(["bash", "-c", bash, "f", *argv], capture_output=True, text=True, check=True)
+    assert R.fingerprint(argv) == proc.stdout.strip()
+
+
+# A stand-in training and evaluation (real subprocesses): the training writes the small files and a
+# large one; the evaluation fails while <tmp>/fail_eval exists.
+TRAIN = """
+import json, os, sys
+out = sys.argv[1]; os.makedirs(out, exist_ok=True)
+open(os.path.join(sys.argv[2], 'train_calls'), 'a').write('x')
+open(os.path.join(out, 'config.yaml'), 'w').write('seed: 1\\n')
+for name, payload in (('run.json', {}), ('metrics.json', {'train_loss': 1.0}), ('log_history.json', [])):
+    json.dump(payload, open(os.path.join(out, name), 'w'))
+open(os.path.join(out, 'big.safetensors'), 'w').write('weights')
+"""
+EVAL = """
+import json, os, sys
+if os.path.exists(os.path.join(sys.argv[2], 'fail_eval')):
+    sys.exit('eval failed on purpose')
+os.makedirs(sys.argv[1], exist_ok=True)
+json.dump({'score': 50.0, 'protocol_version': '1', 'n': 3}, open(os.path.join(sys.argv[1], 'metrics.json'), 'w'))
+json.dump({'task_id': 0, 'score': 1.0}, open(os.path.join(sys.argv[1], 'samples.jsonl'), 'w'))
+"""
+
+
+def _stand_in_run(tmp_path: Path, cfg: Path | None = None) -> R.PlannedRun:
+    spec = RunSpec(
+        "study", "run_a", 1, "nlg", "tiny", "lora", "configs/tiny/nlg.yaml", benches=("gsm8k_nll",)
+    )
+    out = tmp_path / "outputs" / spec.run_id
+    config = ["--config", str(cfg)] if cfg else []
+    stages = [
+        R.Stage(
+            "train",
+            [PY, "-c", TRAIN, str(out / "train"), str(tmp_path), *config],
+            str(out),
+            str(out / "train"),
+        ),
+        R.Stage(
+            "eval_gsm8k_nll", [PY, "-c", EVAL, str(out / "eval"), str(tmp_path)], str(out), str(out / "eval")
+        ),
+    ]
+    res = tmp_path / "results" / spec.run_id
+    return R.PlannedRun(spec, str(out), str(out), str(res), stages, [("gsm8k_nll", str(out / "eval"))])
+
+
+def test_an_interrupted_run_resumes_at_the_failed_stage_and_copies_only_small_files(tmp_path, capsys):
+    run = _stand_in_run(tmp_path)
+    opts = R.Options(study="tiny")
+    (tmp_path / "fail_eval").write_text("")
+    with pytest.raises(R.StageError, match="stage eval_gsm8k_nll failed"):
+        R.execute(run, opts, PY)
+    assert not Path(run.res).exists()  # an interrupted run is not done
+    (tmp_path / "fail_eval").unlink()
+    R.execute(run, opts, PY)
+    assert "train: already done" in capsys.readouterr().out  # resumed at the failed stage
+    assert (tmp_path / "train_calls").read_text() == "x"
+    res = Path(run.res)
+    assert sorted(str(p.relative_to(res)) for p in res.rglob("*") if p.is_file()) == [
+        "DONE",
+        "config.yaml",
+        "eval/gsm8k_nll.json",
+        "eval/gsm8k_nll.samples.jsonl",  # per-item records of the benches in KEEP_ITEM_SCORES
+        "log_history.json",
+        "metrics.json",
+        "run.json",
+    ]
+    assert json.loads((res / "eval" / "gsm8k_nll.json").read_text())["score"] == 50.0
+    # Killed after the command finished but before its marker: the finished stage is not run again.
+    (Path(run.run_out) / ".stage_train.done").unlink()
+    R.execute(run, opts, PY)
+    assert "train: finished before the interruption" in capsys.readouterr().out
+    assert (tmp_path / "train_calls").read_text() == "x"
+
+
+def test_a_stage_finished_with_another_config_is_an_error_not_reused(tmp_path):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("max_train_samples: null\n")
+    R.execute(_stand_in_run(tmp_path, cfg), R.Options(study="tiny"), PY)
+    cfg.write_text("max_train_samples: 2000\n")
+    run = _stand_in_run(tmp_path, cfg)
+    with pytest.raises(R.StageError, match="(?s)made with another command or config file than now.*Delete"):
+        R.execute(run, R.Options(study="tiny"), PY)
+    assert (tmp_path / "train_calls").read_text() == "x"  # never rerun or reused silently
+
+
+def test_a_stop_file_ends_the_sweep_before_its_next_run(tmp_path, capsys):
+    outputs, results = tmp_path / "outputs", tmp_path / "results"
+    outputs.mkdir()
+    (outputs / "STOP").write_text("")
+    args = ["tiny", "--results_dir", str(results), "--outputs_dir", str(outputs), "--seeds", "1 2"]
+    assert R.main(args) == 3
+    assert "STOP exists: stopped before tiny/tiny_ba-lora/seed1" in capsys.readouterr().err
+    assert sorted(p.name for p in outputs.iterdir()) == ["STOP"] and not results.exists()
+    # A finished run is skipped without starting anything, STOP or not.
+    done = results / "tiny" / "tiny_ba-lora"
+    for seed in (1, 2):
+        (done / f"seed{seed}").mkdir(parents=True)
+        (done / f"seed{seed}" / "DONE").write_text("x\n")
+    assert R.main(args) == 0
+    out = capsys.readouterr().out
+    assert "[done] tiny/tiny_ba-lora/seed1" in out and "# plan: 2 runs, 2 done, 0 to do" in out
+    assert sorted(p.name for p in outputs.iterdir()) == ["STOP"]
+
+
+def _adapters(train: Path) -> dict[str, bytes]:
+    files = [p for p in train.rglob("*.safetensors") if "checkpoint-" not in str(p)]
+    assert files
+    return {str(p.relative_to(train)): p.read_bytes() for p in files}
+
+
+@pytest.mark.slow
+def test_a_training_killed_mid_run_resumes_from_its_checkpoint_bit_for_bit(tmp_path, shared_data):
+    """SIGKILL to the runner's process group after the first checkpoint; the rerun resumes the training
+    from its last complete checkpoint and ends with the adapter of an uninterrupted run, bit for bit."""
+    grid = ["--grid", "max_steps=40", "--grid", "save_steps=2"]
+
+    def dirs(name: str) -> list[str]:
+        return [
+            "--results_dir",
+            str(tmp_path / name / "results"),
+            "--outputs_dir",
+            str(tmp_path / name / "outputs"),
+        ]
+
+    reference = runner("tiny", *grid, *dirs("reference"))
+    assert reference.returncode == 0, reference.stdout[-2000:] + reference.stderr[-2000:]
+
+    train = tmp_path / "killed" / "outputs" / "tiny" / "tiny_ba-lora" / "seed42" / "train"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [PY, "-m", "balora.repro.run", "tiny", *grid, *dirs("killed")],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 600
+    while provenance.last_complete_checkpoint(train) is None:
+        assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint before the run ended"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (train / "metrics.json").exists()  # killed mid-training
+
+    resumed = runner("tiny", *grid, *dirs("killed"))
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    assert "    pissa_init: already done" in resumed.stdout
+    assert "    train: resuming from checkpoint-" in resumed.stdout
+    assert "--resume_from_checkpoint last" in resumed.stdout
+    assert _adapters(train) == _adapters(
+        tmp_path / "reference" / "outputs" / "tiny" / "tiny_ba-lora" / "seed42" / "train"
+    )
+    results = tmp_path / "killed" / "results" / "tiny" / "tiny_ba-lora" / "seed42"
+    assert (results / "DONE").is_file() and (results / "eval" / "gsm8k_nll.json").is_file()
+    # Finished: a rerun skips it.
+    again = runner("tiny", *grid, *dirs("killed"))
+    assert again.returncode == 0 and "[done] tiny/tiny_ba-lora/seed42" in again.stdout
+
+
+@pytest.mark.slow
+def test_submitit_local_runs_each_run_as_a_job_and_skips_what_is_done(tmp_path, shared_data):
+    """--executor submitit-local: the run's chain (execute_run) as a real subprocess job, its record in the
+    run folder; submitting again while it runs submits nothing, and after it finished the run is done."""
+    dirs = ["--results_dir", str(tmp_path / "results"), "--outputs_dir", str(tmp_path / "outputs")]
+    args = ["tiny", "--grid", "max_steps=2", *dirs, "--executor", "submitit-local"]
+
+    def submit(*extra: str) -> subprocess.CompletedProcess:
+        # Output to a file: the job, a child of the submitting process, would hold a pipe open until it ends.
+        with open(tmp_path / "submit.log", "w+") as log:
+            proc = subprocess.run(
+                [PY, "-m", "balora.repro.run", *args, *extra], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}, timeout=300,
+            )  # fmt: skip
+            log.seek(0)
+            proc.stdout = log.read()
+        return proc
+
+    first = submit("--log_dir", str(tmp_path / "jobs"))
+    assert first.returncode == 0, first.stdout
+    assert "[job ] tiny/tiny_ba-lora/seed42: job " in first.stdout and "# 1 submitted" in first.stdout
+    run_dir = tmp_path / "outputs" / "tiny" / "tiny_ba-lora" / "seed42"
+    records = json.loads((run_dir / "jobs.json").read_text())
+    assert len(records) == 1 and records[0]["executor"] == "submitit-local"
+    again = submit("--log_dir", str(tmp_path / "jobs"))
+    assert again.returncode == 0 and "# 0 submitted" in again.stdout  # queued or running: not resubmitted
+    done = tmp_path / "results" / "tiny" / "tiny_ba-lora" / "seed42" / "DONE"
+    deadline = time.monotonic() + 600
+    while not done.exists():
+        assert time.monotonic() < deadline, (run_dir / f"job-{records[0]['job_id']}.err").read_text()[-3000:]
+        time.sleep(1)
+    finished = runner(*args)
+    assert finished.returncode == 0 and "# plan: 1 runs, 1 done, 0 to do" in finished.stdout
+    assert "submitted" not in finished.stdout

@@ -1,0 +1,247 @@
+"""The study registry: every study plans the runs the bash scripts planned, each on an existing config."""
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from balora.repro import run as R
+from balora.repro import studies as S
+
+REPO = Path(__file__).resolve().parent.parent
+PLANS = REPO / "tests" / "fixtures" / "plans"  # the dry runs of the bash scripts before the registry
+
+# Intended changes against those plans. (1) A training that an earlier study of the registry has (same
+# config, flags, seed) is trained once, in that study's outputs folder: the number of such runs per
+# study. (2) tsne_steps' rehearsal dumps features at every step and draws step 1 (a 2-step run has no
+# step 2000). Every other stage command is the same, character for character.
+SHARED = {
+    "model_range": 54,  # the NLG table's LoRA / PiSSA / BA-LoRA metamath and python runs of its 3 models
+    "model_range.rehearse": 18,
+    "rank_sweep": 6,  # Full FT = the NLG table's metamath Full FT runs
+    "rank_sweep.rehearse": 2,
+    "ablation": 3 + 8 * 3,  # "all" = the NLG table's BA-LoRA run, and the NLU table's BA-LoRA runs
+    "ablation.rehearse": 1 + 8,
+    "ablation_llms": 9,
+    "ablation_llms.rehearse": 3,
+    "glue_large_models": 12,  # the MNLI runs = tsne's
+    "glue_large_models.rehearse": 4,
+}
+REWRITES = {"tsne_steps.rehearse": [("--feature_dump_steps 2000", "--feature_dump_steps 1")]}
+
+
+def _blocks(text: str) -> tuple[list[str], dict[str, list[str]], dict[str, str]]:
+    order, stages, shared = [], {}, {}
+    current = None
+    for line in text.splitlines():
+        if line.startswith("[todo] "):
+            current = line.split()[1]
+            order.append(current)
+            stages[current] = []
+        elif current and line.startswith("    (training shared with "):
+            shared[current] = line.split()[-1].rstrip(")")
+        elif current and line.startswith("    "):
+            stages[current].append(line.rstrip())
+        else:
+            current = None
+    return order, stages, shared
+
+
+def _dry_run(capsys, monkeypatch, *args: str) -> str:
+    monkeypatch.setenv("PY", "python")
+    monkeypatch.setenv("BALORA_DATA_DIR", "data")
+    for var in ("GLUE_DIR", "EVAL_DATA_DIR", "EVAL_EXTRA", "GPUS", "MASTER_PORT"):
+        monkeypatch.delenv(var, raising=False)
+    capsys.readouterr()
+    status = R.main([*args, "--dry-run", "--results_dir", "/PLAN/results", "--outputs_dir", "/PLAN/outputs"])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    return out
+
+
+FIXTURES = sorted(p.name[: -len(".txt")] for p in PLANS.glob("*.txt"))
+
+
+@pytest.mark.parametrize("fixture", FIXTURES)
+def test_the_plan_of_every_study_is_the_bash_scripts_plan(fixture, capsys, monkeypatch):
+    study, _, mode = fixture.partition(".")
+    # The scripts' settings are read as the runner's own (GPUS, MASTER_PORT): defaults here.
+    got = _dry_run(capsys, monkeypatch, study, *(["--rehearse"] if mode else []))
+    expected_order, expected, _ = _blocks((PLANS / f"{fixture}.txt").read_text())
+    order, stages, shared = _blocks(got)
+    assert order == expected_order  # the same run ids in the same order
+    assert len(shared) == SHARED.get(fixture, 0)
+    for run_id in order:
+        want = expected[run_id]
+        owner = shared.get(run_id)
+        if owner:  # the training stages (and what the evaluations read) are the owner's
+            want = [
+                re.sub(
+                    rf"/PLAN/outputs/{re.escape(run_id)}/(train|pissa_init)",
+                    rf"/PLAN/outputs/{owner}/\1",
+                    line,
+                )
+                for line in want
+            ]
+        for old, new in REWRITES.get(fixture, []):
+            want = [line.replace(old, new) for line in want]
+        assert stages[run_id] == want, run_id
+
+
+def test_the_plan_has_estimates_and_the_tables_at_the_end(capsys, monkeypatch):
+    out = _dry_run(capsys, monkeypatch, "mini")
+    summary = next(line for line in out.splitlines() if line.startswith("# plan:"))
+    # The bash planner's estimate, to the second (the grid is sized for ~8 h on 2 cores).
+    assert (
+        summary == "# plan: 132 runs, 0 done, 132 to do; estimated time of the runs to do: 28479 s = 7.91 h"
+    )
+    assert "[todo] mini/nlg/smollm2_lora/seed42  (est. 529 s)" in out
+    assert "# then: python aggregate_results.py mini_nlg mini_nlu mini_ablation mini_nll_paired" in out
+
+
+def test_a_shared_training_is_planned_once_across_studies():
+    """model_range's LoRA/PiSSA/BA-LoRA runs of the NLG table's models train in the NLG table's folders."""
+    opts = R.Options(study="model_range")
+    planned = R.make_plan(opts)
+    shared = {r.run_id: r.shared_with for r in planned if r.shared_with}
+    assert len(shared) == 54
+    assert shared["model_range/llama2-7b_pissa_python/seed1024"] == "nlg/llama2-7b_pissa_python/seed1024"
+    assert not any(r.startswith("model_range/llama3") for r in shared)
+    nlg_ids = {r.run_id for r in R.make_plan(R.Options(study="nlg_table"))}
+    assert set(shared.values()) <= nlg_ids
+    # The evaluations stay the run's own (model_range scores GSM8K only on metamath).
+    run = next(r for r in planned if r.run_id == "model_range/llama2-7b_pissa_metamath/seed42")
+    assert [s.name for s in run.stages] == ["pissa_init", "train", "eval_gsm8k"]
+    assert run.stages[2].output_dir == "outputs/model_range/llama2-7b_pissa_metamath/seed42/eval_gsm8k"
+
+
+def _rehearsal_runs(study: S.Study, quick: bool):
+    return study.runs(settings=S.Settings(rehearse=True), quick=quick)
+
+
+def test_rehearsal_settings_belong_to_each_study():
+    """The quick rehearsal's grids do not leak into one another (rehearse.sh exported TASKS, SUBSETS)."""
+    probe = _rehearsal_runs(S.STUDIES["noisy_probe"], quick=True)
+    assert {r.name.split("_")[0] for r in probe} == {"rte", "stsb"}  # no MNLI: it has no probe config
+    model_range = _rehearsal_runs(S.STUDIES["model_range"], quick=True)
+    assert len(model_range) == 3 * 2 and not any("conversation" in r.name for r in model_range)
+    nlu = _rehearsal_runs(S.STUDIES["nlu_table"], quick=True)
+    assert {r.name.split("_")[0] for r in nlu} == {"rte", "stsb", "mnli"}
+    steps = _rehearsal_runs(S.STUDIES["tsne_steps"], quick=False)
+    assert all(r.flags == ("--feature_dump_steps", "1") for r in steps)
+    finish = S.study_finish(S.STUDIES["tsne_steps"], rehearse=True, quick=False)
+    assert [cmd[cmd.index("--step") + 1] for cmd in finish] == ["1", "final"]
+    # Without --rehearse the paper's grid: nothing of the rehearsal stays behind.
+    assert len(S.STUDIES["model_range"].runs()) == 144
+    assert all(r.flags == ("--feature_dump_steps", "2000") for r in S.STUDIES["tsne_steps"].runs())
+
+
+def _every_plan():
+    for study in S.STUDIES.values():
+        yield from study.runs()
+        yield from _rehearsal_runs(study, quick=False)
+        yield from _rehearsal_runs(study, quick=True)
+
+
+def test_every_run_of_every_study_resolves_to_a_config_and_a_data_schema(tmp_path):
+    """Each run's config exists and parses with its training flags in the entry point's argument classes,
+    and its data is a dataset the loaders know (a hub id with a rehearsal stand-in, a GLUE task, a local
+    or embedded file): a missing config or a flag the script does not take is caught here, not by a user."""
+    import finetune_glue
+    import train_nlg
+    from balora.repro import glue, models, rehearsal
+    from balora.repro.config import parse_args
+
+    seen = set()
+    for spec in _every_plan():
+        key = (spec.config, spec.flags, spec.kind)
+        if key in seen:
+            continue
+        seen.add(key)
+        path = REPO / spec.config
+        assert path.is_file(), f"{spec.run_id}: {spec.config} missing"
+        config = yaml.safe_load(path.read_text())
+        common = ["--output_dir", str(tmp_path), "--use_cpu", "true", "--bf16", "false", "--deepspeed", ""]
+        if spec.kind == "glue":
+            parse_args(
+                finetune_glue.ARGUMENT_CLASSES,
+                ["--regularizer_task", "nlu", "--config", str(path), *spec.flags, *common],
+            )
+            glue.get_task(config["task_name"])
+            model = config["model_name_or_path"]
+            assert model in rehearsal.MODEL_STANDINS or model in (models.MINILM, models.SMOLLM2), model
+        else:
+            parse_args(train_nlg.ARGUMENT_CLASSES, ["--config", str(path), *spec.flags, *common])
+            data = config["data_path"]
+            if data in rehearsal.DATASET_STANDINS:
+                folder = REPO / "tests" / "fixtures" / "hub" / rehearsal.DATASET_STANDINS[data]
+                assert (folder / config.get("data_subset", "default")).is_dir(), (
+                    f"{spec.run_id}: {data} {config}"
+                )
+            else:
+                assert data.startswith(("data/", "embedded:")), f"{spec.run_id}: data_path {data}"
+            assert spec.model in S.MODEL_ID
+            for bench in spec.benches:
+                assert (REPO / "eval" / f"{bench}.py").is_file()
+    assert len(seen) > 300
+
+
+def test_a_variant_config_of_a_pissa_method_gets_its_pissa_init_stage():
+    """The *_ba-lora-constant configs train BA-LoRA (their `method`): PiSSA init first, the adapter evaluated."""
+    opts = R.Options(
+        study="nlg_table", seeds=(42,), grid={"methods": ("ba-lora-constant",), "subsets": ("python",)}
+    )
+    run = R.make_plan(opts)[0]
+    assert [s.name for s in run.stages] == ["pissa_init", "train", "eval_humaneval", "eval_mbpp"]
+    assert "--adapter" in run.stages[2].argv
+
+
+def test_committed_configs_are_generated_and_each_belongs_to_a_study():
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "balora.repro.studies", "--check"], cwd=REPO, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert S.check_configs(S.GRID_VARIANTS) == []
+    # Without the --grid variants the RoBERTa-large configs are reported as planned by no study.
+    problems = S.check_configs()
+    assert "configs/glue/rte_roberta-large_lora.yaml: in configs/, planned by no study" in "\n".join(problems)
+
+
+def test_the_launch_command_in_each_config_header_plans_that_config():
+    """A config's header names the study command that runs it (bash scripts/<study>.sh --grid ...)."""
+    import shlex
+
+    checked = 0
+    for path in sorted((REPO / "configs").rglob("*.yaml")):
+        for line in path.read_text().splitlines():
+            if not line.startswith("#") or "bash scripts/" not in line:
+                continue
+            words = shlex.split(line[line.index("bash scripts/") :])
+            study = Path(words[1]).stem
+            opts = R.options_from_args([study, *words[2:]])
+            configs = {run.spec.config for run in R.make_plan(opts)}
+            assert str(path.relative_to(REPO)) in configs, line
+            checked += 1
+    assert checked >= 75
+
+
+# The scripts' tables and figures at the end, as their dry runs printed them: the same commands now, except
+# mini's t-SNE titles (the dry run printed MiniLM-LoRA, the run itself drew "MiniLM LoRA": the run's kept)
+# and tsne_steps' rehearsal figures (steps 1 and final).
+THEN_CHANGED = {"MiniLM-LoRA MiniLM-BA-LoRA": r"MiniLM\ LoRA MiniLM\ BA-LoRA"}
+
+
+@pytest.mark.parametrize("fixture", [f for f in FIXTURES if f != "tsne_steps.rehearse"])
+def test_the_tables_and_figures_at_the_end_are_the_scripts(fixture, capsys, monkeypatch):
+    study, _, mode = fixture.partition(".")
+    got = _dry_run(capsys, monkeypatch, study, *(["--rehearse"] if mode else []))
+    then = [line for line in got.splitlines() if line.startswith("# then: ")]
+    for line in (PLANS / f"{fixture}.txt").read_text().splitlines():
+        if line.startswith("# then: "):
+            for old, new in THEN_CHANGED.items():
+                line = line.replace(old, new)
+            assert line in then

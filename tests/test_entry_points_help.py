@@ -25,8 +25,6 @@ TOP_LEVEL = (
 )
 # Files the globs find that are not command lines, and why.
 NOT_ENTRY_POINTS = {
-    "scripts/lib.sh": "sourced by the other scripts, never run",
-    "scripts/mini_lib.sh": "sourced by mini.sh and mini_probes.sh, never run",
 }
 # Entry points whose --help is not implemented yet: strict xfail, so the test fails once it is (remove
 # the entry then).

@@ -26,7 +26,7 @@ def write_run(
     done: bool = True,
     history: list | None = None,
 ) -> Path:
-    """A results/<study>/<run>/seed<k>/ folder as scripts/lib.sh writes it."""
+    """A results/<study>/<run>/seed<k>/ folder as the study runner writes it."""
     path = root / study / run / f"seed{seed}"
     path.mkdir(parents=True)
     cfg = {

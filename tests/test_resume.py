@@ -141,63 +141,6 @@ def test_overwrite_replaces_the_old_runs_checkpoints(finished_run, tmp_path):
         _train(out, "--resume_from_checkpoint", "last")
 
 
-SWEEP = r"""
-set -euo pipefail
-SEEDS="1"
-source "{lib}"
-lib_parse_args "$@"
-for seed in $SEEDS; do
-  if run_begin study run_a "$seed"; then
-    stage train "$PY" -c "
-import json, os, signal, sys
-out = sys.argv[2]
-if os.path.exists(os.path.join(out, 'metrics.json')):
-    sys.exit(out + ' holds a finished run (metrics.json)')
-os.makedirs(out, exist_ok=True)
-open(os.path.join('{tmp}', 'train_calls'), 'a').write('x')
-for name in ('config.yaml', 'run.json', 'metrics.json'):
-    json.dump({{}}, open(os.path.join(out, name), 'w'))
-if os.path.exists(os.path.join('{tmp}', 'kill_sweep')):
-    os.kill(os.getppid(), signal.SIGKILL)  # the sweep dies before it writes the stage marker
-" --output_dir "$RUN_OUT/train"
-    run_finish "$RUN_OUT/train"
-  fi
-done
-"""
-
-
-def test_sweep_killed_after_training_finished_resumes(tmp_path):
-    import subprocess
-
-    script = tmp_path / "sweep.sh"
-    script.write_text(SWEEP.format(lib=REPO / "scripts" / "lib.sh", tmp=tmp_path))
-    cmd = [
-        "bash",
-        str(script),
-        "--results_dir",
-        str(tmp_path / "results"),
-        "--outputs_dir",
-        str(tmp_path / "outputs"),
-    ]
-    (tmp_path / "kill_sweep").write_text("")
-    killed = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-    assert killed.returncode == -9
-    assert (tmp_path / "outputs" / "study" / "run_a" / "seed1" / "train" / "metrics.json").exists()
-    (tmp_path / "kill_sweep").unlink()
-    resumed = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-    assert resumed.returncode == 0, resumed.stderr
-    assert "train: finished before the interruption" in resumed.stdout
-    assert (tmp_path / "train_calls").read_text() == "x"
-    assert (tmp_path / "results" / "study" / "run_a" / "seed1" / "DONE").exists()
-    # A stale metrics.json (older than the stage's start) is not taken for the command's result.
-    train = tmp_path / "outputs" / "study" / "run_a" / "seed1"
-    (train / ".stage_train.done").unlink()
-    (train / ".stage_train.started").touch()
-    (tmp_path / "results" / "study" / "run_a" / "seed1" / "DONE").unlink()
-    again = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-    assert again.returncode != 0 and "holds a finished run" in again.stderr
-
-
 def test_an_output_dir_that_cannot_be_written_is_refused_before_any_work(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")

@@ -8,9 +8,9 @@ i = 1..n:
     mean d ± SE (= std(d) / sqrt(n)), and how many items A scored better on.
 
 Across seeds the per-seed means are averaged (mean ± std over seeds). The item scores are read from
-results/<study>/<run>/seed<k>/eval/<bench>.samples.jsonl (scripts/lib.sh keeps them for the benches in
-KEEP_ITEM_SCORES). Two runs scored on different item sets, or on a bench whose protocol differs, are
-an error, not a comparison.
+results/<study>/<run>/seed<k>/eval/<bench>.samples.jsonl (the study runner, balora/repro/run.py, keeps
+them for the benches in KEEP_ITEM_SCORES). Two runs scored on different item sets, or on a bench whose
+protocol differs, are an error, not a comparison.
 """
 
 from __future__ import annotations

@@ -24,8 +24,7 @@ TOP_LEVEL = (
     "plot_results.py",
 )
 # Files the globs find that are not command lines, and why.
-NOT_ENTRY_POINTS = {
-}
+NOT_ENTRY_POINTS = {}
 # Entry points whose --help is not implemented yet: strict xfail, so the test fails once it is (remove
 # the entry then).
 MISSING_HELP = {}

@@ -175,7 +175,7 @@ def test_every_run_of_every_study_resolves_to_a_config_and_a_data_schema(tmp_pat
             parse_args(train_nlg.ARGUMENT_CLASSES, ["--config", str(path), *spec.flags, *common])
             data = config["data_path"]
             if data in rehearsal.DATASET_STANDINS:
-                folder = REPO / "tests" / "fixtures" / "hub" / rehearsal.DATASET_STANDINS[data]
+                folder = rehearsal.FIXTURE_DIR / rehearsal.DATASET_STANDINS[data]
                 assert (folder / config.get("data_subset", "default")).is_dir(), (
                     f"{spec.run_id}: {data} {config}"
                 )
@@ -245,3 +245,16 @@ def test_the_tables_and_figures_at_the_end_are_the_scripts(fixture, capsys, monk
             for old, new in THEN_CHANGED.items():
                 line = line.replace(old, new)
             assert line in then
+
+
+def test_every_model_a_committed_config_names_has_a_rehearsal_stand_in():
+    """A config of configs/ whose model has no tiny stand-in would stop its study's rehearsal."""
+    from balora.repro import models, rehearsal
+
+    missing = set()
+    for path in sorted((REPO / "configs").rglob("*.yaml")):
+        model = (yaml.safe_load(path.read_text()) or {}).get("model_name_or_path")
+        known = model in rehearsal.MODEL_STANDINS or model in (models.MINILM, models.SMOLLM2)
+        if isinstance(model, str) and not known and not model.startswith("tiny-"):
+            missing.add(f"{model} ({path.relative_to(REPO)})")
+    assert not missing, sorted(missing)

@@ -44,6 +44,9 @@ MODEL_STANDINS = {
     "openai-community/gpt2-xl": "tiny-gpt2",
     "roberta-base": "tiny-roberta",
     "FacebookAI/roberta-base": "tiny-roberta",
+    # The RoBERTa-large NLU grid (configs/glue/*_roberta-large_*.yaml).
+    "roberta-large": "tiny-roberta",
+    "FacebookAI/roberta-large": "tiny-roberta",
     "t5-base": "tiny-t5",
     "google-t5/t5-base": "tiny-t5",
 }

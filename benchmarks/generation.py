@@ -12,16 +12,13 @@ arms count the same work; greedy outputs are checked to be identical. Last line:
 import argparse
 import json
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import torch
 
-import torch  # noqa: E402
-
-from balora.eval.generation import DecodingConfig, generate_hf, load_model  # noqa: E402
-from balora.repro.data import data_dir  # noqa: E402
-from balora.repro.prompts import format_prompt  # noqa: E402
+from balora.eval.generation import DecodingConfig, generate_hf, load_model
+from balora.repro.data import data_dir
+from balora.repro.prompts import format_prompt
 
 DEFAULT_DATA = str(data_dir() / "gsm8k" / "test.jsonl")
 

@@ -17,14 +17,11 @@ import argparse
 import json
 import os
 import resource
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from balora.eval import code  # noqa: E402
-from balora.eval.sandbox import SandboxLimits, run_programs  # noqa: E402
-from balora.repro.data import data_dir  # noqa: E402
+from balora.eval import code
+from balora.eval.sandbox import SandboxLimits, run_programs
+from balora.repro.data import data_dir
 
 
 def completions(task: dict, form: str) -> str:

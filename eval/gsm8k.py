@@ -5,14 +5,12 @@ status. `python eval/gsm8k.py --help` lists the flags.
 """
 
 import sys
-from pathlib import Path
-
-# Python puts this file's folder first on sys.path; the checkout root takes its place, so that this
-# checkout's balora is imported and eval/math.py never stands in for the standard `math` module.
-if Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
-from balora.cli.eval_gsm8k import cli, main  # noqa: E402, F401 - main: the command's function, for imports
 
 if __name__ == "__main__":
-    sys.exit(cli())
+    # Python puts eval/ first on sys.path, where eval/math.py would stand in for the standard `math`
+    # module in every import: the command runs as the package's module instead.
+    import os
+
+    os.execv(sys.executable, [sys.executable, "-m", "balora.cli.eval_gsm8k", *sys.argv[1:]])
+
+from balora.cli.eval_gsm8k import cli, main  # noqa: E402, F401 - the command's names, for imports

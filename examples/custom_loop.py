@@ -13,17 +13,14 @@ tokens (docs/method.md §3), weighted here by the ICLR-2026 preset's λs.
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
-from balora import adapters  # noqa: E402
-from balora.regularizers import preset, regularizer_terms  # noqa: E402
-from balora.repro import data, models  # noqa: E402
+from balora import adapters
+from balora.regularizers import preset, regularizer_terms
+from balora.repro import data, models
 
 
 def load(name: str):

@@ -8,11 +8,8 @@ configs besides (every config a study plans exists, every committed config belon
 """
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from balora.repro.glue_configs import main  # noqa: E402
+from balora.repro.glue_configs import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create (or reuse) the local virtual environment .venv with the pinned requirements.
-# Idempotent: a stamp file records the hash of the requirement files, so a second call is instant.
+# Idempotent: a stamp file records the hash of the requirement files and pyproject.toml, so a second
+# call is instant.
 set -euo pipefail
 if [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then
   echo "usage: bash scripts/setup_env.sh   (PYTHON=python3.11 VENV=.venv to choose)"
@@ -12,7 +13,7 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 stamp="$VENV/.requirements.sha256"
-want=$(cat requirements.txt requirements-embedded.txt | sha256sum | cut -d' ' -f1)
+want=$(cat requirements.txt requirements-embedded.txt pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
@@ -22,4 +23,7 @@ fi
 "$VENV/bin/python" -m pip install --quiet "$(grep -E '^torch==' requirements.txt)"
 "$VENV/bin/python" -m pip install --quiet -r requirements.txt
 "$VENV/bin/python" -m pip install --quiet --no-deps -r requirements-embedded.txt
+# This checkout's package, editable: `import balora` and the balora-* commands work from any folder
+# (python eval/gsm8k.py, benchmarks/*.py, a notebook), and edits take effect without reinstalling.
+PYTHONWARNINGS=ignore "$VENV/bin/python" -m pip install --quiet --no-deps --no-build-isolation --editable .
 echo "$want" > "$stamp"

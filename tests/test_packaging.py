@@ -118,7 +118,7 @@ def test_nothing_is_installed_at_the_top_level():
     setuptools_config = PYPROJECT["tool"]["setuptools"]
     assert "py-modules" not in setuptools_config
     for name, target in SCRIPTS.items():
-        assert target.startswith("balora.cli.") and target.endswith(":cli"), f"{name} = {target}"
+        assert target.startswith("balora."), f"{name} = {target}"
 
 
 def test_the_rehearsal_fixtures_are_package_data():
@@ -169,8 +169,12 @@ SHIMS = {
 }
 
 
+# Commands without a script in the checkout: scripts/<study>.sh call the runner as `python -m balora.repro.run`.
+NO_SHIM = {"balora-run"}
+
+
 def test_every_command_has_its_shim_and_every_shim_its_command():
-    assert set(SHIMS.values()) == set(SCRIPTS)
+    assert set(SHIMS.values()) == set(SCRIPTS) - NO_SHIM
     assert {"eval/gsm8k.py", "eval/math.py", "eval/mt_bench.py"} <= set(SHIMS)
     assert all((REPO / shim).is_file() for shim in SHIMS)
 
@@ -178,7 +182,9 @@ def test_every_command_has_its_shim_and_every_shim_its_command():
 @pytest.mark.parametrize("shim", sorted(SHIMS))
 def test_shim_is_a_few_lines_that_call_the_commands_cli(shim):
     """`python <shim>` and the console command run the same code: the shim imports the command's `cli`
-    from the module the entry point names, and its `__main__` block is `sys.exit(cli())`."""
+    from the module the entry point names, and its `__main__` block is `sys.exit(cli())` (eval/: runs
+    that module with `python -m`, since Python puts eval/ first on sys.path, where eval/math.py would
+    shadow the standard `math`)."""
     text = (REPO / shim).read_text()
     tree = ast.parse(text)
     module = SCRIPTS[SHIMS[shim]].split(":")[0]
@@ -196,18 +202,22 @@ def test_shim_is_a_few_lines_that_call_the_commands_cli(shim):
         if isinstance(node, ast.If)
         and ast.unparse(node.test) in ('__name__ == "__main__"', "__name__ == '__main__'")
     )
-    assert [ast.unparse(node) for node in main_block.body] == ["sys.exit(cli())"]
+    if shim.startswith("eval/"):
+        execv = f"os.execv(sys.executable, [sys.executable, '-m', '{module}', *sys.argv[1:]])"
+        assert [ast.unparse(node) for node in main_block.body] == ["import os", execv]
+    else:
+        assert [ast.unparse(node) for node in main_block.body] == ["sys.exit(cli())"]
     code_lines = [line for line in text.split('"""', 2)[-1].splitlines() if line.strip()]
     assert len(code_lines) <= 10, f"{shim}: {len(code_lines)} lines of code"
 
 
-def test_the_package_and_the_root_scripts_never_edit_sys_path():
-    # Only the eval/ shims touch sys.path: Python puts eval/ first there, where eval/math.py would
-    # stand in for the standard `math` (see their comment); the package itself never needs it.
+def test_no_code_of_the_repository_edits_sys_path():
+    # The package is installed (scripts/setup_env.sh: editable), so nothing needs a path edit; the
+    # eval/ shims run their command as `python -m` (eval/math.py would shadow the standard `math`).
     # The sandbox's worker runs a model-written program as `python program.py` would: the program's
     # folder first on that isolated interpreter's path. Not an import of this repository's code.
     offenders = []
-    for path in [*sorted((REPO / "balora").rglob("*.py")), *sorted(REPO.glob("*.py"))]:
+    for path in _source_files():
         if path.relative_to(REPO).match("balora/eval/sandbox*.py"):
             continue
         for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):

@@ -9,7 +9,7 @@ from balora.trainer import BALoRATrainingArguments
 
 def _parsed(argv):
     return parse_args(
-        (finetune_glue.GlueArguments, finetune_glue.MethodArguments, BALoRATrainingArguments),
+        (finetune_glue.GlueArguments, finetune_glue.GlueAdapterArguments, BALoRATrainingArguments),
         ["--regularizer_task", "nlu", *finetune_bert_l_sst2.preset_argv(argv)],
     )
 

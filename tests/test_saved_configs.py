@@ -8,7 +8,7 @@ import yaml
 
 from balora import adapters
 from balora.cli import finetune_glue, train_nlg
-from balora.repro.config import load_saved_config
+from balora.repro.config import SAFE_YAML_LOADER, load_saved_config
 
 REPO = Path(__file__).resolve().parent.parent
 SAVED = sorted((REPO / "results").rglob("config.yaml"))
@@ -20,7 +20,7 @@ def test_there_are_saved_configs_to_load():
 
 @pytest.mark.parametrize("path", SAVED, ids=lambda p: str(p.relative_to(REPO / "results")))
 def test_a_saved_config_loads_through_the_commands_arguments(path):
-    values = yaml.safe_load(path.read_text())
+    values = yaml.load(path.read_text(), Loader=SAFE_YAML_LOADER)
     glue = "task_name" in values
     classes = finetune_glue.ARGUMENT_CLASSES if glue else train_nlg.ARGUMENT_CLASSES
     # A GPU run's config (bf16) is read here on the CPU: TrainingArguments refuses bf16 without a GPU.

@@ -56,6 +56,12 @@ def _glue(tmp_path: Path, out: Path, *flags: str) -> dict:
         ("--learning_rate", "-0.001", "--learning_rate must be > 0, got -0.001"),
         ("--lora_dropout", "1.5", "--lora_dropout must be in [0, 1), got 1.5"),
         ("--lora_r", "0", "--lora_r must be >= 1, got 0"),
+        ("--max_length", "0", "--max_length must be >= 1, got 0"),
+        (
+            "--model_dtype",
+            "fp8",
+            "--model_dtype must be auto or one of float32 | bfloat16 | float16, got 'fp8'",
+        ),
     ],
 )
 def test_a_bad_hyperparameter_is_refused_before_anything_is_written(tmp_path, flag, value, message):

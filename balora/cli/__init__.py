@@ -2,5 +2,6 @@
 
 Each module has `main(argv) -> metrics` (callable from Python and tests) and `cli() -> exit status` (the
 console entry point and the `__main__` of the repository's same-named shim scripts). They share one run
-lifecycle (`balora.cli.lifecycle`). This layer may import the whole package; nothing imports it.
+lifecycle (`balora.cli.lifecycle`). This layer may import the whole package; no other module of the
+package imports it.
 """

@@ -51,6 +51,12 @@ class ModelArguments:
         metadata={"help": "auto (bfloat16 with --bf16, else float32) | float32 | bfloat16 | float16."},
     )
 
+    def __post_init__(self):
+        if self.model_dtype not in ("auto", *DTYPES):
+            raise ValueError(
+                f"--model_dtype must be auto or one of {' | '.join(DTYPES)}, got {self.model_dtype!r}"
+            )
+
 
 @dataclass
 class DataArguments:
@@ -75,6 +81,11 @@ class DataArguments:
         metadata={"help": "Rewrite GSM8K '#### N' answer endings to 'The answer is: N' (MetaMathQA format)."},
     )
     num_embedded_rows: int = field(default=2000, metadata={"help": "Rows generated for embedded:arithmetic."})
+
+    def __post_init__(self):
+        for name in ("max_length", "num_embedded_rows"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
 
 
 @dataclass
@@ -204,8 +215,6 @@ def main(argv: list[str] | None = None) -> dict:
     if args.regularizer_task != "nlg":
         raise ValueError("train_nlg.py trains causal LMs: regularizer_task must be 'nlg'")
     lifecycle.check_training_arguments(args)
-    if model_args.model_dtype not in ("auto", *DTYPES):
-        raise ValueError(f"model_dtype must be auto or one of {list(DTYPES)}, got {model_args.model_dtype!r}")
     what_runs = lifecycle.resolve_method(adapter_args.method, args)
     lifecycle.warn_if_regularizers_with_full_ft(what_runs["adapter_method"], args)
 

@@ -36,8 +36,9 @@ import os
 import shutil
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -107,6 +108,97 @@ class AdapterConfig:
             )
 
 
+# --- named recipes and the command-line arguments -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A named method that is an adapter plus regularisers: what it builds and where its λs come from."""
+
+    adapter: str  # the AdapterConfig.method it builds
+    description: str
+
+
+# BA-LoRA is PiSSA initialisation trained with the regularisers of a `regularizer_preset` (or explicit
+# λs); a preset with every λ set to 0 is the paper's "w/o reg" ablation, i.e. PiSSA.
+RECIPES = {"ba-lora": Recipe(adapter="pissa", description="PiSSA init + the regularizer_preset's terms")}
+
+
+def adapter_of(method: str) -> str:
+    """The adapter that `method` (an adapter method or a recipe name) builds: "pissa" for "ba-lora"."""
+    return RECIPES[method].adapter if method in RECIPES else method
+
+
+@dataclass
+class AdapterArguments:
+    """The adapter flags every training command shares (`--method`, `--lora_r`, ...), parsed with
+    HfArgumentParser; `to_config()` gives the AdapterConfig they describe. A command sets its own
+    defaults and method choices by subclassing (redefining a field keeps its flag and its place).
+
+    `method` is an adapter method (METHODS) or a recipe (RECIPES, e.g. ba-lora = PiSSA + regularisers);
+    the recorded method is the one asked for, the adapter built is `adapter_method`.
+    """
+
+    method_choices: ClassVar[tuple[str, ...]] = (*METHODS, *RECIPES)
+
+    method: str = field(
+        default="pissa",
+        metadata={
+            "help": "The adapter and its init, or ba-lora (= PiSSA init with the regularizer_preset's terms). "
+            "The λs alone switch the regularisers on, for any method (metrics.json 'trained' records what "
+            "ran: ba-lora, pissa, lora+reg, ...)."
+        },
+    )
+    lora_r: int = field(
+        default=8, metadata={"help": "Adapter rank r (LoRA/PiSSA/DoRA/LoHa; AdaLoRA target rank)."}
+    )
+    lora_alpha: float | None = field(
+        default=None, metadata={"help": "α: the update is scaled by α/r (None: α = r, scaling 1)."}
+    )
+    lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the adapter input (paper: 0)."})
+    target_modules: list[str] | None = field(
+        default=None, metadata={"help": "Module names to adapt (default: q,k,v,o,gate,up,down _proj)."}
+    )
+    pissa_niter: int | None = field(
+        default=None,
+        metadata={
+            "help": "PiSSA: None = exact SVD, N = randomised SVD with N subspace iterations (pissa_niter_N)."
+        },
+    )
+
+    def __post_init__(self):
+        if self.method not in self.method_choices:
+            raise ValueError(
+                f"--method must be one of {' | '.join(self.method_choices)}, got {self.method!r}"
+            )
+        if self.lora_r < 1:
+            raise ValueError(f"--lora_r must be >= 1, got {self.lora_r}")
+        if self.lora_alpha is not None and not self.lora_alpha > 0:
+            raise ValueError(f"--lora_alpha must be > 0, got {self.lora_alpha}")
+        if not 0 <= self.lora_dropout < 1:
+            raise ValueError(f"--lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if self.pissa_niter is not None and self.pissa_niter < 0:
+            raise ValueError(f"--pissa_niter must be >= 0 (or unset: exact SVD), got {self.pissa_niter}")
+
+    @property
+    def adapter_method(self) -> str:
+        """The AdapterConfig.method built: `method`, or the adapter of its recipe."""
+        return adapter_of(self.method)
+
+    def to_config(self, **settings: Any) -> AdapterConfig:
+        """The AdapterConfig of these arguments; `settings` gives the fields a command adds or resolves
+        (init_dir, modules_to_save, an architecture's default target_modules, the AdaLoRA schedule, ...)."""
+        own = {
+            "method": self.adapter_method,
+            "r": self.lora_r,
+            "alpha": self.lora_r if self.lora_alpha is None else self.lora_alpha,
+            "dropout": self.lora_dropout,
+            "target_modules": self.target_modules,
+            "pissa_niter": self.pissa_niter,
+        }
+        return AdapterConfig(**{**own, **settings})
+
+
 # --- target modules ----------------------------------------------------------------------------------
 
 
@@ -138,17 +230,32 @@ def _check_target_modules(model: nn.Module, target_modules: list[str]) -> None:
         )
 
 
-def _check_rank_fits(model: nn.Module, target_modules: list[str], r: int) -> None:
-    """PiSSA keeps the top-r singular directions: r above a target's smaller side cannot be initialised
-    (peft would silently keep fewer and then fail to load its own adapter). Raise naming the module."""
+def _check_rank_fits(model: nn.Module, target_modules: list[str], r: int, method: str) -> None:
+    """A rank-r update B·A of a module has rank at most its smaller side: r above it only adds parameters
+    (LoRA, DoRA), and PiSSA cannot initialise it (peft would silently keep fewer directions and then fail
+    to load its own adapter). Raise naming the module."""
     for name, module in model.named_modules():
         if isinstance(module, nn.Linear) and any(_matches_module(name, t) for t in target_modules):
             if r > min(module.in_features, module.out_features):
                 raise ValueError(
-                    f"PiSSA rank r = {r} exceeds the smaller side of {name} "
+                    f"{_METHOD_NAMES.get(method, method)} rank r = {r} exceeds the smaller side of {name} "
                     f"({module.out_features} x {module.in_features}); use r <= "
                     f"{min(module.in_features, module.out_features)} or fewer target_modules"
                 )
+
+
+_METHOD_NAMES = {"lora": "LoRA", "pissa": "PiSSA", "dora": "DoRA"}
+
+
+@contextlib.contextmanager
+def _quiet_peft_wrapping() -> Iterator[None]:
+    """peft's PeftModel reads the model's `is_gradient_checkpointing`, deprecated in transformers 5, and so
+    prints a FutureWarning on every model it wraps, checkpointing or not: nothing a user can act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
+        )
+        yield
 
 
 def _check_modules_to_save(model: nn.Module, modules_to_save: list[str] | None) -> None:
@@ -279,9 +386,10 @@ def prepare_model(model: nn.Module, cfg: AdapterConfig) -> nn.Module:
         from peft import get_peft_model
 
         _check_target_modules(model, target_modules)
-        if cfg.method == "pissa":
-            _check_rank_fits(model, target_modules, cfg.r)
-        model = get_peft_model(model, _peft_config(cfg, target_modules))
+        if cfg.method in ("lora", "pissa", "dora"):
+            _check_rank_fits(model, target_modules, cfg.r, cfg.method)
+        with _quiet_peft_wrapping():
+            model = get_peft_model(model, _peft_config(cfg, target_modules))
         if cfg.method == "pissa":
             _add_pissa_reference(model)
     model.balora_state = BALoRAState(method=cfg.method, reference_snapshot=snapshot)
@@ -406,8 +514,9 @@ def save_pissa_init(
     init_dir = Path(init_dir)
     target_modules = cfg.target_modules or LLAMA_TARGET_MODULES
     _check_target_modules(model, target_modules)
-    _check_rank_fits(model, target_modules, cfg.r)
-    peft_model = get_peft_model(model, _peft_config(cfg, target_modules))
+    _check_rank_fits(model, target_modules, cfg.r, cfg.method)
+    with _quiet_peft_wrapping():
+        peft_model = get_peft_model(model, _peft_config(cfg, target_modules))
     # Saved with init_lora_weights=True: loading it must not decompose the residual again (eng. notes).
     peft_model.peft_config[TRAINED_ADAPTER].init_lora_weights = True
     peft_model.save_pretrained(pissa_init_adapter_path(init_dir))
@@ -429,9 +538,10 @@ def _load_pissa_init(residual_model: nn.Module, init_dir: str | os.PathLike):
             f"{init_dir} holds no complete PiSSA decomposition (run save_pissa_init first)"
         )
     adapter = pissa_init_adapter_path(init_dir)
-    model = PeftModel.from_pretrained(
-        residual_model, adapter, adapter_name=TRAINED_ADAPTER, is_trainable=True
-    )
+    with _quiet_peft_wrapping():
+        model = PeftModel.from_pretrained(
+            residual_model, adapter, adapter_name=TRAINED_ADAPTER, is_trainable=True
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model.load_adapter(adapter, adapter_name=REFERENCE_ADAPTER, is_trainable=False)

@@ -35,9 +35,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import os
-import sys
-import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -659,64 +656,6 @@ class _RowsTap(torch.autograd.Function):
         return summed.view(batch, length, vocab), None, None
 
 
-def resolve_method(method: str, args: BALoRATrainingArguments) -> dict:
-    """What a run trains, from its `method` and its regulariser settings (the one rule of both scripts).
-
-    The rule: `method` chooses the adapter and its initialisation; the regularisers are switched on by
-    the λs alone (a `regularizer_preset` or explicit `lambda_*` flags), for any adapter method.
-    `ba-lora` is PiSSA initialisation whose regularisers come from the preset: it needs a preset (or a
-    λ), and a preset with every λ set to 0 is the paper's "w/o reg" ablation, i.e. PiSSA trained by the
-    same pipeline. `pissa` (or `lora`, ...) with a λ > 0 runs the regularisers too (PiSSA + reg is
-    BA-LoRA; LoRA + reg is the paper's "LoRA + Reg"): allowed, logged, and recorded as what it is.
-
-    Returns:
-        {"method": as configured, "adapter_method": the adapter built ("pissa" for ba-lora),
-         "regularized": any λ > 0, "trained": the name of what ran ("ba-lora", "pissa", "lora+reg", ...)}.
-
-    Raises:
-        ValueError: `ba-lora` with neither a preset nor a λ (nothing says which regularisers to use).
-    """
-    regularized = args.regularizers_enabled
-    adapter_method = "pissa" if method == "ba-lora" else method
-    if method == "ba-lora" and not regularized and args.regularizer_preset == "none":
-        raise ValueError(
-            "method ba-lora = PiSSA + regularisers: set regularizer_preset (iclr2026 | v5) or a "
-            "lambda_* > 0 (a preset with every λ set to 0 is the 'w/o reg' ablation); for plain "
-            "PiSSA use method pissa"
-        )
-    if adapter_method == "pissa":
-        trained = "ba-lora" if regularized else "pissa"
-    else:
-        trained = f"{adapter_method}+reg" if regularized else adapter_method
-    if trained != method:
-        lambdas = ", ".join(f"λ_{t} = {getattr(args, f'lambda_{t}'):g}" for t in TERMS)
-        logging.getLogger(__name__).warning(
-            "method %s with %s trains %s (recorded as trained: %s)",
-            method,
-            lambdas,
-            {"ba-lora": "BA-LoRA (PiSSA + regularisers)", "pissa": "PiSSA without regularisers"}.get(
-                trained, f"{adapter_method} with the regularisers" if regularized else adapter_method
-            ),
-            trained,
-        )
-    return {
-        "method": method,
-        "adapter_method": adapter_method,
-        "regularized": regularized,
-        "trained": trained,
-    }
-
-
-def warn_if_regularizers_with_full_ft(method: str, args: BALoRATrainingArguments) -> None:
-    """Full FT has no regulariser in the paper; with them the reference is a full frozen copy (2× weights)."""
-    if method == "full" and args.regularizers_enabled:
-        warnings.warn(
-            "Regularisers with full fine-tuning keep a frozen copy of all weights as the reference "
-            "(2× weight memory); the paper's full-FT rows use no regulariser.",
-            stacklevel=2,
-        )
-
-
 # Decoder LMs whose logits are `lm_head(last_hidden_state)` with nothing after it (no soft-capping or
 # logit scaling), so the reference may apply the head to the N supervised rows only.
 _ROWS_ONLY_HEAD_MODEL_TYPES = ("llama", "mistral", "gemma", "qwen2", "qwen3")
@@ -736,36 +675,3 @@ def _rows_only_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.M
     if body is None or not isinstance(head, torch.nn.Linear):
         return None
     return body, head
-
-
-def finish_distributed(trainer: Trainer) -> None:
-    """End of a run: every rank waits for rank 0's files, then leaves the process group cleanly.
-
-    A rank that exits while the others still use gloo/NCCL can abort ("terminate called without an
-    active exception", SIGABRT), and the launcher then kills rank 0 mid-save (seen in the ZeRO-3 test).
-    No-op in a single process.
-    """
-    trainer.accelerator.wait_for_everyone()
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
-
-
-def exit_launched_process(status: int) -> int:
-    """The entry scripts' last call: `status` when run directly; under a launcher (torchrun, deepspeed,
-    accelerate: LOCAL_RANK is set) the process ends here with `status`, without the interpreter's teardown.
-
-    At interpreter shutdown a ProcessGroupGloo worker thread can still be releasing the work of the last
-    collective (the final barrier holds DeepSpeed's asynchronous all-gathers, whose tensors need the GIL).
-    The finalising interpreter ends that thread inside a C++ destructor, std::terminate aborts the rank
-    ("terminate called without an active exception", SIGABRT) and the launcher SIGTERMs the others and
-    reports the run as failed. Seen in ~1 of 5 two-process ZeRO-3 launches on a loaded CPU (gdb: the
-    `pt_gloo_runloop` thread in ~AsyncBarrierWork while the main thread runs the shutdown GC). By this
-    call every file of the run is written and closed, and `finish_distributed` has left the process
-    group; only the teardown is skipped.
-    """
-    if "LOCAL_RANK" not in os.environ:
-        return status
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(status)

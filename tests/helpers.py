@@ -23,7 +23,7 @@ def launch_distributed(cmd: list[str], env: dict, cwd: Path) -> subprocess.Compl
 
     No relaunch: a rank that aborts at exit ("terminate called without an active exception", a gloo
     worker thread caught by the interpreter's teardown) was the reason for one, and the entry scripts
-    now end launched processes without that teardown (balora.trainer.exit_launched_process).
+    now end launched processes without that teardown (balora.cli.lifecycle.exit_launched_process).
     """
     return _run_in_own_group(cmd, env, cwd)
 

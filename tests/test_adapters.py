@@ -215,3 +215,29 @@ def test_prepare_model_records_its_state_and_a_plain_peft_model_has_none():
     # A peft wrapper forwards unknown attributes to the model it wraps: the state of a prepared model
     # inside a wrapper built elsewhere is not the wrapper's.
     assert balora_state(get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj"]))) is None
+
+
+@pytest.mark.parametrize("method", ["lora", "pissa"])
+def test_wrapping_a_model_prints_no_future_warning(base_and_original, method):
+    """peft reads transformers' deprecated `is_gradient_checkpointing` on every model it wraps; the run's
+    log must not carry that FutureWarning (it printed on every NLG run)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        prepare_model(base_and_original[0], AdapterConfig(method=method, r=4, alpha=4))
+
+
+def test_adapter_arguments_give_the_adapter_config_and_recipes_name_their_adapter():
+    """One set of adapter flags: α unset means α = r; a recipe (ba-lora) keeps its name and builds its
+    adapter (PiSSA); a command adds settings of its own through to_config."""
+    args = adapters.AdapterArguments(method="ba-lora", lora_r=16)
+    assert args.method == "ba-lora" and args.adapter_method == "pissa"
+    config = args.to_config(init_dir="/tmp/init")
+    assert (config.method, config.r, config.alpha, config.init_dir) == ("pissa", 16, 16, "/tmp/init")
+    assert adapters.AdapterArguments(method="lora", lora_r=8, lora_alpha=32.0).to_config().alpha == 32.0
+    assert adapters.adapter_of("dora") == "dora"
+    with pytest.raises(ValueError, match="--method must be one of .*ba-lora, got 'qlora'"):
+        adapters.AdapterArguments(method="qlora")
+    with pytest.raises(ValueError, match="--lora_alpha must be > 0"):
+        adapters.AdapterArguments(lora_alpha=0.0)

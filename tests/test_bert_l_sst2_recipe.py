@@ -9,7 +9,7 @@ from balora.trainer import BALoRATrainingArguments
 
 def _parsed(argv):
     return parse_args(
-        (finetune_glue.GlueArguments, finetune_glue.MethodArguments, BALoRATrainingArguments),
+        (finetune_glue.GlueArguments, finetune_glue.GlueAdapterArguments, BALoRATrainingArguments),
         ["--regularizer_task", "nlu", *finetune_bert_l_sst2.preset_argv(argv)],
     )
 
@@ -49,3 +49,9 @@ def test_user_flags_override_the_recipe_and_bad_recipes_fail():
     assert args.num_train_epochs == 3 and method_args.target_modules == ["query", "key", "value"]
     with pytest.raises(ValueError, match="--recipe must be one of author, paper"):
         finetune_bert_l_sst2.preset_argv(["--recipe", "v5"])
+
+
+def test_a_bad_recipe_on_the_command_line_is_one_line_and_exit_status_2(capsys, tmp_path):
+    assert finetune_bert_l_sst2.cli(["--recipe", "v5", "--output_dir", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err == "error: --recipe must be one of author, paper; got 'v5'\n"
+    assert not (tmp_path / "o").exists()

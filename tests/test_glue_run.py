@@ -63,7 +63,7 @@ def test_every_config_parses_and_documents_its_launch():
         text = path.read_text()
         assert text.startswith("# ") and f"--config configs/glue/{path.name}" in text, path.name
         glue_args, method_args, args = parse_args(
-            (finetune_glue.GlueArguments, finetune_glue.MethodArguments, BALoRATrainingArguments),
+            (finetune_glue.GlueArguments, finetune_glue.GlueAdapterArguments, BALoRATrainingArguments),
             ["--config", str(path), "--output_dir", "/tmp/unused", "--regularizer_task", "nlu"],
         )
         assert yaml.safe_load(text)["method"] == method_args.method
@@ -215,7 +215,7 @@ def test_quick_start_preset_with_model_override(tmp_path):
         ["--recipe", "paper", "--model", "tiny-bert", "--learning_rate", "1e-3"]
     )
     glue_args, method_args, args = parse_args(
-        (finetune_glue.GlueArguments, finetune_glue.MethodArguments, BALoRATrainingArguments),
+        (finetune_glue.GlueArguments, finetune_glue.GlueAdapterArguments, BALoRATrainingArguments),
         ["--regularizer_task", "nlu", *argv],
     )
     assert glue_args.task_name == "sst2" and glue_args.model_name_or_path == "tiny-bert"

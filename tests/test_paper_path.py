@@ -12,8 +12,9 @@ import pytest
 import yaml
 
 from balora.cli import train_nlg
+from balora.cli.lifecycle import resolve_method
 from balora.repro import glue, rehearsal
-from balora.trainer import BALoRATrainingArguments, resolve_method
+from balora.trainer import BALoRATrainingArguments
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = str(REPO / "configs" / "tiny" / "nlg.yaml")

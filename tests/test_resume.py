@@ -13,7 +13,7 @@ import yaml
 from test_glue_run import TINY as GLUE_TINY
 from test_glue_run import _tiny_glue
 
-from balora.cli import finetune_glue, train_nlg
+from balora.cli import finetune_glue, lifecycle, train_nlg
 from balora.repro import provenance
 
 REPO = Path(__file__).resolve().parent.parent
@@ -91,7 +91,7 @@ def test_checkpoint_completeness_on_damaged_copies(finished_run, tmp_path, damag
         state.unlink()
     assert not provenance.checkpoint_is_complete(checkpoint)
     with pytest.raises(FileNotFoundError, match="not a complete checkpoint"):
-        train_nlg._resolve_resume(tmp_path, str(checkpoint), {})
+        lifecycle.resolve_resume(tmp_path, str(checkpoint), {})
 
 
 def test_resume_with_a_changed_setting_is_refused(finished_run, tmp_path):
@@ -103,9 +103,24 @@ def test_resume_with_a_changed_setting_is_refused(finished_run, tmp_path):
     assert _snapshot(out) == before
     # Where the run is written and how it reports may change.
     config = yaml.safe_load((out / "config.yaml").read_text())
-    assert train_nlg._resolve_resume(
+    assert lifecycle.resolve_resume(
         out, "last", {**config, "report_to": ["tensorboard"], "output_dir": "x"}
     ) == str(out / "checkpoint-2")
+
+
+def test_a_failed_command_into_an_interrupted_runs_folder_leaves_its_resume_intact(finished_run, tmp_path):
+    """A command with other settings into the folder of an interrupted run that fails on its data writes
+    nothing there: the run's config.yaml stays, and the correct resume is still accepted."""
+    out = _copy(finished_run, tmp_path)
+    (out / "metrics.json").unlink()
+    (out / "log_history.json").unlink()
+    shutil.rmtree(out / "checkpoint-2")
+    before = _snapshot(out)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        _train(out, "--learning_rate", "0.01", "--data_path", str(tmp_path / "missing.jsonl"))
+    assert _snapshot(out) == before
+    metrics = _train(out, "--resume_from_checkpoint", "last")
+    assert metrics["resumed_from_checkpoint"] == str(out / "checkpoint-1")
 
 
 def test_overwrite_replaces_the_old_runs_checkpoints(finished_run, tmp_path):

@@ -223,27 +223,3 @@ def test_a_plain_peft_model_logs_the_terms_that_need_no_reference(tmp_path):
     run = _train(tmp_path, model, tokenizer, max_steps=1, lambda_diversity=0.1)
     logged = [e for e in run.state.log_history if "task_loss" in e][0]
     assert "diversity_loss" in logged and "svd_loss" in logged and "consistency_loss" not in logged
-
-
-def test_a_launched_process_ends_with_its_status_and_its_output_flushed(monkeypatch):
-    """Under a launcher (LOCAL_RANK set) exit_launched_process ends the process without the interpreter's
-    teardown (where a gloo worker thread could abort the rank); buffered output still arrives. Run
-    directly, it only returns the status."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    code = (
-        "import sys; from balora.trainer import exit_launched_process\n"
-        "print('written to a pipe, block-buffered'); print('and to stderr', file=sys.stderr)\n"
-        "exit_launched_process(3)\n"
-        "print('not reached')\n"
-    )
-    repo = Path(__file__).resolve().parent.parent
-    env = {**os.environ, "LOCAL_RANK": "0"}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=repo)
-    assert proc.returncode == 3
-    assert proc.stdout == "written to a pipe, block-buffered\n" and "and to stderr" in proc.stderr
-    monkeypatch.delenv("LOCAL_RANK", raising=False)
-    assert trainer.exit_launched_process(5) == 5

@@ -27,7 +27,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from balora.cli import finetune_glue
+from balora.cli import finetune_glue, lifecycle
 from balora.repro.config import pop_flag
 from balora.repro.data import data_dir
 
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 def cli(argv: list[str] | None = None) -> int:
     """Console entry point `balora-finetune-bert-l-sst2`: the command line, returning the exit status."""
-    return finetune_glue.cli(argv, main=main)
+    return lifecycle.run_cli(main, argv)
 
 
 if __name__ == "__main__":

@@ -25,9 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
 import sys
-import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,20 +35,12 @@ import numpy as np
 from transformers import DataCollatorWithPadding, set_seed
 
 from balora import adapters, regularizers
+from balora.cli import lifecycle
 from balora.repro import features, glue, provenance
-from balora.repro.config import parse_args, resolved_config, save_config
-from balora.trainer import (
-    BALoRATrainer,
-    BALoRATrainingArguments,
-    exit_launched_process,
-    finish_distributed,
-    resolve_method,
-    warn_if_regularizers_with_full_ft,
-)
+from balora.repro.config import parse_args, resolved_config
+from balora.trainer import BALoRATrainer, BALoRATrainingArguments
 
 logger = logging.getLogger(__name__)
-
-METHOD_CHOICES = (*adapters.METHODS, "ba-lora")
 
 
 @dataclass
@@ -104,15 +94,37 @@ class GlueArguments:
         metadata={"help": "Allow writing into an output dir that holds a finished run (metrics.json)."},
     )
 
+    def __post_init__(self):
+        for name in ("max_seq_length", "max_train_samples", "max_eval_samples", "feature_batch_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name} must be >= 1, got {value}")
+        if self.feature_dump_steps < 0:
+            raise ValueError(f"--feature_dump_steps must be >= 0, got {self.feature_dump_steps}")
+        if not 0 <= self.label_noise < 1:
+            raise ValueError(f"--label_noise must be in [0, 1), got {self.label_noise}")
+        if (self.minority_class is None) != (self.imbalance_ratio is None):
+            raise ValueError(
+                "--minority_class and --imbalance_ratio go together: give both (e.g. --minority_class "
+                "positive --imbalance_ratio 19) or neither"
+            )
+        if self.imbalance_ratio is not None and not self.imbalance_ratio > 1:
+            raise ValueError(
+                f"--imbalance_ratio must be > 1 (majority : minority), got {self.imbalance_ratio}"
+            )
+
 
 @dataclass
-class MethodArguments:
-    """The fine-tuning method (balora.adapters.AdapterConfig)."""
+class GlueAdapterArguments(adapters.AdapterArguments):
+    """The method flags (balora.adapters.AdapterArguments; here ba-lora and α = 8 by default) and those
+    of the NLU methods: the trained task head, bottleneck adapters, AdaLoRA's budget schedule."""
 
-    method: str = field(default="ba-lora", metadata={"help": f"One of {', '.join(METHOD_CHOICES)}."})
-    lora_r: int = field(default=8, metadata={"help": "Rank r (LoRA/PiSSA/DoRA/LoHa; AdaLoRA target rank)."})
-    lora_alpha: float = field(default=8.0, metadata={"help": "α; the update is scaled by α/r."})
-    lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the adapter input."})
+    method: str = field(
+        default="ba-lora", metadata={"help": f"One of {', '.join(adapters.AdapterArguments.method_choices)}."}
+    )
+    lora_alpha: float | None = field(
+        default=8.0, metadata={"help": "α: the update is scaled by α/r (None: α = r)."}
+    )
     target_modules: list[str] | None = field(
         default=None,
         metadata={
@@ -121,10 +133,6 @@ class MethodArguments:
     )
     modules_to_save: list[str] | None = field(
         default=None, metadata={"help": "Modules trained in full (the task head); default per architecture."}
-    )
-    pissa_niter: int | None = field(
-        default=None,
-        metadata={"help": "PiSSA: None = exact SVD, N = randomised SVD with N subspace iterations."},
     )
     reduction_factor: int = field(
         default=16, metadata={"help": "Bottleneck adapters: hidden / bottleneck size."}
@@ -146,8 +154,29 @@ class MethodArguments:
     adalora_delta_t: int = field(default=10, metadata={"help": "AdaLoRA: steps between budget updates."})
 
     def __post_init__(self):
-        if self.method not in METHOD_CHOICES:
-            raise ValueError(f"Unknown method {self.method!r}; choose one of {', '.join(METHOD_CHOICES)}")
+        super().__post_init__()
+        if self.reduction_factor < 1:
+            raise ValueError(f"--reduction_factor must be >= 1, got {self.reduction_factor}")
+        if self.adalora_init_r < 1 or self.adalora_delta_t < 1:
+            raise ValueError("--adalora_init_r and --adalora_delta_t must be >= 1")
+
+    def to_config(self, model_type: str, total_steps: int) -> adapters.AdapterConfig:
+        """The AdapterConfig for a `model_type` classifier trained for `total_steps` optimizer steps (the
+        architecture's default target modules and task head; AdaLoRA's schedule in steps)."""
+        peft = self.adapter_method in adapters.PEFT_METHODS
+        return super().to_config(
+            target_modules=self.target_modules or (glue.default_target_modules(model_type) if peft else None),
+            modules_to_save=self.modules_to_save or glue.default_modules_to_save(model_type),
+            reduction_factor=self.reduction_factor,
+            adalora_init_r=self.adalora_init_r,
+            adalora_tinit=_schedule_steps(self.adalora_tinit, total_steps, "adalora_tinit"),
+            adalora_tfinal=_schedule_steps(self.adalora_tfinal, total_steps, "adalora_tfinal"),
+            adalora_delta_t=self.adalora_delta_t,
+            adalora_total_step=total_steps if self.adapter_method == "adalora" else None,
+        )
+
+
+METHOD_CHOICES = GlueAdapterArguments.method_choices
 
 
 def _select(dataset, limit: int | None, name: str):
@@ -156,14 +185,6 @@ def _select(dataset, limit: int | None, name: str):
     if limit < 1:
         raise ValueError(f"{name} must be >= 1, got {limit}")
     return dataset.select(range(min(limit, len(dataset))))
-
-
-def _check_perturbation_args(glue_args: GlueArguments) -> None:
-    if (glue_args.minority_class is None) != (glue_args.imbalance_ratio is None):
-        raise ValueError(
-            "--minority_class and --imbalance_ratio go together: give both (e.g. --minority_class "
-            "positive --imbalance_ratio 19) or neither"
-        )
 
 
 def _perturb_training_set(train_raw, spec: glue.GlueTask, glue_args: GlueArguments, seed: int):
@@ -200,22 +221,6 @@ def _optimizer_steps(n_train: int, args: BALoRATrainingArguments) -> int:
     batch = args.per_device_train_batch_size * max(1, args.world_size)
     steps_per_epoch = max(1, math.ceil(math.ceil(n_train / batch) / args.gradient_accumulation_steps))
     return max(1, math.ceil(steps_per_epoch * args.num_train_epochs))
-
-
-def _check_output_dir(output_dir: Path, overwrite: bool) -> None:
-    if (output_dir / "metrics.json").exists() and not overwrite:
-        raise FileExistsError(
-            f"{output_dir} holds a finished run (metrics.json). Pass --overwrite_output_dir to replace it, "
-            f"or choose another --output_dir."
-        )
-
-
-def _start_run_dir(output_dir: Path) -> None:
-    """Remove the metrics and checkpoints of a run being replaced: a half-replaced folder is never finished."""
-    for path in [output_dir / "metrics.json", *provenance.checkpoints(output_dir)]:
-        if path.exists():
-            logger.warning("Replacing the earlier run in %s: removing %s", output_dir, path.name)
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def _save_weights(trainer: BALoRATrainer, model, tokenizer, method: str, output_dir: Path) -> dict[str, str]:
@@ -255,7 +260,7 @@ def _write_dev_items(out_dir: Path, spec: glue.GlueTask, prediction, final: dict
         ):
             row = {"task_id": i, "label": label, "prediction": pred, "correct": score}
             if not spec.is_regression:
-                row["logits"] = [round(float(v), 6) for v in logits[i]]
+                row["logits"] = [float(v) for v in logits[i]]  # full precision: ties decide AUROCs
             f.write(json.dumps(row) + "\n")
     provenance.write_json(
         out_dir / "metrics.json",
@@ -300,7 +305,7 @@ def _warn_constant_terms(args: BALoRATrainingArguments, num_labels: int, task: s
 
 
 # The dataclasses parsed from --config + flags (tests parse every config in configs/ with them).
-ARGUMENT_CLASSES = (GlueArguments, MethodArguments, BALoRATrainingArguments)
+ARGUMENT_CLASSES = (GlueArguments, GlueAdapterArguments, BALoRATrainingArguments)
 
 
 def main(argv: list[str] | None = None, description: str | None = __doc__) -> dict[str, Any] | None:
@@ -308,21 +313,19 @@ def main(argv: list[str] | None = None, description: str | None = __doc__) -> di
 
     `description` is the `--help` text (a command built on this one passes its own).
     """
-    start = time.time()
     argv = list(sys.argv[1:] if argv is None else argv)
     # The NLU regulariser forms act on (B, C) logits: the task is fixed, before the preset is resolved.
-    glue_args, method_args, args = parse_args(
+    glue_args, adapter_args, args = parse_args(
         ARGUMENT_CLASSES, ["--regularizer_task", "nlu", *argv], description=description
     )
     if args.regularizer_task != "nlu":
         raise ValueError("finetune_glue.py trains with regularizer_task=nlu; do not override it")
     spec = glue.get_task(glue_args.task_name)
-    _check_perturbation_args(glue_args)
     if args.metric_for_best_model:
         glue.validate_metric(spec, args.metric_for_best_model)
-    what_runs = resolve_method(method_args.method, args)
+    what_runs = lifecycle.resolve_method(adapter_args.method, args)
     method = what_runs["adapter_method"]
-    warn_if_regularizers_with_full_ft(method, args)
+    lifecycle.warn_if_regularizers_with_full_ft(method, args)
     if args.label_names is None:
         args.label_names = ["labels"]
     if args.resume_from_checkpoint:
@@ -332,9 +335,15 @@ def main(argv: list[str] | None = None, description: str | None = __doc__) -> di
             "runs last minutes to a few hours and save no optimizer checkpoints). Start the run again, with "
             "--overwrite_output_dir if its folder holds a finished run; the sweep scripts skip finished runs."
         )
-    output_dir = Path(args.output_dir)
-    _check_output_dir(output_dir, glue_args.overwrite_output_dir)
-    provenance.ensure_writable(output_dir)
+    lifecycle.check_training_arguments(args)
+    # No checkpoints to resume: the loss need not be logged at the checkpoint steps.
+    run = lifecycle.Run(
+        args.output_dir,
+        resolved_config(glue_args, adapter_args, args),
+        overwrite=glue_args.overwrite_output_dir,
+        log_at_checkpoints=False,
+    )
+    output_dir = run.output_dir
     logging.basicConfig(level=logging.INFO if args.should_log else logging.WARNING)
 
     set_seed(args.seed)  # seed first: head init and randomised PiSSA draw from the global RNG
@@ -349,7 +358,8 @@ def main(argv: list[str] | None = None, description: str | None = __doc__) -> di
         "max_eval_samples",
     )
     train_raw, perturbation = _perturb_training_set(train_raw, spec, glue_args, args.seed)
-    model, tokenizer = glue.load_classifier(glue_args.model_name_or_path, spec, seed=args.seed)
+    with lifecycle.loading_model(glue_args.model_name_or_path):
+        model, tokenizer = glue.load_classifier(glue_args.model_name_or_path, spec, seed=args.seed)
     keep = [*glue.model_input_columns(model.config), "labels"]
     train_ds, eval_ds = (
         glue.tokenize_dataset(ds, tokenizer, glue_args.max_seq_length).select_columns(keep)
@@ -358,26 +368,11 @@ def main(argv: list[str] | None = None, description: str | None = __doc__) -> di
 
     model_type = model.config.model_type
     total_steps = _optimizer_steps(len(train_ds), args)
-    adapter_cfg = adapters.AdapterConfig(
-        method=method,
-        r=method_args.lora_r,
-        alpha=method_args.lora_alpha,
-        dropout=method_args.lora_dropout,
-        target_modules=method_args.target_modules
-        or (glue.default_target_modules(model_type) if method in adapters.PEFT_METHODS else None),
-        pissa_niter=method_args.pissa_niter,
-        modules_to_save=method_args.modules_to_save or glue.default_modules_to_save(model_type),
-        reduction_factor=method_args.reduction_factor,
-        adalora_init_r=method_args.adalora_init_r,
-        adalora_tinit=_schedule_steps(method_args.adalora_tinit, total_steps, "adalora_tinit"),
-        adalora_tfinal=_schedule_steps(method_args.adalora_tfinal, total_steps, "adalora_tfinal"),
-        adalora_delta_t=method_args.adalora_delta_t,
-        adalora_total_step=total_steps if method == "adalora" else None,
-    )
+    adapter_cfg = adapter_args.to_config(model_type, total_steps)
     model = adapters.prepare_model(model, adapter_cfg)
     trainable = adapters.count_trainable_parameters(model)
     constant_terms = _warn_constant_terms(args, spec.num_labels, spec.name)
-    logger.info("%s on %s: %d trainable parameters", method_args.method, spec.name, trainable)
+    logger.info("%s on %s: %d trainable parameters", adapter_args.method, spec.name, trainable)
 
     collator = DataCollatorWithPadding(tokenizer)
     callbacks = []
@@ -394,15 +389,13 @@ def main(argv: list[str] | None = None, description: str | None = __doc__) -> di
         eval_dataset=eval_ds,
         data_collator=collator,
         processing_class=tokenizer,
-        callbacks=callbacks,
+        callbacks=[*callbacks, *run.callbacks(model)],
         compute_metrics=lambda pred: glue.compute_metrics(spec, pred.predictions, pred.label_ids),
         # Encoder-decoder heads (T5) also return encoder states; keep only the (B, C) logits for the metrics.
         preprocess_logits_for_metrics=lambda logits, labels: (
             logits[0] if isinstance(logits, tuple) else logits
         ),
     )
-    if trainer.is_world_process_zero():
-        _start_run_dir(output_dir)
     train_result = trainer.train()
     epochs = _epoch_metrics(trainer.state.log_history)
     if not epochs or epochs[-1]["step"] != trainer.state.global_step:
@@ -418,7 +411,7 @@ def main(argv: list[str] | None = None, description: str | None = __doc__) -> di
     if not trainer.is_world_process_zero():
         # Every rank holds the same gathered metrics; one writer, or concurrent writes of one file race
         # on its temporary name.
-        finish_distributed(trainer)
+        lifecycle.finish_distributed(trainer)
         return None
     features.dump_features(model, eval_ds, collator, output_dir, "final", glue_args.feature_batch_size)
     for kind in ("features", "labels"):
@@ -446,46 +439,36 @@ def main(argv: list[str] | None = None, description: str | None = __doc__) -> di
     if not spec.is_regression:
         metrics["majority_class_score"] = glue.majority_class_score(spec, eval_ds["labels"])
     metrics["weights"] = _save_weights(trainer, model, tokenizer, method, output_dir)
-    save_config(output_dir / "config.yaml", resolved_config(glue_args, method_args, args))
-    provenance.write_json(output_dir / "log_history.json", trainer.state.log_history)
-    provenance.write_json(
-        output_dir / "run.json",
-        provenance.collect(
-            args.seed,
-            start,
-            extra={
-                "task": spec.name,
-                "model": glue_args.model_name_or_path,
-                "method": method_args.method,
-                "glue_dir": glue_args.glue_dir,
-                "data_source": "tsv" if glue_args.glue_dir else "hub:nyu-mll/glue",
-                "world_size": args.world_size,
-            },
-        ),
-    )
     _write_dev_items(output_dir / "eval_dev", spec, dev_predictions, final)
-    provenance.write_json(output_dir / "metrics.json", metrics)  # last: marks the run finished
+    run.finish(
+        trainer,
+        metrics,
+        args.seed,
+        extra={
+            "task": spec.name,
+            "model": glue_args.model_name_or_path,
+            "method": adapter_args.method,
+            "glue_dir": glue_args.glue_dir,
+            "data_source": "tsv" if glue_args.glue_dir else "hub:nyu-mll/glue",
+            "world_size": args.world_size,
+        },
+    )
     logger.info(
         "%s %s: best %s = %.2f at epoch %s, final %.2f",
         spec.name,
-        method_args.method,
+        adapter_args.method,
         spec.headline,
         best["score"],
         best["epoch"],
         final["score"],
     )
-    finish_distributed(trainer)
+    lifecycle.finish_distributed(trainer)
     return metrics
 
 
-def cli(argv: list[str] | None = None, main=main) -> int:
+def cli(argv: list[str] | None = None) -> int:
     """Console entry point `balora-finetune-glue`: the command line below, returning the exit status."""
-    try:
-        main(argv)
-    except (ValueError, FileNotFoundError, FileExistsError, KeyError, PermissionError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return exit_launched_process(2)
-    return exit_launched_process(0)
+    return lifecycle.run_cli(main, argv)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import logging
 import sys
 from pathlib import Path
 
-from balora.cli import train_nlg
+from balora.cli import lifecycle, train_nlg
 from balora.repro.data import arithmetic_word_problems
 
 # The source checkout: the quick start reads its training config and the GSM8K evaluator from it.
@@ -127,8 +127,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
 def cli(argv: list[str] | None = None) -> int:
     """Console entry point: the command line, returning the exit status."""
     logging.basicConfig(level=logging.WARNING)
-    main(argv)
-    return 0
+    return lifecycle.run_cli(main, argv)
 
 
 if __name__ == "__main__":

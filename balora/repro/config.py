@@ -11,7 +11,10 @@ import argparse
 import dataclasses
 import enum
 import json
+import math
+import re
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -139,8 +142,30 @@ def parse_args(
         for action in parser._actions:
             if action.dest in values:
                 action.required = False
-    parsed = parser.parse_args_into_dataclasses(args=rest, return_remaining_strings=False)
-    return tuple(p for p in parsed if dataclasses.is_dataclass(p))
+    with warnings.catch_warnings():
+        # transformers 5 renamed gradient_checkpointing(_kwargs) to activation_checkpointing(_kwargs) and
+        # warns on every use of the old names, which the configs and commands keep (the two stay in sync).
+        warnings.filterwarnings(
+            "ignore", message="`gradient_checkpointing(_kwargs)?` is deprecated", category=FutureWarning
+        )
+        parsed = parser.parse_args_into_dataclasses(args=rest, return_remaining_strings=False)
+    instances = tuple(p for p in parsed if dataclasses.is_dataclass(p))
+    check_finite(*instances)
+    return instances
+
+
+def check_finite(*instances: Any) -> None:
+    """Every float field of the dataclass instances is a finite number: argparse and YAML both accept
+    `inf` and `nan`, with which a run trains to NaN weights (or silently drops a NaN λ).
+
+    Raises:
+        ValueError: naming the flag and its value.
+    """
+    for instance in instances:
+        for f in dataclasses.fields(instance):
+            value = getattr(instance, f.name, None)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"--{f.name} must be a finite number, got {value}")
 
 
 def resolved_config(*instances: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -159,6 +184,43 @@ def resolved_config(*instances: Any, skip: tuple[str, ...] = ()) -> dict[str, An
                 value = str(value)
             out[f.name] = value
     return out
+
+
+# libyaml's safe loader when PyYAML was built with it: ~7x faster on the 150-key saved configs.
+SAFE_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_OBJECT_REPR = re.compile(r"[A-Z]\w*Config\(.*\)", re.DOTALL)
+
+
+def load_saved_config(
+    path: str | Path, dataclass_types: tuple[type, ...], overrides: dict[str, Any] | None = None
+) -> tuple[Any, ...]:
+    """A run's saved config.yaml (`resolved_config` of these dataclasses) back as their instances, checked
+    as a command line is (`__post_init__`, finite numbers); `overrides` replaces saved values (e.g. the
+    device settings of a run made on another machine).
+
+    Raises:
+        ValueError: a key that no dataclass declares, or a value the dataclasses refuse (naming the file).
+    """
+    path = Path(path)
+    values = yaml.load(path.read_text(encoding="utf-8"), Loader=SAFE_YAML_LOADER) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: a saved config must be a mapping of field: value")
+    declared = {cls: [f.name for f in dataclasses.fields(cls) if f.init] for cls in dataclass_types}
+    unknown = sorted(set(values) - {name for names in declared.values() for name in names})
+    if unknown:
+        raise ValueError(f"{path}: keys {unknown} are not settings of this command")
+    # resolved_config writes an object it cannot write as YAML (TrainingArguments' AcceleratorConfig) as
+    # its repr: a record for the reader, not a value to set again; the field keeps its default.
+    values = {k: v for k, v in values.items() if not (isinstance(v, str) and _OBJECT_REPR.fullmatch(v))}
+    values.update(overrides or {})
+    try:
+        instances = tuple(
+            cls(**{name: values[name] for name in names if name in values}) for cls, names in declared.items()
+        )
+        check_finite(*instances)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{path}: {error}") from error
+    return instances
 
 
 def changed_keys(

@@ -32,6 +32,7 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from balora import adapters
+from balora.cli.command import RunFailed, run_command
 from balora.regularizers import TERMS
 from balora.repro import provenance
 from balora.repro.config import changed_keys, load_yaml_config, save_config
@@ -39,11 +40,8 @@ from balora.trainer import BALoRATrainingArguments
 
 logger = logging.getLogger(__name__)
 
-# Errors that mean "fix the input": one line and exit status 2. Anything else keeps its traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, KeyError, PermissionError)
 
-
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(RunFailed):
     """The loss or a trained parameter became NaN or infinite: the run stops without metrics.json."""
 
 
@@ -51,20 +49,9 @@ class TrainingDiverged(RuntimeError):
 
 
 def run_cli(main: Callable[[list[str] | None], Any], argv: list[str] | None = None) -> int:
-    """Run a command's `main(argv)`; return its exit status (0; 2 for an input error, 1 for a diverged run).
-
-    Both errors print one line, `error: <what to fix>`, without a traceback.
-    """
-    try:
-        main(argv)
-    except USER_ERRORS as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"error: {message}", file=sys.stderr)
-        return exit_launched_process(2)
-    except TrainingDiverged as error:
-        print(f"error: {error}", file=sys.stderr)
-        return exit_launched_process(1)
-    return exit_launched_process(0)
+    """Run a training command's `main(argv)` (`balora.cli.command.run_command`: 0; 2 for an input error,
+    1 for a diverged run, each one line without a traceback) and end a launched process with that status."""
+    return exit_launched_process(run_command(main, argv=argv, basic_logging=False))
 
 
 def finish_distributed(trainer: Trainer) -> None:

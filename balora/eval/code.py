@@ -206,14 +206,17 @@ def load_humaneval(data: str | None = None, limit: int | None = None) -> tuple[l
 
 
 def humaneval_program(task: dict, code: str) -> tuple[str, Checks]:
-    """The program (prompt + continuation, or imports + full program) and its checks.
+    """The program (prompt + continuation, or imports + full program, or as given when it starts with
+    the prompt) and its checks.
 
     The checks run the task's `test` (defining `check`) after the prompt (trusted: it defines helpers
     such as `poly` or `encode_cyclic` that some tests use), then `check(entry_point)` with the entry
     point bound to a proxy of the program's function.
     """
     entry = task["entry_point"]
-    if re.search(rf"^def\s+{re.escape(entry)}\s*\(", code, re.MULTILINE):
+    if code.startswith(task["prompt_text"]):  # the paper extraction's solution: prompt + completion
+        program = code
+    elif re.search(rf"^def\s+{re.escape(entry)}\s*\(", code, re.MULTILINE):
         imports = [line for line in task["prompt_text"].splitlines() if line.startswith(("import ", "from "))]
         program = "\n".join(imports) + "\n" + code
     else:
@@ -332,6 +335,7 @@ def _evalplus_data(dataset: str, row: dict) -> dict:
     key = hashlib.sha256(
         json.dumps(
             [
+                _DIGEST_SOURCE,
                 evalplus_version(),
                 row["prompt"],
                 row["canonical_solution"],
@@ -390,18 +394,46 @@ def attach_humaneval_plus(tasks: list[dict], path: str) -> dict:
 # program's), per-input time limits (max(1 s, 4 x the canonical's time): its defaults), and the
 # comparison (its `unsafe_execute`, with `_special_oracle` executed from evalplus's own source). Only
 # the model's program runs in the sandbox; the checker calls it through a proxy, input by input.
-EVALPLUS_VIEW = "_balora_evalplus_view"  # see `_NOT_NONE_VIEW`
+# The program's function is called through a view appended to the program (it reads nothing of the
+# tests): it times the call itself, as evalplus's time limit covers `fn(*inp)` only (not the pipe's
+# transfer of arguments and results), and returns (seconds, projected output). The projections:
+#   * MBPP tasks whose result is an object (re.Match): evalplus compares `out` itself when it is a
+#     bool, else `out is not None`; only plain data crosses the pipe, so the program projects.
+#   * outputs too large for the pipe: their digest (below).
+# A program that lies about its time gains nothing but time: the checker's own timer stops every call
+# at 3 x its limit + 10 s (room for the transfer of a large result), and the answer is still compared.
+EVALPLUS_VIEW = "_balora_evalplus_call"
+_VIEW = """
 
-# MBPP tasks whose result is an object (re.Match): evalplus compares `out` itself when it is a bool,
-# else `out is not None`. Plain data only crosses the sandbox's pipe, so the program computes that
-# projection itself (the function below is appended to the program; it reads nothing of the tests).
-_NOT_NONE_VIEW = """
+import time as _balora_time
+
 
 def {view}(*args):
+    start = _balora_time.perf_counter()
     out = {entry}(*args)
-    return out if isinstance(out, bool) else out is not None
+    seconds = _balora_time.perf_counter() - start
+    return seconds, {project}
 """
+_PROJECT_NOT_NONE = "out if isinstance(out, bool) else out is not None"
+_PROJECT_DIGEST = "_balora_digest_of(out)"
 
+# Outputs too large to cross the sandbox's pipe (Mbpp/255: 780 MB of expected combinations) are
+# compared by a digest: the program hashes its own output (the function below, appended to it), the
+# checker compares with the digest of the expected output (the type of the output and the repr of
+# each element). Used only where evalplus compares exactly (atol 0, no special oracle, no float
+# outputs); equal reprs <=> equal values for the lists of tuples of strings and ints Mbpp/255 returns
+# (a program returning True where the canonical returns 1 would differ here, not in evalplus).
+EVALPLUS_DIGEST_BYTES = 32 * 1024 * 1024  # pickled size of one part's expected outputs
+_DIGEST_SOURCE = """
+
+def _balora_digest_of(value):
+    import hashlib
+
+    digest = hashlib.sha256(type(value).__name__.encode())
+    for element in value if type(value) in (list, tuple) else [value]:
+        digest.update(repr(element).encode() + b"\\x00")
+    return digest.hexdigest()
+"""
 # The checks, run by the sandbox's checker: `unsafe_execute` of evalplus/eval/__init__.py with
 # fast_check=True (as `evalplus.evaluate` runs it), the program's function behind `fn`.
 EVALPLUS_CHECKS = """
@@ -427,21 +459,27 @@ def is_floats(x) -> bool:  # evalplus.eval.is_floats (an ndarray never crosses t
 
 def evalplus_check(data, fn):
     dataset, entry_point, atol = data["dataset"], data["entry_point"], data["atol"]
-    # evalplus kills the run after min(60, sum of the limits) + 2 s (untrusted_check's join).
-    deadline = time.monotonic() + data["timeout"]
+    # evalplus kills the run after min(60, sum of the limits) + 2 s (untrusted_check's join): here the
+    # program's own time in its calls counts against that budget.
+    budget = data["timeout"]
     signal.signal(signal.SIGALRM, _on_alarm)
     for i, inp in enumerate(data["inputs"]):
         where = f"{data['part']} input {i}"
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutException(f"{where}: the run's time limit of {data['timeout']:.1f} s")
-        signal.setitimer(signal.ITIMER_REAL, min(data["time_limits"][i], left))
+        limit = data["time_limits"][i]
+        signal.setitimer(signal.ITIMER_REAL, 3 * min(limit, budget) + 10.0)  # the hard stop of a call
         try:
-            out = fn(*inp)
+            seconds, out = fn(*inp)
         except TimeoutException:
-            raise TimeoutException(f"{where}: time limit of {data['time_limits'][i]:.2f} s") from None
+            raise TimeoutException(f"{where}: time limit of {limit:.2f} s") from None
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
+        if not isinstance(seconds, float) or not seconds == seconds:
+            raise TimeoutException(f"{where}: no time reported")
+        if seconds > limit:
+            raise TimeoutException(f"{where}: time limit of {limit:.2f} s ({seconds:.2f} s)")
+        budget -= seconds
+        if budget < 0:
+            raise TimeoutException(f"{where}: the run's time limit of {data['timeout']:.1f} s")
         exp = data["expected"][i]
         exact_match = out == exp
 
@@ -490,6 +528,13 @@ def _special_oracle_source() -> str:
     return inspect.getsource(oracle)
 
 
+def _special_entry_points() -> set[str]:
+    from evalplus.eval._special_oracle import MBPP_OUTPUT_NOT_NONE_TASKS, MBPP_OUTPUT_SET_EQ_TASKS
+
+    special = {"are_equivalent", "sum_div", "surface_Area", "digit_distance_nums", "find_zero"}
+    return special | set(MBPP_OUTPUT_SET_EQ_TASKS) | set(MBPP_OUTPUT_NOT_NONE_TASKS)
+
+
 def _groundtruth_cache() -> Path:
     return Path(os.environ.get("BALORA_CACHE_DIR") or Path.home() / ".cache" / "balora") / "evalplus"
 
@@ -524,13 +569,33 @@ def evalplus_groundtruth(data: dict) -> dict:
                 record_time=True,
                 output_not_none=not_none,
             )
+    if not oracle.get("sized"):  # parts too large for the pipe are kept as digests (see _DIGEST_SOURCE)
+        for part in ("base", "plus"):
+            exact = not any(_floats(value) for value in oracle[part])
+            if exact and len(pickle.dumps(oracle[part])) > EVALPLUS_DIGEST_BYTES:
+                oracle[part] = [_digest_of(value) for value in oracle[part]]
+                oracle[f"{part}_digest"] = True
+        oracle["sized"] = True
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_bytes(pickle.dumps(oracle))
         os.replace(tmp, cache)
     data["expected"] = {part: oracle[part] for part in ("base", "plus")}
     data["ref_time"] = {part: oracle[f"{part}_time"] for part in ("base", "plus")}
+    data["digest"] = {part: bool(oracle.get(f"{part}_digest")) for part in ("base", "plus")}
     return data
+
+
+def _floats(x) -> bool:  # evalplus.eval.is_floats
+    return isinstance(x, float) or (
+        isinstance(x, (list, tuple)) and bool(x) and all(isinstance(i, float) for i in x)
+    )
+
+
+def _digest_of(value) -> str:
+    namespace: dict = {}
+    exec(_DIGEST_SOURCE, namespace)  # the same code the program runs on its own output
+    return namespace["_balora_digest_of"](value)
 
 
 def evalplus_program(
@@ -553,10 +618,18 @@ def evalplus_program(
     factor = DEFAULT_GT_TIME_LIMIT_FACTOR if gt_time_limit_factor is None else gt_time_limit_factor
     time_limits = [max(min_time_limit, factor * t) for t in data["ref_time"][part]]
     entry = data["entry_point"]
-    fn = entry
+    project = "out"
     if data["dataset"] == "mbpp" and entry in MBPP_OUTPUT_NOT_NONE_TASKS:
-        program = program + _NOT_NONE_VIEW.format(view=EVALPLUS_VIEW, entry=entry)
-        fn = EVALPLUS_VIEW
+        project = _PROJECT_NOT_NONE
+    if data["digest"][part]:
+        if data["atol"] or entry in _special_entry_points():
+            raise ValueError(
+                f"{data['task_id']}: expected outputs beyond {EVALPLUS_DIGEST_BYTES >> 20} MiB on a task "
+                "that evalplus does not compare exactly"
+            )
+        program, project = program + _DIGEST_SOURCE, _PROJECT_DIGEST
+    program = program + _VIEW.format(view=EVALPLUS_VIEW, entry=entry, project=project)
+    fn = EVALPLUS_VIEW
     checks = Checks(
         setup=_special_oracle_source() + EVALPLUS_CHECKS,
         code=f"evalplus_check(DATA, {fn})\n",
@@ -643,7 +716,7 @@ class CodeArguments:
         default=None, metadata={"help": "Programs run concurrently (default 2 x cores)."}
     )
     plus_timeout_s: float = field(
-        default=70.0,
+        default=120.0,
         metadata={
             "help": "Backstop wall-clock and CPU limit per program graded with evalplus's inputs (MBPP+, "
             "HumanEval+); the verdict uses evalplus's own limits (per input max(1 s, 4 x the canonical's "

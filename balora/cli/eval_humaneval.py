@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from balora.cli.command import run_command
 from balora.eval import code
@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> dict:
     tasks, data_info = code.load_humaneval(args.data, args.limit)
     if he_args.plus_data:
         data_info.update(code.attach_humaneval_plus(tasks, he_args.plus_data))
-    limits = code_args.limits()
+    if args.stop_strings is None:
+        args.stop_strings = list(code.stop_strings(code_args.extraction))
     bench = Benchmark(
         name="humaneval",
         protocol=code.HUMANEVAL_PROTOCOL,
@@ -56,18 +57,10 @@ def main(argv: list[str] | None = None) -> dict:
         data_info=data_info,
         normalize_id=humaneval_id,
         num_samples=code_args.num_samples,
-        grade=lambda pairs: code.grade_programs(
-            pairs,
-            code.humaneval_program,
-            limits,
-            code_args.workers,
-            code_args.allow_weak_isolation,
-            code_args.plus_limits(),
-        ),
+        grade=lambda pairs: code_args.grade(pairs, code.humaneval_program),
         summarize=lambda rows: code.summarize_passes(rows, code_args.num_samples),
         extra_settings={
-            "sandbox_limits": asdict(limits),
-            "sandbox_limits_plus": asdict(code_args.plus_limits()),
+            **code_args.settings(),
             "instruction": code.HUMANEVAL_INSTRUCTION,
         },
     )

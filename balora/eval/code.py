@@ -800,6 +800,14 @@ def _code_stop_strings() -> tuple[str, ...]:
     return CODE_STOP_STRINGS
 
 
+def stop_strings(extraction: str) -> tuple[str, ...]:
+    """The stop strings of a code protocol: none for the paper's (its generation runs to the token cap
+    and code_process.py cuts), the training format's turn markers for ours."""
+    from balora.eval.generation import DEFAULT_STOP_STRINGS  # imports torch: only when asked
+
+    return _code_stop_strings() if extraction == "paper" else DEFAULT_STOP_STRINGS
+
+
 def program_text(task: dict, completion: str, extraction: str = "paper") -> tuple[str, str]:
     """(extracted, code) of a completion: the extraction's text, and the code handed to the task's
     program builder (paper: the evalplus prompt + the extracted text, as evalplus builds a solution)."""

@@ -110,7 +110,7 @@ def is_unconverted_pissa_adapter(adapter_dir: str | os.PathLike) -> bool:
 
     Two signs: peft's own record (`init_lora_weights` "pissa"/"pissa_niter_N", written when PiSSA
     was initialised on the fly), or a train_nlg.py run directory whose config.yaml says
-    `method: pissa` for its `adapter/` (the init_dir flow saves the initial adapter with
+    a PiSSA-initialised method (`pissa`, or the recipe `ba-lora`) for its `adapter/` (the init_dir flow saves the initial adapter with
     init_lora_weights=True, so peft's field alone does not show it). `adapter_lora/` is the
     converted plain LoRA and is never flagged.
     """
@@ -122,8 +122,10 @@ def is_unconverted_pissa_adapter(adapter_dir: str | os.PathLike) -> bool:
     if adapter_dir.name != "adapter_lora" and run_config.is_file():
         import yaml
 
+        from balora.adapters import adapter_of
+
         method = (yaml.safe_load(run_config.read_text()) or {}).get("method")
-        return str(method).lower() == "pissa"
+        return adapter_of(str(method).lower()) == "pissa"
     return False
 
 

@@ -58,9 +58,12 @@ class EvalArguments:
     seed: int = field(default=42, metadata={"help": "Seed (decoding is greedy unless --temperature > 0)."})
     temperature: float = field(default=0.0, metadata={"help": "0 = greedy (the protocol)."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass when sampling."})
-    stop_strings: list[str] = field(
-        default_factory=lambda: list(DEFAULT_STOP_STRINGS),
-        metadata={"help": "Completions are cut before the first of these."},
+    stop_strings: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Completions are cut before the first of these. Default: the benchmark's protocol "
+            "('### Instruction', '### Response'; HumanEval and MBPP under --extraction paper: none)."
+        },
     )
     backend: str = field(
         default="auto", metadata={"help": "auto (vLLM if installed with a GPU) | hf | vllm."}
@@ -85,7 +88,7 @@ class EvalArguments:
             temperature=self.temperature,
             top_p=self.top_p,
             batch_size=self.batch_size,
-            stop_strings=list(self.stop_strings),
+            stop_strings=list(DEFAULT_STOP_STRINGS if self.stop_strings is None else self.stop_strings),
             seed=self.seed,
             backend=self.backend,
         )

@@ -10,7 +10,8 @@ import pytest
 
 from balora.cli import eval_gsm8k
 from balora.eval import gsm8k
-from balora.eval.samples import SamplesError
+from balora.eval.runner import int_task_id
+from balora.eval.samples import SamplesError, read_samples
 
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"
 ROOT = Path(__file__).resolve().parent.parent
@@ -176,19 +177,23 @@ def _write(path, rows):
         ),
     ],
 )
-def test_bad_samples_files_name_the_line(tmp_path, rows, message):
+def test_bad_samples_rows_are_named_failed_and_the_run_finishes(tmp_path, rows, message, caplog):
     samples = _write(tmp_path / "bad.jsonl", rows)
+    metrics = eval_gsm8k.main(
+        ["--samples", str(samples), "--data", str(FIXTURES / "gsm8k_tiny.jsonl")]
+        + ["--output_dir", str(tmp_path / "out")]
+    )
+    # The bad row is named (file:line and why), in the log and in metrics.json; nothing else is lost:
+    # every task is in samples.jsonl, and the rejected one counts as a failure.
+    assert metrics["rejected_samples_count"] == 1 and message in metrics["rejected_samples"][0]
+    assert [m for m in caplog.messages if "sample rejected" in m and message in m]
+    graded = [json.loads(line) for line in (tmp_path / "out" / "samples.jsonl").read_text().splitlines()]
+    assert len(graded) == metrics["n"] and metrics["missing"] == metrics["n"] - len(
+        {row["task_id"] for row in graded if row.get("completion") is not None}
+    )
+    # Strict reading (the library call without `rejected`) still raises with the same message.
     with pytest.raises(SamplesError, match=message):
-        eval_gsm8k.main(
-            [
-                "--samples",
-                str(samples),
-                "--data",
-                str(FIXTURES / "gsm8k_tiny.jsonl"),
-                "--output_dir",
-                str(tmp_path / "out"),
-            ]
-        )
+        read_samples(samples, range(metrics["n"]), int_task_id)
 
 
 def test_cli_reports_both_readings_and_keeps_every_completion(tmp_path):

@@ -134,11 +134,22 @@ def int_task_id(raw: Any) -> int:
     return value
 
 
-def collect_completions(bench: Benchmark, args: EvalArguments) -> dict[Any, list[str]]:
-    """Completions per task id: read from --samples, or generated (resumably) with --model."""
+def collect_completions(
+    bench: Benchmark, args: EvalArguments, rejected: list[str] | None = None
+) -> dict[Any, list[str]]:
+    """Completions per task id: read from --samples, or generated (resumably) with --model.
+
+    A bad row of a samples file is appended to `rejected` (one `file:line: reason` message) and skipped:
+    its task counts as a failure and every other row is graded.
+    """
     ids = [task["task_id"] for task in bench.tasks]
     if args.samples is not None:
-        return read_samples(args.samples, ids, bench.normalize_id, multiple=bench.num_samples > 1)
+        completions = read_samples(
+            args.samples, ids, bench.normalize_id, multiple=bench.num_samples > 1, rejected=rejected
+        )
+        for message in rejected or []:
+            logger.warning("%s: sample rejected: %s", bench.name, message)
+        return completions
     if bench.num_samples > 1 and args.temperature == 0:
         raise ValueError(
             f"--num_samples {bench.num_samples} with greedy decoding gives {bench.num_samples} "
@@ -161,7 +172,8 @@ def collect_completions(bench: Benchmark, args: EvalArguments) -> dict[Any, list
 def run(bench: Benchmark, args: EvalArguments) -> dict:
     """Generate or read completions, grade them, write samples.jsonl + metrics.json; return the metrics."""
     start = time.time()
-    completions = collect_completions(bench, args)
+    rejected: list[str] = []
+    completions = collect_completions(bench, args, rejected)
     pairs, slots = [], []
     for task in bench.tasks:
         for index, completion in enumerate(completions.get(task["task_id"], [])):
@@ -201,6 +213,9 @@ def run(bench: Benchmark, args: EvalArguments) -> dict:
         "missing": len(missing),
         "missing_task_ids": missing[:50],
     }
+    if rejected:
+        extra["rejected_samples"] = rejected[:50]
+        extra["rejected_samples_count"] = len(rejected)
     if any("extraction" in r for r in rows):
         extra["extraction_methods"] = dict(Counter(str(r.get("extraction")) for r in rows))
     if bench.num_samples == 1 and any("correct_lenient" in r for r in rows):

@@ -33,6 +33,7 @@ def read_samples(
     normalize_id: Callable[[Any], Any] = lambda x: x,
     multiple: bool = False,
     turns: bool = False,
+    rejected: list[str] | None = None,
 ) -> dict[Any, list]:
     """Read and validate a samples file: {task_id: [completion for sample 0, 1, ...]}.
 
@@ -43,9 +44,12 @@ def read_samples(
             ValueError/TypeError for impossible ids.
         multiple: allow several rows per task (distinct "sample_index"), for pass@k.
         turns: a completion may also be a list of strings, one per conversation turn (MT-Bench).
+        rejected: when given, a bad row (malformed JSON, a missing or ill-typed field, an unknown task
+            id, a duplicate) is appended here as one `file:line: reason` message and skipped, so its
+            task counts as missing (failed) and the rest is graded; when None, it raises.
 
     Raises:
-        SamplesError: malformed JSON, a missing/ill-typed field, an unknown task id or a duplicate.
+        SamplesError: a bad row, unless `rejected` collects them.
     """
     known = set(known_ids)
     by_task: dict[Any, dict[int, str]] = {}
@@ -54,52 +58,62 @@ def read_samples(
         raise FileNotFoundError(f"--samples {path} does not exist")
     with open(path, "rb") as handle:  # bytes, so a bad encoding is reported with its line
         for lineno, raw in enumerate(handle, start=1):
-            where = f"{path}:{lineno}"
             try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise SamplesError(f"{where}: not UTF-8 text ({err.reason} at byte {err.start})") from err
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise SamplesError(
-                    f"{where}: not valid JSON ({err.msg}); each line must be one JSON object"
-                ) from err
-            if not isinstance(row, dict) or "task_id" not in row or "completion" not in row:
-                raise SamplesError(f"{where}: each row needs 'task_id' and 'completion' fields")
-            completion = row["completion"]
-            is_turn_list = (
-                turns
-                and isinstance(completion, list)
-                and completion
-                and all(isinstance(c, str) for c in completion)
-            )
-            if not isinstance(completion, str) and not is_turn_list:
-                expected = "a string or a list of strings (one per turn)" if turns else "a string"
-                raise SamplesError(
-                    f"{where}: 'completion' must be {expected}, got {type(completion).__name__}"
-                )
-            try:
-                task_id = normalize_id(row["task_id"])
-            except (ValueError, TypeError) as err:
-                raise SamplesError(f"{where}: bad task_id {row['task_id']!r}: {err}") from err
-            if task_id not in known:
-                raise SamplesError(
-                    f"{where}: unknown task_id {row['task_id']!r} (not in the benchmark or beyond --limit)"
-                )
-            sample_index = row.get("sample_index", 0)
-            if not isinstance(sample_index, int) or sample_index < 0:
-                raise SamplesError(f"{where}: 'sample_index' must be a non-negative integer")
-            samples = by_task.setdefault(task_id, {})
-            if sample_index in samples or (samples and not multiple):
-                raise SamplesError(
-                    f"{where}: duplicate row for task_id {row['task_id']!r}"
-                    + (f" sample_index {sample_index}" if multiple else "")
-                )
-            samples[sample_index] = completion
+                _read_row(raw, f"{path}:{lineno}", known, normalize_id, multiple, turns, by_task)
+            except SamplesError as err:
+                if rejected is None:
+                    raise
+                rejected.append(str(err))
     return {task: [samples[i] for i in sorted(samples)] for task, samples in by_task.items()}
+
+
+def _read_row(
+    raw: bytes,
+    where: str,
+    known: set,
+    normalize_id: Callable[[Any], Any],
+    multiple: bool,
+    turns: bool,
+    by_task: dict[Any, dict[int, str]],
+) -> None:
+    """Validate one line of a samples file and add its completion to `by_task` (SamplesError if bad)."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise SamplesError(f"{where}: not UTF-8 text ({err.reason} at byte {err.start})") from err
+    if not line.strip():
+        return
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise SamplesError(f"{where}: not valid JSON ({err.msg}); each line must be one JSON object") from err
+    if not isinstance(row, dict) or "task_id" not in row or "completion" not in row:
+        raise SamplesError(f"{where}: each row needs 'task_id' and 'completion' fields")
+    completion = row["completion"]
+    is_turn_list = (
+        turns and isinstance(completion, list) and completion and all(isinstance(c, str) for c in completion)
+    )
+    if not isinstance(completion, str) and not is_turn_list:
+        expected = "a string or a list of strings (one per turn)" if turns else "a string"
+        raise SamplesError(f"{where}: 'completion' must be {expected}, got {type(completion).__name__}")
+    try:
+        task_id = normalize_id(row["task_id"])
+    except (ValueError, TypeError) as err:
+        raise SamplesError(f"{where}: bad task_id {row['task_id']!r}: {err}") from err
+    if task_id not in known:
+        raise SamplesError(
+            f"{where}: unknown task_id {row['task_id']!r} (not in the benchmark or beyond --limit)"
+        )
+    sample_index = row.get("sample_index", 0)
+    if not isinstance(sample_index, int) or sample_index < 0:
+        raise SamplesError(f"{where}: 'sample_index' must be a non-negative integer")
+    samples = by_task.setdefault(task_id, {})
+    if sample_index in samples or (samples and not multiple):
+        raise SamplesError(
+            f"{where}: duplicate row for task_id {row['task_id']!r}"
+            + (f" sample_index {sample_index}" if multiple else "")
+        )
+    samples[sample_index] = completion
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -8,9 +8,10 @@ import sys
 
 if __name__ == "__main__":
     # Python puts eval/ first on sys.path, where eval/math.py would stand in for the standard `math`
-    # module in every import: the command runs as the package's module instead.
+    # module in every import: the command runs as the package's module instead, and -P keeps the
+    # working directory (perhaps eval/) off the path too.
     import os
 
-    os.execv(sys.executable, [sys.executable, "-m", "balora.cli.eval_mbpp", *sys.argv[1:]])
+    os.execv(sys.executable, [sys.executable, "-P", "-m", "balora.cli.eval_mbpp", *sys.argv[1:]])
 
 from balora.cli.eval_mbpp import cli, main  # noqa: E402, F401 - the command's names, for imports

@@ -203,7 +203,7 @@ def test_shim_is_a_few_lines_that_call_the_commands_cli(shim):
         and ast.unparse(node.test) in ('__name__ == "__main__"', "__name__ == '__main__'")
     )
     if shim.startswith("eval/"):
-        execv = f"os.execv(sys.executable, [sys.executable, '-m', '{module}', *sys.argv[1:]])"
+        execv = f"os.execv(sys.executable, [sys.executable, '-P', '-m', '{module}', *sys.argv[1:]])"
         assert [ast.unparse(node) for node in main_block.body] == ["import os", execv]
     else:
         assert [ast.unparse(node) for node in main_block.body] == ["sys.exit(cli())"]

@@ -238,7 +238,7 @@ def _worker(args) -> dict:
 
     def timed_reference(trainer) -> float:
         start = time.perf_counter()
-        trainer._reference_logits(model, dict(batch))
+        _reference_rows(trainer, model, batch)
         _sync(device)
         return time.perf_counter() - start
 
@@ -363,6 +363,12 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def _reference_rows(trainer, model, batch: dict):
+    """The reference logits on the step's regulariser rows, as the trainer computes them."""
+    capture = trainer._row_capture(model, return_outputs=False)
+    return trainer._reference_logits(model, dict(batch), trainer._supervised_rows(batch), capture)
+
+
 def _term_times(trainer, model, batch: dict, device: str, args) -> dict:
     """Median seconds of each term's forward + backward alone, and of the three together, on this step's
     own logits rows, reference logits and (where the trainer uses the hidden-space SVD term) hidden states."""
@@ -371,21 +377,20 @@ def _term_times(trainer, model, batch: dict, device: str, args) -> dict:
     import torch
 
     from balora.regularizers import TERMS, regularizer_terms
+    from balora.trainer import _gather
 
-    head = trainer._hidden_svd_head(model)
+    capture, rows = trainer._row_capture(model, return_outputs=False), trainer._supervised_rows(batch)
+    head = capture.svd_head
     captured = []
     hook = head.register_forward_pre_hook(lambda module, inputs: captured.append(inputs[0])) if head else None
     with torch.no_grad():
-        logits = trainer._rows(model(**batch).logits, batch).detach()
+        logits = _gather(model(**batch).logits, rows).detach()
     if hook is not None:
         hook.remove()
-    ref = trainer._reference_logits(model, dict(batch)).detach()
+    ref = _reference_rows(trainer, model, batch).detach()
     hidden = {}
     if head is not None:
-        hidden = {
-            "hidden": trainer._rows(captured[0], batch).detach(),
-            "head_factor": trainer._head_factor(head),
-        }
+        hidden = {"hidden": _gather(captured[0], rows).detach(), "head_factor": trainer._head_factor(head)}
     cfg = trainer._regularizer_config
     n, vocab = logits.shape[-2] if logits.dim() == 3 else logits.shape[0], logits.shape[-1]
 

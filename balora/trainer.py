@@ -8,7 +8,7 @@ Shapes: B examples, T tokens, V vocabulary, H hidden size, C classes, N supervis
   t+1 and a row is valid where labels[t+1] != -100 (the task loss's rows). They are taken once per step
   as one (1, N, V) tensor, so the terms' backward writes N×V gradients, not B×T×V ones. How the
   student's forward yields them is chosen once per model (`_RowCapture`; costs in benchmarks/README.md):
-  - "rows-only head" (`rows_only_lm_head`) where the logits are a plain linear map of the last hidden
+  - "rows-only head" (`rows_only_lm_head`, on by default) where the logits are a plain linear map of the last hidden
     state (`_ROWS_ONLY_HEAD_MODEL_TYPES`): a pre-hook narrows the LM head's input to the N rows and the
     task loss is the causal-LM cross-entropy on them, so no B×T×V logits are made. The same loss as
     Trainer.compute_loss up to float rounding (the head's matmul has another shape).
@@ -27,8 +27,8 @@ Shapes: B examples, T tokens, V vocabulary, H hidden size, C classes, N supervis
   when the Trainer normalises the task loss by the number of items of the whole optimizer step (models
   that accept `num_items_in_batch`, i.e. causal LMs), it does NOT divide by the accumulation steps, so
   the regulariser is divided by them here; otherwise the Trainer divides the sum by them itself.
-* A term with λ = 0 is not part of the loss: with every λ = 0 the loss is Trainer.compute_loss's. It is
-  computed only on the steps whose training log is written, without gradients, so that ablation runs
+* A term with λ = 0 is not part of the loss: with every λ = 0 the loss is Trainer.compute_loss's (bit
+  for bit with the full head, to float rounding with the rows-only head). It is computed only on the steps whose training log is written, without gradients, so that ablation runs
   log every term while the loss and the update stay unchanged; the other steps skip it (and the
   reference forward when λ1 = 0). Its consistency term needs the reference (a `prepare_model` model).
 * Logged per optimizer step, at full precision (averaged over micro-batches and across ranks):
@@ -150,14 +150,14 @@ class BALoRATrainingArguments(TrainingArguments):
         },
     )
     rows_only_lm_head: bool = field(
-        default=False,
+        default=True,
         metadata={
-            "help": "NLG training: apply the LM head to the N supervised rows only (a pre-hook narrows "
-            "its input), not to every position; the task loss and the terms then use those (N, V) logits. "
-            "Same loss and gradients up to float rounding, less time and memory when prompts are long or "
-            "the vocabulary is large. LLaMA, Mistral, Gemma, Qwen2/3 (plain linear head); other models "
-            "keep the full head (logged). Off by default: the default loss is Trainer.compute_loss's, bit "
-            "for bit."
+            "help": "NLG training: apply the LM head to the N supervised rows only (a pre-hook narrows its "
+            "input), not to every position; the task loss and the terms then use those (N, V) logits: the "
+            "same loss and gradients up to float rounding, less time and memory. On where the logits are "
+            "a plain linear map of the last hidden state (LLaMA, Mistral, Gemma, Qwen2/3); other models "
+            "keep the full head (logged with the reason). false: the full head, whose loss is "
+            "Trainer.compute_loss's bit for bit."
         },
     )
     regularizer_chunk_rows: int = field(

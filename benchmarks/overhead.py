@@ -88,15 +88,19 @@ def _parse(argv=None):
         "(ratios per round: robust on a loaded machine; no peak memory)",
     )
     parser.add_argument(
-        "--rows_only_lm_head",
+        "--full_lm_head",
         action="store_true",
-        help="both methods with BALoRATrainingArguments.rows_only_lm_head (the LM head on the supervised rows)",
+        help="both methods with rows_only_lm_head false: the LM head on every position, the rows tapped at "
+        "its output (the default applies it to the supervised rows only)",
+    )
+    parser.add_argument(
+        "--rows_only_lm_head", action="store_true", help="the default (the flag is kept for earlier commands)"
     )
     parser.add_argument(
         "--gathered_rows",
         action="store_true",
-        help="BA-LoRA takes its regulariser rows by gathering them from the returned logits (the path "
-        "before the rows were taken at the LM head's output; same values and gradients)",
+        help="BA-LoRA takes its regulariser rows by gathering them from the returned logits, with the full "
+        "LM head (the path before the rows were taken at the LM head's output; same values and gradients)",
     )
     parser.add_argument(
         "--compare_heads",
@@ -116,6 +120,7 @@ def _parse(argv=None):
     )
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.rows_only_lm_head = not args.full_lm_head
     args.model = args.model or ("smollm2-135m-instruct" if args.mode == "nlg" else "all-minilm-l6-v2")
     args.batch = args.batch or (4 if args.mode == "nlg" else 32)
     args.seq_len = args.seq_len or (256 if args.mode == "nlg" else 128)
@@ -207,7 +212,7 @@ def _worker(args) -> dict:
     ):
         training_args = BALoRATrainingArguments(
             output_dir=tmp,
-            rows_only_lm_head=rows_only_lm_head,
+            rows_only_lm_head=rows_only_lm_head and not gathered_rows,  # rows gathered from full logits
             regularizer_preset=preset,
             regularizer_task=args.mode,
             report_to="none",
@@ -275,7 +280,10 @@ def _worker(args) -> dict:
 
     if args.worker == "rows":  # --compare_rows: BA-LoRA with the rows tapped at the head and gathered
         with tempfile.TemporaryDirectory() as tmp:
-            trainers = [make_trainer(args.preset, tmp, gathered_rows=gathered) for gathered in (False, True)]
+            trainers = [  # the full head: rows tapped at its output vs gathered from the logits
+                make_trainer(args.preset, tmp, rows_only_lm_head=False, gathered_rows=gathered)
+                for gathered in (False, True)
+            ]
             model.train()
             checks = []  # the check beside the timing: the same loss and gradients, bit for bit
             for trainer in trainers:
@@ -644,7 +652,7 @@ def main(argv=None) -> dict:
         f"mode={args.mode} model={args.model} batch={args.batch}x{args.seq_len} r={args.r} "
         f"preset={args.preset} warmup={args.warmup} steps={args.steps} repeats={args.repeats}"
         + (" sweep" if args.sweep else "")
-        + (" rows_only_lm_head" if args.rows_only_lm_head else "")
+        + ("" if args.rows_only_lm_head else " full_lm_head")
         + (" gathered_rows" if args.gathered_rows else ""),
         flush=True,
     )

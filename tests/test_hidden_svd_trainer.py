@@ -158,7 +158,9 @@ def test_rows_taken_at_the_head_train_bit_identically_to_gathered_rows(tmp_path,
     for tapped in (True, False):
         monkeypatch.setattr(BALoRATrainer, "_tap_rows_enabled", tapped)
         taps.clear()
-        runs[tapped] = _train(tmp_path / str(tapped), kind, True, gradient_accumulation_steps=2)
+        runs[tapped] = _train(
+            tmp_path / str(tapped), kind, True, gradient_accumulation_steps=2, rows_only_lm_head=False
+        )
         assert len(taps) == (8 if tapped else 0)  # 4 steps × 2 micro-batches
     (_, tapped_log, tapped_weights), (_, gathered_log, gathered_weights) = runs[True], runs[False]
     assert [{k: v for k, v in e.items() if k.endswith("loss")} for e in tapped_log] == [

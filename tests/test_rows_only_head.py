@@ -121,7 +121,10 @@ def test_models_without_a_plain_head_keep_the_full_head_and_say_why(tmp_path):
     assert trainer._row_capture(llama, return_outputs=False).mode == "rows-only head"
     # A caller that asks for the outputs gets the (B, T, V) logits: the full head, rows tapped at it.
     assert trainer._row_capture(llama, return_outputs=True).mode == "row tap"
-    # Off by default: the default loss stays Trainer.compute_loss's.
-    trainer = BALoRATrainer(model=llama, args=_args(tmp_path))
+    # On by default; switched off, the full head (whose loss is Trainer.compute_loss's bit for bit).
+    assert (
+        BALoRATrainer(model=llama, args=_args(tmp_path))._row_capture(llama, False).mode == "rows-only head"
+    )
+    trainer = BALoRATrainer(model=llama, args=_args(tmp_path, rows_only_lm_head=False))
     assert trainer._row_capture(llama, return_outputs=False).mode == "row tap"
     assert trainer.student_head_path == "every position: rows_only_lm_head is off"

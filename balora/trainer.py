@@ -469,8 +469,10 @@ class BALoRATrainer(Trainer):
         if active or logged_only:
             if "consistency" in active + logged_only and ref_logits is None:
                 ref_logits = self._reference_logits(model, inputs, rows, capture)
-            terms = (logits, ref_logits, hidden, capture)
-            loss = loss + self._regularizer(*terms, lambdas, active, logged_only, num_items_in_batch)
+            regularizer = self._regularizer(
+                logits, ref_logits, hidden, capture, lambdas, active, logged_only, num_items_in_batch
+            )
+            loss = loss + regularizer if active else loss  # with λ = 0 only, the Trainer's loss itself
         return (loss, outputs) if return_outputs else loss
 
     def _regularizer(
@@ -660,8 +662,8 @@ class _RowsTap(torch.autograd.Function):
     accumulating index_put of the N rows into it, and autograd's B×T×V sum with the task loss's
     gradient. Here the backward adds the rows' gradient to the task loss's gradient at the N rows
     (index_add into a copy: the gradient autograd hands in is not modified). The same sums, element by
-    element (g_task + g_rows), so the result is bit-identical; on SmolLM2 4×256 it saves ~70 ms per step
-    on the CPU (benchmarks/README.md).
+    element (g_task + g_rows), so the result is bit-identical, without the B×T×V temporaries
+    (benchmarks/README.md).
     """
 
     @staticmethod

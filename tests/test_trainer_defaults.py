@@ -254,3 +254,23 @@ def test_a_launched_process_ends_with_its_status_and_its_output_flushed(monkeypa
     assert proc.stdout == "written to a pipe, block-buffered\n" and "and to stderr" in proc.stderr
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     assert trainer.exit_launched_process(5) == 5
+
+
+@pytest.mark.parametrize(
+    "run",
+    [
+        "results/mini/rank_sweep/smollm2_pissa_r4",  # NLG, recorded rows_only_lm_head: false
+        "results/mini/ablation/mrpc_consistency",  # NLU, one seed recorded before the field existed
+    ],
+)
+def test_a_seed_trained_with_the_rows_only_default_joins_a_committed_run(tmp_path, repo_root, run):
+    """The committed runs were trained with the full LM head (`rows_only_lm_head: false`, or no such key);
+    a seed run now records the default, true. The head changes the loss by float rounding only, so
+    results.check_same_config counts that seed as one more seed of the same run."""
+    from balora.repro.results import check_same_config, load_run
+
+    assert BALoRATrainingArguments(output_dir=str(tmp_path), report_to="none").rows_only_lm_head is True
+    seeds = list(load_run(repo_root / run).seeds.values())
+    assert len(seeds) >= 2 and all(not s.config.get("rows_only_lm_head", False) for s in seeds)
+    config = {**seeds[0].config, "seed": 7, "rows_only_lm_head": True}
+    check_same_config(run, [*seeds, dataclasses.replace(seeds[0], seed=7, config=config)])

@@ -54,6 +54,9 @@ SEED_SPECIFIC_KEYS = frozenset(
         "logging_steps",
         "logging_first_step",
         "disable_tqdm",
+        # how the LM head is applied (all positions or the supervised rows), not what is trained: the same
+        # loss to float rounding; the default changed after runs recorded false or nothing
+        "rows_only_lm_head",
     }
 )
 # A key one config has and the other lacks is the same setting when its value is one of these: a field

@@ -48,7 +48,7 @@ def _args(module, tmp_path, **overrides):
         output_dir=str(tmp_path),
         per_device_train_batch_size=4,
         gradient_accumulation_steps=2,
-        max_steps=3,
+        max_steps=2,
         learning_rate=1.0,
         optim="sgd",
         lr_scheduler_type="constant",

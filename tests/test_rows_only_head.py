@@ -80,7 +80,17 @@ def test_rows_only_head_gives_the_full_head_loss_terms_and_gradients(
         torch.testing.assert_close(rows[2][name], grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
-def test_a_short_run_matches_and_says_which_head_ran(tmp_path, caplog):
+def test_a_short_run_matches_and_says_which_head_ran(tmp_path, caplog, monkeypatch):
+    """Also: the row path is chosen once per model and the supervised positions found once per micro-batch."""
+    calls = {"choose": 0, "rows": 0}
+    choose, rows_of = BALoRATrainer._choose_row_capture, BALoRATrainer._supervised_rows
+
+    def count(name, real):
+        return lambda self, *a: calls.__setitem__(name, calls[name] + 1) or real(self, *a)
+
+    monkeypatch.setattr(BALoRATrainer, "_choose_row_capture", count("choose", choose))
+    monkeypatch.setattr(BALoRATrainer, "_supervised_rows", count("rows", rows_of))
+
     def train(rows_only):
         model, tokenizer = _model("tiny-llama", "pissa")
         trainer = BALoRATrainer(
@@ -97,6 +107,7 @@ def test_a_short_run_matches_and_says_which_head_ran(tmp_path, caplog):
         rows, rows_log, rows_weights = train(True)
     assert "BA-LoRA student LM head applied to supervised rows" in caplog.text
     assert rows.svd_path == "hidden space"
+    assert calls == {"choose": 1, "rows": 8}  # 4 steps × 2 micro-batches, every term computed in each
     full, full_log, full_weights = train(False)
     assert len(rows_log) == len(full_log) == 4
     for got, expected in zip(rows_log, full_log, strict=True):

@@ -5,13 +5,14 @@
 Shapes: B examples, T tokens, V vocabulary, H hidden size, C classes, N supervised rows.
 
 * NLG: the terms are computed on the N shifted, response-only positions: the logit at t predicts token
-  t+1 and a row is valid where labels[t+1] != -100 (the task loss's rows). They are taken once per step
-  as one (1, N, V) tensor, so the terms' backward writes N×V gradients, not B×T×V ones. How the
-  student's forward yields them is chosen once per model (`_RowCapture`; costs in benchmarks/README.md):
-  - "rows-only head" (`rows_only_lm_head`, on by default) where the logits are a plain linear map of the last hidden
-    state (`_ROWS_ONLY_HEAD_MODEL_TYPES`): a pre-hook narrows the LM head's input to the N rows and the
-    task loss is the causal-LM cross-entropy on them, so no B×T×V logits are made. The same loss as
-    Trainer.compute_loss up to float rounding (the head's matmul has another shape).
+  t+1 and a row is valid where labels[t+1] != -100 (the task loss's rows). They are found once per
+  micro-batch and taken as one (1, N, V) tensor, so the terms' backward writes N×V gradients, not B×T×V
+  ones. How the student's forward yields them is chosen once per model (`_RowCapture`; costs in
+  benchmarks/README.md):
+  - "rows-only head" (`rows_only_lm_head`, on by default) where the logits are a plain linear map of
+    the last hidden state (`_ROWS_ONLY_HEAD_MODEL_TYPES`): a pre-hook narrows the LM head's input to the
+    N rows and the task loss is the causal-LM cross-entropy on them, so no B×T×V logits are made. The
+    same loss as Trainer.compute_loss up to float rounding (the head's matmul has another shape).
   - "row tap", the same models with the full head: `_RowsTap` takes the rows at the head's output and
     adds their gradient to the task loss's at the N rows, bit-identical to a gather and without
     autograd's B×T×V zeros-and-sum.
@@ -28,9 +29,10 @@ Shapes: B examples, T tokens, V vocabulary, H hidden size, C classes, N supervis
   that accept `num_items_in_batch`, i.e. causal LMs), it does NOT divide by the accumulation steps, so
   the regulariser is divided by them here; otherwise the Trainer divides the sum by them itself.
 * A term with λ = 0 is not part of the loss: with every λ = 0 the loss is Trainer.compute_loss's (bit
-  for bit with the full head, to float rounding with the rows-only head). It is computed only on the steps whose training log is written, without gradients, so that ablation runs
-  log every term while the loss and the update stay unchanged; the other steps skip it (and the
-  reference forward when λ1 = 0). Its consistency term needs the reference (a `prepare_model` model).
+  for bit with the full head, to float rounding with the rows-only head). It is computed only on the
+  steps whose training log is written, without gradients, so that ablation runs log every term while
+  the loss and the update stay unchanged; the other steps skip it (and the reference forward when
+  λ1 = 0). Its consistency term needs the reference (a `prepare_model` model).
 * Logged per optimizer step, at full precision (averaged over micro-batches and across ranks):
   `task_loss`, `consistency_loss`, `diversity_loss`, `svd_loss` (unweighted; a term with λ > 0 averaged
   over every step since the last log, one with λ = 0 over the logged step) and the current `lambda_*`.

@@ -2,28 +2,37 @@
 
     L = L_task + λ1·L_consistency + λ2·L_diversity + λ3·L_svd
 
-* NLG: the terms are computed on shifted, response-only positions: the logit at t predicts token t+1
-  and a row is valid where labels[t+1] != -100 (the same rows as the task loss). Those N rows are
-  taken once as an (1, N, V) tensor, so the regularisers' backward writes N×V gradients, not B×T×V
-  ones: at the LM head's output (`_RowsTap`, whose backward adds them to the task loss's gradient at
-  the N rows, bit-identical to a gather) for decoder LMs whose head is a plain linear map
-  (`_ROWS_ONLY_HEAD_MODEL_TYPES`), else by a gather of the returned logits. The reference applies its
-  LM head to those N rows only (the same models). On SmolLM2 4×256 with 308 response rows this saves
-  ~15% of the reference forward and the B×T×V reference logits (benchmarks/README.md).
-* NLG with `rows_only_lm_head` (opt-in): the student's LM head too runs on those N rows only (a pre-hook
-  narrows its input), and the task loss is the causal-LM loss on them: the same values to float rounding
-  (tests/test_rows_only_head.py), without the B×T×V logits.
+Shapes: B examples, T tokens, V vocabulary, H hidden size, C classes, N supervised rows.
+
+* NLG: the terms are computed on the N shifted, response-only positions: the logit at t predicts token
+  t+1 and a row is valid where labels[t+1] != -100 (the task loss's rows). They are found once per
+  micro-batch and taken as one (1, N, V) tensor, so the terms' backward writes N×V gradients, not B×T×V
+  ones. How the student's forward yields them is chosen once per model (`_RowCapture`; costs in
+  benchmarks/README.md):
+  - "rows-only head" (`rows_only_lm_head`, on by default) where the logits are a plain linear map of
+    the last hidden state (`_ROWS_ONLY_HEAD_MODEL_TYPES`): a pre-hook narrows the LM head's input to the
+    N rows and the task loss is the causal-LM cross-entropy on them, so no B×T×V logits are made. The
+    same loss as Trainer.compute_loss up to float rounding (the head's matmul has another shape).
+  - "row tap", the same models with the full head: `_RowsTap` takes the rows at the head's output and
+    adds their gradient to the task loss's at the N rows, bit-identical to a gather and without
+    autograd's B×T×V zeros-and-sum.
+  - "gather", any other model: the rows are gathered from the returned logits.
+  The reference applies its LM head to the N rows only wherever the logits are such a linear map.
 * NLU: the rows are the examples, the columns the classes (1 for regression).
+* The SVD term runs in hidden space where the logits are a frozen, bias-free linear map Z = H Wᵀ of the
+  LM head's input H (exact: σ(Z) = σ(H L) with L Lᵀ = Wᵀ W; `balora.regularizers.svd_loss_hidden`):
+  H comes from the student's own forward. `svd_path` and the log say which space ran.
 * The reference logits come from `balora.adapters.reference_mode` (the frozen pre-trained function),
   computed without gradients; the model must come from `balora.adapters.prepare_model` when λ1 > 0.
 * The regularisers are per-micro-batch means. Their weight must not depend on gradient accumulation:
   when the Trainer normalises the task loss by the number of items of the whole optimizer step (models
   that accept `num_items_in_batch`, i.e. causal LMs), it does NOT divide by the accumulation steps, so
-  we divide the regulariser by them here; otherwise the Trainer divides the sum by them itself.
-* A term with λ = 0 is not part of the loss: with all λ = 0 the loss is exactly `Trainer.compute_loss`'s.
-  It is computed only on the steps whose training log is written, without gradients, so that ablation
-  runs log every term while the loss and the update stay unchanged; the other steps skip it (and the
-  reference forward when λ1 = 0). Its consistency term needs the reference (a `prepare_model` model).
+  the regulariser is divided by them here; otherwise the Trainer divides the sum by them itself.
+* A term with λ = 0 is not part of the loss: with every λ = 0 the loss is Trainer.compute_loss's (bit
+  for bit with the full head, to float rounding with the rows-only head). It is computed only on the
+  steps whose training log is written, without gradients, so that ablation runs log every term while
+  the loss and the update stay unchanged; the other steps skip it (and the reference forward when
+  λ1 = 0). Its consistency term needs the reference (a `prepare_model` model).
 * Logged per optimizer step, at full precision (averaged over micro-batches and across ranks):
   `task_loss`, `consistency_loss`, `diversity_loss`, `svd_loss` (unweighted; a term with λ > 0 averaged
   over every step since the last log, one with λ = 0 over the logged step) and the current `lambda_*`.
@@ -32,9 +41,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import logging
-import math
+from collections import defaultdict
 from dataclasses import dataclass, field
 
 import torch
@@ -42,9 +53,12 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import IntervalStrategy
 
 from balora.adapters import balora_state, reference_mode
-from balora.regularizers import TERMS, RegularizerConfig, preset, regularizer_terms
+from balora.regularizers import TERMS, RegularizerConfig, head_gram_factor, preset, regularizer_terms
+from balora.schedules import SCHEDULES as LAMBDA_SCHEDULES
+from balora.schedules import lambda_factors
 
-LAMBDA_SCHEDULES = ("constant", "iclr2026")
+logger = logging.getLogger(__name__)
+
 PRESET_NAMES = ("none", "iclr2026", "v5")
 
 # The term-form arguments: each is a field of RegularizerConfig, under the same name except these two,
@@ -135,14 +149,14 @@ class BALoRATrainingArguments(TrainingArguments):
         },
     )
     rows_only_lm_head: bool = field(
-        default=False,
+        default=True,
         metadata={
-            "help": "NLG training: apply the LM head to the N supervised rows only (a pre-hook narrows "
-            "its input), not to every position; the task loss and the terms then use those (N, V) logits. "
-            "Same loss and gradients up to float rounding, less time and memory when prompts are long or "
-            "the vocabulary is large. LLaMA, Mistral, Gemma, Qwen2/3 (plain linear head); other models "
-            "keep the full head (logged). Off by default: the default loss is Trainer.compute_loss's, bit "
-            "for bit."
+            "help": "NLG training: apply the LM head to the N supervised rows only (a pre-hook narrows its "
+            "input), not to every position; the task loss and the terms then use those (N, V) logits: the "
+            "same loss and gradients up to float rounding, less time and memory. On where the logits are "
+            "a plain linear map of the last hidden state (LLaMA, Mistral, Gemma, Qwen2/3); other models "
+            "keep the full head (logged with the reason). false: the full head, whose loss is "
+            "Trainer.compute_loss's bit for bit."
         },
     )
     regularizer_chunk_rows: int = field(
@@ -202,20 +216,14 @@ class BALoRATrainingArguments(TrainingArguments):
 
 
 def scheduled_lambdas(base: dict[str, float], schedule: str, step: int, max_steps: int) -> dict[str, float]:
-    """λ values at optimizer step `step` of `max_steps` (docs/method.md §3, the ICLR-2026 script's schedule).
+    """λ values at optimizer step `step` of `max_steps` (docs/method.md §3; balora.schedules).
 
     Args:
         base: {"consistency": λ1, "diversity": λ2, "svd": λ3}.
-        schedule: "constant" | "iclr2026".
+        schedule: "constant" | "iclr2026" (the ICLR-2026 script's cosine λ1 and two-phase λ2, λ3).
     """
-    if schedule == "constant" or max_steps <= 0:
-        return dict(base)
-    progress = min(max(step / max_steps, 0.0), 1.0)
-    # λ1: cosine decay from λ1 to 0.1·λ1.
-    consistency = base["consistency"] * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress)))
-    # λ2, λ3: off for the first 20% of steps, then a linear ramp over the next 5%.
-    ramp = min(max((progress - 0.20) / 0.05, 0.0), 1.0)
-    return {"consistency": consistency, "diversity": base["diversity"] * ramp, "svd": base["svd"] * ramp}
+    factors = lambda_factors(schedule, step, max_steps)
+    return {term: base[term] * factors[term] for term in base}
 
 
 class _AdaLoraBudgetCallback(TrainerCallback):
@@ -229,14 +237,167 @@ class _AdaLoraBudgetCallback(TrainerCallback):
         model.base_model.update_and_allocate(state.global_step)
 
 
+@dataclass(frozen=True)
+class _RowCapture:
+    """How the student's forward yields (task loss, logit rows, hidden rows); chosen once per model.
+
+    mode: "rows-only head" | "row tap" | "gather" (module docstring). body, head: the decoder body and
+    LM head where the logits are a plain linear map of the last hidden state, else None (NLU too).
+    svd_head: the head whose input gives the hidden-space SVD term, or None; svd_path: why not.
+    """
+
+    mode: str
+    body: torch.nn.Module | None
+    head: torch.nn.Linear | None
+    svd_head: torch.nn.Linear | None
+    svd_path: str
+
+    def student(self, trainer, model, inputs, rows, num_items_in_batch, full_forward, want_rows):
+        """(task loss, outputs or None, logit rows or None, hidden rows or None) of one micro-batch.
+
+        rows: the step's supervised (b, t) positions (NLG) or None (NLU: the rows are the examples).
+        full_forward: Trainer.compute_loss with the model's full head, returning (loss, outputs).
+        want_rows: whether a term needs the rows; without terms the tap and gather paths are the
+        Trainer's loss exactly.
+        """
+        if self.mode == "rows-only head":
+            loss, logits, hidden = _forward_on_rows(
+                trainer, model, inputs, rows, num_items_in_batch, self.head
+            )
+            return loss, None, logits, hidden
+        if not want_rows:
+            return (*full_forward(), None, None)
+        captured, tapped, hooks = [], [], []
+        if self.svd_head is not None:  # the head's input, for the hidden-space SVD term
+            hooks.append(
+                self.svd_head.register_forward_pre_hook(lambda module, args: captured.append(args[0]))
+            )
+        if self.mode == "row tap":
+
+            def tap(module, args, output):
+                if tapped or output.shape[:-1] != inputs["labels"].shape:
+                    tapped.append(None)  # the head ran twice or on other positions: gather below instead
+                    return None
+                tapped.append(_RowsTap.apply(output, *rows))
+                return tapped[0][0]
+
+            hooks.append(self.head.register_forward_hook(tap))
+        try:
+            loss, outputs = full_forward()
+        finally:
+            for hook in hooks:
+                hook.remove()
+        if len(tapped) == 1 and tapped[0] is not None and tapped[0][0] is outputs.logits:
+            logits = tapped[0][1].unsqueeze(0)  # (1, N, V); _RowsTap adds their gradient at the N rows
+        else:
+            logits = _gather(outputs.logits, rows)
+        hidden = None
+        if len(captured) == 1 and captured[0].shape[:-1] == outputs.logits.shape[:-1]:
+            hidden = _gather(captured[0], rows)  # (1, N, H)
+        return loss, outputs, logits, hidden
+
+
+def _gather(x: torch.Tensor, rows) -> torch.Tensor:
+    """NLG: the N rows of a (B, T, D) tensor as (1, N, D); NLU (rows None): x as given."""
+    return x if rows is None else x[rows].unsqueeze(0)
+
+
+def _forward_on_rows(trainer, model, inputs: dict, rows, num_items_in_batch, head: torch.nn.Linear):
+    """The student's forward with the LM head on the N supervised rows only.
+
+    A forward pre-hook narrows the head's input from (B, T, H) to the (N, H) rows that predict a label,
+    so the model (and whatever wraps it: peft, DDP, DeepSpeed, autocast) runs as usual and returns
+    (N, V) logits. The task loss is then Trainer.compute_loss's causal-LM loss on those rows: a sum
+    over num_items_in_batch when the model takes it (× the processes when tokens are averaged across
+    devices), else the mean.
+
+    Returns:
+        loss (scalar), logits (1, N, V), hidden (1, N, H): the rows the regularisers use.
+    """
+    narrowed: list[torch.Tensor] = []
+
+    def narrow(module, args):
+        if narrowed:
+            raise RuntimeError("rows_only_lm_head: the LM head ran twice in one forward")
+        narrowed.append(args[0][rows])  # (N, H)
+        return (narrowed[0], *args[1:])
+
+    hook = head.register_forward_pre_hook(narrow)
+    try:
+        outputs = model(**{k: v for k, v in inputs.items() if k != "labels"}, use_cache=False)
+    finally:
+        hook.remove()
+    logits = outputs.logits  # (N, V)
+    targets = inputs["labels"][rows[0], rows[1] + 1]
+    by_items = bool(trainer.model_accepts_loss_kwargs) and num_items_in_batch is not None
+    loss = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum" if by_items else "mean")
+    if by_items:
+        items = (
+            num_items_in_batch.to(loss.device) if torch.is_tensor(num_items_in_batch) else num_items_in_batch
+        )
+        loss = loss / items
+        if trainer.args.average_tokens_across_devices:
+            tp_size = trainer.get_tp_size() if hasattr(trainer, "get_tp_size") else 1
+            world = (
+                trainer.accelerator.num_processes // tp_size
+                if trainer.args.n_gpu <= 1
+                else trainer.args.n_gpu
+            )
+            loss = loss * world
+    return loss, logits.unsqueeze(0), narrowed[0].unsqueeze(0)
+
+
+def _hidden_svd_head(model, task: str = "nlg", enabled: bool = True) -> tuple[torch.nn.Linear | None, str]:
+    """(the LM head whose input gives the SVD term in hidden space, or None; the path: "hidden space" or
+    "logits space: <why>"). Needs a frozen nn.Linear without bias that produces the logits with
+    nothing after it, and its whole weight on this rank."""
+    body_and_head = _rows_only_head(model) if enabled and task == "nlg" else None
+    head = body_and_head[1] if body_and_head is not None else None
+    if not enabled:
+        reason = "hidden-space path disabled"
+    elif task != "nlg":
+        reason = "NLU heads are not handled in hidden space"
+    elif head is None:
+        reason = "the logits are not a plain linear map of the last hidden state for this model"
+    elif type(head) is not torch.nn.Linear:
+        reason = f"the LM head is a {type(head).__name__} (adapted or wrapped), not a frozen nn.Linear"
+    elif head.bias is not None:
+        reason = "the LM head has a bias"
+    elif head.weight.requires_grad:
+        reason = "the LM head is trained"
+    elif tuple(head.weight.shape) != (head.out_features, head.in_features):
+        reason = "the LM head's weight is partitioned (ZeRO-3)"
+    else:
+        return head, "hidden space"
+    return None, f"logits space: {reason}"
+
+
+def _fold(entries: list[tuple[float, float]]) -> tuple[float, float]:
+    """(Σ sums, Σ weights) of a metric's micro-batch entries, added in order (the logged bits do not
+    depend on a summation algorithm)."""
+    total = weight = 0.0
+    for value, count in entries:
+        total += value
+        weight += count
+    return total, weight
+
+
 class BALoRATrainer(Trainer):
     """Trainer whose loss adds the weighted BA-LoRA regularisers; see the module docstring.
 
-    For decoder LMs whose logits are a frozen, bias-free linear map of the last hidden state (LLaMA,
-    Mistral, Gemma-1, Qwen), the SVD term is computed in hidden space from the LM head's input, taken
-    by a forward pre-hook (exact; `balora.regularizers.svd_loss_hidden`); otherwise in logits space.
-    `svd_path` and the log say which ran.
+    `student_head_path` ("supervised rows" or "every position: <why>") and `svd_path` ("hidden space"
+    or "logits space: <why>") say which path ran; both are logged when first decided.
     """
+
+    # Switches for tests and benchmarks. _hidden_svd_enabled = False: the logits-space SVD term (the
+    # reference formula). _tap_rows_enabled = False: rows gathered from the returned logits, not tapped.
+    # _reference_first: the reference forward runs before the student's (same result, its memory is
+    # then reused by the student's activations).
+    _hidden_svd_enabled = True
+    _tap_rows_enabled = True
+    _reference_first = True
+    student_head_path: str | None = None
+    svd_path: str | None = None
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -250,7 +411,8 @@ class BALoRATrainer(Trainer):
             # accumulation would scale the loss (and the regularisers) by the accumulation steps.
             self.model_accepts_loss_kwargs = False
         self._base_lambdas = {t: float(getattr(self.args, f"lambda_{t}")) for t in TERMS}
-        self._has_reference = balora_state(self.accelerator.unwrap_model(self.model)) is not None
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        self._has_reference = balora_state(unwrapped) is not None
         if self._base_lambdas["consistency"] > 0 and not self._has_reference:
             # Under PiSSA, disabling a plain peft adapter gives the residual model, not the pre-trained
             # one: the consistency term needs the frozen reference that prepare_model attaches.
@@ -260,13 +422,12 @@ class BALoRATrainer(Trainer):
                 f"{type(self.model).__name__} prepared elsewhere (e.g. peft.get_peft_model)"
             )
         self._reference_cache: dict[bytes, torch.Tensor] = {}  # NLU: example digest -> (C,) reference logits
-        # Running sums since the last log: [task loss sum, task items, each term's sum, each term's count].
-        self._term_sums = torch.zeros(2 + 2 * len(TERMS), dtype=torch.float64)
-        unwrapped = self.accelerator.unwrap_model(self.model)
-        if (
-            getattr(getattr(unwrapped, "base_model", None), "update_and_allocate", None) is not None
-            and type(unwrapped.base_model).__name__ == "AdaLoraModel"
-        ):
+        # Per-term metrics since the last log, as trl's trainers keep them: name -> one (sum, weight) per
+        # micro-batch, averaged across micro-batches and ranks in `log`.
+        self._metrics: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        self._capture: tuple[torch.nn.Module, _RowCapture] | None = None
+        self._head_factor_cache: tuple[tuple, torch.Tensor] | None = None
+        if type(getattr(unwrapped, "base_model", None)).__name__ == "AdaLoraModel":
             self.add_callback(_AdaLoraBudgetCallback(self))
 
     def current_lambdas(self) -> dict[str, float]:
@@ -275,90 +436,52 @@ class BALoRATrainer(Trainer):
         )
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None, **kwargs):
+        if not model.training:  # evaluation reports the task loss: the Trainer's own
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch, **kwargs)
         lambdas = self.current_lambdas()
         # Terms with λ > 0 enter the loss. Terms with λ = 0 are computed only to be logged: without
         # gradients, on the micro-batches of a step whose log is written (the loss is unchanged).
         active = [t for t in TERMS if lambdas[t] > 0]
-        logs_this_step = model.training and self._logs_this_step()
+        logged = self._logs_this_step()
         logged_only = [
-            t
-            for t in TERMS
-            if t not in active and logs_this_step and (t != "consistency" or self._has_reference)
+            t for t in TERMS if t not in active and logged and (t != "consistency" or self._has_reference)
         ]
-        rows_head = self._rows_only_student_head(model, inputs, return_outputs) if model.training else None
-        if not model.training or not (active or logged_only):
-            # No term is computed (and no reference forward), or evaluation, where the reported loss is
-            # the task loss: exactly the plain Trainer loss, or its rows-only equal (rows_only_lm_head).
-            if rows_head is not None:
-                loss = self._student_on_rows(model, inputs, num_items_in_batch, rows_head)[0]
-                self._accumulate_task_loss(loss, inputs, num_items_in_batch)
-                return loss
-            loss_and_outputs = super().compute_loss(
-                model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch, **kwargs
-            )
-            if model.training:
-                self._accumulate_task_loss(loss_and_outputs[0], inputs, num_items_in_batch)
-            return loss_and_outputs if return_outputs else loss_and_outputs[0]
-
-        computed = active + logged_only
-        # The SVD term in hidden space where the logits are a frozen linear map Z = H Wᵀ of the LM head's
-        # input H (exact: σ(Z) = σ(H L), L Lᵀ = Wᵀ W): H is taken by a hook on the head, no extra forward.
-        head = self._hidden_svd_head(model) if "svd" in computed else None
+        capture = self._row_capture(model, return_outputs)
+        rows = self._supervised_rows(inputs)
         ref_logits = None
         if "consistency" in active and self._reference_first:
             # Before the student's forward: its activations then reuse the memory the reference freed.
-            ref_logits = self._reference_logits(model, inputs)
-        outputs = None
-        if rows_head is not None:
-            loss, logits, rows_hidden = self._student_on_rows(model, inputs, num_items_in_batch, rows_head)
-            captured = [rows_hidden]
-        else:
-            captured, tapped = [], []
-            hooks = []
-            if head is not None:
-                hooks.append(head.register_forward_pre_hook(lambda module, args: captured.append(args[0])))
-            tap_head = self._tapped_head(model)
-            if tap_head is not None:
-                rows_b, rows_t = self._valid_positions(inputs)
+            ref_logits = self._reference_logits(model, inputs, rows, capture)
+        full_forward = functools.partial(
+            super().compute_loss, model, inputs, True, num_items_in_batch=num_items_in_batch, **kwargs
+        )
+        loss, outputs, logits, hidden = capture.student(
+            self, model, inputs, rows, num_items_in_batch, full_forward, want_rows=bool(active or logged_only)
+        )
+        self._record_task_loss(loss, inputs, rows, num_items_in_batch)
+        if active or logged_only:
+            if "consistency" in active + logged_only and ref_logits is None:
+                ref_logits = self._reference_logits(model, inputs, rows, capture)
+            regularizer = self._regularizer(
+                logits, ref_logits, hidden, capture, lambdas, active, logged_only, num_items_in_batch
+            )
+            loss = loss + regularizer if active else loss  # with λ = 0 only, the Trainer's loss itself
+        return (loss, outputs) if return_outputs else loss
 
-                def tap(module, args, output):
-                    if tapped or output.shape[:-1] != inputs["labels"].shape:
-                        # The head ran twice or on other positions: the rows are gathered below instead.
-                        tapped.append(None)
-                        return None
-                    aliased, rows = _RowsTap.apply(output, rows_b, rows_t)
-                    tapped.append((aliased, rows))
-                    return aliased
-
-                hooks.append(tap_head.register_forward_hook(tap))
-            try:
-                loss, outputs = super().compute_loss(
-                    model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch, **kwargs
-                )
-            finally:
-                for hook in hooks:
-                    hook.remove()
-            if len(tapped) == 1 and tapped[0] is not None and tapped[0][0] is outputs.logits:
-                logits = tapped[0][1].unsqueeze(0)  # (1, N, V); _RowsTap adds their gradient at the N rows
-            else:
-                logits = self._rows(outputs.logits, inputs)
-        self._accumulate_task_loss(loss, inputs, num_items_in_batch)
-        if "consistency" in computed and ref_logits is None:
-            ref_logits = self._reference_logits(model, inputs)
+    def _regularizer(
+        self, logits, ref_logits, hidden, capture, lambdas, active, logged_only, num_items_in_batch
+    ):
+        """Σ λ·term over the active terms (0 when none), scaled for gradient accumulation; every
+        computed term, the λ = 0 ones without gradients, recorded for the log."""
         hidden_svd = {}
-        if head is not None:
-            if rows_head is head:  # the narrowed head input is the hidden state of the N rows
-                hidden_svd = {"hidden": captured[0], "head_factor": self._head_factor(head)}
-            elif len(captured) == 1 and captured[0].shape[:-1] == outputs.logits.shape[:-1]:
-                hidden_svd = {
-                    "hidden": self._rows(captured[0], inputs),
-                    "head_factor": self._head_factor(head),
-                }
-            else:
-                self._note_svd_path(
-                    f"logits space: the LM head ran {len(captured)} times or on other positions"
-                )
-        values: dict[str, torch.Tensor] = {}
+        if "svd" in active + logged_only:
+            path = capture.svd_path
+            if capture.svd_head is not None and hidden is None:
+                path = "logits space: the LM head ran more than once or on other positions"
+            elif capture.svd_head is not None:
+                hidden_svd = {"hidden": hidden, "head_factor": self._head_factor(capture.svd_head)}
+            self._note_svd_path(path)
+        regularizer, values = 0.0, {}
         if active:
             terms = regularizer_terms(
                 logits, ref_logits, None, self._regularizer_config, terms=active, **hidden_svd
@@ -367,21 +490,60 @@ class BALoRATrainer(Trainer):
             if self._loss_is_scaled_for_ga(num_items_in_batch):
                 # The Trainer will not divide by the accumulation steps: do it for the per-micro-batch means.
                 regularizer = regularizer / self.current_gradient_accumulation_steps
-            loss = loss + regularizer
             values.update((t, terms[t]) for t in active)
-        if logged_only:
+        if logged_only:  # the rows and the hidden states are detached: no gradient, no graph kept
             with torch.no_grad():
                 detached = {k: v.detach() for k, v in hidden_svd.items()}
+                cfg = self._regularizer_config
                 terms = regularizer_terms(
-                    logits.detach(), ref_logits, None, self._regularizer_config, terms=logged_only, **detached
+                    logits.detach(), ref_logits, None, cfg, terms=logged_only, **detached
                 )
             values.update((t, terms[t]) for t in logged_only)
-        with torch.no_grad():
-            for i, t in enumerate(TERMS):
-                if t in values:
-                    self._term_sums[2 + i] += float(values[t].detach())
-                    self._term_sums[2 + len(TERMS) + i] += 1
-        return (loss, outputs) if return_outputs else loss
+        for t in TERMS:
+            if t in values:
+                self._metrics[t].append((float(values[t].detach()), 1.0))
+        return regularizer
+
+    def _row_capture(self, model, return_outputs: bool) -> _RowCapture:
+        """The row capture of `model`, chosen on its first step (the choice is logged with its reason)."""
+        unwrapped = self.accelerator.unwrap_model(model)
+        if self._capture is None or self._capture[0] is not unwrapped:
+            self._capture = (unwrapped, self._choose_row_capture(unwrapped))
+        capture = self._capture[1]
+        if return_outputs and capture.mode == "rows-only head":  # the caller wants the (B, T, V) logits
+            capture = dataclasses.replace(capture, mode="row tap" if self._tap_rows_enabled else "gather")
+        return capture
+
+    def _choose_row_capture(self, unwrapped) -> _RowCapture:
+        task = self.args.regularizer_task
+        body, head = (_rows_only_head(unwrapped) if task == "nlg" else None) or (None, None)
+        svd_head, svd_path = _hidden_svd_head(unwrapped, task, self._hidden_svd_enabled)
+        reason = None
+        if head is None:
+            reason = "the logits are not a plain linear map of the last hidden state for this model"
+        elif not self.args.rows_only_lm_head:
+            reason = "rows_only_lm_head is off"
+        elif self.label_smoother is not None or self.compute_loss_func is not None:
+            reason = "a label smoother or a custom loss function is set"
+        if reason is None:
+            mode = "rows-only head"
+        else:
+            mode = "row tap" if head is not None and self._tap_rows_enabled else "gather"
+        if task == "nlg":
+            self.student_head_path = "supervised rows" if reason is None else f"every position: {reason}"
+            logger.info("BA-LoRA student LM head applied to %s", self.student_head_path)
+        return _RowCapture(mode, body, head, svd_head, svd_path)
+
+    def _supervised_rows(self, inputs: dict) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """NLG: (N,), (N,) indices (b, t) of the logits that predict a supervised token, labels[b, t+1]
+        ≠ −100, computed once per micro-batch; NLU: None (the rows are the examples)."""
+        if self.args.regularizer_task == "nlu":
+            return None
+        if inputs.get("labels") is None:
+            raise ValueError(
+                "NLG training needs labels in every batch (-100 at the positions not trained on)"
+            )
+        return (inputs["labels"][:, 1:] != -100).nonzero(as_tuple=True)
 
     def _logs_this_step(self) -> bool:
         """Whether the optimizer step in progress is one whose training log is written (the rule of
@@ -394,141 +556,20 @@ class BALoRATrainer(Trainer):
             return self.state.logging_steps > 0 and step % self.state.logging_steps == 0
         return strategy == IntervalStrategy.EPOCH
 
-    # --- helpers --------------------------------------------------------------------------------------
-
-    # Where the SVD term runs: "hidden space" or "logits space: <why>" (logged when it is first decided or
-    # changes). Setting _hidden_svd_enabled = False forces the logits-space term (the reference formula).
-    # _reference_first: the reference forward runs before the student's (same result, less memory traffic).
-    _hidden_svd_enabled = True
-    _reference_first = True
-    # _tap_rows_enabled: the regulariser rows come from the LM head's output through _RowsTap (their
-    # gradient added at the N rows), not from a gather of the returned logits (same values and gradients).
-    _tap_rows_enabled = True
-    svd_path: str | None = None
-    _head_factor_cache: tuple[tuple, torch.Tensor] | None = None
-
-    def _hidden_svd_head(self, model) -> torch.nn.Linear | None:
-        """The LM head when the SVD term can be computed from its input (a frozen nn.Linear without bias
-        that produces the logits with nothing after it), else None; the chosen path is logged."""
-        head, reason = None, None
-        if not self._hidden_svd_enabled:
-            reason = "hidden-space path disabled"
-        elif self.args.regularizer_task != "nlg":
-            reason = "NLU heads are not handled in hidden space"
-        else:
-            body_and_head = _rows_only_head(self.accelerator.unwrap_model(model))
-            candidate = body_and_head[1] if body_and_head is not None else None
-            if candidate is None:
-                reason = "the logits are not a plain linear map of the last hidden state for this model"
-            elif type(candidate) is not torch.nn.Linear:
-                reason = f"the LM head is a {type(candidate).__name__} (adapted or wrapped), not a frozen nn.Linear"
-            elif candidate.bias is not None:
-                reason = "the LM head has a bias"
-            elif candidate.weight.requires_grad:
-                reason = "the LM head is trained"
-            elif tuple(candidate.weight.shape) != (candidate.out_features, candidate.in_features):
-                reason = "the LM head's weight is partitioned (ZeRO-3)"
-            else:
-                head = candidate
-        self._note_svd_path("hidden space" if head is not None else f"logits space: {reason}")
-        return head
-
     def _note_svd_path(self, path: str) -> None:
         if path != self.svd_path:
-            logging.getLogger(__name__).info("BA-LoRA SVD term computed in %s", path)
+            logger.info("BA-LoRA SVD term computed in %s", path)
             self.svd_path = path
-
-    def _tapped_head(self, model) -> torch.nn.Linear | None:
-        """The LM head whose output is the model's logits, to take the N regulariser rows from (NLG,
-        `_ROWS_ONLY_HEAD_MODEL_TYPES`), or None: the rows are then gathered from the returned logits."""
-        if not self._tap_rows_enabled or self.args.regularizer_task != "nlg":
-            return None
-        body_and_head = _rows_only_head(self.accelerator.unwrap_model(model))
-        return body_and_head[1] if body_and_head is not None else None
-
-    # Where the student's LM head runs (rows_only_lm_head): "supervised rows" or "every position: <why>".
-    student_head_path: str | None = None
-
-    def _rows_only_student_head(self, model, inputs: dict, return_outputs: bool) -> torch.nn.Linear | None:
-        """The LM head to narrow to the supervised rows, or None for the standard full-logits forward."""
-        if not self.args.rows_only_lm_head or self.args.regularizer_task != "nlg":
-            return None
-        reason = None
-        if return_outputs:
-            reason = "the caller asked for the full outputs"
-        elif self.label_smoother is not None or self.compute_loss_func is not None:
-            reason = "a label smoother or a custom loss function is set"
-        elif inputs.get("labels") is None or inputs["labels"].dim() != 2:
-            reason = "the batch has no (B, T) labels"
-        else:
-            body_and_head = _rows_only_head(self.accelerator.unwrap_model(model))
-            if body_and_head is None:
-                reason = "the logits are not a plain linear map of the last hidden state for this model"
-        path = "supervised rows" if reason is None else f"every position: {reason}"
-        if path != self.student_head_path:
-            logging.getLogger(__name__).info("BA-LoRA student LM head applied to %s", path)
-            self.student_head_path = path
-        return body_and_head[1] if reason is None else None
-
-    def _student_on_rows(
-        self, model, inputs: dict, num_items_in_batch, head: torch.nn.Linear
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The student's forward with the LM head on the N supervised rows only.
-
-        A forward pre-hook narrows the head's input from (B, T, H) to the (N, H) rows that predict a
-        label, so the model (and whatever wraps it: peft, DDP, DeepSpeed, autocast) runs as usual and
-        returns (N, V) logits. The task loss is then Trainer.compute_loss's causal-LM loss on those rows:
-        a sum over num_items_in_batch when the model takes it (× the processes when tokens are averaged
-        across devices), else the mean.
-
-        Returns:
-            loss (scalar), logits (1, N, V), hidden (1, N, H): the rows the regularisers use.
-        """
-        rows_b, rows_t = self._valid_positions(inputs)
-        narrowed: list[torch.Tensor] = []
-
-        def narrow(module, args):
-            if narrowed:
-                raise RuntimeError("rows_only_lm_head: the LM head ran twice in one forward")
-            narrowed.append(args[0][rows_b, rows_t])  # (N, H)
-            return (narrowed[0], *args[1:])
-
-        hook = head.register_forward_pre_hook(narrow)
-        try:
-            outputs = model(**{k: v for k, v in inputs.items() if k != "labels"}, use_cache=False)
-        finally:
-            hook.remove()
-        logits = outputs.logits  # (N, V)
-        targets = inputs["labels"][rows_b, rows_t + 1]
-        by_items = bool(self.model_accepts_loss_kwargs) and num_items_in_batch is not None
-        loss = torch.nn.functional.cross_entropy(
-            logits.float(), targets, reduction="sum" if by_items else "mean"
-        )
-        if by_items:
-            items = (
-                num_items_in_batch.to(loss.device)
-                if torch.is_tensor(num_items_in_batch)
-                else num_items_in_batch
-            )
-            loss = loss / items
-            if self.args.average_tokens_across_devices:
-                tp_size = self.get_tp_size() if hasattr(self, "get_tp_size") else 1
-                loss = loss * (
-                    self.accelerator.num_processes // tp_size if self.args.n_gpu <= 1 else self.args.n_gpu
-                )
-        return loss, logits.unsqueeze(0), narrowed[0].unsqueeze(0)
 
     def _head_factor(self, head: torch.nn.Linear) -> torch.Tensor:
         """L with L Lᵀ = Wᵀ W of the frozen head, computed once (again only if the weight changes)."""
         weight = head.weight
         key = (weight.data_ptr(), weight._version, weight.device, weight.dtype)
         if self._head_factor_cache is None or self._head_factor_cache[0] != key:
-            from balora.regularizers import head_gram_factor
-
             self._head_factor_cache = (key, head_gram_factor(weight))
         return self._head_factor_cache[1]
 
-    def _reference_logits(self, model, inputs: dict) -> torch.Tensor:
+    def _reference_logits(self, model, inputs: dict, rows, capture: _RowCapture) -> torch.Tensor:
         """Reference logits on the regulariser rows; NLU rows come from the per-example cache when seen."""
         use_cache = self.args.regularizer_task == "nlu" and self.args.cache_reference_logits
         keys = self._example_keys(inputs) if use_cache else None
@@ -537,14 +578,11 @@ class BALoRATrainer(Trainer):
         ref_inputs = {k: v for k, v in inputs.items() if k != "labels"}
         unwrapped = self.accelerator.unwrap_model(model)
         with reference_mode(unwrapped):
-            body_and_head = _rows_only_head(unwrapped) if self.args.regularizer_task == "nlg" else None
-            if body_and_head is None:
-                ref_logits = self._rows(unwrapped(**ref_inputs).logits, inputs)
-            else:
-                body, head = body_and_head
-                hidden = body(**ref_inputs).last_hidden_state  # (B, T, H)
-                rows_b, rows_t = self._valid_positions(inputs)
-                ref_logits = head(hidden[rows_b, rows_t]).unsqueeze(0)  # (1, N, V)
+            if capture.body is None:
+                ref_logits = _gather(unwrapped(**ref_inputs).logits, rows)
+            else:  # the head on the N rows only: no (B, T, V) reference logits
+                hidden = capture.body(**ref_inputs).last_hidden_state  # (B, T, H)
+                ref_logits = capture.head(hidden[rows]).unsqueeze(0)  # (1, N, V)
         if keys is not None:
             for key, row in zip(keys, ref_logits.detach().float().cpu(), strict=True):
                 self._reference_cache[key] = row  # (C,)
@@ -577,51 +615,36 @@ class BALoRATrainer(Trainer):
             or self.compute_loss_func is not None
         )
 
-    def _rows(self, logits: torch.Tensor, inputs: dict) -> torch.Tensor:
-        """The regulariser rows: NLG the N valid shifted positions as (1, N, V); NLU (B, C) as given."""
-        if self.args.regularizer_task == "nlu":
-            return logits
-        rows_b, rows_t = self._valid_positions(inputs)
-        return logits[rows_b, rows_t].unsqueeze(0)
-
-    @staticmethod
-    def _valid_positions(inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """(N,), (N,) indices (b, t) of the logits that predict a supervised token: labels[b, t+1] ≠ −100."""
-        return (inputs["labels"][:, 1:] != -100).nonzero(as_tuple=True)
-
-    def _accumulate_task_loss(self, loss: torch.Tensor, inputs: dict, num_items_in_batch) -> None:
-        """Track the task loss so that its per-step mean can be logged beside the terms."""
-        with torch.no_grad():
-            value = float(loss.detach().float().mean())
-            if self._loss_is_scaled_for_ga(num_items_in_batch):
-                # loss = (token-loss sum of this micro-batch) / (items of the whole step) · world scale.
-                world = self.accelerator.num_processes if self.args.average_tokens_across_devices else 1
-                items = float(num_items_in_batch)
-                self._term_sums[0] += value * items / world
-                labels = inputs.get("labels")
-                if labels is not None and labels.dim() == 2:  # causal LM: items = shifted valid labels
-                    self._term_sums[1] += float((labels[:, 1:] != -100).sum())
-                else:
-                    self._term_sums[1] += float(labels.numel()) if labels is not None else 1.0
+    def _record_task_loss(self, loss: torch.Tensor, inputs: dict, rows, num_items_in_batch) -> None:
+        """Record the task loss so that its per-step mean can be logged beside the terms."""
+        value = float(loss.detach().float().mean())
+        if self._loss_is_scaled_for_ga(num_items_in_batch):
+            # loss = (token-loss sum of this micro-batch) / (items of the whole step) · world scale: log
+            # the mean over the step's items.
+            world = self.accelerator.num_processes if self.args.average_tokens_across_devices else 1
+            labels = inputs.get("labels")
+            if rows is not None:
+                items = float(rows[0].numel())
             else:
-                self._term_sums[0] += value
-                self._term_sums[1] += 1.0
+                items = float(labels.numel()) if labels is not None else 1.0
+            self._metrics["task"].append((value * float(num_items_in_batch) / world, items))
+        else:
+            self._metrics["task"].append((value, 1.0))
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
         if "loss" in logs:  # a training log (evaluation logs carry eval_loss)
-            sums = self._term_sums.to(self.args.device)
+            names = ("task", *TERMS)
+            # Every rank sends every name, in this order: one float64 (sum, weight) pair each, one collective.
+            totals = torch.tensor([_fold(self._metrics[n]) for n in names], dtype=torch.float64)  # (names, 2)
+            totals = totals.to(self.args.device)
             if self.accelerator.num_processes > 1:
-                sums = self.accelerator.reduce(sums, reduction="sum")
-            sums = sums.cpu()
-            if sums[1] > 0:
-                logs["task_loss"] = float(sums[0] / sums[1])
-            for i, t in enumerate(TERMS):
-                count = sums[2 + len(TERMS) + i]
-                if count > 0:
-                    logs[f"{t}_loss"] = float(sums[2 + i] / count)
+                totals = self.accelerator.reduce(totals, reduction="sum")
+            for name, (total, weight) in zip(names, totals.cpu().tolist(), strict=True):
+                if weight > 0:
+                    logs[f"{name}_loss"] = total / weight
             for t, value in self.current_lambdas().items():
                 logs[f"lambda_{t}"] = value
-            self._term_sums.zero_()
+            self._metrics.clear()
         super().log(logs, *args, **kwargs)
 
 
@@ -632,8 +655,8 @@ class _RowsTap(torch.autograd.Function):
     accumulating index_put of the N rows into it, and autograd's B×T×V sum with the task loss's
     gradient. Here the backward adds the rows' gradient to the task loss's gradient at the N rows
     (index_add into a copy: the gradient autograd hands in is not modified). The same sums, element by
-    element (g_task + g_rows), so the result is bit-identical; on SmolLM2 4×256 it saves ~70 ms per step
-    on the CPU (benchmarks/README.md).
+    element (g_task + g_rows), so the result is bit-identical, without the B×T×V temporaries
+    (benchmarks/README.md).
     """
 
     @staticmethod

@@ -88,15 +88,19 @@ def _parse(argv=None):
         "(ratios per round: robust on a loaded machine; no peak memory)",
     )
     parser.add_argument(
-        "--rows_only_lm_head",
+        "--full_lm_head",
         action="store_true",
-        help="both methods with BALoRATrainingArguments.rows_only_lm_head (the LM head on the supervised rows)",
+        help="both methods with rows_only_lm_head false: the LM head on every position, the rows tapped at "
+        "its output (the default applies it to the supervised rows only)",
+    )
+    parser.add_argument(
+        "--rows_only_lm_head", action="store_true", help="the default (the flag is kept for earlier commands)"
     )
     parser.add_argument(
         "--gathered_rows",
         action="store_true",
-        help="BA-LoRA takes its regulariser rows by gathering them from the returned logits (the path "
-        "before the rows were taken at the LM head's output; same values and gradients)",
+        help="BA-LoRA takes its regulariser rows by gathering them from the returned logits, with the full "
+        "LM head (the path before the rows were taken at the LM head's output; same values and gradients)",
     )
     parser.add_argument(
         "--compare_heads",
@@ -116,6 +120,7 @@ def _parse(argv=None):
     )
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.rows_only_lm_head = not args.full_lm_head
     args.model = args.model or ("smollm2-135m-instruct" if args.mode == "nlg" else "all-minilm-l6-v2")
     args.batch = args.batch or (4 if args.mode == "nlg" else 32)
     args.seq_len = args.seq_len or (256 if args.mode == "nlg" else 128)
@@ -207,7 +212,7 @@ def _worker(args) -> dict:
     ):
         training_args = BALoRATrainingArguments(
             output_dir=tmp,
-            rows_only_lm_head=rows_only_lm_head,
+            rows_only_lm_head=rows_only_lm_head and not gathered_rows,  # rows gathered from full logits
             regularizer_preset=preset,
             regularizer_task=args.mode,
             report_to="none",
@@ -238,7 +243,7 @@ def _worker(args) -> dict:
 
     def timed_reference(trainer) -> float:
         start = time.perf_counter()
-        trainer._reference_logits(model, dict(batch))
+        _reference_rows(trainer, model, batch)
         _sync(device)
         return time.perf_counter() - start
 
@@ -275,7 +280,10 @@ def _worker(args) -> dict:
 
     if args.worker == "rows":  # --compare_rows: BA-LoRA with the rows tapped at the head and gathered
         with tempfile.TemporaryDirectory() as tmp:
-            trainers = [make_trainer(args.preset, tmp, gathered_rows=gathered) for gathered in (False, True)]
+            trainers = [  # the full head: rows tapped at its output vs gathered from the logits
+                make_trainer(args.preset, tmp, rows_only_lm_head=False, gathered_rows=gathered)
+                for gathered in (False, True)
+            ]
             model.train()
             checks = []  # the check beside the timing: the same loss and gradients, bit for bit
             for trainer in trainers:
@@ -363,6 +371,12 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def _reference_rows(trainer, model, batch: dict):
+    """The reference logits on the step's regulariser rows, as the trainer computes them."""
+    capture = trainer._row_capture(model, return_outputs=False)
+    return trainer._reference_logits(model, dict(batch), trainer._supervised_rows(batch), capture)
+
+
 def _term_times(trainer, model, batch: dict, device: str, args) -> dict:
     """Median seconds of each term's forward + backward alone, and of the three together, on this step's
     own logits rows, reference logits and (where the trainer uses the hidden-space SVD term) hidden states."""
@@ -371,21 +385,20 @@ def _term_times(trainer, model, batch: dict, device: str, args) -> dict:
     import torch
 
     from balora.regularizers import TERMS, regularizer_terms
+    from balora.trainer import _gather
 
-    head = trainer._hidden_svd_head(model)
+    capture, rows = trainer._row_capture(model, return_outputs=False), trainer._supervised_rows(batch)
+    head = capture.svd_head
     captured = []
     hook = head.register_forward_pre_hook(lambda module, inputs: captured.append(inputs[0])) if head else None
     with torch.no_grad():
-        logits = trainer._rows(model(**batch).logits, batch).detach()
+        logits = _gather(model(**batch).logits, rows).detach()
     if hook is not None:
         hook.remove()
-    ref = trainer._reference_logits(model, dict(batch)).detach()
+    ref = _reference_rows(trainer, model, batch).detach()
     hidden = {}
     if head is not None:
-        hidden = {
-            "hidden": trainer._rows(captured[0], batch).detach(),
-            "head_factor": trainer._head_factor(head),
-        }
+        hidden = {"hidden": _gather(captured[0], rows).detach(), "head_factor": trainer._head_factor(head)}
     cfg = trainer._regularizer_config
     n, vocab = logits.shape[-2] if logits.dim() == 3 else logits.shape[0], logits.shape[-1]
 
@@ -639,7 +652,7 @@ def main(argv=None) -> dict:
         f"mode={args.mode} model={args.model} batch={args.batch}x{args.seq_len} r={args.r} "
         f"preset={args.preset} warmup={args.warmup} steps={args.steps} repeats={args.repeats}"
         + (" sweep" if args.sweep else "")
-        + (" rows_only_lm_head" if args.rows_only_lm_head else "")
+        + ("" if args.rows_only_lm_head else " full_lm_head")
         + (" gathered_rows" if args.gathered_rows else ""),
         flush=True,
     )

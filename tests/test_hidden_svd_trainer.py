@@ -11,7 +11,7 @@ from helpers import random_response_dataset
 from balora.adapters import AdapterConfig, prepare_model
 from balora.repro.data import CausalLMCollator
 from balora.repro.models import tiny_causal_lm
-from balora.trainer import BALoRATrainer, BALoRATrainingArguments
+from balora.trainer import BALoRATrainer, BALoRATrainingArguments, _hidden_svd_head
 
 
 def _args(tmp_path, **overrides):
@@ -75,37 +75,27 @@ def test_a_short_run_gives_the_same_losses_in_hidden_and_logits_space(tmp_path, 
 
 
 def test_the_head_factor_is_computed_once_per_run(tmp_path, monkeypatch):
-    from balora import regularizers
+    from balora import trainer as trainer_module
 
     calls = []
-    real = regularizers.head_gram_factor
-    monkeypatch.setattr(regularizers, "head_gram_factor", lambda w: calls.append(1) or real(w))
+    real = trainer_module.head_gram_factor
+    monkeypatch.setattr(trainer_module, "head_gram_factor", lambda w: calls.append(1) or real(w))
     trainer, history, _ = _train(tmp_path, "tiny-llama", True)
     assert trainer.svd_path == "hidden space" and len(history) == 4 and len(calls) == 1
 
 
-def test_trained_biased_or_soft_capped_heads_fall_back_to_logits_space(tmp_path):
+def test_trained_biased_or_soft_capped_heads_fall_back_to_logits_space():
     from transformers import Gemma2Config, Gemma2ForCausalLM
 
-    base, tokenizer = tiny_causal_lm("tiny-llama", seed=0)
+    base, _ = tiny_causal_lm("tiny-llama", seed=0)
     model = prepare_model(base, AdapterConfig(method="pissa", r=4, alpha=4))
-    trainer = BALoRATrainer(
-        model=model,
-        args=_args(tmp_path),
-        train_dataset=random_response_dataset(),
-        data_collator=CausalLMCollator(tokenizer.pad_token_id),
-    )
-    assert trainer._hidden_svd_head(model) is model.get_base_model().lm_head
     head = model.get_base_model().lm_head
+    assert _hidden_svd_head(model) == (head, "hidden space")
     head.weight.requires_grad_(True)
-    assert (
-        trainer._hidden_svd_head(model) is None and trainer.svd_path == "logits space: the LM head is trained"
-    )
+    assert _hidden_svd_head(model) == (None, "logits space: the LM head is trained")
     head.weight.requires_grad_(False)
     head.bias = torch.nn.Parameter(torch.zeros(head.out_features), requires_grad=False)
-    assert (
-        trainer._hidden_svd_head(model) is None and trainer.svd_path == "logits space: the LM head has a bias"
-    )
+    assert _hidden_svd_head(model) == (None, "logits space: the LM head has a bias")
     config = Gemma2Config(
         vocab_size=128,
         hidden_size=32,
@@ -116,8 +106,8 @@ def test_trained_biased_or_soft_capped_heads_fall_back_to_logits_space(tmp_path)
         head_dim=16,
         final_logit_softcapping=30.0,
     )
-    assert trainer._hidden_svd_head(Gemma2ForCausalLM(config)) is None
-    assert trainer.svd_path.startswith("logits space: the logits are not a plain linear map")
+    head, path = _hidden_svd_head(Gemma2ForCausalLM(config))
+    assert head is None and path.startswith("logits space: the logits are not a plain linear map")
 
 
 def test_reference_forward_before_the_student_gives_the_same_loss_and_gradients(tmp_path):
@@ -168,7 +158,9 @@ def test_rows_taken_at_the_head_train_bit_identically_to_gathered_rows(tmp_path,
     for tapped in (True, False):
         monkeypatch.setattr(BALoRATrainer, "_tap_rows_enabled", tapped)
         taps.clear()
-        runs[tapped] = _train(tmp_path / str(tapped), kind, True, gradient_accumulation_steps=2)
+        runs[tapped] = _train(
+            tmp_path / str(tapped), kind, True, gradient_accumulation_steps=2, rows_only_lm_head=False
+        )
         assert len(taps) == (8 if tapped else 0)  # 4 steps × 2 micro-batches
     (_, tapped_log, tapped_weights), (_, gathered_log, gathered_weights) = runs[True], runs[False]
     assert [{k: v for k, v in e.items() if k.endswith("loss")} for e in tapped_log] == [

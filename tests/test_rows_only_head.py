@@ -10,9 +10,10 @@ from helpers import random_response_dataset
 from test_hidden_svd_trainer import _args
 
 from balora.adapters import AdapterConfig, prepare_model
+from balora.regularizers import TERMS
 from balora.repro.data import CausalLMCollator
 from balora.repro.models import tiny_causal_lm
-from balora.trainer import BALoRATrainer
+from balora.trainer import BALoRATrainer, _fold
 
 
 def _model(kind: str, method: str):
@@ -42,7 +43,12 @@ def _loss_and_grads(tmp_path, kind, method, rows_only, num_items, **overrides):
     loss = trainer.compute_loss(model, dict(batch), num_items_in_batch=items)
     loss.backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
-    return trainer, float(loss.detach()), grads, trainer._term_sums.clone()
+    return trainer, float(loss.detach()), grads, _logged_sums(trainer)
+
+
+def _logged_sums(trainer):
+    """(task, *TERMS) × (sum, weight) as recorded for the next log."""
+    return torch.tensor([_fold(trainer._metrics[name]) for name in ("task", *TERMS)], dtype=torch.float64)
 
 
 @pytest.mark.parametrize(
@@ -64,16 +70,27 @@ def test_rows_only_head_gives_the_full_head_loss_terms_and_gradients(
         overrides["lambda_svd"] = 0.0
     full = _loss_and_grads(tmp_path / "full", kind, method, False, num_items, **overrides)
     rows = _loss_and_grads(tmp_path / "rows", kind, method, True, num_items, **overrides)
-    assert rows[0].student_head_path == "supervised rows" and full[0].student_head_path is None
+    assert rows[0].student_head_path == "supervised rows"
+    assert full[0].student_head_path == "every position: rows_only_lm_head is off"
     assert rows[1] == pytest.approx(full[1], rel=1e-5)
     # Task loss and every term (λ = 0 terms too: a logged step), as accumulated for the log.
     torch.testing.assert_close(rows[3], full[3], rtol=1e-5, atol=1e-6)
-    assert full[3][2:5].abs().sum() > 0  # the terms were computed, so the comparison is a real one
+    assert full[3][1:, 0].abs().sum() > 0  # the terms were computed, so the comparison is a real one
     for name, grad in full[2].items():
         torch.testing.assert_close(rows[2][name], grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
-def test_a_short_run_matches_and_says_which_head_ran(tmp_path, caplog):
+def test_a_short_run_matches_and_says_which_head_ran(tmp_path, caplog, monkeypatch):
+    """Also: the row path is chosen once per model and the supervised positions found once per micro-batch."""
+    calls = {"choose": 0, "rows": 0}
+    choose, rows_of = BALoRATrainer._choose_row_capture, BALoRATrainer._supervised_rows
+
+    def count(name, real):
+        return lambda self, *a: calls.__setitem__(name, calls[name] + 1) or real(self, *a)
+
+    monkeypatch.setattr(BALoRATrainer, "_choose_row_capture", count("choose", choose))
+    monkeypatch.setattr(BALoRATrainer, "_supervised_rows", count("rows", rows_of))
+
     def train(rows_only):
         model, tokenizer = _model("tiny-llama", "pissa")
         trainer = BALoRATrainer(
@@ -90,6 +107,7 @@ def test_a_short_run_matches_and_says_which_head_ran(tmp_path, caplog):
         rows, rows_log, rows_weights = train(True)
     assert "BA-LoRA student LM head applied to supervised rows" in caplog.text
     assert rows.svd_path == "hidden space"
+    assert calls == {"choose": 1, "rows": 8}  # 4 steps × 2 micro-batches, every term computed in each
     full, full_log, full_weights = train(False)
     assert len(rows_log) == len(full_log) == 4
     for got, expected in zip(rows_log, full_log, strict=True):
@@ -107,18 +125,17 @@ def test_models_without_a_plain_head_keep_the_full_head_and_say_why(tmp_path):
         GPT2LMHeadModel(config), AdapterConfig(method="pissa", r=4, alpha=4, target_modules=["c_attn"])
     )
     trainer = BALoRATrainer(model=model, args=_args(tmp_path, rows_only_lm_head=True))
-    labels = torch.full((2, 8), -100)
-    labels[:, 4:] = 5
-    assert trainer._rows_only_student_head(model, {"labels": labels}, return_outputs=False) is None
+    assert trainer._row_capture(model, return_outputs=False).mode == "gather"
     assert trainer.student_head_path.startswith("every position: the logits are not a plain linear map")
     llama, _ = _model("tiny-llama", "pissa")
     trainer = BALoRATrainer(model=llama, args=_args(tmp_path, rows_only_lm_head=True))
-    assert trainer._rows_only_student_head(llama, {"labels": labels}, return_outputs=True) is None
-    assert trainer.student_head_path == "every position: the caller asked for the full outputs"
-    # Off by default: the default loss stays Trainer.compute_loss's.
+    assert trainer._row_capture(llama, return_outputs=False).mode == "rows-only head"
+    # A caller that asks for the outputs gets the (B, T, V) logits: the full head, rows tapped at it.
+    assert trainer._row_capture(llama, return_outputs=True).mode == "row tap"
+    # On by default; switched off, the full head (whose loss is Trainer.compute_loss's bit for bit).
     assert (
-        BALoRATrainer(model=llama, args=_args(tmp_path))._rows_only_student_head(
-            llama, {"labels": labels}, False
-        )
-        is None
+        BALoRATrainer(model=llama, args=_args(tmp_path))._row_capture(llama, False).mode == "rows-only head"
     )
+    trainer = BALoRATrainer(model=llama, args=_args(tmp_path, rows_only_lm_head=False))
+    assert trainer._row_capture(llama, return_outputs=False).mode == "row tap"
+    assert trainer.student_head_path == "every position: rows_only_lm_head is off"

@@ -197,13 +197,16 @@ def test_zero_lambda_terms_are_logged_at_full_precision_without_changing_trainin
             assert torch.equal(p.detach(), trained[name]), name
 
 
-def test_all_zero_lambdas_log_every_term_and_keep_the_plain_loss(tmp_path):
+@pytest.mark.parametrize("rows_only", [True, False])
+def test_all_zero_lambdas_log_every_term_and_keep_the_plain_loss(tmp_path, rows_only):
+    """The plain loss: bit for bit with the full LM head, to float32 rounding (rel 1e-6) with the
+    rows-only head (the default), whose matmul on N rows sums in another order."""
     from transformers import Trainer
 
     model, tokenizer = _pissa_model()
     run = BALoRATrainer(
         model=model,
-        args=_args(tmp_path, logging_steps=1),
+        args=_args(tmp_path, logging_steps=1, rows_only_lm_head=rows_only),
         data_collator=CausalLMCollator(tokenizer.pad_token_id),
     )
     plain = Trainer(model=model, args=_args(tmp_path), data_collator=CausalLMCollator(tokenizer.pad_token_id))
@@ -211,8 +214,12 @@ def test_all_zero_lambdas_log_every_term_and_keep_the_plain_loss(tmp_path):
     batch = CausalLMCollator(tokenizer.pad_token_id)([dataset[i] for i in range(len(dataset))])
     run.state.logging_steps = 1  # as train() sets it: this micro-batch belongs to a logged step
     model.train()
-    assert torch.equal(run.compute_loss(model, dict(batch)), plain.compute_loss(model, dict(batch)))
-    assert all(count == 1 for count in run._term_sums[2 + len(trainer.TERMS) :].tolist())
+    got, expected = run.compute_loss(model, dict(batch)), plain.compute_loss(model, dict(batch))
+    if rows_only:
+        torch.testing.assert_close(got, expected, rtol=1e-6, atol=0)
+    else:
+        assert torch.equal(got, expected)
+    assert all(len(run._metrics[t]) == 1 for t in trainer.TERMS)  # every term computed for the log
 
 
 def test_a_plain_peft_model_logs_the_terms_that_need_no_reference(tmp_path):
@@ -223,3 +230,23 @@ def test_a_plain_peft_model_logs_the_terms_that_need_no_reference(tmp_path):
     run = _train(tmp_path, model, tokenizer, max_steps=1, lambda_diversity=0.1)
     logged = [e for e in run.state.log_history if "task_loss" in e][0]
     assert "diversity_loss" in logged and "svd_loss" in logged and "consistency_loss" not in logged
+
+
+@pytest.mark.parametrize(
+    "run",
+    [
+        "results/mini/rank_sweep/smollm2_pissa_r4",  # NLG, recorded rows_only_lm_head: false
+        "results/mini/ablation/mrpc_consistency",  # NLU, one seed recorded before the field existed
+    ],
+)
+def test_a_seed_trained_with_the_rows_only_default_joins_a_committed_run(tmp_path, repo_root, run):
+    """The committed runs were trained with the full LM head (`rows_only_lm_head: false`, or no such key);
+    a seed run now records the default, true. The head changes the loss by float rounding only, so
+    results.check_same_config counts that seed as one more seed of the same run."""
+    from balora.repro.results import check_same_config, load_run
+
+    assert BALoRATrainingArguments(output_dir=str(tmp_path), report_to="none").rows_only_lm_head is True
+    seeds = list(load_run(repo_root / run).seeds.values())
+    assert len(seeds) >= 2 and all(not s.config.get("rows_only_lm_head", False) for s in seeds)
+    config = {**seeds[0].config, "seed": 7, "rows_only_lm_head": True}
+    check_same_config(run, [*seeds, dataclasses.replace(seeds[0], seed=7, config=config)])

@@ -34,7 +34,10 @@ SEED_DIR_RE = re.compile(r"^seed(\d+)$")
 # Config keys that legitimately differ between the seeds of one run: paths, and where the logs go.
 SEED_SPECIFIC_KEYS = frozenset(
     "seed data_seed output_dir logging_dir run_name init_dir resume_from_checkpoint hub_model_id report_to "
-    "logging_strategy logging_steps logging_first_step disable_tqdm".split()
+    "logging_strategy logging_steps logging_first_step disable_tqdm "
+    # How the LM head is applied (all positions or the supervised rows): the same loss to float
+    # rounding; the default changed after runs recorded false or nothing.
+    "rows_only_lm_head".split()
 )
 # A key one config has and the other lacks is the same setting when its value is one of these: a field
 # added to the arguments after the older seeds ran, at its no-op default (e.g. label_noise: 0.0).

@@ -20,16 +20,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import statistics
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import torch
 
-import torch  # noqa: E402
-
-from balora import _kernels, regularizers  # noqa: E402
+from balora import _kernels, regularizers
 
 
 def _parse(argv=None):

@@ -12,13 +12,12 @@ an interrupted quick start resumes. Outputs: outputs/quickstart/ (git-ignored).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import logging
 import sys
 from pathlib import Path
 
-from balora.cli import lifecycle, train_nlg
+from balora.cli import eval_gsm8k, lifecycle, train_nlg
 from balora.repro.data import arithmetic_word_problems
 
 # The source checkout: the quick start reads its training config and the GSM8K evaluator from it.
@@ -40,14 +39,6 @@ def write_heldout(path: Path, n: int) -> None:
             f.write(json.dumps({"question": row["query"], "answer": f"#### {row['answer']}"}) + "\n")
 
 
-def _load_eval_script(name: str):
-    """Import eval/<name>.py by path (putting eval/ on sys.path would shadow stdlib `math`)."""
-    spec = importlib.util.spec_from_file_location(f"eval_{name}", REPO / "eval" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -57,7 +48,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--eval_limit", type=int, default=40)
     parser.add_argument("--output_dir", default="outputs/quickstart")
     args = parser.parse_args(argv)
-    gsm8k_eval = _load_eval_script("gsm8k")
 
     out = Path(args.output_dir)
     heldout = out / "heldout.jsonl"
@@ -73,7 +63,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "20",
     ]
     rows = []
-    base = gsm8k_eval.main(["--model", args.model, "--output_dir", str(out / "eval_base"), *eval_flags])
+    base = eval_gsm8k.main(["--model", args.model, "--output_dir", str(out / "eval_base"), *eval_flags])
     rows.append({"method": "base model", "trainable": 0, "train_loss": None, "accuracy": base["score"]})
     for name, flags in METHODS.items():
         run_dir = out / name.lower()
@@ -94,7 +84,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     *flags,
                 ]
             )
-        scored = gsm8k_eval.main(
+        scored = eval_gsm8k.main(
             [
                 "--model",
                 args.model,

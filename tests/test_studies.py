@@ -209,6 +209,68 @@ def test_committed_configs_are_generated_and_each_belongs_to_a_study():
     # Without the --grid variants the RoBERTa-large configs are reported as planned by no study.
     problems = S.check_configs()
     assert "configs/glue/rte_roberta-large_lora.yaml: in configs/, planned by no study" in "\n".join(problems)
+    # Every config is generated, except the few listed as hand-written.
+    generated = S.generated_configs()
+    committed = {f"configs/{p.relative_to(REPO / 'configs')}" for p in (REPO / "configs").rglob("*.yaml")}
+    assert committed == set(generated) | set(S.HAND_WRITTEN_CONFIGS)
+    assert len([c for c in generated if c.startswith("configs/nlg/")]) == 75
+    assert not set(generated) & set(S.HAND_WRITTEN_CONFIGS)
+
+
+def test_a_hand_edited_config_is_caught_and_write_configs_restores_it(tmp_path):
+    """A generated config edited by hand (an NLG λ schedule, a mini lr), one deleted and a copy dropped into
+    configs/: --check names each, says how to regenerate and changes nothing; --write-configs restores the
+    generated files byte for byte and leaves the copy to the user."""
+    import shutil
+    import subprocess
+    import sys
+
+    configs = tmp_path / "configs"
+    shutil.copytree(REPO / "configs", configs)
+    nlg = configs / "nlg" / "mistral-7b_python_ba-lora.yaml"
+    nlg.write_text(nlg.read_text().replace("lambda_schedule: iclr2026", "lambda_schedule: constant"))
+    mini = configs / "mini" / "smollm2_gsm8k_lora.yaml"
+    mini.write_text(mini.read_text().replace("learning_rate: 2.0e-4", "learning_rate: 1.0e-4"))
+    (configs / "nlg" / "llama3-8b_metamath_pissa.yaml").unlink()
+    copy = configs / "nlg" / "my_llama2-7b_metamath_ba-lora.yaml"
+    shutil.copy(configs / "nlg" / "llama2-7b_metamath_ba-lora.yaml", copy)
+    before = {p: p.read_bytes() for p in configs.rglob("*.yaml")}
+
+    def studies(*args):
+        cmd = [sys.executable, "-m", "balora.repro.studies", *args, "--configs_dir", str(configs)]
+        return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+
+    check = studies("--check")
+    assert check.returncode == 1
+    out = check.stdout
+    assert (
+        "configs/nlg/mistral-7b_python_ba-lora.yaml: line 25 is `lambda_schedule: constant`, the generator "
+        "writes `lambda_schedule: iclr2026`" in out
+    )
+    assert "configs/mini/smollm2_gsm8k_lora.yaml: line 26 is `learning_rate: 1.0e-4`" in out
+    assert "configs/nlg/llama3-8b_metamath_pissa.yaml: generated, missing from configs/" in out
+    assert (
+        "configs/nlg/my_llama2-7b_metamath_ba-lora.yaml: neither generated nor in HAND_WRITTEN_CONFIGS" in out
+    )
+    assert "run: python -m balora.repro.studies --write-configs" in out
+    assert {p: p.read_bytes() for p in configs.rglob("*.yaml")} == before
+
+    write = studies("--write-configs")
+    assert write.returncode == 1 and "wrote 3 of" in write.stdout  # the copy is still reported
+    copy.unlink()
+    assert studies("--check").returncode == 0
+    for path in (REPO / "configs").rglob("*.yaml"):
+        assert (configs / path.relative_to(REPO / "configs")).read_bytes() == path.read_bytes(), path
+
+
+def test_config_values_are_written_as_yaml_reads_them_back():
+    """YAML 1.1 (PyYAML) reads 2e-05 as a string and `no` as false: the generated configs write what the
+    loader turns back into the registry's value."""
+    from balora.repro.nlg_configs import yaml_value
+
+    for value in (2e-5, 2e-4, 1.2e-3, 0.03, 0.0, 1e20, 512, True, "no", "train[:100000]", "none", ["q_proj"]):
+        assert yaml.safe_load(f"k: {yaml_value(value)}")["k"] == value, value
+    assert yaml_value(2e-5) == "2.0e-5"
 
 
 def test_the_launch_command_in_each_config_header_plans_that_config():
@@ -258,3 +320,26 @@ def test_every_model_a_committed_config_names_has_a_rehearsal_stand_in():
         if isinstance(model, str) and not known and not model.startswith("tiny-"):
             missing.add(f"{model} ({path.relative_to(REPO)})")
     assert not missing, sorted(missing)
+
+
+def test_a_planned_config_whose_model_has_no_settings_is_refused(monkeypatch, capsys):
+    """A study that plans a model the NLG recipes do not know: --check stops with one line naming the config
+    and the table to add the model to (exit status 2), not a traceback or a half-written configs/."""
+    from balora.repro import nlg_configs
+
+    def grid(a, seeds, s):
+        return [S.nlg_run("dropout", "phi3-mini_lora", 42, "phi3-mini", "lora", "metamath")]
+
+    monkeypatch.setitem(S.STUDIES, "dropout", S.Study("dropout", "a study with a new model", grid))
+    nlg_configs.planned.cache_clear()
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            S.main(["--check"])
+    finally:
+        nlg_configs.planned.cache_clear()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.endswith(
+        "configs/nlg/phi3-mini_metamath_lora.yaml is planned by a study, but phi3-mini has no settings in "
+        "NLG_MODELS (balora/repro/nlg_configs.py): add them, then python -m balora.repro.studies --write-configs"
+    )

@@ -11,7 +11,9 @@ mini grid's seed order, per-run CPU estimates from each config's epochs and rows
 would need a small language for; a plain function keeps each study readable in one place and testable.
 
 `python -m balora.repro.run STUDY` runs a study (balora/repro/run.py); `python -m balora.repro.studies`
-lists them.
+lists them, `--write-configs` writes the configs its grids plan (configs/glue from glue_configs.py,
+configs/nlg and configs/mini from nlg_configs.py; HAND_WRITTEN_CONFIGS lists the rest) and `--check` fails
+on a generated config edited by hand.
 
 Run ids are `<study folder>/<run name>/seed<k>` (results/<id>/, outputs/<id>/); the table specs of
 balora/repro/results.py read these run names.
@@ -344,12 +346,20 @@ def _lora_reg(a: Axes, seeds, s: Settings) -> list[RunSpec]:
     ]
 
 
+# The model range scores one benchmark per training set, as the paper reports it.
+MODEL_RANGE_BENCHES = {"metamath": ("gsm8k",), "python": ("humaneval",), "conversation": ("mt_bench",)}
+
+
 def _model_range(a: Axes, seeds, s: Settings) -> list[RunSpec]:
-    # The paper reports one benchmark per training set here.
-    bench = {"metamath": ("gsm8k",), "python": ("humaneval",), "conversation": ("mt_bench",)}
     return [
         nlg_run(
-            "model_range", f"{model}_{method}_{subset}", seed, model, method, subset, benches=bench[subset]
+            "model_range",
+            f"{model}_{method}_{subset}",
+            seed,
+            model,
+            method,
+            subset,
+            benches=MODEL_RANGE_BENCHES[subset],
         )
         for model in a["models"]
         for method in a["methods"]
@@ -955,13 +965,89 @@ def study_finish(study: Study, rehearse: bool, quick: bool, overrides: Axes | No
     return study.finish
 
 
-# Configs no study plans, and why (run by hand, by the tests, or by scripts/gpu_check.sh).
-STANDALONE_CONFIGS = {
-    "configs/tiny/nlg.yaml": "the smoke study (tiny) and the tests",
-    "configs/smollm2/arithmetic.yaml": "quickstart: SmolLM2 on the embedded arithmetic data",
-    "configs/gpu/smollm2_gsm8k_ba-lora_zero2.yaml": "scripts/gpu_check.sh",
-    "configs/gpu/smollm2_gsm8k_pissa_zero2.yaml": "scripts/gpu_check.sh",
+# --- configs/: generated from the recipes, checked against the grids ------------------------------------
+# Every config a study plans is generated: configs/glue/ from balora/repro/glue_configs.py, configs/nlg/
+# and configs/mini/ from balora/repro/nlg_configs.py (each value in a small flat dict of its model, data
+# set, method or recipe, with its source). `--write-configs` rewrites them; `--check` (and
+# tests/test_studies.py) fails on a file edited by hand. A user who wants another λ copies one out of
+# configs/ or passes the flag (--lambda_svd 0): the files here stay what the registry says.
+
+# The configs written by hand, and why: each is the only one of its kind, tied to one command.
+HAND_WRITTEN_CONFIGS = {
+    "configs/tiny/nlg.yaml": "the smoke study (tiny) and the tests: a 6-step random-model run, one file",
+    "configs/smollm2/arithmetic.yaml": "quickstart.py (not a study): one file, the methods differ by flags",
+    "configs/gpu/smollm2_gsm8k_ba-lora_zero2.yaml": "scripts/gpu_check.sh (not a study): a one-GPU check",
+    "configs/gpu/smollm2_gsm8k_pissa_zero2.yaml": "scripts/gpu_check.sh (not a study): a one-GPU check",
 }
+CONFIGS_DIR = REPO_ROOT / "configs"
+REGENERATE = (
+    "run: python -m balora.repro.studies --write-configs   (the values live in balora/repro/nlg_configs.py "
+    "and balora/repro/glue_configs.py: change them there, not in a generated file)"
+)
+
+
+def generated_configs() -> dict[str, str]:
+    """Every generated config, as repository-relative path ("configs/...") -> YAML text."""
+    from balora.repro import glue_configs, nlg_configs
+
+    out = {f"configs/glue/{name}": text for name, text in glue_configs.render_all().items()}
+    out.update(nlg_configs.render_all())
+    return out
+
+
+def _committed(configs_dir: Path) -> set[str]:
+    return {f"configs/{p.relative_to(configs_dir)}" for p in configs_dir.rglob("*.yaml")}
+
+
+def _on_disk(configs_dir: Path, config: str) -> Path:
+    return configs_dir / Path(config).relative_to("configs")
+
+
+def check_generated(configs_dir: Path = CONFIGS_DIR, generated: dict[str, str] | None = None) -> list[str]:
+    """Problems of the committed configs against the generators: a generated config missing or not what
+    its generator writes (edited by hand, or a recipe changed and not rewritten), a config that is neither
+    generated nor in HAND_WRITTEN_CONFIGS."""
+    generated = generated_configs() if generated is None else generated
+    committed = _committed(configs_dir)
+    problems = []
+    for config, text in sorted(generated.items()):
+        path = _on_disk(configs_dir, config)
+        if not path.is_file():
+            problems.append(f"{config}: generated, missing from configs/")
+            continue
+        old = path.read_text()
+        if old == text:
+            continue
+        old_lines, new_lines = old.splitlines(), text.splitlines()
+        n = next(
+            (i for i, pair in enumerate(zip(old_lines, new_lines, strict=False)) if pair[0] != pair[1]),
+            min(len(old_lines), len(new_lines)),
+        )
+        here = old_lines[n] if n < len(old_lines) else "(end of file)"
+        there = new_lines[n] if n < len(new_lines) else "(end of file)"
+        problems.append(f"{config}: line {n + 1} is `{here}`, the generator writes `{there}`")
+    problems += [
+        f"{c}: neither generated nor in HAND_WRITTEN_CONFIGS (balora/repro/studies.py); a copy to try other "
+        "values belongs outside configs/"
+        for c in sorted(committed - set(generated) - set(HAND_WRITTEN_CONFIGS))
+    ]
+    problems += [
+        f"{c}: in HAND_WRITTEN_CONFIGS, missing from configs/"
+        for c in sorted(set(HAND_WRITTEN_CONFIGS) - committed)
+    ]
+    return problems
+
+
+def write_configs(configs_dir: Path = CONFIGS_DIR, generated: dict[str, str] | None = None) -> int:
+    """Write every generated config that differs from its file; returns how many were written."""
+    written = 0
+    for config, text in (generated_configs() if generated is None else generated).items():
+        path = _on_disk(configs_dir, config)
+        if not path.is_file() or path.read_text() != text:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            written += 1
+    return written
 
 
 def planned_configs() -> set[str]:
@@ -977,17 +1063,17 @@ def planned_configs() -> set[str]:
     return found
 
 
-def check_configs(variants: tuple[tuple[str, Axes], ...] = ()) -> list[str]:
-    """Problems of the committed configs against the registry: a planned config missing, a committed one
-    no study plans (and not in STANDALONE_CONFIGS)."""
+def check_configs(variants: tuple[tuple[str, Axes], ...] = (), configs_dir: Path = CONFIGS_DIR) -> list[str]:
+    """Problems of the committed configs against the registry's grids: a planned config missing, a committed
+    one no study plans (and not in HAND_WRITTEN_CONFIGS)."""
     planned = planned_configs()
     for name, axes in variants:
         planned.update(run.config for run in STUDIES[name].runs(overrides=axes))
-    committed = {str(p.relative_to(REPO_ROOT)) for p in (REPO_ROOT / "configs").rglob("*.yaml")}
+    committed = _committed(configs_dir)
     problems = [f"{c}: planned by a study, not in configs/" for c in sorted(planned - committed)]
     problems += [
-        f"{c}: in configs/, planned by no study (add it to a study's grid, or to STANDALONE_CONFIGS)"
-        for c in sorted(committed - planned - set(STANDALONE_CONFIGS))
+        f"{c}: in configs/, planned by no study (add it to a study's grid, or to HAND_WRITTEN_CONFIGS)"
+        for c in sorted(committed - planned - set(HAND_WRITTEN_CONFIGS))
     ]
     return problems
 
@@ -1007,26 +1093,46 @@ GRID_VARIANTS: tuple[tuple[str, Axes], ...] = (
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="The studies of the reproduction (balora/repro/studies.py): list them, or write / check the "
-        "generated configs (configs/glue/, balora/repro/glue_configs.py) and every config against the registry."
+        "generated configs (configs/glue, configs/nlg, configs/mini; balora/repro/glue_configs.py, "
+        "nlg_configs.py) and every config against the registry."
     )
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--write-configs", action="store_true", help="rewrite configs/glue/*.yaml, then check")
-    group.add_argument("--check", action="store_true", help="exit 1 if a generated config differs or a "
-                       "config is missing / planned by no study")  # fmt: skip
+    group.add_argument(
+        "--write-configs", action="store_true", help="rewrite the generated configs, then check"
+    )
+    group.add_argument("--check", action="store_true", help="exit 1 if a generated config differs from its "
+                       "generator, or a config is missing / planned by no study / neither generated nor listed "
+                       "as hand-written")  # fmt: skip
+    parser.add_argument("--configs_dir", type=Path, default=CONFIGS_DIR, help="the configs folder (default: "
+                        "the repository's configs/; another folder: a copy to check or write)")  # fmt: skip
     args = parser.parse_args(argv)
     if not (args.write_configs or args.check):
         for study in STUDIES.values():
             print(f"{study.name:20s} {len(study.runs()):4d} runs  {study.doc}")
         return 0
-    from balora.repro import glue_configs
-
-    status = glue_configs.main([] if args.write_configs else ["--check"])
-    problems = check_configs(GRID_VARIANTS)
+    if not args.configs_dir.is_dir():
+        parser.error(f"--configs_dir {args.configs_dir}: not a folder")
+    try:
+        generated = generated_configs()
+    except ValueError as err:  # a planned config whose model, data set or method has no settings
+        parser.error(str(err))
+    if args.write_configs:
+        written = write_configs(args.configs_dir, generated)
+        print(f"wrote {written} of {len(generated)} generated configs to {args.configs_dir}")
+    stale = check_generated(args.configs_dir, generated)
+    for problem in stale:
+        print(problem)
+    if stale:
+        print(REGENERATE)
+    else:
+        print(f"all {len(generated)} generated configs are up to date; "
+              f"{len(HAND_WRITTEN_CONFIGS)} are written by hand (HAND_WRITTEN_CONFIGS)")  # fmt: skip
+    problems = check_configs(GRID_VARIANTS, args.configs_dir)
     for problem in problems:
         print(problem)
     if not problems:
         print("every config a study plans is in configs/, and every config in configs/ belongs to a study")
-    return 1 if status or problems else 0
+    return 1 if stale or problems else 0
 
 
 if __name__ == "__main__":

@@ -972,7 +972,8 @@ def study_finish(study: Study, rehearse: bool, quick: bool, overrides: Axes | No
 # tests/test_studies.py) fails on a file edited by hand. A user who wants another λ copies one out of
 # configs/ or passes the flag (--lambda_svd 0): the files here stay what the registry says.
 
-# The configs written by hand, and why: each is the only one of its kind, tied to one command.
+# The configs written by hand, and why: each is a one-off tied to one use (the smoke run and the tests,
+# the quick start, the GPU check), so a generator would hold no more than the file does.
 HAND_WRITTEN_CONFIGS = {
     "configs/tiny/nlg.yaml": "the smoke study (tiny) and the tests: a 6-step random-model run, one file",
     "configs/smollm2/arithmetic.yaml": "quickstart.py (not a study): one file, the methods differ by flags",

@@ -257,15 +257,11 @@ def test_real_minilm_mrpc_few_steps(shared_data, tmp_path):
     assert metrics["majority_class_score"] > 50.0
 
 
-@pytest.mark.parametrize("tag,runs", [("minilm", 50), ("deberta-v3-base", 80)])
+@pytest.mark.parametrize("tag,runs", [("minilm", 50), ("deberta-v3-base", 80), ("roberta-large", 80)])
 def test_glue_sh_dry_run_plans_existing_configs(tag, runs):
-    import os
-
-    env = {**os.environ, "MODEL_TAG": tag}
     proc = subprocess.run(
-        ["bash", "scripts/glue.sh", "--dry-run", "--seeds", "42"],
+        ["bash", "scripts/glue.sh", "--dry-run", "--seeds", "42", "--grid", f"models={tag}"],
         cwd=REPO,
-        env=env,
         capture_output=True,
         text=True,
         timeout=60,

@@ -235,8 +235,8 @@ def test_pissa_with_a_preset_is_recorded_as_ba_lora(tmp_path):
 # --- the rehearsal, trimmed: one NLG table row, one NLU row, the rank sweep at two ranks ----------------
 
 
-def _rehearse(script: str, tmp_path: Path, *args: str, env_extra: dict | None = None) -> str:
-    env = {**os.environ, "PY": sys.executable, "MASTER_PORT": "29631", **(env_extra or {})}
+def _rehearse(script: str, tmp_path: Path, *args: str) -> str:
+    env = {**os.environ, "PY": sys.executable, "MASTER_PORT": "29631"}
     cmd = [
         "bash",
         f"scripts/{script}.sh",
@@ -284,7 +284,8 @@ def test_rehearsal_rank_sweep_at_two_ranks(tmp_path):
     _rehearse(
         "rank_sweep",
         tmp_path,
-        env_extra={"MODELS": "mistral-7b", "METHODS": "ba-lora", "RANKS": "1 128", "WITH_FULL_FT": "0"},
+        *["--grid", "models=mistral-7b", "--grid", "methods=ba-lora", "--grid", "ranks=1 128"],
+        *["--grid", "with_full_ft=0"],
     )
     for r in (1, 128):
         record = json.loads(

@@ -4,24 +4,11 @@
 
 Shapes: B examples, T tokens, V vocabulary, H hidden size, C classes, N supervised rows.
 
-* NLG: the terms are computed on the N shifted, response-only positions: the logit at t predicts token
-  t+1 and a row is valid where labels[t+1] != -100 (the task loss's rows). They are found once per
-  micro-batch and taken as one (1, N, V) tensor, so the terms' backward writes N×V gradients, not B×T×V
-  ones. How the student's forward yields them is chosen once per model (`_RowCapture`; costs in
-  benchmarks/README.md):
-  - "rows-only head" (`rows_only_lm_head`, on by default) where the logits are a plain linear map of
-    the last hidden state (`_ROWS_ONLY_HEAD_MODEL_TYPES`): a pre-hook narrows the LM head's input to the
-    N rows and the task loss is the causal-LM cross-entropy on them, so no B×T×V logits are made. The
-    same loss as Trainer.compute_loss up to float rounding (the head's matmul has another shape).
-  - "row tap", the same models with the full head: `_RowsTap` takes the rows at the head's output and
-    adds their gradient to the task loss's at the N rows, bit-identical to a gather and without
-    autograd's B×T×V zeros-and-sum.
-  - "gather", any other model: the rows are gathered from the returned logits.
-  The reference applies its LM head to the N rows only wherever the logits are such a linear map.
+* NLG: the terms are computed on the N shifted, response-only positions (the logit at t predicts token
+  t+1; a row is valid where labels[t+1] != -100), found once per micro-batch. How the student's forward
+  yields them, and the LM head's input for the hidden-space SVD term, is chosen once per model
+  (`balora.row_capture`); `student_head_path` and `svd_path` say which path ran.
 * NLU: the rows are the examples, the columns the classes (1 for regression).
-* The SVD term runs in hidden space where the logits are a frozen, bias-free linear map Z = H Wᵀ of the
-  LM head's input H (exact: σ(Z) = σ(H L) with L Lᵀ = Wᵀ W; `balora.regularizers.svd_loss_hidden`):
-  H comes from the student's own forward. `svd_path` and the log say which space ran.
 * The reference logits come from `balora.adapters.reference_mode` (the frozen pre-trained function),
   computed without gradients; the model must come from `balora.adapters.prepare_model` when λ1 > 0.
 * The regularisers are per-micro-batch means. Their weight must not depend on gradient accumulation:
@@ -54,6 +41,7 @@ from transformers.trainer_utils import IntervalStrategy
 
 from balora.adapters import balora_state, reference_mode
 from balora.regularizers import TERMS, RegularizerConfig, head_gram_factor, preset, regularizer_terms
+from balora.row_capture import RowCapture, choose_row_capture
 from balora.schedules import SCHEDULES as LAMBDA_SCHEDULES
 from balora.schedules import lambda_factors
 
@@ -237,141 +225,6 @@ class _AdaLoraBudgetCallback(TrainerCallback):
         model.base_model.update_and_allocate(state.global_step)
 
 
-@dataclass(frozen=True)
-class _RowCapture:
-    """How the student's forward yields (task loss, logit rows, hidden rows); chosen once per model.
-
-    mode: "rows-only head" | "row tap" | "gather" (module docstring). body, head: the decoder body and
-    LM head where the logits are a plain linear map of the last hidden state, else None (NLU too).
-    svd_head: the head whose input gives the hidden-space SVD term, or None; svd_path: why not.
-    """
-
-    mode: str
-    body: torch.nn.Module | None
-    head: torch.nn.Linear | None
-    svd_head: torch.nn.Linear | None
-    svd_path: str
-
-    def student(self, trainer, model, inputs, rows, num_items_in_batch, full_forward, want_rows):
-        """(task loss, outputs or None, logit rows or None, hidden rows or None) of one micro-batch.
-
-        rows: the step's supervised (b, t) positions (NLG) or None (NLU: the rows are the examples).
-        full_forward: Trainer.compute_loss with the model's full head, returning (loss, outputs).
-        want_rows: whether a term needs the rows; without terms the tap and gather paths are the
-        Trainer's loss exactly.
-        """
-        if self.mode == "rows-only head":
-            loss, logits, hidden = _forward_on_rows(
-                trainer, model, inputs, rows, num_items_in_batch, self.head
-            )
-            return loss, None, logits, hidden
-        if not want_rows:
-            return (*full_forward(), None, None)
-        captured, tapped, hooks = [], [], []
-        if self.svd_head is not None:  # the head's input, for the hidden-space SVD term
-            hooks.append(
-                self.svd_head.register_forward_pre_hook(lambda module, args: captured.append(args[0]))
-            )
-        if self.mode == "row tap":
-
-            def tap(module, args, output):
-                if tapped or output.shape[:-1] != inputs["labels"].shape:
-                    tapped.append(None)  # the head ran twice or on other positions: gather below instead
-                    return None
-                tapped.append(_RowsTap.apply(output, *rows))
-                return tapped[0][0]
-
-            hooks.append(self.head.register_forward_hook(tap))
-        try:
-            loss, outputs = full_forward()
-        finally:
-            for hook in hooks:
-                hook.remove()
-        if len(tapped) == 1 and tapped[0] is not None and tapped[0][0] is outputs.logits:
-            logits = tapped[0][1].unsqueeze(0)  # (1, N, V); _RowsTap adds their gradient at the N rows
-        else:
-            logits = _gather(outputs.logits, rows)
-        hidden = None
-        if len(captured) == 1 and captured[0].shape[:-1] == outputs.logits.shape[:-1]:
-            hidden = _gather(captured[0], rows)  # (1, N, H)
-        return loss, outputs, logits, hidden
-
-
-def _gather(x: torch.Tensor, rows) -> torch.Tensor:
-    """NLG: the N rows of a (B, T, D) tensor as (1, N, D); NLU (rows None): x as given."""
-    return x if rows is None else x[rows].unsqueeze(0)
-
-
-def _forward_on_rows(trainer, model, inputs: dict, rows, num_items_in_batch, head: torch.nn.Linear):
-    """The student's forward with the LM head on the N supervised rows only.
-
-    A forward pre-hook narrows the head's input from (B, T, H) to the (N, H) rows that predict a label,
-    so the model (and whatever wraps it: peft, DDP, DeepSpeed, autocast) runs as usual and returns
-    (N, V) logits. The task loss is then Trainer.compute_loss's causal-LM loss on those rows: a sum
-    over num_items_in_batch when the model takes it (× the processes when tokens are averaged across
-    devices), else the mean.
-
-    Returns:
-        loss (scalar), logits (1, N, V), hidden (1, N, H): the rows the regularisers use.
-    """
-    narrowed: list[torch.Tensor] = []
-
-    def narrow(module, args):
-        if narrowed:
-            raise RuntimeError("rows_only_lm_head: the LM head ran twice in one forward")
-        narrowed.append(args[0][rows])  # (N, H)
-        return (narrowed[0], *args[1:])
-
-    hook = head.register_forward_pre_hook(narrow)
-    try:
-        outputs = model(**{k: v for k, v in inputs.items() if k != "labels"}, use_cache=False)
-    finally:
-        hook.remove()
-    logits = outputs.logits  # (N, V)
-    targets = inputs["labels"][rows[0], rows[1] + 1]
-    by_items = bool(trainer.model_accepts_loss_kwargs) and num_items_in_batch is not None
-    loss = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum" if by_items else "mean")
-    if by_items:
-        items = (
-            num_items_in_batch.to(loss.device) if torch.is_tensor(num_items_in_batch) else num_items_in_batch
-        )
-        loss = loss / items
-        if trainer.args.average_tokens_across_devices:
-            tp_size = trainer.get_tp_size() if hasattr(trainer, "get_tp_size") else 1
-            world = (
-                trainer.accelerator.num_processes // tp_size
-                if trainer.args.n_gpu <= 1
-                else trainer.args.n_gpu
-            )
-            loss = loss * world
-    return loss, logits.unsqueeze(0), narrowed[0].unsqueeze(0)
-
-
-def _hidden_svd_head(model, task: str = "nlg", enabled: bool = True) -> tuple[torch.nn.Linear | None, str]:
-    """(the LM head whose input gives the SVD term in hidden space, or None; the path: "hidden space" or
-    "logits space: <why>"). Needs a frozen nn.Linear without bias that produces the logits with
-    nothing after it, and its whole weight on this rank."""
-    body_and_head = _rows_only_head(model) if enabled and task == "nlg" else None
-    head = body_and_head[1] if body_and_head is not None else None
-    if not enabled:
-        reason = "hidden-space path disabled"
-    elif task != "nlg":
-        reason = "NLU heads are not handled in hidden space"
-    elif head is None:
-        reason = "the logits are not a plain linear map of the last hidden state for this model"
-    elif type(head) is not torch.nn.Linear:
-        reason = f"the LM head is a {type(head).__name__} (adapted or wrapped), not a frozen nn.Linear"
-    elif head.bias is not None:
-        reason = "the LM head has a bias"
-    elif head.weight.requires_grad:
-        reason = "the LM head is trained"
-    elif tuple(head.weight.shape) != (head.out_features, head.in_features):
-        reason = "the LM head's weight is partitioned (ZeRO-3)"
-    else:
-        return head, "hidden space"
-    return None, f"logits space: {reason}"
-
-
 def _fold(entries: list[tuple[float, float]]) -> tuple[float, float]:
     """(Σ sums, Σ weights) of a metric's micro-batch entries, added in order (the logged bits do not
     depend on a summation algorithm)."""
@@ -425,7 +278,7 @@ class BALoRATrainer(Trainer):
         # Per-term metrics since the last log, as trl's trainers keep them: name -> one (sum, weight) per
         # micro-batch, averaged across micro-batches and ranks in `log`.
         self._metrics: dict[str, list[tuple[float, float]]] = defaultdict(list)
-        self._capture: tuple[torch.nn.Module, _RowCapture] | None = None
+        self._capture: tuple[torch.nn.Module, RowCapture] | None = None
         self._head_factor_cache: tuple[tuple, torch.Tensor] | None = None
         if type(getattr(unwrapped, "base_model", None)).__name__ == "AdaLoraModel":
             self.add_callback(_AdaLoraBudgetCallback(self))
@@ -504,7 +357,7 @@ class BALoRATrainer(Trainer):
                 self._metrics[t].append((float(values[t].detach()), 1.0))
         return regularizer
 
-    def _row_capture(self, model, return_outputs: bool) -> _RowCapture:
+    def _row_capture(self, model, return_outputs: bool) -> RowCapture:
         """The row capture of `model`, chosen on its first step (the choice is logged with its reason)."""
         unwrapped = self.accelerator.unwrap_model(model)
         if self._capture is None or self._capture[0] is not unwrapped:
@@ -514,25 +367,21 @@ class BALoRATrainer(Trainer):
             capture = dataclasses.replace(capture, mode="row tap" if self._tap_rows_enabled else "gather")
         return capture
 
-    def _choose_row_capture(self, unwrapped) -> _RowCapture:
+    def _choose_row_capture(self, unwrapped) -> RowCapture:
         task = self.args.regularizer_task
-        body, head = (_rows_only_head(unwrapped) if task == "nlg" else None) or (None, None)
-        svd_head, svd_path = _hidden_svd_head(unwrapped, task, self._hidden_svd_enabled)
-        reason = None
-        if head is None:
-            reason = "the logits are not a plain linear map of the last hidden state for this model"
-        elif not self.args.rows_only_lm_head:
-            reason = "rows_only_lm_head is off"
-        elif self.label_smoother is not None or self.compute_loss_func is not None:
-            reason = "a label smoother or a custom loss function is set"
-        if reason is None:
-            mode = "rows-only head"
-        else:
-            mode = "row tap" if head is not None and self._tap_rows_enabled else "gather"
+        custom_loss = self.label_smoother is not None or self.compute_loss_func is not None
+        capture, reason = choose_row_capture(
+            unwrapped,
+            task,
+            self.args.rows_only_lm_head,
+            custom_loss,
+            self._tap_rows_enabled,
+            self._hidden_svd_enabled,
+        )
         if task == "nlg":
             self.student_head_path = "supervised rows" if reason is None else f"every position: {reason}"
             logger.info("BA-LoRA student LM head applied to %s", self.student_head_path)
-        return _RowCapture(mode, body, head, svd_head, svd_path)
+        return capture
 
     def _supervised_rows(self, inputs: dict) -> tuple[torch.Tensor, torch.Tensor] | None:
         """NLG: (N,), (N,) indices (b, t) of the logits that predict a supervised token, labels[b, t+1]
@@ -569,7 +418,7 @@ class BALoRATrainer(Trainer):
             self._head_factor_cache = (key, head_gram_factor(weight))
         return self._head_factor_cache[1]
 
-    def _reference_logits(self, model, inputs: dict, rows, capture: _RowCapture) -> torch.Tensor:
+    def _reference_logits(self, model, inputs: dict, rows, capture: RowCapture) -> torch.Tensor:
         """Reference logits on the regulariser rows; NLU rows come from the per-example cache when seen."""
         use_cache = self.args.regularizer_task == "nlu" and self.args.cache_reference_logits
         keys = self._example_keys(inputs) if use_cache else None
@@ -578,11 +427,7 @@ class BALoRATrainer(Trainer):
         ref_inputs = {k: v for k, v in inputs.items() if k != "labels"}
         unwrapped = self.accelerator.unwrap_model(model)
         with reference_mode(unwrapped):
-            if capture.body is None:
-                ref_logits = _gather(unwrapped(**ref_inputs).logits, rows)
-            else:  # the head on the N rows only: no (B, T, V) reference logits
-                hidden = capture.body(**ref_inputs).last_hidden_state  # (B, T, H)
-                ref_logits = capture.head(hidden[rows]).unsqueeze(0)  # (1, N, V)
+            ref_logits = capture.reference(unwrapped, ref_inputs, rows)
         if keys is not None:
             for key, row in zip(keys, ref_logits.detach().float().cpu(), strict=True):
                 self._reference_cache[key] = row  # (C,)
@@ -646,55 +491,3 @@ class BALoRATrainer(Trainer):
                 logs[f"lambda_{t}"] = value
             self._metrics.clear()
         super().log(logs, *args, **kwargs)
-
-
-class _RowsTap(torch.autograd.Function):
-    """Identity on the student's (B, T, V) logits that also returns their N supervised rows (N, V).
-
-    A plain gather `logits[rows_b, rows_t]` backpropagates through a fresh B×T×V zero tensor, an
-    accumulating index_put of the N rows into it, and autograd's B×T×V sum with the task loss's
-    gradient. Here the backward adds the rows' gradient to the task loss's gradient at the N rows
-    (index_add into a copy: the gradient autograd hands in is not modified). The same sums, element by
-    element (g_task + g_rows), so the result is bit-identical, without the B×T×V temporaries
-    (benchmarks/README.md).
-    """
-
-    @staticmethod
-    def forward(ctx, logits, rows_b, rows_t):
-        ctx.set_materialize_grads(False)
-        ctx.save_for_backward(rows_b, rows_t)
-        ctx.logits_shape = logits.shape
-        return logits, logits[rows_b, rows_t]  # autograd returns the first as a view of the input
-
-    @staticmethod
-    def backward(ctx, grad_logits, grad_rows):
-        if grad_rows is None:
-            return grad_logits, None, None
-        rows_b, rows_t = ctx.saved_tensors
-        batch, length, vocab = ctx.logits_shape
-        if grad_logits is None:
-            grad_logits = grad_rows.new_zeros(ctx.logits_shape)
-        positions = rows_b * length + rows_t  # (N,) flat (b, t) indices, each once
-        summed = grad_logits.reshape(batch * length, vocab).index_add(0, positions, grad_rows)
-        return summed.view(batch, length, vocab), None, None
-
-
-# Decoder LMs whose logits are `lm_head(last_hidden_state)` with nothing after it (no soft-capping or
-# logit scaling), so the reference may apply the head to the N supervised rows only.
-_ROWS_ONLY_HEAD_MODEL_TYPES = ("llama", "mistral", "gemma", "qwen2", "qwen3")
-
-
-def _rows_only_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module] | None:
-    """(decoder body, LM head) of a causal LM (or of the peft model wrapping it), or None when the
-    logits are not a plain linear map of the body's last hidden state."""
-    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-    config = getattr(causal_lm, "config", None)
-    if getattr(config, "model_type", None) not in _ROWS_ONLY_HEAD_MODEL_TYPES:
-        return None
-    if getattr(config, "final_logit_softcapping", None) is not None:
-        return None
-    body = getattr(causal_lm, "model", None)
-    head = causal_lm.get_output_embeddings()
-    if body is None or not isinstance(head, torch.nn.Linear):
-        return None
-    return body, head

@@ -100,6 +100,12 @@ class RowCapture:
             hidden = gather_rows(captured[0], rows)  # (1, N, H)
         return loss, outputs, logits, hidden
 
+    def svd_space(self, hidden: torch.Tensor | None) -> str:
+        """Where this micro-batch's SVD term runs: "hidden space" or "logits space: <why>"."""
+        if self.svd_head is not None and hidden is None:
+            return "logits space: the LM head ran more than once or on other positions"
+        return self.svd_path
+
     def reference(self, model, inputs: dict, rows: Rows) -> torch.Tensor:
         """The logits of `model` (already switched to the reference) on the rows, without labels."""
         if self.body is None:

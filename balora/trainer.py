@@ -2,28 +2,25 @@
 
     L = L_task + λ1·L_consistency + λ2·L_diversity + λ3·L_svd
 
-Shapes: B examples, T tokens, V vocabulary, H hidden size, C classes, N supervised rows.
+Shapes: B examples, T tokens, V vocabulary, C classes, N supervised rows.
 
-* NLG: the terms are computed on the N shifted, response-only positions (the logit at t predicts token
-  t+1; a row is valid where labels[t+1] != -100), found once per micro-batch. How the student's forward
-  yields them, and the LM head's input for the hidden-space SVD term, is chosen once per model
-  (`balora.row_capture`); `student_head_path` and `svd_path` say which path ran.
-* NLU: the rows are the examples, the columns the classes (1 for regression).
+* Rows: the NLG terms read the N shifted, response-only positions (the logit at t predicts token t+1; a
+  row is valid where labels[t+1] != -100), found once per micro-batch and taken as chosen once per model
+  (`balora.row_capture`, which also gives the hidden-space SVD term its input); NLU rows are the examples.
 * The reference logits come from `balora.adapters.reference_mode` (the frozen pre-trained function),
-  computed without gradients; the model must come from `balora.adapters.prepare_model` when λ1 > 0.
-* The regularisers are per-micro-batch means. Their weight must not depend on gradient accumulation:
-  when the Trainer normalises the task loss by the number of items of the whole optimizer step (models
-  that accept `num_items_in_batch`, i.e. causal LMs), it does NOT divide by the accumulation steps, so
-  the regulariser is divided by them here; otherwise the Trainer divides the sum by them itself.
-* A term with λ = 0 is not part of the loss: with every λ = 0 the loss is Trainer.compute_loss's (bit
-  for bit with the full head, to float rounding with the rows-only head). It is computed only on the
-  steps whose training log is written, without gradients, so that ablation runs log every term while
-  the loss and the update stay unchanged; the other steps skip it (and the reference forward when
-  λ1 = 0). Its consistency term needs the reference (a `prepare_model` model).
-* Logged per optimizer step, at full precision (averaged over micro-batches and across ranks):
-  `task_loss`, `consistency_loss`, `diversity_loss`, `svd_loss` (unweighted; a term with λ > 0 averaged
-  over every step since the last log, one with λ = 0 over the logged step) and the current `lambda_*`.
-  They go to `trainer.state.log_history` and to TensorBoard (the default `report_to`) as `train/<name>`.
+  without gradients; λ1 > 0 needs a model from `balora.adapters.prepare_model`.
+* The regularisers are per-micro-batch means whose weight must not depend on gradient accumulation.
+  Where the Trainer normalises the task loss by the items of the whole optimizer step (models that
+  accept `num_items_in_batch`, i.e. causal LMs) it does not divide by the accumulation steps, so the
+  regulariser is divided by them here; otherwise the Trainer divides the sum itself.
+* A term with λ = 0 is not part of the loss: with every λ = 0 the loss is Trainer.compute_loss's (bit for
+  bit with the full head, to float rounding with the rows-only head). It is computed without gradients,
+  only on the steps whose log is written (its consistency term only with a `prepare_model` reference), so
+  that ablation runs log every term while the loss and the update stay unchanged.
+* Logged per optimizer step at full precision, averaged over micro-batches and ranks: `task_loss`,
+  `consistency_loss`, `diversity_loss`, `svd_loss` (unweighted; λ > 0 over every step since the last log,
+  λ = 0 over the logged step) and the current `lambda_*`, in `trainer.state.log_history` and in
+  TensorBoard (the default `report_to`) as `train/<name>`.
 """
 
 from __future__ import annotations
@@ -49,31 +46,24 @@ logger = logging.getLogger(__name__)
 
 PRESET_NAMES = ("none", "iclr2026", "v5")
 
-# The term-form arguments: each is a field of RegularizerConfig, under the same name except these two,
-# whose command-line names say what they choose. A field left unset (None) takes the preset's value,
-# or without a preset RegularizerConfig's default (the ICLR-2026 NLG forms).
-_RENAMED_IN_REGULARIZER_CONFIG = {"consistency_type": "consistency", "diversity_type": "diversity"}
-_TERM_FORM_ARGUMENTS = (
-    "consistency_type",
-    "temperature",
-    "diversity_type",
-    "entropy_top_k",
-    "svd_top_k",
-    "svd_normalizer",
-)
+
+# Every RegularizerConfig field is set by the argument of the same name, except these, whose command-line
+# names say what they choose (every saved config.yaml uses them).
+_ARGUMENT_NAMES = {
+    "task": "regularizer_task",
+    "consistency": "consistency_type",
+    "diversity": "diversity_type",
+    "chunk_size": "regularizer_chunk_rows",
+}
+# Fields a preset does not fill: the task (set by the entry script), the chunk size (memory only) and the
+# eigensolver (cost only: left None unless set, so saved configs of earlier runs stay comparable with
+# results.check_same_config; RegularizerConfig's default then applies).
+_NOT_FROM_PRESET = ("task", "chunk_size", "svd_eigensolver")
 
 
-def _regularizer_config_field(argument: str) -> str:
-    """The RegularizerConfig field that the training argument `argument` sets."""
-    return _RENAMED_IN_REGULARIZER_CONFIG.get(argument, argument)
-
-
-def _defaults(preset_name: str, task: str) -> tuple[RegularizerConfig, dict[str, float]]:
-    """(term forms, λs) that fill the fields a user left unset: the preset's, or for "none" the
-    RegularizerConfig defaults (for either task) with every λ = 0."""
-    if preset_name == "none":
-        return RegularizerConfig(task=task), preset("none", task)[1]
-    return preset(preset_name, task)
+def _config_arguments() -> dict[str, str]:
+    """{RegularizerConfig field: the BALoRATrainingArguments field that sets it}."""
+    return {f.name: _ARGUMENT_NAMES.get(f.name, f.name) for f in dataclasses.fields(RegularizerConfig)}
 
 
 @dataclass
@@ -105,7 +95,9 @@ class BALoRATrainingArguments(TrainingArguments):
             "per-sequence batchmean (about T times stronger at the same λ1)."
         },
     )
-    regularizer_task: str = field(default="nlg", metadata={"help": "nlg | nlu (set by the entry script)."})
+    regularizer_task: str = field(
+        default=RegularizerConfig.task, metadata={"help": "nlg | nlu (set by the entry script)."}
+    )
     lambda_consistency: float | None = field(default=None, metadata={"help": "λ1, consistency (KL) weight."})
     lambda_diversity: float | None = field(default=None, metadata={"help": "λ2, diversity weight."})
     lambda_svd: float | None = field(default=None, metadata={"help": "λ3, SVD weight."})
@@ -148,7 +140,7 @@ class BALoRATrainingArguments(TrainingArguments):
         },
     )
     regularizer_chunk_rows: int = field(
-        default=1024,
+        default=RegularizerConfig.chunk_size,
         metadata={
             "help": "Rows (tokens) per fp32 chunk in the regularisers: bounds memory at large vocabularies."
         },
@@ -174,10 +166,12 @@ class BALoRATrainingArguments(TrainingArguments):
             raise ValueError(
                 f"lambda_schedule must be one of {LAMBDA_SCHEDULES}, got {self.lambda_schedule!r}"
             )
-        default_config, default_lambdas = _defaults(self.regularizer_preset, self.regularizer_task)
-        for name in _TERM_FORM_ARGUMENTS:
-            if getattr(self, name) is None:
-                setattr(self, name, getattr(default_config, _regularizer_config_field(name)))
+        default_config, default_lambdas = preset(self.regularizer_preset, self.regularizer_task)
+        if self.regularizer_preset == "none":  # no preset: RegularizerConfig's forms, for either task
+            default_config = RegularizerConfig(task=self.regularizer_task)
+        for name, argument in _config_arguments().items():
+            if name not in _NOT_FROM_PRESET and getattr(self, argument) is None:
+                setattr(self, argument, getattr(default_config, name))
         for term in TERMS:
             if getattr(self, f"lambda_{term}") is None:
                 setattr(self, f"lambda_{term}", float(default_lambdas[term]))
@@ -188,15 +182,9 @@ class BALoRATrainingArguments(TrainingArguments):
 
     def regularizer_config(self) -> RegularizerConfig:
         """The RegularizerConfig of these arguments (term forms, task, chunk size, eigensolver)."""
-        forms = {_regularizer_config_field(name): getattr(self, name) for name in _TERM_FORM_ARGUMENTS}
-        # The eigensolver is not a preset field and stays None unless set: it changes the cost, not the
-        # term, and a None leaves the saved configs of earlier runs comparable (results.check_same_config).
-        return RegularizerConfig(
-            task=self.regularizer_task,
-            chunk_size=self.regularizer_chunk_rows,
-            svd_eigensolver=self.svd_eigensolver or "eigh",
-            **forms,
-        )
+        values = {name: getattr(self, argument) for name, argument in _config_arguments().items()}
+        values["svd_eigensolver"] = values["svd_eigensolver"] or RegularizerConfig.svd_eigensolver
+        return RegularizerConfig(**values)
 
     @property
     def regularizers_enabled(self) -> bool:
@@ -259,9 +247,8 @@ class BALoRATrainer(Trainer):
         self._regularizer_config = self.args.regularizer_config()
         if self.args.regularizer_task == "nlu":
             # A peft wrapper's forward is (*args, **kwargs), so the Trainer believes the model normalises
-            # its loss by `num_items_in_batch` and stops dividing by the accumulation steps. Sequence
-            # classifiers return a plain mean loss and ignore that argument: say so, or gradient
-            # accumulation would scale the loss (and the regularisers) by the accumulation steps.
+            # its loss by `num_items_in_batch`; sequence classifiers return a plain mean, so the Trainer
+            # must divide by the accumulation steps.
             self.model_accepts_loss_kwargs = False
         self._base_lambdas = {t: float(getattr(self.args, f"lambda_{t}")) for t in TERMS}
         unwrapped = self.accelerator.unwrap_model(self.model)
@@ -328,12 +315,10 @@ class BALoRATrainer(Trainer):
         computed term, the λ = 0 ones without gradients, recorded for the log."""
         hidden_svd = {}
         if "svd" in active + logged_only:
-            path = capture.svd_path
-            if capture.svd_head is not None and hidden is None:
-                path = "logits space: the LM head ran more than once or on other positions"
-            elif capture.svd_head is not None:
-                hidden_svd = {"hidden": hidden, "head_factor": self._head_factor(capture.svd_head)}
+            path = capture.svd_space(hidden)
             self._note_svd_path(path)
+            if path == "hidden space":
+                hidden_svd = {"hidden": hidden, "head_factor": self._head_factor(capture.svd_head)}
         regularizer, values = 0.0, {}
         if active:
             terms = regularizer_terms(
@@ -436,19 +421,15 @@ class BALoRATrainer(Trainer):
     @staticmethod
     def _example_keys(inputs: dict) -> list[bytes]:
         """A digest per example of its unpadded model inputs (padding length varies between batches)."""
-        ids = inputs["input_ids"]
+        ids = inputs["input_ids"]  # (B, T)
         attention = inputs.get("attention_mask")
+        keep = attention.bool() if attention is not None else torch.ones_like(ids, dtype=torch.bool)  # (B, T)
         extra = [inputs[k] for k in ("token_type_ids",) if k in inputs]
         keys = []
         for row in range(ids.shape[0]):
-            keep = (
-                attention[row].bool()
-                if attention is not None
-                else torch.ones_like(ids[row], dtype=torch.bool)
-            )
-            digest = hashlib.sha1(ids[row][keep].cpu().numpy().tobytes())
+            digest = hashlib.sha1(ids[row][keep[row]].cpu().numpy().tobytes())
             for tensor in extra:
-                digest.update(tensor[row][keep].cpu().numpy().tobytes())
+                digest.update(tensor[row][keep[row]].cpu().numpy().tobytes())
             keys.append(digest.digest())
         return keys
 
@@ -468,10 +449,8 @@ class BALoRATrainer(Trainer):
             # the mean over the step's items.
             world = self.accelerator.num_processes if self.args.average_tokens_across_devices else 1
             labels = inputs.get("labels")
-            if rows is not None:
-                items = float(rows[0].numel())
-            else:
-                items = float(labels.numel()) if labels is not None else 1.0
+            items = rows[0].numel() if rows is not None else labels.numel() if labels is not None else 1
+            items = float(items)
             self._metrics["task"].append((value * float(num_items_in_batch) / world, items))
         else:
             self._metrics["task"].append((value, 1.0))

@@ -139,6 +139,13 @@ def choose_row_capture(
     return RowCapture(mode, body, head, svd_head, svd_path), reason
 
 
+def supervised_rows(labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N,), (N,) indices (b, t) of the logits that predict a supervised token, labels[b, t+1] ≠ −100."""
+    if labels is None:
+        raise ValueError("NLG training needs labels in every batch (-100 at the positions not trained on)")
+    return (labels[:, 1:] != -100).nonzero(as_tuple=True)
+
+
 def gather_rows(x: torch.Tensor, rows: Rows) -> torch.Tensor:
     """NLG: the N rows of a (B, T, D) tensor as (1, N, D); NLU (rows None): x as given."""
     return x if rows is None else x[rows].unsqueeze(0)

@@ -38,7 +38,7 @@ from transformers.trainer_utils import IntervalStrategy
 
 from balora.adapters import balora_state, reference_mode
 from balora.regularizers import TERMS, RegularizerConfig, head_gram_factor, preset, regularizer_terms
-from balora.row_capture import RowCapture, choose_row_capture
+from balora.row_capture import RowCapture, Rows, choose_row_capture, supervised_rows
 from balora.schedules import SCHEDULES as LAMBDA_SCHEDULES
 from balora.schedules import lambda_factors
 
@@ -368,16 +368,9 @@ class BALoRATrainer(Trainer):
             logger.info("BA-LoRA student LM head applied to %s", self.student_head_path)
         return capture
 
-    def _supervised_rows(self, inputs: dict) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """NLG: (N,), (N,) indices (b, t) of the logits that predict a supervised token, labels[b, t+1]
-        ≠ −100, computed once per micro-batch; NLU: None (the rows are the examples)."""
-        if self.args.regularizer_task == "nlu":
-            return None
-        if inputs.get("labels") is None:
-            raise ValueError(
-                "NLG training needs labels in every batch (-100 at the positions not trained on)"
-            )
-        return (inputs["labels"][:, 1:] != -100).nonzero(as_tuple=True)
+    def _supervised_rows(self, inputs: dict) -> Rows:
+        """NLG: the micro-batch's supervised rows (`balora.row_capture.supervised_rows`); NLU: None."""
+        return None if self.args.regularizer_task == "nlu" else supervised_rows(inputs.get("labels"))
 
     def _logs_this_step(self) -> bool:
         """Whether the optimizer step in progress is one whose training log is written (the rule of

@@ -358,6 +358,42 @@ class TopEigenvalues(torch.autograd.Function):
 
 
 # ---------------------------------------------------------------------------------------------
+# Row capture: the N supervised rows of the student's logits, taken at the LM head's output
+# ---------------------------------------------------------------------------------------------
+
+
+class RowsTap(torch.autograd.Function):
+    """Identity on the student's (B, T, V) logits that also returns their N supervised rows (N, V).
+
+    apply(logits, rows_b, rows_t) -> (logits, rows). A plain gather `logits[rows_b, rows_t]`
+    backpropagates through a fresh B×T×V zero tensor, an accumulating index_put of the N rows into it,
+    and autograd's B×T×V sum with the task loss's gradient. Here the backward adds the rows' gradient
+    to the task loss's gradient at the N rows (index_add into a copy: the gradient autograd hands in
+    is not modified). The same sums, element by element (g_task + g_rows), so the result is
+    bit-identical, without the B×T×V temporaries.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, rows_b, rows_t):
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(rows_b, rows_t)
+        ctx.logits_shape = logits.shape
+        return logits, logits[rows_b, rows_t]  # autograd returns the first as a view of the input
+
+    @staticmethod
+    def backward(ctx, grad_logits, grad_rows):
+        if grad_rows is None:
+            return grad_logits, None, None
+        rows_b, rows_t = ctx.saved_tensors
+        batch, length, vocab = ctx.logits_shape
+        if grad_logits is None:
+            grad_logits = grad_rows.new_zeros(ctx.logits_shape)
+        positions = rows_b * length + rows_t  # (N,) flat (b, t) indices, each once
+        summed = grad_logits.reshape(batch * length, vocab).index_add(0, positions, grad_rows)
+        return summed.view(batch, length, vocab), None, None
+
+
+# ---------------------------------------------------------------------------------------------
 # Hidden space: logits Z = H Wᵀ of a frozen linear head W (D × H_dim)
 # ---------------------------------------------------------------------------------------------
 

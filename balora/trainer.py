@@ -2,41 +2,25 @@
 
     L = L_task + λ1·L_consistency + λ2·L_diversity + λ3·L_svd
 
-Shapes: B examples, T tokens, V vocabulary, H hidden size, C classes, N supervised rows.
+Shapes: B examples, T tokens, V vocabulary, C classes, N supervised rows.
 
-* NLG: the terms are computed on the N shifted, response-only positions: the logit at t predicts token
-  t+1 and a row is valid where labels[t+1] != -100 (the task loss's rows). They are found once per
-  micro-batch and taken as one (1, N, V) tensor, so the terms' backward writes N×V gradients, not B×T×V
-  ones. How the student's forward yields them is chosen once per model (`_RowCapture`; costs in
-  benchmarks/README.md):
-  - "rows-only head" (`rows_only_lm_head`, on by default) where the logits are a plain linear map of
-    the last hidden state (`_ROWS_ONLY_HEAD_MODEL_TYPES`): a pre-hook narrows the LM head's input to the
-    N rows and the task loss is the causal-LM cross-entropy on them, so no B×T×V logits are made. The
-    same loss as Trainer.compute_loss up to float rounding (the head's matmul has another shape).
-  - "row tap", the same models with the full head: `_RowsTap` takes the rows at the head's output and
-    adds their gradient to the task loss's at the N rows, bit-identical to a gather and without
-    autograd's B×T×V zeros-and-sum.
-  - "gather", any other model: the rows are gathered from the returned logits.
-  The reference applies its LM head to the N rows only wherever the logits are such a linear map.
-* NLU: the rows are the examples, the columns the classes (1 for regression).
-* The SVD term runs in hidden space where the logits are a frozen, bias-free linear map Z = H Wᵀ of the
-  LM head's input H (exact: σ(Z) = σ(H L) with L Lᵀ = Wᵀ W; `balora.regularizers.svd_loss_hidden`):
-  H comes from the student's own forward. `svd_path` and the log say which space ran.
+* Rows: the NLG terms read the N shifted, response-only positions (the logit at t predicts token t+1; a
+  row is valid where labels[t+1] != -100), found once per micro-batch and taken as chosen once per model
+  (`balora.row_capture`, which also gives the hidden-space SVD term its input); NLU rows are the examples.
 * The reference logits come from `balora.adapters.reference_mode` (the frozen pre-trained function),
-  computed without gradients; the model must come from `balora.adapters.prepare_model` when λ1 > 0.
-* The regularisers are per-micro-batch means. Their weight must not depend on gradient accumulation:
-  when the Trainer normalises the task loss by the number of items of the whole optimizer step (models
-  that accept `num_items_in_batch`, i.e. causal LMs), it does NOT divide by the accumulation steps, so
-  the regulariser is divided by them here; otherwise the Trainer divides the sum by them itself.
-* A term with λ = 0 is not part of the loss: with every λ = 0 the loss is Trainer.compute_loss's (bit
-  for bit with the full head, to float rounding with the rows-only head). It is computed only on the
-  steps whose training log is written, without gradients, so that ablation runs log every term while
-  the loss and the update stay unchanged; the other steps skip it (and the reference forward when
-  λ1 = 0). Its consistency term needs the reference (a `prepare_model` model).
-* Logged per optimizer step, at full precision (averaged over micro-batches and across ranks):
-  `task_loss`, `consistency_loss`, `diversity_loss`, `svd_loss` (unweighted; a term with λ > 0 averaged
-  over every step since the last log, one with λ = 0 over the logged step) and the current `lambda_*`.
-  They go to `trainer.state.log_history` and to TensorBoard (the default `report_to`) as `train/<name>`.
+  without gradients; λ1 > 0 needs a model from `balora.adapters.prepare_model`.
+* The regularisers are per-micro-batch means whose weight must not depend on gradient accumulation.
+  Where the Trainer normalises the task loss by the items of the whole optimizer step (models that
+  accept `num_items_in_batch`, i.e. causal LMs) it does not divide by the accumulation steps, so the
+  regulariser is divided by them here; otherwise the Trainer divides the sum itself.
+* A term with λ = 0 is not part of the loss: with every λ = 0 the loss is Trainer.compute_loss's (bit for
+  bit with the full head, to float rounding with the rows-only head). It is computed without gradients,
+  only on the steps whose log is written (its consistency term only with a `prepare_model` reference), so
+  that ablation runs log every term while the loss and the update stay unchanged.
+* Logged per optimizer step at full precision, averaged over micro-batches and ranks: `task_loss`,
+  `consistency_loss`, `diversity_loss`, `svd_loss` (unweighted; λ > 0 over every step since the last log,
+  λ = 0 over the logged step) and the current `lambda_*`, in `trainer.state.log_history` and in
+  TensorBoard (the default `report_to`) as `train/<name>`.
 """
 
 from __future__ import annotations
@@ -54,6 +38,7 @@ from transformers.trainer_utils import IntervalStrategy
 
 from balora.adapters import balora_state, reference_mode
 from balora.regularizers import TERMS, RegularizerConfig, head_gram_factor, preset, regularizer_terms
+from balora.row_capture import RowCapture, Rows, choose_row_capture, supervised_rows
 from balora.schedules import SCHEDULES as LAMBDA_SCHEDULES
 from balora.schedules import lambda_factors
 
@@ -61,31 +46,24 @@ logger = logging.getLogger(__name__)
 
 PRESET_NAMES = ("none", "iclr2026", "v5")
 
-# The term-form arguments: each is a field of RegularizerConfig, under the same name except these two,
-# whose command-line names say what they choose. A field left unset (None) takes the preset's value,
-# or without a preset RegularizerConfig's default (the ICLR-2026 NLG forms).
-_RENAMED_IN_REGULARIZER_CONFIG = {"consistency_type": "consistency", "diversity_type": "diversity"}
-_TERM_FORM_ARGUMENTS = (
-    "consistency_type",
-    "temperature",
-    "diversity_type",
-    "entropy_top_k",
-    "svd_top_k",
-    "svd_normalizer",
-)
+
+# Every RegularizerConfig field is set by the argument of the same name, except these, whose command-line
+# names say what they choose (every saved config.yaml uses them).
+_ARGUMENT_NAMES = {
+    "task": "regularizer_task",
+    "consistency": "consistency_type",
+    "diversity": "diversity_type",
+    "chunk_size": "regularizer_chunk_rows",
+}
+# Fields a preset does not fill: the task (set by the entry script), the chunk size (memory only) and the
+# eigensolver (cost only: left None unless set, so saved configs of earlier runs stay comparable with
+# results.check_same_config; RegularizerConfig's default then applies).
+_NOT_FROM_PRESET = ("task", "chunk_size", "svd_eigensolver")
 
 
-def _regularizer_config_field(argument: str) -> str:
-    """The RegularizerConfig field that the training argument `argument` sets."""
-    return _RENAMED_IN_REGULARIZER_CONFIG.get(argument, argument)
-
-
-def _defaults(preset_name: str, task: str) -> tuple[RegularizerConfig, dict[str, float]]:
-    """(term forms, λs) that fill the fields a user left unset: the preset's, or for "none" the
-    RegularizerConfig defaults (for either task) with every λ = 0."""
-    if preset_name == "none":
-        return RegularizerConfig(task=task), preset("none", task)[1]
-    return preset(preset_name, task)
+def _config_arguments() -> dict[str, str]:
+    """{RegularizerConfig field: the BALoRATrainingArguments field that sets it}."""
+    return {f.name: _ARGUMENT_NAMES.get(f.name, f.name) for f in dataclasses.fields(RegularizerConfig)}
 
 
 @dataclass
@@ -117,7 +95,9 @@ class BALoRATrainingArguments(TrainingArguments):
             "per-sequence batchmean (about T times stronger at the same λ1)."
         },
     )
-    regularizer_task: str = field(default="nlg", metadata={"help": "nlg | nlu (set by the entry script)."})
+    regularizer_task: str = field(
+        default=RegularizerConfig.task, metadata={"help": "nlg | nlu (set by the entry script)."}
+    )
     lambda_consistency: float | None = field(default=None, metadata={"help": "λ1, consistency (KL) weight."})
     lambda_diversity: float | None = field(default=None, metadata={"help": "λ2, diversity weight."})
     lambda_svd: float | None = field(default=None, metadata={"help": "λ3, SVD weight."})
@@ -160,7 +140,7 @@ class BALoRATrainingArguments(TrainingArguments):
         },
     )
     regularizer_chunk_rows: int = field(
-        default=1024,
+        default=RegularizerConfig.chunk_size,
         metadata={
             "help": "Rows (tokens) per fp32 chunk in the regularisers: bounds memory at large vocabularies."
         },
@@ -186,10 +166,12 @@ class BALoRATrainingArguments(TrainingArguments):
             raise ValueError(
                 f"lambda_schedule must be one of {LAMBDA_SCHEDULES}, got {self.lambda_schedule!r}"
             )
-        default_config, default_lambdas = _defaults(self.regularizer_preset, self.regularizer_task)
-        for name in _TERM_FORM_ARGUMENTS:
-            if getattr(self, name) is None:
-                setattr(self, name, getattr(default_config, _regularizer_config_field(name)))
+        default_config, default_lambdas = preset(self.regularizer_preset, self.regularizer_task)
+        if self.regularizer_preset == "none":  # no preset: RegularizerConfig's forms, for either task
+            default_config = RegularizerConfig(task=self.regularizer_task)
+        for name, argument in _config_arguments().items():
+            if name not in _NOT_FROM_PRESET and getattr(self, argument) is None:
+                setattr(self, argument, getattr(default_config, name))
         for term in TERMS:
             if getattr(self, f"lambda_{term}") is None:
                 setattr(self, f"lambda_{term}", float(default_lambdas[term]))
@@ -200,15 +182,9 @@ class BALoRATrainingArguments(TrainingArguments):
 
     def regularizer_config(self) -> RegularizerConfig:
         """The RegularizerConfig of these arguments (term forms, task, chunk size, eigensolver)."""
-        forms = {_regularizer_config_field(name): getattr(self, name) for name in _TERM_FORM_ARGUMENTS}
-        # The eigensolver is not a preset field and stays None unless set: it changes the cost, not the
-        # term, and a None leaves the saved configs of earlier runs comparable (results.check_same_config).
-        return RegularizerConfig(
-            task=self.regularizer_task,
-            chunk_size=self.regularizer_chunk_rows,
-            svd_eigensolver=self.svd_eigensolver or "eigh",
-            **forms,
-        )
+        values = {name: getattr(self, argument) for name, argument in _config_arguments().items()}
+        values["svd_eigensolver"] = values["svd_eigensolver"] or RegularizerConfig.svd_eigensolver
+        return RegularizerConfig(**values)
 
     @property
     def regularizers_enabled(self) -> bool:
@@ -235,141 +211,6 @@ class _AdaLoraBudgetCallback(TrainerCallback):
     def on_optimizer_step(self, args, state, control, **kwargs):
         model = self.trainer.accelerator.unwrap_model(self.trainer.model)
         model.base_model.update_and_allocate(state.global_step)
-
-
-@dataclass(frozen=True)
-class _RowCapture:
-    """How the student's forward yields (task loss, logit rows, hidden rows); chosen once per model.
-
-    mode: "rows-only head" | "row tap" | "gather" (module docstring). body, head: the decoder body and
-    LM head where the logits are a plain linear map of the last hidden state, else None (NLU too).
-    svd_head: the head whose input gives the hidden-space SVD term, or None; svd_path: why not.
-    """
-
-    mode: str
-    body: torch.nn.Module | None
-    head: torch.nn.Linear | None
-    svd_head: torch.nn.Linear | None
-    svd_path: str
-
-    def student(self, trainer, model, inputs, rows, num_items_in_batch, full_forward, want_rows):
-        """(task loss, outputs or None, logit rows or None, hidden rows or None) of one micro-batch.
-
-        rows: the step's supervised (b, t) positions (NLG) or None (NLU: the rows are the examples).
-        full_forward: Trainer.compute_loss with the model's full head, returning (loss, outputs).
-        want_rows: whether a term needs the rows; without terms the tap and gather paths are the
-        Trainer's loss exactly.
-        """
-        if self.mode == "rows-only head":
-            loss, logits, hidden = _forward_on_rows(
-                trainer, model, inputs, rows, num_items_in_batch, self.head
-            )
-            return loss, None, logits, hidden
-        if not want_rows:
-            return (*full_forward(), None, None)
-        captured, tapped, hooks = [], [], []
-        if self.svd_head is not None:  # the head's input, for the hidden-space SVD term
-            hooks.append(
-                self.svd_head.register_forward_pre_hook(lambda module, args: captured.append(args[0]))
-            )
-        if self.mode == "row tap":
-
-            def tap(module, args, output):
-                if tapped or output.shape[:-1] != inputs["labels"].shape:
-                    tapped.append(None)  # the head ran twice or on other positions: gather below instead
-                    return None
-                tapped.append(_RowsTap.apply(output, *rows))
-                return tapped[0][0]
-
-            hooks.append(self.head.register_forward_hook(tap))
-        try:
-            loss, outputs = full_forward()
-        finally:
-            for hook in hooks:
-                hook.remove()
-        if len(tapped) == 1 and tapped[0] is not None and tapped[0][0] is outputs.logits:
-            logits = tapped[0][1].unsqueeze(0)  # (1, N, V); _RowsTap adds their gradient at the N rows
-        else:
-            logits = _gather(outputs.logits, rows)
-        hidden = None
-        if len(captured) == 1 and captured[0].shape[:-1] == outputs.logits.shape[:-1]:
-            hidden = _gather(captured[0], rows)  # (1, N, H)
-        return loss, outputs, logits, hidden
-
-
-def _gather(x: torch.Tensor, rows) -> torch.Tensor:
-    """NLG: the N rows of a (B, T, D) tensor as (1, N, D); NLU (rows None): x as given."""
-    return x if rows is None else x[rows].unsqueeze(0)
-
-
-def _forward_on_rows(trainer, model, inputs: dict, rows, num_items_in_batch, head: torch.nn.Linear):
-    """The student's forward with the LM head on the N supervised rows only.
-
-    A forward pre-hook narrows the head's input from (B, T, H) to the (N, H) rows that predict a label,
-    so the model (and whatever wraps it: peft, DDP, DeepSpeed, autocast) runs as usual and returns
-    (N, V) logits. The task loss is then Trainer.compute_loss's causal-LM loss on those rows: a sum
-    over num_items_in_batch when the model takes it (× the processes when tokens are averaged across
-    devices), else the mean.
-
-    Returns:
-        loss (scalar), logits (1, N, V), hidden (1, N, H): the rows the regularisers use.
-    """
-    narrowed: list[torch.Tensor] = []
-
-    def narrow(module, args):
-        if narrowed:
-            raise RuntimeError("rows_only_lm_head: the LM head ran twice in one forward")
-        narrowed.append(args[0][rows])  # (N, H)
-        return (narrowed[0], *args[1:])
-
-    hook = head.register_forward_pre_hook(narrow)
-    try:
-        outputs = model(**{k: v for k, v in inputs.items() if k != "labels"}, use_cache=False)
-    finally:
-        hook.remove()
-    logits = outputs.logits  # (N, V)
-    targets = inputs["labels"][rows[0], rows[1] + 1]
-    by_items = bool(trainer.model_accepts_loss_kwargs) and num_items_in_batch is not None
-    loss = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum" if by_items else "mean")
-    if by_items:
-        items = (
-            num_items_in_batch.to(loss.device) if torch.is_tensor(num_items_in_batch) else num_items_in_batch
-        )
-        loss = loss / items
-        if trainer.args.average_tokens_across_devices:
-            tp_size = trainer.get_tp_size() if hasattr(trainer, "get_tp_size") else 1
-            world = (
-                trainer.accelerator.num_processes // tp_size
-                if trainer.args.n_gpu <= 1
-                else trainer.args.n_gpu
-            )
-            loss = loss * world
-    return loss, logits.unsqueeze(0), narrowed[0].unsqueeze(0)
-
-
-def _hidden_svd_head(model, task: str = "nlg", enabled: bool = True) -> tuple[torch.nn.Linear | None, str]:
-    """(the LM head whose input gives the SVD term in hidden space, or None; the path: "hidden space" or
-    "logits space: <why>"). Needs a frozen nn.Linear without bias that produces the logits with
-    nothing after it, and its whole weight on this rank."""
-    body_and_head = _rows_only_head(model) if enabled and task == "nlg" else None
-    head = body_and_head[1] if body_and_head is not None else None
-    if not enabled:
-        reason = "hidden-space path disabled"
-    elif task != "nlg":
-        reason = "NLU heads are not handled in hidden space"
-    elif head is None:
-        reason = "the logits are not a plain linear map of the last hidden state for this model"
-    elif type(head) is not torch.nn.Linear:
-        reason = f"the LM head is a {type(head).__name__} (adapted or wrapped), not a frozen nn.Linear"
-    elif head.bias is not None:
-        reason = "the LM head has a bias"
-    elif head.weight.requires_grad:
-        reason = "the LM head is trained"
-    elif tuple(head.weight.shape) != (head.out_features, head.in_features):
-        reason = "the LM head's weight is partitioned (ZeRO-3)"
-    else:
-        return head, "hidden space"
-    return None, f"logits space: {reason}"
 
 
 def _fold(entries: list[tuple[float, float]]) -> tuple[float, float]:
@@ -406,9 +247,8 @@ class BALoRATrainer(Trainer):
         self._regularizer_config = self.args.regularizer_config()
         if self.args.regularizer_task == "nlu":
             # A peft wrapper's forward is (*args, **kwargs), so the Trainer believes the model normalises
-            # its loss by `num_items_in_batch` and stops dividing by the accumulation steps. Sequence
-            # classifiers return a plain mean loss and ignore that argument: say so, or gradient
-            # accumulation would scale the loss (and the regularisers) by the accumulation steps.
+            # its loss by `num_items_in_batch`; sequence classifiers return a plain mean, so the Trainer
+            # must divide by the accumulation steps.
             self.model_accepts_loss_kwargs = False
         self._base_lambdas = {t: float(getattr(self.args, f"lambda_{t}")) for t in TERMS}
         unwrapped = self.accelerator.unwrap_model(self.model)
@@ -425,7 +265,7 @@ class BALoRATrainer(Trainer):
         # Per-term metrics since the last log, as trl's trainers keep them: name -> one (sum, weight) per
         # micro-batch, averaged across micro-batches and ranks in `log`.
         self._metrics: dict[str, list[tuple[float, float]]] = defaultdict(list)
-        self._capture: tuple[torch.nn.Module, _RowCapture] | None = None
+        self._capture: tuple[torch.nn.Module, RowCapture] | None = None
         self._head_factor_cache: tuple[tuple, torch.Tensor] | None = None
         if type(getattr(unwrapped, "base_model", None)).__name__ == "AdaLoraModel":
             self.add_callback(_AdaLoraBudgetCallback(self))
@@ -475,12 +315,10 @@ class BALoRATrainer(Trainer):
         computed term, the λ = 0 ones without gradients, recorded for the log."""
         hidden_svd = {}
         if "svd" in active + logged_only:
-            path = capture.svd_path
-            if capture.svd_head is not None and hidden is None:
-                path = "logits space: the LM head ran more than once or on other positions"
-            elif capture.svd_head is not None:
-                hidden_svd = {"hidden": hidden, "head_factor": self._head_factor(capture.svd_head)}
+            path = capture.svd_space(hidden)
             self._note_svd_path(path)
+            if path == "hidden space":
+                hidden_svd = {"hidden": hidden, "head_factor": self._head_factor(capture.svd_head)}
         regularizer, values = 0.0, {}
         if active:
             terms = regularizer_terms(
@@ -504,7 +342,7 @@ class BALoRATrainer(Trainer):
                 self._metrics[t].append((float(values[t].detach()), 1.0))
         return regularizer
 
-    def _row_capture(self, model, return_outputs: bool) -> _RowCapture:
+    def _row_capture(self, model, return_outputs: bool) -> RowCapture:
         """The row capture of `model`, chosen on its first step (the choice is logged with its reason)."""
         unwrapped = self.accelerator.unwrap_model(model)
         if self._capture is None or self._capture[0] is not unwrapped:
@@ -514,36 +352,25 @@ class BALoRATrainer(Trainer):
             capture = dataclasses.replace(capture, mode="row tap" if self._tap_rows_enabled else "gather")
         return capture
 
-    def _choose_row_capture(self, unwrapped) -> _RowCapture:
+    def _choose_row_capture(self, unwrapped) -> RowCapture:
         task = self.args.regularizer_task
-        body, head = (_rows_only_head(unwrapped) if task == "nlg" else None) or (None, None)
-        svd_head, svd_path = _hidden_svd_head(unwrapped, task, self._hidden_svd_enabled)
-        reason = None
-        if head is None:
-            reason = "the logits are not a plain linear map of the last hidden state for this model"
-        elif not self.args.rows_only_lm_head:
-            reason = "rows_only_lm_head is off"
-        elif self.label_smoother is not None or self.compute_loss_func is not None:
-            reason = "a label smoother or a custom loss function is set"
-        if reason is None:
-            mode = "rows-only head"
-        else:
-            mode = "row tap" if head is not None and self._tap_rows_enabled else "gather"
+        custom_loss = self.label_smoother is not None or self.compute_loss_func is not None
+        capture, reason = choose_row_capture(
+            unwrapped,
+            task,
+            self.args.rows_only_lm_head,
+            custom_loss,
+            self._tap_rows_enabled,
+            self._hidden_svd_enabled,
+        )
         if task == "nlg":
             self.student_head_path = "supervised rows" if reason is None else f"every position: {reason}"
             logger.info("BA-LoRA student LM head applied to %s", self.student_head_path)
-        return _RowCapture(mode, body, head, svd_head, svd_path)
+        return capture
 
-    def _supervised_rows(self, inputs: dict) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """NLG: (N,), (N,) indices (b, t) of the logits that predict a supervised token, labels[b, t+1]
-        ≠ −100, computed once per micro-batch; NLU: None (the rows are the examples)."""
-        if self.args.regularizer_task == "nlu":
-            return None
-        if inputs.get("labels") is None:
-            raise ValueError(
-                "NLG training needs labels in every batch (-100 at the positions not trained on)"
-            )
-        return (inputs["labels"][:, 1:] != -100).nonzero(as_tuple=True)
+    def _supervised_rows(self, inputs: dict) -> Rows:
+        """NLG: the micro-batch's supervised rows (`balora.row_capture.supervised_rows`); NLU: None."""
+        return None if self.args.regularizer_task == "nlu" else supervised_rows(inputs.get("labels"))
 
     def _logs_this_step(self) -> bool:
         """Whether the optimizer step in progress is one whose training log is written (the rule of
@@ -569,7 +396,7 @@ class BALoRATrainer(Trainer):
             self._head_factor_cache = (key, head_gram_factor(weight))
         return self._head_factor_cache[1]
 
-    def _reference_logits(self, model, inputs: dict, rows, capture: _RowCapture) -> torch.Tensor:
+    def _reference_logits(self, model, inputs: dict, rows, capture: RowCapture) -> torch.Tensor:
         """Reference logits on the regulariser rows; NLU rows come from the per-example cache when seen."""
         use_cache = self.args.regularizer_task == "nlu" and self.args.cache_reference_logits
         keys = self._example_keys(inputs) if use_cache else None
@@ -578,11 +405,7 @@ class BALoRATrainer(Trainer):
         ref_inputs = {k: v for k, v in inputs.items() if k != "labels"}
         unwrapped = self.accelerator.unwrap_model(model)
         with reference_mode(unwrapped):
-            if capture.body is None:
-                ref_logits = _gather(unwrapped(**ref_inputs).logits, rows)
-            else:  # the head on the N rows only: no (B, T, V) reference logits
-                hidden = capture.body(**ref_inputs).last_hidden_state  # (B, T, H)
-                ref_logits = capture.head(hidden[rows]).unsqueeze(0)  # (1, N, V)
+            ref_logits = capture.reference(unwrapped, ref_inputs, rows)
         if keys is not None:
             for key, row in zip(keys, ref_logits.detach().float().cpu(), strict=True):
                 self._reference_cache[key] = row  # (C,)
@@ -591,19 +414,15 @@ class BALoRATrainer(Trainer):
     @staticmethod
     def _example_keys(inputs: dict) -> list[bytes]:
         """A digest per example of its unpadded model inputs (padding length varies between batches)."""
-        ids = inputs["input_ids"]
+        ids = inputs["input_ids"]  # (B, T)
         attention = inputs.get("attention_mask")
+        keep = attention.bool() if attention is not None else torch.ones_like(ids, dtype=torch.bool)  # (B, T)
         extra = [inputs[k] for k in ("token_type_ids",) if k in inputs]
         keys = []
         for row in range(ids.shape[0]):
-            keep = (
-                attention[row].bool()
-                if attention is not None
-                else torch.ones_like(ids[row], dtype=torch.bool)
-            )
-            digest = hashlib.sha1(ids[row][keep].cpu().numpy().tobytes())
+            digest = hashlib.sha1(ids[row][keep[row]].cpu().numpy().tobytes())
             for tensor in extra:
-                digest.update(tensor[row][keep].cpu().numpy().tobytes())
+                digest.update(tensor[row][keep[row]].cpu().numpy().tobytes())
             keys.append(digest.digest())
         return keys
 
@@ -623,10 +442,8 @@ class BALoRATrainer(Trainer):
             # the mean over the step's items.
             world = self.accelerator.num_processes if self.args.average_tokens_across_devices else 1
             labels = inputs.get("labels")
-            if rows is not None:
-                items = float(rows[0].numel())
-            else:
-                items = float(labels.numel()) if labels is not None else 1.0
+            items = rows[0].numel() if rows is not None else labels.numel() if labels is not None else 1
+            items = float(items)
             self._metrics["task"].append((value * float(num_items_in_batch) / world, items))
         else:
             self._metrics["task"].append((value, 1.0))
@@ -646,55 +463,3 @@ class BALoRATrainer(Trainer):
                 logs[f"lambda_{t}"] = value
             self._metrics.clear()
         super().log(logs, *args, **kwargs)
-
-
-class _RowsTap(torch.autograd.Function):
-    """Identity on the student's (B, T, V) logits that also returns their N supervised rows (N, V).
-
-    A plain gather `logits[rows_b, rows_t]` backpropagates through a fresh B×T×V zero tensor, an
-    accumulating index_put of the N rows into it, and autograd's B×T×V sum with the task loss's
-    gradient. Here the backward adds the rows' gradient to the task loss's gradient at the N rows
-    (index_add into a copy: the gradient autograd hands in is not modified). The same sums, element by
-    element (g_task + g_rows), so the result is bit-identical, without the B×T×V temporaries
-    (benchmarks/README.md).
-    """
-
-    @staticmethod
-    def forward(ctx, logits, rows_b, rows_t):
-        ctx.set_materialize_grads(False)
-        ctx.save_for_backward(rows_b, rows_t)
-        ctx.logits_shape = logits.shape
-        return logits, logits[rows_b, rows_t]  # autograd returns the first as a view of the input
-
-    @staticmethod
-    def backward(ctx, grad_logits, grad_rows):
-        if grad_rows is None:
-            return grad_logits, None, None
-        rows_b, rows_t = ctx.saved_tensors
-        batch, length, vocab = ctx.logits_shape
-        if grad_logits is None:
-            grad_logits = grad_rows.new_zeros(ctx.logits_shape)
-        positions = rows_b * length + rows_t  # (N,) flat (b, t) indices, each once
-        summed = grad_logits.reshape(batch * length, vocab).index_add(0, positions, grad_rows)
-        return summed.view(batch, length, vocab), None, None
-
-
-# Decoder LMs whose logits are `lm_head(last_hidden_state)` with nothing after it (no soft-capping or
-# logit scaling), so the reference may apply the head to the N supervised rows only.
-_ROWS_ONLY_HEAD_MODEL_TYPES = ("llama", "mistral", "gemma", "qwen2", "qwen3")
-
-
-def _rows_only_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module] | None:
-    """(decoder body, LM head) of a causal LM (or of the peft model wrapping it), or None when the
-    logits are not a plain linear map of the body's last hidden state."""
-    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-    config = getattr(causal_lm, "config", None)
-    if getattr(config, "model_type", None) not in _ROWS_ONLY_HEAD_MODEL_TYPES:
-        return None
-    if getattr(config, "final_logit_softcapping", None) is not None:
-        return None
-    body = getattr(causal_lm, "model", None)
-    head = causal_lm.get_output_embeddings()
-    if body is None or not isinstance(head, torch.nn.Linear):
-        return None
-    return body, head

@@ -384,7 +384,7 @@ def _term_times(trainer, model, batch: dict, device: str, args) -> dict:
     import torch
 
     from balora.regularizers import TERMS, regularizer_terms
-    from balora.trainer import _gather
+    from balora.row_capture import gather_rows as _gather
 
     capture, rows = trainer._row_capture(model, return_outputs=False), trainer._supervised_rows(batch)
     head = capture.svd_head

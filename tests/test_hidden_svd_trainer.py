@@ -11,7 +11,8 @@ from helpers import random_response_dataset
 from balora.adapters import AdapterConfig, prepare_model
 from balora.repro.data import CausalLMCollator
 from balora.repro.models import tiny_causal_lm
-from balora.trainer import BALoRATrainer, BALoRATrainingArguments, _hidden_svd_head
+from balora.row_capture import hidden_svd_head
+from balora.trainer import BALoRATrainer, BALoRATrainingArguments
 
 
 def _args(tmp_path, **overrides):
@@ -90,12 +91,12 @@ def test_trained_biased_or_soft_capped_heads_fall_back_to_logits_space():
     base, _ = tiny_causal_lm("tiny-llama", seed=0)
     model = prepare_model(base, AdapterConfig(method="pissa", r=4, alpha=4))
     head = model.get_base_model().lm_head
-    assert _hidden_svd_head(model) == (head, "hidden space")
+    assert hidden_svd_head(model) == (head, "hidden space")
     head.weight.requires_grad_(True)
-    assert _hidden_svd_head(model) == (None, "logits space: the LM head is trained")
+    assert hidden_svd_head(model) == (None, "logits space: the LM head is trained")
     head.weight.requires_grad_(False)
     head.bias = torch.nn.Parameter(torch.zeros(head.out_features), requires_grad=False)
-    assert _hidden_svd_head(model) == (None, "logits space: the LM head has a bias")
+    assert hidden_svd_head(model) == (None, "logits space: the LM head has a bias")
     config = Gemma2Config(
         vocab_size=128,
         hidden_size=32,
@@ -106,7 +107,7 @@ def test_trained_biased_or_soft_capped_heads_fall_back_to_logits_space():
         head_dim=16,
         final_logit_softcapping=30.0,
     )
-    head, path = _hidden_svd_head(Gemma2ForCausalLM(config))
+    head, path = hidden_svd_head(Gemma2ForCausalLM(config))
     assert head is None and path.startswith("logits space: the logits are not a plain linear map")
 
 
@@ -146,14 +147,14 @@ def test_reference_forward_before_the_student_gives_the_same_loss_and_gradients(
 
 @pytest.mark.parametrize("kind", ["tiny-llama", "tiny-gemma"])
 def test_rows_taken_at_the_head_train_bit_identically_to_gathered_rows(tmp_path, kind, monkeypatch):
-    """The regulariser rows come from the LM head's output through _RowsTap, whose backward adds their
+    """The regulariser rows come from the LM head's output through RowsTap, whose backward adds their
     gradient at the N rows instead of autograd's B×T×V zeros-and-sum: the same sums, so four SGD
     steps at learning rate 1 (gradient accumulation 2) give identical logs and weights."""
-    from balora import trainer as trainer_module
+    from balora._kernels import RowsTap
 
     taps = []
-    real_apply = trainer_module._RowsTap.apply
-    monkeypatch.setattr(trainer_module._RowsTap, "apply", lambda *a: taps.append(1) or real_apply(*a))
+    real_apply = RowsTap.apply
+    monkeypatch.setattr(RowsTap, "apply", lambda *a: taps.append(1) or real_apply(*a))
     runs = {}
     for tapped in (True, False):
         monkeypatch.setattr(BALoRATrainer, "_tap_rows_enabled", tapped)

@@ -1,7 +1,7 @@
 """The loss path trains bit-identically to BALoRATrainer as of commit c5f883e, for each way the student's
-supervised rows are taken: the LM head applied to the rows only, the rows tapped at the head's output
-(`_RowsTap`), a gather of the returned logits (tiny LLaMA and tiny Gemma), and an NLU classifier (tiny
-BERT), whose rows are the examples. Same machine, same process, so the comparison is exact: the
+supervised rows are taken (balora.row_capture): the LM head applied to the rows only, the rows tapped at
+the head's output, a gather of the returned logits (tiny LLaMA and tiny Gemma), and an NLU classifier
+(tiny BERT), whose rows are the examples. Same machine, same process, so the comparison is exact: the
 adapter weights after a few SGD steps (gradient accumulation 2) and every logged loss and term.
 
 The reference trainer is read from the git history (`git show c5f883e:balora/trainer.py`); without

@@ -139,3 +139,14 @@ def test_models_without_a_plain_head_keep_the_full_head_and_say_why(tmp_path):
     trainer = BALoRATrainer(model=llama, args=_args(tmp_path, rows_only_lm_head=False))
     assert trainer._row_capture(llama, return_outputs=False).mode == "row tap"
     assert trainer.student_head_path == "every position: rows_only_lm_head is off"
+
+
+def test_the_supervised_rows_are_the_positions_that_predict_a_label():
+    from balora.row_capture import supervised_rows
+
+    labels = torch.tensor([[-100, 5, 6, -100], [-100, -100, -100, 7]])  # (B, T)
+    rows_b, rows_t = supervised_rows(labels)
+    # The logit at t predicts token t+1: rows (0, 0), (0, 1) for labels 5, 6 and (1, 2) for label 7.
+    assert (rows_b.tolist(), rows_t.tolist()) == ([0, 0, 1], [0, 1, 2])
+    with pytest.raises(ValueError, match="NLG training needs labels in every batch"):
+        supervised_rows(None)

@@ -319,7 +319,7 @@ def test_rows_only_reference_and_gathered_rows_equal_the_masked_full_logits_form
     loss and gradients must equal the docs/method.md formula on full (B, T-1, V) logits with the mask."""
     from balora.adapters import reference_mode
     from balora.regularizers import regularizer_terms
-    from balora.trainer import _rows_only_head
+    from balora.row_capture import rows_only_head
 
     base, tokenizer = tiny_causal_lm(kind, seed=0)
     torch.manual_seed(0)
@@ -328,7 +328,7 @@ def test_rows_only_reference_and_gathered_rows_equal_the_masked_full_logits_form
         for name, p in model.named_parameters():
             if "lora_B" in name and ".default." in name:
                 p.add_(0.05 * torch.randn_like(p))
-    assert _rows_only_head(model) is not None, f"{kind} should take the rows-only reference head"
+    assert rows_only_head(model) is not None, f"{kind} should take the rows-only reference head"
     dataset = random_response_dataset()
     rows = [dataset[i] for i in range(len(dataset))]
     rows[0]["labels"][6:10] = [-100] * 4  # ragged supervision: masked rows inside a response
@@ -357,7 +357,7 @@ def test_rows_only_reference_and_gathered_rows_equal_the_masked_full_logits_form
 def test_rows_only_reference_head_falls_back_for_models_with_logit_post_processing():
     from transformers import Gemma2Config, Gemma2ForCausalLM
 
-    from balora.trainer import _rows_only_head
+    from balora.row_capture import rows_only_head
 
     config = Gemma2Config(
         vocab_size=128,
@@ -369,4 +369,4 @@ def test_rows_only_reference_head_falls_back_for_models_with_logit_post_processi
         head_dim=16,
         final_logit_softcapping=30.0,
     )
-    assert _rows_only_head(Gemma2ForCausalLM(config)) is None  # tanh soft-capping follows the head
+    assert rows_only_head(Gemma2ForCausalLM(config)) is None  # tanh soft-capping follows the head

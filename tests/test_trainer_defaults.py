@@ -2,10 +2,15 @@
 (balora.regularizers), a required output directory, TensorBoard on by default, every term logged."""
 
 import dataclasses
+import importlib.util
+import subprocess
+import sys
+import typing
 
 import pytest
 import torch
-from helpers import random_response_dataset
+from helpers import ROOT, random_response_dataset
+from transformers import HfArgumentParser
 
 from balora import regularizers, trainer
 from balora.adapters import AdapterConfig, prepare_model
@@ -78,6 +83,105 @@ def test_the_renamed_fields_reach_the_regularizer_config(tmp_path):
     )
     config = args.regularizer_config()
     assert (config.consistency, config.diversity) == ("mse_normalized", "covariance")
+
+
+def test_every_regularizer_config_field_is_set_by_one_argument_of_its_type():
+    """The arguments that set RegularizerConfig are derived from its fields: one argument per field, of
+    the field's type (or None: the preset fills it), with RegularizerConfig's default where not None."""
+    config_types = typing.get_type_hints(regularizers.RegularizerConfig)
+    argument_types = typing.get_type_hints(BALoRATrainingArguments)
+    arguments = {f.name: f for f in dataclasses.fields(BALoRATrainingArguments)}
+    sets = trainer._config_arguments()
+    assert sets.keys() == {f.name for f in dataclasses.fields(regularizers.RegularizerConfig)}
+    assert len(set(sets.values())) == len(sets)
+    for name, argument in sets.items():
+        assert argument_types[argument] in (config_types[name], config_types[name] | None), argument
+        if arguments[argument].default is not None:
+            assert arguments[argument].default == getattr(regularizers.RegularizerConfig, name), argument
+
+
+# The last commit whose BALoRATrainingArguments declared the regulariser fields and their mapping into
+# RegularizerConfig by hand.
+HAND_DECLARED_COMMIT = "67be53d"
+
+
+@pytest.fixture(scope="module")
+def hand_declared():
+    """balora/trainer.py at HAND_DECLARED_COMMIT, imported as its own module."""
+    shown = subprocess.run(
+        ["git", "show", f"{HAND_DECLARED_COMMIT}:balora/trainer.py"], cwd=ROOT, capture_output=True, text=True
+    )
+    if shown.returncode != 0:
+        pytest.skip(
+            f"commit {HAND_DECLARED_COMMIT} is not in this checkout's history: {shown.stderr.strip()}"
+        )
+    name = f"balora_trainer_{HAND_DECLARED_COMMIT}"
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(name, loader=None))
+    sys.modules[name] = module  # dataclasses resolve the fields' annotations through sys.modules
+    exec(compile(shown.stdout, f"{HAND_DECLARED_COMMIT}:balora/trainer.py", "exec"), module.__dict__)
+    yield module
+    del sys.modules[name]
+
+
+def _parser_actions(arguments_class) -> list[tuple]:
+    """Each flag's argparse action; a type made per parser (an enum's choice function) by its name."""
+    keys = ("option_strings", "dest", "default", "help", "choices", "nargs", "const", "required")
+    return [
+        (
+            *(getattr(a, k) for k in keys),
+            a.type if isinstance(a.type, type) else getattr(a.type, "__qualname__", a.type),
+        )
+        for a in HfArgumentParser(arguments_class)._actions
+    ]
+
+
+def test_the_command_line_is_the_hand_declared_one(hand_declared):
+    """Every flag keeps its name, default, type, help and place."""
+    expected = _parser_actions(hand_declared.BALoRATrainingArguments)
+    assert _parser_actions(BALoRATrainingArguments) == expected
+    assert len(expected) > 100  # TrainingArguments' flags and ours
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"regularizer_task": "nlu"},
+        {"regularizer_preset": "iclr2026"},
+        {"regularizer_preset": "v5", "regularizer_task": "nlu", "lambda_svd": 0.0, "temperature": 1.0},
+        {"regularizer_preset": "iclr2026", "svd_eigensolver": "lobpcg", "regularizer_chunk_rows": 7},
+        {"consistency_type": "mse_normalized", "diversity_type": "covariance", "svd_top_k": 3},
+        {"svd_normalizer": "nuclear", "entropy_top_k": 5, "svd_eigensolver": ""},
+    ],
+)
+def test_the_resolved_arguments_and_regularizer_config_are_the_hand_declared_ones(
+    hand_declared, tmp_path, overrides
+):
+    got = _args(tmp_path, **overrides)
+    expected = hand_declared.BALoRATrainingArguments(
+        output_dir=str(tmp_path), report_to="none", use_cpu=True, **overrides
+    )
+    assert dataclasses.asdict(got) == dataclasses.asdict(expected)
+    assert got.regularizer_config() == expected.regularizer_config()
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"regularizer_chunk_rows": None},
+        {"regularizer_task": None},
+        {"svd_eigensolver": "qr"},
+        {"temperature": 0.0},
+    ],
+)
+def test_bad_regularizer_arguments_are_refused_as_before(hand_declared, tmp_path, overrides):
+    with pytest.raises(ValueError) as expected:
+        hand_declared.BALoRATrainingArguments(
+            output_dir=str(tmp_path), report_to="none", use_cpu=True, **overrides
+        )
+    with pytest.raises(ValueError) as got:
+        _args(tmp_path, **overrides)
+    assert str(got.value) == str(expected.value)
 
 
 def test_output_dir_is_required(tmp_path):

@@ -279,26 +279,43 @@ def test_rehearsal_nlg_row_and_nlu_row(tmp_path):
 
 
 @pytest.mark.slow
-def test_rehearsal_rank_sweep_at_two_ranks(tmp_path):
-    """The sweep's --lora_r override gets its own PiSSA decomposition per rank (it used to reuse _r128)."""
-    _rehearse(
-        "rank_sweep",
-        tmp_path,
-        *["--grid", "models=mistral-7b", "--grid", "methods=ba-lora", "--grid", "ranks=1 128"],
-        *["--grid", "with_full_ft=0"],
+def test_rehearsal_rank_sweep_decomposes_once_per_rank(tmp_path, monkeypatch):
+    """The sweep's --lora_r override gets its own PiSSA decomposition per rank (it used to reuse _r128):
+    every stage of a rank's run carries that rank and its own init folder, and the init stage, run for
+    real on the rehearsal stand-in, records it. (Training, evaluation and the table of a rehearsed NLG
+    row: test_rehearsal_nlg_row_and_nlu_row.)"""
+    from balora.repro import run as R
+
+    monkeypatch.chdir(REPO)
+    monkeypatch.setenv("BALORA_REHEARSAL", "1")
+    opts = R.Options(
+        study="rank_sweep",
+        rehearse=True,
+        grid={
+            "models": ("mistral-7b",),
+            "methods": ("ba-lora",),
+            "ranks": ("1", "128"),
+            "with_full_ft": ("0",),
+        },
+        results_dir=str(tmp_path / "results"),
+        outputs_dir=str(tmp_path / "outputs"),
     )
-    for r in (1, 128):
-        record = json.loads(
-            (tmp_path / "outputs" / "pissa_init" / f"mistral-7b_r{r}" / "decomposition.json").read_text()
-        )
+    planned = R.make_plan(opts)
+    assert [run.run_id for run in planned] == [f"rank_sweep/mistral-7b_ba-lora_r{r}/seed42" for r in (1, 128)]
+    for run, r in zip(planned, (1, 128), strict=True):
+        init_dir = str(tmp_path / "outputs" / "pissa_init" / f"mistral-7b_r{r}")
+        for stage in run.stages:
+            if stage.name in ("pissa_init", "train"):
+                argv = stage.argv
+                assert (
+                    argv[argv.index("--lora_r") + 1] == str(r)
+                    and argv[argv.index("--init_dir") + 1] == init_dir
+                )
+        init = next(stage for stage in run.stages if stage.name == "pissa_init")
+        proc = subprocess.run(init.argv, cwd=REPO, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        record = json.loads((Path(init_dir) / "decomposition.json").read_text())
         assert record["r"] == r and record["model"] == "mistralai/Mistral-7B-v0.1"
-        config = yaml.safe_load(
-            (
-                tmp_path / "results" / "rank_sweep" / f"mistral-7b_ba-lora_r{r}" / "seed42" / "config.yaml"
-            ).read_text()
-        )
-        assert config["lora_r"] == r
-    assert (tmp_path / "results" / "figures" / "rank_sweep.png").stat().st_size > 0
 
 
 def test_adalora_schedule_fractions_follow_the_run_length(tmp_path):

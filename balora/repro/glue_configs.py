@@ -122,6 +122,42 @@ def _method_fields(method: str, r: int, alpha: float, total_steps: int) -> list[
     return out
 
 
+def _launch(name: str) -> str:
+    """The header line that launches one config's seed-42 run."""
+    return (
+        f"Launch: python finetune_glue.py --config configs/glue/{name} --output_dir runs/glue/"
+        f"{name[:-5]}/seed42 --seed 42"
+    )
+
+
+def _training_fields(
+    epochs: int,
+    batch: int,
+    lr: float,
+    weight_decay: float | None,
+    logging_steps: int = 50,
+    report_to: str = "tensorboard",
+) -> list[tuple[str, object]]:
+    """The schedule and logging fields every grid ends with (weight_decay None: the field is left out)."""
+    out: list[tuple[str, object]] = [
+        ("num_train_epochs", float(epochs)),
+        ("per_device_train_batch_size", batch),
+        ("per_device_eval_batch_size", 64),
+        ("learning_rate", lr),
+        ("lr_scheduler_type", "linear"),
+        ("warmup_steps", 0.06),
+    ]
+    if weight_decay is not None:
+        out.append(("weight_decay", weight_decay))
+    out += [
+        ("eval_strategy", "epoch"),
+        ("save_strategy", "no"),
+        ("logging_steps", logging_steps),
+        ("report_to", report_to),
+    ]
+    return out
+
+
 def _yaml_value(value: object) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_yaml_value(item) for item in value) + "]"
@@ -209,8 +245,7 @@ def deberta() -> int:
                 f"Paper NLU table (DeBERTa-v3-base): {METHOD_NAMES[method]} on GLUE {task.upper()}, "
                 f"validation {'matched ' if task == 'mnli' else ''}set, best epoch; seeds 42/1024/2024.",
                 f"Hyperparameters: {note}{note_method}.",
-                f"Launch: python finetune_glue.py --config configs/glue/{name} --output_dir runs/glue/"
-                f"{name[:-5]}/seed42 --seed 42",
+                _launch(name),
                 "Data: nyu-mll/glue from the hub; add --glue_dir DIR for the original TSV files.",
             ]
             fields = [
@@ -218,17 +253,7 @@ def deberta() -> int:
                 ("model_name_or_path", "microsoft/deberta-v3-base"),
                 ("max_seq_length", seq),
                 *_method_fields(method, 8, 8.0, total),
-                ("num_train_epochs", float(epochs)),
-                ("per_device_train_batch_size", batch),
-                ("per_device_eval_batch_size", 64),
-                ("learning_rate", lr),
-                ("lr_scheduler_type", "linear"),
-                ("warmup_steps", 0.06),
-                ("weight_decay", 0.01),
-                ("eval_strategy", "epoch"),
-                ("save_strategy", "no"),
-                ("logging_steps", 50),
-                ("report_to", "tensorboard"),
+                *_training_fields(epochs, batch, lr, 0.01),
             ]
             _write(name, header, fields)
             count += 1
@@ -275,8 +300,7 @@ def roberta_large() -> int:
                 f"validation {'matched ' if task == 'mnli' else ''}set, best epoch; seeds 42/1024/2024.",
                 f"Hyperparameters: LoRA's RoBERTa-large recipe ({LORA_SCRIPTS.replace('<task>', task)}): "
                 f"{epochs} epochs, {seq} tokens, batch {batch // 8} x 8 GPUs; {source}.",
-                f"Launch: python finetune_glue.py --config configs/glue/{name} --output_dir runs/glue/"
-                f"{name[:-5]}/seed42 --seed 42",
+                _launch(name),
                 "Data: nyu-mll/glue from the hub; add --glue_dir DIR for the original TSV files.",
             ]
             fields = [
@@ -287,19 +311,7 @@ def roberta_large() -> int:
             ]
             if method in LORA_FAMILY:
                 fields.append(("target_modules", ["query", "value"]))
-            fields += [
-                ("num_train_epochs", float(epochs)),
-                ("per_device_train_batch_size", batch),
-                ("per_device_eval_batch_size", 64),
-                ("learning_rate", lr),
-                ("lr_scheduler_type", "linear"),
-                ("warmup_steps", 0.06),
-                ("weight_decay", 0.1),
-                ("eval_strategy", "epoch"),
-                ("save_strategy", "no"),
-                ("logging_steps", 50),
-                ("report_to", "tensorboard"),
-            ]
+            fields += _training_fields(epochs, batch, lr, 0.1)
             _write(name, header, fields)
             count += 1
     return count
@@ -334,8 +346,7 @@ def tsne_runs() -> int:
                     + " and the LoRA lr range (2e-4 ... 5e-4) "
                     "reported; " + ("batch 32, " if model == "bert-large" else "") + "lr 2e-4, 128 tokens, "
                     "warmup our choice.",
-                    f"Launch: python finetune_glue.py --config configs/glue/{name} --output_dir runs/glue/"
-                    f"{name[:-5]}/seed42 --seed 42",
+                    _launch(name),
                 ]
                 fields = [
                     ("task_name", task),
@@ -348,18 +359,7 @@ def tsne_runs() -> int:
                 ]
                 if method == "ba-lora":
                     fields.append(("regularizer_preset", "iclr2026"))
-                fields += [
-                    ("num_train_epochs", float(epochs)),
-                    ("per_device_train_batch_size", batch),
-                    ("per_device_eval_batch_size", 64),
-                    ("learning_rate", 2e-4),
-                    ("lr_scheduler_type", "linear"),
-                    ("warmup_steps", 0.06),
-                    ("eval_strategy", "epoch"),
-                    ("save_strategy", "no"),
-                    ("logging_steps", 50),
-                    ("report_to", "tensorboard"),
-                ]
+                fields += _training_fields(epochs, batch, 2e-4, None)
                 _write(name, header, fields)
                 count += 1
     return count
@@ -387,25 +387,14 @@ def probe_runs() -> int:
                     f"{task.upper()}, validation set, best epoch; seeds 42/1024/2024.",
                     "Hyperparameters: not reported for this probe; the DeBERTa-v3-base recipe of the task "
                     "(configs/glue/*_deberta-v3-base_*) is our choice, as is the task subset.",
-                    f"Launch: python finetune_glue.py --config configs/glue/{name} --output_dir runs/glue/"
-                    f"{name[:-5]}/seed42 --seed 42",
+                    _launch(name),
                 ]
                 fields = [
                     ("task_name", task),
                     ("model_name_or_path", hub),
                     ("max_seq_length", seq),
                     *_method_fields(method, 8, 8.0, epochs * -(-rows // batch)),
-                    ("num_train_epochs", float(epochs)),
-                    ("per_device_train_batch_size", batch),
-                    ("per_device_eval_batch_size", 64),
-                    ("learning_rate", lr),
-                    ("lr_scheduler_type", "linear"),
-                    ("warmup_steps", 0.06),
-                    ("weight_decay", 0.01),
-                    ("eval_strategy", "epoch"),
-                    ("save_strategy", "no"),
-                    ("logging_steps", 50),
-                    ("report_to", "tensorboard"),
+                    *_training_fields(epochs, batch, lr, 0.01),
                 ]
                 _write(name, header, fields)
                 count += 1
@@ -422,8 +411,7 @@ def minilm() -> int:
             header = [
                 f"CPU mini table: {METHOD_NAMES[method]} on GLUE {task.upper()} with all-MiniLM-L6-v2 "
                 "(22.7M, embedded), real GLUE TSVs from data/glue (scripts/fetch_data.py); not a paper number.",
-                f"Launch: python finetune_glue.py --config configs/glue/{name} --output_dir runs/glue/"
-                f"{name[:-5]}/seed42 --seed 42",
+                _launch(name),
             ]
             fields = [
                 ("task_name", task),
@@ -435,17 +423,7 @@ def minilm() -> int:
                 fields.append(("max_train_samples", max_train))
             fields += [
                 *_method_fields(method, 8, 16.0, total),
-                ("num_train_epochs", float(epochs)),
-                ("per_device_train_batch_size", 32),
-                ("per_device_eval_batch_size", 64),
-                ("learning_rate", MINILM_LR[method]),
-                ("lr_scheduler_type", "linear"),
-                ("warmup_steps", 0.06),
-                ("weight_decay", 0.0),
-                ("eval_strategy", "epoch"),
-                ("save_strategy", "no"),
-                ("logging_steps", 10),
-                ("report_to", "none"),
+                *_training_fields(epochs, 32, MINILM_LR[method], 0.0, logging_steps=10, report_to="none"),
             ]
             _write(name, header, fields)
             count += 1

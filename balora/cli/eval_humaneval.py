@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 
 from balora.cli.command import run_command
 from balora.eval import code
-from balora.eval.runner import Benchmark, EvalArguments, run
-from balora.eval.samples import write_evalplus_samples
+from balora.eval.runner import EvalArguments
 from balora.eval.sandbox import SandboxSetupError, WeakIsolationError
 from balora.repro.config import parse_args
 
@@ -47,28 +46,19 @@ def main(argv: list[str] | None = None) -> dict:
     tasks, data_info = code.load_humaneval(args.data, args.limit)
     if he_args.plus_data:
         data_info.update(code.attach_humaneval_plus(tasks, he_args.plus_data))
-    if args.stop_strings is None:
-        args.stop_strings = list(code.stop_strings(code_args.extraction))
-    bench = Benchmark(
+    return code.run_code_benchmark(
+        args,
+        code_args,
         name="humaneval",
         protocol=code.HUMANEVAL_PROTOCOL,
         protocol_version=code.HUMANEVAL_VERSION,
         tasks=tasks,
         data_info=data_info,
         normalize_id=humaneval_id,
-        num_samples=code_args.num_samples,
-        grade=lambda pairs: code_args.grade(pairs, code.humaneval_program),
-        summarize=lambda rows: code.summarize_passes(rows, code_args.num_samples),
-        extra_settings={
-            **code_args.settings(),
-            "instruction": code.HUMANEVAL_INSTRUCTION,
-        },
+        build_program=code.humaneval_program,
+        instruction=code.HUMANEVAL_INSTRUCTION,
+        evalplus_id=lambda task_id: task_id,
     )
-    metrics = run(bench, args)
-    write_evalplus_samples(
-        args.output_dir, lambda task_id: task_id
-    )  # for cross-checking with evalplus itself
-    return metrics
 
 
 def report(metrics: dict) -> str:

@@ -20,8 +20,7 @@ from dataclasses import dataclass, field
 from balora.cli.command import run_command
 from balora.eval import code
 from balora.eval.data import benchmark_file, hub_errors
-from balora.eval.runner import Benchmark, EvalArguments, int_task_id, run
-from balora.eval.samples import write_evalplus_samples
+from balora.eval.runner import EvalArguments, int_task_id
 from balora.eval.sandbox import SandboxSetupError, WeakIsolationError
 from balora.repro.config import parse_args
 
@@ -63,28 +62,19 @@ def main(argv: list[str] | None = None) -> dict:
             tasks, data_info = code.load_mbpp(None, args.limit, mbpp_args.mbpp_variant)
     else:
         tasks, data_info = code.load_mbpp(data, args.limit, mbpp_args.mbpp_variant)
-    if args.stop_strings is None:
-        args.stop_strings = list(code.stop_strings(code_args.extraction))
-    bench = Benchmark(
+    return code.run_code_benchmark(
+        args,
+        code_args,
         name="mbpp",
         protocol=code.MBPP_PROTOCOL,
         protocol_version=code.MBPP_VERSION,
         tasks=tasks,
         data_info=data_info,
         normalize_id=mbpp_id,
-        num_samples=code_args.num_samples,
-        grade=lambda pairs: code_args.grade(pairs, code.mbpp_program),
-        summarize=lambda rows: code.summarize_passes(rows, code_args.num_samples),
-        extra_settings={
-            **code_args.settings(),
-            "instruction": code.MBPP_INSTRUCTION,
-        },
+        build_program=code.mbpp_program,
+        instruction=code.MBPP_INSTRUCTION,
+        evalplus_id=lambda task_id: f"Mbpp/{task_id}",
     )
-    metrics = run(bench, args)
-    write_evalplus_samples(
-        args.output_dir, lambda task_id: f"Mbpp/{task_id}"
-    )  # for cross-checking with evalplus itself
-    return metrics
 
 
 def report(metrics: dict) -> str:

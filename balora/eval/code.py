@@ -794,6 +794,48 @@ class CodeArguments:
         }
 
 
+def run_code_benchmark(
+    args,
+    code_args: CodeArguments,
+    *,
+    name: str,
+    protocol: str,
+    protocol_version: str,
+    tasks: list[dict],
+    data_info: dict,
+    normalize_id: Callable,
+    build_program: Callable,
+    instruction: str,
+    evalplus_id: Callable,
+) -> dict:
+    """Generate (or read) completions of `tasks`, grade them in the sandbox and return metrics.json's content.
+
+    `args` are the runner's EvalArguments; without --stop_strings, generation stops at the code stop strings
+    of `code_args.extraction`. Also writes evalplus_samples.jsonl (`evalplus_id(task_id)`, solution) for
+    cross-checking with evalplus itself.
+    """
+    from balora.eval.runner import Benchmark, run  # imports torch: only when asked
+    from balora.eval.samples import write_evalplus_samples
+
+    if args.stop_strings is None:
+        args.stop_strings = list(stop_strings(code_args.extraction))
+    bench = Benchmark(
+        name=name,
+        protocol=protocol,
+        protocol_version=protocol_version,
+        tasks=tasks,
+        data_info=data_info,
+        normalize_id=normalize_id,
+        num_samples=code_args.num_samples,
+        grade=lambda pairs: code_args.grade(pairs, build_program),
+        summarize=lambda rows: summarize_passes(rows, code_args.num_samples),
+        extra_settings={**code_args.settings(), "instruction": instruction},
+    )
+    metrics = run(bench, args)
+    write_evalplus_samples(args.output_dir, evalplus_id)
+    return metrics
+
+
 def _code_stop_strings() -> tuple[str, ...]:
     from balora.eval.generation import CODE_STOP_STRINGS  # imports torch: only when asked
 

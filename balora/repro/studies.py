@@ -394,14 +394,7 @@ def _nlu_diversity(a: Axes, seeds, s: Settings) -> list[RunSpec]:
         )
         for seed in seeds
     ]
-    for method in ("ba-lora", "lora"):
-        runs += [
-            glue_run(
-                "nlu", f"{task}_{model}_{method}", seed, f"configs/glue/{task}_{model}_{method}.yaml", (), s
-            )
-            for seed in seeds
-        ]
-    return runs
+    return runs + glue_grid_runs("nlu", (model,), (task,), ("ba-lora", "lora"), seeds, s)
 
 
 def _imbalanced_mnli(a: Axes, seeds, s: Settings) -> list[RunSpec]:

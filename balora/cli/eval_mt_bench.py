@@ -23,7 +23,7 @@ from balora.eval import mt_bench
 from balora.eval.data import benchmark_file
 from balora.eval.generation import Generator, generate_to_file
 from balora.eval.runner import EvalArguments, int_task_id
-from balora.eval.samples import build_metrics, file_sha256, read_samples, write_results
+from balora.eval.samples import build_metrics, read_samples, write_results
 from balora.repro.config import parse_args
 from balora.repro.data import data_dir
 
@@ -179,14 +179,7 @@ def main(argv: list[str] | None = None) -> dict:
         "judge_model": judge.model if judgments else None,
     }
     settings = {
-        "mode": "samples" if args.samples else "generate",
-        "model": args.model,
-        "adapter": args.adapter,
-        "limit": args.limit,
-        "samples_file": args.samples,
-        "samples_sha256": file_sha256(args.samples) if args.samples else None,
-        "data": data_info,
-        "decoding": None if args.samples else {**args.decoding().__dict__, "dtype": args.dtype},
+        **args.run_settings(data_info),
         "judge": {
             "model": judge.model,
             "base_url": judge.base_url,

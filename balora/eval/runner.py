@@ -93,6 +93,19 @@ class EvalArguments:
             backend=self.backend,
         )
 
+    def run_settings(self, data_info: dict) -> dict:
+        """What metrics.json records of the run's inputs: mode, model, samples file, data, decoding."""
+        return {
+            "mode": "samples" if self.samples else "generate",
+            "model": self.model,
+            "adapter": self.adapter,
+            "limit": self.limit,
+            "samples_file": self.samples,
+            "samples_sha256": file_sha256(self.samples) if self.samples else None,
+            "data": data_info,
+            "decoding": None if self.samples else {**asdict(self.decoding()), "dtype": self.dtype},
+        }
+
 
 @dataclass
 class Benchmark:
@@ -238,14 +251,7 @@ def run(bench: Benchmark, args: EvalArguments) -> dict:
             len(bench.tasks),
         )
     settings = {
-        "mode": "samples" if args.samples else "generate",
-        "model": args.model,
-        "adapter": args.adapter,
-        "limit": args.limit,
-        "samples_file": args.samples,
-        "samples_sha256": file_sha256(args.samples) if args.samples else None,
-        "data": bench.data_info,
-        "decoding": None if args.samples else {**asdict(args.decoding()), "dtype": args.dtype},
+        **args.run_settings(bench.data_info),
         "num_samples": bench.num_samples,
         **bench.extra_settings,
     }

@@ -77,3 +77,28 @@ def random_response_dataset(n=8, length=16, prompt=6, seed=0):
         ids = torch.randint(4, 500, (length,), generator=g).tolist()
         rows.append({"input_ids": ids, "labels": [-100] * prompt + ids[prompt:]})
     return Dataset.from_list(rows)
+
+
+# Deterministic CPU training for exact comparisons: plain SGD at a constant learning rate, no warmup or
+# weight decay, no reporting integrations, checkpoints or data-loader workers.
+SGD_CPU_RUN = dict(
+    learning_rate=1.0,
+    optim="sgd",
+    lr_scheduler_type="constant",
+    warmup_steps=0,
+    weight_decay=0.0,
+    report_to="none",
+    use_cpu=True,
+    save_strategy="no",
+    seed=0,
+    disable_tqdm=True,
+    dataloader_num_workers=0,
+)
+
+
+def sgd_cpu_args(tmp_path, args_class=None, **overrides):
+    """`args_class` (default BALoRATrainingArguments) for a SGD_CPU_RUN writing to tmp_path, with overrides."""
+    if args_class is None:
+        from balora.trainer import BALoRATrainingArguments as args_class
+
+    return args_class(output_dir=str(tmp_path), **{**SGD_CPU_RUN, **overrides})

@@ -6,38 +6,27 @@ import logging
 
 import pytest
 import torch
-from helpers import random_response_dataset
+from helpers import random_response_dataset, sgd_cpu_args
 
 from balora.adapters import AdapterConfig, prepare_model
 from balora.repro.data import CausalLMCollator
 from balora.repro.models import tiny_causal_lm
 from balora.row_capture import hidden_svd_head
-from balora.trainer import BALoRATrainer, BALoRATrainingArguments
+from balora.trainer import BALoRATrainer
+
+# Four SGD steps of batch 4 with the ICLR-2026 preset and an SVD term large enough to move the weights.
+_RUN = dict(
+    per_device_train_batch_size=4,
+    gradient_accumulation_steps=1,
+    max_steps=4,
+    logging_steps=1,
+    regularizer_preset="iclr2026",
+    lambda_svd=0.5,
+)
 
 
 def _args(tmp_path, **overrides):
-    values = dict(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=4,
-        gradient_accumulation_steps=1,
-        max_steps=4,
-        learning_rate=1.0,
-        optim="sgd",
-        lr_scheduler_type="constant",
-        warmup_steps=0,
-        weight_decay=0.0,
-        report_to="none",
-        use_cpu=True,
-        save_strategy="no",
-        logging_steps=1,
-        seed=0,
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        regularizer_preset="iclr2026",
-        lambda_svd=0.5,
-    )
-    values.update(overrides)
-    return BALoRATrainingArguments(**values)
+    return sgd_cpu_args(tmp_path, **{**_RUN, **overrides})
 
 
 def _train(tmp_path, kind, hidden_enabled, **overrides):

@@ -15,7 +15,7 @@ import sys
 import pytest
 import torch
 from datasets import Dataset
-from helpers import ROOT, random_response_dataset
+from helpers import ROOT, random_response_dataset, sgd_cpu_args
 
 from balora import trainer as current
 from balora.adapters import AdapterConfig, prepare_model
@@ -43,27 +43,17 @@ def reference():
     del sys.modules[name]
 
 
+# Two SGD steps of batch 4, each accumulated over 2 micro-batches.
+_RUN = dict(
+    per_device_train_batch_size=4,
+    gradient_accumulation_steps=2,
+    max_steps=2,
+    logging_steps=2,  # λ > 0 terms averaged over 2 steps, λ = 0 ones over the logged step
+)
+
+
 def _args(module, tmp_path, **overrides):
-    values = dict(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=4,
-        gradient_accumulation_steps=2,
-        max_steps=2,
-        learning_rate=1.0,
-        optim="sgd",
-        lr_scheduler_type="constant",
-        warmup_steps=0,
-        weight_decay=0.0,
-        report_to="none",
-        use_cpu=True,
-        save_strategy="no",
-        logging_steps=2,  # λ > 0 terms averaged over 2 steps, λ = 0 ones over the logged step
-        seed=0,
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-    )
-    values.update(overrides)
-    return module.BALoRATrainingArguments(**values)
+    return sgd_cpu_args(tmp_path, module.BALoRATrainingArguments, **{**_RUN, **overrides})
 
 
 def _result(trainer, model):

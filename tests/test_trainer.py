@@ -8,37 +8,26 @@ import math
 import pytest
 import torch
 from datasets import Dataset
-from helpers import random_response_dataset
+from helpers import random_response_dataset, sgd_cpu_args
 from transformers import Trainer
 
 from balora.adapters import AdapterConfig, prepare_model
 from balora.repro.data import CausalLMCollator
 from balora.repro.models import tiny_causal_lm
-from balora.trainer import BALoRATrainer, BALoRATrainingArguments, scheduled_lambdas
+from balora.trainer import BALoRATrainer, scheduled_lambdas
+
+# One SGD step on a batch of 8, without gradient clipping.
+_RUN = dict(
+    per_device_train_batch_size=8,
+    gradient_accumulation_steps=1,
+    max_steps=1,
+    max_grad_norm=0.0,
+    logging_steps=1,
+)
 
 
 def _args(tmp_path, **overrides):
-    values = dict(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=8,
-        gradient_accumulation_steps=1,
-        max_steps=1,
-        learning_rate=1.0,
-        optim="sgd",
-        lr_scheduler_type="constant",
-        warmup_steps=0,
-        max_grad_norm=0.0,
-        weight_decay=0.0,
-        report_to="none",
-        use_cpu=True,
-        save_strategy="no",
-        logging_steps=1,
-        seed=0,
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-    )
-    values.update(overrides)
-    return BALoRATrainingArguments(**values)
+    return sgd_cpu_args(tmp_path, **{**_RUN, **overrides})
 
 
 def _model(method="lora", perturb=True):

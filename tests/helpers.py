@@ -79,6 +79,20 @@ def random_response_dataset(n=8, length=16, prompt=6, seed=0):
     return Dataset.from_list(rows)
 
 
+def random_classification_dataset(n=8, length=12, seed=2):
+    """Random token rows of one length, unpadded (full attention mask), labels alternating 0 and 1."""
+    import torch
+    from datasets import Dataset
+
+    ids = torch.randint(1000, 5000, (n, length), generator=torch.Generator().manual_seed(seed))
+    return Dataset.from_list(
+        [
+            {"input_ids": row.tolist(), "attention_mask": [1] * length, "labels": i % 2}
+            for i, row in enumerate(ids)
+        ]
+    )
+
+
 # Deterministic CPU training for exact comparisons: plain SGD at a constant learning rate, no warmup or
 # weight decay, no reporting integrations, checkpoints or data-loader workers.
 SGD_CPU_RUN = dict(

@@ -14,8 +14,7 @@ import sys
 
 import pytest
 import torch
-from datasets import Dataset
-from helpers import ROOT, random_response_dataset, sgd_cpu_args
+from helpers import ROOT, random_classification_dataset, random_response_dataset, sgd_cpu_args
 
 from balora import trainer as current
 from balora.adapters import AdapterConfig, prepare_model
@@ -99,13 +98,7 @@ def _train_nlu(module, tmp_path):
             method="pissa", r=4, alpha=4, target_modules=["query", "value"], modules_to_save=["classifier"]
         ),
     )
-    ids = torch.randint(1000, 5000, (8, 12), generator=torch.Generator().manual_seed(2))
-    dataset = Dataset.from_list(
-        [
-            {"input_ids": row.tolist(), "attention_mask": [1] * 12, "labels": i % 2}
-            for i, row in enumerate(ids)
-        ]
-    )
+    dataset = random_classification_dataset()
     args = _args(
         module,
         tmp_path,

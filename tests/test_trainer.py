@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 from datasets import Dataset
-from helpers import random_response_dataset, sgd_cpu_args
+from helpers import random_classification_dataset, random_response_dataset, sgd_cpu_args
 from transformers import Trainer
 
 from balora.adapters import AdapterConfig, prepare_model
@@ -221,13 +221,7 @@ def _nlu_update(tmp_path, batch_size, accumulation):
             if "lora_B" in name:
                 p.add_(0.5 * torch.randn(p.shape, generator=g))
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-    ids = torch.randint(1000, 5000, (8, 12), generator=torch.Generator().manual_seed(2))
-    dataset = Dataset.from_list(
-        [
-            {"input_ids": row.tolist(), "attention_mask": [1] * 12, "labels": i % 2}
-            for i, row in enumerate(ids)
-        ]
-    )
+    dataset = random_classification_dataset()
     args = _args(
         tmp_path,
         per_device_train_batch_size=batch_size,

@@ -132,3 +132,18 @@ def test_a_plain_peft_model_is_refused_with_a_clear_error(tmp_path):
     )
     with pytest.raises(ValueError, match="needs a model returned by balora.adapters.prepare_model"):
         BALoRATrainer(model=model, args=args)
+
+
+def test_quickstart_on_the_tiny_model(tmp_path, capsys):
+    # The README's one-minute line (`python quickstart.py --model tiny-llama ...`), shortened: every
+    # method trains and is scored, and the table is printed with one row per method.
+    from balora.cli import quickstart
+
+    rows = quickstart.main(
+        ["--model", "tiny-llama", "--max_steps", "1", "--eval_limit", "2", "--output_dir", str(tmp_path)]
+    )
+    assert [row["method"] for row in rows] == ["base model", "LoRA", "PiSSA", "BA-LoRA"]
+    assert all(row["trainable"] > 0 and row["train_loss"] is not None for row in rows[1:])
+    assert all(0.0 <= row["accuracy"] <= 100.0 for row in rows)
+    table = capsys.readouterr().out
+    assert "tiny-llama, 1 steps, held-out arithmetic problems (n=2):" in table and "| BA-LoRA" in table

@@ -79,3 +79,14 @@ def lambda_factors(schedule: str, step: int, max_steps: int) -> dict[str, float]
         focus = two_phase_factor(step, max_steps)
         return {"consistency": cosine_decay_factor(step, max_steps), "diversity": focus, "svd": focus}
     raise ValueError(f"lambda_schedule must be one of {SCHEDULES}, got {schedule!r}")
+
+
+def scheduled_lambdas(base: dict[str, float], schedule: str, step: int, max_steps: int) -> dict[str, float]:
+    """λ values at optimizer step `step` of `max_steps` (docs/method.md §3).
+
+    Args:
+        base: {"consistency": λ1, "diversity": λ2, "svd": λ3}.
+        schedule: "constant" | "iclr2026" (the ICLR-2026 script's cosine λ1 and two-phase λ2, λ3).
+    """
+    factors = lambda_factors(schedule, step, max_steps)
+    return {term: base[term] * factors[term] for term in base}

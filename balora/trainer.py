@@ -38,9 +38,9 @@ from transformers.trainer_utils import IntervalStrategy
 
 from balora.adapters import balora_state, reference_mode
 from balora.regularizers import TERMS, RegularizerConfig, head_gram_factor, preset, regularizer_terms
-from balora.row_capture import RowCapture, Rows, choose_row_capture, supervised_rows
+from balora.row_capture import RowCapture, choose_row_capture, supervised_rows
 from balora.schedules import SCHEDULES as LAMBDA_SCHEDULES
-from balora.schedules import lambda_factors
+from balora.schedules import scheduled_lambdas
 
 logger = logging.getLogger(__name__)
 
@@ -191,17 +191,6 @@ class BALoRATrainingArguments(TrainingArguments):
         return any(getattr(self, f"lambda_{t}") > 0 for t in TERMS)
 
 
-def scheduled_lambdas(base: dict[str, float], schedule: str, step: int, max_steps: int) -> dict[str, float]:
-    """λ values at optimizer step `step` of `max_steps` (docs/method.md §3; balora.schedules).
-
-    Args:
-        base: {"consistency": λ1, "diversity": λ2, "svd": λ3}.
-        schedule: "constant" | "iclr2026" (the ICLR-2026 script's cosine λ1 and two-phase λ2, λ3).
-    """
-    factors = lambda_factors(schedule, step, max_steps)
-    return {term: base[term] * factors[term] for term in base}
-
-
 class _AdaLoraBudgetCallback(TrainerCallback):
     """AdaLoRA reallocates ranks from the gradients after each optimizer step (peft's update_and_allocate)."""
 
@@ -287,7 +276,7 @@ class BALoRATrainer(Trainer):
             t for t in TERMS if t not in active and logged and (t != "consistency" or self._has_reference)
         ]
         capture = self._row_capture(model, return_outputs)
-        rows = self._supervised_rows(inputs)
+        rows = None if self.args.regularizer_task == "nlu" else supervised_rows(inputs.get("labels"))
         ref_logits = None
         if "consistency" in active and self._reference_first:
             # Before the student's forward: its activations then reuse the memory the reference freed.
@@ -367,10 +356,6 @@ class BALoRATrainer(Trainer):
             self.student_head_path = "supervised rows" if reason is None else f"every position: {reason}"
             logger.info("BA-LoRA student LM head applied to %s", self.student_head_path)
         return capture
-
-    def _supervised_rows(self, inputs: dict) -> Rows:
-        """NLG: the micro-batch's supervised rows (`balora.row_capture.supervised_rows`); NLU: None."""
-        return None if self.args.regularizer_task == "nlu" else supervised_rows(inputs.get("labels"))
 
     def _logs_this_step(self) -> bool:
         """Whether the optimizer step in progress is one whose training log is written (the rule of

@@ -9,6 +9,7 @@ import torch
 from helpers import random_response_dataset
 from test_hidden_svd_trainer import _args
 
+import balora.trainer
 from balora.adapters import AdapterConfig, prepare_model
 from balora.regularizers import TERMS
 from balora.repro.data import CausalLMCollator
@@ -83,13 +84,13 @@ def test_rows_only_head_gives_the_full_head_loss_terms_and_gradients(
 def test_a_short_run_matches_and_says_which_head_ran(tmp_path, caplog, monkeypatch):
     """Also: the row path is chosen once per model and the supervised positions found once per micro-batch."""
     calls = {"choose": 0, "rows": 0}
-    choose, rows_of = BALoRATrainer._choose_row_capture, BALoRATrainer._supervised_rows
+    choose, rows_of = BALoRATrainer._choose_row_capture, balora.trainer.supervised_rows
 
     def count(name, real):
-        return lambda self, *a: calls.__setitem__(name, calls[name] + 1) or real(self, *a)
+        return lambda *a: calls.__setitem__(name, calls[name] + 1) or real(*a)
 
     monkeypatch.setattr(BALoRATrainer, "_choose_row_capture", count("choose", choose))
-    monkeypatch.setattr(BALoRATrainer, "_supervised_rows", count("rows", rows_of))
+    monkeypatch.setattr(balora.trainer, "supervised_rows", count("rows", rows_of))
 
     def train(rows_only):
         model, tokenizer = _model("tiny-llama", "pissa")

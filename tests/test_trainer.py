@@ -14,7 +14,8 @@ from transformers import Trainer
 from balora.adapters import AdapterConfig, prepare_model
 from balora.repro.data import CausalLMCollator
 from balora.repro.models import tiny_causal_lm
-from balora.trainer import BALoRATrainer, scheduled_lambdas
+from balora.schedules import scheduled_lambdas
+from balora.trainer import BALoRATrainer
 
 # One SGD step on a batch of 8, without gradient clipping.
 _RUN = dict(

@@ -8,6 +8,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+# Under pytest-xdist (scripts/test.sh: -n) the cores are shared by the workers: each worker's torch, and the
+# scripts it starts, get their share, so that two workers on two cores do not each run two threads.
+_CORES = (
+    min(2, os.cpu_count() or 1)
+    if "PYTEST_XDIST_WORKER_COUNT" not in os.environ
+    else max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+)
+os.environ.setdefault("OMP_NUM_THREADS", str(_CORES))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -21,7 +29,7 @@ if not os.environ.get("BALORA_DATA_DIR") and _CI_DATA.is_dir():
 DATA_DIR = Path(os.environ.get("BALORA_DATA_DIR") or "data").expanduser()
 DATA_DIR = DATA_DIR if DATA_DIR.is_absolute() else REPO_ROOT / DATA_DIR
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture(scope="session")

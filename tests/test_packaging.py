@@ -26,7 +26,7 @@ PROJECT = PYPROJECT["project"]
 SCRIPTS = PROJECT["scripts"]
 
 # Pinned in requirements.txt, declared in pyproject's optional dependencies (not needed at run time).
-TEST_TOOLS = {"pytest", "ruff", "setuptools"}
+TEST_TOOLS = {"pytest", "pytest-xdist", "execnet", "ruff", "setuptools"}
 # Runtime pins that no module of this repository imports, and why they are pinned anyway.
 USED_WITHOUT_IMPORT = {
     "accelerate": "the transformers Trainer runs on it (device placement, gradient accumulation)",

@@ -302,3 +302,17 @@ def test_gold_answers_score_100_on_real_test_set(shared_data, tmp_path):  # unde
     assert metrics["correct"] == 1318 and metrics["lenient_only"] == 1
     rows = [json.loads(line) for line in (tmp_path / "out" / "samples.jsonl").read_text().splitlines()]
     assert [r["task_id"] for r in rows if not r["correct"]] == [611] and rows[611]["value"] == 1450
+
+
+def test_backend_vllm_where_it_cannot_run_is_a_user_error_before_any_work(tmp_path, capsys):
+    # The machine of the suite has no vllm (and no GPU): asking for it is answered before the model loads.
+    from balora.cli import eval_gsm8k
+    from balora.cli.command import run_command
+
+    out = tmp_path / "out"
+    argv = ["--model", "smollm2-135m-instruct", "--backend", "vllm", "--limit", "2"]
+    argv += ["--data", str(FIXTURES / "gsm8k_tiny.jsonl"), "--output_dir", str(out)]
+    assert run_command(eval_gsm8k.main, argv=argv, basic_logging=False) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "error: --backend vllm needs the vllm package and a CUDA GPU; use --backend hf"
+    assert not (out / "completions.jsonl").exists()

@@ -203,7 +203,7 @@ def _use_vllm(cfg: DecodingConfig) -> bool:
 
     available = importlib.util.find_spec("vllm") is not None and torch.cuda.is_available()
     if cfg.backend == "vllm" and not available:
-        raise RuntimeError("--backend vllm needs the vllm package and a CUDA GPU; use --backend hf")
+        raise ValueError("--backend vllm needs the vllm package and a CUDA GPU; use --backend hf")
     return available
 
 
@@ -296,17 +296,23 @@ class Generator:
         model = rehearsal.model_name(model)
         self.model_name, self.adapter, self.cfg, self.dtype = model, adapter, cfg, dtype
         self._loaded = None
+        # Both fail before any work: vLLM asked for where it cannot run, an adapter of another base.
+        self.use_vllm = model not in TINY_CAUSAL_LMS and _use_vllm(cfg)
         if adapter is not None and model not in TINY_CAUSAL_LMS:
-            check_adapter_base(resolve_model_path(model), adapter)  # fail before any work
+            check_adapter_base(resolve_model_path(model), adapter)
+
+    def load(self) -> None:
+        """Load the HF model now (generate_to_file calls this before it opens its progress bar)."""
+        if self._loaded is None and not self.use_vllm:
+            self._loaded = load_model(self.model_name, self.adapter, self.dtype)
 
     def __call__(self, prompts: Sequence[str], progress=None) -> list[str]:
         torch.manual_seed(self.cfg.seed)
-        if self.model_name not in TINY_CAUSAL_LMS and _use_vllm(self.cfg):
+        if self.use_vllm:
             return generate_vllm(
                 resolve_model_path(self.model_name), self.adapter, prompts, self.cfg, progress
             )
-        if self._loaded is None:
-            self._loaded = load_model(self.model_name, self.adapter, self.dtype)
+        self.load()
         return generate_hf(*self._loaded, prompts, self.cfg, progress)
 
 
@@ -361,6 +367,8 @@ def generate_to_file(
             len(items) - len(todo),
             path,
         )
+        if hasattr(generator, "load"):  # the model's loading messages before the bar, not inside it
+            generator.load()
         bar = tqdm(total=len(todo), desc=desc, unit="prompt")
         with open(path, "a") as handle:
 

@@ -116,3 +116,29 @@ def sgd_cpu_args(tmp_path, args_class=None, **overrides):
         from balora.trainer import BALoRATrainingArguments as args_class
 
     return args_class(output_dir=str(tmp_path), **{**SGD_CPU_RUN, **overrides})
+
+
+def check_non_finite_shards(rank: int, world: int, init_file: str, result_dir: str) -> None:
+    """One of two gloo processes (tests/test_lifecycle.py): only rank 1's parameter shard is NaN (as under
+    ZeRO-3); each records what its StopOnNonFinite did. Here, not in the test file, so that the spawned
+    processes import only this module and the lifecycle."""
+    import torch
+
+    from balora.cli import lifecycle
+
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world
+    )
+    model = torch.nn.Linear(2, 2)
+    if rank == 1:
+        with torch.no_grad():
+            model.weight[0, 0] = float("nan")
+    state = type("State", (), {"global_step": 3})()
+    args = type("Args", (), {"learning_rate": 1e-3})()
+    try:
+        lifecycle.StopOnNonFinite(model).on_step_end(args, state, None)
+        outcome = "went on"
+    except lifecycle.TrainingDiverged as error:
+        outcome = str(error)
+    Path(result_dir, f"rank{rank}").write_text(outcome)
+    torch.distributed.destroy_process_group()

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import check_non_finite_shards
 from test_glue_run import TINY as GLUE_TINY
 from test_glue_run import _tiny_glue
 
@@ -119,6 +120,20 @@ def test_a_diverging_run_stops_with_one_line_and_no_metrics(tmp_path, capsys, ca
     assert not (out / "metrics.json").exists() and not (out / "log_history.json").exists()
     # --method ba-lora is logged as what the user asked for, not as the adapter it builds.
     assert "Method ba-lora:" in caplog.text and "Method pissa" not in caplog.text
+
+
+def test_a_non_finite_shard_of_one_rank_stops_every_rank(tmp_path):
+    """Under ZeRO-3 each rank checks its own shards: the rank with the NaN must not stop alone while the others
+    wait for it in their next collective (two real processes, gloo)."""
+    import torch.multiprocessing
+
+    torch.multiprocessing.spawn(
+        check_non_finite_shards, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2
+    )
+    outcomes = [(tmp_path / f"rank{rank}").read_text() for rank in (0, 1)]
+    assert all(
+        o.startswith("training diverged at step 3: parameter weight is NaN or infinite") for o in outcomes
+    )
 
 
 # --- the command line -----------------------------------------------------------------------------------

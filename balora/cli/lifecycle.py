@@ -345,8 +345,9 @@ class StopOnNonFinite(TrainerCallback):
     """Stop the run when a logged loss or a trained parameter is NaN or infinite (TrainingDiverged).
 
     The Trainer's `logging_nan_inf_filter` hides a non-finite step loss from the logged average, so the
-    parameters are checked too, after every optimizer step (one reduction per tensor, one host sync):
-    a diverged run must not end in a metrics.json that looks like a finished one.
+    parameters are checked too, after every optimizer step (one reduction per tensor, one host sync; with
+    several processes one collective): a diverged run must not end in a metrics.json that looks like a
+    finished one.
     """
 
     def __init__(self, model: torch.nn.Module):
@@ -357,6 +358,12 @@ class StopOnNonFinite(TrainerCallback):
         tensors = [getattr(p, "ds_tensor", p).detach() for _, p in self.named]
         if tensors:
             finite = torch.stack([t.isfinite().all() for t in tensors])
+            if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+                # Under ZeRO-3 each rank sees only its shards: every rank stops, or the others would wait
+                # for it in their next collective.
+                flags = finite.to(torch.int32)
+                torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MIN)
+                finite = flags.bool()
             if not bool(finite.all()):
                 name = self.named[int((~finite).nonzero()[0])][0]
                 raise TrainingDiverged(

@@ -3,7 +3,6 @@
 import json
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -236,22 +235,7 @@ def test_deepspeed_zero3_with_saved_pissa_decomposition(tmp_path):
     are gathered from the partitions and converted from files."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     init = ["--init_dir", str(tmp_path / "init")]
-    subprocess.run(
-        [
-            sys.executable,
-            "train_nlg.py",
-            "--config",
-            TINY,
-            "--output_dir",
-            str(tmp_path / "i"),
-            "--init_only",
-            *init,
-        ],
-        cwd=REPO,
-        check=True,
-        capture_output=True,
-        env=env,
-    )
+    train_nlg.main(["--config", TINY, "--output_dir", str(tmp_path / "i"), "--init_only", *init])
     cmd = [
         sys.executable,
         "-m",

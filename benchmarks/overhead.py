@@ -454,8 +454,7 @@ def _measure(args, worker_argv: list[str], quiet: bool = False) -> dict:
         for repeat in range(args.repeats):
             for method in ("pissa", "ba-lora"):
                 out = Path(tmp) / f"{method}-{repeat}.json"
-                subprocess.run([*base_cmd, "--worker", method, "--result", str(out)], check=True, env=env)
-                result = json.loads(out.read_text())
+                result = _run_worker(base_cmd, method, out, env)
                 results[method].append(result)
                 if not quiet:
                     print(
@@ -495,6 +494,12 @@ def _measure(args, worker_argv: list[str], quiet: bool = False) -> dict:
     return summary
 
 
+def _run_worker(base_cmd: list[str], worker: str, out: Path, env: dict) -> dict:
+    """One worker (`--worker <worker>`) in its own process, its result written to `out`; that result."""
+    subprocess.run([*base_cmd, "--worker", worker, "--result", str(out)], check=True, env=env)
+    return json.loads(out.read_text())
+
+
 def _setting(args, worker_result: dict) -> dict:
     """What was measured and where: the fields every summary records (rows, device, threads, shapes)."""
     return {
@@ -517,8 +522,7 @@ def _run_rounds(
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeats):
             out = Path(tmp) / f"{worker}-{repeat}.json"
-            subprocess.run([*base_cmd, "--worker", worker, "--result", str(out)], check=True, env=env)
-            result = json.loads(out.read_text())
+            result = _run_worker(base_cmd, worker, out, env)
             runs.append(result)
             rounds += result["rounds"]
             if not quiet:

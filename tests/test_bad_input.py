@@ -182,17 +182,29 @@ def _script(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_aggregate_with_a_missing_results_dir_keeps_the_tables(results_copy, tmp_path):
+def _aggregate_here(monkeypatch, capsys, *args: str) -> subprocess.CompletedProcess:
+    """`python aggregate_results.py <args>` through its entry point (balora.cli.aggregate.cli) in this
+    process; the real process runs in test_aggregate_with_a_nan_score_names_the_file."""
+    from balora.cli import aggregate
+
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "argv", ["aggregate_results.py", *args])
+    status = aggregate.cli()
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(sys.argv, status, captured.out, captured.err)
+
+
+def test_aggregate_with_a_missing_results_dir_keeps_the_tables(results_copy, tmp_path, monkeypatch, capsys):
     tables = tmp_path / "tables"
     assert (
-        _script(
-            "aggregate_results.py", "mini_nlu", "--results_dir", str(results_copy), "--out_dir", str(tables)
+        _aggregate_here(
+            monkeypatch, capsys, "mini_nlu", "--results_dir", str(results_copy), "--out_dir", str(tables)
         ).returncode
         == 0
     )
     before = {p.name: p.read_bytes() for p in tables.iterdir()}
-    proc = _script(
-        "aggregate_results.py", "mini_nlu", "--results_dir", str(tmp_path / "typo"), "--out_dir", str(tables)
+    proc = _aggregate_here(
+        monkeypatch, capsys, "mini_nlu", "--results_dir", str(tmp_path / "typo"), "--out_dir", str(tables)
     )
     _one_line_error(proc, f"--results_dir {tmp_path / 'typo'} does not exist")
     assert {p.name: p.read_bytes() for p in tables.iterdir()} == before

@@ -12,6 +12,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import gpu_check_summary  # noqa: E402
+import overhead  # noqa: E402
+import regularizers as regularizers_benchmark  # noqa: E402 - benchmarks/regularizers.py
 
 
 def _write(path: Path, data) -> None:
@@ -127,31 +129,18 @@ def test_gpu_check_summary_reads_every_source_and_marks_what_is_missing(tmp_path
     assert json.loads((tmp_path / "summary.json").read_text())["methods"]["ba-lora"]["gpu_peak_gib"] == 3.0
 
 
-def test_regularizer_benchmark_times_every_case_and_the_summary_lists_them(tmp_path):
-    out = tmp_path / "regularizers_64.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "benchmarks/regularizers.py",
-            "--rows",
-            "64",
-            "--vocab",
-            "300",
-            "--hidden",
-            "32",
-            "--repeats",
-            "2",
-            "--threads",
-            "1",
-            "--output",
-            str(out),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def test_regularizer_benchmark_times_every_case_and_the_summary_lists_them(tmp_path, capsys):
+    import torch
+
+    out, threads = tmp_path / "regularizers_64.json", torch.get_num_threads()
+    try:  # in this process (its --threads sets this process's torch threads: restored after)
+        regularizers_benchmark.main(
+            ["--rows", "64", "--vocab", "300", "--hidden", "32", "--repeats", "2", "--threads", "1"]
+            + ["--output", str(out)]
+        )
+    finally:
+        torch.set_num_threads(threads)
+    stdout = capsys.readouterr().out
     result = json.loads(out.read_text())
     assert (result["rows"], result["vocab"], result["hidden"], result["device"]) == (64, 300, 32, "cpu")
     assert list(result["cases"]) == [
@@ -168,7 +157,7 @@ def test_regularizer_benchmark_times_every_case_and_the_summary_lists_them(tmp_p
         "head factor (once per run)",
     ]
     assert all(len(c["times_ms"]) == 2 and c["median_ms"] > 0 for c in result["cases"].values())
-    assert proc.stdout.strip().splitlines()[-1].startswith("slowest=")
+    assert stdout.strip().splitlines()[-1].startswith("slowest=")
     markdown, _ = gpu_check_summary.summarize(tmp_path, ["pissa"])
     assert "| regulariser, fwd + bwd (64 rows × 300, torch.float32) | median ms |" in markdown
     assert f"| svd: Gram fwd+bwd | {result['cases']['svd: Gram fwd+bwd']['median_ms']:.2f} |" in markdown
@@ -237,81 +226,66 @@ def test_overhead_benchmark_writes_its_summary_as_json(tmp_path):
     assert lines[-2].startswith("above the floor: ") and "svd (hidden space)" in lines[-2]
 
 
-def test_overhead_sweep_prints_one_row_per_point(tmp_path):
+@pytest.fixture
+def workers_in_process(monkeypatch):
+    """benchmarks/overhead.py with each worker run in this process (its `--worker` command line through
+    `main`, its result read back from the JSON file it writes), not in a new interpreter (~5 s of imports
+    each). Only for the modes that measure no memory (--interleave, --compare_heads, --compare_rows): a
+    worker's own process is there for its peak memory, which real worker processes measure in
+    test_overhead_benchmark_writes_its_summary_as_json."""
+    import torch
+
+    threads = torch.get_num_threads()  # a worker's --threads sets this process's
+
+    def run_worker(base_cmd: list[str], worker: str, out: Path, env: dict) -> dict:
+        assert base_cmd[:2] == [sys.executable, overhead.__file__]
+        overhead.main([*base_cmd[2:], "--worker", worker, "--result", str(out)])
+        return json.loads(out.read_text())
+
+    monkeypatch.setattr(overhead, "_run_worker", run_worker)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_overhead_sweep_prints_one_row_per_point(tmp_path, capsys, workers_in_process):
     out = tmp_path / "sweep.json"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "benchmarks/overhead.py",
-            "--sweep",
-            "--model",
-            "tiny-llama",
-            "--sweep_rows",
-            "256",
-            "--sweep_vocab",
-            "600,1200",
-            "--warmup",
-            "0",
-            "--steps",
-            "1",
-            "--repeats",
-            "1",
-            "--threads",
-            "1",
-            "--term_repeats",
-            "1",
-            "--output",
-            str(out),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
+    overhead.main(
+        ["--sweep", "--interleave", "--model", "tiny-llama", "--sweep_rows", "256", "--sweep_vocab"]
+        + ["600,1200", "--warmup", "0", "--steps", "1", "--repeats", "1", "--threads", "1"]
+        + ["--term_repeats", "1", "--output", str(out)]
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    stdout = capsys.readouterr().out
     points = json.loads(out.read_text())["sweep"]
     assert [(p["rows"], p["vocab"]) for p in points] == [(256, 600), (256, 1200)]
-    rows = [line for line in proc.stdout.splitlines() if line.startswith("| 256 |")]
+    rows = [line for line in stdout.splitlines() if line.startswith("| 256 |")]
     assert len(rows) == 2 and rows[1].startswith("| 256 | 1200 |")
     assert (
-        proc.stdout.strip()
-        .splitlines()[-1]
-        .startswith(f"step_ratio={points[-1]['step_ratio']:.3f} floor_ratio=")
+        stdout.strip().splitlines()[-1].startswith(f"step_ratio={points[-1]['step_ratio']:.3f} floor_ratio=")
     )
 
 
-def _overhead(tmp_path, *flags: str) -> tuple[subprocess.CompletedProcess, dict]:
-    """benchmarks/overhead.py on tiny-llama (2 × 128, 2 timed rounds, 1 thread) with `flags`: (process, JSON)."""
+def _overhead(tmp_path, capsys, *flags: str) -> tuple[str, dict]:
+    """benchmarks/overhead.py on tiny-llama (2 × 128, 2 timed rounds, 1 thread) with `flags`: (stdout, JSON)."""
     out = tmp_path / "overhead.json"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    proc = subprocess.run(
-        [sys.executable, "benchmarks/overhead.py", *flags, "--model", "tiny-llama", "--batch", "2"]
-        + ["--seq_len", "128", "--warmup", "0", "--steps", "2", "--repeats", "1", "--threads", "1"]
-        + ["--output", str(out)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
+    overhead.main(
+        [*flags, "--model", "tiny-llama", "--batch", "2", "--seq_len", "128", "--warmup", "0", "--steps"]
+        + ["2", "--repeats", "1", "--threads", "1", "--output", str(out)]
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc, json.loads(out.read_text())
+    return capsys.readouterr().out, json.loads(out.read_text())
 
 
-def test_overhead_interleaved_rounds_give_per_round_ratios(tmp_path):
-    proc, result = _overhead(tmp_path, "--interleave", "--term_repeats", "1")
+def test_overhead_interleaved_rounds_give_per_round_ratios(tmp_path, capsys, workers_in_process):
+    stdout, result = _overhead(tmp_path, capsys, "--interleave", "--term_repeats", "1")
     rounds = result["rounds"]
     assert len(rounds) == 2 and all(len(r) == 3 for r in rounds)  # (PiSSA, reference forward, BA-LoRA)
     ratios = sorted(r[2] / r[0] for r in rounds)
     assert result["step_ratio"] == pytest.approx(sum(ratios) / 2)  # the median of two
     assert result["svd_path"] == "hidden space"
-    assert proc.stdout.strip().splitlines()[-1].endswith("mem_ratio=nan")
+    assert stdout.strip().splitlines()[-1].endswith("mem_ratio=nan")
 
 
-def test_overhead_compare_heads_times_both_heads_side_by_side(tmp_path):
-    proc, result = _overhead(tmp_path, "--compare_heads")
+def test_overhead_compare_heads_times_both_heads_side_by_side(tmp_path, capsys, workers_in_process):
+    stdout, result = _overhead(tmp_path, capsys, "--compare_heads")
     rounds = result["rounds"]
     # (PiSSA full head, PiSSA rows-only, BA-LoRA full head, BA-LoRA rows-only) per round
     assert len(rounds) == 2 and all(len(r) == 4 for r in rounds)
@@ -320,14 +294,16 @@ def test_overhead_compare_heads_times_both_heads_side_by_side(tmp_path):
     full_pissa, rows_pissa, full_ba, rows_ba = result["losses"]
     assert rows_pissa == pytest.approx(full_pissa, rel=1e-5) and rows_ba == pytest.approx(full_ba, rel=1e-5)
     assert full_ba != full_pissa  # the terms are in BA-LoRA's loss
-    assert proc.stdout.strip().splitlines()[-1].startswith("rows_only_speedup pissa=")
+    assert stdout.strip().splitlines()[-1].startswith("rows_only_speedup pissa=")
 
 
-def test_overhead_compare_rows_times_tapped_and_gathered_rows_side_by_side(tmp_path):
-    proc, result = _overhead(tmp_path, "--compare_rows")
+def test_overhead_compare_rows_times_tapped_and_gathered_rows_side_by_side(
+    tmp_path, capsys, workers_in_process
+):
+    stdout, result = _overhead(tmp_path, capsys, "--compare_rows")
     rounds = result["rounds"]
     assert len(rounds) == 2 and all(len(r) == 2 for r in rounds)  # (rows tapped, rows gathered) per round
     assert result["speedup"] == pytest.approx(sum(sorted(r[1] / r[0] for r in rounds)) / 2)
     assert result["identical_loss_and_gradients"] is True
     assert result["losses"][0] == result["losses"][1]
-    assert proc.stdout.strip().splitlines()[-1].startswith("rows_tap_speedup=")
+    assert stdout.strip().splitlines()[-1].startswith("rows_tap_speedup=")

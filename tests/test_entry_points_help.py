@@ -25,6 +25,9 @@ TOP_LEVEL = (
 )
 # Files the globs find that are not command lines, and why.
 NOT_ENTRY_POINTS = {}
+# Shims that exec a new interpreter (`python -P -m balora.cli.eval_<name>`, eval/*.py) whose exec runs
+# for real here; the other shims' exec runs its command line in the forked child (_exec_in_this_process).
+REAL_EXEC = {"eval/gsm8k.py"}
 # Entry points whose --help is not implemented yet: strict xfail, so the test fails once it is (remove
 # the entry then).
 MISSING_HELP = {}
@@ -57,7 +60,9 @@ def _python_help(path: str, scratch: Path) -> subprocess.CompletedProcess:
     """`python <path> --help` in a forked child of this process.
 
     The child runs the file as __main__ with the argv, sys.path[0], cwd and environment of a command
-    line; forking after torch/transformers are imported saves their ~5 s import per script.
+    line; forking after torch/transformers are imported saves their ~5 s import per script. A shim that
+    execs `python -P -m <module>` (eval/*.py) has that command line run in the child too, except those in
+    REAL_EXEC, whose exec starts a new interpreter as on a command line.
     """
     out, err = scratch.parent / f"{scratch.name}.out", scratch.parent / f"{scratch.name}.err"
     pid = os.fork()
@@ -73,6 +78,8 @@ def _python_help(path: str, scratch: Path) -> subprocess.CompletedProcess:
                 os.environ.update(_env(scratch))
                 sys.argv = [path, "--help"]
                 sys.path[0] = str((REPO / path).parent)
+                if path not in REAL_EXEC:
+                    os.execv = _exec_in_this_process
                 try:
                     runpy.run_path(str(REPO / path), run_name="__main__")
                     code = 0
@@ -88,6 +95,23 @@ def _python_help(path: str, scratch: Path) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(
         path, os.waitstatus_to_exitcode(status), out.read_text(), err.read_text()
     )
+
+
+_REAL_EXECV = os.execv
+
+
+def _exec_in_this_process(executable: str, argv: list[str]) -> None:
+    """os.execv in a --help child: `<this python> -P -m <module> <args>` runs here, as the new interpreter
+    would run it (argv, `__main__`, no script folder on sys.path), without its imports; any other command
+    line is exec'd."""
+    if executable != sys.executable or argv[1:3] != ["-P", "-m"]:
+        _REAL_EXECV(executable, argv)
+    module = argv[3]
+    sys.argv = [module, *argv[4:]]  # run_module puts the module's file in argv[0], as `python -m` does
+    del sys.path[0]  # -P: the shim's folder is not on the path
+    sys.modules.pop(module, None)  # a fresh __main__, as in a new interpreter
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
+    raise SystemExit(0)  # exec does not return: the command ran to its end
 
 
 def _shell_help(path: str, scratch: Path) -> subprocess.CompletedProcess:
@@ -136,6 +160,7 @@ def test_entry_points_are_discovered():
     ):
         assert expected in found
     assert all((REPO / p).is_file() for p in [*found, *NOT_ENTRY_POINTS])
+    assert REAL_EXEC <= set(found)
 
 
 @pytest.mark.parametrize(

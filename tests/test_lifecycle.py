@@ -169,19 +169,28 @@ def test_run_cli_answers_a_key_error_with_its_message_only(capsys):
     assert capsys.readouterr().err == "error: task 'foo' is not a GLUE task\n"
 
 
-def test_a_launched_process_ends_with_its_status_and_its_output_flushed(monkeypatch):
+def test_a_launched_process_ends_with_its_status_and_its_output_flushed(monkeypatch, tmp_path):
     """Under a launcher (LOCAL_RANK set) exit_launched_process ends the process without the interpreter's
     teardown (where a gloo worker thread could abort the rank); buffered output still arrives. Run
     directly, it only returns the status."""
-    code = (
-        "import sys; from balora.cli.lifecycle import exit_launched_process\n"
-        "print('written to a pipe, block-buffered'); print('and to stderr', file=sys.stderr)\n"
-        "exit_launched_process(3)\n"
-        "print('not reached')\n"
-    )
-    env = {**os.environ, "LOCAL_RANK": "0"}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO)
-    assert proc.returncode == 3
-    assert proc.stdout == "written to a pipe, block-buffered\n" and "and to stderr" in proc.stderr
+    out, err = tmp_path / "stdout", tmp_path / "stderr"
+    pid = os.fork()  # a real process that ends by exit_launched_process, without a new interpreter's imports
+    if pid == 0:  # child
+        try:
+            with open(out, "w") as stdout, open(err, "w") as stderr:
+                os.dup2(stdout.fileno(), 1)
+                os.dup2(stderr.fileno(), 2)
+            # A file, as a pipe is: block-buffered, so nothing reaches it unless flushed.
+            sys.stdout, sys.stderr = open(1, "w", closefd=False), open(2, "w", closefd=False)
+            os.environ["LOCAL_RANK"] = "0"
+            print("written to a file, block-buffered")
+            print("and to stderr", file=sys.stderr)
+            lifecycle.exit_launched_process(3)
+            print("not reached")
+        finally:
+            os._exit(99)  # only if exit_launched_process returned or raised
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 3
+    assert out.read_text() == "written to a file, block-buffered\n" and "and to stderr" in err.read_text()
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     assert lifecycle.exit_launched_process(5) == 5

@@ -26,9 +26,9 @@ SCRIPTS = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scrip
 COMMANDS = sorted(SCRIPTS)
 
 # Run by the new environment's interpreter: console entry points of the installed distribution are
-# called in forked children (the heavy imports are done once, before forking) with the argument lists
-# of argv[2] (JSON: [[command, [arg, ...]], ...]), and the rehearsal's stand-in of a hub dataset is read
-# from the installed package.
+# called in forked children (the heavy imports are done once, before forking), one after the other, with
+# the argument lists and environment variables of argv[2] (JSON: [[command, [arg, ...], {var: value}],
+# ...]), and the rehearsal's stand-in of a hub dataset is read from the installed package.
 DRIVER = r"""
 import json, os, sys
 from importlib import metadata
@@ -42,7 +42,7 @@ out["rehearsal_rows"] = len(rehearsal.load_hub_dataset("openai/gsm8k", "main", s
 del os.environ["BALORA_REHEARSAL"]
 commands = {ep.name: ep for ep in metadata.distribution("balora").entry_points if ep.group == "console_scripts"}
 out["commands"] = sorted(commands)
-for index, (name, args) in enumerate(json.loads(sys.argv[2])):
+for index, (name, args, env) in enumerate(json.loads(sys.argv[2])):
     path = os.path.join(sys.argv[1], f"{index}.out")
     pid = os.fork()
     if pid == 0:
@@ -52,6 +52,7 @@ for index, (name, args) in enumerate(json.loads(sys.argv[2])):
             os.dup2(fd, 1)
             os.dup2(fd, 2)
             sys.argv = [name, *args]
+            os.environ.update(env)
             try:
                 code = commands[name].load()()
             except SystemExit as stop:
@@ -135,20 +136,80 @@ def test_the_wheel_holds_the_package_and_its_data_only(installed):
     assert len(fixtures) == len(on_disk) >= 10
 
 
-def test_every_console_command_answers_help_and_user_errors_from_the_installed_package(installed, tmp_path):
+# A tiny BA-LoRA training run, then a GSM8K evaluation of its adapter that reads the data folder's copy
+# ($BALORA_DATA_DIR): no --data, no hub.
+TRAIN = [
+    "--model_name_or_path",
+    "tiny-llama",
+    "--data_path",
+    "embedded:arithmetic",
+    "--num_embedded_rows",
+    "16",
+    "--max_length",
+    "96",
+    "--method",
+    "ba-lora",
+    "--lora_r",
+    "4",
+    "--lora_alpha",
+    "4",
+    "--regularizer_preset",
+    "iclr2026",
+    "--per_device_train_batch_size",
+    "4",
+    "--max_steps",
+    "2",
+    "--save_strategy",
+    "no",
+    "--report_to",
+    "none",
+    "--use_cpu",
+    "true",
+    "--disable_tqdm",
+    "true",
+    "--output_dir",
+    "run",
+]
+EVALUATE = ["--model", "tiny-llama", "--adapter", "run/adapter_lora", "--limit", "2", "--max_new_tokens", "4"]
+EVALUATE += ["--batch_size", "2", "--output_dir", "gsm8k"]
+
+
+@pytest.fixture(scope="module")
+def commands_run(installed, tmp_path_factory) -> dict:
+    """The installed commands run by one interpreter of the new environment (DRIVER), from the folder outside
+    the checkout: the tiny training, the evaluation of its adapter, every command's --help and a refused
+    evaluation. {"report": the driver's report, "calls": what was run, "data": the evaluation's data}."""
+    out = installed["outside"]
+    data = out / "data" / "gsm8k"
+    data.mkdir(parents=True)
+    shutil.copy(FIXTURES / "gsm8k_tiny.jsonl", data / "test.jsonl")
+    calls = [
+        ["balora-train-nlg", TRAIN, {}],
+        ["balora-eval-gsm8k", EVALUATE, {"BALORA_DATA_DIR": str(out / "data")}],
+        *([name, ["--help"], {}] for name in COMMANDS),
+        ["balora-eval-gsm8k", ["--model", "m", "--limit", "0", "--output_dir", str(out / "refused")], {}],
+    ]
+    outputs = tmp_path_factory.mktemp("outputs")
+    proc = _run(installed, [str(installed["python"]), "-c", DRIVER, str(outputs), json.dumps(calls)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {"report": json.loads(proc.stdout.strip().splitlines()[-1]), "calls": calls, "data": data}
+
+
+def test_every_console_command_answers_help_and_user_errors_from_the_installed_package(
+    installed, commands_run
+):
     for name in COMMANDS:
         assert (installed["bin"] / name).is_file(), f"{name} was not installed"
-    calls = [[name, ["--help"]] for name in COMMANDS]
-    calls.append(["balora-eval-gsm8k", ["--model", "m", "--limit", "0", "--output_dir", str(tmp_path / "x")]])
-    proc = _run(installed, [str(installed["python"]), "-c", DRIVER, str(tmp_path), json.dumps(calls)])
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    # pip's console-script wrapper in a real process (the commands below run their entry points directly).
+    wrapper = _run(installed, [str(installed["bin"] / "balora-run"), "--help"], timeout=120)
+    assert wrapper.returncode == 0 and wrapper.stdout.lstrip().startswith("usage:"), wrapper.stderr[-2000:]
+    report, calls = commands_run["report"], commands_run["calls"]
     assert Path(report["balora_file"]).is_relative_to(installed["python"].parent.parent), report[
         "balora_file"
     ]
     assert report["rehearsal_rows"] > 0  # the rehearsal's stand-ins ship with the package
     assert report["commands"] == COMMANDS
-    for (name, _), result in zip(calls[:-1], report["runs"][:-1], strict=True):
+    for (name, _, _), result in zip(calls[2:-1], report["runs"][2:-1], strict=True):
         assert result["status"] == 0, f"{name} --help exited {result['status']}: {result['output'][-2000:]}"
         assert result["output"].lstrip().startswith("usage:"), f"{name}: {result['output'][:500]}"
         # The description is the command module's docstring, also when __main__ is pip's wrapper.
@@ -158,73 +219,17 @@ def test_every_console_command_answers_help_and_user_errors_from_the_installed_p
     assert refused["status"] == 2 and refused["output"] == "error: --limit must be >= 1, got 0\n"
 
 
-def test_train_then_evaluate_with_the_installed_commands(installed):
+def test_train_then_evaluate_with_the_installed_commands(installed, commands_run):
     out = installed["outside"]
-    train = _run(
-        installed,
-        [
-            str(installed["bin"] / "balora-train-nlg"),
-            "--model_name_or_path",
-            "tiny-llama",
-            "--data_path",
-            "embedded:arithmetic",
-            "--num_embedded_rows",
-            "16",
-            "--max_length",
-            "96",
-            "--method",
-            "ba-lora",
-            "--lora_r",
-            "4",
-            "--lora_alpha",
-            "4",
-            "--regularizer_preset",
-            "iclr2026",
-            "--per_device_train_batch_size",
-            "4",
-            "--max_steps",
-            "2",
-            "--save_strategy",
-            "no",
-            "--report_to",
-            "none",
-            "--use_cpu",
-            "true",
-            "--disable_tqdm",
-            "true",
-            "--output_dir",
-            "run",
-        ],
-    )
-    assert train.returncode == 0, train.stderr[-3000:]
+    train, evaluate = commands_run["report"]["runs"][:2]
+    assert train["status"] == 0, train["output"][-3000:]
     metrics = json.loads((out / "run" / "metrics.json").read_text())
     assert metrics["train_loss"] == metrics["train_loss"]  # finite, not NaN
     assert (out / "run" / "adapter_lora" / "adapter_config.json").is_file()
 
-    # The evaluation reads the data folder's copy ($BALORA_DATA_DIR): no --data, no hub.
-    data = out / "data" / "gsm8k"
-    data.mkdir(parents=True)
-    shutil.copy(FIXTURES / "gsm8k_tiny.jsonl", data / "test.jsonl")
-    evaluate = _run(
-        installed,
-        [
-            str(installed["bin"] / "balora-eval-gsm8k"),
-            "--model",
-            "tiny-llama",
-            "--adapter",
-            "run/adapter_lora",
-            "--limit",
-            "2",
-            "--max_new_tokens",
-            "4",
-            "--batch_size",
-            "2",
-            "--output_dir",
-            "gsm8k",
-        ],
-        BALORA_DATA_DIR=str(out / "data"),
-    )
-    assert evaluate.returncode == 0, evaluate.stderr[-3000:]
-    assert "gsm8k score=" in evaluate.stdout
+    assert evaluate["status"] == 0, evaluate["output"][-3000:]
+    assert "gsm8k score=" in evaluate["output"]
     result = json.loads((out / "gsm8k" / "metrics.json").read_text())
-    assert result["n"] == 2 and result["settings"]["data"]["source"] == str(data / "test.jsonl")
+    assert result["n"] == 2 and result["settings"]["data"]["source"] == str(
+        commands_run["data"] / "test.jsonl"
+    )

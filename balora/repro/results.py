@@ -27,7 +27,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from balora import adapters
+from balora.recipes import adapter_of
 
 DONE_MARKER = "DONE"
 SEED_DIR_RE = re.compile(r"^seed(\d+)$")
@@ -112,12 +112,12 @@ def load_seed_dir(path: str | Path) -> SeedResult:
 
 def comparable_config(config: dict[str, Any]) -> dict[str, Any]:
     """The config without the keys that differ between seeds of one run (seed, paths), with `method`
-    as the adapter it builds (`adapters.adapter_of`): the recipe `ba-lora` is PiSSA whose regularisers
+    as the adapter it builds (`balora.recipes.adapter_of`): the recipe `ba-lora` is PiSSA whose regularisers
     come from the λ keys, compared beside it (balora.cli.lifecycle.resolve_method), so `ba-lora` and
     `pissa` with the same λs train the same model (runs made before the ablation variants were named
     ba-lora record pissa)."""
     flat = {k: v for k, v in flatten(config).items() if k not in SEED_SPECIFIC_KEYS}
-    return flat | {"method": adapters.adapter_of(flat["method"])} if "method" in flat else flat
+    return flat | {"method": adapter_of(flat["method"])} if "method" in flat else flat
 
 
 def _differs(key: str, a: dict[str, Any], b: dict[str, Any]) -> bool:

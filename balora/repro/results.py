@@ -28,6 +28,7 @@ import pandas as pd
 import yaml
 
 from balora.recipes import adapter_of
+from balora.repro.studies import MINI_AXES, MODEL_RANGE_BENCHES, STUDIES, SUBSET_BENCHES
 
 DONE_MARKER = "DONE"
 SEED_DIR_RE = re.compile(r"^seed(\d+)$")
@@ -635,7 +636,8 @@ def to_json(result: TableResult) -> dict[str, Any]:
 
 
 # --- the tables of the paper and of the CPU mini-reproduction -------------------------------------
-# Run names are the contract with the scripts that train them (see results/README.md): change both together.
+# Rows and columns are read from the grids of the study registry (balora/repro/studies.py), whose run names
+# the templates below spell out (results/README.md): a grid changed there is its table changed here.
 
 ICLR_NLG_RECIPE = (
     "regulariser preset iclr2026 (NLG): λ = 0.025 / 0.005 / 0.005, KL at T = 2, top-20 entropy, "
@@ -644,63 +646,48 @@ ICLR_NLG_RECIPE = (
 ICLR_NLU_RECIPE = (
     "regulariser preset iclr2026 (NLU): λ = 0.15 / 0.03 / 0.03, covariance diversity, nuclear SVD k = 5"
 )
-LABELS = {"full": "Full FT", "bitfit": "BitFit", "hadapter": "HAdapter", "padapter": "PAdapter"}
-LABELS |= {
+LABELS = {
+    "full": "Full FT",
+    "bitfit": "BitFit",
+    "hadapter": "HAdapter",
+    "padapter": "PAdapter",
     "lora": "LoRA",
-    "loha": "LoHa",
-    "dora": "DoRA",
-    "adalora": "AdaLoRA",
-    "pissa": "PiSSA",
-    "ba-lora": "BA-LoRA",
 }
-LABELS |= {"mnli": "MNLI", "sst2": "SST-2", "mrpc": "MRPC", "cola": "CoLA", "qnli": "QNLI", "qqp": "QQP"}
-LABELS |= {"rte": "RTE", "stsb": "STS-B", "gsm8k": "GSM8K", "math": "MATH", "humaneval": "HumanEval"}
-LABELS |= {"mbpp": "MBPP", "mt_bench": "MT-Bench", "roberta-base": "RoBERTa-base", "t5-base": "T5-base"}
+LABELS |= {"loha": "LoHa", "dora": "DoRA", "adalora": "AdaLoRA", "pissa": "PiSSA", "ba-lora": "BA-LoRA"}
+LABELS |= {"lora-reg": "LoRA + Reg", "mnli": "MNLI", "sst2": "SST-2", "mrpc": "MRPC", "cola": "CoLA"}
+LABELS |= {"qnli": "QNLI", "qqp": "QQP", "rte": "RTE", "stsb": "STS-B", "gsm8k": "GSM8K", "math": "MATH"}
+LABELS |= {
+    "humaneval": "HumanEval",
+    "mbpp": "MBPP",
+    "mt_bench": "MT-Bench",
+    "deberta-v3-base": "DeBERTa-v3-base",
+}
+LABELS |= {"roberta-base": "RoBERTa-base", "t5-base": "T5-base", "smollm2": "SmolLM2-135M-Instruct"}
 LABELS |= {"llama2-7b": "LLaMA-2-7B", "llama2-13b": "LLaMA-2-13B", "llama3-8b": "LLaMA-3-8B"}
 LABELS |= {"llama3-70b": "LLaMA-3-70B", "mistral-7b": "Mistral-7B", "gemma-7b": "Gemma-7B"}
 LABELS |= {"qwen1.5-7b": "Qwen1.5-7B", "yi1.5-34b": "Yi-1.5-34B"}
+# The regulariser ablation's variants (λ switched off: studies.ABLATION_FLAGS) and the NLU diversity forms.
+LABELS |= {"noreg": "w/o reg (PiSSA)", "consistency": "consistency only", "diversity": "diversity only"}
+LABELS |= {"svd": "SVD only", "all": "BA-LoRA (all three)", "covariance": "BA-LoRA (covariance diversity)"}
+LABELS |= {"entropy": "BA-LoRA (entropy diversity)"}
 
 
-def labelled(keys: str) -> tuple[tuple[str, str], ...]:
-    """("lora", "LoRA"), ... for the space-separated keys."""
-    return tuple((key, LABELS[key]) for key in keys.split())
+def labelled(keys: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """("lora", "LoRA"), ... for the keys."""
+    return tuple((key, LABELS[key]) for key in keys)
 
 
-NLG_MODELS = labelled("llama2-7b mistral-7b gemma-7b")
-NLG_METHODS = MINI_NLG_METHODS = labelled("full lora pissa ba-lora")
-# (column key, label, the training data of the runs); eval/<bench>.py reports `score` in percent (MT-Bench:
-# first-turn rating 1-10).
-NLG_DATA = {"gsm8k": "metamath", "math": "metamath", "humaneval": "python", "mbpp": "python"}
-NLG_BENCHMARKS = tuple((k, LABELS[k], data) for k, data in (NLG_DATA | {"mt_bench": "conversation"}).items())
-NLU_TASKS = labelled("mnli sst2 mrpc cola qnli qqp rte stsb")
-NLU_METHODS = labelled("full bitfit hadapter padapter lora loha dora adalora pissa ba-lora")
-# Regulariser ablation: variant key, label, (λ consistency, λ diversity, λ SVD) switched on.
-ABLATION_VARIANTS = (
-    ("noreg", "w/o reg (PiSSA)", (False, False, False)),
-    ("consistency", "consistency only", (True, False, False)),
-    ("diversity", "diversity only", (False, True, False)),
-    ("svd", "SVD only", (False, False, True)),
-    ("all", "BA-LoRA (all three)", (True, True, True)),
-)
-RANKS = (1, 2, 4, 8, 16, 32, 64, 128)
-MINI_NLG_MODEL = "smollm2"
-MINI_NLU_TASKS = labelled("sst2 cola mrpc rte stsb")
-MINI_NLU_METHODS = labelled("full bitfit lora dora adalora pissa ba-lora")
-MINI_ABLATION_TASKS = labelled("mrpc stsb")  # the mini ablation's GLUE avg: these two only (CPU time)
-MINI_RANKS = (1, 4, 16, 64)
-MINI_MAIN_RANK = 16  # the main mini table's LoRA rank; the rank sweep reuses those runs at r=16
-PROBE_METHODS = labelled("lora pissa ba-lora")
-# The imbalanced-MNLI construction (the paper does not publish one): contradiction kept at 1 : 19
-# against each other class of the training set (scripts/imbalanced_mnli.sh, MINORITY_CLASS / RATIO).
-IMBALANCED_MNLI_CLASS, IMBALANCED_MNLI_RATIO = "contradiction", 19
-# 1:19 and 1:49 as in the paper's setting; 1:4 is mild enough that the mini models still rank the minority
-# class well (AUROC ~0.8, where 1:19 and 1:49 are near chance), so the methods can differ there.
-MINI_IMBALANCE_CLASS, MINI_IMBALANCE_RATIOS = "positive", (4, 19, 49)
-MINI_NOISE_LEVELS = (20, 40)  # percent of SST-2 training labels flipped
-MINI_LAMBDA_SCALES = ("0.1", "1", "10", "100")  # × every λ of the iclr2026 NLG preset
-MODEL_RANGE = labelled("llama2-7b llama2-13b llama3-8b llama3-70b mistral-7b gemma-7b qwen1.5-7b yi1.5-34b")
-NOISY_PROBE_MODELS = labelled("roberta-base t5-base")
-NOISY_PROBE_TASKS = labelled("cola mrpc rte stsb")
+MINI_PROBES = STUDIES["mini_probes"].axes
+MINI_NLG_MODEL, MINI_MAIN_RANK = "smollm2", 16  # the main mini table's LoRA rank: the rank sweep reuses it
+NLG_METHODS = labelled(STUDIES["nlg_table"].axes["methods"])
+MINI_NLG_METHODS = labelled(("full", *MINI_AXES["nlg_methods"]))  # Full FT: a row, trained on request
+RANKS = tuple(int(rank) for rank in STUDIES["rank_sweep"].axes["ranks"])
+MINI_RANKS = tuple(sorted(int(rank) for rank in (*MINI_AXES["ranks"], MINI_MAIN_RANK)))
+PROBE_METHODS = labelled(MINI_PROBES["methods"])
+MINI_IMBALANCE_CLASS = MINI_PROBES["minority_class"][0]
+MINI_IMBALANCE_RATIOS = tuple(int(ratio) for ratio in MINI_PROBES["imbalance_ratios"])
+MINI_NOISE_LEVELS = tuple(int(percent) for percent in MINI_PROBES["noise_percents"])
+MINI_LAMBDA_SCALES = tuple(sorted(("1", *MINI_PROBES["lambda_scales"]), key=float))  # 1: the main BA-LoRA run
 TABLES: dict[str, Callable[[], TableSpec]] = {}
 
 
@@ -716,62 +703,79 @@ def _iclr(name: str, title: str, study: str, rows, cols, recipe: str, **options)
     return TableSpec(name, title, study, tuple(rows), tuple(cols), **options)
 
 
-def _rows(pairs, key: str = "{row}", groups=((None, None),)) -> list[RowSpec]:
-    """A row per (group, pair): label pair[1], key `key` with {group} and {row} filled in."""
-    return [RowSpec(p[1], key.format(group=g, row=p[0]), label) for g, label in groups for p in pairs]
+def _rows(
+    keys: Sequence[str], template: str = "{row}", groups: Sequence[str | None] = (None,)
+) -> list[RowSpec]:
+    """A row per (group, key), labelled from LABELS: key `template` with {group} and {row} filled in."""
+    return [RowSpec(LABELS[k], template.format(group=g, row=k), LABELS.get(g)) for g in groups for k in keys]
 
 
-def _columns(pairs, metric: str, run: str, **options) -> list[ColumnSpec]:
-    """A column per (key, label) pair: {key} of `metric` and `run` filled in ({row} stays for the rows)."""
+def _columns(keys: Sequence[str], metric: str, run: str, label: str = "{}", **options) -> list[ColumnSpec]:
+    """A column per key, labelled `label` of its LABELS entry (else of the key): {key} of `metric` and `run`
+    filled in ({row} stays for the rows)."""
     fill = lambda text, key: text.replace("{key}", key)  # noqa: E731
-    return [ColumnSpec(p[1], p[0], fill(metric, p[0]), run=fill(run, p[0]), **options) for p in pairs]
+    return [
+        ColumnSpec(label.format(LABELS.get(k, k)), k, fill(metric, k), run=fill(run, k), **options)
+        for k in keys
+    ]
+
+
+def _bench_columns(subsets: Sequence[str], benches: dict[str, tuple[str, ...]]) -> list[ColumnSpec]:
+    """The score of each evaluation (eval/<bench>.py: percent; MT-Bench: first-turn rating 1-10) of the runs
+    {row}_<subset> of each training subset."""
+    return [col for s in subsets for col in _columns(benches[s], "{key}.score", f"{{row}}_{s}")]
 
 
 @_table
 def nlg_table() -> TableSpec:
     """Paper NLG table: 3 models × {Full FT, LoRA, PiSSA, BA-LoRA} × 5 benchmarks (results/nlg)."""
-    cols = [ColumnSpec(label, k, f"{k}.score", run=f"{{row}}_{data}") for k, label, data in NLG_BENCHMARKS]
+    grid = STUDIES["nlg_table"].axes
+    rows, cols = (
+        _rows(grid["methods"], "{group}_{row}", grid["models"]),
+        _bench_columns(grid["subsets"], SUBSET_BENCHES),
+    )
     # The configs run the ICLR-2026 recipe: compared with the ICLR-2026 (v6) table; the v3-v5 table is
     # results/paper/nlg_table.json (aggregate_results.py --paper_file nlg_table.json).
     title = "NLG: GSM8K, MATH, HumanEval, MBPP (%), MT-Bench (1-10)"
     options = {"average": True, "paper_file": "nlg_table_iclr2026.json"}
-    return _iclr(
-        "nlg", title, "nlg", _rows(NLG_METHODS, "{group}_{row}", NLG_MODELS), cols, ICLR_NLG_RECIPE, **options
-    )
+    return _iclr("nlg", title, "nlg", rows, cols, ICLR_NLG_RECIPE, **options)
 
 
 @_table
 def nlu_table() -> TableSpec:
     """Paper NLU table: DeBERTa-v3-base, 10 methods × 8 GLUE tasks (results/nlu, runs of scripts/glue.sh)."""
-    cols = _columns(NLU_TASKS, "score", "{key}_deberta-v3-base_{row}")
-    title = "NLU: GLUE dev (DeBERTa-v3-base)"
-    options = {"average": True, "paper_file": "nlu_table_iclr2026.json"}
-    return _iclr("nlu", title, "nlu", _rows(NLU_METHODS), cols, ICLR_NLU_RECIPE, **options)
+    grid = STUDIES["nlu_table"].axes
+    cols = _columns(grid["tasks"], "score", f"{{key}}_{grid['models'][0]}_{{row}}")
+    title, options = (
+        "NLU: GLUE dev (DeBERTa-v3-base)",
+        {"average": True, "paper_file": "nlu_table_iclr2026.json"},
+    )
+    return _iclr("nlu", title, "nlu", _rows(grid["methods"]), cols, ICLR_NLU_RECIPE, **options)
 
 
 @_table
 def ablation_table() -> TableSpec:
     """Paper ablation, LLMs: runs ablation/<model>_<variant> × GSM8K, MATH. The published figure (v4/v5) used
     the v1-v5 recipe; our variants switch off λ of the ICLR-2026 configs."""
-    rows = _rows(ABLATION_VARIANTS, "{group}_{row}", NLG_MODELS)
-    cols, title = (
-        _columns(labelled("gsm8k math"), "{key}.score", "{row}"),
-        "Ablation of the regularisers: GSM8K, MATH (%)",
-    )
+    grid = STUDIES["ablation_llms"].axes
+    rows = _rows(grid["variants"], "{group}_{row}", grid["models"])
+    cols = _columns(SUBSET_BENCHES["metamath"], "{key}.score", "{row}")
+    title = "Ablation of the regularisers: GSM8K, MATH (%)"
     return _iclr("ablation", title, "ablation", rows, cols, ICLR_NLG_RECIPE, paper_file="ablation.json")
 
 
 @_table
 def ablation_glue_table() -> TableSpec:
     """Paper ablation, DeBERTa-v3-base: regulariser variants × GLUE avg over the eight tasks."""
-    tasks = tuple(task for task, _ in NLU_TASKS)
-    cols = [ColumnSpec("GLUE avg", "glue", "score", run="glue_{task}_{row}", average_over=tasks)]
-    rows = _rows(ABLATION_VARIANTS, groups=((None, "DeBERTa-v3-base"),))
-    title, options = (
+    grid = STUDIES["ablation"].axes
+    cols = [ColumnSpec("GLUE avg", "glue", "score", run="glue_{task}_{row}", average_over=grid["glue_tasks"])]
+    rows, title = (
+        _rows(grid["variants"], groups=grid["nlu_model"]),
         "Ablation of the regularisers: DeBERTa-v3-base GLUE avg",
-        {"paper_file": "ablation_glue.json"},
     )
-    return _iclr("ablation_glue", title, "ablation", rows, cols, ICLR_NLU_RECIPE, **options)
+    return _iclr(
+        "ablation_glue", title, "ablation", rows, cols, ICLR_NLU_RECIPE, paper_file="ablation_glue.json"
+    )
 
 
 def _mini_gsm8k_columns(run: str, train_loss: bool = True, accuracy: bool = True) -> list[ColumnSpec]:
@@ -785,7 +789,7 @@ def _mini_gsm8k_columns(run: str, train_loss: bool = True, accuracy: bool = True
 @_table
 def mini_nlg_table() -> TableSpec:
     """Mini NLG: SmolLM2-135M-Instruct trained on GSM8K train rows, scored on a GSM8K test subset."""
-    rows = _rows(MINI_NLG_METHODS, f"{MINI_NLG_MODEL}_{{row}}", ((None, "SmolLM2-135M-Instruct"),))
+    rows = _rows(dict(MINI_NLG_METHODS), "{group}_{row}", (MINI_NLG_MODEL,))
     title = "Mini NLG: SmolLM2-135M-Instruct, GSM8K test subset accuracy (%) and solution NLL (nats/token)"
     recipe = f"SmolLM2-135M-Instruct on 160 GSM8K train rows; {ICLR_NLG_RECIPE}"
     return _iclr("mini_nlg", title, "mini/nlg", rows, _mini_gsm8k_columns("{row}"), recipe)
@@ -794,9 +798,12 @@ def mini_nlg_table() -> TableSpec:
 @_table
 def mini_nlu_table() -> TableSpec:
     """Mini NLU: all-MiniLM-L6-v2 on the local GLUE tasks (dev sets), 7 methods."""
-    cols, title = _columns(MINI_NLU_TASKS, "score", "{key}_{row}"), "Mini NLU: all-MiniLM-L6-v2, GLUE dev"
+    cols, title = (
+        _columns(MINI_AXES["nlu_tasks"], "score", "{key}_{row}"),
+        "Mini NLU: all-MiniLM-L6-v2, GLUE dev",
+    )
     recipe = f"all-MiniLM-L6-v2 on GLUE train subsets; {ICLR_NLU_RECIPE}"
-    return _iclr("mini_nlu", title, "mini/nlu", _rows(MINI_NLU_METHODS), cols, recipe, average=True)
+    return _iclr("mini_nlu", title, "mini/nlu", _rows(MINI_AXES["nlu_methods"]), cols, recipe, average=True)
 
 
 @_table
@@ -806,7 +813,8 @@ def mini_ablation_table() -> TableSpec:
     No GSM8K accuracy column: at 0-3% of 64 questions it cannot separate the variants (the NLL can), and the
     single-term runs were graded under balora-gsm8k v1, which may not share a column with the main runs' v2.
     """
-    glue, tasks = "GLUE avg (MRPC, STS-B)", tuple(task for task, _ in MINI_ABLATION_TASKS)
+    tasks = MINI_AXES["ablation_tasks"]  # the GLUE avg of these two only (CPU time)
+    glue = f"GLUE avg ({', '.join(LABELS[task] for task in tasks)})"
     cols = _mini_gsm8k_columns(f"{MINI_NLG_MODEL}_{{row}}", train_loss=False, accuracy=False)
     cols += [ColumnSpec(glue, "glue", "score", run="{task}_{row}", average_over=tasks)]
     # The two end points of the ablation are the main mini tables' PiSSA and BA-LoRA runs.
@@ -814,7 +822,7 @@ def mini_ablation_table() -> TableSpec:
     overrides = [(row, "gsm8k_nll", f"mini/nlg:{MINI_NLG_MODEL}_{method}") for row, method in ends]
     overrides += [(row, "glue", f"mini/nlu:{{task}}_{method}") for row, method in ends]
     recipe = "variants of the mini NLG / NLU BA-LoRA runs (iclr2026 presets) with λ switched off"
-    title, rows = "Mini ablation of the regularisers", _rows(ABLATION_VARIANTS)
+    title, rows = "Mini ablation of the regularisers", _rows(STUDIES["ablation"].axes["variants"])
     return _iclr("mini_ablation", title, "mini/ablation", rows, cols, recipe, overrides=tuple(overrides))
 
 
@@ -845,39 +853,40 @@ def _imbalance_columns(run: str, minority: str, prefix: str = "", keys: str = "{
 @_table
 def imbalanced_mnli_table() -> TableSpec:
     """v7 appendix: imbalanced MNLI (DeBERTa-v3-base), recall of the minority class (final model)."""
-    c, ratio = IMBALANCED_MNLI_CLASS, IMBALANCED_MNLI_RATIO
-    cols = _imbalance_columns(imbalance_run("mnli", "deberta-v3-base", "{row}", c, ratio), c, keys="{1}")
-    title = f"Imbalanced MNLI (DeBERTa-v3-base): {c} kept at 1:{ratio}, matched dev (%)"
-    rows, options = _rows(PROBE_METHODS), {"paper_file": "imbalanced_mnli.json"}
+    grid = STUDIES["imbalanced_mnli"].axes
+    c, ratio, model = grid["minority_class"][0], grid["ratio"][0], grid["model"][0]
+    cols = _imbalance_columns(imbalance_run("mnli", model, "{row}", c, ratio), c, keys="{1}")
+    title = f"Imbalanced MNLI ({LABELS[model]}): {c} kept at 1:{ratio}, matched dev (%)"
+    rows, options = _rows(grid["methods"]), {"paper_file": "imbalanced_mnli.json"}
     return _iclr("imbalanced_mnli", title, "imbalanced_mnli", rows, cols, ICLR_NLU_RECIPE, **options)
 
 
 @_table
 def mini_imbalance_table() -> TableSpec:
     """Mini probe: SST-2 with the positive class subsampled to 1:4, 1:19 and 1:49 (MiniLM); clean dev set."""
-    c = MINI_IMBALANCE_CLASS
+    c, ratios = MINI_IMBALANCE_CLASS, MINI_IMBALANCE_RATIOS
     cols = [
         col
-        for r in MINI_IMBALANCE_RATIOS
+        for r in ratios
         for col in _imbalance_columns(imbalance_run("sst2", None, "{row}", c, r), c, f"1:{r} ", f"{{0}}{r}")
     ]
     title = "Mini probe, class imbalance: all-MiniLM-L6-v2 on SST-2 with the positive class kept at "
-    title += "1:4 / 1:19 / 1:49, dev (%)"
+    title += f"{' / '.join(f'1:{r}' for r in ratios)}, dev (%)"
     recipe = f"the mini SST-2 configs; {ICLR_NLU_RECIPE}"
-    return _iclr("mini_imbalance", title, "mini/imbalance", _rows(PROBE_METHODS), cols, recipe)
+    return _iclr("mini_imbalance", title, "mini/imbalance", _rows(MINI_PROBES["methods"]), cols, recipe)
 
 
 @_table
 def mini_label_noise_table() -> TableSpec:
     """Mini probe: SST-2 with 20% / 40% of the training labels flipped (MiniLM); clean dev accuracy."""
     cols = [ColumnSpec("clean", "0", "final.accuracy", run="mini/nlu:sst2_{row}", scale=100)]
-    levels = [(str(level), f"{level}% flipped") for level in MINI_NOISE_LEVELS]
-    cols += _columns(levels, "final.accuracy", "sst2_{row}_noise{key}", scale=100)
+    levels = MINI_PROBES["noise_percents"]
+    cols += _columns(levels, "final.accuracy", "sst2_{row}_noise{key}", label="{}% flipped", scale=100)
     title = (
         "Mini probe, label noise: all-MiniLM-L6-v2 on SST-2, final-model accuracy on the clean dev set (%)"
     )
     recipe = f"the mini SST-2 configs; {ICLR_NLU_RECIPE}"
-    return _iclr("mini_label_noise", title, "mini/label_noise", _rows(PROBE_METHODS), cols, recipe)
+    return _iclr("mini_label_noise", title, "mini/label_noise", _rows(MINI_PROBES["methods"]), cols, recipe)
 
 
 @_table
@@ -900,9 +909,10 @@ def mini_lambda_scale_table() -> TableSpec:
 @_table
 def mini_lora_reg_table() -> TableSpec:
     """Mini probe, LoRA + Reg: the regularisers on standard LoRA init, beside LoRA, PiSSA and BA-LoRA."""
-    rows = _rows((*PROBE_METHODS[:1], ("lora-reg", "LoRA + Reg"), *PROBE_METHODS[1:]))
+    methods = MINI_PROBES["methods"]
+    rows = _rows((methods[0], "lora-reg", *methods[1:]))
     cols = _mini_gsm8k_columns(f"mini/nlg:{MINI_NLG_MODEL}_{{row}}", train_loss=False, accuracy=False)
-    cols += _columns(MINI_NLU_TASKS, "score", "mini/nlu:{key}_{row}")
+    cols += _columns(MINI_AXES["nlu_tasks"], "score", "mini/nlu:{key}_{row}")
     # STS-B: the NLU terms are constant on a 1-column output (zero gradient), so LoRA + Reg trains exactly as
     # LoRA; the cell shows the LoRA runs (scripts/mini_probes.sh does not repeat them).
     runs = {"gsm8k_nll": f"{MINI_NLG_MODEL}_lora-reg", "stsb": "mini/nlu:stsb_lora"}
@@ -919,25 +929,26 @@ def mini_lora_reg_table() -> TableSpec:
 @_table
 def nlu_diversity_table() -> TableSpec:
     """v7 appendix: the NLU diversity term on MNLI, covariance (the preset) vs entropy form, and LoRA."""
-    variants = (("covariance", "BA-LoRA (covariance diversity)"), ("entropy", "BA-LoRA (entropy diversity)"))
-    rows = _rows((*variants, ("lora", "LoRA")))
-    cols = [ColumnSpec("MNLI", "MNLI", "score", run="mnli_deberta-v3-base_ba-lora-entropy")]
+    grid = STUDIES["nlu_diversity"].axes
+    run = f"{grid['task'][0]}_{grid['model'][0]}"
+    cols = [ColumnSpec("MNLI", "MNLI", "score", run=f"{run}_ba-lora-entropy")]
     # Covariance and LoRA are the NLU table's runs (scripts/nlu_diversity.sh trains them when missing).
     overrides = tuple(
-        (row, "MNLI", f"nlu:mnli_deberta-v3-base_{m}")
-        for row, m in (("covariance", "ba-lora"), ("lora", "lora"))
+        (row, "MNLI", f"nlu:{run}_{m}") for row, m in (("covariance", "ba-lora"), ("lora", "lora"))
     )
     title = "NLU diversity term on MNLI (DeBERTa-v3-base), matched dev accuracy (%)"
     recipe = f"{ICLR_NLU_RECIPE}; the entropy row: --diversity_type entropy"
     options = {"overrides": overrides, "paper_file": "nlu_diversity.json"}
+    rows = _rows(("covariance", "entropy", "lora"))
     return _iclr("nlu_diversity", title, "nlu_diversity", rows, cols, recipe, **options)
 
 
 @_table
 def noisy_probe_table() -> TableSpec:
     """v6 §3.2.2: PiSSA vs BA-LoRA on RoBERTa-base (curated pre-training text) and T5-base (C4)."""
-    rows = _rows(labelled("pissa ba-lora"), "{group}_{row}", NOISY_PROBE_MODELS)
-    cols = [ColumnSpec(label, label, "score", run=f"{task}_{{row}}") for task, label in NOISY_PROBE_TASKS]
+    grid = STUDIES["noisy_probe"].axes
+    rows = _rows(grid["methods"], "{group}_{row}", grid["models"])
+    cols = [ColumnSpec(LABELS[task], LABELS[task], "score", run=f"{task}_{{row}}") for task in grid["tasks"]]
     recipe = f"each task's DeBERTa-v3-base recipe on the probe model; {ICLR_NLU_RECIPE}"
     title, options = (
         "Noisy-pretraining probe: GLUE dev (%)",
@@ -949,13 +960,12 @@ def noisy_probe_table() -> TableSpec:
 @_table
 def model_range_table() -> TableSpec:
     """BA-LoRA across models (scripts/model_range.sh): GSM8K after MetaMathQA, HumanEval after CodeFeedback."""
-    rows = _rows(PROBE_METHODS, "{group}_{row}", MODEL_RANGE)
-    cols = _columns(labelled("gsm8k"), "{key}.score", "{row}_metamath")
-    cols += _columns(labelled("humaneval"), "{key}.score", "{row}_python")
+    grid = STUDIES["model_range"].axes
+    rows = _rows(grid["methods"], "{group}_{row}", grid["models"])
+    cols = _bench_columns(grid["subsets"], MODEL_RANGE_BENCHES)
     recipe = f"the NLG table's recipe, rank 64 outside it; {ICLR_NLG_RECIPE}"
-    return _iclr(
-        "model_range", "BA-LoRA across models: GSM8K and HumanEval (%)", "model_range", rows, cols, recipe
-    )
+    title = "BA-LoRA across models: GSM8K and HumanEval (%)"
+    return _iclr("model_range", title, "model_range", rows, cols, recipe)
 
 
 def load_histories(results_root: str | Path, run: str, seeds: Sequence[int] = ()) -> list[list[dict]]:

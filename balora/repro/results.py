@@ -265,11 +265,12 @@ class Cell:
 
 
 def aggregate_cell(
-    run: pd.DataFrame | None, metric: str, seeds: Sequence[int] = (), scale: float = 1
+    run: pd.DataFrame | None, metric: str, expected_seeds: Sequence[int] = (), scale: float = 1.0
 ) -> Cell:
     """`metric` over the seeds of one run's rows (None: the run does not exist -> an empty cell)."""
-    rows = metric_values(run, metric, seeds, scale)
-    return Cell.of(rows.set_index("seed")["value"], seeds, rows["protocol"].iloc[0] if len(rows) else None)
+    rows = metric_values(run, metric, expected_seeds, scale)
+    protocol = rows["protocol"].iloc[0] if len(rows) else None
+    return Cell.of(rows.set_index("seed")["value"], expected_seeds, protocol)
 
 
 def point(cell: Cell) -> tuple[float, float | None] | None:
@@ -363,12 +364,12 @@ def build_table(spec: TableSpec, results_root: str | Path) -> TableResult:
     # A cell averaged over runs (average_over) counts a seed only when every one of its runs has it.
     per_seed = long.groupby(["row", "col", "seed"])["value"].agg(["size", statistics.fmean])
     per_seed = per_seed[per_seed["size"].to_numpy() == [len(sources[k[:2]][1]) for k in per_seed.index]]
-    found = {k: sorted(set(g.dropna())) for k, g in long.groupby(["row", "col"])["protocol"]}
+    recorded = {k: sorted(set(g.dropna())) for k, g in long.groupby(["row", "col"])["protocol"]}
     cells: dict[str, dict[str, Cell]] = {r.key: {} for r in spec.rows}
     for (row, key), (_, runs) in sources.items():
-        protocols = found.get((row, key))  # runs that record no protocol add nothing
+        protocols = recorded.get((row, key))  # runs that record no protocol add nothing
         protocol = (protocols[0] if len(runs) == 1 else tuple(protocols)) if protocols else None
-        values = per_seed.loc[(row, key), "fmean"] if (row, key) in per_seed.index else pd.Series()
+        values = per_seed.loc[(row, key), "fmean"] if (row, key) in per_seed.index else pd.Series(dtype=float)
         cells[row][key] = Cell.of(values, spec.seeds, protocol)
     for col in spec.columns:
         if len(found := {row[col.key].protocol for row in cells.values() if row[col.key].n}) > 1:
@@ -600,26 +601,21 @@ ICLR_NLG_RECIPE = (
 ICLR_NLU_RECIPE = (
     "regulariser preset iclr2026 (NLU): λ = 0.15 / 0.03 / 0.03, covariance diversity, nuclear SVD k = 5"
 )
-LABELS = {"full": "Full FT", "bitfit": "BitFit", "hadapter": "HAdapter", "padapter": "PAdapter"}
-LABELS |= {
-    "lora": "LoRA",
-    "loha": "LoHa",
-    "dora": "DoRA",
-    "adalora": "AdaLoRA",
-    "pissa": "PiSSA",
-    "ba-lora": "BA-LoRA",
-}
-LABELS |= {"lora-reg": "LoRA + Reg", "mnli": "MNLI", "sst2": "SST-2", "mrpc": "MRPC", "cola": "CoLA"}
-LABELS |= {"qnli": "QNLI", "qqp": "QQP", "rte": "RTE", "stsb": "STS-B", "gsm8k": "GSM8K", "math": "MATH"}
-LABELS |= {"humaneval": "HumanEval", "mbpp": "MBPP", "mt_bench": "MT-Bench", "t5-base": "T5-base"}
-LABELS |= {"roberta-base": "RoBERTa-base", "deberta-v3-base": "DeBERTa-v3-base", "llama2-7b": "LLaMA-2-7B"}
-LABELS |= {"llama2-13b": "LLaMA-2-13B", "llama3-8b": "LLaMA-3-8B", "llama3-70b": "LLaMA-3-70B"}
-LABELS |= {"mistral-7b": "Mistral-7B", "gemma-7b": "Gemma-7B", "qwen1.5-7b": "Qwen1.5-7B"}
-LABELS |= {"yi1.5-34b": "Yi-1.5-34B", "smollm2": "SmolLM2-135M-Instruct"}
-# The regulariser ablation's variants (λ switched off: studies.ABLATION_FLAGS) and the NLU diversity forms.
-LABELS |= {"noreg": "w/o reg (PiSSA)", "consistency": "consistency only", "diversity": "diversity only"}
-LABELS |= {"svd": "SVD only", "all": "BA-LoRA (all three)", "covariance": "BA-LoRA (covariance diversity)"}
-LABELS |= {"entropy": "BA-LoRA (entropy diversity)"}
+# Printed names of methods, tasks, benchmarks and models, the regulariser ablation's variants (λ switched off:
+# studies.ABLATION_FLAGS) and the NLU diversity forms.
+LABELS = {
+    "full": "Full FT", "bitfit": "BitFit", "hadapter": "HAdapter", "padapter": "PAdapter", "lora": "LoRA",
+    "loha": "LoHa", "dora": "DoRA", "adalora": "AdaLoRA", "pissa": "PiSSA", "ba-lora": "BA-LoRA",
+    "lora-reg": "LoRA + Reg", "mnli": "MNLI", "sst2": "SST-2", "mrpc": "MRPC", "cola": "CoLA", "qnli": "QNLI",
+    "qqp": "QQP", "rte": "RTE", "stsb": "STS-B", "gsm8k": "GSM8K", "math": "MATH", "humaneval": "HumanEval",
+    "mbpp": "MBPP", "mt_bench": "MT-Bench", "roberta-base": "RoBERTa-base", "t5-base": "T5-base",
+    "deberta-v3-base": "DeBERTa-v3-base", "smollm2": "SmolLM2-135M-Instruct", "llama2-7b": "LLaMA-2-7B",
+    "llama2-13b": "LLaMA-2-13B", "llama3-8b": "LLaMA-3-8B", "llama3-70b": "LLaMA-3-70B",
+    "mistral-7b": "Mistral-7B", "gemma-7b": "Gemma-7B", "qwen1.5-7b": "Qwen1.5-7B", "yi1.5-34b": "Yi-1.5-34B",
+    "noreg": "w/o reg (PiSSA)", "consistency": "consistency only", "diversity": "diversity only",
+    "svd": "SVD only", "all": "BA-LoRA (all three)", "covariance": "BA-LoRA (covariance diversity)",
+    "entropy": "BA-LoRA (entropy diversity)",
+}  # fmt: skip
 
 
 def labelled(keys: Sequence[str]) -> tuple[tuple[str, str], ...]:
@@ -666,12 +662,6 @@ def _columns(keys: Sequence[str], metric: str, run: str, label: str = "{}", **op
     ]
 
 
-def _bench_columns(subsets: Sequence[str], benches: dict[str, tuple[str, ...]]) -> list[ColumnSpec]:
-    """The score of each evaluation (eval/<bench>.py: percent; MT-Bench: first-turn rating 1-10) of runs
-    {row}_<subset>, for each training subset."""
-    return [col for s in subsets for col in _columns(benches[s], "{key}.score", f"{{row}}_{s}")]
-
-
 def _nll_column(run: str) -> list[ColumnSpec]:
     """The GSM8K solution NLL of the mini NLG runs: the low-noise companion of a 64-question accuracy."""
     return [ColumnSpec("GSM8K NLL", "gsm8k_nll", "gsm8k_nll.score", run, higher_is_better=False, decimals=3)]
@@ -696,10 +686,12 @@ def _imbalance_columns(run: str, minority: str, prefix: str = "", keys: str = "{
 
 def _paper_tables() -> None:
     """The paper's tables, its appendix experiments and the model range."""
-    # NLG: 3 models × {Full FT, LoRA, PiSSA, BA-LoRA} × 5 benchmarks. The configs run the ICLR-2026 recipe:
-    # compared with the ICLR-2026 (v6) table; the v3-v5 table is results/paper/nlg_table.json (--paper_file).
+    # NLG: 3 models × {Full FT, LoRA, PiSSA, BA-LoRA} × the benchmarks of each training set (eval/<bench>.py:
+    # percent; MT-Bench: first-turn rating 1-10). The configs run the ICLR-2026 recipe: compared with the
+    # ICLR-2026 (v6) table; the v3-v5 table is results/paper/nlg_table.json (--paper_file).
     grid, title = GRID["nlg_table"], "NLG: GSM8K, MATH, HumanEval, MBPP (%), MT-Bench (1-10)"
-    rows, cols = _rows(grid["methods"], grid["models"]), _bench_columns(grid["subsets"], SUBSET_BENCHES)
+    cols = [c for s in grid["subsets"] for c in _columns(SUBSET_BENCHES[s], "{key}.score", f"{{row}}_{s}")]
+    rows = _rows(grid["methods"], grid["models"])
     _table("nlg", title, rows, cols, ICLR_NLG_RECIPE, "nlg_table_iclr2026.json", average=True)
     # NLU: DeBERTa-v3-base, 10 methods × 8 GLUE tasks (scripts/glue.sh).
     grid, title = GRID["nlu_table"], "NLU: GLUE dev (DeBERTa-v3-base)"
@@ -723,7 +715,8 @@ def _paper_tables() -> None:
     _table("imbalanced_mnli", title, _rows(grid["methods"]), cols, ICLR_NLU_RECIPE, "imbalanced_mnli.json")
     # v7 appendix: the NLU diversity term on MNLI, covariance (the preset) vs entropy form, and LoRA; covariance
     # and LoRA are the NLU table's runs (scripts/nlu_diversity.sh trains them when missing).
-    run = "{task[0]}_{model[0]}".format(**GRID["nlu_diversity"])
+    grid = GRID["nlu_diversity"]
+    run = f"{grid['task'][0]}_{grid['model'][0]}"
     cols = [ColumnSpec("MNLI", "MNLI", "score", f"{run}_ba-lora-entropy")]
     overrides = (("covariance", "MNLI", f"nlu:{run}_ba-lora"), ("lora", "MNLI", f"nlu:{run}_lora"))
     title = "NLU diversity term on MNLI (DeBERTa-v3-base), matched dev accuracy (%)"
@@ -738,7 +731,10 @@ def _paper_tables() -> None:
     _table("noisy_probe", title, rows, cols, recipe, "noisy_pretraining.json", average=True)
     # BA-LoRA across models (scripts/model_range.sh): GSM8K after MetaMathQA, HumanEval after CodeFeedback.
     grid, title = GRID["model_range"], "BA-LoRA across models: GSM8K and HumanEval (%)"
-    rows, cols = _rows(grid["methods"], grid["models"]), _bench_columns(grid["subsets"], MODEL_RANGE_BENCHES)
+    rows = _rows(grid["methods"], grid["models"])
+    cols = [
+        c for s in grid["subsets"] for c in _columns(MODEL_RANGE_BENCHES[s], "{key}.score", f"{{row}}_{s}")
+    ]
     _table("model_range", title, rows, cols, f"the NLG table's recipe, rank 64 outside it; {ICLR_NLG_RECIPE}")
 
 

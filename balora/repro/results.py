@@ -536,10 +536,10 @@ def _footnotes(result: TableResult, paper: dict[str, Any] | None) -> list[str]:
     ]
     # Cells with the same shortfall are named together: a whole table at n = 1 is one line, not one per cell.
     short: dict[str, list[tuple[RowSpec, ColumnSpec]]] = {}
-    for row, col, c in cells:
-        if c.incomplete or not c.n:
-            runs = ", ".join(spec.run_names(row, col))
-            why = f"n={c.n}, missing seeds {list(c.missing_seeds)}" if c.n else f"missing (run {runs})"
+    for row, col, cell in cells:
+        if cell.incomplete or not cell.n:
+            missing = f"missing (run {', '.join(spec.run_names(row, col))})"
+            why = f"n={cell.n}, missing seeds {list(cell.missing_seeds)}" if cell.n else missing
             short.setdefault(why, []).append((row, col))
     if short:
         flagged = "; ".join(f"{_name_cells(spec, named)}: {why}" for why, named in short.items())

@@ -635,7 +635,7 @@ MINI_IMBALANCE_CLASS = MINI_PROBES["minority_class"][0]
 MINI_IMBALANCE_RATIOS = tuple(int(ratio) for ratio in MINI_PROBES["imbalance_ratios"])
 MINI_NOISE_LEVELS = tuple(int(percent) for percent in MINI_PROBES["noise_percents"])
 MINI_LAMBDA_SCALES = tuple(sorted(("1", *MINI_PROBES["lambda_scales"]), key=float))  # 1: the main BA-LoRA run
-TABLES: dict[str, Callable[[], TableSpec]] = {}  # name -> its TableSpec
+TABLES: dict[str, Callable[[], TableSpec]] = {}  # name -> a call that builds its TableSpec
 
 
 def _table(name: str, title: str, rows, cols, recipe: str, paper: str | None = None, **options) -> None:

@@ -6,7 +6,8 @@ The algorithm, what a user imports into their own training loop:
     _kernels      the fused, chunked autograd functions those terms use (private)
     adapters      prepare_model (PiSSA and the other methods on peft) and reference_mode, the frozen
                   pre-trained function as one extra adapter (docs/method.md §1-§2); bottleneck: the
-                  Houlsby / Pfeiffer adapters of the NLU table
+                  Houlsby / Pfeiffer adapters of the NLU table; recipes: the named methods (ba-lora = PiSSA
+                  + the regularisers), importable without torch
     trainer       BALoRATrainingArguments (the new knobs) and BALoRATrainer (the terms, logged per term)
 
 Beside it, depending on it and never the reverse (tests/test_layout.py):

@@ -43,6 +43,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from balora.recipes import RECIPES, adapter_of  # named recipes (ba-lora), kept free of torch
+
 logger = logging.getLogger(__name__)
 
 METHODS = ("full", "lora", "pissa", "dora", "loha", "adalora", "bitfit", "hadapter", "padapter")
@@ -108,25 +110,7 @@ class AdapterConfig:
             )
 
 
-# --- named recipes and the command-line arguments -----------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """A named method that is an adapter plus regularisers: what it builds and where its λs come from."""
-
-    adapter: str  # the AdapterConfig.method it builds
-    description: str
-
-
-# BA-LoRA is PiSSA initialisation trained with the regularisers of a `regularizer_preset` (or explicit
-# λs); a preset with every λ set to 0 is the paper's "w/o reg" ablation, i.e. PiSSA.
-RECIPES = {"ba-lora": Recipe(adapter="pissa", description="PiSSA init + the regularizer_preset's terms")}
-
-
-def adapter_of(method: str) -> str:
-    """The adapter that `method` (an adapter method or a recipe name) builds: "pissa" for "ba-lora"."""
-    return RECIPES[method].adapter if method in RECIPES else method
+# --- the command-line arguments ---------------------------------------------------------------------------
 
 
 @dataclass

@@ -566,3 +566,19 @@ def test_committed_tables_are_what_the_committed_runs_give(tmp_path):
         f"{stale} differ; rebuild with: python aggregate_results.py {' '.join(names)} --paper "
         "--out_dir results/mini/tables"
     )
+
+
+def test_aggregating_does_not_import_torch(tmp_path):
+    """balora-aggregate reads configs, JSON and YAML only: building a table from runs whose seeds are compared
+    (comparable_config names the adapter of `ba-lora`) must not load torch or peft (seconds at start-up)."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parent.parent
+    code = (
+        "import sys; from balora.cli import aggregate; "
+        f"aggregate.main(['mini_nlg', 'mini_ablation', '--results_dir', {str(repo / 'results')!r}]); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'peft', 'transformers')))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo, check=True)
+    assert proc.stdout.splitlines()[-1] == "[]"

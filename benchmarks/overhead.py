@@ -372,8 +372,10 @@ def _sync(device: str) -> None:
 
 def _reference_rows(trainer, model, batch: dict):
     """The reference logits on the step's regulariser rows, as the trainer computes them."""
+    from balora.row_capture import supervised_rows
+
     capture = trainer._row_capture(model, return_outputs=False)
-    return trainer._reference_logits(model, dict(batch), trainer._supervised_rows(batch), capture)
+    return trainer._reference_logits(model, dict(batch), supervised_rows(batch.get("labels")), capture)
 
 
 def _term_times(trainer, model, batch: dict, device: str, args) -> dict:
@@ -385,8 +387,10 @@ def _term_times(trainer, model, batch: dict, device: str, args) -> dict:
 
     from balora.regularizers import TERMS, regularizer_terms
     from balora.row_capture import gather_rows as _gather
+    from balora.row_capture import supervised_rows
 
-    capture, rows = trainer._row_capture(model, return_outputs=False), trainer._supervised_rows(batch)
+    capture = trainer._row_capture(model, return_outputs=False)
+    rows = supervised_rows(batch.get("labels"))
     head = capture.svd_head
     captured = []
     hook = head.register_forward_pre_hook(lambda module, inputs: captured.append(inputs[0])) if head else None

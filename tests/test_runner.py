@@ -295,3 +295,100 @@ def test_submitit_local_runs_each_run_as_a_job_and_skips_what_is_done(tmp_path, 
     finished = runner(*args)
     assert finished.returncode == 0 and "# plan: 1 runs, 1 done, 0 to do" in finished.stdout
     assert "submitted" not in finished.stdout
+
+
+# --- the rehearsal's preloaded stage runner (balora/repro/stage_runner.py) ------------------------------
+
+# Runs each command of argv (a JSON list) through stage_runner.run in a fresh process, as the runner
+# does, with the command's stdout and stderr sent to files; prints [[exit status, forked], ...].
+STAGE_DRIVER = """
+import json, os, sys
+from balora.repro import stage_runner
+results = []
+for i, argv in enumerate(json.loads(sys.argv[1])):
+    out = os.open(f"{sys.argv[2]}/{i}.out", os.O_WRONLY | os.O_CREAT)
+    err = os.open(f"{sys.argv[2]}/{i}.err", os.O_WRONLY | os.O_CREAT)
+    saved = os.dup(1), os.dup(2)
+    os.dup2(out, 1), os.dup2(err, 2)
+    status = stage_runner.run(argv, dict(os.environ), sys.argv[3])
+    os.dup2(saved[0], 1), os.dup2(saved[1], 2)
+    results.append(status)
+print(json.dumps(results))
+"""
+CRASH = "raise RuntimeError('a crash on purpose')"
+MESSAGE = "import sys; sys.exit('a user error, in one line')"
+KILLED = "import os, signal; print('before', flush=True); os.kill(os.getpid(), signal.SIGKILL)"
+
+
+def _through(commands: list[list[str]], logs: Path, forked: bool) -> list[list]:
+    """Exit status and forked flag of each command, run forked by the preloaded runner (forked=True) or
+    as subprocesses (the runner's path for real runs)."""
+    logs.mkdir()
+    driver = STAGE_DRIVER if forked else STAGE_DRIVER.replace("stage_runner.run(", "_subprocess(")
+    driver = driver.replace(
+        "results = []",
+        "import subprocess\n_subprocess = lambda a, e, c: [subprocess.run(a, env=e, cwd=c).returncode, False]\n"
+        "results = []",
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "BALORA_REHEARSAL": "1"}
+    proc = subprocess.run(
+        [PY, "-c", driver, json.dumps(commands), str(logs), str(REPO)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_a_stage_forked_from_the_preloaded_runner_ends_as_its_subprocess_does(tmp_path):
+    """The same files, exit status (0, a user error's 2, a crash's 1, a signal's -9) and output as the
+    command run as a subprocess; a launcher or `python -c` runs as a subprocess."""
+    for name, code in (("crash", CRASH), ("message", MESSAGE), ("killed", KILLED)):
+        (tmp_path / f"{name}.py").write_text(code + "\n")
+
+    def commands(out: Path) -> list[list[str]]:
+        train = [PY, "finetune_glue.py", "--config", "configs/glue/rte_deberta-v3-base_lora.yaml",
+                 "--output_dir", str(out), "--seed", "42", *R.GLUE_REHEARSE]  # fmt: skip
+        return [
+            train,
+            [PY, "finetune_glue.py", "--config", "configs/glue/nope.yaml"],  # a user error: exit 2
+            [PY, "eval/gsm8k_nll.py", "--help"],  # a shim that re-executes as `python -P -m balora.cli...`
+            [PY, str(tmp_path / "crash.py")],
+            [PY, str(tmp_path / "message.py")],
+            [PY, str(tmp_path / "killed.py")],
+            [PY, "-c", "import sys; sys.exit(3)"],
+        ]
+
+    forked = _through(commands(tmp_path / "forked"), tmp_path / "forked_logs", forked=True)
+    fresh = _through(commands(tmp_path / "fresh"), tmp_path / "fresh_logs", forked=False)
+    assert [status for status, _ in forked] == [status for status, _ in fresh] == [0, 2, 0, 1, 1, -9, 3]
+    assert [how for _, how in forked] == [True] * 6 + [False]
+
+    def files(out: Path) -> dict[str, bytes]:
+        # runs/: TensorBoard event files, named by their wall time and process id
+        return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()
+                and not p.relative_to(out).parts[0] == "runs"}  # fmt: skip
+
+    a, b = files(tmp_path / "forked"), files(tmp_path / "fresh")
+    assert sorted(a) == sorted(b) and "adapter/adapter_model.safetensors" in a, sorted(a)
+    volatile = ("run.json", "metrics.json", "config.yaml", "log_history.json")  # timings, output paths
+    for name in a:
+        if name.endswith("adapter_config.json"):  # target_modules: a set, in the order of the hash seed
+            x, y = (
+                {**c, "target_modules": sorted(c["target_modules"])}
+                for c in map(json.loads, (a[name], b[name]))
+            )
+            assert x == y, name
+        elif not name.endswith(volatile):
+            assert a[name] == b[name], name
+    metrics = [json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("forked", "fresh")]
+    for key in ("eval_accuracy", "train_loss", "trained", "method"):
+        assert metrics[0].get(key) == metrics[1].get(key), key
+    for i in range(1, 6):  # what the command wrote, to the same stdout and stderr
+        for stream in ("out", "err"):
+            assert (tmp_path / "forked_logs" / f"{i}.{stream}").read_text() == (
+                tmp_path / "fresh_logs" / f"{i}.{stream}"
+            ).read_text(), (i, stream)
+    assert (tmp_path / "forked_logs" / "1.err").read_text().count("\n") == 1  # one line, exit 2
+    assert "RuntimeError: a crash on purpose" in (tmp_path / "forked_logs" / "3.err").read_text()
+    assert (tmp_path / "forked_logs" / "5.out").read_text() == "before\n"

@@ -28,7 +28,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,16 +120,24 @@ def _child(entry: Entry, env: dict[str, str], cwd: str, parent: int) -> None:
         status = 0
     except SystemExit as exit:
         status = _exit_status(exit.code)
-    except KeyboardInterrupt:
-        traceback.print_exc()
-        _flush()
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGINT)  # Python's own exit on an uncaught Ctrl-C
-    except BaseException:
-        traceback.print_exc()
+    except BaseException as error:
+        _print_traceback(error)
+        if isinstance(error, KeyboardInterrupt):  # Python's own exit on an uncaught Ctrl-C
+            _flush()
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGINT)
     finally:
         _flush()
         os._exit(status)  # never back into the runner's frames or its exit handlers
+
+
+def _print_traceback(error: BaseException) -> None:
+    """The traceback the command's own process would print: from its entry point on (no frames of this
+    module or runpy), through sys.excepthook."""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename in (__file__, runpy.__file__, "<frozen runpy>"):
+        tb = tb.tb_next
+    sys.excepthook(type(error), error.with_traceback(tb), tb)  # (it prints the error's own traceback)
 
 
 def _exit_status(code) -> int:

@@ -1,5 +1,6 @@
 """The study runner (balora/repro/run.py): bad input, stages, skip, resume, STOP, results, a killed run."""
 
+import contextlib
 import json
 import os
 import signal
@@ -205,6 +206,34 @@ def test_a_stop_file_ends_the_sweep_before_its_next_run(tmp_path, capsys):
     assert sorted(p.name for p in outputs.iterdir()) == ["STOP"]
 
 
+def _children(pid: int) -> dict[int, str]:
+    """The live child processes of pid and their state letter (Linux /proc)."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found[int(stat.parent.name)] = fields[0]
+    return found
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _state(pid: int) -> str | None:
+    """A process's state letter (R, S, Z, ...), None when it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
 def _adapters(train: Path) -> dict[str, bytes]:
     files = [p for p in train.rglob("*.safetensors") if "checkpoint-" not in str(p)]
     assert files
@@ -392,3 +421,42 @@ def test_a_stage_forked_from_the_preloaded_runner_ends_as_its_subprocess_does(tm
     assert (tmp_path / "forked_logs" / "1.err").read_text().count("\n") == 1  # one line, exit 2
     assert "RuntimeError: a crash on purpose" in (tmp_path / "forked_logs" / "3.err").read_text()
     assert (tmp_path / "forked_logs" / "5.out").read_text() == "before\n"
+
+
+@pytest.mark.slow
+def test_a_rehearsal_stage_dies_with_its_killed_runner_and_the_run_resumes(tmp_path):
+    """SIGKILL to the runner alone (not its process group) while its forked GLUE training runs: the
+    training dies with it (PR_SET_PDEATHSIG), and the same command then finishes the run."""
+    args = ["nlu_table", "--rehearse", "--only", "rte_deberta-v3-base_lora/", "--no-finish",
+            "--results_dir", str(tmp_path / "results"), "--outputs_dir", str(tmp_path / "outputs")]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [PY, "-m", "balora.repro.run", *args], cwd=REPO, env=env, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        # The training: the runner's child after its started marker, forked (the runner's command line).
+        marker = tmp_path / "outputs" / "nlu" / "rte_deberta-v3-base_lora" / "seed42" / ".stage_train.started"
+        cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+        deadline = time.monotonic() + 300
+        while not marker.exists() or not (
+            stage := [pid for pid in _children(proc.pid) if _cmdline(pid) == cmdline]
+        ):
+            assert proc.poll() is None and time.monotonic() < deadline, "no forked stage started"
+            time.sleep(0.02)
+        (child,) = stage
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 10
+        while _state(child) not in ("Z", "X", None):  # zombie, dead or gone
+            assert time.monotonic() < deadline, "the stage outlived its runner"
+            time.sleep(0.05)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    train = tmp_path / "outputs" / "nlu" / "rte_deberta-v3-base_lora" / "seed42" / "train"
+    assert not (train / "metrics.json").exists()  # killed mid-stage
+    resumed = runner(*args)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    assert "    train: ok (" in resumed.stdout and "forked from the preloaded runner)" in resumed.stdout
+    assert (tmp_path / "results" / "nlu" / "rte_deberta-v3-base_lora" / "seed42" / "DONE").is_file()

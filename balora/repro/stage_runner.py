@@ -2,19 +2,23 @@
 
 A rehearsal stage is toy-scale (a GLUE training on 32 samples, an evaluation of 2 problems), so a fresh
 `python finetune_glue.py ...` spends most of its time importing torch, transformers, peft and datasets
-(~6 s of CPU each time). `run(argv, env, cwd)` runs a plain single-process Python command instead as a
-child of this process: the first stage of a command imports that command's module here (only imports:
-no torch op runs and no thread starts here, so forking is safe), and each stage is `os.fork()`, where
-the child takes the command's argv, environment and working folder and runs its entry point as
-`python script.py args` / `python -m module args` would (runpy), then exits with the status that
-command would have had (a user error's 2, a crash's 1, -N when killed by signal N). The child writes to
-the same stdout and stderr, and dies with this process (PR_SET_PDEATHSIG), as the process group of a
-killed runner does today. Launchers (deepspeed, torch.distributed.run), other Python flags, other
-interpreters, and a process already holding threads other than the allocator's run as subprocesses.
+(~6 s of CPU each time). `run(argv, env, cwd)` runs a plain single-process Python command instead in a
+child of this process:
 
-What the child does not get afresh: environment variables read at import time (e.g. OMP_NUM_THREADS,
-HF_HUB_OFFLINE) keep the values they had at the import here, which in a rehearsal are the same for
-every stage (balora/repro/run.py sets them before the first one).
+* the first stage of a command imports the command's module here, once: imports only, no torch op, so
+  no thread pool exists when forking (the one thread an import starts, pyarrow's allocator thread, is
+  fork-safe; with any other thread here the command runs as a subprocess);
+* each stage is `os.fork()`: the child takes the command's argv, environment and working folder, runs
+  its entry point as `python script.py args` / `python -m module args` would (runpy), and exits with
+  the status that command would have had (0, a user error's 2, a crash's 1 and its traceback, -N when
+  killed by signal N), writing to the same stdout and stderr;
+* the child dies with this process (PR_SET_PDEATHSIG), even when only the runner is killed, and a
+  SIGTERM or Ctrl-C of the runner kills it as subprocess.run does.
+
+Launchers (deepspeed, torch.distributed.run), other Python flags and other interpreters run as
+subprocesses. What a child does not get afresh: environment variables read at import time (e.g.
+OMP_NUM_THREADS, HF_HUB_OFFLINE) keep the values they had at the import here, which in a rehearsal are
+the same for every stage (balora/repro/run.py sets them before the first one).
 """
 
 from __future__ import annotations

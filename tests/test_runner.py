@@ -241,10 +241,10 @@ def _adapters(train: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.slow
-def test_a_training_killed_mid_run_resumes_from_its_checkpoint_bit_for_bit(tmp_path, shared_data):
+def test_a_training_killed_mid_run_resumes_from_its_checkpoint_bit_for_bit(tmp_path, shared_data, capsys):
     """SIGKILL to the runner's process group after the first checkpoint; the rerun resumes the training
     from its last complete checkpoint and ends with the adapter of an uninterrupted run, bit for bit."""
-    grid = ["--grid", "max_steps=40", "--grid", "save_steps=2"]
+    grid = ["--grid", "max_steps=20", "--grid", "save_steps=2"]
 
     def dirs(name: str) -> list[str]:
         return [
@@ -253,9 +253,6 @@ def test_a_training_killed_mid_run_resumes_from_its_checkpoint_bit_for_bit(tmp_p
             "--outputs_dir",
             str(tmp_path / name / "outputs"),
         ]
-
-    reference = runner("tiny", *grid, *dirs("reference"))
-    assert reference.returncode == 0, reference.stdout[-2000:] + reference.stderr[-2000:]
 
     train = tmp_path / "killed" / "outputs" / "tiny" / "tiny_ba-lora" / "seed42" / "train"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
@@ -270,10 +267,19 @@ def test_a_training_killed_mid_run_resumes_from_its_checkpoint_bit_for_bit(tmp_p
     deadline = time.monotonic() + 600
     while provenance.last_complete_checkpoint(train) is None:
         assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint before the run ended"
-        time.sleep(0.05)
+        time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (train / "metrics.json").exists()  # killed mid-training
+
+    # The uninterrupted reference: the run's training command as the runner starts it, from the PiSSA
+    # decomposition the killed run made before training (its init folder instead of a second one).
+    (reference,) = R.make_plan(R.options_from_args(["tiny", *grid, *dirs("reference")]))
+    assert [stage.name for stage in reference.stages] == ["pissa_init", "train", "eval_gsm8k_nll"]
+    argv = [a.replace(str(tmp_path / "reference"), str(tmp_path / "killed")) if "pissa_init" in a else a
+            for a in reference.stages[1].argv]  # fmt: skip
+    ref = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert ref.returncode == 0, ref.stderr[-3000:]
 
     resumed = runner("tiny", *grid, *dirs("killed"))
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
@@ -286,8 +292,9 @@ def test_a_training_killed_mid_run_resumes_from_its_checkpoint_bit_for_bit(tmp_p
     results = tmp_path / "killed" / "results" / "tiny" / "tiny_ba-lora" / "seed42"
     assert (results / "DONE").is_file() and (results / "eval" / "gsm8k_nll.json").is_file()
     # Finished: a rerun skips it.
-    again = runner("tiny", *grid, *dirs("killed"))
-    assert again.returncode == 0 and "[done] tiny/tiny_ba-lora/seed42" in again.stdout
+    capsys.readouterr()
+    assert R.main(["tiny", *grid, *dirs("killed")]) == 0
+    assert "[done] tiny/tiny_ba-lora/seed42" in capsys.readouterr().out
 
 
 @pytest.mark.slow

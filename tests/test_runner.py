@@ -298,7 +298,7 @@ def test_a_training_killed_mid_run_resumes_from_its_checkpoint_bit_for_bit(tmp_p
 
 
 @pytest.mark.slow
-def test_submitit_local_runs_each_run_as_a_job_and_skips_what_is_done(tmp_path, shared_data):
+def test_submitit_local_runs_each_run_as_a_job_and_skips_what_is_done(tmp_path, shared_data, capsys):
     """--executor submitit-local: the run's chain (execute_run) as a real subprocess job, its record in the
     run folder; submitting again while it runs submits nothing, and after it finished the run is done."""
     dirs = ["--results_dir", str(tmp_path / "results"), "--outputs_dir", str(tmp_path / "outputs")]
@@ -321,16 +321,20 @@ def test_submitit_local_runs_each_run_as_a_job_and_skips_what_is_done(tmp_path, 
     run_dir = tmp_path / "outputs" / "tiny" / "tiny_ba-lora" / "seed42"
     records = json.loads((run_dir / "jobs.json").read_text())
     assert len(records) == 1 and records[0]["executor"] == "submitit-local"
-    again = submit("--log_dir", str(tmp_path / "jobs"))
-    assert again.returncode == 0 and "# 0 submitted" in again.stdout  # queued or running: not resubmitted
+    # Submitting again (here, in-process: it must not start a job) while the job is queued or running.
+    capsys.readouterr()
+    assert R.main([*args, "--log_dir", str(tmp_path / "jobs")]) == 0
+    assert "# 0 submitted" in capsys.readouterr().out  # not resubmitted
     done = tmp_path / "results" / "tiny" / "tiny_ba-lora" / "seed42" / "DONE"
     deadline = time.monotonic() + 600
+    err = run_dir / f"job-{records[0]['job_id']}.err"
     while not done.exists():
-        assert time.monotonic() < deadline, (run_dir / f"job-{records[0]['job_id']}.err").read_text()[-3000:]
+        log = err.read_text() if err.is_file() else ""
+        assert time.monotonic() < deadline and "job triggered an exception" not in log, log[-3000:]
         time.sleep(1)
-    finished = runner(*args)
-    assert finished.returncode == 0 and "# plan: 1 runs, 1 done, 0 to do" in finished.stdout
-    assert "submitted" not in finished.stdout
+    assert R.main(args) == 0
+    finished = capsys.readouterr().out
+    assert "# plan: 1 runs, 1 done, 0 to do" in finished and "submitted" not in finished
 
 
 # --- the rehearsal's preloaded stage runner (balora/repro/stage_runner.py) ------------------------------

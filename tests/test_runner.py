@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -471,3 +472,39 @@ def test_a_rehearsal_stage_dies_with_its_killed_runner_and_the_run_resumes(tmp_p
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
     assert "    train: ok (" in resumed.stdout and "forked from the preloaded runner)" in resumed.stdout
     assert (tmp_path / "results" / "nlu" / "rte_deberta-v3-base_lora" / "seed42" / "DONE").is_file()
+
+
+def test_only_plain_python_commands_of_this_interpreter_fork_and_only_from_one_thread(tmp_path):
+    """Launchers, `python -c`, other flags or interpreters run as subprocesses; eval/*.py runs as the
+    module it re-executes; with a second thread in this process nothing forks."""
+    from balora.repro import stage_runner as S
+
+    cwd = str(REPO)
+    for argv in (
+        [PY, "-m", "torch.distributed.run", "--nproc_per_node", "2", "train_nlg.py"],
+        ["deepspeed", "--include", "localhost:0", "train_nlg.py"],
+        [PY, "-c", "print(1)"],
+        [PY, "-u", "finetune_glue.py"],
+        ["/usr/bin/env", "python", "finetune_glue.py"],
+    ):
+        assert S.entry_of(argv, cwd) is None, argv
+    assert S.entry_of([PY, "finetune_glue.py", "--seed", "1"], cwd) == S.Entry(
+        None, "finetune_glue.py", ["--seed", "1"], cwd
+    )
+    assert S.entry_of([PY, "eval/math.py", "--limit", "2"], cwd) == S.Entry(
+        "balora.cli.eval_math", None, ["--limit", "2"], None
+    )
+    assert S.entry_of([PY, "-m", "balora.cli.aggregate", "nlu"], cwd) == S.Entry(
+        "balora.cli.aggregate", None, ["nlu"], cwd
+    )
+    script = tmp_path / "exit4.py"
+    script.write_text("import sys; sys.exit(4)\n")
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    thread.start()
+    try:
+        assert not S._fork_is_safe()
+        assert S.run([PY, str(script)], dict(os.environ), cwd) == (4, False)
+    finally:
+        stop.set()
+        thread.join()

@@ -442,19 +442,25 @@ def test_a_rehearsal_stage_dies_with_its_killed_runner_and_the_run_resumes(tmp_p
     args = ["nlu_table", "--rehearse", "--only", "rte_deberta-v3-base_lora/", "--no-finish",
             "--results_dir", str(tmp_path / "results"), "--outputs_dir", str(tmp_path / "outputs")]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(
-        [PY, "-m", "balora.repro.run", *args], cwd=REPO, env=env, start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    log = tmp_path / "killed.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [PY, "-m", "balora.repro.run", *args], cwd=REPO, env=env, start_new_session=True,
+            stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
     try:
-        # The training: the runner's child after its started marker, forked (the runner's command line).
+        # The training: the runner's live child after its started marker, forked (the runner's command
+        # line; read once the runner runs, as a process just started still shows the one of its parent).
         marker = tmp_path / "outputs" / "nlu" / "rte_deberta-v3-base_lora" / "seed42" / ".stage_train.started"
-        cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
         deadline = time.monotonic() + 300
         while not marker.exists() or not (
-            stage := [pid for pid in _children(proc.pid) if _cmdline(pid) == cmdline]
+            stage := [
+                pid
+                for pid, state in _children(proc.pid).items()
+                if state != "Z" and _cmdline(pid) == _cmdline(proc.pid)
+            ]
         ):
-            assert proc.poll() is None and time.monotonic() < deadline, "no forked stage started"
+            assert proc.poll() is None and time.monotonic() < deadline, "no forked stage: " + log.read_text()
             time.sleep(0.02)
         (child,) = stage
         os.kill(proc.pid, signal.SIGKILL)
@@ -467,7 +473,7 @@ def test_a_rehearsal_stage_dies_with_its_killed_runner_and_the_run_resumes(tmp_p
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
     train = tmp_path / "outputs" / "nlu" / "rte_deberta-v3-base_lora" / "seed42" / "train"
-    assert not (train / "metrics.json").exists()  # killed mid-stage
+    assert not (train / "metrics.json").exists(), log.read_text()  # killed mid-stage
     resumed = runner(*args)
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
     assert "    train: ok (" in resumed.stdout and "forked from the preloaded runner)" in resumed.stdout

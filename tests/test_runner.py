@@ -1,10 +1,12 @@
 """The study runner (balora/repro/run.py): bad input, stages, skip, resume, STOP, results, a killed run."""
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -205,6 +207,34 @@ def test_a_stop_file_ends_the_sweep_before_its_next_run(tmp_path, capsys):
     assert sorted(p.name for p in outputs.iterdir()) == ["STOP"]
 
 
+def _children(pid: int) -> dict[int, str]:
+    """The live child processes of pid and their state letter (Linux /proc)."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found[int(stat.parent.name)] = fields[0]
+    return found
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _state(pid: int) -> str | None:
+    """A process's state letter (R, S, Z, ...), None when it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
 def _adapters(train: Path) -> dict[str, bytes]:
     files = [p for p in train.rglob("*.safetensors") if "checkpoint-" not in str(p)]
     assert files
@@ -212,10 +242,10 @@ def _adapters(train: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.slow
-def test_a_training_killed_mid_run_resumes_from_its_checkpoint_bit_for_bit(tmp_path, shared_data):
+def test_a_training_killed_mid_run_resumes_from_its_checkpoint_bit_for_bit(tmp_path, shared_data, capsys):
     """SIGKILL to the runner's process group after the first checkpoint; the rerun resumes the training
     from its last complete checkpoint and ends with the adapter of an uninterrupted run, bit for bit."""
-    grid = ["--grid", "max_steps=40", "--grid", "save_steps=2"]
+    grid = ["--grid", "max_steps=20", "--grid", "save_steps=2"]
 
     def dirs(name: str) -> list[str]:
         return [
@@ -224,9 +254,6 @@ def test_a_training_killed_mid_run_resumes_from_its_checkpoint_bit_for_bit(tmp_p
             "--outputs_dir",
             str(tmp_path / name / "outputs"),
         ]
-
-    reference = runner("tiny", *grid, *dirs("reference"))
-    assert reference.returncode == 0, reference.stdout[-2000:] + reference.stderr[-2000:]
 
     train = tmp_path / "killed" / "outputs" / "tiny" / "tiny_ba-lora" / "seed42" / "train"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
@@ -241,10 +268,19 @@ def test_a_training_killed_mid_run_resumes_from_its_checkpoint_bit_for_bit(tmp_p
     deadline = time.monotonic() + 600
     while provenance.last_complete_checkpoint(train) is None:
         assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint before the run ended"
-        time.sleep(0.05)
+        time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (train / "metrics.json").exists()  # killed mid-training
+
+    # The uninterrupted reference: the run's training command as the runner starts it, from the PiSSA
+    # decomposition the killed run made before training (its init folder instead of a second one).
+    (reference,) = R.make_plan(R.options_from_args(["tiny", *grid, *dirs("reference")]))
+    assert [stage.name for stage in reference.stages] == ["pissa_init", "train", "eval_gsm8k_nll"]
+    argv = [a.replace(str(tmp_path / "reference"), str(tmp_path / "killed")) if "pissa_init" in a else a
+            for a in reference.stages[1].argv]  # fmt: skip
+    ref = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert ref.returncode == 0, ref.stderr[-3000:]
 
     resumed = runner("tiny", *grid, *dirs("killed"))
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
@@ -257,12 +293,13 @@ def test_a_training_killed_mid_run_resumes_from_its_checkpoint_bit_for_bit(tmp_p
     results = tmp_path / "killed" / "results" / "tiny" / "tiny_ba-lora" / "seed42"
     assert (results / "DONE").is_file() and (results / "eval" / "gsm8k_nll.json").is_file()
     # Finished: a rerun skips it.
-    again = runner("tiny", *grid, *dirs("killed"))
-    assert again.returncode == 0 and "[done] tiny/tiny_ba-lora/seed42" in again.stdout
+    capsys.readouterr()
+    assert R.main(["tiny", *grid, *dirs("killed")]) == 0
+    assert "[done] tiny/tiny_ba-lora/seed42" in capsys.readouterr().out
 
 
 @pytest.mark.slow
-def test_submitit_local_runs_each_run_as_a_job_and_skips_what_is_done(tmp_path, shared_data):
+def test_submitit_local_runs_each_run_as_a_job_and_skips_what_is_done(tmp_path, shared_data, capsys):
     """--executor submitit-local: the run's chain (execute_run) as a real subprocess job, its record in the
     run folder; submitting again while it runs submits nothing, and after it finished the run is done."""
     dirs = ["--results_dir", str(tmp_path / "results"), "--outputs_dir", str(tmp_path / "outputs")]
@@ -285,13 +322,195 @@ def test_submitit_local_runs_each_run_as_a_job_and_skips_what_is_done(tmp_path, 
     run_dir = tmp_path / "outputs" / "tiny" / "tiny_ba-lora" / "seed42"
     records = json.loads((run_dir / "jobs.json").read_text())
     assert len(records) == 1 and records[0]["executor"] == "submitit-local"
-    again = submit("--log_dir", str(tmp_path / "jobs"))
-    assert again.returncode == 0 and "# 0 submitted" in again.stdout  # queued or running: not resubmitted
+    # Submitting again (here, in-process: it must not start a job) while the job is queued or running.
+    capsys.readouterr()
+    assert R.main([*args, "--log_dir", str(tmp_path / "jobs")]) == 0
+    assert "# 0 submitted" in capsys.readouterr().out  # not resubmitted
     done = tmp_path / "results" / "tiny" / "tiny_ba-lora" / "seed42" / "DONE"
     deadline = time.monotonic() + 600
+    err = run_dir / f"job-{records[0]['job_id']}.err"
     while not done.exists():
-        assert time.monotonic() < deadline, (run_dir / f"job-{records[0]['job_id']}.err").read_text()[-3000:]
+        log = err.read_text() if err.is_file() else ""
+        assert time.monotonic() < deadline and "job triggered an exception" not in log, log[-3000:]
         time.sleep(1)
-    finished = runner(*args)
-    assert finished.returncode == 0 and "# plan: 1 runs, 1 done, 0 to do" in finished.stdout
-    assert "submitted" not in finished.stdout
+    assert R.main(args) == 0
+    finished = capsys.readouterr().out
+    assert "# plan: 1 runs, 1 done, 0 to do" in finished and "submitted" not in finished
+
+
+# --- the rehearsal's preloaded stage runner (balora/repro/stage_runner.py) ------------------------------
+
+# Runs each command of argv (a JSON list) through stage_runner.run in a fresh process, as the runner
+# does, with the command's stdout and stderr sent to files; prints [[exit status, forked], ...].
+STAGE_DRIVER = """
+import json, os, sys
+from balora.repro import stage_runner
+results = []
+for i, argv in enumerate(json.loads(sys.argv[1])):
+    out = os.open(f"{sys.argv[2]}/{i}.out", os.O_WRONLY | os.O_CREAT)
+    err = os.open(f"{sys.argv[2]}/{i}.err", os.O_WRONLY | os.O_CREAT)
+    saved = os.dup(1), os.dup(2)
+    os.dup2(out, 1), os.dup2(err, 2)
+    status = stage_runner.run(argv, dict(os.environ), sys.argv[3])
+    os.dup2(saved[0], 1), os.dup2(saved[1], 2)
+    results.append(status)
+print(json.dumps(results))
+"""
+CRASH = "raise RuntimeError('a crash on purpose')"
+MESSAGE = "import sys; sys.exit('a user error, in one line')"
+KILLED = "import os, signal; print('before', flush=True); os.kill(os.getpid(), signal.SIGKILL)"
+
+
+def _through(commands: list[list[str]], logs: Path, forked: bool) -> list[list]:
+    """Exit status and forked flag of each command, run forked by the preloaded runner (forked=True) or
+    as subprocesses (the runner's path for real runs)."""
+    logs.mkdir()
+    driver = STAGE_DRIVER if forked else STAGE_DRIVER.replace("stage_runner.run(", "_subprocess(")
+    driver = driver.replace(
+        "results = []",
+        "import subprocess\n_subprocess = lambda a, e, c: [subprocess.run(a, env=e, cwd=c).returncode, False]\n"
+        "results = []",
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "BALORA_REHEARSAL": "1"}
+    proc = subprocess.run(
+        [PY, "-c", driver, json.dumps(commands), str(logs), str(REPO)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_a_stage_forked_from_the_preloaded_runner_ends_as_its_subprocess_does(tmp_path):
+    """The same files, exit status (0, a user error's 2, a crash's 1, a signal's -9) and output as the
+    command run as a subprocess; a launcher or `python -c` runs as a subprocess."""
+    for name, code in (("crash", CRASH), ("message", MESSAGE), ("killed", KILLED)):
+        (tmp_path / f"{name}.py").write_text(code + "\n")
+
+    def commands(out: Path) -> list[list[str]]:
+        train = [PY, "finetune_glue.py", "--config", "configs/glue/rte_deberta-v3-base_lora.yaml",
+                 "--output_dir", str(out), "--seed", "42", *R.GLUE_REHEARSE]  # fmt: skip
+        return [
+            train,
+            [PY, "finetune_glue.py", "--config", "configs/glue/nope.yaml"],  # a user error: exit 2
+            [PY, "eval/gsm8k_nll.py", "--help"],  # a shim that re-executes as `python -P -m balora.cli...`
+            [PY, str(tmp_path / "crash.py")],
+            [PY, str(tmp_path / "message.py")],
+            [PY, str(tmp_path / "killed.py")],
+            [PY, "-c", "import sys; sys.exit(3)"],
+        ]
+
+    forked = _through(commands(tmp_path / "forked"), tmp_path / "forked_logs", forked=True)
+    fresh = _through(commands(tmp_path / "fresh"), tmp_path / "fresh_logs", forked=False)
+    assert [status for status, _ in forked] == [status for status, _ in fresh] == [0, 2, 0, 1, 1, -9, 3]
+    assert [how for _, how in forked] == [True] * 6 + [False]
+
+    def files(out: Path) -> dict[str, bytes]:
+        # runs/: TensorBoard event files, named by their wall time and process id
+        return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()
+                and not p.relative_to(out).parts[0] == "runs"}  # fmt: skip
+
+    a, b = files(tmp_path / "forked"), files(tmp_path / "fresh")
+    assert sorted(a) == sorted(b) and "adapter/adapter_model.safetensors" in a, sorted(a)
+    volatile = ("run.json", "metrics.json", "config.yaml", "log_history.json")  # timings, output paths
+    for name in a:
+        if name.endswith("adapter_config.json"):  # target_modules: a set, in the order of the hash seed
+            x, y = (
+                {**c, "target_modules": sorted(c["target_modules"])}
+                for c in map(json.loads, (a[name], b[name]))
+            )
+            assert x == y, name
+        elif not name.endswith(volatile):
+            assert a[name] == b[name], name
+    metrics = [json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("forked", "fresh")]
+    for key in ("eval_accuracy", "train_loss", "trained", "method"):
+        assert metrics[0].get(key) == metrics[1].get(key), key
+    for i in range(1, 6):  # what the command wrote, to the same stdout and stderr
+        for stream in ("out", "err"):
+            assert (tmp_path / "forked_logs" / f"{i}.{stream}").read_text() == (
+                tmp_path / "fresh_logs" / f"{i}.{stream}"
+            ).read_text(), (i, stream)
+    assert (tmp_path / "forked_logs" / "1.err").read_text().count("\n") == 1  # one line, exit 2
+    assert "RuntimeError: a crash on purpose" in (tmp_path / "forked_logs" / "3.err").read_text()
+    assert (tmp_path / "forked_logs" / "5.out").read_text() == "before\n"
+
+
+@pytest.mark.slow
+def test_a_rehearsal_stage_dies_with_its_killed_runner_and_the_run_resumes(tmp_path):
+    """SIGKILL to the runner alone (not its process group) while its forked GLUE training runs: the
+    training dies with it (PR_SET_PDEATHSIG), and the same command then finishes the run."""
+    args = ["nlu_table", "--rehearse", "--only", "rte_deberta-v3-base_lora/", "--no-finish",
+            "--results_dir", str(tmp_path / "results"), "--outputs_dir", str(tmp_path / "outputs")]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    log = tmp_path / "killed.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [PY, "-m", "balora.repro.run", *args], cwd=REPO, env=env, start_new_session=True,
+            stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        # The training: the runner's live child after its started marker, forked (the runner's command
+        # line; read once the runner runs, as a process just started still shows the one of its parent).
+        marker = tmp_path / "outputs" / "nlu" / "rte_deberta-v3-base_lora" / "seed42" / ".stage_train.started"
+        deadline = time.monotonic() + 300
+        while not marker.exists() or not (
+            stage := [
+                pid
+                for pid, state in _children(proc.pid).items()
+                if state != "Z" and _cmdline(pid) == _cmdline(proc.pid)
+            ]
+        ):
+            assert proc.poll() is None and time.monotonic() < deadline, "no forked stage: " + log.read_text()
+            time.sleep(0.02)
+        (child,) = stage
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 10
+        while _state(child) not in ("Z", "X", None):  # zombie, dead or gone
+            assert time.monotonic() < deadline, "the stage outlived its runner"
+            time.sleep(0.05)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    train = tmp_path / "outputs" / "nlu" / "rte_deberta-v3-base_lora" / "seed42" / "train"
+    assert not (train / "metrics.json").exists(), log.read_text()  # killed mid-stage
+    resumed = runner(*args)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    assert "    train: ok (" in resumed.stdout and "forked from the preloaded runner)" in resumed.stdout
+    assert (tmp_path / "results" / "nlu" / "rte_deberta-v3-base_lora" / "seed42" / "DONE").is_file()
+
+
+def test_only_plain_python_commands_of_this_interpreter_fork_and_only_from_one_thread(tmp_path):
+    """Launchers, `python -c`, other flags or interpreters run as subprocesses; eval/*.py runs as the
+    module it re-executes; with a second thread in this process nothing forks."""
+    from balora.repro import stage_runner as S
+
+    cwd = str(REPO)
+    for argv in (
+        [PY, "-m", "torch.distributed.run", "--nproc_per_node", "2", "train_nlg.py"],
+        ["deepspeed", "--include", "localhost:0", "train_nlg.py"],
+        [PY, "-c", "print(1)"],
+        [PY, "-u", "finetune_glue.py"],
+        ["/usr/bin/env", "python", "finetune_glue.py"],
+    ):
+        assert S.entry_of(argv, cwd) is None, argv
+    assert S.entry_of([PY, "finetune_glue.py", "--seed", "1"], cwd) == S.Entry(
+        None, "finetune_glue.py", ["--seed", "1"], cwd
+    )
+    assert S.entry_of([PY, "eval/math.py", "--limit", "2"], cwd) == S.Entry(
+        "balora.cli.eval_math", None, ["--limit", "2"], None
+    )
+    assert S.entry_of([PY, "-m", "balora.cli.aggregate", "nlu"], cwd) == S.Entry(
+        "balora.cli.aggregate", None, ["nlu"], cwd
+    )
+    script = tmp_path / "exit4.py"
+    script.write_text("import sys; sys.exit(4)\n")
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    thread.start()
+    try:
+        assert not S._fork_is_safe()
+        assert S.run([PY, str(script)], dict(os.environ), cwd) == (4, False)
+    finally:
+        stop.set()
+        thread.join()

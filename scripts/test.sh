@@ -21,8 +21,7 @@ fi
 .venv/bin/ruff format --check --quiet . || { echo "error: run '.venv/bin/ruff format .'" >&2; exit 1; }
 .venv/bin/ruff check --quiet .
 # One pytest-xdist worker per core, at most 4 (most of the suite's time is single-threaded: interpreter
-# start-up and imports of the scripts it runs). Each test module runs whole on one worker, so a module's
-# fixtures (a built wheel, a trained tiny run) are made once, and the multi-rank launches run one after the
-# other on one worker (tests/conftest.py). `-n 0` runs everything in one process.
+# start-up and imports of the scripts it runs); each test module runs whole on one worker, so a module's
+# fixtures (a built wheel, a trained tiny run) are made once. `-n 0` runs everything in one process.
 workers=$(nproc 2>/dev/null || echo 2); [ "$workers" -le 4 ] || workers=4
 exec .venv/bin/python -m pytest -q -n "$workers" --dist loadscope "$@"

@@ -1,6 +1,5 @@
 """Shared test set-up: offline hub, few threads, and the optional benchmark data folder ($BALORA_DATA_DIR)."""
 
-import ast
 import os
 from pathlib import Path
 
@@ -22,7 +21,6 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-MULTI_PROCESS_SCOPE = "multi-process launches"
 # The benchmark data folder (scripts/fetch_data.py): $BALORA_DATA_DIR, else the verified read-only copy
 # that CI keeps beside the checkout, else data/. Set here so the scripts the tests start read the same one.
 _CI_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -64,41 +62,3 @@ def _seed_global_rngs():
     random.seed(0)
     numpy.random.seed(0)
     torch.manual_seed(0)
-
-
-def multi_process_tests() -> set[str]:
-    """Node ids (without parameters) of the test functions decorated with helpers.MULTI_PROCESS, read from the
-    test files' source: the xdist controller, which schedules them, collects no tests itself."""
-    found = set()
-    for path in sorted(Path(__file__).parent.glob("test_*.py")):
-        for node in ast.parse(path.read_text(), filename=str(path)).body:
-            if isinstance(node, ast.FunctionDef) and any(
-                ast.unparse(d) == "MULTI_PROCESS" for d in node.decorator_list
-            ):
-                found.add(f"{path.relative_to(REPO_ROOT)}::{node.name}")
-    return found
-
-
-def pytest_xdist_make_scheduler(config, log):
-    """Under `--dist loadscope` (scripts/test.sh): each test module whole on one worker (a module's fixtures,
-    e.g. a built wheel, are made once), except the multi-rank launches (helpers.MULTI_PROCESS), which run
-    one after the other on one worker, started first."""
-    if config.getoption("dist") != "loadscope":
-        return None
-    from xdist.scheduler import LoadScopeScheduling
-
-    multi_process = multi_process_tests()
-
-    class ModulesAndLaunches(LoadScopeScheduling):
-        def _split_scope(self, nodeid: str) -> str:
-            return (
-                MULTI_PROCESS_SCOPE if nodeid.split("[")[0] in multi_process else super()._split_scope(nodeid)
-            )
-
-        def _assign_work_unit(self, node) -> None:
-            # The launches first (xdist has ordered the modules by size): they then overlap with the rest.
-            if MULTI_PROCESS_SCOPE in self.workqueue:
-                self.workqueue.move_to_end(MULTI_PROCESS_SCOPE, last=False)
-            super()._assign_work_unit(node)
-
-    return ModulesAndLaunches(config, log)

@@ -6,15 +6,8 @@ import signal
 import subprocess
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 EVAL_FIXTURES = Path(__file__).parent / "fixtures" / "eval"
-
-# Tests that launch several ranks (torch.distributed.run, DeepSpeed, gloo). Under pytest-xdist they run one
-# after the other on one worker (tests/conftest.py finds them by this decorator's name), since two launches
-# sharing two cores at once each wait on the other's ranks at every collective.
-MULTI_PROCESS = pytest.mark.multi_process
 
 
 def load_script(name: str):

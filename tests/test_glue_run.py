@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from helpers import MULTI_PROCESS, launch_distributed
+from helpers import launch_distributed
 
 from balora.cli import finetune_bert_l_sst2, finetune_glue
 from balora.repro.config import parse_args
@@ -119,7 +119,6 @@ def test_regression_run_writes_all_outputs(tmp_path):
 
 
 @pytest.mark.slow
-@MULTI_PROCESS
 def test_two_cpu_processes_shard_the_data_and_rank_0_alone_writes(tmp_path):
     """Regression: every rank wrote metrics.json/run.json/features through the same temporary names."""
     glue_dir = _tiny_glue(tmp_path / "glue")

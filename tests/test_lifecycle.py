@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import MULTI_PROCESS, check_non_finite_shards
+from helpers import check_non_finite_shards
 from test_glue_run import TINY as GLUE_TINY
 from test_glue_run import _tiny_glue
 
@@ -122,7 +122,6 @@ def test_a_diverging_run_stops_with_one_line_and_no_metrics(tmp_path, capsys, ca
     assert "Method ba-lora:" in caplog.text and "Method pissa" not in caplog.text
 
 
-@MULTI_PROCESS
 def test_a_non_finite_shard_of_one_rank_stops_every_rank(tmp_path):
     """Under ZeRO-3 each rank checks its own shards: the rank with the NaN must not stop alone while the others
     wait for it in their next collective (two real processes, gloo)."""

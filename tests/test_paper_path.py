@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import MULTI_PROCESS
 
 from balora.cli import train_nlg
 from balora.cli.lifecycle import resolve_method
@@ -256,7 +255,6 @@ def _rehearse(script: str, tmp_path: Path, *args: str) -> str:
 
 
 @pytest.mark.slow
-@MULTI_PROCESS
 def test_rehearsal_nlg_row_and_nlu_row(tmp_path):
     """A BA-LoRA row of the NLG table (LLaMA-2 stand-in, ZeRO-2 on two CPU processes, PiSSA init stage,
     GSM8K and MATH generation + grading, the paper-layout table) and a BA-LoRA row of the NLU table."""

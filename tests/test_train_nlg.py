@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers import MULTI_PROCESS, launch_distributed
+from helpers import launch_distributed
 
 from balora.cli import train_nlg
 from balora.repro.config import parse_args
@@ -195,7 +195,6 @@ def test_deepspeed_configs_are_consistent_with_training_arguments(name, tmp_path
 
 
 @pytest.mark.slow
-@MULTI_PROCESS
 def test_deepspeed_zero2_two_cpu_processes_with_either_head_gives_the_same_losses(tmp_path):
     """Real ZeRO-2 runs with 2 processes on CPU (gloo; the first run compiles DeepSpeed's CPU ops), one with
     the full LM head and one with the rows-only head (the default). The rows-only head narrows the head's
@@ -231,7 +230,6 @@ def test_deepspeed_zero2_two_cpu_processes_with_either_head_gives_the_same_losse
 
 
 @pytest.mark.slow
-@MULTI_PROCESS
 def test_deepspeed_zero3_with_saved_pissa_decomposition(tmp_path):
     """ZeRO-3 partitions the weights: decompose first (--init_only), then train; the saved adapters
     are gathered from the partitions and converted from files."""

@@ -514,3 +514,21 @@ def test_only_plain_python_commands_of_this_interpreter_fork_and_only_from_one_t
     finally:
         stop.set()
         thread.join()
+
+
+def test_rehearsal_eval_flags_fit_each_evaluator(tmp_path, monkeypatch):
+    """The rehearsal's generation flags go to the generating evaluators only: eval/gsm8k_nll.py, which scores
+    solutions and generates nothing, refused --max_new_tokens (the tiny and mini studies failed under
+    --rehearse)."""
+    from balora.repro import run as R
+
+    monkeypatch.chdir(REPO)
+    for study in ("tiny", "mini"):
+        opts = R.Options(
+            study=study, rehearse=True, results_dir=str(tmp_path / "r"), outputs_dir=str(tmp_path / "o")
+        )
+        stages = [s for run in R.make_plan(opts) for s in run.stages if s.name.startswith("eval_")]
+        nll = [s.argv for s in stages if s.name == "eval_gsm8k_nll"]
+        assert nll and all("--max_new_tokens" not in argv and "--limit" in argv for argv in nll), study
+    mini = [s.argv for run in R.make_plan(opts) for s in run.stages if s.name == "eval_gsm8k"]
+    assert mini and all("--max_new_tokens" in argv for argv in mini)

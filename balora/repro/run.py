@@ -437,7 +437,9 @@ class Planner:
             eval_extra = (*EVAL_REHEARSE, *self.eval_extra) if self.opts.rehearse else self.eval_extra
             for bench in spec.benches:
                 out = f"{run_out}/eval_{bench}"
-                argv = [self.py, f"eval/{bench}.py", *target, *self.eval_args(spec, bench), *eval_extra,
+                # The NLL scorer generates nothing: it takes no --max_new_tokens.
+                flags = eval_extra if bench != "gsm8k_nll" else _without(eval_extra, "--max_new_tokens")
+                argv = [self.py, f"eval/{bench}.py", *target, *self.eval_args(spec, bench), *flags,
                         "--output_dir", out]  # fmt: skip
                 stages.append(Stage(f"eval_{bench}", argv, run_out, out))
                 benches.append((bench, out))
@@ -453,6 +455,12 @@ class Planner:
             spec, run_out, train_out, f"{results}/{spec.run_id}", stages, benches,
             shared_with=owner if owner != spec.run_id else None,
         )  # fmt: skip
+
+
+def _without(flags: tuple[str, ...], name: str) -> tuple[str, ...]:
+    """`flags` less the flag `name` and its value."""
+    i = flags.index(name) if name in flags else len(flags)
+    return flags[:i] + flags[i + 2 :]
 
 
 def config_method(spec: RunSpec) -> str:

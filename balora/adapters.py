@@ -328,6 +328,18 @@ def balora_state(model: nn.Module) -> BALoRAState | None:
     return state if isinstance(state, BALoRAState) else None
 
 
+def reference_is_partitioned(model: nn.Module) -> bool:
+    """Whether `model`'s reference is a snapshot of its initial weights (full, BitFit) while DeepSpeed ZeRO-3
+    partitions the weights: `reference_mode` cannot swap whole tensors into partitioned parameters, so the
+    consistency term is not available there (ZeRO-2 keeps whole parameters on every rank)."""
+    state = balora_state(model)
+    if state is None or state.reference_snapshot is None:
+        return False
+    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+
+    return is_deepspeed_zero3_enabled()
+
+
 def _snapshot_trainable(model: nn.Module) -> dict[str, torch.Tensor]:
     """Frozen copies of the initial values of all trainable parameters (the swap-based reference)."""
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}

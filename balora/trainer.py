@@ -36,7 +36,7 @@ import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import IntervalStrategy
 
-from balora.adapters import balora_state, reference_mode
+from balora.adapters import balora_state, reference_is_partitioned, reference_mode
 from balora.regularizers import TERMS, RegularizerConfig, head_gram_factor, preset, regularizer_terms
 from balora.row_capture import RowCapture, choose_row_capture, supervised_rows
 from balora.schedules import SCHEDULES as LAMBDA_SCHEDULES
@@ -241,7 +241,13 @@ class BALoRATrainer(Trainer):
             self.model_accepts_loss_kwargs = False
         self._base_lambdas = {t: float(getattr(self.args, f"lambda_{t}")) for t in TERMS}
         unwrapped = self.accelerator.unwrap_model(self.model)
-        self._has_reference = balora_state(unwrapped) is not None
+        partitioned = reference_is_partitioned(unwrapped)
+        self._has_reference = balora_state(unwrapped) is not None and not partitioned
+        if self._base_lambdas["consistency"] > 0 and partitioned:
+            raise ValueError(
+                "the consistency term of full fine-tuning or BitFit swaps in a copy of the initial weights, "
+                "which DeepSpeed ZeRO-3 partitions: train it under ZeRO-2 (--deepspeed configs/deepspeed/zero2.json)"
+            )
         if self._base_lambdas["consistency"] > 0 and not self._has_reference:
             # Under PiSSA, disabling a plain peft adapter gives the residual model, not the pre-trained
             # one: the consistency term needs the frozen reference that prepare_model attaches.

@@ -354,3 +354,33 @@ def test_a_seed_trained_with_the_rows_only_default_joins_a_committed_run(tmp_pat
     assert len(seeds) >= 2 and all(not s.config.get("rows_only_lm_head", False) for s in seeds)
     config = {**seeds[0].config, "seed": 7, "rows_only_lm_head": True}
     check_same_config(run, [*seeds, dataclasses.replace(seeds[0], seed=7, config=config)])
+
+
+def test_a_full_fine_tune_under_zero3_has_no_swapped_reference(tmp_path):
+    """Full fine-tuning (and BitFit) computes its reference by swapping in a copy of the initial weights, which
+    ZeRO-3 partitions: with λ1 > 0 the trainer refuses at once (naming ZeRO-2); with λ1 = 0 it trains without
+    the log-only consistency term instead of failing at the first logged step (the rehearsed Gemma Full FT
+    row under ZeRO-3 did). The ZeRO-3 switch is transformers' own global DeepSpeed config."""
+    from transformers.integrations.deepspeed import (
+        HfDeepSpeedConfig,
+        set_hf_deepspeed_config,
+        unset_hf_deepspeed_config,
+    )
+
+    from balora.adapters import reference_is_partitioned
+
+    base, tokenizer = tiny_causal_lm("tiny-llama")
+    full = prepare_model(base, AdapterConfig(method="full"))
+    assert not reference_is_partitioned(full)
+    zero3 = HfDeepSpeedConfig(str(ROOT / "configs" / "deepspeed" / "zero3.json"))  # registers itself
+    set_hf_deepspeed_config(zero3)
+    try:
+        assert reference_is_partitioned(full)
+        with pytest.raises(ValueError, match="ZeRO-3 partitions: train it under ZeRO-2"):
+            BALoRATrainer(model=full, args=_args(tmp_path / "a", lambda_consistency=0.1))
+        quiet = BALoRATrainer(model=full, args=_args(tmp_path / "b", regularizer_preset="none"))
+        assert not quiet._has_reference
+    finally:
+        unset_hf_deepspeed_config()
+    pissa, _ = tiny_causal_lm("tiny-llama")
+    assert not reference_is_partitioned(prepare_model(pissa, AdapterConfig(method="pissa", r=4, alpha=4)))

@@ -261,3 +261,23 @@ def test_deepspeed_zero3_with_saved_pissa_decomposition(tmp_path):
 
     converted = load_file(tmp_path / "z3" / "adapter_lora" / "adapter_model.safetensors")
     assert converted and all(v.numel() > 0 and v.abs().sum() > 0 for v in converted.values())
+
+
+@pytest.mark.slow
+def test_full_fine_tuning_under_zero3_saves_the_gathered_model(tmp_path):
+    """Full FT under ZeRO-3: every rank takes part in gathering the partitioned weights for merged/ (rank 0 alone
+    waited for the others forever), and the swapped-in reference is left out (it cannot be swapped into
+    partitioned weights: balora.adapters.reference_is_partitioned)."""
+    from helpers import _run_in_own_group
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29516"]
+    cmd += ["train_nlg.py", "--config", TINY, "--output_dir", str(tmp_path / "full"), "--method", "full"]
+    cmd += ["--regularizer_preset", "none", "--max_steps", "1", "--deepspeed", "configs/deepspeed/zero3.json"]
+    proc = _run_in_own_group(cmd, env, REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from safetensors.torch import load_file
+
+    weights = load_file(tmp_path / "full" / "merged" / "model.safetensors")
+    assert weights and all(v.numel() > 0 for v in weights.values())  # whole tensors, not empty partitions
+    assert json.loads((tmp_path / "full" / "run.json").read_text())["world_size"] == 2

@@ -316,6 +316,8 @@ def main(argv: list[str] | None = None) -> dict:
         and trainer.accelerator.state.deepspeed_plugin.zero_stage == 3
     ):
         state_dict = trainer.accelerator.get_state_dict(trainer.deepspeed)
+    if adapter_cfg.method == "full":  # every rank: under ZeRO-3 save_model gathers (rank 0 writes)
+        trainer.save_model(str(run.output_dir / "merged"))
     if trainer.is_world_process_zero():
         _save_outputs(trainer, model, tokenizer, adapter_cfg, adapter_args, run.output_dir, state_dict)
     run.finish(trainer, metrics, args.seed, extra={"config": config, "world_size": args.world_size})
@@ -326,8 +328,7 @@ def main(argv: list[str] | None = None) -> dict:
 def _save_outputs(
     trainer, model, tokenizer, adapter_cfg, adapter_args, output_dir: Path, state_dict=None
 ) -> None:
-    if adapter_cfg.method == "full":
-        trainer.save_model(str(output_dir / "merged"))
+    if adapter_cfg.method == "full":  # the model itself: saved by every rank before this
         tokenizer.save_pretrained(output_dir / "merged")
         return
     initial = adapters.pissa_init_adapter_path(adapter_cfg.init_dir) if adapter_cfg.init_dir else None

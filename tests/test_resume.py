@@ -77,6 +77,18 @@ def test_resume_skips_a_checkpoint_killed_while_saving_and_reports_the_whole_run
     )
 
 
+def test_a_run_killed_after_its_last_checkpoint_resumes_with_a_checkpoint_limit(tmp_path):
+    """Killed after its final checkpoint, before metrics.json: the resumed run's checkpoint may be rotated away
+    by save_total_limit before the run ends, so its step is read when the run starts (the rehearsed Gemma Full
+    FT row failed reading checkpoint-2/trainer_state.json after training)."""
+    out = tmp_path / "run"
+    _train(out, "--save_total_limit", "1")
+    (out / "metrics.json").unlink()
+    metrics = _train(out, "--save_total_limit", "1", "--resume_from_checkpoint", "last")
+    assert metrics["resumed_from_checkpoint"] == str(out / "checkpoint-2")
+    assert (out / "metrics.json").is_file()
+
+
 @pytest.mark.parametrize("damage", ["empty optimizer", "truncated trainer_state", "no trainer_state"])
 def test_checkpoint_completeness_on_damaged_copies(finished_run, tmp_path, damage):
     checkpoint = tmp_path / "checkpoint-1"

@@ -412,13 +412,10 @@ class Run:
         self.log_at_checkpoints = log_at_checkpoints
         check_output_dir(self.output_dir, overwrite, resume)
         self.checkpoint = resolve_resume(self.output_dir, resume, config)
-
-    @property
-    def resumed_at(self) -> int:
-        """Global step of the checkpoint this run resumes from (0: a new run)."""
-        if not self.checkpoint:
-            return 0
-        return json.loads((Path(self.checkpoint) / "trainer_state.json").read_text())["global_step"]
+        # Global step of the checkpoint this run resumes from (0: a new run), read now: with
+        # save_total_limit the Trainer may delete that checkpoint before the run ends.
+        state = Path(self.checkpoint) / "trainer_state.json" if self.checkpoint else None
+        self.resumed_at = json.loads(state.read_text())["global_step"] if state else 0
 
     def callbacks(self, model: torch.nn.Module) -> list[TrainerCallback]:
         """The Trainer callbacks of the run: start the folder, stop on a non-finite loss or parameter."""

@@ -28,7 +28,17 @@ SHARED = {
     "glue_large_models": 12,  # the MNLI runs = tsne's
     "glue_large_models.rehearse": 4,
 }
-REWRITES = {"tsne_steps.rehearse": [("--feature_dump_steps 2000", "--feature_dump_steps 1")]}
+# Intended changes against the bash scripts' plans: the rehearsal's dump steps fit a 2-step run; its
+# --max_new_tokens goes to generating evaluators only (eval/gsm8k_nll.py generates nothing and refused it).
+NLL_REHEARSE = (
+    "--limit 64 --limit 2 --max_new_tokens 8 --batch_size 2",
+    "--limit 64 --limit 2 --batch_size 2",
+)
+REWRITES = {
+    "tsne_steps.rehearse": [("--feature_dump_steps 2000", "--feature_dump_steps 1")],
+    "mini.rehearse": [NLL_REHEARSE],
+    "mini_probes.rehearse": [NLL_REHEARSE],
+}
 
 
 def _blocks(text: str) -> tuple[list[str], dict[str, list[str]], dict[str, str]]:

@@ -126,7 +126,7 @@ def test_mean_std_avg_and_params(tmp_path):
 
 def test_best_bold_second_underlined(tmp_path):
     table = R.build_table(two_by_two(tmp_path), tmp_path)
-    ranks = R.rank_cells(table)
+    ranks = R.rank_frame(table).stack()
     assert ranks[("a", "x")] == 1 and ranks[("b", "x")] == 2
     assert ranks[("b", "y")] == 1 and ranks[("a", "y")] == 2
     assert ranks[("a", "avg")] == 1  # 67 > 66
@@ -156,7 +156,7 @@ def test_lower_is_better_column_and_groups(tmp_path):
         params_metric=None,
         average=False,
     )
-    ranks = R.rank_cells(R.build_table(spec, tmp_path))
+    ranks = R.rank_frame(R.build_table(spec, tmp_path)).stack()
     # Ranked within each group: the lowest loss wins.
     assert ranks[("g1_a", "l")] == 1 and ranks[("g1_b", "l")] == 2
     assert ranks[("g2_b", "l")] == 1 and ranks[("g2_a", "l")] == 2
@@ -344,7 +344,7 @@ def test_average_over_tasks_and_cross_study_runs(tmp_path):
     noreg = table.cells["noreg"]["glue"]
     assert noreg.values == {42: 70.0, 1024: 72.0, 2024: 74.0}
     svd = table.cells["svd"]["glue"]
-    assert svd.values == {42: 71.0, 1024: 73.0} and svd.incomplete
+    assert svd.values == {42: 71.0, 1024: 73.0} and svd.missing_seeds
     # Runs that record no protocol give the averaged column none (it printed "GLUE avg: None").
     assert "Evaluation protocol" not in R.to_markdown(table)
 
@@ -366,7 +366,7 @@ def test_a_nan_metric_is_an_error_naming_its_file(tmp_path):
     ):
         R.build_table(spec, tmp_path)
     with pytest.raises(R.ResultsError, match=r"seed42/metrics.json: metric 'score' is inf"):
-        R.aggregate_cell(R.StudyCache(tmp_path, "s").run("q"), "score")
+        R.metric_values(R.StudyCache(tmp_path, "s").run("q"), "score", (), 1.0)
 
 
 def test_paper_numbers_side_by_side_with_difference(tmp_path):
@@ -517,7 +517,7 @@ def test_seeds_with_a_later_added_no_op_field_or_other_log_settings_are_the_same
     from balora.repro.results import ResultsError, SeedResult, check_same_config
 
     def seed(n, **config):
-        return SeedResult(seed=n, path=tmp_path / f"seed{n}", config=config, provenance={}, metrics={})
+        return SeedResult(seed=n, path=tmp_path / f"seed{n}", config=config, metrics={})
 
     old = seed(42, lora_r=8, report_to=[])
     # A field added after seed 42 ran, at its no-op default, and a different log destination: same run.
@@ -538,7 +538,7 @@ def test_ba_lora_and_pissa_with_the_same_lambdas_are_the_same_config(tmp_path):
     from balora.repro.results import ResultsError, SeedResult, check_same_config
 
     def seed(n, **config):
-        return SeedResult(seed=n, path=tmp_path / f"seed{n}", config=config, provenance={}, metrics={})
+        return SeedResult(seed=n, path=tmp_path / f"seed{n}", config=config, metrics={})
 
     old = seed(42, method="pissa", lambda_consistency=0.025, lambda_diversity=0.0)
     check_same_config("smollm2_consistency", [old, seed(1024, method="ba-lora", lambda_consistency=0.025)])

@@ -350,7 +350,7 @@ def test_a_seed_trained_with_the_rows_only_default_joins_a_committed_run(tmp_pat
     from balora.repro.results import check_same_config, load_run
 
     assert BALoRATrainingArguments(output_dir=str(tmp_path), report_to="none").rows_only_lm_head is True
-    seeds = list(load_run(repo_root / run).seeds.values())
+    seeds = list(load_run(repo_root / run)[0].values())
     assert len(seeds) >= 2 and all(not s.config.get("rows_only_lm_head", False) for s in seeds)
     config = {**seeds[0].config, "seed": 7, "rows_only_lm_head": True}
     check_same_config(run, [*seeds, dataclasses.replace(seeds[0], seed=7, config=config)])

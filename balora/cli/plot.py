@@ -19,14 +19,43 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pandas as pd
+
 from balora.cli.command import project_root, run_command
 from balora.repro import plots
 from balora.repro import results as R
+from balora.repro.studies import MINI_AXES, STUDIES, labelled
 
 REPO_ROOT = project_root()
 BENCH_LABELS = {"gsm8k": "GSM8K", "math": "MATH", "gsm8k_nll": "GSM8K solution NLL (lower is better)"}
 BENCH_YLABELS = {"gsm8k_nll": "NLL (nats/token)"}
 SWEEP_METHODS = (("lora", "LoRA"), ("pissa", "PiSSA"), ("ba-lora", "BA-LoRA"))
+NLG_METHODS = labelled(STUDIES["nlg_table"].axes["methods"])
+MINI_NLG_METHODS = labelled(("full", *MINI_AXES["nlg_methods"]))
+RANKS = tuple(int(rank) for rank in STUDIES["rank_sweep"].axes["ranks"])
+MINI_MAIN_RANK = 16  # the main mini table's LoRA rank: the mini rank sweep reuses its runs
+MINI_RANKS = tuple(sorted(int(rank) for rank in (*MINI_AXES["ranks"], MINI_MAIN_RANK)))
+
+
+def point(cell: R.Cell) -> tuple[float, float | None] | None:
+    """(mean, std) of a cell for plotting, None when no seed finished."""
+    return (cell.mean, cell.std) if cell.n else None
+
+
+def aggregate_cell(
+    run: pd.DataFrame | None, metric: str, seeds: tuple[int, ...] = (), scale: float = 1.0
+) -> R.Cell:
+    """`metric` over the seeds of one run's rows (None: the run does not exist -> an empty cell)."""
+    rows = R.metric_values(run, metric, seeds, scale)
+    return R.Cell.of(rows.set_index("seed")["value"], seeds, rows["protocol"].iloc[0] if len(rows) else None)
+
+
+def load_histories(results_root: str | Path, run: str, seeds: tuple[int, ...] = ()) -> list[list[dict]]:
+    """The log_history.json of each finished seed of "<study>:<run>" (seeds without one are skipped)."""
+    run_dir = Path(results_root) / run.replace(":", "/")
+    finished = R.load_run(run_dir)[0] if run_dir.is_dir() else {}
+    paths = [r.path / "log_history.json" for s, r in sorted(finished.items()) if not seeds or s in seeds]
+    return [R.read_json(path, list) for path in paths if path.is_file()]
 
 
 def _sweep_run(
@@ -63,14 +92,14 @@ def rank_sweep_figure(
                 points = {}
                 for rank in ranks:
                     run = _sweep_run(study, model, method, rank, main_rank, main_study)
-                    cell = R.aggregate_cell(cache.run(run), metric, seeds)
+                    cell = aggregate_cell(cache.run(run), metric, seeds)
                     if cell.n:
-                        points[rank] = R.point(cell)
+                        points[rank] = point(cell)
                     else:
                         missing.append(run)
                 panels[title][label] = points
             full_run = f"{main_study or study}:{model}_full"
-            full_ft[title] = R.point(R.aggregate_cell(cache.run(full_run), metric, seeds))
+            full_ft[title] = point(aggregate_cell(cache.run(full_run), metric, seeds))
     if missing:
         print(f"{name}: runs without results (left out): {sorted(set(missing))}")
     if not any(points for methods in panels.values() for points in methods.values()):
@@ -88,7 +117,7 @@ def ablation_figure(results_dir: Path, out_dir: Path, table: str, name: str) -> 
     for col in spec.columns:
         for row in spec.rows:
             panel = f"{col.label} ({row.group})" if row.group else col.label
-            metrics.setdefault(panel, {})[row.label] = R.point(result.cells[row.key][col.key])
+            metrics.setdefault(panel, {})[row.label] = point(result.cells[row.key][col.key])
     if not any(v for values in metrics.values() for v in values.values()):
         print(f"{name}: no finished runs for table {table}; nothing to plot")
         return []
@@ -100,7 +129,7 @@ def loss_curve_figure(
     results_dir: Path, out_dir: Path, runs: dict[str, str], seeds: tuple[int, ...], name: str
 ) -> list[Path]:
     """Task loss and each regulariser term over steps for the given runs ({label: "<study>:<run>"})."""
-    histories = {label: R.load_histories(results_dir, run, seeds) for label, run in runs.items()}
+    histories = {label: load_histories(results_dir, run, seeds) for label, run in runs.items()}
     histories = {label: h for label, h in histories.items() if h}
     if not histories:
         print(f"{name}: no log_history.json under {results_dir} for {list(runs.values())}; nothing to plot")
@@ -133,13 +162,13 @@ def probe_sweep_figure(
             if where is None:
                 continue
             panel, line, x = where
-            point = R.point(result.cells[row.key][col.key])
+            mean_std = point(result.cells[row.key][col.key])
             if row.key == reference_row:
-                references[panel] = point
+                references[panel] = mean_std
                 continue
             points = panels.setdefault(panel, {}).setdefault(line, {})
-            if point is not None:
-                points[x] = point
+            if mean_std is not None:
+                points[x] = mean_std
     if not any(points for lines in panels.values() for points in lines.values()):
         print(f"{name}: no finished runs for table {table}; nothing to plot")
         return []
@@ -189,19 +218,19 @@ FIGURES = {
         "rank_sweep",
         {"llama2-7b": "LLaMA-2-7B", "mistral-7b": "Mistral-7B"},
         ("gsm8k", "math"),
-        R.RANKS,
+        RANKS,
         SEEDS,
     ),
     "ablation": lambda rd, od: ablation_figure(rd, od, "ablation", "ablation"),
     "ablation_glue": lambda rd, od: ablation_figure(rd, od, "ablation_glue", "ablation_glue"),
     "loss_curves": lambda rd, od: loss_curve_figure(
-        rd, od, {label: f"nlg:llama2-7b_{m}_metamath" for m, label in R.NLG_METHODS}, SEEDS, "loss_curves"
+        rd, od, {label: f"nlg:llama2-7b_{m}_metamath" for m, label in NLG_METHODS}, SEEDS, "loss_curves"
     ),
     # The same at r = 32 (the rank sweep's runs; the NLG table trains at r = 128).
     "loss_curves_r32": lambda rd, od: loss_curve_figure(
         rd,
         od,
-        {label: f"rank_sweep:llama2-7b_{m}_r32" for m, label in R.NLG_METHODS if m != "full"},
+        {label: f"rank_sweep:llama2-7b_{m}_r32" for m, label in NLG_METHODS if m != "full"},
         SEEDS,
         "loss_curves_r32",
     ),
@@ -213,9 +242,9 @@ FIGURES = {
         (
             "gsm8k_nll",
         ),  # the NLL only: 0-3% accuracy on 64 questions does not rank the ranks (results/README.md)
-        R.MINI_RANKS,
+        MINI_RANKS,
         SEEDS,
-        main_rank=R.MINI_MAIN_RANK,
+        main_rank=MINI_MAIN_RANK,
         main_study="mini/nlg",
         name="mini_rank_sweep",
     ),
@@ -254,7 +283,7 @@ FIGURES = {
     "mini_loss_curves": lambda rd, od: loss_curve_figure(
         rd,
         od,
-        {label: f"mini/nlg:{R.MINI_NLG_MODEL}_{m}" for m, label in R.MINI_NLG_METHODS},
+        {label: f"mini/nlg:{R.MINI_NLG_MODEL}_{m}" for m, label in MINI_NLG_METHODS},
         SEEDS,
         "mini_loss_curves",
     ),

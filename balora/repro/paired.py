@@ -25,11 +25,13 @@ from balora.repro.results import (
     MINI_IMBALANCE_CLASS,
     MINI_IMBALANCE_RATIOS,
     MINI_LAMBDA_SCALES,
-    MINI_NOISE_LEVELS,
-    PROBE_METHODS,
+    MINI_PROBES,
     ResultsError,
-    imbalance_run,
 )
+from balora.repro.studies import imbalance_run, labelled
+
+PROBE_METHODS = labelled(MINI_PROBES["methods"])
+MINI_NOISE_LEVELS = tuple(int(percent) for percent in MINI_PROBES["noise_percents"])
 
 MINI_NLG = "mini/nlg:smollm2"
 

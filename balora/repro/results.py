@@ -1,16 +1,14 @@
 """Result folders → the paper's tables on pandas: one long frame per study, mean ± std over seeds, Markdown, LaTeX.
 
-A run writes results/<study>/<run-name>/seed<k>/ (results/README.md): config.yaml (the resolved config),
-run.json (provenance), metrics.json (training metrics), eval/<bench>.json (one evaluation each),
-log_history.json (optional) and DONE once every stage succeeded. Each study folder is read once into a long
-frame, one row per (run, seed, metric): the keys of metrics.json and "<bench>.<key>" of each eval file (e.g.
-"gsm8k.score"), with the evaluation protocol recorded beside each. A table cell is (run name, metric): its
-seeds grouped into mean ± sample std, ranked within the row's group, set beside the paper's numbers, and
-rendered with `DataFrame.to_markdown` and `Styler.to_latex`. Rows and columns come from the study registry.
+A run writes results/<study>/<run-name>/seed<k>/ (results/README.md): config.yaml, run.json (provenance),
+metrics.json, eval/<bench>.json, log_history.json (optional) and DONE. Each study folder is read once into a
+long frame, one row per (run, seed, metric: a key of metrics.json or "<bench>.<key>" of an eval file) with its
+evaluation protocol. A cell (run name, metric) is the mean ± sample std of its seeds, ranked within the row's
+group, set beside the paper's numbers; rows and columns come from the study registry.
 
 Bad input is an error, never an average: seeds of one run whose configs differ (apart from the seed and
-paths), a metric that is NaN or not a number, one column measured under different protocol versions.
-Missing seeds are not dropped silently: each cell carries n, and short cells are flagged under the table.
+paths), a metric that is NaN or not a number, one column under different protocol versions. Missing seeds
+are not dropped silently: each cell carries n, and short cells are flagged under the table.
 """
 
 from __future__ import annotations
@@ -29,13 +27,13 @@ import pandas as pd
 import yaml
 
 from balora.recipes import adapter_of
-from balora.repro.studies import MINI_AXES, MODEL_RANGE_BENCHES, STUDIES, SUBSET_BENCHES
+from balora.repro import studies
+from balora.repro.studies import LABELS, MINI_AXES, imbalance_run
 
 DONE_MARKER, MISSING = "DONE", "missing"
 SEED_DIR_RE = re.compile(r"^seed(\d+)$")
-# Config keys that legitimately differ between the seeds of one run: paths, where the logs go, and how the LM
-# head is applied (all positions or the supervised rows: the same loss to float rounding; the default changed
-# after runs recorded false or nothing).
+# Config keys that may differ between the seeds of one run: paths, logging, and how the LM head is applied
+# (all positions or the supervised rows: the same loss to float rounding; older runs recorded false or none).
 SEED_SPECIFIC_KEYS = frozenset(
     "seed data_seed output_dir logging_dir run_name init_dir resume_from_checkpoint hub_model_id report_to "
     "logging_strategy logging_steps logging_first_step disable_tqdm rows_only_lm_head".split()
@@ -43,9 +41,8 @@ SEED_SPECIFIC_KEYS = frozenset(
 # A key one config has and the other lacks is the same setting when its value is one of these: a field
 # added to the arguments after the older seeds ran, at its no-op default (e.g. label_noise: 0.0).
 _NO_OP_DEFAULTS = (None, False, 0, 0.0, "", [], {})
-# Keys naming the evaluation protocol; a column must not mix two values of them. For an evaluation, the
-# number of scored tasks, the data file and the token cap are part of it too (a 100-row subset at 256 new
-# tokens is not the paper's test-set number).
+# Keys naming the evaluation protocol, which a column must not mix; an evaluation's number of scored tasks,
+# data file and token cap are part of it (a 100-row subset at 256 new tokens is not the test-set number).
 PROTOCOL_KEYS = ("protocol", "protocol_version")
 EVAL_PROTOCOL_KEYS = ("n", "settings.data.file_sha256", "settings.decoding.max_new_tokens")
 # Evaluation protocol versions whose headline score is not the paper's reading (eval/README.md).
@@ -56,9 +53,6 @@ class ResultsError(ValueError):
     """Result folders that cannot be aggregated as asked (inconsistent configs, mixed protocols)."""
 
 
-# --- loading and validation ----------------------------------------------------------------------
-
-
 def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """Flatten nested dicts to dotted keys: {"a": {"b": 1}} -> {"a.b": 1}."""
     flat: dict[str, Any] = {}
@@ -67,7 +61,7 @@ def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _read_json(path: Path, kind: type = dict) -> Any:
+def read_json(path: Path, kind: type = dict) -> Any:
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -84,7 +78,6 @@ class SeedResult:
     seed: int
     path: Path
     config: dict[str, Any]
-    provenance: dict[str, Any]
     metrics: dict[str, Any]  # flattened: metrics.json keys + "<bench>.<key>" of eval/<bench>.json
 
 
@@ -99,18 +92,18 @@ def load_seed_dir(path: str | Path) -> SeedResult:
         raise ResultsError(f"{path} is marked DONE but lacks {lacks[0]}; delete the folder and re-run")
     if not isinstance(config := yaml.safe_load((path / "config.yaml").read_text()) or {}, dict):
         raise ResultsError(f"{path / 'config.yaml'} must be a mapping")
-    metrics = flatten(_read_json(path / "metrics.json"))
+    metrics = flatten(read_json(path / "metrics.json"))
     for eval_file in sorted((path / "eval").glob("*.json")):
-        metrics |= flatten(_read_json(eval_file), prefix=f"{eval_file.stem}.")
+        metrics |= flatten(read_json(eval_file), prefix=f"{eval_file.stem}.")
     if config.get("seed") is not None and int(config["seed"]) != (seed := int(match.group(1))):
         raise ResultsError(f"{path}: folder says seed {seed} but config.yaml says seed {config['seed']}")
-    return SeedResult(int(match.group(1)), path, config, _read_json(path / "run.json"), metrics)
+    read_json(path / "run.json")  # the provenance: unread here, but it must be readable
+    return SeedResult(int(match.group(1)), path, config, metrics)
 
 
 def comparable_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The config without the keys that differ between seeds of one run (seed, paths), with `method` as the
-    adapter it builds (`balora.recipes.adapter_of`): `ba-lora` and `pissa` with the same λs train the same
-    model (runs made before the ablation variants were named ba-lora record pissa)."""
+    """The config without the keys that differ between seeds of one run, `method` as the adapter it builds:
+    `ba-lora` and `pissa` with the same λs train the same model (older ablation runs record pissa)."""
     flat = {k: v for k, v in flatten(config).items() if k not in SEED_SPECIFIC_KEYS}
     return flat | {"method": adapter_of(flat["method"])} if "method" in flat else flat
 
@@ -136,54 +129,35 @@ def check_same_config(run_name: str, seeds: Sequence[SeedResult]) -> None:
             )
 
 
-@dataclass
-class Run:
-    """All finished seeds of one run name, with the seed folders that exist but did not finish."""
-
-    name: str
-    seeds: dict[int, SeedResult]
-    unfinished: list[Path]
-
-
-def load_run(run_dir: str | Path) -> Run:
-    """Read every seed<k>/ of a run folder; unfinished seeds are listed, not loaded."""
+def load_run(run_dir: str | Path) -> tuple[dict[int, SeedResult], list[Path]]:
+    """The finished seed<k>/ of a run folder by seed, checked to share one config, and the unfinished ones."""
     children = sorted(c for c in Path(run_dir).iterdir() if c.is_dir() and SEED_DIR_RE.match(c.name))
     done = [load_seed_dir(c) for c in children if (c / DONE_MARKER).exists()]
     check_same_config(Path(run_dir).name, done)
-    unfinished = [c for c in children if not (c / DONE_MARKER).exists()]
-    return Run(Path(run_dir).name, {result.seed: result for result in done}, unfinished)
-
-
-def load_histories(results_root: str | Path, run: str, seeds: Sequence[int] = ()) -> list[list[dict]]:
-    """The log_history.json of each finished seed of "<study>:<run>" (seeds without one are skipped)."""
-    run_dir = Path(results_root) / run.replace(":", "/")
-    finished = load_run(run_dir).seeds if run_dir.is_dir() else {}
-    paths = [r.path / "log_history.json" for s, r in sorted(finished.items()) if not seeds or s in seeds]
-    return [_read_json(path, list) for path in paths if path.is_file()]
+    return {r.seed: r for r in done}, [c for c in children if not (c / DONE_MARKER).exists()]
 
 
 def _protocol_of(metrics: dict[str, Any], space: str) -> str | None:
-    """The protocol recorded beside the metrics of namespace `space` ("gsm8k." for "gsm8k.score"), as JSON."""
+    """The protocol recorded beside the metrics of namespace `space` ("gsm8k." for "gsm8k.score"), as JSON,
+    with the fields of a nested protocol dict (flattened to "<space>protocol.<field>")."""
     keys = (*PROTOCOL_KEYS, *EVAL_PROTOCOL_KEYS) if space else PROTOCOL_KEYS
     found = {key: metrics[f"{space}{key}"] for key in keys if f"{space}{key}" in metrics}
-    # Nested protocol dicts were flattened: collect "<ns>protocol.<field>" entries too.
     found |= {k[len(space) :]: v for k, v in metrics.items() if k.startswith(f"{space}protocol.")}
     return json.dumps(found, sort_keys=True, default=str) if found else None
 
 
 def load_study(study_dir: str | Path, study: str | None = None) -> tuple[pd.DataFrame, list[Path]]:
     """Read results/<study>/ once: the long frame (study, run, seed, metric, value, protocol, path) of its
-    finished seeds, and its unfinished seed folders (no folder: an empty frame). `study` names it in the
-    frame (default: the folder's name; "mini/nlg" for results/mini/nlg/)."""
+    finished seeds (no folder: empty), and its unfinished seed folders. `study`: by default the folder."""
     records, unfinished = [], []
     space = lambda metric: metric.rsplit(".", 1)[0] + "." if "." in metric else ""  # noqa: E731
     for child in sorted(Path(study_dir).iterdir()) if Path(study_dir).is_dir() else []:
         if child.is_dir() and any(SEED_DIR_RE.match(c.name) for c in child.iterdir() if c.is_dir()):
-            run = load_run(child)
-            unfinished += run.unfinished
-            for seed, r in run.seeds.items():
+            finished, not_done = load_run(child)
+            unfinished += not_done
+            for seed, r in finished.items():
                 found = {s: _protocol_of(r.metrics, s) for s in set(map(space, r.metrics))}
-                records += [(run.name, seed, m, v, found[space(m)], r.path) for m, v in r.metrics.items()]
+                records += [(child.name, seed, m, v, found[space(m)], r.path) for m, v in r.metrics.items()]
     columns = ["run", "seed", "metric", "value", "protocol", "path"]
     frame = pd.DataFrame.from_records(records, columns=columns)
     return frame.assign(study=study or Path(study_dir).name)[["study", *columns]], unfinished
@@ -204,16 +178,11 @@ class StudyCache:
         rows = self.studies[study][0].query("run == @run")
         return rows if len(rows) else None
 
-    def unfinished(self) -> list[Path]:
-        return [path for _, paths in self.studies.values() for path in paths]
-
 
 def metric_values(run: pd.DataFrame | None, metric: str, seeds: Sequence[int], scale: float) -> pd.DataFrame:
-    """The rows of `metric` in one run's rows (None: no run) at `seeds` (all when empty), checked: numbers,
-    finite, one protocol."""
-    rows = (
-        pd.DataFrame(columns=["seed", "value", "protocol"]) if run is None else run[run["metric"] == metric]
-    )
+    """`metric`'s rows at `seeds` (all if empty) of a run (None: none), checked: finite, one protocol."""
+    empty = pd.DataFrame(columns=["seed", "value", "protocol"])
+    rows = empty if run is None else run[run["metric"] == metric]
     rows = rows[rows["seed"].isin(seeds)] if seeds else rows
     for value, path in zip(rows["value"], rows.get("path", []), strict=True):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -233,9 +202,6 @@ def metric_values(run: pd.DataFrame | None, metric: str, seeds: Sequence[int], s
     return rows.sort_values("seed").assign(value=rows["value"].astype(float) * scale)
 
 
-# --- aggregation ---------------------------------------------------------------------------------
-
-
 @dataclass(frozen=True)
 class Cell:
     """mean ± sample std (n-1; None under two seeds) of one metric over the finished seeds of one cell."""
@@ -245,37 +211,15 @@ class Cell:
     std: float | None = None
     missing_seeds: tuple[int, ...] = ()
     protocol: str | tuple[str, ...] | None = None  # an averaged cell: those of its runs
-
-    @property
-    def n(self) -> int:
-        return len(self.values)
-
-    @property
-    def incomplete(self) -> bool:
-        return bool(self.missing_seeds)
+    n: int = 0  # the number of finished seeds: len(values)
 
     @classmethod
     def of(cls, per_seed: pd.Series, seeds: Sequence[int], protocol: str | tuple[str, ...] | None) -> Cell:
-        """The cell of values indexed by seed. statistics.fmean / stdev are exact (fsum-based): a mean does
-        not depend on the seeds' order."""
+        """The cell of values indexed by seed (fmean / stdev are fsum-based: no dependence on seed order)."""
         values = {int(seed): float(value) for seed, value in per_seed.sort_index().items()}
         mean = statistics.fmean(values.values()) if values else None
         std = statistics.stdev(values.values()) if len(values) > 1 else None
-        return cls(values, mean, std, tuple(s for s in seeds if s not in values), protocol)
-
-
-def aggregate_cell(
-    run: pd.DataFrame | None, metric: str, expected_seeds: Sequence[int] = (), scale: float = 1.0
-) -> Cell:
-    """`metric` over the seeds of one run's rows (None: the run does not exist -> an empty cell)."""
-    rows = metric_values(run, metric, expected_seeds, scale)
-    protocol = rows["protocol"].iloc[0] if len(rows) else None
-    return Cell.of(rows.set_index("seed")["value"], expected_seeds, protocol)
-
-
-def point(cell: Cell) -> tuple[float, float | None] | None:
-    """(mean, std) of a cell for plotting, None when no seed finished."""
-    return (cell.mean, cell.std) if cell.n else None
+        return cls(values, mean, std, tuple(s for s in seeds if s not in values), protocol, len(values))
 
 
 @dataclass(frozen=True)
@@ -289,10 +233,8 @@ class RowSpec:
 
 @dataclass(frozen=True)
 class ColumnSpec:
-    """A table column: the metric read from run `run.format(row=..., col=key[, task=...])`, a run of another
-    study as "<study>:<run>" (an ablation row that is the main table's PiSSA run). With `average_over`, the
-    cell is, per seed, the mean over the runs with each task for {task} (the GLUE Avg of the ablation); a seed
-    counts when every task has it."""
+    """A table column: `metric` of run `run.format(row=..., col=key[, task=...])` ("<study>:<run>": another
+    study's). With `average_over`, a cell is per seed the mean of its tasks' runs, if every task has it."""
 
     label: str
     key: str
@@ -317,8 +259,7 @@ class TableSpec:
     params_metric: str | None = "trainable_params"
     average: bool = True
     paper_file: str | None = None  # results/paper/<file>: the paper version whose recipe these runs follow
-    # The regulariser preset of the runs' configs ("iclr2026"; None: not BA-LoRA's recipe) and a one-line
-    # description. When a paper file records another preset, the table says Δ compares different recipes.
+    # The runs' regulariser preset and its text: a paper file of another preset gets "Δ compares recipes".
     preset: str | None = None
     recipe: str | None = None
     decimals: int = 2
@@ -351,8 +292,7 @@ def build_table(spec: TableSpec, results_root: str | Path) -> TableResult:
     """Aggregate results/<spec.study>/ into `spec`'s cells (mean ± std over spec.seeds).
 
     Raises:
-        ResultsError: inconsistent configs within a run, a NaN or non-number, mixed protocols within a run
-            or a column.
+        ResultsError: inconsistent configs within a run, a NaN or non-number, mixed protocols in a column.
     """
     cache = StudyCache(results_root, spec.study)
     sources = {(r.key, c.key): (c, spec.run_names(r, c)) for r in spec.rows for c in spec.columns}
@@ -381,17 +321,21 @@ def build_table(spec: TableSpec, results_root: str | Path) -> TableResult:
     means = {r: [cell.mean for cell in row.values()] for r, row in cells.items()}
     averages = {r: statistics.fmean(m) if None not in m else None for r, m in means.items()}
     params = {r.key: _row_params(spec, r, cache) for r in spec.rows}
-    return TableResult(spec, cells, params, averages, cache.unfinished())
+    return TableResult(
+        spec, cells, params, averages, [p for _, paths in cache.studies.values() for p in paths]
+    )
 
 
 def _row_params(spec: TableSpec, row: RowSpec, cache: StudyCache) -> float | None:
     """#Params of a row: the trainable-parameter count reported by its first run that has one."""
-    names = [name for col in spec.columns for name in spec.run_names(row, col)] if spec.params_metric else []
-    for run in (run for run in map(cache.run, names) if run is not None):
-        for value in run.loc[run["metric"] == spec.params_metric, "value"]:
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                return float(value)
-    return None
+    runs = [
+        run
+        for col in spec.columns
+        for name in spec.run_names(row, col)
+        if (run := cache.run(name)) is not None
+    ]
+    counts = (v for run in runs for v in run.loc[run["metric"] == spec.params_metric, "value"])
+    return next((float(v) for v in counts if isinstance(v, (int, float)) and not isinstance(v, bool)), None)
 
 
 def load_paper_table(path: str | Path) -> dict[str, Any]:
@@ -408,12 +352,8 @@ def paper_lookup(paper: dict[str, Any], spec: TableSpec) -> dict[tuple[str | Non
     return {(r.group, r.label): by_key[(r.group, r.label)] for r in spec.rows if (r.group, r.label) in by_key}
 
 
-# --- rendering -----------------------------------------------------------------------------------
-
-LATEX_SPECIAL = str.maketrans(
-    {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{"}
-    | {"}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
-)
+_LATEX_WORDS = {"\\": r"\textbackslash{}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+LATEX_SPECIAL = str.maketrans(_LATEX_WORDS | {c: "\\" + c for c in "&%$#_{}"})
 
 
 def latex_escape(text: str) -> str:
@@ -436,19 +376,14 @@ def rank_frame(result: TableResult) -> pd.DataFrame:
     return (result.means() * signs).round(10).groupby(groups).rank("dense", ascending=False)
 
 
-def rank_cells(result: TableResult) -> dict[tuple[str, str], int]:
-    """{(row key, column key or "avg"): 1 or 2} for the best and second of each column within a group."""
-    ranks = rank_frame(result).stack()
-    return {key: int(rank) for key, rank in ranks[ranks <= 2].items()}
-
-
 def _fmt(value: float | None, decimals: int, signed: bool = False) -> str:
     return "—" if value is None or pd.isna(value) else f"{value:{'+' * signed}.{decimals}f}"
 
 
 def _cell_text(cell: Cell, decimals: int) -> str:
     std = f" ± {cell.std:.{decimals}f}" if cell.std is not None else ""
-    return f"{cell.mean:.{decimals}f}{std}{f' (n={cell.n})' * cell.incomplete}" if cell.n else MISSING
+    short = f" (n={cell.n})" if cell.missing_seeds else ""
+    return f"{cell.mean:.{decimals}f}{std}{short}" if cell.n else MISSING
 
 
 def _frame(result: TableResult, paper: dict | None, esc: Callable, marks: dict) -> tuple[list, pd.DataFrame]:
@@ -530,14 +465,12 @@ def _protocol_text(protocol: str | tuple[str, ...] | None) -> str | None:
 def _footnotes(result: TableResult, paper: dict[str, Any] | None) -> list[str]:
     spec, seeds = result.spec, ", ".join(map(str, result.spec.seeds))
     cells = [(r, c, result.cells[r.key][c.key]) for r in spec.rows for c in spec.columns]
-    notes = [
-        f"mean ± sample std over seeds {seeds}; best per group in bold, second underlined; Avg = mean of the "
-        "column means."
-    ]
+    legend = "best per group in bold, second underlined; Avg = mean of the column means."
+    notes = [f"mean ± sample std over seeds {seeds}; {legend}"]
     # Cells with the same shortfall are named together: a whole table at n = 1 is one line, not one per cell.
     short: dict[str, list[tuple[RowSpec, ColumnSpec]]] = {}
     for row, col, cell in cells:
-        if cell.incomplete or not cell.n:
+        if cell.missing_seeds or not cell.n:
             missing = f"missing (run {', '.join(spec.run_names(row, col))})"
             why = f"n={cell.n}, missing seeds {list(cell.missing_seeds)}" if cell.n else missing
             short.setdefault(why, []).append((row, col))
@@ -560,10 +493,8 @@ def _footnotes(result: TableResult, paper: dict[str, Any] | None) -> list[str]:
         why = "no published counterpart at this scale" if spec.study.startswith("mini/") else why
         return notes + [f"Not compared with a paper table ({why})."]
     status = f" ({paper['status']})" if paper.get("status") else ""
-    notes.append(
-        f"Paper numbers: {paper.get('version', 'version not recorded')}; recipe: "
-        f"{paper.get('recipe', 'not recorded')}. Source: {paper['source']}{status}"
-    )
+    version, recipe = paper.get("version", "version not recorded"), paper.get("recipe", "not recorded")
+    notes.append(f"Paper numbers: {version}; recipe: {recipe}. Source: {paper['source']}{status}")
     if spec.preset and paper.get("preset") and paper["preset"] != spec.preset:
         notes.append(
             f"The paper's numbers were made with another recipe ({paper['preset']}) than our runs "
@@ -592,7 +523,7 @@ def to_json(result: TableResult) -> dict[str, Any]:
 
 # --- the tables of the paper and of the CPU mini-reproduction -------------------------------------
 # Rows and columns are read from the grids of the study registry (balora/repro/studies.py), whose run names
-# the templates below spell out (results/README.md): a grid changed there is its table changed here.
+# the templates spell out (results/README.md): a grid changed there is its table changed here.
 
 ICLR_NLG_RECIPE = (
     "regulariser preset iclr2026 (NLG): λ = 0.025 / 0.005 / 0.005, KL at T = 2, top-20 entropy, "
@@ -601,39 +532,10 @@ ICLR_NLG_RECIPE = (
 ICLR_NLU_RECIPE = (
     "regulariser preset iclr2026 (NLU): λ = 0.15 / 0.03 / 0.03, covariance diversity, nuclear SVD k = 5"
 )
-# Printed names of methods, tasks, benchmarks and models, the regulariser ablation's variants (λ switched off:
-# studies.ABLATION_FLAGS) and the NLU diversity forms.
-LABELS = {
-    "full": "Full FT", "bitfit": "BitFit", "hadapter": "HAdapter", "padapter": "PAdapter", "lora": "LoRA",
-    "loha": "LoHa", "dora": "DoRA", "adalora": "AdaLoRA", "pissa": "PiSSA", "ba-lora": "BA-LoRA",
-    "lora-reg": "LoRA + Reg", "mnli": "MNLI", "sst2": "SST-2", "mrpc": "MRPC", "cola": "CoLA", "qnli": "QNLI",
-    "qqp": "QQP", "rte": "RTE", "stsb": "STS-B", "gsm8k": "GSM8K", "math": "MATH", "humaneval": "HumanEval",
-    "mbpp": "MBPP", "mt_bench": "MT-Bench", "roberta-base": "RoBERTa-base", "t5-base": "T5-base",
-    "deberta-v3-base": "DeBERTa-v3-base", "smollm2": "SmolLM2-135M-Instruct", "llama2-7b": "LLaMA-2-7B",
-    "llama2-13b": "LLaMA-2-13B", "llama3-8b": "LLaMA-3-8B", "llama3-70b": "LLaMA-3-70B",
-    "mistral-7b": "Mistral-7B", "gemma-7b": "Gemma-7B", "qwen1.5-7b": "Qwen1.5-7B", "yi1.5-34b": "Yi-1.5-34B",
-    "noreg": "w/o reg (PiSSA)", "consistency": "consistency only", "diversity": "diversity only",
-    "svd": "SVD only", "all": "BA-LoRA (all three)", "covariance": "BA-LoRA (covariance diversity)",
-    "entropy": "BA-LoRA (entropy diversity)",
-}  # fmt: skip
-
-
-def labelled(keys: Sequence[str]) -> tuple[tuple[str, str], ...]:
-    """("lora", "LoRA"), ... for the keys."""
-    return tuple((key, LABELS[key]) for key in keys)
-
-
-GRID = {name: study.axes for name, study in STUDIES.items()}
-MINI_PROBES = GRID["mini_probes"]
-MINI_NLG_MODEL, MINI_MAIN_RANK = "smollm2", 16  # the main mini table's LoRA rank: the rank sweep reuses it
-NLG_METHODS = labelled(GRID["nlg_table"]["methods"])
-MINI_NLG_METHODS = labelled(("full", *MINI_AXES["nlg_methods"]))  # Full FT: a row, trained on request
-RANKS = tuple(int(rank) for rank in GRID["rank_sweep"]["ranks"])
-MINI_RANKS = tuple(sorted(int(rank) for rank in (*MINI_AXES["ranks"], MINI_MAIN_RANK)))
-PROBE_METHODS = labelled(MINI_PROBES["methods"])
+GRID = {name: study.axes for name, study in studies.STUDIES.items()}
+MINI_PROBES, MINI_NLG_MODEL = GRID["mini_probes"], "smollm2"
 MINI_IMBALANCE_CLASS = MINI_PROBES["minority_class"][0]
 MINI_IMBALANCE_RATIOS = tuple(int(ratio) for ratio in MINI_PROBES["imbalance_ratios"])
-MINI_NOISE_LEVELS = tuple(int(percent) for percent in MINI_PROBES["noise_percents"])
 MINI_LAMBDA_SCALES = tuple(sorted(("1", *MINI_PROBES["lambda_scales"]), key=float))  # 1: the main BA-LoRA run
 TABLES: dict[str, Callable[[], TableSpec]] = {}  # name -> a call that builds its TableSpec
 
@@ -662,20 +564,19 @@ def _columns(keys: Sequence[str], metric: str, run: str, label: str = "{}", **op
     ]
 
 
+def _bench_columns(benches: dict[str, tuple[str, ...]], subsets: Sequence[str]) -> list[ColumnSpec]:
+    """A column per benchmark of each training subset, read from run {row}_<subset>."""
+    return [c for s in subsets for c in _columns(benches[s], "{key}.score", f"{{row}}_{s}")]
+
+
 def _nll_column(run: str) -> list[ColumnSpec]:
     """The GSM8K solution NLL of the mini NLG runs: the low-noise companion of a 64-question accuracy."""
     return [ColumnSpec("GSM8K NLL", "gsm8k_nll", "gsm8k_nll.score", run, higher_is_better=False, decimals=3)]
 
 
-def imbalance_run(task: str, model: str | None, method: str, minority: str, ratio: int) -> str:
-    """Run name of an imbalance probe: <task>[_<model>]_<method>_<minority>1to<ratio>."""
-    return "_".join(filter(None, (task, model, method, f"{minority}1to{ratio}")))
-
-
 def _imbalance_columns(run: str, minority: str, prefix: str = "", keys: str = "{}") -> list[ColumnSpec]:
-    """Minority recall, balanced accuracy, macro-F1 (and AUROC for the mini probe) of the final model (%).
-    AUROC is threshold-free: it separates "ranks the minority class first but never predicts it" from "has
-    not learnt it" when every argmax is the majority class."""
+    """Minority recall, balanced accuracy, macro-F1 (and for the mini probe the threshold-free AUROC: it tells
+    "ranks the minority first but never predicts it" from "has not learnt it") of the final model (%)."""
     metrics = [
         ("minority recall", "recall", f"recall_{minority}"),
         ("balanced acc", "bacc", "balanced_accuracy"),
@@ -686,22 +587,23 @@ def _imbalance_columns(run: str, minority: str, prefix: str = "", keys: str = "{
 
 def _paper_tables() -> None:
     """The paper's tables, its appendix experiments and the model range."""
-    # NLG: 3 models × {Full FT, LoRA, PiSSA, BA-LoRA} × the benchmarks of each training set (eval/<bench>.py:
-    # percent; MT-Bench: first-turn rating 1-10). The configs run the ICLR-2026 recipe: compared with the
-    # ICLR-2026 (v6) table; the v3-v5 table is results/paper/nlg_table.json (--paper_file).
+    # NLG: models × methods × the benchmarks of each training set (%; MT-Bench: first-turn rating 1-10),
+    # compared with the ICLR-2026 (v6) table; the v3-v5 table is results/paper/nlg_table.json (--paper_file).
     grid, title = GRID["nlg_table"], "NLG: GSM8K, MATH, HumanEval, MBPP (%), MT-Bench (1-10)"
-    cols = [c for s in grid["subsets"] for c in _columns(SUBSET_BENCHES[s], "{key}.score", f"{{row}}_{s}")]
-    rows = _rows(grid["methods"], grid["models"])
+    cols, rows = (
+        _bench_columns(studies.SUBSET_BENCHES, grid["subsets"]),
+        _rows(grid["methods"], grid["models"]),
+    )
     _table("nlg", title, rows, cols, ICLR_NLG_RECIPE, "nlg_table_iclr2026.json", average=True)
     # NLU: DeBERTa-v3-base, 10 methods × 8 GLUE tasks (scripts/glue.sh).
     grid, title = GRID["nlu_table"], "NLU: GLUE dev (DeBERTa-v3-base)"
     cols = _columns(grid["tasks"], "score", f"{{key}}_{grid['models'][0]}_{{row}}")
     rows = _rows(grid["methods"])
     _table("nlu", title, rows, cols, ICLR_NLU_RECIPE, "nlu_table_iclr2026.json", average=True)
-    # The regulariser ablation: LLMs on GSM8K and MATH (the published figure, v4/v5, used the v1-v5 recipe; our
-    # variants switch off λ of the ICLR-2026 configs), then DeBERTa-v3-base's GLUE avg over the eight tasks.
+    # The regulariser ablation (the published v4/v5 figure used the v1-v5 recipe; our variants switch off λ of
+    # the ICLR-2026 configs): LLMs on GSM8K and MATH, then DeBERTa-v3-base's GLUE avg over the eight tasks.
     grid, glue, title = GRID["ablation_llms"], GRID["ablation"], "Ablation of the regularisers: "
-    cols = _columns(SUBSET_BENCHES["metamath"], "{key}.score", "{row}")
+    cols = _columns(studies.SUBSET_BENCHES["metamath"], "{key}.score", "{row}")
     rows = _rows(grid["variants"], grid["models"])
     _table("ablation", f"{title}GSM8K, MATH (%)", rows, cols, ICLR_NLG_RECIPE, "ablation.json")
     cols = [ColumnSpec("GLUE avg", "glue", "score", "glue_{task}_{row}", average_over=glue["glue_tasks"])]
@@ -713,10 +615,8 @@ def _paper_tables() -> None:
     cols = _imbalance_columns(imbalance_run("mnli", model, "{row}", c, ratio), c, keys="{1}")
     title = f"Imbalanced MNLI ({LABELS[model]}): {c} kept at 1:{ratio}, matched dev (%)"
     _table("imbalanced_mnli", title, _rows(grid["methods"]), cols, ICLR_NLU_RECIPE, "imbalanced_mnli.json")
-    # v7 appendix: the NLU diversity term on MNLI, covariance (the preset) vs entropy form, and LoRA; covariance
-    # and LoRA are the NLU table's runs (scripts/nlu_diversity.sh trains them when missing).
-    grid = GRID["nlu_diversity"]
-    run = f"{grid['task'][0]}_{grid['model'][0]}"
+    # v7 appendix: the NLU diversity term on MNLI, covariance (the preset; the NLU table's run) vs entropy.
+    run = "_".join(GRID["nlu_diversity"][axis][0] for axis in ("task", "model"))
     cols = [ColumnSpec("MNLI", "MNLI", "score", f"{run}_ba-lora-entropy")]
     overrides = (("covariance", "MNLI", f"nlu:{run}_ba-lora"), ("lora", "MNLI", f"nlu:{run}_lora"))
     title = "NLU diversity term on MNLI (DeBERTa-v3-base), matched dev accuracy (%)"
@@ -731,30 +631,27 @@ def _paper_tables() -> None:
     _table("noisy_probe", title, rows, cols, recipe, "noisy_pretraining.json", average=True)
     # BA-LoRA across models (scripts/model_range.sh): GSM8K after MetaMathQA, HumanEval after CodeFeedback.
     grid, title = GRID["model_range"], "BA-LoRA across models: GSM8K and HumanEval (%)"
+    cols = _bench_columns(studies.MODEL_RANGE_BENCHES, grid["subsets"])
     rows = _rows(grid["methods"], grid["models"])
-    cols = [
-        c for s in grid["subsets"] for c in _columns(MODEL_RANGE_BENCHES[s], "{key}.score", f"{{row}}_{s}")
-    ]
     _table("model_range", title, rows, cols, f"the NLG table's recipe, rank 64 outside it; {ICLR_NLG_RECIPE}")
 
 
 def _mini_tables() -> None:
     """The CPU mini-reproduction (SmolLM2-135M-Instruct on GSM8K, all-MiniLM-L6-v2 on GLUE) and its probes."""
     nlg, sst2 = f"mini/nlg:{MINI_NLG_MODEL}", f"the mini SST-2 configs; {ICLR_NLU_RECIPE}"
-    # SmolLM2 trained on GSM8K train rows, scored on a GSM8K test subset.
+    # SmolLM2 trained on GSM8K train rows, scored on a GSM8K test subset; Full FT: a row, trained on request.
     loss = ColumnSpec("train loss", "train_loss", "train_loss", higher_is_better=False)
     cols = [ColumnSpec("GSM8K", "gsm8k", "gsm8k.score"), *_nll_column("{row}"), loss]
     title = "Mini NLG: SmolLM2-135M-Instruct, GSM8K test subset accuracy (%) and solution NLL (nats/token)"
     recipe = f"SmolLM2-135M-Instruct on 160 GSM8K train rows; {ICLR_NLG_RECIPE}"
-    _table("mini_nlg", title, _rows(dict(MINI_NLG_METHODS), (MINI_NLG_MODEL,)), cols, recipe)
+    _table("mini_nlg", title, _rows(("full", *MINI_AXES["nlg_methods"]), (MINI_NLG_MODEL,)), cols, recipe)
     # MiniLM on the local GLUE tasks (dev sets).
     cols, rows = _columns(MINI_AXES["nlu_tasks"], "score", "{key}_{row}"), _rows(MINI_AXES["nlu_methods"])
     recipe = f"all-MiniLM-L6-v2 on GLUE train subsets; {ICLR_NLU_RECIPE}"
     _table("mini_nlu", "Mini NLU: all-MiniLM-L6-v2, GLUE dev", rows, cols, recipe, average=True)
-    # The ablation: SmolLM2's GSM8K NLL and MiniLM's GLUE avg (two tasks: CPU time); its end points, 'w/o reg'
-    # and 'all', are the main mini tables' PiSSA and BA-LoRA runs. No GSM8K accuracy column: at 0-3% of 64
-    # questions it cannot separate the variants (the NLL can), and the single-term runs were graded under
-    # balora-gsm8k v1, which may not share a column with the main runs' v2.
+    # The ablation: SmolLM2's GSM8K NLL and MiniLM's GLUE avg; 'w/o reg' and 'all' are the main mini tables'
+    # PiSSA and BA-LoRA runs. No GSM8K accuracy: 0-3% of 64 questions cannot separate the variants (the NLL
+    # can), and the single-term runs were graded under balora-gsm8k v1, which may not share a column with v2.
     tasks = MINI_AXES["ablation_tasks"]
     label = f"GLUE avg ({', '.join(LABELS[task] for task in tasks)})"
     cols = _nll_column(f"{MINI_NLG_MODEL}_{{row}}")
@@ -765,8 +662,7 @@ def _mini_tables() -> None:
     recipe = "variants of the mini NLG / NLU BA-LoRA runs (iclr2026 presets) with λ switched off"
     rows, title = _rows(GRID["ablation"]["variants"]), "Mini ablation of the regularisers"
     _table("mini_ablation", title, rows, cols, recipe, overrides=tuple(overrides))
-    # Bias probes on SST-2 (MiniLM), scored on the clean dev set: the positive class subsampled, or a share of
-    # the training labels flipped.
+    # Bias probes on SST-2 (MiniLM), scored on the clean dev set: positives subsampled, or labels flipped.
     c, ratios, rows = MINI_IMBALANCE_CLASS, MINI_IMBALANCE_RATIOS, _rows(MINI_PROBES["methods"])
     run = partial(imbalance_run, "sst2", None, "{row}", c)
     cols = [col for r in ratios for col in _imbalance_columns(run(r), c, f"1:{r} ", f"{{0}}{r}")]
@@ -777,17 +673,15 @@ def _mini_tables() -> None:
     cols += _columns(levels, "final.accuracy", "sst2_{row}_noise{key}", "{}% flipped", scale=100)
     title = "Mini probe, label noise: all-MiniLM-L6-v2 on SST-2, final-model accuracy on the clean dev set "
     _table("mini_label_noise", f"{title}(%)", rows, cols, sst2)
-    # BA-LoRA with every λ of the iclr2026 NLG preset scaled: the solution NLL only (at 0-3% of 64 questions,
-    # accuracy cannot separate the scales). No train-loss column: the Trainer's train_loss is the whole
-    # objective, which at λ × 100 is mostly the (negative) diversity and SVD terms, not the fit.
+    # Every λ of the NLG preset scaled: the NLL only (accuracy cannot separate the scales), and no train loss:
+    # the Trainer's is the whole objective, at λ × 100 mostly the (negative) diversity and SVD terms.
     rows = [RowSpec("PiSSA (λ = 0)", "pissa")] + [RowSpec(f"BA-LoRA, λ × {s}", s) for s in MINI_LAMBDA_SCALES]
     overrides = (("pissa", "gsm8k_nll", f"{nlg}_pissa"), ("1", "gsm8k_nll", f"{nlg}_ba-lora"))
     title = "Mini probe, λ sensitivity: SmolLM2-135M-Instruct, GSM8K test subset solution NLL (nats/token)"
     recipe = f"the mini NLG BA-LoRA config with λ1, λ2, λ3 all multiplied; {ICLR_NLG_RECIPE}"
     cols = _nll_column(f"{MINI_NLG_MODEL}_ba-lora_lambda_x{{row}}")
     _table("mini_lambda_scale", title, rows, cols, recipe, overrides=overrides)
-    # LoRA + Reg: the regularisers on standard LoRA init, beside LoRA, PiSSA and BA-LoRA; its STS-B cell is the
-    # LoRA runs (see the recipe: scripts/mini_probes.sh does not repeat them).
+    # LoRA + Reg: the regularisers on standard LoRA init, beside LoRA, PiSSA and BA-LoRA.
     methods = MINI_PROBES["methods"]
     cols = _nll_column(f"{nlg}_{{row}}") + _columns(MINI_AXES["nlu_tasks"], "score", "mini/nlu:{key}_{row}")
     runs = {"gsm8k_nll": f"{MINI_NLG_MODEL}_lora-reg", "stsb": "mini/nlu:stsb_lora"}

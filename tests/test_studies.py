@@ -353,3 +353,33 @@ def test_a_planned_config_whose_model_has_no_settings_is_refused(monkeypatch, ca
         "configs/nlg/phi3-mini_metamath_lora.yaml is planned by a study, but phi3-mini has no settings in "
         "NLG_MODELS (balora/repro/nlg_configs.py): add them, then python -m balora.repro.studies --write-configs"
     )
+
+
+def test_the_worked_example_of_adding_a_study_plans_and_tabulates(monkeypatch, capsys, tmp_path):
+    """results/README.md's worked example, run as written: its grid function and Study entry registered, its
+    table added to results.TABLES; the dry-run plans its six runs on committed configs, and its table is
+    built (every cell missing, each named) from an empty results folder."""
+    from balora.repro import results
+
+    section = (REPO / "results" / "README.md").read_text().split("## Adding a study")[1].split("\n## ")[0]
+    grid_code, table_code = re.findall(r"```python\n(.*?)```", section, re.S)
+    grid_code, study_entry = grid_code.split("# in _study_list():")
+    namespace = vars(S).copy()
+    exec(grid_code, namespace)
+    study = eval(study_entry.strip().rstrip(","), namespace)
+    monkeypatch.setitem(S.STUDIES, "dropout", study)
+    table_ns = vars(results).copy() | {"GRID": {"dropout": study.axes}}
+    monkeypatch.setattr(results, "TABLES", {})
+    exec("def _example():\n" + table_code.split("\n", 1)[1], table_ns)
+    table_ns["_example"]()
+
+    assert R.main(["dropout", "--dry-run"]) == 0
+    plan = capsys.readouterr().out
+    assert (
+        "# plan: 6 runs" in plan
+        and "--lora_dropout 0.1" in plan
+        and "configs/nlg/llama2-7b_metamath_ba-lora" in plan
+    )
+    table = results.build_table(results.TABLES["dropout"](), tmp_path)
+    text = results.to_markdown(table)
+    assert "p = 0.05" in text and "LLaMA-2-7B" in text and "missing (run llama2-7b_ba-lora_p0.1)" in text

@@ -454,3 +454,11 @@ class BALoRATrainer(Trainer):
                 logs[f"lambda_{t}"] = value
             self._metrics.clear()
         super().log(logs, *args, **kwargs)
+
+    def _run_epoch(self, *args, **kwargs):
+        # Resumed from the final checkpoint (killed before its results were saved): the Trainer would train a
+        # step past max_steps before its stop check. The checkpoint's weights are the finished training's.
+        if self.state.global_step >= self.state.max_steps > 0:
+            self.control.should_training_stop = True
+            return None
+        return super()._run_epoch(*args, **kwargs)

@@ -77,16 +77,29 @@ def test_resume_skips_a_checkpoint_killed_while_saving_and_reports_the_whole_run
     )
 
 
-def test_a_run_killed_after_its_last_checkpoint_resumes_with_a_checkpoint_limit(tmp_path):
-    """Killed after its final checkpoint, before metrics.json: the resumed run's checkpoint may be rotated away
-    by save_total_limit before the run ends, so its step is read when the run starts (the rehearsed Gemma Full
-    FT row failed reading checkpoint-2/trainer_state.json after training)."""
+def test_a_run_killed_after_its_last_checkpoint_resumes_to_the_uninterrupted_result(tmp_path):
+    """Killed after its final checkpoint, before metrics.json: the resume trains no step past max_steps (the
+    Trainer trained one more: checkpoint-3 of a 2-step run, its loss as train_loss) and ends with the
+    uninterrupted run's adapter, bit for bit, and train_loss. With save_total_limit the resumed checkpoint may
+    be rotated away before the run ends, so its step is read when the run starts."""
+    flags = (
+        "--save_total_limit",
+        "1",
+        "--lr_scheduler_type",
+        "constant",
+    )  # constant: a step past the end moves
+    reference = _train(tmp_path / "reference", *flags)
     out = tmp_path / "run"
-    _train(out, "--save_total_limit", "1")
+    _train(out, *flags)
     (out / "metrics.json").unlink()
-    metrics = _train(out, "--save_total_limit", "1", "--resume_from_checkpoint", "last")
+    metrics = _train(out, *flags, "--resume_from_checkpoint", "last")
     assert metrics["resumed_from_checkpoint"] == str(out / "checkpoint-2")
-    assert (out / "metrics.json").is_file()
+    assert [p.name for p in provenance.checkpoints(out)] == ["checkpoint-2"]
+    assert metrics["train_loss"] == pytest.approx(reference["train_loss"], rel=1e-6)
+    steps = [e["step"] for e in json.loads((out / "log_history.json").read_text()) if "loss" in e]
+    assert steps == [1, 2]
+    adapter = "adapter/adapter_model.safetensors"
+    assert (out / adapter).read_bytes() == (tmp_path / "reference" / adapter).read_bytes()
 
 
 @pytest.mark.parametrize("damage", ["empty optimizer", "truncated trainer_state", "no trainer_state"])

@@ -232,7 +232,7 @@ _METHOD_NAMES = {"lora": "LoRA", "pissa": "PiSSA", "dora": "DoRA"}
 
 
 @contextlib.contextmanager
-def _quiet_peft_wrapping() -> Iterator[None]:
+def quiet_peft_wrapping() -> Iterator[None]:
     """peft's PeftModel reads the model's `is_gradient_checkpointing`, deprecated in transformers 5, and so
     prints a FutureWarning on every model it wraps, checkpointing or not: nothing a user can act on."""
     with warnings.catch_warnings():
@@ -384,7 +384,7 @@ def prepare_model(model: nn.Module, cfg: AdapterConfig) -> nn.Module:
         _check_target_modules(model, target_modules)
         if cfg.method in ("lora", "pissa", "dora"):
             _check_rank_fits(model, target_modules, cfg.r, cfg.method)
-        with _quiet_peft_wrapping():
+        with quiet_peft_wrapping():
             model = get_peft_model(model, _peft_config(cfg, target_modules))
         if cfg.method == "pissa":
             _add_pissa_reference(model)
@@ -511,7 +511,7 @@ def save_pissa_init(
     target_modules = cfg.target_modules or LLAMA_TARGET_MODULES
     _check_target_modules(model, target_modules)
     _check_rank_fits(model, target_modules, cfg.r, cfg.method)
-    with _quiet_peft_wrapping():
+    with quiet_peft_wrapping():
         peft_model = get_peft_model(model, _peft_config(cfg, target_modules))
     # Saved with init_lora_weights=True: loading it must not decompose the residual again (eng. notes).
     peft_model.peft_config[TRAINED_ADAPTER].init_lora_weights = True
@@ -534,7 +534,7 @@ def _load_pissa_init(residual_model: nn.Module, init_dir: str | os.PathLike):
             f"{init_dir} holds no complete PiSSA decomposition (run save_pissa_init first)"
         )
     adapter = pissa_init_adapter_path(init_dir)
-    with _quiet_peft_wrapping():
+    with quiet_peft_wrapping():
         model = PeftModel.from_pretrained(
             residual_model, adapter, adapter_name=TRAINED_ADAPTER, is_trainable=True
         )

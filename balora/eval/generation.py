@@ -178,13 +178,16 @@ def load_model(model: str, adapter: str | None = None, dtype: str = "auto", devi
     if adapter is not None:
         from peft import PeftConfig, PeftModel
 
+        from balora.adapters import quiet_peft_wrapping
+
         check_adapter_base(str(model), adapter)
         config = PeftConfig.from_pretrained(adapter)
         # Loading must never re-run an initialisation that rewrites base weights (PiSSA would
         # decompose the already-residual weights again); the saved A, B are loaded as they are.
         if hasattr(config, "init_lora_weights"):
             config.init_lora_weights = True
-        lm = PeftModel.from_pretrained(lm, adapter, config=config)
+        with quiet_peft_wrapping():
+            lm = PeftModel.from_pretrained(lm, adapter, config=config)
     lm.to(device)
     lm.eval()
     if tokenizer.pad_token is None:

@@ -24,4 +24,4 @@ fi
 # start-up and imports of the scripts it runs); each test module runs whole on one worker, so a module's
 # fixtures (a built wheel, a trained tiny run) are made once. `-n 0` runs everything in one process.
 workers=$(nproc 2>/dev/null || echo 2); [ "$workers" -le 4 ] || workers=4
-exec .venv/bin/python -m pytest -q -n "$workers" --dist loadscope "$@"
+exec .venv/bin/python -m pytest -q -n "$workers" --dist loadscope --no-loadscope-reorder "$@"

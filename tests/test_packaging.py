@@ -30,7 +30,6 @@ TEST_TOOLS = {"pytest", "pytest-xdist", "execnet", "ruff", "setuptools"}
 # Runtime pins that no module of this repository imports, and why they are pinned anyway.
 USED_WITHOUT_IMPORT = {
     "accelerate": "the transformers Trainer runs on it (device placement, gradient accumulation)",
-    "deepspeed": "ZeRO-2/3 training through TrainingArguments.deepspeed (configs/deepspeed/*.json)",
     "tensorboard": "the Trainer's metric logger (report_to: tensorboard)",
     "sentencepiece": "transformers' tokenizers of LLaMA-2, Mistral and Gemma",
     "gguf": "transformers' reader of the embedded SmolLM2 GGUF checkpoint (balora.repro.models)",

@@ -84,6 +84,16 @@ def exit_launched_process(status: int) -> int:
 # --- what a run trains ---------------------------------------------------------------------------
 
 
+def skip_unused_deepspeed_cpu_kernel(args: BALoRATrainingArguments) -> None:
+    """DeepSpeed on CPU compiles its shared-memory all-reduce kernel when it starts (~30 s with two cores,
+    once per environment). Only its tensor-parallel inference (`inference_all_reduce`) uses that kernel; ZeRO
+    training reduces through torch.distributed (gloo), so it is marked unavailable and not built."""
+    if args.deepspeed and not torch.cuda.is_available():
+        import deepspeed.ops
+
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+
+
 def resolve_method(method: str, args: BALoRATrainingArguments) -> dict:
     """What a run trains, from its `method` and its regulariser settings (the one rule of every command).
 

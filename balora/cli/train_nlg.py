@@ -207,6 +207,7 @@ def _pissa_init(
 def main(argv: list[str] | None = None) -> dict:
     """Train and return the metrics dict written to <output_dir>/metrics.json."""
     model_args, data_args, adapter_args, args = parse_args(ARGUMENT_CLASSES, argv, description=__doc__)
+    lifecycle.skip_unused_deepspeed_cpu_kernel(args)
     logging.basicConfig(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         level=logging.INFO if args.should_log else logging.WARNING,

@@ -438,20 +438,23 @@ def test_a_stage_forked_from_the_preloaded_runner_ends_as_its_subprocess_does(tm
 @pytest.mark.slow
 def test_a_rehearsal_stage_dies_with_its_killed_runner_and_the_run_resumes(tmp_path):
     """SIGKILL to the runner alone (not its process group) while its forked GLUE training runs: the
-    training dies with it (PR_SET_PDEATHSIG), and the same command then finishes the run."""
-    args = ["nlu_table", "--rehearse", "--only", "rte_deberta-v3-base_lora/", "--no-finish",
+    training dies with it (PR_SET_PDEATHSIG), and the same command then finishes the run: a rehearsed
+    BA-LoRA row of the NLU table, recorded as BA-LoRA, and the table."""
+    args = ["nlu_table", "--rehearse", "--only", "rte_deberta-v3-base_ba-lora/",
             "--results_dir", str(tmp_path / "results"), "--outputs_dir", str(tmp_path / "outputs")]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     log = tmp_path / "killed.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            [PY, "-m", "balora.repro.run", *args], cwd=REPO, env=env, start_new_session=True,
+            [PY, "-m", "balora.repro.run", *args, "--no-finish"], cwd=REPO, env=env, start_new_session=True,
             stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     try:
         # The training: the runner's live child after its started marker, forked (the runner's command
         # line; read once the runner runs, as a process just started still shows the one of its parent).
-        marker = tmp_path / "outputs" / "nlu" / "rte_deberta-v3-base_lora" / "seed42" / ".stage_train.started"
+        marker = (
+            tmp_path / "outputs" / "nlu" / "rte_deberta-v3-base_ba-lora" / "seed42" / ".stage_train.started"
+        )
         deadline = time.monotonic() + 300
         while not marker.exists() or not (
             stage := [
@@ -472,12 +475,16 @@ def test_a_rehearsal_stage_dies_with_its_killed_runner_and_the_run_resumes(tmp_p
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-    train = tmp_path / "outputs" / "nlu" / "rte_deberta-v3-base_lora" / "seed42" / "train"
+    train = tmp_path / "outputs" / "nlu" / "rte_deberta-v3-base_ba-lora" / "seed42" / "train"
     assert not (train / "metrics.json").exists(), log.read_text()  # killed mid-stage
     resumed = runner(*args)
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
     assert "    train: ok (" in resumed.stdout and "forked from the preloaded runner)" in resumed.stdout
-    assert (tmp_path / "results" / "nlu" / "rte_deberta-v3-base_lora" / "seed42" / "DONE").is_file()
+    results = tmp_path / "results" / "nlu" / "rte_deberta-v3-base_ba-lora" / "seed42"
+    assert (results / "DONE").is_file()
+    metrics = json.loads((results / "metrics.json").read_text())
+    assert metrics["trained"] == "ba-lora" and metrics["method"] == "ba-lora"
+    assert (tmp_path / "results" / "tables" / "nlu.md").exists()
 
 
 def test_only_plain_python_commands_of_this_interpreter_fork_and_only_from_one_thread(tmp_path):

@@ -134,33 +134,20 @@ def test_all_empty_responses_are_an_error(tmp_path):
 # --- GLUE TSVs ----------------------------------------------------------------------------------------
 
 
-def test_non_utf8_tsv_is_one_line_naming_the_file_and_line(tmp_path):
+def test_non_utf8_tsv_is_one_line_naming_the_file_and_line(tmp_path, capsys):
+    """The command's cli() in-process (finetune_glue's exit status 2 from a real process: the forked-stage
+    test of tests/test_runner.py)."""
+    from balora.cli import finetune_glue
+
     glue_dir = _tiny_glue(tmp_path / "glue")
     train = glue_dir / "RTE" / "train.tsv"
     lines = train.read_bytes().split(b"\n")
     lines[3] = lines[3].replace(b"dog", b"d\xf6g")
     train.write_bytes(b"\n".join(lines))
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "finetune_glue.py",
-            "--task_name",
-            "rte",
-            "--glue_dir",
-            str(glue_dir),
-            "--model_name_or_path",
-            "tiny-bert",
-            "--method",
-            "lora",
-            "--output_dir",
-            str(tmp_path / "o"),
-            *GLUE_TINY,
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        env=ENV,
-    )
+    argv = ["--task_name", "rte", "--glue_dir", str(glue_dir), "--model_name_or_path", "tiny-bert",
+            "--method", "lora", "--output_dir", str(tmp_path / "o"), *GLUE_TINY]  # fmt: skip
+    status = finetune_glue.cli(argv)
+    proc = subprocess.CompletedProcess(argv, status, "", capsys.readouterr().err)
     _one_line_error(proc, f"{train}:4: not UTF-8 text")
 
 

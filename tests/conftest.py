@@ -8,14 +8,22 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-# Under pytest-xdist (scripts/test.sh: -n) the cores are shared by the workers: each worker's torch, and the
-# scripts it starts, get their share, so that two workers on two cores do not each run two threads.
-_CORES = (
-    min(2, os.cpu_count() or 1)
-    if "PYTEST_XDIST_WORKER_COUNT" not in os.environ
-    else max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
-)
-os.environ.setdefault("OMP_NUM_THREADS", str(_CORES))
+
+
+def share_cores_among_workers(environ, cores: int) -> None:
+    """Set OMP_NUM_THREADS to this process's share of the cores, for its torch and the scripts it starts:
+    under pytest-xdist (scripts/test.sh: -n) the workers share the cores, so that two workers on two cores
+    do not each run two threads (nor fall back from the forked rehearsal stages to subprocesses, which a
+    BLAS thread pool started at import forces). The xdist controller imports this file too, before it
+    starts the workers, which inherit its environment: the value set here is marked as ours, so each worker
+    replaces it with its own share. A value the user set is kept."""
+    workers = environ.get("PYTEST_XDIST_WORKER_COUNT")
+    share = max(1, cores // int(workers)) if workers else min(2, cores)
+    if "OMP_NUM_THREADS" not in environ or environ.get("BALORA_TEST_THREADS_SET") == "1":
+        environ.update(OMP_NUM_THREADS=str(share), BALORA_TEST_THREADS_SET="1")
+
+
+share_cores_among_workers(os.environ, os.cpu_count() or 1)
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -156,16 +156,11 @@ class BALoRATrainingArguments(TrainingArguments):
         if self.report_to is None:
             self.report_to = ["tensorboard"]
         super().__post_init__()
-        if self.regularizer_preset not in PRESET_NAMES:
-            raise ValueError(
-                f"regularizer_preset must be one of {PRESET_NAMES}, got {self.regularizer_preset!r}"
-            )
+        for name, allowed in (("regularizer_preset", PRESET_NAMES), ("lambda_schedule", LAMBDA_SCHEDULES)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.regularizer_task not in ("nlg", "nlu"):
             raise ValueError(f"regularizer_task must be 'nlg' or 'nlu', got {self.regularizer_task!r}")
-        if self.lambda_schedule not in LAMBDA_SCHEDULES:
-            raise ValueError(
-                f"lambda_schedule must be one of {LAMBDA_SCHEDULES}, got {self.lambda_schedule!r}"
-            )
         default_config, default_lambdas = preset(self.regularizer_preset, self.regularizer_task)
         if self.regularizer_preset == "none":  # no preset: RegularizerConfig's forms, for either task
             default_config = RegularizerConfig(task=self.regularizer_task)
@@ -203,13 +198,8 @@ class _AdaLoraBudgetCallback(TrainerCallback):
 
 
 def _fold(entries: list[tuple[float, float]]) -> tuple[float, float]:
-    """(Σ sums, Σ weights) of a metric's micro-batch entries, added in order (the logged bits do not
-    depend on a summation algorithm)."""
-    total = weight = 0.0
-    for value, count in entries:
-        total += value
-        weight += count
-    return total, weight
+    """(Σ sums, Σ weights) of a metric's micro-batch entries, added in order (sum() compensates since 3.12)."""
+    return functools.reduce(lambda acc, entry: (acc[0] + entry[0], acc[1] + entry[1]), entries, (0.0, 0.0))
 
 
 class BALoRATrainer(Trainer):
@@ -311,7 +301,9 @@ class BALoRATrainer(Trainer):
         hidden_svd = {}
         if "svd" in active + logged_only:
             path = capture.svd_space(hidden)
-            self._note_svd_path(path)
+            if path != self.svd_path:
+                logger.info("BA-LoRA SVD term computed in %s", path)
+                self.svd_path = path
             if path == "hidden space":
                 hidden_svd = {"hidden": hidden, "head_factor": self._head_factor(capture.svd_head)}
         regularizer, values = 0.0, {}
@@ -327,9 +319,8 @@ class BALoRATrainer(Trainer):
         if logged_only:  # the rows and the hidden states are detached: no gradient, no graph kept
             with torch.no_grad():
                 detached = {k: v.detach() for k, v in hidden_svd.items()}
-                cfg = self._regularizer_config
                 terms = regularizer_terms(
-                    logits.detach(), ref_logits, None, cfg, terms=logged_only, **detached
+                    logits.detach(), ref_logits, None, self._regularizer_config, terms=logged_only, **detached
                 )
             values.update((t, terms[t]) for t in logged_only)
         for t in TERMS:
@@ -373,11 +364,6 @@ class BALoRATrainer(Trainer):
         if strategy == IntervalStrategy.STEPS:
             return self.state.logging_steps > 0 and step % self.state.logging_steps == 0
         return strategy == IntervalStrategy.EPOCH
-
-    def _note_svd_path(self, path: str) -> None:
-        if path != self.svd_path:
-            logger.info("BA-LoRA SVD term computed in %s", path)
-            self.svd_path = path
 
     def _head_factor(self, head: torch.nn.Linear) -> torch.Tensor:
         """L with L Lᵀ = Wᵀ W of the frozen head, computed once (again only if the weight changes)."""
@@ -434,8 +420,7 @@ class BALoRATrainer(Trainer):
             world = self.accelerator.num_processes if self.args.average_tokens_across_devices else 1
             labels = inputs.get("labels")
             items = rows[0].numel() if rows is not None else labels.numel() if labels is not None else 1
-            items = float(items)
-            self._metrics["task"].append((value * float(num_items_in_batch) / world, items))
+            self._metrics["task"].append((value * float(num_items_in_batch) / world, float(items)))
         else:
             self._metrics["task"].append((value, 1.0))
 

@@ -358,8 +358,6 @@ def generate_to_file(
             good += len(line.encode())
         with open(path, "r+b") as handle:
             handle.truncate(good)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    settings_path.write_text(json.dumps(fingerprint) + "\n")
     todo = [(key, prompt) for key, prompt in items if key not in done]
     if todo:
         logger.info(
@@ -370,8 +368,13 @@ def generate_to_file(
             len(items) - len(todo),
             path,
         )
-        if hasattr(generator, "load"):  # the model's loading messages before the bar, not inside it
+        # The model's loading messages before the bar, not inside it; and before anything is written, so
+        # that a model that does not load leaves no folder behind.
+        if hasattr(generator, "load"):
             generator.load()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    settings_path.write_text(json.dumps(fingerprint) + "\n")
+    if todo:
         bar = tqdm(total=len(todo), desc=desc, unit="prompt")
         with open(path, "a") as handle:
 

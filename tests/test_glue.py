@@ -121,6 +121,25 @@ def test_tsv_unknown_label_and_missing_column(tmp_path):
         load_glue_split("rte", "train", glue_dir=tmp_path)
 
 
+def test_offline_without_glue_dir_is_one_line_that_names_the_local_tsvs(tmp_path, monkeypatch, capsys):
+    """The hub unreachable and no --glue_dir: one line and exit status 2 (it was a traceback), nothing
+    written; when the data folder holds the task's TSVs, the line names the flag that uses them."""
+    from balora.cli import finetune_glue
+
+    monkeypatch.setenv("BALORA_DATA_DIR", str(tmp_path / "data"))
+    with pytest.raises(OSError, match=r"nyu-mll/glue/rte from the hub .*Offline\? Pass --glue_dir with the"):
+        load_glue_split("rte", "train")
+    (tmp_path / "data" / "glue" / "RTE").mkdir(parents=True)
+    argv = ["--task_name", "rte", "--method", "lora", "--output_dir", str(tmp_path / "out")]
+    status = finetune_glue.cli(argv)
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert status == 2 and len(errors) == 1 and "Traceback" not in "".join(errors)
+    assert errors[0].endswith(
+        f"The TSVs are in {tmp_path / 'data' / 'glue'}: pass --glue_dir {tmp_path / 'data' / 'glue'}"
+    )
+    assert not (tmp_path / "out").exists()
+
+
 def test_real_glue_files_match_official_sizes(shared_data):
     glue = shared_data / "glue"
     expected = {

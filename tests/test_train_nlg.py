@@ -122,8 +122,13 @@ def test_pissa_init_dir_is_written_once_and_reused(tmp_path):
         (["--query_field", "question"], ValueError, "has no query_field 'question'"),
         (["--data_path", "/nonexistent/data.jsonl"], FileNotFoundError, "does not exist"),
         (
+            ["--data_path", "some-org/not-a-dataset"],  # the hub is offline here: an OSError, exit status 2
+            OSError,
+            "Could not load dataset 'some-org/not-a-dataset' .*Offline\\? Pass a local .json/.jsonl file",
+        ),
+        (
             ["--model_name_or_path", "smollm2-135m-instruct", "--attn_implementation", "flash_attention_2"],
-            RuntimeError,
+            ValueError,
             "flash-attn is not installed",
         ),
     ],

@@ -128,7 +128,7 @@ def load_base(model_args: ModelArguments, dtype: torch.dtype, path: str | None =
         model_args.attn_implementation == "flash_attention_2"
         and importlib.util.find_spec("flash_attn") is None
     ):
-        raise RuntimeError(
+        raise ValueError(
             "attn_implementation=flash_attention_2 but flash-attn is not installed; "
             "pip install flash-attn (GPU) or use --attn_implementation sdpa"
         )
@@ -192,7 +192,7 @@ def _pissa_init(
         logger.info("Reusing the PiSSA decomposition in %s", init_dir)
     else:
         if args.deepspeed and "zero3" in str(args.deepspeed).replace("_", "").lower():
-            raise RuntimeError(
+            raise ValueError(
                 "PiSSA cannot decompose ZeRO-3-partitioned weights: run this command "
                 "once with --init_only and without --deepspeed first"
             )

@@ -96,7 +96,7 @@ def load_rows(
         try:
             rows = rehearsal.load_hub_dataset(data_path, split=name, data_dir=data_subset).to_list()
         except Exception as err:  # noqa: BLE001 - re-raised with the fix to apply
-            raise RuntimeError(
+            raise OSError(  # a user error: one line and exit status 2 at the command line
                 f"Could not load dataset {data_path!r} (split {name!r}{', subset ' + data_subset if data_subset else ''}) "
                 f"from the hub: {err}. Offline? Pass a local .json/.jsonl file as --data_path."
             ) from err

@@ -315,9 +315,17 @@ def load_glue_split(task: str | GlueTask, split: str, glue_dir: str | os.PathLik
     try:
         ds = rehearsal.load_hub_dataset("nyu-mll/glue", spec.name, split=hub_split)
     except Exception as err:  # the hub raises many different types when offline
-        raise RuntimeError(
-            f"Could not load nyu-mll/glue/{spec.name} from the hub ({type(err).__name__}: {err}). "
-            "Offline? Pass --glue_dir with the original GLUE TSV files (e.g. data/glue, filled by python scripts/fetch_data.py)."
+        from balora.repro.data import data_dir
+
+        # An OSError: the command line answers it with one line and exit status 2 (balora.cli.command).
+        local = data_dir() / "glue"
+        fix = (
+            f"The TSVs are in {local}: pass --glue_dir {local}"
+            if (local / spec.tsv_dir).is_dir()
+            else "Pass --glue_dir with the original GLUE TSV files (data/glue: python scripts/fetch_data.py)"
+        )
+        raise OSError(
+            f"Could not load nyu-mll/glue/{spec.name} from the hub ({type(err).__name__}: {err}). Offline? {fix}"
         ) from err
     # Hub column names differ per task; rename to sentence1/sentence2.
     text = [c for c in ds.column_names if c not in ("label", "idx")]

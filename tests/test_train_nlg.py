@@ -140,6 +140,25 @@ def test_bad_input_raises_clear_errors(tmp_path, flags, error, match):
         _run(tmp_path, "--max_steps", "1", *flags)
 
 
+def test_a_pissa_decomposition_under_zero3_is_refused_with_one_line(tmp_path, capsys):
+    """PiSSA cannot decompose ZeRO-3-partitioned weights: one line and exit status 2 (it was a traceback),
+    before any model loads or any folder is made."""
+    import gc
+
+    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+
+    zero3 = str(REPO / "configs" / "deepspeed" / "zero3.json")
+    argv = ["--config", TINY, "--output_dir", str(tmp_path / "out"), "--deepspeed", zero3]
+    status = train_nlg.cli([*argv, "--method", "pissa", "--init_dir", str(tmp_path / "init")])
+    gc.collect()  # the arguments' DeepSpeed config is global while they live: none is left for later tests
+    assert not is_deepspeed_zero3_enabled()
+    assert status == 2 and capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: PiSSA cannot decompose ZeRO-3-partitioned weights: run this command once with --init_only "
+        "and without --deepspeed first"
+    )
+    assert not (tmp_path / "out").exists() and not (tmp_path / "init").exists()
+
+
 def test_unknown_config_key_is_an_error(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({**yaml.safe_load(Path(TINY).read_text()), "lamda_svd": 0.1}))

@@ -225,6 +225,7 @@ def test_committed_configs_are_generated_and_each_belongs_to_a_study():
     assert committed == set(generated) | set(S.HAND_WRITTEN_CONFIGS)
     assert len([c for c in generated if c.startswith("configs/nlg/")]) == 75
     assert not set(generated) & set(S.HAND_WRITTEN_CONFIGS)
+    assert set(S.GENERATED_FOR_NO_STUDY) <= set(generated)  # the quick start's: generated, run by no study
 
 
 def test_a_hand_edited_config_is_caught_and_write_configs_restores_it(tmp_path):

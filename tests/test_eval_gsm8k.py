@@ -316,16 +316,3 @@ def test_backend_vllm_where_it_cannot_run_is_a_user_error_before_any_work(tmp_pa
     err = capsys.readouterr().err
     assert err.strip() == "error: --backend vllm needs the vllm package and a CUDA GPU; use --backend hf"
     assert not (out / "completions.jsonl").exists()
-
-
-def test_a_model_that_does_not_load_is_one_line_and_leaves_no_folder(tmp_path, capsys):
-    # The decoding settings file used to be written before the model loaded: a wrong --model left a folder.
-    from balora.cli.command import run_command
-
-    out = tmp_path / "out"
-    argv = ["--model", str(tmp_path / "no-such-model"), "--limit", "2"]
-    argv += ["--data", str(FIXTURES / "gsm8k_tiny.jsonl"), "--output_dir", str(out)]
-    assert run_command(eval_gsm8k.main, argv=argv, basic_logging=False) == 2
-    errors = capsys.readouterr().err.strip().splitlines()
-    assert errors[-1].startswith("error: ") and "no-such-model" in errors[-1]
-    assert not out.exists()

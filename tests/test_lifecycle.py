@@ -62,6 +62,7 @@ def _glue(tmp_path: Path, out: Path, *flags: str) -> dict:
         ("--gradient_accumulation_steps", "0", "--gradient_accumulation_steps must be >= 1, got 0"),
         ("--per_device_train_batch_size", "0", "--per_device_train_batch_size must be >= 1, got 0"),
         ("--adam_beta1", "1.5", "--adam_beta1 must be in [0, 1), got 1.5"),
+        ("--seed", "-5", "--seed must be in [0, 2**32), got -5"),  # numpy's words, without the flag
         ("--num_train_epochs", "-1", "--num_train_epochs must be > 0 (or 0 with --max_steps), got -1.0"),
         (
             "--model_dtype",

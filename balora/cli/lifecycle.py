@@ -160,6 +160,7 @@ def check_training_arguments(args) -> None:
         "adam_beta1": 0 <= args.adam_beta1 < 1,
         "adam_beta2": 0 <= args.adam_beta2 < 1,
         "adam_epsilon": args.adam_epsilon >= 0,
+        "seed": 0 <= args.seed < 2**32,
         **{f"lambda_{t}": getattr(args, f"lambda_{t}") >= 0 for t in TERMS},
     }
     ranges = {
@@ -170,6 +171,7 @@ def check_training_arguments(args) -> None:
         "gradient_accumulation_steps": ">= 1",
         "adam_beta1": "in [0, 1)",
         "adam_beta2": "in [0, 1)",
+        "seed": "in [0, 2**32)",
     }
     for name, ok in checks.items():
         if not ok:

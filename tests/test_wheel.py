@@ -179,8 +179,8 @@ QUICKSTART = ["--model", "tiny-llama", "--max_steps", "1", "--eval_limit", "2", 
 @pytest.fixture(scope="module")
 def commands_run(installed, tmp_path_factory) -> dict:
     """The installed commands run by one interpreter of the new environment (DRIVER), from the folder outside
-    the checkout: the tiny training, the evaluation of its adapter, the quick start, every command's --help
-    and a refused evaluation. {"report": the driver's report, "calls": what was run, "data": the evaluation's data}."""
+    the checkout: the tiny training, the evaluation of its adapter, the quick start, every command's --help,
+    a refused evaluation and the study runner (which needs a checkout). {"report": the driver's report, "calls": what was run, "data": the evaluation's data}."""
     out = installed["outside"]
     data = out / "data" / "gsm8k"
     data.mkdir(parents=True)
@@ -191,6 +191,7 @@ def commands_run(installed, tmp_path_factory) -> dict:
         ["balora-quickstart", QUICKSTART, {}],
         *([name, ["--help"], {}] for name in COMMANDS),
         ["balora-eval-gsm8k", ["--model", "m", "--limit", "0", "--output_dir", str(out / "refused")], {}],
+        ["balora-run", ["tiny", "--rehearse"], {}],
     ]
     outputs = tmp_path_factory.mktemp("outputs")
     proc = _run(installed, [str(installed["python"]), "-c", DRIVER, str(outputs), json.dumps(calls)])
@@ -212,14 +213,19 @@ def test_every_console_command_answers_help_and_user_errors_from_the_installed_p
     ]
     assert report["rehearsal_rows"] > 0  # the rehearsal's stand-ins ship with the package
     assert report["commands"] == COMMANDS
-    for (name, _, _), result in zip(calls[3:-1], report["runs"][3:-1], strict=True):
+    for (name, _, _), result in zip(calls[3:-2], report["runs"][3:-2], strict=True):
         assert result["status"] == 0, f"{name} --help exited {result['status']}: {result['output'][-2000:]}"
         assert result["output"].lstrip().startswith("usage:"), f"{name}: {result['output'][:500]}"
         # The description is the command module's docstring, also when __main__ is pip's wrapper.
         module = importlib.import_module(SCRIPTS[name].split(":")[0])
         assert module.__doc__.splitlines()[0] in result["output"], f"{name}: no description"
-    refused = report["runs"][-1]
+    refused = report["runs"][-2]
     assert refused["status"] == 2 and refused["output"] == "error: --limit must be >= 1, got 0\n"
+    # The study runner needs the checkout's configs and scripts: it says so (it blamed the grid before).
+    runner = report["runs"][-1]
+    assert runner["status"] == 2 and runner["output"].startswith(
+        "error: the studies run from a clone of the repository"
+    )
 
 
 def test_train_then_evaluate_with_the_installed_commands(installed, commands_run):

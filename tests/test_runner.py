@@ -477,7 +477,8 @@ def test_a_rehearsal_stage_dies_with_its_killed_runner_and_the_run_resumes(tmp_p
             os.killpg(proc.pid, signal.SIGKILL)
     train = tmp_path / "outputs" / "nlu" / "rte_deberta-v3-base_ba-lora" / "seed42" / "train"
     assert not (train / "metrics.json").exists(), log.read_text()  # killed mid-stage
-    resumed = runner(*args)
+    # Resumed with the user's OMP_NUM_THREADS = 2: BLAS starts no thread pool in the runner, which still forks.
+    resumed = runner(*args, env={"OMP_NUM_THREADS": "2"})
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
     assert "    train: ok (" in resumed.stdout and "forked from the preloaded runner)" in resumed.stdout
     results = tmp_path / "results" / "nlu" / "rte_deberta-v3-base_ba-lora" / "seed42"

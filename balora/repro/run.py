@@ -714,6 +714,9 @@ def _stage_env(opts: Options, spec: RunSpec) -> None:
         os.environ.update(BALORA_REHEARSAL="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
                           TOKENIZERS_PARALLELISM="false")  # fmt: skip
         os.environ.setdefault("OMP_NUM_THREADS", "1")
+        # numpy's and scipy's BLAS would start a thread pool at import when OMP_NUM_THREADS > 1 (a user's
+        # setting), and a runner with threads runs its stages as subprocesses, not forks (stage_runner).
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     if spec.eval_profile != "paper" or spec.resources.gpus_per_node == 0:
         os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
         os.environ.setdefault("OMP_NUM_THREADS", "2")

@@ -790,9 +790,8 @@ def run_resources(spec: RunSpec, opts: Options) -> Resources:
 
 
 def run_study(opts: Options) -> int:
-    if not (
-        REPO_ROOT / "configs"
-    ).is_dir():  # an installed package: the studies' configs and scripts are not here
+    # An installed package: the studies' configs and scripts are not beside it.
+    if not (REPO_ROOT / "configs").is_dir():
         raise UsageError(
             f"the studies run from a clone of the repository (its configs/, scripts/ and eval/), not from "
             f"the installed package in {REPO_ROOT}: clone it, pip install -e . there and run balora-run in it"

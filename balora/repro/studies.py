@@ -984,8 +984,8 @@ def study_finish(study: Study, rehearse: bool, quick: bool, overrides: Axes | No
 
 # --- configs/: generated from the recipes, checked against the grids ------------------------------------
 # Every config a study plans is generated: configs/glue/ from balora/repro/glue_configs.py, configs/nlg/
-# and configs/mini/ (and the quick start's, configs/smollm2/) from balora/repro/nlg_configs.py (each value in a small flat dict of its model, data
-# set, method or recipe, with its source). `--write-configs` rewrites them; `--check` (and
+# and configs/mini/ (and the quick start's, configs/smollm2/) from balora/repro/nlg_configs.py (each value
+# in a small flat dict of its model, data set, method or recipe, with its source). `--write-configs` rewrites them; `--check` (and
 # tests/test_studies.py) fails on a file edited by hand. A user who wants another λ copies one out of
 # configs/ or passes the flag (--lambda_svd 0): the files here stay what the registry says.
 
@@ -1114,8 +1114,8 @@ GRID_VARIANTS: tuple[tuple[str, Axes], ...] = (
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="The studies of the reproduction (balora/repro/studies.py): list them, or write / check the "
-        "generated configs (configs/glue, configs/nlg, configs/mini, configs/smollm2; balora/repro/glue_configs.py, "
-        "nlg_configs.py) and every config against the registry."
+        "generated configs (configs/glue, configs/nlg, configs/mini, configs/smollm2; "
+        "balora/repro/glue_configs.py, nlg_configs.py) and every config against the registry."
     )
     group = parser.add_mutually_exclusive_group()
     group.add_argument(
